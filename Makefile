@@ -1,0 +1,48 @@
+# siot build, test and benchmark entry points. `make test` is what CI runs.
+GO        ?= go
+BIN       ?= bin/siot
+FUZZTIME  ?= 60s
+# Each fuzz target runs this long inside `make test`.
+FUZZSHORT ?= 3s
+
+.PHONY: build test unit fmtcheck vet tidycheck fuzz fuzz-short bench run clean
+
+build:
+	$(GO) build -o $(BIN) ./cmd/siot
+
+test: fmtcheck vet tidycheck unit fuzz-short
+
+unit:
+	$(GO) test -race -count=1 ./...
+
+fmtcheck:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+tidycheck:
+	@cp go.mod /tmp/siot-go.mod.bak; cp go.sum /tmp/siot-go.sum.bak; \
+	$(GO) mod tidy; \
+	if ! cmp -s go.mod /tmp/siot-go.mod.bak || ! cmp -s go.sum /tmp/siot-go.sum.bak; then \
+		cp /tmp/siot-go.mod.bak go.mod; cp /tmp/siot-go.sum.bak go.sum; \
+		echo "go mod tidy changes go.mod or go.sum: run it and commit"; exit 1; fi
+
+# Every fuzz target, briefly (make test) or for FUZZTIME (make fuzz), under a
+# virtual-memory limit so an unbounded allocation fails instead of taking the
+# machine down.
+fuzz-short:
+	@FUZZTIME=$(FUZZSHORT) scripts/fuzz.sh
+
+fuzz:
+	@FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
+
+bench:
+	scripts/bench.sh
+
+run: build
+	./$(BIN) version
+
+clean:
+	rm -rf bin

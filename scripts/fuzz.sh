@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every Fuzz* target of the module for $FUZZTIME each, one at a time
+# (go test -fuzz takes one target per run), under a virtual-memory limit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+FUZZTIME=${FUZZTIME:-3s}
+# 8 GB of address space: enough for the Go runtime, far below what a
+# decoder that trusts a declared length would ask for.
+ulimit -v 8000000
+status=0
+for pkg in $(go list ./...); do
+	for target in $(go test -list '^Fuzz' "$pkg" | grep '^Fuzz' || true); do
+		echo "fuzz $pkg $target ($FUZZTIME)"
+		if ! go test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" "$pkg" >/tmp/siot-fuzz.log 2>&1; then
+			cat /tmp/siot-fuzz.log
+			status=1
+		fi
+	done
+done
+exit $status
