@@ -10,4 +10,5 @@ require (
 require (
 	github.com/stretchr/testify v1.11.1 // indirect
 	github.com/vmihailenco/tagparser/v2 v2.0.0 // indirect
+	pgregory.net/rapid v1.3.0 // indirect
 )

@@ -114,14 +114,23 @@ type ClockConfig struct {
 // Every timestamp it returns is greater than every timestamp it returned or
 // accepted before, so local writes are ordered after everything the replica
 // has seen. A device whose physical clock is far in the past still makes
-// progress: any newer timestamp it receives moves its clock forward.
+// progress: any newer timestamp it accepts moves its clock forward.
+//
+// The skew check of Update compares remote timestamps with the local
+// physical clock plus a correction (SetCorrection). A device without a
+// real-time clock boots in 1970: until it has a correction it refuses
+// timestamps from the present, and its own writes lose every merge. The link
+// layer sets the correction from a trusted peer's time (the upstream it
+// dialed) when the two clocks disagree by more than the offset, after which
+// the device both accepts the present and stamps its writes with it.
 type Clock struct {
 	physical  func() time.Time
 	maxOffset time.Duration
 	offsetMs  int64
 
-	mu   sync.Mutex
-	last Timestamp
+	mu         sync.Mutex
+	last       Timestamp
+	correction time.Duration
 }
 
 // NewClock returns a clock that has issued nothing yet.
@@ -161,7 +170,7 @@ func (c *Clock) Now() Timestamp {
 // Update, Now returns timestamps greater than remote.
 //
 // A remote timestamp whose physical part is more than MaxOffset ahead of
-// local physical time, or that sits at the very end of the last allowed
+// local (corrected) physical time, or that sits at the very end of the last allowed
 // millisecond, is refused with a *SkewError (matching ErrClockSkew) and the
 // clock is left unchanged.
 func (c *Clock) Update(remote Timestamp) (Timestamp, error) {
@@ -200,8 +209,33 @@ func (c *Clock) Last() Timestamp {
 	return c.last
 }
 
+// SetCorrection sets a duration added to the physical clock from now on:
+// the difference between a trusted peer's time and ours, learnt during a
+// link handshake. Zero removes the correction.
+func (c *Clock) SetCorrection(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.correction = d
+}
+
+// Correction returns the duration set by SetCorrection.
+func (c *Clock) Correction() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.correction
+}
+
+// Physical returns the corrected physical time, the reference for Now and
+// for the skew check.
+func (c *Clock) Physical() time.Time {
+	c.mu.Lock()
+	corr := c.correction
+	c.mu.Unlock()
+	return c.physical().Add(corr)
+}
+
 func (c *Clock) physicalTimestamp() Timestamp {
-	return NewTimestamp(c.physical().UnixMilli(), 0)
+	return NewTimestamp(c.Physical().UnixMilli(), 0)
 }
 
 func (c *Clock) checkSkew(remote, pt Timestamp) error {
