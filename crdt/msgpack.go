@@ -138,7 +138,7 @@ func skipValue(b []byte, off, maxDepth int) (int, error) {
 			if count > len(b)-off {
 				return 0, fmt.Errorf("%w: container at byte %d declares %d values, only %d bytes follow", ErrMalformed, off-1, count, len(b)-off)
 			}
-			if len(pending) >= maxDepth {
+			if len(pending) > maxDepth {
 				return 0, fmt.Errorf("%w: nested deeper than %d", ErrMalformed, maxDepth)
 			}
 			pending = append(pending, count)
@@ -151,12 +151,20 @@ func readLen(b []byte, off, width int) (int, error) {
 	if len(b)-off < width {
 		return 0, fmt.Errorf("%w: truncated length at byte %d", ErrMalformed, off)
 	}
+	var n uint64
 	switch width {
 	case 1:
-		return int(b[off]), nil
+		n = uint64(b[off])
 	case 2:
-		return int(binary.BigEndian.Uint16(b[off:])), nil
+		n = uint64(binary.BigEndian.Uint16(b[off:]))
 	default:
-		return int(binary.BigEndian.Uint32(b[off:])), nil
+		n = uint64(binary.BigEndian.Uint32(b[off:]))
 	}
+	// Every declared byte or value needs at least one byte of input. Checking
+	// that before converting to int also keeps a 32-bit length from turning
+	// negative where int has 32 bits.
+	if rest := len(b) - off - width; n > uint64(rest) {
+		return 0, fmt.Errorf("%w: length %d at byte %d, only %d bytes follow", ErrMalformed, n, off-1, rest)
+	}
+	return int(n), nil
 }

@@ -324,31 +324,6 @@ func compareEdges(a, b Edge) int {
 	return bytes.Compare(a.Child[:], b.Child[:])
 }
 
-// pickVictim returns the edge to undo in one strongly connected component:
-// the greatest-ranked edge inside it that is not restored, or, when all are
-// restored, the greatest-ranked one.
-func pickVictim(comp map[uuid.UUID]bool, active map[Edge]*EdgeRegister, restored map[Edge]bool) *EdgeRegister {
-	var best, bestRestored *EdgeRegister
-	for e, r := range active {
-		if !comp[e.Parent] || !comp[e.Child] {
-			continue
-		}
-		if restored[e] {
-			if bestRestored == nil || rankCompare(r, bestRestored) > 0 {
-				bestRestored = r
-			}
-			continue
-		}
-		if best == nil || rankCompare(r, best) > 0 {
-			best = r
-		}
-	}
-	if best != nil {
-		return best
-	}
-	return bestRestored
-}
-
 // cyclicComponents returns the strongly connected components of the graph
 // of active edges that contain a cycle (more than one node; self-loops are
 // never active). It uses an iterative Tarjan so deep trees cannot overflow
@@ -427,4 +402,27 @@ func cyclicComponents(active map[Edge]*EdgeRegister) []map[uuid.UUID]bool {
 		}
 	}
 	return comps
+}
+
+// CyclicComponents returns the node sets of the strongly connected
+// components of edges that contain a cycle, each sorted by ID, ordered by
+// their first ID. A tree or DAG has none.
+func CyclicComponents(edges []Edge) [][]uuid.UUID {
+	active := make(map[Edge]*EdgeRegister, len(edges))
+	for _, e := range edges {
+		if e.Parent != e.Child {
+			active[e] = nil
+		}
+	}
+	var out [][]uuid.UUID
+	for _, comp := range cyclicComponents(active) {
+		ns := make([]uuid.UUID, 0, len(comp))
+		for n := range comp {
+			ns = append(ns, n)
+		}
+		slices.SortFunc(ns, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
+		out = append(out, ns)
+	}
+	slices.SortFunc(out, func(a, b []uuid.UUID) int { return bytes.Compare(a[0][:], b[0][:]) })
+	return out
 }

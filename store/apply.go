@@ -1,0 +1,672 @@
+package store
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/google/uuid"
+
+	"siot/crdt"
+)
+
+// Outcome says what Apply did with one point of a batch.
+type Outcome uint8
+
+const (
+	// Applied: the point won its register and is now held.
+	Applied Outcome = iota + 1
+	// Stale: the register already held this write or a newer one; nothing
+	// changed.
+	Stale
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case Applied:
+		return "applied"
+	case Stale:
+		return "stale"
+	}
+	return fmt.Sprintf("outcome(%d)", uint8(o))
+}
+
+// Result reports what a batch changed.
+type Result struct {
+	// Outcomes has one entry per point of the batch, in order.
+	Outcomes []Outcome
+	// Changes holds the points that won their register, normalized, in
+	// batch order: the change feed. The caller owns the slice.
+	Changes []crdt.Point
+}
+
+// ErrBatchTooLarge is returned when a batch does not fit in one Badger
+// transaction; split it and retry. Nothing of it is written.
+var ErrBatchTooLarge = errors.New("store: batch too large for one transaction")
+
+// Apply merges a batch of points into their registers, atomically: either
+// every point is merged and the batch is durable (with SyncWrites) when
+// Apply returns, or nothing is written and the error says why.
+//
+// Every point must be stamped (Time and Origin) and valid; Apply normalizes a
+// copy of each and refuses the whole batch, naming the first invalid point's
+// index, with an error wrapping ErrInvalid. It refuses writes with
+// ErrDiskFull when free space is below the floor, ErrBatchTooLarge when the
+// batch does not fit in one transaction, and ErrClosed after Close.
+//
+// Digests, indexes and the tree's active edges are updated in the same
+// transaction. Apply calls are serialized; readers are never blocked.
+func (s *Store) Apply(pts []crdt.Point) (Result, error) {
+	batchPts := make([]crdt.Point, len(pts))
+	for i := range pts {
+		p := pts[i]
+		p.Normalize()
+		if err := p.Validate(); err != nil {
+			return Result{}, fmt.Errorf("%w: point %d: %w", ErrInvalid, i, err)
+		}
+		batchPts[i] = p
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return Result{}, ErrClosed
+	}
+	if err := s.checkSpace(); err != nil {
+		return Result{}, err
+	}
+	txn := s.db.NewTransaction(true)
+	defer txn.Discard()
+	b := newBatch(txn)
+	res, err := b.apply(batchPts)
+	if err != nil {
+		return Result{}, err
+	}
+	if err := b.flush(); err != nil {
+		return Result{}, err
+	}
+	if err := txn.Commit(); err != nil {
+		if errors.Is(err, badger.ErrTxnTooBig) {
+			return Result{}, fmt.Errorf("%w (%d points)", ErrBatchTooLarge, len(pts))
+		}
+		return Result{}, fmt.Errorf("store: commit: %w", err)
+	}
+	for i := range res.Changes {
+		if t := res.Changes[i].Time; t > s.maxTime {
+			s.maxTime = t
+		}
+	}
+	return res, nil
+}
+
+// batch is the working state of one Apply: everything it read, changed or
+// will write, so each key is read and written at most once.
+type batch struct {
+	txn *badger.Txn
+
+	regs      map[string]*crdt.Point // point key → winner so far (nil: none)
+	nodes     map[uuid.UUID]*nodeMeta
+	nodeDirty map[uuid.UUID]bool
+	edges     map[crdt.Edge]*edgeState // nil entry: no such edge
+	edgeDirty map[crdt.Edge]bool
+	parents   map[uuid.UUID][]uuid.UUID // every parent with an edge state
+	buckets   map[bucketID]*crdt.Digest
+
+	ownDelta  map[uuid.UUID]crdt.Digest
+	edgeDelta map[crdt.Edge]crdt.Digest
+	regEdges  map[crdt.Edge]bool // edges whose TypeEdge register changed
+
+	irregular map[crdt.Edge]bool // 'i' keys to set (true) or delete (false)
+}
+
+type bucketID struct {
+	parent uuid.UUID
+	bucket byte
+}
+
+func newBatch(txn *badger.Txn) *batch {
+	return &batch{
+		txn:       txn,
+		regs:      make(map[string]*crdt.Point),
+		nodes:     make(map[uuid.UUID]*nodeMeta),
+		nodeDirty: make(map[uuid.UUID]bool),
+		edges:     make(map[crdt.Edge]*edgeState),
+		edgeDirty: make(map[crdt.Edge]bool),
+		parents:   make(map[uuid.UUID][]uuid.UUID),
+		buckets:   make(map[bucketID]*crdt.Digest),
+		ownDelta:  make(map[uuid.UUID]crdt.Digest),
+		edgeDelta: make(map[crdt.Edge]crdt.Digest),
+		regEdges:  make(map[crdt.Edge]bool),
+		irregular: make(map[crdt.Edge]bool),
+	}
+}
+
+func (b *batch) apply(pts []crdt.Point) (Result, error) {
+	res := Result{Outcomes: make([]Outcome, len(pts))}
+	for i := range pts {
+		p := &pts[i]
+		k := pointKey(p)
+		cur, err := b.register(k, p)
+		if err != nil {
+			return Result{}, err
+		}
+		if cur != nil && crdt.Compare(p, cur) <= 0 {
+			res.Outcomes[i] = Stale
+			continue
+		}
+		res.Outcomes[i] = Applied
+		delta := crdt.PointDigest(p)
+		if cur != nil {
+			if err := b.txn.Delete(hlcKey(cur)); err != nil {
+				return Result{}, b.txnErr(err)
+			}
+			delta = delta.Sub(crdt.PointDigest(cur))
+		}
+		if err := b.txn.Set(k, encodeRegister(p)); err != nil {
+			return Result{}, b.txnErr(err)
+		}
+		if err := b.txn.Set(hlcKey(p), nil); err != nil {
+			return Result{}, b.txnErr(err)
+		}
+		np := *p
+		b.regs[string(k)] = &np
+		res.Changes = append(res.Changes, np)
+		if p.IsEdge() {
+			e := crdt.Edge{Parent: p.Parent, Child: p.Node}
+			st, err := b.edge(e, true)
+			if err != nil {
+				return Result{}, err
+			}
+			b.edgeDelta[e] = b.edgeDelta[e].Add(delta)
+			if p.Type == crdt.TypeEdge {
+				r := crdt.EdgeRegisterOf(p)
+				st.hasReg, st.tombstone, st.moved, st.time, st.origin = true, r.Tombstone, r.Moved, r.Time, r.Origin
+				b.regEdges[e] = true
+			}
+			b.edgeDirty[e] = true
+		} else {
+			b.ownDelta[p.Node] = b.ownDelta[p.Node].Add(delta)
+		}
+	}
+	changes, err := b.resolveTree()
+	if err != nil {
+		return Result{}, err
+	}
+	if err := b.updateDigests(changes); err != nil {
+		return Result{}, err
+	}
+	return res, nil
+}
+
+func (b *batch) txnErr(err error) error {
+	if errors.Is(err, badger.ErrTxnTooBig) {
+		return ErrBatchTooLarge
+	}
+	return fmt.Errorf("store: write: %w", err)
+}
+
+// register returns the current winner of the register at key k, or nil.
+func (b *batch) register(k []byte, p *crdt.Point) (*crdt.Point, error) {
+	if cur, ok := b.regs[string(k)]; ok {
+		return cur, nil
+	}
+	item, err := b.txn.Get(k)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		b.regs[string(k)] = nil
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: read register: %w", err)
+	}
+	cur := &crdt.Point{Node: p.Node, Parent: p.Parent, Type: p.Type, Key: p.Key}
+	if err := item.Value(func(v []byte) error { return decodeRegister(v, cur) }); err != nil {
+		return nil, err
+	}
+	b.regs[string(k)] = cur
+	return cur, nil
+}
+
+// edge returns the state of edge e, creating it when create is set and it
+// does not exist yet (nil otherwise).
+func (b *batch) edge(e crdt.Edge, create bool) (*edgeState, error) {
+	st, ok := b.edges[e]
+	if !ok {
+		item, err := b.txn.Get(edgeKey(pfxChild, e.Parent, e.Child))
+		switch {
+		case errors.Is(err, badger.ErrKeyNotFound):
+		case err != nil:
+			return nil, fmt.Errorf("store: read edge: %w", err)
+		default:
+			var s edgeState
+			if err := item.Value(func(v []byte) (err error) { s, err = decodeEdgeState(v); return err }); err != nil {
+				return nil, err
+			}
+			st = &s
+		}
+		b.edges[e] = st
+	}
+	if st == nil && create {
+		st = &edgeState{}
+		b.edges[e] = st
+		b.edgeDirty[e] = true
+		ps, err := b.allParents(e.Child)
+		if err != nil {
+			return nil, err
+		}
+		b.parents[e.Child] = append(ps, e.Parent)
+	}
+	return st, nil
+}
+
+// allParents returns every parent that has an edge state with n, whatever
+// the state.
+func (b *batch) allParents(n uuid.UUID) ([]uuid.UUID, error) {
+	if ps, ok := b.parents[n]; ok {
+		return ps, nil
+	}
+	var ps []uuid.UUID
+	prefix := make([]byte, 17)
+	prefix[0] = pfxParent
+	copy(prefix[1:], n[:])
+	opts := badger.DefaultIteratorOptions
+	opts.PrefetchValues = false
+	opts.Prefix = prefix
+	it := b.txn.NewIterator(opts)
+	for it.Rewind(); it.Valid(); it.Next() {
+		k := it.Item().Key()
+		var p uuid.UUID
+		copy(p[:], k[17:33])
+		ps = append(ps, p)
+	}
+	it.Close()
+	b.parents[n] = ps
+	return ps, nil
+}
+
+// activeParents returns n's parents over active edges, as the batch's edge
+// states say now; overlay, when non-nil, overrides the active flags.
+func (b *batch) activeParents(n uuid.UUID, overlay map[crdt.Edge]bool) ([]uuid.UUID, error) {
+	ps, err := b.allParents(n)
+	if err != nil {
+		return nil, err
+	}
+	var out []uuid.UUID
+	for _, p := range ps {
+		e := crdt.Edge{Parent: p, Child: n}
+		if a, ok := overlay[e]; ok {
+			if a {
+				out = append(out, p)
+			}
+			continue
+		}
+		st, err := b.edge(e, false)
+		if err != nil {
+			return nil, err
+		}
+		if st != nil && st.active {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+func (b *batch) meta(n uuid.UUID) (*nodeMeta, error) {
+	if m, ok := b.nodes[n]; ok {
+		return m, nil
+	}
+	m := &nodeMeta{}
+	item, err := b.txn.Get(nodeKey(n))
+	switch {
+	case errors.Is(err, badger.ErrKeyNotFound):
+	case err != nil:
+		return nil, fmt.Errorf("store: read node: %w", err)
+	default:
+		if err := item.Value(func(v []byte) (err error) { *m, err = decodeNodeMeta(v); return err }); err != nil {
+			return nil, err
+		}
+	}
+	b.nodes[n] = m
+	return m, nil
+}
+
+func (b *batch) bucket(parent uuid.UUID, child uuid.UUID) (*crdt.Digest, error) {
+	id := bucketID{parent: parent, bucket: child[0]}
+	if d, ok := b.buckets[id]; ok {
+		return d, nil
+	}
+	d := &crdt.Digest{}
+	item, err := b.txn.Get(bucketKey(parent, child[0]))
+	switch {
+	case errors.Is(err, badger.ErrKeyNotFound):
+	case err != nil:
+		return nil, fmt.Errorf("store: read bucket: %w", err)
+	default:
+		if err := item.Value(func(v []byte) (err error) { *d, err = decodeDigest(v); return err }); err != nil {
+			return nil, err
+		}
+	}
+	b.buckets[id] = d
+	return d, nil
+}
+
+// resolveTree decides the new active state of every edge whose register
+// changed, and of the edges around any cycle they close. It returns the
+// edges whose active state flips, with the new state; it does not apply
+// them.
+func (b *batch) resolveTree() (map[crdt.Edge]bool, error) {
+	if len(b.regEdges) == 0 {
+		return nil, nil
+	}
+	order := make([]crdt.Edge, 0, len(b.regEdges))
+	for e := range b.regEdges {
+		order = append(order, e)
+	}
+	slices.SortFunc(order, compareEdge)
+	// First the plain rule: an edge is active when live.
+	overlay := make(map[crdt.Edge]bool)
+	for _, e := range order {
+		st, err := b.edge(e, false)
+		if err != nil {
+			return nil, err
+		}
+		overlay[e] = st.live()
+	}
+	// Where a cycle closes, or where one was broken before, the tree rules
+	// decide over the whole region above the edges involved.
+	irregular, err := b.loadIrregular()
+	if err != nil {
+		return nil, err
+	}
+	need := len(irregular) > 0
+	for _, e := range order {
+		if need {
+			break
+		}
+		if overlay[e] {
+			if need, err = b.reachesUp(e.Parent, e.Child, overlay); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if need {
+		if err := b.resolveAll(overlay); err != nil {
+			return nil, err
+		}
+	}
+	changes := make(map[crdt.Edge]bool)
+	for e, a := range overlay {
+		st, err := b.edge(e, false)
+		if err != nil {
+			return nil, err
+		}
+		if st == nil {
+			continue
+		}
+		if st.active != a {
+			changes[e] = a
+		}
+		b.irregular[e] = a != st.live()
+	}
+	return changes, nil
+}
+
+func compareEdge(a, b crdt.Edge) int {
+	if c := bytes.Compare(a.Parent[:], b.Parent[:]); c != 0 {
+		return c
+	}
+	return bytes.Compare(a.Child[:], b.Child[:])
+}
+
+// loadIrregular returns the edges whose active state differs from their
+// register: the traces of broken cycles. There are few or none.
+func (b *batch) loadIrregular() ([]crdt.Edge, error) {
+	opts := badger.DefaultIteratorOptions
+	opts.PrefetchValues = false
+	opts.Prefix = []byte{pfxIrregular}
+	it := b.txn.NewIterator(opts)
+	defer it.Close()
+	var out []crdt.Edge
+	for it.Rewind(); it.Valid(); it.Next() {
+		k := it.Item().Key()
+		if len(k) != 33 {
+			return nil, fmt.Errorf("%w: irregular key of %d bytes", errCorrupt, len(k))
+		}
+		var e crdt.Edge
+		copy(e.Parent[:], k[1:17])
+		copy(e.Child[:], k[17:33])
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// reachesUp reports whether target is an ancestor of (or equal to) from over
+// active edges as overlay says.
+func (b *batch) reachesUp(from, target uuid.UUID, overlay map[crdt.Edge]bool) (bool, error) {
+	seen := map[uuid.UUID]bool{from: true}
+	stack := []uuid.UUID{from}
+	for len(stack) > 0 {
+		n := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if n == target {
+			return true, nil
+		}
+		ps, err := b.activeParents(n, overlay)
+		if err != nil {
+			return false, err
+		}
+		for _, p := range ps {
+			if !seen[p] {
+				seen[p] = true
+				stack = append(stack, p)
+			}
+		}
+	}
+	return false, nil
+}
+
+// resolveAll runs crdt.ResolveEdges over every edge register of the store
+// and records the result in overlay for every edge. It is the slow path,
+// taken only while live edges form a cycle or a broken cycle has left its
+// trace (an irregular edge): O(edges) per batch that changes an edge then.
+// Deciding over the region around the cycle instead is future work; it has
+// to give exactly the global answer.
+func (b *batch) resolveAll(overlay map[crdt.Edge]bool) error {
+	var regs []crdt.EdgeRegister
+	var all []crdt.Edge
+	add := func(e crdt.Edge, st *edgeState) {
+		all = append(all, e)
+		if st.hasReg {
+			regs = append(regs, crdt.EdgeRegister{Parent: e.Parent, Child: e.Child, Tombstone: st.tombstone, Moved: st.moved, Time: st.time, Origin: st.origin})
+		}
+	}
+	opts := badger.DefaultIteratorOptions
+	opts.Prefix = []byte{pfxChild}
+	it := b.txn.NewIterator(opts)
+	for it.Rewind(); it.Valid(); it.Next() {
+		k := it.Item().Key()
+		var e crdt.Edge
+		copy(e.Parent[:], k[1:17])
+		copy(e.Child[:], k[17:33])
+		if _, ok := b.edges[e]; ok {
+			continue // loaded: the batch's copy is newer
+		}
+		var st edgeState
+		err := it.Item().Value(func(v []byte) (err error) { st, err = decodeEdgeState(v); return err })
+		if err != nil {
+			it.Close()
+			return err
+		}
+		add(e, &st)
+	}
+	it.Close()
+	for e, st := range b.edges {
+		if st != nil {
+			add(e, st)
+		}
+	}
+	live := make(map[crdt.Edge]bool)
+	for _, e := range crdt.ResolveEdges(regs) {
+		live[e] = true
+	}
+	for _, e := range all {
+		overlay[e] = live[e]
+	}
+	return nil
+}
+
+// updateDigests applies the batch's digest deltas and the active-state
+// changes, keeping sub(n) = own(n) + Σ edge(n→c) + Σ active sub(c) true at
+// every step: first the edges that turn off (with the old subtree digests),
+// then the point deltas, then the edges that turn on (with the new ones).
+func (b *batch) updateDigests(changes map[crdt.Edge]bool) error {
+	var offs, ons []crdt.Edge
+	for e, a := range changes {
+		if a {
+			ons = append(ons, e)
+		} else {
+			offs = append(offs, e)
+		}
+	}
+	slices.SortFunc(offs, compareEdge)
+	slices.SortFunc(ons, compareEdge)
+	for _, e := range offs {
+		st, _ := b.edge(e, false)
+		st.active = false
+		b.edgeDirty[e] = true
+		m, err := b.meta(e.Child)
+		if err != nil {
+			return err
+		}
+		if err := b.addBelow(e.Parent, e.Child, crdt.Digest{}.Sub(m.sub)); err != nil {
+			return err
+		}
+	}
+	for n, d := range b.ownDelta {
+		m, err := b.meta(n)
+		if err != nil {
+			return err
+		}
+		m.own = m.own.Add(d)
+		if err := b.addSub(n, d); err != nil {
+			return err
+		}
+	}
+	for e, d := range b.edgeDelta {
+		st, _ := b.edge(e, false)
+		st.digest = st.digest.Add(d)
+		if err := b.addBelow(e.Parent, e.Child, d); err != nil {
+			return err
+		}
+	}
+	for _, e := range ons {
+		st, _ := b.edge(e, false)
+		st.active = true
+		b.edgeDirty[e] = true
+		m, err := b.meta(e.Child)
+		if err != nil {
+			return err
+		}
+		if err := b.addBelow(e.Parent, e.Child, m.sub); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// addBelow adds d to parent's subtree digest on behalf of child: to the
+// child's bucket of parent, then to parent's sub and upwards.
+func (b *batch) addBelow(parent, child uuid.UUID, d crdt.Digest) error {
+	bd, err := b.bucket(parent, child)
+	if err != nil {
+		return err
+	}
+	*bd = bd.Add(d)
+	return b.addSub(parent, d)
+}
+
+// addSub adds d to sub(n) and, through every active parent, to every
+// ancestor's: once per path, as the digest definition counts them.
+func (b *batch) addSub(n uuid.UUID, d crdt.Digest) error {
+	m, err := b.meta(n)
+	if err != nil {
+		return err
+	}
+	m.sub = m.sub.Add(d)
+	b.nodeDirty[n] = true
+	ps, err := b.activeParents(n, nil)
+	if err != nil {
+		return err
+	}
+	for _, p := range ps {
+		if err := b.addBelow(p, n, d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// flush writes every changed record into the transaction.
+func (b *batch) flush() error {
+	set := func(k, v []byte) error {
+		if err := b.txn.Set(k, v); err != nil {
+			return b.txnErr(err)
+		}
+		return nil
+	}
+	del := func(k []byte) error {
+		if err := b.txn.Delete(k); err != nil {
+			return b.txnErr(err)
+		}
+		return nil
+	}
+	for n := range b.nodeDirty {
+		m := b.nodes[n]
+		var err error
+		if m.own.IsZero() && m.sub.IsZero() {
+			err = del(nodeKey(n))
+		} else {
+			err = set(nodeKey(n), m.encode())
+		}
+		if err != nil {
+			return err
+		}
+	}
+	for e := range b.edgeDirty {
+		st := b.edges[e]
+		if err := set(edgeKey(pfxChild, e.Parent, e.Child), st.encode()); err != nil {
+			return err
+		}
+		flag := []byte{0}
+		if st.active {
+			flag[0] = 1
+		}
+		if err := set(edgeKey(pfxParent, e.Child, e.Parent), flag); err != nil {
+			return err
+		}
+	}
+	for id, d := range b.buckets {
+		var err error
+		if d.IsZero() {
+			err = del(bucketKey(id.parent, id.bucket))
+		} else {
+			v := d.Bytes()
+			err = set(bucketKey(id.parent, id.bucket), v[:])
+		}
+		if err != nil {
+			return err
+		}
+	}
+	for e, irregular := range b.irregular {
+		var err error
+		if irregular {
+			err = set(edgeKey(pfxIrregular, e.Parent, e.Child), nil)
+		} else {
+			err = del(edgeKey(pfxIrregular, e.Parent, e.Child))
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}

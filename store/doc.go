@@ -1,0 +1,42 @@
+// Package store keeps a replica's registers durably in Badger and maintains,
+// in the same transaction as every write, the indexes and digests that
+// replication needs.
+//
+// # Keys
+//
+// Every key starts with a one-byte prefix:
+//
+//	m name                                  metadata: root ID, instance ID
+//	p node parent type 0x00 key             a register: its winning point
+//	h time origin node parent type 0x00 key the HLC index of the winners
+//	c parent child                          an edge: register summary, state, digest
+//	u child parent                          the same edge seen from the child: state
+//	n node                                  node digests: own points, subtree
+//	b parent bucket                         digest of the children in one bucket
+//	i parent child                          an edge whose active state differs from
+//	                                        its register (a cycle was broken)
+//
+// node, parent and origin are 16 raw UUID bytes (parent is 16 zero bytes
+// for node points); time is the HLC, big-endian. Points sort by node,
+// parent, type and key, which is the order of `siot export`.
+//
+// # Digests
+//
+// own(n) is the sum of the digests of node n's points, tombstoned ones
+// included. edge(P→C) is the sum of the digests of the edge's points.
+// sub(n) = own(n) + Σ edge(n→c) over every edge below n, whatever its state,
+// + Σ sub(c) over the active children c. A node reachable by two paths is
+// counted on each: the sum never cancels it out. bucket(P, k) is the part of
+// sub(P) that the children c with c[0] == k contribute, so a repair can
+// descend into a node with many children 256 ways at a time. A write costs
+// O(paths to the root) digest updates, never O(size of the tree).
+//
+// # Tree
+//
+// An edge is active when its TypeEdge register is live, unless live edges
+// form a cycle: then crdt.ResolveEdges over every edge register decides, as
+// it does while the trace of a broken cycle remains (an irregular edge).
+// That path costs O(edges) per batch that changes an edge; it is taken only
+// after concurrent moves formed a cycle. Active edges never form a cycle, so
+// every walk of the tree ends.
+package store

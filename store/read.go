@@ -1,0 +1,338 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/google/uuid"
+
+	"siot/crdt"
+)
+
+// ErrStop can be returned by a scan callback to end the scan early; the
+// scan then returns nil.
+var ErrStop = errors.New("store: stop scan")
+
+// Each read runs in its own read-only transaction: a consistent snapshot,
+// concurrent with writes. Callbacks receive points that the caller owns;
+// they must not call Apply (the snapshot would hold old versions alive for
+// the whole scan, which is allowed but wasteful). A callback error other
+// than ErrStop ends the scan and is returned wrapped.
+
+func (s *Store) view(fn func(txn *badger.Txn) error) error {
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	err := s.db.View(fn)
+	if errors.Is(err, ErrStop) {
+		return nil
+	}
+	return err
+}
+
+// Get returns the winner of one register, or false when it holds nothing.
+func (s *Store) Get(r crdt.Register) (crdt.Point, bool, error) {
+	p := crdt.Point{Node: r.Node, Parent: r.Parent, Type: r.Type, Key: r.Key}
+	if p.Key == "" {
+		p.Key = crdt.DefaultKey
+	}
+	found := false
+	err := s.view(func(txn *badger.Txn) error {
+		item, err := txn.Get(pointKey(&p))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		found = true
+		return item.Value(func(v []byte) error { return decodeRegister(v, &p) })
+	})
+	if err != nil {
+		return crdt.Point{}, false, fmt.Errorf("store: get: %w", err)
+	}
+	return p, found, nil
+}
+
+// scanPoints calls fn for every register whose key starts with prefix,
+// beginning at the first key >= start (or prefix when start is nil), in key
+// order.
+func scanPoints(txn *badger.Txn, prefix, start []byte, fn func(*crdt.Point) error) error {
+	opts := badger.DefaultIteratorOptions
+	opts.Prefix = prefix
+	opts.PrefetchSize = 64
+	it := txn.NewIterator(opts)
+	defer it.Close()
+	if start == nil {
+		start = prefix
+	}
+	for it.Seek(start); it.Valid(); it.Next() {
+		item := it.Item()
+		var p crdt.Point
+		if err := parseRegKey(item.Key()[1:], &p); err != nil {
+			return err
+		}
+		if err := item.Value(func(v []byte) error { return decodeRegister(v, &p) }); err != nil {
+			return err
+		}
+		if err := fn(&p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ScanAll calls fn for every register in the store, tombstones included,
+// sorted by node, parent, type and key (the order of `siot export`). It
+// streams: memory does not grow with the store.
+func (s *Store) ScanAll(fn func(*crdt.Point) error) error {
+	return s.view(func(txn *badger.Txn) error {
+		return scanPoints(txn, []byte{pfxPoint}, nil, fn)
+	})
+}
+
+// ScanNode calls fn for every point of node n: its node points, then the
+// points of the edges above it (where n is the child), sorted by parent,
+// type and key.
+func (s *Store) ScanNode(n uuid.UUID, fn func(*crdt.Point) error) error {
+	prefix := append([]byte{pfxPoint}, n[:]...)
+	return s.view(func(txn *badger.Txn) error { return scanPoints(txn, prefix, nil, fn) })
+}
+
+// PageNode returns up to limit node points of n (not edge points), sorted by
+// type and key, starting after the point (afterType, afterKey); pass empty
+// strings for the first page. more reports whether points remain. Use it
+// to serve a node with millions of points in bounded replies.
+func (s *Store) PageNode(n uuid.UUID, afterType, afterKey string, limit int) (pts []crdt.Point, more bool, err error) {
+	if limit <= 0 {
+		return nil, false, errors.New("store: PageNode: limit must be positive")
+	}
+	prefix := make([]byte, 0, 33)
+	prefix = append(prefix, pfxPoint)
+	prefix = append(prefix, n[:]...)
+	prefix = append(prefix, uuid.Nil[:]...)
+	var start []byte
+	if afterType != "" {
+		start = appendRegKey([]byte{pfxPoint}, n, uuid.Nil, afterType, afterKey)
+		start = append(start, 0) // just past it
+	}
+	err = s.view(func(txn *badger.Txn) error {
+		return scanPoints(txn, prefix, start, func(p *crdt.Point) error {
+			if len(pts) == limit {
+				more = true
+				return ErrStop
+			}
+			pts = append(pts, *p)
+			return nil
+		})
+	})
+	return pts, more, err
+}
+
+// ChangesSince calls fn for every register whose winner has an HLC greater
+// than after, in HLC order (ties by origin, then register). Replication
+// resumes a link with it: the cost is the number of changes, not the size
+// of the store.
+func (s *Store) ChangesSince(after crdt.Timestamp, fn func(*crdt.Point) error) error {
+	if after == 1<<64-1 {
+		return nil
+	}
+	start := []byte{pfxHLC, 0, 0, 0, 0, 0, 0, 0, 0}
+	putBE64(start[1:], uint64(after)+1)
+	return s.view(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = []byte{pfxHLC}
+		opts.PrefetchValues = false
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Seek(start); it.Valid(); it.Next() {
+			k := it.Item().Key()
+			if len(k) < 1+8+16+34 {
+				return fmt.Errorf("%w: hlc key of %d bytes", errCorrupt, len(k))
+			}
+			var p crdt.Point
+			if err := parseRegKey(k[25:], &p); err != nil {
+				return err
+			}
+			item, err := txn.Get(pointKey(&p))
+			if err != nil {
+				return fmt.Errorf("%w: hlc index names a missing register: %v", errCorrupt, err)
+			}
+			if err := item.Value(func(v []byte) error { return decodeRegister(v, &p) }); err != nil {
+				return err
+			}
+			if err := fn(&p); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Child is one edge below a node, as Children reports it.
+type Child struct {
+	ID     uuid.UUID
+	Active bool // part of the live tree
+}
+
+// Children calls fn for every child that has an edge with parent, live or
+// not, in child ID order.
+func (s *Store) Children(parent uuid.UUID, fn func(Child) error) error {
+	prefix := append([]byte{pfxChild}, parent[:]...)
+	return s.view(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = prefix
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			var c Child
+			copy(c.ID[:], it.Item().Key()[17:33])
+			err := it.Item().Value(func(v []byte) error {
+				st, err := decodeEdgeState(v)
+				c.Active = st.active
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			if err := fn(c); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Parents calls fn for every parent that has an edge with child, live or
+// not, in parent ID order.
+func (s *Store) Parents(child uuid.UUID, fn func(Child) error) error {
+	prefix := append([]byte{pfxParent}, child[:]...)
+	return s.view(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = prefix
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			var c Child
+			copy(c.ID[:], it.Item().Key()[17:33])
+			err := it.Item().Value(func(v []byte) error {
+				if len(v) != 1 {
+					return fmt.Errorf("%w: parent flag of %d bytes", errCorrupt, len(v))
+				}
+				c.Active = v[0] == 1
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			if err := fn(c); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Descendants calls fn for root and every node below it over active edges,
+// each once (a node reachable by two paths is reported once), in depth-first
+// order. The walk always ends: active edges never form a cycle, and visited
+// nodes are remembered (16 bytes each).
+func (s *Store) Descendants(root uuid.UUID, fn func(uuid.UUID) error) error {
+	return s.view(func(txn *badger.Txn) error {
+		seen := map[uuid.UUID]bool{root: true}
+		stack := []uuid.UUID{root}
+		opts := badger.DefaultIteratorOptions
+		for len(stack) > 0 {
+			n := stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
+			if err := fn(n); err != nil {
+				return err
+			}
+			opts.Prefix = append([]byte{pfxChild}, n[:]...)
+			it := txn.NewIterator(opts)
+			for it.Rewind(); it.Valid(); it.Next() {
+				var c uuid.UUID
+				copy(c[:], it.Item().Key()[17:33])
+				var active bool
+				err := it.Item().Value(func(v []byte) error {
+					st, err := decodeEdgeState(v)
+					active = st.active
+					return err
+				})
+				if err != nil {
+					it.Close()
+					return err
+				}
+				if active && !seen[c] {
+					seen[c] = true
+					stack = append(stack, c)
+				}
+			}
+			it.Close()
+		}
+		return nil
+	})
+}
+
+// Digests is what the store knows of one node's digests.
+type Digests struct {
+	Own crdt.Digest // the node's own points
+	Sub crdt.Digest // its subtree: own points, edges below, active descendants
+}
+
+// NodeDigest returns node n's digests in O(1). A node the store knows
+// nothing about has zero digests.
+func (s *Store) NodeDigest(n uuid.UUID) (Digests, error) {
+	var d Digests
+	err := s.view(func(txn *badger.Txn) error {
+		item, err := txn.Get(nodeKey(n))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error {
+			m, err := decodeNodeMeta(v)
+			d = Digests{Own: m.own, Sub: m.sub}
+			return err
+		})
+	})
+	return d, err
+}
+
+// Buckets calls fn for each non-empty child bucket of parent (children c
+// with c[0] == bucket), with its digest: the sum over those children of the
+// edge's digest plus, for active edges, the child's subtree digest.
+func (s *Store) Buckets(parent uuid.UUID, fn func(bucket byte, d crdt.Digest) error) error {
+	prefix := append([]byte{pfxBucket}, parent[:]...)
+	return s.view(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = prefix
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().Key()
+			var d crdt.Digest
+			if err := it.Item().Value(func(v []byte) (err error) { d, err = decodeDigest(v); return err }); err != nil {
+				return err
+			}
+			if err := fn(k[17], d); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func putBE64(b []byte, v uint64) {
+	_ = b[7]
+	for i := 7; i >= 0; i-- {
+		b[i] = byte(v)
+		v >>= 8
+	}
+}

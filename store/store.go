@@ -1,0 +1,311 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"syscall"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/google/uuid"
+
+	"siot/crdt"
+)
+
+// Sentinel errors. Functions wrap them with context; test with errors.Is.
+var (
+	// ErrDiskFull is returned by Apply when free space under the data
+	// directory is below Config.MinFreeBytes. Nothing of the batch is
+	// written. Writes succeed again once space is freed.
+	ErrDiskFull = errors.New("store: free disk space below the configured floor")
+	// ErrClosed is returned by calls on a closed Store.
+	ErrClosed = errors.New("store: closed")
+	// ErrInvalid wraps a batch refused because one of its points is invalid;
+	// the error names the point's index and wraps its crdt error.
+	ErrInvalid = errors.New("store: invalid point in batch")
+	// ErrRootMismatch is returned by Open when Config.Root names a root
+	// other than the one already in the data directory.
+	ErrRootMismatch = errors.New("store: data directory holds another root")
+)
+
+// Profile selects Badger's memory settings.
+type Profile int
+
+const (
+	// ProfileCloud favours throughput: 64 MiB memtables, a 64 MiB block
+	// cache. Expect about 200 MB of RSS under heavy ingest.
+	ProfileCloud Profile = iota
+	// ProfileEdge keeps a device small: 4 MiB memtables (two of them), an
+	// 8 MiB block cache, 16 MiB value-log files and two compactors. It is
+	// the default for edge roles.
+	ProfileEdge
+)
+
+// Config configures Open. The zero value is not usable: start from
+// DefaultConfig.
+type Config struct {
+	// Dir is the data directory. Empty with InMemory set keeps everything in
+	// memory (tests).
+	Dir      string
+	InMemory bool
+	// Root is the root node's ID to create on first open; uuid.Nil
+	// generates one. On later opens it must be nil or match.
+	Root uuid.UUID
+	// Profile selects memory settings.
+	Profile Profile
+	// SyncWrites makes every committed batch durable (fsync) before Apply
+	// returns. It is on by default: a write is acknowledged only once it is
+	// on disk. Turning it off is for benchmarks and throwaway replicas.
+	SyncWrites bool
+	// MinFreeBytes is the free-space floor under Dir below which Apply
+	// refuses writes with ErrDiskFull. Badger dies with SIGBUS when the disk
+	// fills up mid-write instead of returning an error, so the store stops
+	// well before that.
+	MinFreeBytes uint64
+	// FreeSpace reports the bytes available under a directory. Nil uses
+	// statfs(2). Tests inject their own.
+	FreeSpace func(dir string) (uint64, error)
+	// Logger receives Badger's warnings and errors. Nil discards them.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns a durable cloud-profile configuration for dir.
+func DefaultConfig(dir string) Config {
+	return Config{Dir: dir, SyncWrites: true, MinFreeBytes: 256 << 20, Profile: ProfileCloud}
+}
+
+func (c *Config) validate() error {
+	if c.Dir == "" && !c.InMemory {
+		return errors.New("store: Config.Dir is required unless InMemory is set")
+	}
+	if c.Profile != ProfileCloud && c.Profile != ProfileEdge {
+		return fmt.Errorf("store: unknown profile %d", c.Profile)
+	}
+	return nil
+}
+
+func (c *Config) badgerOptions() badger.Options {
+	opt := badger.DefaultOptions(c.Dir)
+	if c.InMemory {
+		opt = badger.DefaultOptions("").WithInMemory(true)
+	}
+	opt = opt.WithSyncWrites(c.SyncWrites).
+		WithLogger(badgerLogger{c.Logger}).
+		WithMetricsEnabled(false).
+		WithDetectConflicts(false) // one writer at a time (Store.mu)
+	switch c.Profile {
+	case ProfileEdge:
+		opt = opt.WithMemTableSize(4 << 20).
+			WithNumMemtables(2).
+			WithNumLevelZeroTables(2).
+			WithNumLevelZeroTablesStall(8).
+			WithBaseTableSize(1 << 20).
+			WithBaseLevelSize(4 << 20).
+			WithBlockCacheSize(8 << 20).
+			WithIndexCacheSize(4 << 20).
+			WithValueLogFileSize(16 << 20).
+			WithNumCompactors(2).
+			WithNumGoroutines(2)
+	default:
+		opt = opt.WithMemTableSize(64 << 20).
+			WithNumMemtables(3).
+			WithBlockCacheSize(64 << 20).
+			WithIndexCacheSize(32 << 20).
+			WithValueLogFileSize(256 << 20).
+			WithNumCompactors(2)
+	}
+	return opt
+}
+
+// Store is a replica's durable register store. It is safe for concurrent
+// use: Apply calls are serialized (one writer at a time), reads run
+// concurrently with each other and with writes, each on a consistent
+// snapshot.
+type Store struct {
+	cfg      Config
+	db       *badger.DB
+	root     uuid.UUID
+	instance uuid.UUID
+	maxTime  crdt.Timestamp
+
+	mu     sync.Mutex // serializes writers; guards closed and maxTime
+	closed bool
+}
+
+// Open opens or creates the store in cfg.Dir. On first open it creates the
+// root node's ID (cfg.Root or a random one) and this instance's ID.
+func Open(cfg Config) (*Store, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if cfg.FreeSpace == nil {
+		cfg.FreeSpace = statfsFree
+	}
+	db, err := badger.Open(cfg.badgerOptions())
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", cfg.Dir, err)
+	}
+	s := &Store{cfg: cfg, db: db}
+	if err := s.init(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) init() error {
+	return s.db.Update(func(txn *badger.Txn) error {
+		if err := checkFormat(txn); err != nil {
+			return err
+		}
+		root, err := getOrCreateID(txn, keyRoot, s.cfg.Root)
+		if err != nil {
+			return fmt.Errorf("store: root: %w", err)
+		}
+		if s.cfg.Root != uuid.Nil && root != s.cfg.Root {
+			return fmt.Errorf("%w: %s, not %s", ErrRootMismatch, root, s.cfg.Root)
+		}
+		inst, err := getOrCreateID(txn, keyInstance, uuid.Nil)
+		if err != nil {
+			return fmt.Errorf("store: instance: %w", err)
+		}
+		s.root, s.instance = root, inst
+		// The greatest HLC held: the last key of the HLC index.
+		opts := badger.DefaultIteratorOptions
+		opts.Reverse, opts.PrefetchValues = true, false
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		it.Seek([]byte{pfxHLC, 0xff})
+		if it.ValidForPrefix([]byte{pfxHLC}) {
+			k := it.Item().Key()
+			if len(k) >= 9 {
+				s.maxTime = crdt.Timestamp(beUint64(k[1:9]))
+			}
+		}
+		return nil
+	})
+}
+
+func checkFormat(txn *badger.Txn) error {
+	item, err := txn.Get(keyFormat)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return txn.Set(keyFormat, []byte{formatVersion})
+	}
+	if err != nil {
+		return fmt.Errorf("store: read format: %w", err)
+	}
+	return item.Value(func(v []byte) error {
+		if len(v) != 1 || v[0] != formatVersion {
+			return fmt.Errorf("store: data format %v, this build reads %d", v, formatVersion)
+		}
+		return nil
+	})
+}
+
+func getOrCreateID(txn *badger.Txn, key []byte, want uuid.UUID) (uuid.UUID, error) {
+	item, err := txn.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		id := want
+		if id == uuid.Nil {
+			id = uuid.New()
+		}
+		return id, txn.Set(key, id[:])
+	}
+	if err != nil {
+		return uuid.Nil, err
+	}
+	var id uuid.UUID
+	err = item.Value(func(v []byte) error {
+		if len(v) != 16 {
+			return fmt.Errorf("%w: id of %d bytes", errCorrupt, len(v))
+		}
+		copy(id[:], v)
+		return nil
+	})
+	return id, err
+}
+
+// Root returns the root node's ID.
+func (s *Store) Root() uuid.UUID { return s.root }
+
+// Instance returns this instance's ID, the origin of its own writes.
+func (s *Store) Instance() uuid.UUID { return s.instance }
+
+// MaxTime returns the greatest HLC of any point held. A replica seeds its
+// clock with it on start (crdt.Clock.Observe).
+func (s *Store) MaxTime() crdt.Timestamp {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.maxTime
+}
+
+// Close flushes and closes the store. It waits for a running Apply.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("store: close: %w", err)
+	}
+	return nil
+}
+
+// checkSpace refuses writes when free space is below the floor.
+func (s *Store) checkSpace() error {
+	if s.cfg.InMemory || s.cfg.MinFreeBytes == 0 {
+		return nil
+	}
+	free, err := s.cfg.FreeSpace(s.cfg.Dir)
+	if err != nil {
+		return fmt.Errorf("store: free space of %s: %w", s.cfg.Dir, err)
+	}
+	if free < s.cfg.MinFreeBytes {
+		return fmt.Errorf("%w: %d bytes free under %s, floor %d", ErrDiskFull, free, s.cfg.Dir, s.cfg.MinFreeBytes)
+	}
+	return nil
+}
+
+func statfsFree(dir string) (uint64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, err
+	}
+	return st.Bavail * uint64(st.Bsize), nil
+}
+
+// DiskUsage returns the bytes Badger's files take (LSM tables and value log).
+func (s *Store) DiskUsage() int64 {
+	lsm, vlog := s.db.Size()
+	return lsm + vlog
+}
+
+func beUint64(b []byte) uint64 {
+	_ = b[7]
+	return uint64(b[0])<<56 | uint64(b[1])<<48 | uint64(b[2])<<40 | uint64(b[3])<<32 |
+		uint64(b[4])<<24 | uint64(b[5])<<16 | uint64(b[6])<<8 | uint64(b[7])
+}
+
+// badgerLogger sends Badger's warnings and errors to slog; its info and
+// debug chatter is dropped.
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) Errorf(f string, a ...any) {
+	if b.l != nil {
+		b.l.Error(fmt.Sprintf(f, a...), "component", "badger")
+	}
+}
+
+func (b badgerLogger) Warningf(f string, a ...any) {
+	if b.l != nil {
+		b.l.Warn(fmt.Sprintf(f, a...), "component", "badger")
+	}
+}
+func (b badgerLogger) Infof(string, ...any)  {}
+func (b badgerLogger) Debugf(string, ...any) {}
+
+var _ io.Closer = (*Store)(nil)

@@ -1,0 +1,291 @@
+package store
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/google/uuid"
+
+	"siot/crdt"
+)
+
+// ErrMismatch is wrapped by the error Verify returns when a maintained
+// index or digest differs from its recomputation.
+var ErrMismatch = errors.New("store: verify mismatch")
+
+// Verify recomputes every index and digest from the registers alone and
+// compares them with what the store maintains: the HLC index, the edge
+// states and their active flags (by the tree rules), the node digests, the
+// subtree digests and the child buckets. It returns nil when everything
+// matches, or an error wrapping ErrMismatch that lists up to 20 mismatches.
+//
+// Verify reads one snapshot and holds the whole tree's summary in memory
+// (about 100 bytes per node and edge, not per point); it is for tests and
+// for an operator's check, not for the write path.
+func (s *Store) Verify() error {
+	var problems []string
+	report := func(format string, args ...any) {
+		if len(problems) < 20 {
+			problems = append(problems, fmt.Sprintf(format, args...))
+		}
+	}
+	err := s.view(func(txn *badger.Txn) error {
+		own := make(map[uuid.UUID]crdt.Digest)
+		edges := make(map[crdt.Edge]*edgeState)
+		hlc := make(map[string]bool)
+
+		// Registers: digests, edge registers, expected HLC keys.
+		err := scanPoints(txn, []byte{pfxPoint}, nil, func(p *crdt.Point) error {
+			if err := p.Validate(); err != nil {
+				report("register %v/%v/%s/%s holds an invalid point: %v", p.Node, p.Parent, p.Type, p.Key, err)
+			}
+			d := crdt.PointDigest(p)
+			hlc[string(hlcKey(p))] = true
+			if p.IsEdge() {
+				e := crdt.Edge{Parent: p.Parent, Child: p.Node}
+				st := edges[e]
+				if st == nil {
+					st = &edgeState{}
+					edges[e] = st
+				}
+				st.digest = st.digest.Add(d)
+				if p.Type == crdt.TypeEdge {
+					r := crdt.EdgeRegisterOf(p)
+					st.hasReg, st.tombstone, st.moved, st.time, st.origin = true, r.Tombstone, r.Moved, r.Time, r.Origin
+				}
+			} else {
+				own[p.Node] = own[p.Node].Add(d)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+
+		// The HLC index holds exactly one key per register.
+		if err := eachKey(txn, pfxHLC, func(k, _ []byte) error {
+			if !hlc[string(k)] {
+				report("hlc index key %x names no current winner", k)
+			}
+			delete(hlc, string(k))
+			return nil
+		}); err != nil {
+			return err
+		}
+		for k := range hlc {
+			report("hlc index lacks key %x", k)
+		}
+
+		// Expected active edges: live, except in the regions above cycles.
+		expected := expectedActive(edges)
+
+		// Stored edge states and their mirrors.
+		stored := make(map[crdt.Edge]edgeState)
+		if err := eachKey(txn, pfxChild, func(k, v []byte) error {
+			var e crdt.Edge
+			copy(e.Parent[:], k[1:17])
+			copy(e.Child[:], k[17:33])
+			st, err := decodeEdgeState(v)
+			if err != nil {
+				return err
+			}
+			stored[e] = st
+			return nil
+		}); err != nil {
+			return err
+		}
+		for e, want := range edges {
+			got, ok := stored[e]
+			if !ok {
+				report("edge %v→%v has points but no edge record", e.Parent, e.Child)
+				continue
+			}
+			w := *want
+			w.active = expected[e]
+			if got != w {
+				report("edge %v→%v: stored %+v, recomputed %+v", e.Parent, e.Child, got, w)
+			}
+		}
+		for e := range stored {
+			if edges[e] == nil {
+				report("edge record %v→%v has no points", e.Parent, e.Child)
+			}
+		}
+		if err := eachKey(txn, pfxParent, func(k, v []byte) error {
+			var e crdt.Edge
+			copy(e.Child[:], k[1:17])
+			copy(e.Parent[:], k[17:33])
+			st, ok := stored[e]
+			if !ok {
+				report("parent index %v→%v has no edge record", e.Parent, e.Child)
+				return nil
+			}
+			if len(v) != 1 || (v[0] == 1) != st.active {
+				report("parent index %v→%v disagrees with the edge record", e.Parent, e.Child)
+			}
+			delete(stored, e)
+			return nil
+		}); err != nil {
+			return err
+		}
+		for e := range stored {
+			report("edge %v→%v missing from the parent index", e.Parent, e.Child)
+		}
+		irregular := make(map[crdt.Edge]bool)
+		if err := eachKey(txn, pfxIrregular, func(k, _ []byte) error {
+			var e crdt.Edge
+			copy(e.Parent[:], k[1:17])
+			copy(e.Child[:], k[17:33])
+			irregular[e] = true
+			return nil
+		}); err != nil {
+			return err
+		}
+		for e, st := range edges {
+			if want := expected[e] != st.live(); irregular[e] != want {
+				report("edge %v→%v: irregular mark %v, want %v", e.Parent, e.Child, irregular[e], want)
+			}
+		}
+
+		// Subtree digests and buckets, bottom-up over the expected tree.
+		kids := make(map[uuid.UUID][]crdt.Edge)
+		nodes := make(map[uuid.UUID]bool)
+		for n := range own {
+			nodes[n] = true
+		}
+		for e := range edges {
+			kids[e.Parent] = append(kids[e.Parent], e)
+			nodes[e.Parent], nodes[e.Child] = true, true
+		}
+		sub := make(map[uuid.UUID]crdt.Digest)
+		buckets := make(map[bucketID]crdt.Digest)
+		var compute func(n uuid.UUID) crdt.Digest
+		compute = func(n uuid.UUID) crdt.Digest {
+			if d, ok := sub[n]; ok {
+				return d
+			}
+			d := own[n]
+			for _, e := range kids[n] {
+				c := edges[e].digest
+				if expected[e] {
+					c = c.Add(compute(e.Child))
+				}
+				id := bucketID{parent: n, bucket: e.Child[0]}
+				buckets[id] = buckets[id].Add(c)
+				d = d.Add(c)
+			}
+			sub[n] = d
+			return d
+		}
+		for n := range nodes {
+			compute(n)
+		}
+		seen := make(map[uuid.UUID]bool)
+		if err := eachKey(txn, pfxNode, func(k, v []byte) error {
+			var n uuid.UUID
+			copy(n[:], k[1:17])
+			m, err := decodeNodeMeta(v)
+			if err != nil {
+				return err
+			}
+			seen[n] = true
+			if m.own != own[n] || m.sub != sub[n] {
+				report("node %v: stored own %v sub %v, recomputed own %v sub %v", n, m.own, m.sub, own[n], sub[n])
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		for n := range nodes {
+			if !seen[n] && (!own[n].IsZero() || !sub[n].IsZero()) {
+				report("node %v: no digest record, recomputed sub %v", n, sub[n])
+			}
+		}
+		if err := eachKey(txn, pfxBucket, func(k, v []byte) error {
+			var id bucketID
+			copy(id.parent[:], k[1:17])
+			id.bucket = k[17]
+			d, err := decodeDigest(v)
+			if err != nil {
+				return err
+			}
+			if want := buckets[id]; d != want {
+				report("bucket %v/%02x: stored %v, recomputed %v", id.parent, id.bucket, d, want)
+			}
+			delete(buckets, id)
+			return nil
+		}); err != nil {
+			return err
+		}
+		for id, d := range buckets {
+			if !d.IsZero() {
+				report("bucket %v/%02x missing, recomputed %v", id.parent, id.bucket, d)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: verify: %w", err)
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("%w: %d problem(s):\n  %s", ErrMismatch, len(problems), joinLines(problems))
+	}
+	return nil
+}
+
+// expectedActive applies the store's tree rule to a full set of edge
+// states: an edge is active when live, unless live edges form a cycle, in
+// which case crdt.ResolveEdges over all registers decides.
+func expectedActive(edges map[crdt.Edge]*edgeState) map[crdt.Edge]bool {
+	out := make(map[crdt.Edge]bool, len(edges))
+	var live []crdt.Edge
+	var regs []crdt.EdgeRegister
+	for e, st := range edges {
+		if st.live() {
+			live = append(live, e)
+			out[e] = true
+		}
+		if st.hasReg {
+			regs = append(regs, crdt.EdgeRegister{Parent: e.Parent, Child: e.Child, Tombstone: st.tombstone, Moved: st.moved, Time: st.time, Origin: st.origin})
+		}
+	}
+	if len(crdt.CyclicComponents(live)) == 0 {
+		return out
+	}
+	out = make(map[crdt.Edge]bool, len(edges))
+	for _, e := range crdt.ResolveEdges(regs) {
+		out[e] = true
+	}
+	return out
+}
+
+func eachKey(txn *badger.Txn, pfx byte, fn func(k, v []byte) error) error {
+	opts := badger.DefaultIteratorOptions
+	opts.Prefix = []byte{pfx}
+	it := txn.NewIterator(opts)
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		k := it.Item().KeyCopy(nil)
+		v, err := it.Item().ValueCopy(nil)
+		if err != nil {
+			return err
+		}
+		if err := fn(k, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func joinLines(ss []string) string {
+	var b bytes.Buffer
+	for i, s := range ss {
+		if i > 0 {
+			b.WriteString("\n  ")
+		}
+		b.WriteString(s)
+	}
+	return b.String()
+}
