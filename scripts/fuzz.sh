@@ -8,13 +8,19 @@ FUZZTIME=${FUZZTIME:-3s}
 # decoder that trusts a declared length would ask for.
 ulimit -v 8000000
 status=0
+passed=0
+failed=0
 for pkg in $(go list ./...); do
 	for target in $(go test -list '^Fuzz' "$pkg" | grep '^Fuzz' || true); do
 		echo "fuzz $pkg $target ($FUZZTIME)"
 		if ! go test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" "$pkg" >/tmp/siot-fuzz.log 2>&1; then
 			cat /tmp/siot-fuzz.log
 			status=1
+			failed=$((failed + 1))
+		else
+			passed=$((passed + 1))
 		fi
 	done
 done
+echo "fuzz: $passed passed, $failed failed"
 exit $status
