@@ -182,35 +182,27 @@ type Child struct {
 // Children calls fn for every child that has an edge with parent, live or
 // not, in child ID order.
 func (s *Store) Children(parent uuid.UUID, fn func(Child) error) error {
-	prefix := append([]byte{pfxChild}, parent[:]...)
-	return s.view(func(txn *badger.Txn) error {
-		opts := badger.DefaultIteratorOptions
-		opts.Prefix = prefix
-		it := txn.NewIterator(opts)
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			var c Child
-			copy(c.ID[:], it.Item().Key()[17:33])
-			err := it.Item().Value(func(v []byte) error {
-				st, err := decodeEdgeState(v)
-				c.Active = st.active
-				return err
-			})
-			if err != nil {
-				return err
-			}
-			if err := fn(c); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	return s.scanEdges(pfxChild, parent, func(v []byte) (bool, error) {
+		st, err := decodeEdgeState(v)
+		return st.active, err
+	}, fn)
 }
 
 // Parents calls fn for every parent that has an edge with child, live or
 // not, in parent ID order.
 func (s *Store) Parents(child uuid.UUID, fn func(Child) error) error {
-	prefix := append([]byte{pfxParent}, child[:]...)
+	return s.scanEdges(pfxParent, child, func(v []byte) (bool, error) {
+		if len(v) != 1 {
+			return false, fmt.Errorf("%w: parent flag of %d bytes", errCorrupt, len(v))
+		}
+		return v[0] == 1, nil
+	}, fn)
+}
+
+// scanEdges walks the edge index pfx under node n: each key names the other
+// end of an edge, active decodes the edge's state from its value.
+func (s *Store) scanEdges(pfx byte, n uuid.UUID, active func([]byte) (bool, error), fn func(Child) error) error {
+	prefix := append([]byte{pfx}, n[:]...)
 	return s.view(func(txn *badger.Txn) error {
 		opts := badger.DefaultIteratorOptions
 		opts.Prefix = prefix
@@ -219,12 +211,9 @@ func (s *Store) Parents(child uuid.UUID, fn func(Child) error) error {
 		for it.Rewind(); it.Valid(); it.Next() {
 			var c Child
 			copy(c.ID[:], it.Item().Key()[17:33])
-			err := it.Item().Value(func(v []byte) error {
-				if len(v) != 1 {
-					return fmt.Errorf("%w: parent flag of %d bytes", errCorrupt, len(v))
-				}
-				c.Active = v[0] == 1
-				return nil
+			err := it.Item().Value(func(v []byte) (err error) {
+				c.Active, err = active(v)
+				return err
 			})
 			if err != nil {
 				return err

@@ -384,3 +384,27 @@ func TestClosedStore(t *testing.T) {
 		t.Fatalf("Get after Close: %v", err)
 	}
 }
+
+func TestChildrenAndParents(t *testing.T) {
+	s := openTest(t, "")
+	mustApply(t, s, edgePt(0, 1, false, 1), edgePt(0, 2, true, 1), edgePt(3, 1, false, 1))
+	var kids []Child
+	if err := s.Children(id(0), func(c Child) error { kids = append(kids, c); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(kids) != 2 {
+		t.Fatalf("children of 0: %+v", kids)
+	}
+	for _, c := range kids {
+		if want := c.ID == id(1); c.Active != want {
+			t.Fatalf("child %v active=%v, want %v", c.ID, c.Active, want)
+		}
+	}
+	var parents []Child
+	if err := s.Parents(id(1), func(c Child) error { parents = append(parents, c); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(parents) != 2 || !parents[0].Active || !parents[1].Active {
+		t.Fatalf("parents of 1: %+v", parents)
+	}
+}
