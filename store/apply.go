@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -40,6 +41,11 @@ type Result struct {
 	// Changes holds the points that won their register, normalized, in
 	// batch order: the change feed. The caller owns the slice.
 	Changes []crdt.Point
+	// FirstSeq is the local change number of Changes[0]; Changes[i] is
+	// change FirstSeq+i. Change numbers are assigned in commit order, so
+	// ChangesSince(FirstSeq-1) starts with this batch's changes (those not
+	// yet overwritten). Zero when nothing changed.
+	FirstSeq uint64
 }
 
 // ErrBatchTooLarge is returned when a batch does not fit in one Badger
@@ -78,10 +84,19 @@ func (s *Store) Apply(pts []crdt.Point) (Result, error) {
 	}
 	txn := s.db.NewTransaction(true)
 	defer txn.Discard()
-	b := newBatch(txn)
+	b := newBatch(txn, s.seq)
 	res, err := b.apply(batchPts)
 	if err != nil {
 		return Result{}, err
+	}
+	maxTime := s.maxTime
+	for i := range res.Changes {
+		maxTime = max(maxTime, res.Changes[i].Time)
+	}
+	if maxTime != s.maxTime {
+		if err := txn.Set(keyMaxTime, binary.BigEndian.AppendUint64(nil, uint64(maxTime))); err != nil {
+			return Result{}, b.txnErr(err)
+		}
 	}
 	if err := b.flush(); err != nil {
 		return Result{}, err
@@ -92,11 +107,7 @@ func (s *Store) Apply(pts []crdt.Point) (Result, error) {
 		}
 		return Result{}, fmt.Errorf("store: commit: %w", err)
 	}
-	for i := range res.Changes {
-		if t := res.Changes[i].Time; t > s.maxTime {
-			s.maxTime = t
-		}
-	}
+	s.maxTime, s.seq = maxTime, b.seq
 	return res, nil
 }
 
@@ -104,8 +115,10 @@ func (s *Store) Apply(pts []crdt.Point) (Result, error) {
 // will write, so each key is read and written at most once.
 type batch struct {
 	txn *badger.Txn
+	seq uint64 // the last change number assigned
 
 	regs      map[string]*crdt.Point // point key → winner so far (nil: none)
+	regSeq    map[string]uint64      // point key → the winner's change number
 	nodes     map[uuid.UUID]*nodeMeta
 	nodeDirty map[uuid.UUID]bool
 	edges     map[crdt.Edge]*edgeState // nil entry: no such edge
@@ -125,10 +138,12 @@ type bucketID struct {
 	bucket byte
 }
 
-func newBatch(txn *badger.Txn) *batch {
+func newBatch(txn *badger.Txn, seq uint64) *batch {
 	return &batch{
 		txn:       txn,
+		seq:       seq,
 		regs:      make(map[string]*crdt.Point),
+		regSeq:    make(map[string]uint64),
 		nodes:     make(map[uuid.UUID]*nodeMeta),
 		nodeDirty: make(map[uuid.UUID]bool),
 		edges:     make(map[crdt.Edge]*edgeState),
@@ -158,19 +173,24 @@ func (b *batch) apply(pts []crdt.Point) (Result, error) {
 		res.Outcomes[i] = Applied
 		delta := crdt.PointDigest(p)
 		if cur != nil {
-			if err := b.txn.Delete(hlcKey(cur)); err != nil {
+			if err := b.txn.Delete(seqKey(b.regSeq[string(k)], cur)); err != nil {
 				return Result{}, b.txnErr(err)
 			}
 			delta = delta.Sub(crdt.PointDigest(cur))
 		}
-		if err := b.txn.Set(k, encodeRegister(p)); err != nil {
+		b.seq++
+		if res.FirstSeq == 0 {
+			res.FirstSeq = b.seq
+		}
+		if err := b.txn.Set(k, encodeRegister(p, b.seq)); err != nil {
 			return Result{}, b.txnErr(err)
 		}
-		if err := b.txn.Set(hlcKey(p), nil); err != nil {
+		if err := b.txn.Set(seqKey(b.seq, p), nil); err != nil {
 			return Result{}, b.txnErr(err)
 		}
 		np := *p
 		b.regs[string(k)] = &np
+		b.regSeq[string(k)] = b.seq
 		res.Changes = append(res.Changes, np)
 		if p.IsEdge() {
 			e := crdt.Edge{Parent: p.Parent, Child: p.Node}
@@ -220,10 +240,12 @@ func (b *batch) register(k []byte, p *crdt.Point) (*crdt.Point, error) {
 		return nil, fmt.Errorf("store: read register: %w", err)
 	}
 	cur := &crdt.Point{Node: p.Node, Parent: p.Parent, Type: p.Type, Key: p.Key}
-	if err := item.Value(func(v []byte) error { return decodeRegister(v, cur) }); err != nil {
+	var seq uint64
+	if err := item.Value(func(v []byte) (err error) { seq, err = decodeRegister(v, cur); return err }); err != nil {
 		return nil, err
 	}
 	b.regs[string(k)] = cur
+	b.regSeq[string(k)] = seq
 	return cur, nil
 }
 

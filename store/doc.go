@@ -8,7 +8,8 @@
 //
 //	m name                                  metadata: root ID, instance ID
 //	p node parent type 0x00 key             a register: its winning point
-//	h time origin node parent type 0x00 key the HLC index of the winners
+//	s seq node parent type 0x00 key         the change feed: each winner under the
+//	                                        local change number it arrived with
 //	c parent child                          an edge: register summary, state, digest
 //	u child parent                          the same edge seen from the child: state
 //	n node                                  node digests: own points, subtree
@@ -16,8 +17,8 @@
 //	i parent child                          an edge whose active state differs from
 //	                                        its register (a cycle was broken)
 //
-// node, parent and origin are 16 raw UUID bytes (parent is 16 zero bytes
-// for node points); time is the HLC, big-endian. Points sort by node,
+// node and parent are 16 raw UUID bytes (parent is 16 zero bytes for node
+// points); seq is a big-endian counter assigned in commit order. Points sort by node,
 // parent, type and key, which is the order of `siot export`.
 //
 // # Digests

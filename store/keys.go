@@ -15,7 +15,7 @@ import (
 const (
 	pfxMeta      = 'm'
 	pfxPoint     = 'p'
-	pfxHLC       = 'h'
+	pfxSeq       = 's'
 	pfxChild     = 'c'
 	pfxParent    = 'u'
 	pfxNode      = 'n'
@@ -27,10 +27,11 @@ var (
 	keyRoot     = []byte{pfxMeta, 'r', 'o', 'o', 't'}
 	keyInstance = []byte{pfxMeta, 'i', 'n', 's', 't'}
 	keyFormat   = []byte{pfxMeta, 'f', 'm', 't'}
+	keyMaxTime  = []byte{pfxMeta, 'h', 'l', 'c'}
 )
 
 // formatVersion is the on-disk layout version, checked on open.
-const formatVersion = 1
+const formatVersion = 2
 
 // errCorrupt reports stored bytes that do not decode; it means damage or a
 // bug, never bad input from a peer.
@@ -52,11 +53,12 @@ func pointKey(p *crdt.Point) []byte {
 	return appendRegKey(k, p.Node, p.Parent, p.Type, p.Key)
 }
 
-func hlcKey(p *crdt.Point) []byte {
-	k := make([]byte, 0, 1+8+16+32+len(p.Type)+1+len(p.Key))
-	k = append(k, pfxHLC)
-	k = binary.BigEndian.AppendUint64(k, uint64(p.Time))
-	k = append(k, p.Origin[:]...)
+// seqKey is the change-feed key of the register whose winner arrived as
+// local change number seq.
+func seqKey(seq uint64, p *crdt.Point) []byte {
+	k := make([]byte, 0, 1+8+32+len(p.Type)+1+len(p.Key))
+	k = append(k, pfxSeq)
+	k = binary.BigEndian.AppendUint64(k, seq)
 	return appendRegKey(k, p.Node, p.Parent, p.Type, p.Key)
 }
 
@@ -76,13 +78,14 @@ func parseRegKey(b []byte, p *crdt.Point) error {
 	return nil
 }
 
-// Register values: flags(1) time(8) origin(16) value(8) text.
+// Register values: flags(1) time(8) origin(16) value(8) seq(8) text. seq is
+// the local change number under which the winner arrived (its 's' key).
 const (
 	regTombstone = 1 << 0
-	regHeader    = 1 + 8 + 16 + 8
+	regHeader    = 1 + 8 + 16 + 8 + 8
 )
 
-func encodeRegister(p *crdt.Point) []byte {
+func encodeRegister(p *crdt.Point, seq uint64) []byte {
 	v := make([]byte, regHeader, regHeader+len(p.Text))
 	if p.Tombstone {
 		v[0] = regTombstone
@@ -90,21 +93,23 @@ func encodeRegister(p *crdt.Point) []byte {
 	binary.BigEndian.PutUint64(v[1:], uint64(p.Time))
 	copy(v[9:25], p.Origin[:])
 	binary.BigEndian.PutUint64(v[25:], math.Float64bits(p.Value))
+	binary.BigEndian.PutUint64(v[33:], seq)
 	return append(v, p.Text...)
 }
 
-// decodeRegister fills p's payload from a register value. The text is
-// copied: v may belong to Badger.
-func decodeRegister(v []byte, p *crdt.Point) error {
+// decodeRegister fills p's payload from a register value and returns the
+// winner's change number. The text is copied: v may belong to Badger.
+func decodeRegister(v []byte, p *crdt.Point) (uint64, error) {
 	if len(v) < regHeader {
-		return fmt.Errorf("%w: register value of %d bytes", errCorrupt, len(v))
+		return 0, fmt.Errorf("%w: register value of %d bytes", errCorrupt, len(v))
 	}
 	p.Tombstone = v[0]&regTombstone != 0
 	p.Time = crdt.Timestamp(binary.BigEndian.Uint64(v[1:]))
 	copy(p.Origin[:], v[9:25])
 	p.Value = math.Float64frombits(binary.BigEndian.Uint64(v[25:]))
+	seq := binary.BigEndian.Uint64(v[33:])
 	p.Text = string(v[regHeader:])
-	return nil
+	return seq, nil
 }
 
 func edgeKey(pfx byte, a, b uuid.UUID) []byte {

@@ -50,7 +50,7 @@ func (s *Store) Get(r crdt.Register) (crdt.Point, bool, error) {
 			return err
 		}
 		found = true
-		return item.Value(func(v []byte) error { return decodeRegister(v, &p) })
+		return item.Value(func(v []byte) error { _, err := decodeRegister(v, &p); return err })
 	})
 	if err != nil {
 		return crdt.Point{}, false, fmt.Errorf("store: get: %w", err)
@@ -62,6 +62,11 @@ func (s *Store) Get(r crdt.Register) (crdt.Point, bool, error) {
 // beginning at the first key >= start (or prefix when start is nil), in key
 // order.
 func scanPoints(txn *badger.Txn, prefix, start []byte, fn func(*crdt.Point) error) error {
+	return scanRegisters(txn, prefix, start, func(p *crdt.Point, _ uint64) error { return fn(p) })
+}
+
+// scanRegisters is scanPoints that also reports each winner's change number.
+func scanRegisters(txn *badger.Txn, prefix, start []byte, fn func(*crdt.Point, uint64) error) error {
 	opts := badger.DefaultIteratorOptions
 	opts.Prefix = prefix
 	opts.PrefetchSize = 64
@@ -76,10 +81,11 @@ func scanPoints(txn *badger.Txn, prefix, start []byte, fn func(*crdt.Point) erro
 		if err := parseRegKey(item.Key()[1:], &p); err != nil {
 			return err
 		}
-		if err := item.Value(func(v []byte) error { return decodeRegister(v, &p) }); err != nil {
+		var seq uint64
+		if err := item.Value(func(v []byte) (err error) { seq, err = decodeRegister(v, &p); return err }); err != nil {
 			return err
 		}
-		if err := fn(&p); err != nil {
+		if err := fn(&p, seq); err != nil {
 			return err
 		}
 	}
@@ -133,39 +139,46 @@ func (s *Store) PageNode(n uuid.UUID, afterType, afterKey string, limit int) (pt
 	return pts, more, err
 }
 
-// ChangesSince calls fn for every register whose winner has an HLC greater
-// than after, in HLC order (ties by origin, then register). Replication
-// resumes a link with it: the cost is the number of changes, not the size
-// of the store.
-func (s *Store) ChangesSince(after crdt.Timestamp, fn func(*crdt.Point) error) error {
+// ChangesSince calls fn for every register whose winner arrived after local
+// change number after, in arrival order, with that change number. A
+// register changed several times is reported once, at its latest change.
+// Replication resumes a link with it: a peer that acknowledged everything
+// up to change n needs ChangesSince(n), whatever the HLCs of the points (a
+// point written days ago by a device that was offline arrives with an old
+// HLC but a new change number). The cost is the number of changes, not the
+// size of the store. fn must not retain p; returning ErrStop ends the scan
+// without error. The scan reads one consistent snapshot.
+func (s *Store) ChangesSince(after uint64, fn func(seq uint64, p *crdt.Point) error) error {
 	if after == 1<<64-1 {
 		return nil
 	}
-	start := []byte{pfxHLC, 0, 0, 0, 0, 0, 0, 0, 0}
-	putBE64(start[1:], uint64(after)+1)
+	start := []byte{pfxSeq, 0, 0, 0, 0, 0, 0, 0, 0}
+	putBE64(start[1:], after+1)
 	return s.view(func(txn *badger.Txn) error {
 		opts := badger.DefaultIteratorOptions
-		opts.Prefix = []byte{pfxHLC}
+		opts.Prefix = []byte{pfxSeq}
 		opts.PrefetchValues = false
 		it := txn.NewIterator(opts)
 		defer it.Close()
+		var p crdt.Point
 		for it.Seek(start); it.Valid(); it.Next() {
 			k := it.Item().Key()
-			if len(k) < 1+8+16+34 {
-				return fmt.Errorf("%w: hlc key of %d bytes", errCorrupt, len(k))
+			if len(k) < 1+8+34 {
+				return fmt.Errorf("%w: change key of %d bytes", errCorrupt, len(k))
 			}
-			var p crdt.Point
-			if err := parseRegKey(k[25:], &p); err != nil {
+			seq := beUint64(k[1:9])
+			p = crdt.Point{}
+			if err := parseRegKey(k[9:], &p); err != nil {
 				return err
 			}
 			item, err := txn.Get(pointKey(&p))
 			if err != nil {
-				return fmt.Errorf("%w: hlc index names a missing register: %v", errCorrupt, err)
+				return fmt.Errorf("%w: change %d names a missing register: %v", errCorrupt, seq, err)
 			}
-			if err := item.Value(func(v []byte) error { return decodeRegister(v, &p) }); err != nil {
+			if err := item.Value(func(v []byte) error { _, err := decodeRegister(v, &p); return err }); err != nil {
 				return err
 			}
-			if err := fn(&p); err != nil {
+			if err := fn(seq, &p); err != nil {
 				return err
 			}
 		}

@@ -129,8 +129,9 @@ type Store struct {
 	root     uuid.UUID
 	instance uuid.UUID
 	maxTime  crdt.Timestamp
+	seq      uint64 // the last change number assigned
 
-	mu     sync.Mutex // serializes writers; guards closed and maxTime
+	mu     sync.Mutex // serializes writers; guards closed, maxTime and seq
 	closed bool
 }
 
@@ -172,17 +173,35 @@ func (s *Store) init() error {
 			return fmt.Errorf("store: instance: %w", err)
 		}
 		s.root, s.instance = root, inst
-		// The greatest HLC held: the last key of the HLC index.
+		item, err := txn.Get(keyMaxTime)
+		switch {
+		case errors.Is(err, badger.ErrKeyNotFound):
+		case err != nil:
+			return fmt.Errorf("store: read max time: %w", err)
+		default:
+			if err := item.Value(func(v []byte) error {
+				if len(v) != 8 {
+					return fmt.Errorf("%w: max time of %d bytes", errCorrupt, len(v))
+				}
+				s.maxTime = crdt.Timestamp(beUint64(v))
+				return nil
+			}); err != nil {
+				return err
+			}
+		}
+		// The last change number: the last key of the change feed (the
+		// latest change is always still a winner).
 		opts := badger.DefaultIteratorOptions
 		opts.Reverse, opts.PrefetchValues = true, false
 		it := txn.NewIterator(opts)
 		defer it.Close()
-		it.Seek([]byte{pfxHLC, 0xff})
-		if it.ValidForPrefix([]byte{pfxHLC}) {
+		it.Seek([]byte{pfxSeq, 0xff})
+		if it.ValidForPrefix([]byte{pfxSeq}) {
 			k := it.Item().Key()
-			if len(k) >= 9 {
-				s.maxTime = crdt.Timestamp(beUint64(k[1:9]))
+			if len(k) < 9 {
+				return fmt.Errorf("%w: change key of %d bytes", errCorrupt, len(k))
 			}
+			s.seq = beUint64(k[1:9])
 		}
 		return nil
 	})

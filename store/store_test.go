@@ -240,18 +240,48 @@ func TestChangesSinceAndPaging(t *testing.T) {
 		p.Key = fmt.Sprintf("k%03d", i)
 		batch = append(batch, p)
 	}
-	mustApply(t, s, batch...)
-	// Overwrite one: its index entry moves to the end.
+	if res := mustApply(t, s, batch...); res.FirstSeq != 1 {
+		t.Fatalf("first batch FirstSeq = %d, want 1", res.FirstSeq)
+	}
+	// Overwrite one: its feed entry moves to the end.
 	p := batch[10]
 	p.Time, p.Value = 5000, -1
-	mustApply(t, s, p)
-	var got []crdt.Timestamp
-	if err := s.ChangesSince(1239, func(p *crdt.Point) error { got = append(got, p.Time); return nil }); err != nil {
+	if res := mustApply(t, s, p); res.FirstSeq != 251 {
+		t.Fatalf("overwrite FirstSeq = %d, want 251", res.FirstSeq)
+	}
+	// A point arriving late with an old HLC still comes after the
+	// watermark: resume must not lose it.
+	late := pt(2, "temp", 7, 3)
+	if res := mustApply(t, s, late); res.FirstSeq != 252 {
+		t.Fatalf("late FirstSeq = %d, want 252", res.FirstSeq)
+	}
+	type change struct {
+		seq uint64
+		t   crdt.Timestamp
+	}
+	var got []change
+	if err := s.ChangesSince(240, func(seq uint64, p *crdt.Point) error {
+		got = append(got, change{seq, p.Time})
+		return nil
+	}); err != nil {
 		t.Fatal(err)
 	}
-	want := []crdt.Timestamp{1240, 1241, 1242, 1243, 1244, 1245, 1246, 1247, 1248, 1249, 5000}
+	want := []change{{241, 1240}, {242, 1241}, {243, 1242}, {244, 1243}, {245, 1244}, {246, 1245},
+		{247, 1246}, {248, 1247}, {249, 1248}, {250, 1249}, {251, 5000}, {252, 3}}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("ChangesSince = %v, want %v", got, want)
+	}
+	n := 0
+	if err := s.ChangesSince(0, func(uint64, *crdt.Point) error {
+		if n++; n == 5 {
+			return ErrStop
+		}
+		return nil
+	}); err != nil || n != 5 {
+		t.Fatalf("ChangesSince stopped after %d with %v", n, err)
+	}
+	if s.MaxTime() != 5000 {
+		t.Fatalf("MaxTime = %d", s.MaxTime())
 	}
 	var pages, total int
 	afterType, afterKey := "", ""
@@ -293,6 +323,11 @@ func TestRootPersistsAndMismatchRefused(t *testing.T) {
 	}
 	if s.Root() != want || s.Instance() != inst || s.MaxTime() != 77 {
 		t.Fatalf("after reopen: root %v instance %v max %v", s.Root(), s.Instance(), s.MaxTime())
+	}
+	// Change numbers continue after a reopen, even when the newest point
+	// has an older HLC.
+	if res := mustApply(t, s, pt(2, "temp", 1, 5)); res.FirstSeq != 2 || s.MaxTime() != 77 {
+		t.Fatalf("after reopen: FirstSeq %d, max %v", res.FirstSeq, s.MaxTime())
 	}
 	mustVerify(t, s)
 	s.Close()
@@ -359,7 +394,7 @@ func TestConcurrentWritersAndReaders(t *testing.T) {
 					errs <- err
 					return
 				}
-				if err := s.ChangesSince(0, func(*crdt.Point) error { return nil }); err != nil {
+				if err := s.ChangesSince(0, func(uint64, *crdt.Point) error { return nil }); err != nil {
 					errs <- err
 					return
 				}

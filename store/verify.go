@@ -34,15 +34,18 @@ func (s *Store) Verify() error {
 	err := s.view(func(txn *badger.Txn) error {
 		own := make(map[uuid.UUID]crdt.Digest)
 		edges := make(map[crdt.Edge]*edgeState)
-		hlc := make(map[string]bool)
+		feed := make(map[string]bool)
 
-		// Registers: digests, edge registers, expected HLC keys.
-		err := scanPoints(txn, []byte{pfxPoint}, nil, func(p *crdt.Point) error {
+		// Registers: digests, edge registers, expected change-feed keys.
+		err := scanRegisters(txn, []byte{pfxPoint}, nil, func(p *crdt.Point, seq uint64) error {
 			if err := p.Validate(); err != nil {
 				report("register %v/%v/%s/%s holds an invalid point: %v", p.Node, p.Parent, p.Type, p.Key, err)
 			}
 			d := crdt.PointDigest(p)
-			hlc[string(hlcKey(p))] = true
+			if seq == 0 || seq > s.seq {
+				report("register %v/%v/%s/%s has change number %d, last assigned %d", p.Node, p.Parent, p.Type, p.Key, seq, s.seq)
+			}
+			feed[string(seqKey(seq, p))] = true
 			if p.IsEdge() {
 				e := crdt.Edge{Parent: p.Parent, Child: p.Node}
 				st := edges[e]
@@ -64,18 +67,18 @@ func (s *Store) Verify() error {
 			return err
 		}
 
-		// The HLC index holds exactly one key per register.
-		if err := eachKey(txn, pfxHLC, func(k, _ []byte) error {
-			if !hlc[string(k)] {
-				report("hlc index key %x names no current winner", k)
+		// The change feed holds exactly one key per register.
+		if err := eachKey(txn, pfxSeq, func(k, _ []byte) error {
+			if !feed[string(k)] {
+				report("change feed key %x names no current winner", k)
 			}
-			delete(hlc, string(k))
+			delete(feed, string(k))
 			return nil
 		}); err != nil {
 			return err
 		}
-		for k := range hlc {
-			report("hlc index lacks key %x", k)
+		for k := range feed {
+			report("change feed lacks key %x", k)
 		}
 
 		// Expected active edges: live, except in the regions above cycles.
