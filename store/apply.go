@@ -74,26 +74,28 @@ func (s *Store) Apply(pts []crdt.Point) (Result, error) {
 		}
 		batchPts[i] = p
 	}
+	if err := s.enter(); err != nil {
+		return Result{}, err
+	}
+	defer s.leave()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return Result{}, ErrClosed
-	}
 	if err := s.checkSpace(); err != nil {
 		return Result{}, err
 	}
 	txn := s.db.NewTransaction(true)
 	defer txn.Discard()
-	b := newBatch(txn, s.seq)
+	b := newBatch(txn, s.seq.Load())
 	res, err := b.apply(batchPts)
 	if err != nil {
 		return Result{}, err
 	}
-	maxTime := s.maxTime
+	oldMax := s.MaxTime()
+	maxTime := oldMax
 	for i := range res.Changes {
 		maxTime = max(maxTime, res.Changes[i].Time)
 	}
-	if maxTime != s.maxTime {
+	if maxTime != oldMax {
 		if err := txn.Set(keyMaxTime, binary.BigEndian.AppendUint64(nil, uint64(maxTime))); err != nil {
 			return Result{}, b.txnErr(err)
 		}
@@ -107,7 +109,8 @@ func (s *Store) Apply(pts []crdt.Point) (Result, error) {
 		}
 		return Result{}, fmt.Errorf("store: commit: %w", err)
 	}
-	s.maxTime, s.seq = maxTime, b.seq
+	s.maxTime.Store(uint64(maxTime))
+	s.seq.Store(b.seq)
 	return res, nil
 }
 

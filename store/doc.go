@@ -16,10 +16,12 @@
 //	b parent bucket                         digest of the children in one bucket
 //	i parent child                          an edge whose active state differs from
 //	                                        its register (a cycle was broken)
+//	k name                                  a mark: a named counter replication keeps
+//	                                        (not a point, not replicated)
 //
 // node and parent are 16 raw UUID bytes (parent is 16 zero bytes for node
-// points); seq is a big-endian counter assigned in commit order. Points sort by node,
-// parent, type and key, which is the order of `siot export`.
+// points); seq is a big-endian counter assigned in commit order. Points
+// sort by node, parent, type and key, which is the order of `siot export`.
 //
 // # Digests
 //

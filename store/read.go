@@ -21,12 +21,10 @@ var ErrStop = errors.New("store: stop scan")
 // than ErrStop ends the scan and is returned wrapped.
 
 func (s *Store) view(fn func(txn *badger.Txn) error) error {
-	s.mu.Lock()
-	closed := s.closed
-	s.mu.Unlock()
-	if closed {
-		return ErrClosed
+	if err := s.enter(); err != nil {
+		return err
 	}
+	defer s.leave()
 	err := s.db.View(fn)
 	if errors.Is(err, ErrStop) {
 		return nil

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/dgraph-io/badger/v4"
@@ -128,11 +129,16 @@ type Store struct {
 	db       *badger.DB
 	root     uuid.UUID
 	instance uuid.UUID
-	maxTime  crdt.Timestamp
-	seq      uint64 // the last change number assigned
+	maxTime  atomic.Uint64 // the greatest HLC held
 
-	mu     sync.Mutex // serializes writers; guards closed, maxTime and seq
+	// life guards closed: every operation holds it shared while it uses
+	// db, and Close takes it exclusively, so Close waits for running calls
+	// and nothing touches a closed database.
+	life   sync.RWMutex
 	closed bool
+
+	mu  sync.Mutex    // serializes writers
+	seq atomic.Uint64 // the last change number assigned; written under mu
 }
 
 // Open opens or creates the store in cfg.Dir. On first open it creates the
@@ -183,7 +189,7 @@ func (s *Store) init() error {
 				if len(v) != 8 {
 					return fmt.Errorf("%w: max time of %d bytes", errCorrupt, len(v))
 				}
-				s.maxTime = crdt.Timestamp(beUint64(v))
+				s.maxTime.Store(beUint64(v))
 				return nil
 			}); err != nil {
 				return err
@@ -201,7 +207,7 @@ func (s *Store) init() error {
 			if len(k) < 9 {
 				return fmt.Errorf("%w: change key of %d bytes", errCorrupt, len(k))
 			}
-			s.seq = beUint64(k[1:9])
+			s.seq.Store(beUint64(k[1:9]))
 		}
 		return nil
 	})
@@ -255,15 +261,32 @@ func (s *Store) Instance() uuid.UUID { return s.instance }
 // MaxTime returns the greatest HLC of any point held. A replica seeds its
 // clock with it on start (crdt.Clock.Observe).
 func (s *Store) MaxTime() crdt.Timestamp {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.maxTime
+	return crdt.Timestamp(s.maxTime.Load())
 }
 
-// Close flushes and closes the store. It waits for a running Apply.
+// LastSeq returns the change number of the latest committed change (0 for
+// an empty store). ChangesSince(LastSeq()) reports only later changes.
+func (s *Store) LastSeq() uint64 { return s.seq.Load() }
+
+// enter marks the start of an operation on the database; it fails with
+// ErrClosed after Close. Every successful enter is paired with s.leave.
+func (s *Store) enter() error {
+	s.life.RLock()
+	if s.closed {
+		s.life.RUnlock()
+		return ErrClosed
+	}
+	return nil
+}
+
+func (s *Store) leave() { s.life.RUnlock() }
+
+// Close flushes and closes the store. It waits for running calls (an
+// Apply, a scan) to return; callers stop long scans first by returning an
+// error from their callback.
 func (s *Store) Close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.life.Lock()
+	defer s.life.Unlock()
 	if s.closed {
 		return nil
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -442,4 +443,39 @@ func TestChildrenAndParents(t *testing.T) {
 	if len(parents) != 2 || !parents[0].Active || !parents[1].Active {
 		t.Fatalf("parents of 1: %+v", parents)
 	}
+}
+
+func TestMarksPersist(t *testing.T) {
+	dir := t.TempDir()
+	cfg := DefaultConfig(dir)
+	cfg.MinFreeBytes = 0
+	s, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := s.Mark("link/a"); err != nil || v != 0 {
+		t.Fatalf("unset mark = %d, %v", v, err)
+	}
+	if err := s.SetMarks(map[string]uint64{"link/a": 42, "link/b": 7}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetMarks(map[string]uint64{"": 1}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("empty mark name: %v", err)
+	}
+	if _, err := s.Mark(strings.Repeat("x", MaxMarkName+1)); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("long mark name: %v", err)
+	}
+	s.Close()
+	if _, err := s.Mark("link/a"); !errors.Is(err, ErrClosed) {
+		t.Fatalf("mark after close: %v", err)
+	}
+	s, err = Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if v, err := s.Mark("link/a"); err != nil || v != 42 {
+		t.Fatalf("mark after reopen = %d, %v", v, err)
+	}
+	mustVerify(t, s)
 }
