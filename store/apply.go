@@ -65,6 +65,31 @@ var ErrBatchTooLarge = errors.New("store: batch too large for one transaction")
 // Digests, indexes and the tree's active edges are updated in the same
 // transaction. Apply calls are serialized; readers are never blocked.
 func (s *Store) Apply(pts []crdt.Point) (Result, error) {
+	return s.ApplyWith(ApplyOptions{}, pts)
+}
+
+// ApplyOptions qualifies a batch for ApplyWith.
+type ApplyOptions struct {
+	// Source is the instance the batch was received from (uuid.Nil for a
+	// local write). The change feed records it for every change, so a link
+	// never sends a change back where it came from.
+	Source uuid.UUID
+	// Marks are set in the same transaction as the points (see SetMarks),
+	// so a receiver's "received up to" position is exact after a crash.
+	Marks map[string]uint64
+}
+
+// ApplyWith is Apply with a source and marks. A batch with no points but
+// with marks commits the marks alone.
+func (s *Store) ApplyWith(opts ApplyOptions, pts []crdt.Point) (Result, error) {
+	var marks [][2][]byte
+	for name, v := range opts.Marks {
+		k, err := markKey(name)
+		if err != nil {
+			return Result{}, err
+		}
+		marks = append(marks, [2][]byte{k, binary.BigEndian.AppendUint64(nil, v)})
+	}
 	batchPts := make([]crdt.Point, len(pts))
 	for i := range pts {
 		p := pts[i]
@@ -86,9 +111,17 @@ func (s *Store) Apply(pts []crdt.Point) (Result, error) {
 	txn := s.db.NewTransaction(true)
 	defer txn.Discard()
 	b := newBatch(txn, s.seq.Load())
+	if opts.Source != uuid.Nil {
+		b.source = opts.Source[:]
+	}
 	res, err := b.apply(batchPts)
 	if err != nil {
 		return Result{}, err
+	}
+	for _, m := range marks {
+		if err := txn.Set(m[0], m[1]); err != nil {
+			return Result{}, b.txnErr(err)
+		}
 	}
 	oldMax := s.MaxTime()
 	maxTime := oldMax
@@ -117,8 +150,9 @@ func (s *Store) Apply(pts []crdt.Point) (Result, error) {
 // batch is the working state of one Apply: everything it read, changed or
 // will write, so each key is read and written at most once.
 type batch struct {
-	txn *badger.Txn
-	seq uint64 // the last change number assigned
+	txn    *badger.Txn
+	seq    uint64 // the last change number assigned
+	source []byte // the change feed value: the source instance, or nil
 
 	regs      map[string]*crdt.Point // point key → winner so far (nil: none)
 	regSeq    map[string]uint64      // point key → the winner's change number
@@ -188,7 +222,7 @@ func (b *batch) apply(pts []crdt.Point) (Result, error) {
 		if err := b.txn.Set(k, encodeRegister(p, b.seq)); err != nil {
 			return Result{}, b.txnErr(err)
 		}
-		if err := b.txn.Set(seqKey(b.seq, p), nil); err != nil {
+		if err := b.txn.Set(seqKey(b.seq, p), b.source); err != nil {
 			return Result{}, b.txnErr(err)
 		}
 		np := *p

@@ -137,16 +137,34 @@ func (s *Store) PageNode(n uuid.UUID, afterType, afterKey string, limit int) (pt
 	return pts, more, err
 }
 
+// Change is one entry of the change feed.
+type Change struct {
+	// Seq is the local change number under which the point arrived.
+	Seq uint64
+	// Source is the instance the change was received from (ApplyOptions),
+	// uuid.Nil for a local write.
+	Source uuid.UUID
+	// Point is the register's current winner.
+	Point crdt.Point
+}
+
 // ChangesSince calls fn for every register whose winner arrived after local
-// change number after, in arrival order, with that change number. A
-// register changed several times is reported once, at its latest change.
-// Replication resumes a link with it: a peer that acknowledged everything
-// up to change n needs ChangesSince(n), whatever the HLCs of the points (a
-// point written days ago by a device that was offline arrives with an old
-// HLC but a new change number). The cost is the number of changes, not the
-// size of the store. fn must not retain p; returning ErrStop ends the scan
-// without error. The scan reads one consistent snapshot.
+// change number after, in arrival order, with that change number. It is
+// Feed without the source.
 func (s *Store) ChangesSince(after uint64, fn func(seq uint64, p *crdt.Point) error) error {
+	return s.Feed(after, func(c *Change) error { return fn(c.Seq, &c.Point) })
+}
+
+// Feed calls fn for every register whose winner arrived after local change
+// number after, in arrival order. A register changed several times is
+// reported once, at its latest change. Replication resumes a link with it:
+// a peer that holds everything up to change n needs Feed(n), whatever the
+// HLCs of the points (a point written days ago by a device that was offline
+// arrives with an old HLC but a new change number). The cost is the number
+// of changes, not the size of the store. fn must not retain c; returning
+// ErrStop ends the scan without error. The scan reads one consistent
+// snapshot.
+func (s *Store) Feed(after uint64, fn func(c *Change) error) error {
 	if after == 1<<64-1 {
 		return nil
 	}
@@ -158,25 +176,38 @@ func (s *Store) ChangesSince(after uint64, fn func(seq uint64, p *crdt.Point) er
 		opts.PrefetchValues = false
 		it := txn.NewIterator(opts)
 		defer it.Close()
-		var p crdt.Point
+		var c Change
 		for it.Seek(start); it.Valid(); it.Next() {
-			k := it.Item().Key()
+			item := it.Item()
+			k := item.Key()
 			if len(k) < 1+8+34 {
 				return fmt.Errorf("%w: change key of %d bytes", errCorrupt, len(k))
 			}
-			seq := beUint64(k[1:9])
-			p = crdt.Point{}
-			if err := parseRegKey(k[9:], &p); err != nil {
+			c = Change{Seq: beUint64(k[1:9])}
+			if err := item.Value(func(v []byte) error {
+				switch len(v) {
+				case 0:
+				case 16:
+					copy(c.Source[:], v)
+				default:
+					return fmt.Errorf("%w: change %d source of %d bytes", errCorrupt, c.Seq, len(v))
+				}
+				return nil
+			}); err != nil {
 				return err
 			}
-			item, err := txn.Get(pointKey(&p))
+			p := &c.Point
+			if err := parseRegKey(k[9:], p); err != nil {
+				return err
+			}
+			reg, err := txn.Get(pointKey(p))
 			if err != nil {
-				return fmt.Errorf("%w: change %d names a missing register: %v", errCorrupt, seq, err)
+				return fmt.Errorf("%w: change %d names a missing register: %v", errCorrupt, c.Seq, err)
 			}
-			if err := item.Value(func(v []byte) error { _, err := decodeRegister(v, &p); return err }); err != nil {
+			if err := reg.Value(func(v []byte) error { _, err := decodeRegister(v, p); return err }); err != nil {
 				return err
 			}
-			if err := fn(seq, &p); err != nil {
+			if err := fn(&c); err != nil {
 				return err
 			}
 		}

@@ -479,3 +479,37 @@ func TestMarksPersist(t *testing.T) {
 	}
 	mustVerify(t, s)
 }
+
+func TestFeedSourceAndMarksInOneCommit(t *testing.T) {
+	s := openTest(t, "")
+	src := uuid.MustParse("6ba7b811-9dad-11d1-80b4-00c04fd430c8")
+	res, err := s.ApplyWith(ApplyOptions{Source: src, Marks: map[string]uint64{"recv/x": 9}}, []crdt.Point{pt(1, "temp", 1, 10)})
+	if err != nil || res.FirstSeq != 1 {
+		t.Fatalf("ApplyWith: %v, first %d", err, res.FirstSeq)
+	}
+	mustApply(t, s, pt(2, "temp", 2, 11))
+	// Marks alone, no points.
+	if _, err := s.ApplyWith(ApplyOptions{Marks: map[string]uint64{"recv/x": 12}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ApplyWith(ApplyOptions{Marks: map[string]uint64{"": 1}}, []crdt.Point{pt(3, "temp", 2, 11)}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("bad mark name accepted: %v", err)
+	}
+	var got []string
+	if err := s.Feed(0, func(c *Change) error {
+		got = append(got, fmt.Sprintf("%d %v %v", c.Seq, c.Source == src, c.Point.Value))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if want := "[1 true 1 2 false 2]"; fmt.Sprint(got) != want {
+		t.Fatalf("feed = %v, want %s", got, want)
+	}
+	if v, err := s.Mark("recv/x"); err != nil || v != 12 {
+		t.Fatalf("mark = %d, %v", v, err)
+	}
+	if _, ok, _ := s.Get(crdt.Register{Node: id(3), Type: "temp"}); ok {
+		t.Fatal("batch with a bad mark was written")
+	}
+	mustVerify(t, s)
+}
