@@ -144,6 +144,9 @@ func AppendBatch(dst []byte, pts []Point) []byte {
 	enc := msgpack.GetEncoder()
 	enc.Reset(buf)
 	_ = enc.EncodeArrayLen(batchFields)
+	if idBytes == nil {
+		idBytes = []byte{} // an empty bin, never nil
+	}
 	_ = enc.EncodeBytes(idBytes)
 	_ = enc.EncodeArrayLen(len(strList))
 	for _, s := range strList {
@@ -175,6 +178,16 @@ func AppendBatch(dst []byte, pts []Point) []byte {
 // whatever lengths the input declares. Errors wrap ErrTooLarge, ErrMalformed
 // or ErrInvalidPoint and name the point's index.
 func DecodeBatch(b []byte, limit int) ([]Point, error) {
+	return decodeBatch(b, limit, false)
+}
+
+// DecodeBatchUnstamped is DecodeBatch for points a server stamps on
+// arrival: a zero Time or a nil Origin is allowed (ValidateUnstamped).
+func DecodeBatchUnstamped(b []byte, limit int) ([]Point, error) {
+	return decodeBatch(b, limit, true)
+}
+
+func decodeBatch(b []byte, limit int, unstamped bool) ([]Point, error) {
 	if limit <= 0 {
 		limit = MaxMessageSize
 	}
@@ -186,6 +199,7 @@ func DecodeBatch(b []byte, limit int) ([]Point, error) {
 	}
 	d := newDecoder(b)
 	defer d.release()
+	d.unstamped = unstamped
 	pts, err := d.batch()
 	if err != nil {
 		return nil, fmt.Errorf("decode batch: %w", err)
@@ -196,8 +210,9 @@ func DecodeBatch(b []byte, limit int) ([]Point, error) {
 // decoder reads values from input that CheckMsgpack has accepted, so every
 // length it meets is backed by bytes present.
 type decoder struct {
-	r   bytes.Reader
-	dec *msgpack.Decoder
+	r         bytes.Reader
+	dec       *msgpack.Decoder
+	unstamped bool // batch points may lack Time and Origin
 }
 
 func newDecoder(b []byte) *decoder {
@@ -457,5 +472,8 @@ func (d *decoder) batchPoint(p *Point, ids []uuid.UUID, strs []string, prev *Tim
 	}
 	p.Origin = ids[i]
 	p.Normalize()
+	if d.unstamped {
+		return p.ValidateUnstamped()
+	}
 	return p.Validate()
 }

@@ -1133,3 +1133,30 @@ func wireWriteSeeds(t *testing.T, target string, seeds [][]byte) {
 		}
 	}
 }
+
+func TestEmptyBatchIsEmptyBin(t *testing.T) {
+	got := AppendBatch(nil, nil)
+	if want := []byte{0x93, 0xc4, 0x00, 0x90, 0x90}; !bytes.Equal(got, want) {
+		t.Fatalf("empty batch = % x, want % x", got, want)
+	}
+	pts, err := DecodeBatch(got, 0)
+	if err != nil || len(pts) != 0 {
+		t.Fatalf("decode empty batch: %v, %d points", err, len(pts))
+	}
+}
+
+func TestDecodeBatchUnstamped(t *testing.T) {
+	p := Point{Node: uuid.MustParse("0a0a0a0a-0a0a-0a0a-0a0a-0a0a0a0a0a0a"), Type: "temp", Key: "0", Value: 1}
+	b := AppendBatch(nil, []Point{p})
+	if _, err := DecodeBatch(b, 0); !errors.Is(err, ErrInvalidPoint) {
+		t.Fatalf("unstamped point accepted by DecodeBatch: %v", err)
+	}
+	pts, err := DecodeBatchUnstamped(b, 0)
+	if err != nil || len(pts) != 1 || pts[0] != p {
+		t.Fatalf("DecodeBatchUnstamped = %v, %v", pts, err)
+	}
+	p.Type = "bad type"
+	if _, err := DecodeBatchUnstamped(AppendBatch(nil, []Point{p}), 0); !errors.Is(err, ErrInvalidPoint) {
+		t.Fatalf("invalid unstamped point accepted: %v", err)
+	}
+}
