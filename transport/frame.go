@@ -27,17 +27,14 @@ const (
 )
 
 func (t MsgType) String() string {
-	switch t {
-	case MsgPoints:
-		return "points"
-	case MsgError:
-		return "error"
+	if t.known() {
+		return msgNames[t]
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
 
 // known reports whether this build understands t.
-func (t MsgType) known() bool { return t == MsgPoints || t == MsgError }
+func (t MsgType) known() bool { return t > MsgInvalid && t < msgTypeEnd }
 
 // Sentinel errors of ParseFrame, wrapped with context.
 var (

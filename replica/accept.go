@@ -1,0 +1,323 @@
+package replica
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+
+	"siot/crdt"
+	"siot/store"
+	"siot/transport"
+)
+
+// ErrDetached refuses an edge whose edge upstream was deleted: it keeps
+// running on its own and is not re-added until the edge is undeleted.
+var ErrDetached = errors.New("detached: the edge above this device is deleted upstream")
+
+// acceptor serves the links other instances open to this one.
+type acceptor struct {
+	r  *Replica
+	mu sync.Mutex
+	// sessions by session ID
+	sessions map[string]*acceptedSession
+	closed   bool
+	wg       sync.WaitGroup
+	refused  atomic.Uint64 // hellos refused
+}
+
+// acceptedSession is a session a dialer opened here.
+type acceptedSession struct {
+	id      string
+	s       *session
+	subj    transport.SessionSubjects
+	subs    []*nats.Subscription
+	ctx     context.Context
+	cancel  context.CancelCauseFunc
+	started bool
+}
+
+func newAcceptor(r *Replica) *acceptor {
+	return &acceptor{r: r, sessions: make(map[string]*acceptedSession)}
+}
+
+// handleHello opens a session for a dialer. Refusals are MsgError replies
+// that say why.
+func (a *acceptor) handleHello(m *nats.Msg) {
+	w, err := a.hello(m)
+	var b []byte
+	if err != nil {
+		a.refused.Add(1)
+		a.r.log.Warn("link refused", "err", err)
+		b = transport.EncodeError(err)
+	} else if b, err = transport.Encode(w); err != nil {
+		b = transport.EncodeError(err)
+	}
+	_ = m.Respond(b)
+}
+
+func (a *acceptor) hello(m *nats.Msg) (transport.Welcome, error) {
+	r := a.r
+	var h transport.Hello
+	if err := transport.Decode(m.Data, 0, &h); err != nil {
+		return transport.Welcome{}, fmt.Errorf("hello: %w", err)
+	}
+	w := transport.Welcome{Instance: r.st.Instance(), Root: r.st.Root(), Time: r.clock.Physical().UnixMilli()}
+	if h.Proto != transport.LinkProto {
+		return w, fmt.Errorf("hello: link protocol %d, this server speaks %d", h.Proto, transport.LinkProto)
+	}
+	if h.Instance == uuid.Nil || h.Instance == r.st.Instance() {
+		return w, fmt.Errorf("hello: instance %v: cannot link to itself or to nil", h.Instance)
+	}
+	var sc *scope
+	switch h.Role {
+	case transport.RolePeer:
+		if h.Root == uuid.Nil {
+			return w, nil // identity only: a new peer learns the root
+		}
+		if h.Root != r.st.Root() {
+			return w, fmt.Errorf("%w: this server's root is %v, yours is %v", ErrRootMismatch, r.st.Root(), h.Root)
+		}
+		sc = newScope(r.st, uuid.Nil)
+	case transport.RoleEdge:
+		if h.Root == uuid.Nil || h.Root == r.st.Root() {
+			return w, fmt.Errorf("hello: edge root %v: it must be a node of its own (same root: link as a peer)", h.Root)
+		}
+		if err := a.attach(h.Root); err != nil {
+			return w, err
+		}
+		sc = newScope(r.st, h.Root)
+	default:
+		return w, fmt.Errorf("hello: unknown role %q", h.Role)
+	}
+	have, err := r.st.Mark(recvMark(h.Instance))
+	if err != nil {
+		return w, err
+	}
+	id := transport.NewSessionID()
+	subj, _ := transport.Subjects(id)
+	ctx, cancel := context.WithCancelCause(r.ctx)
+	as := &acceptedSession{id: id, subj: subj, ctx: ctx, cancel: cancel}
+	as.s = newSession(r, h.Instance, h.Role, sc, r.nc, subj.Down, have, func(err error) { a.end(as, err) })
+	if h.Role == transport.RoleEdge {
+		root := h.Root
+		as.s.onEdge = func(p *crdt.Point) error {
+			if p.Node != root {
+				return nil
+			}
+			return a.attached(root)
+		}
+	}
+	for subject, handler := range map[string]nats.MsgHandler{
+		subj.Start: func(m *nats.Msg) { a.handleStart(as, m) },
+		subj.Up:    as.s.handlePush,
+		subj.Ping:  func(m *nats.Msg) { a.handlePing(as, m) },
+	} {
+		sub, err := r.nc.Subscribe(subject, handler)
+		if err != nil {
+			cancel(err)
+			for _, s := range as.subs {
+				_ = s.Unsubscribe()
+			}
+			return w, fmt.Errorf("subscribe %s: %w", subject, err)
+		}
+		as.subs = append(as.subs, sub)
+	}
+	a.mu.Lock()
+	if a.closed {
+		a.mu.Unlock()
+		a.drop(as)
+		return w, errors.New("server is shutting down")
+	}
+	// A dialer that reconnects replaces its old sessions.
+	var old []*acceptedSession
+	for _, o := range a.sessions {
+		if o.s.remote == h.Instance {
+			old = append(old, o)
+		}
+	}
+	a.sessions[id] = as
+	a.mu.Unlock()
+	for _, o := range old {
+		a.end(o, errors.New("replaced by a new session"))
+	}
+	w.Session, w.Have = id, have
+	r.log.Info("link accepted", "remote", h.Instance, "role", h.Role, "root", h.Root, "have", have)
+	return w, nil
+}
+
+// attach checks that edge root may link: an edge with no edge here is
+// adopted under this root; one whose every edge is deleted is detached.
+func (a *acceptor) attach(root uuid.UUID) error {
+	parents, active, err := a.parents(root)
+	if err != nil {
+		return err
+	}
+	if active > 0 {
+		return nil
+	}
+	if parents > 0 {
+		return ErrDetached
+	}
+	r := a.r
+	_, err = r.Write([]crdt.Point{{Node: root, Parent: r.st.Root(), Type: crdt.TypeEdge, Key: crdt.DefaultKey}})
+	if err != nil {
+		return fmt.Errorf("adopt %v: %w", root, err)
+	}
+	r.log.Info("edge adopted", "node", root)
+	return nil
+}
+
+// attached returns ErrDetached when root has no active parent edge.
+func (a *acceptor) attached(root uuid.UUID) error {
+	_, active, err := a.parents(root)
+	if err != nil {
+		return err
+	}
+	if active == 0 {
+		return ErrDetached
+	}
+	return nil
+}
+
+func (a *acceptor) parents(n uuid.UUID) (all, active int, err error) {
+	err = a.r.st.Parents(n, func(c store.Child) error {
+		all++
+		if c.Active {
+			active++
+		}
+		return nil
+	})
+	return all, active, err
+}
+
+func (a *acceptor) handleStart(as *acceptedSession, m *nats.Msg) {
+	s := as.s
+	s.bytesRecv.Add(uint64(len(m.Data)))
+	s.touch()
+	var st transport.Start
+	if err := transport.Decode(m.Data, 0, &st); err != nil {
+		s.respond(m, transport.EncodeError(fmt.Errorf("start: %w", err)))
+		return
+	}
+	a.mu.Lock()
+	if as.started || a.closed || as.ctx.Err() != nil {
+		a.mu.Unlock()
+		s.respond(m, transport.EncodeError(errors.New("start: session already started or ended")))
+		return
+	}
+	as.started = true
+	a.wg.Add(1)
+	a.mu.Unlock()
+	s.mu.Lock()
+	have := s.have
+	s.mu.Unlock()
+	s.respondMsg(m, transport.Ack{Have: have})
+	go func() {
+		defer a.wg.Done()
+		err := s.runSender(as.ctx, st.Have)
+		if err != nil {
+			a.end(as, err)
+		}
+	}()
+}
+
+func (a *acceptor) handlePing(as *acceptedSession, m *nats.Msg) {
+	s := as.s
+	s.bytesRecv.Add(uint64(len(m.Data)))
+	s.touch()
+	if err := transport.Decode(m.Data, 0, &transport.Ping{}); err != nil {
+		s.respond(m, transport.EncodeError(fmt.Errorf("ping: %w", err)))
+		return
+	}
+	s.mu.Lock()
+	have := s.have
+	s.mu.Unlock()
+	s.respondMsg(m, transport.Ack{Have: have})
+}
+
+// end closes a session; when err is not nil the dialer is told why (a
+// MsgError on its down subject) so it does not wait for a timeout.
+func (a *acceptor) end(as *acceptedSession, err error) {
+	a.mu.Lock()
+	_, live := a.sessions[as.id]
+	delete(a.sessions, as.id)
+	a.mu.Unlock()
+	if !live {
+		return
+	}
+	if err != nil && a.r.ctx.Err() == nil {
+		_ = a.r.nc.Publish(as.subj.Down, transport.EncodeError(err))
+		a.r.log.Info("link session ended", "remote", as.s.remote, "err", err)
+	}
+	a.drop(as)
+}
+
+func (a *acceptor) drop(as *acceptedSession) {
+	as.cancel(errors.New("session closed"))
+	for _, s := range as.subs {
+		_ = s.Unsubscribe()
+	}
+}
+
+// expire ends sessions whose dialer went silent, until ctx ends.
+func (a *acceptor) expire(ctx context.Context) {
+	timeout := a.r.cfg.SessionTimeout
+	t := time.NewTicker(max(timeout/4, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := time.Now().UnixNano()
+		var stale []*acceptedSession
+		a.mu.Lock()
+		for _, as := range a.sessions {
+			if time.Duration(now-as.s.lastSeen.Load()) > timeout {
+				stale = append(stale, as)
+			}
+		}
+		a.mu.Unlock()
+		for _, as := range stale {
+			a.end(as, fmt.Errorf("no message for %v", timeout))
+		}
+	}
+}
+
+// closeAll ends every session and waits for their senders.
+func (a *acceptor) closeAll() {
+	a.mu.Lock()
+	a.closed = true
+	all := make([]*acceptedSession, 0, len(a.sessions))
+	for _, as := range a.sessions {
+		all = append(all, as)
+	}
+	clear(a.sessions)
+	a.mu.Unlock()
+	for _, as := range all {
+		a.drop(as)
+	}
+	a.wg.Wait()
+}
+
+// status reports the accepted sessions.
+func (a *acceptor) status() []transport.LinkStatus {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]transport.LinkStatus, 0, len(a.sessions))
+	for _, as := range a.sessions {
+		s := as.s
+		ls := transport.LinkStatus{Role: s.role, Remote: s.remote.String(), Connected: true,
+			BytesSent: s.bytesSent.Load(), BytesRecv: s.bytesRecv.Load(), Rejected: s.rejected.Load()}
+		ls.InSync, ls.Pending = s.status()
+		out = append(out, ls)
+	}
+	return out
+}

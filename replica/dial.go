@@ -1,0 +1,236 @@
+package replica
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+
+	"siot/transport"
+)
+
+// ErrRootMismatch is a peer link refused because the two instances have
+// different roots.
+var ErrRootMismatch = errors.New("replica: peers have different roots")
+
+// dialLink is a link this instance opens: to an upstream (as an edge) or
+// to a peer. It reconnects with backoff for as long as the replica runs.
+type dialLink struct {
+	r    *Replica
+	url  string
+	role string
+
+	mu        sync.Mutex
+	sess      *session // the live session, nil when down
+	lastErr   string
+	connected bool
+	// counters of ended sessions, so status totals survive reconnects
+	sentBefore, recvBefore, rejBefore uint64
+}
+
+func newDialLink(r *Replica, url, role string) *dialLink {
+	return &dialLink{r: r, url: url, role: role}
+}
+
+func (d *dialLink) run(ctx context.Context) {
+	backoff := d.r.cfg.RetryMin
+	for ctx.Err() == nil {
+		started := time.Now()
+		err := d.session(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			err = errors.New("session ended")
+		}
+		d.mu.Lock()
+		d.lastErr = err.Error()
+		d.connected = false
+		d.mu.Unlock()
+		d.r.log.Warn("link down", "url", d.url, "role", d.role, "err", err, "up", time.Since(started).Round(time.Millisecond))
+		if time.Since(started) > time.Minute {
+			backoff = d.r.cfg.RetryMin
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		backoff = min(2*backoff, d.r.cfg.RetryMax)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// session runs one connection: handshake, then push both ways until an
+// error or ctx ends it.
+func (d *dialLink) session(parent context.Context) error {
+	r := d.r
+	ctx, cancel := context.WithCancelCause(parent)
+	defer cancel(nil)
+	nc, err := transport.Dial(d.url, transport.DialConfig{
+		Name:         "siot " + r.st.Instance().String(),
+		Timeout:      r.cfg.HelloTimeout,
+		OnDisconnect: func(err error) { cancel(fmt.Errorf("disconnected: %v", err)) },
+	})
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+
+	w, err := d.hello(nc)
+	if err != nil {
+		return err
+	}
+	subj, err := transport.Subjects(w.Session)
+	if err != nil {
+		return err
+	}
+	have, err := r.st.Mark(recvMark(w.Instance))
+	if err != nil {
+		return err
+	}
+	fail := func(err error) { cancel(err) }
+	s := newSession(r, w.Instance, d.role, newScope(r.st, uuid.Nil), nc, subj.Up, have, fail)
+	down, err := nc.Subscribe(subj.Down, s.handlePush)
+	if err != nil {
+		return fmt.Errorf("subscribe: %w", err)
+	}
+	defer down.Unsubscribe()
+	b, _ := transport.Encode(transport.Start{Have: have})
+	s.bytesSent.Add(uint64(len(b)))
+	reply, err := nc.Request(subj.Start, b, r.cfg.HelloTimeout)
+	if err != nil {
+		return fmt.Errorf("start: %w", err)
+	}
+	s.bytesRecv.Add(uint64(len(reply.Data)))
+	if err := transport.Decode(reply.Data, 0, &transport.Ack{}); err != nil {
+		return fmt.Errorf("start: %w", err)
+	}
+
+	d.mu.Lock()
+	d.sess, d.connected, d.lastErr = s, true, ""
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		d.sess, d.connected = nil, false
+		d.sentBefore += s.bytesSent.Load()
+		d.recvBefore += s.bytesRecv.Load()
+		d.rejBefore += s.rejected.Load()
+		d.mu.Unlock()
+	}()
+	r.log.Info("link up", "url", d.url, "role", d.role, "remote", w.Instance, "resume_from", w.Have, "have", have)
+
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if err := s.runSender(ctx, w.Have); err != nil {
+			cancel(err)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		if err := d.ping(ctx, s, subj.Ping); err != nil {
+			cancel(err)
+		}
+	}()
+	<-ctx.Done()
+	wg.Wait()
+	if parent.Err() != nil {
+		return nil
+	}
+	return context.Cause(ctx)
+}
+
+// hello sends the Hello and checks the Welcome.
+func (d *dialLink) hello(nc *nats.Conn) (transport.Welcome, error) {
+	r := d.r
+	h := transport.Hello{Proto: transport.LinkProto, Instance: r.st.Instance(), Root: r.st.Root(), Role: d.role,
+		Time: r.clock.Physical().UnixMilli()}
+	b, err := transport.Encode(h)
+	if err != nil {
+		return transport.Welcome{}, err
+	}
+	sent := time.Now()
+	reply, err := nc.Request(transport.SubjectHello, b, r.cfg.HelloTimeout)
+	if err != nil {
+		return transport.Welcome{}, fmt.Errorf("hello: %w", err)
+	}
+	rtt := time.Since(sent)
+	var w transport.Welcome
+	if err := transport.Decode(reply.Data, 0, &w); err != nil {
+		return w, fmt.Errorf("hello refused: %w", err)
+	}
+	switch {
+	case w.Instance == uuid.Nil || w.Instance == r.st.Instance():
+		return w, fmt.Errorf("hello: remote instance %v: cannot link to itself or to nil", w.Instance)
+	case d.role == transport.RolePeer && w.Root != r.st.Root():
+		return w, fmt.Errorf("%w: this instance's root is %v, the peer's is %v", ErrRootMismatch, r.st.Root(), w.Root)
+	case d.role == transport.RoleEdge && w.Root == r.st.Root():
+		return w, fmt.Errorf("upstream has this instance's root %v: link it as a peer", w.Root)
+	}
+	d.correctClock(w.Time, rtt)
+	return w, nil
+}
+
+// correctClock trusts the remote's clock when ours is off by more than
+// half the skew bound: a device without a real-time clock boots in 1970.
+func (d *dialLink) correctClock(remoteMs int64, rtt time.Duration) {
+	c := d.r.clock
+	raw := c.Physical().Add(-c.Correction())
+	off := time.UnixMilli(remoteMs).Add(rtt / 2).Sub(raw)
+	if off.Abs() > c.MaxOffset()/2 {
+		if (off - c.Correction()).Abs() > time.Second {
+			d.r.log.Warn("clock corrected from the remote", "url", d.url, "offset", off.Round(time.Millisecond))
+		}
+		c.SetCorrection(off)
+	} else if c.Correction() != 0 {
+		c.SetCorrection(0)
+	}
+}
+
+// ping keeps the session alive and learns that the remote still serves it.
+func (d *dialLink) ping(ctx context.Context, s *session, subj string) error {
+	t := time.NewTicker(d.r.cfg.PingInterval)
+	defer t.Stop()
+	b, _ := transport.Encode(transport.Ping{})
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		s.bytesSent.Add(uint64(len(b)))
+		reply, err := s.conn.Request(subj, b, d.r.cfg.AckTimeout)
+		if err != nil {
+			return fmt.Errorf("ping: %w", err)
+		}
+		s.bytesRecv.Add(uint64(len(reply.Data)))
+		if err := transport.Decode(reply.Data, 0, &transport.Ack{}); err != nil {
+			return fmt.Errorf("ping: %w", err)
+		}
+	}
+}
+
+// status reports the link for Status.
+func (d *dialLink) status() transport.LinkStatus {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	ls := transport.LinkStatus{URL: d.url, Role: d.role, Connected: d.connected, LastError: d.lastErr,
+		BytesSent: d.sentBefore, BytesRecv: d.recvBefore, Rejected: d.rejBefore}
+	if s := d.sess; s != nil {
+		ls.Remote = s.remote.String()
+		ls.InSync, ls.Pending = s.status()
+		ls.BytesSent += s.bytesSent.Load()
+		ls.BytesRecv += s.bytesRecv.Load()
+		ls.Rejected += s.rejected.Load()
+	}
+	return ls
+}

@@ -1,0 +1,243 @@
+package replica
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"siot/crdt"
+	"siot/store"
+	"siot/transport"
+	"siot/transport/faultproxy"
+)
+
+// node is one running instance in a test: a store in a temp dir, an
+// embedded NATS server on a random loopback port, and a replica.
+type node struct {
+	t     testing.TB
+	name  string
+	dir   string
+	root  uuid.UUID
+	st    *store.Store
+	srv   *transport.Server
+	rep   *Replica
+	clock *crdt.Clock
+	cfg   Config
+	addr  string // listen address, kept across restarts
+}
+
+type nodeOpts struct {
+	root      uuid.UUID
+	upstreams []string
+	peers     []string
+	dir       string
+	tune      func(*Config)
+}
+
+// testTuning shortens timers so failures are detected in test time.
+func testTuning(c *Config) {
+	c.RetryMin, c.RetryMax = 20*time.Millisecond, 200*time.Millisecond
+	c.PingInterval, c.SessionTimeout, c.AckTimeout = 200*time.Millisecond, 2*time.Second, 3*time.Second
+	c.HelloTimeout = 3 * time.Second
+}
+
+func startNode(t testing.TB, name string, o nodeOpts) *node {
+	t.Helper()
+	n := &node{t: t, name: name, dir: o.dir, root: o.root, addr: "127.0.0.1:0"}
+	if n.dir == "" {
+		n.dir = t.TempDir()
+	}
+	n.cfg = Config{Upstreams: o.upstreams, Peers: o.peers}
+	testTuning(&n.cfg)
+	if o.tune != nil {
+		o.tune(&n.cfg)
+	}
+	n.start()
+	t.Cleanup(n.stop)
+	return n
+}
+
+func (n *node) start() {
+	t := n.t
+	t.Helper()
+	scfg := store.DefaultConfig(n.dir)
+	scfg.MinFreeBytes, scfg.Root, scfg.Profile = 0, n.root, store.ProfileCloud // TODO(edge profile): switch once its options are valid
+	st, err := store.Open(scfg)
+	if err != nil {
+		t.Fatalf("%s: %v", n.name, err)
+	}
+	n.root = st.Root()
+	srv, err := transport.StartServer(transport.ServerConfig{Listen: n.addr})
+	if err != nil {
+		st.Close()
+		t.Fatalf("%s: %v", n.name, err)
+	}
+	if n.addr == "127.0.0.1:0" {
+		n.addr = srv.ClientURL()[len("nats://"):]
+	}
+	clock, _ := crdt.NewClock(crdt.ClockConfig{Physical: time.Now})
+	cfg := n.cfg
+	cfg.Store, cfg.Clock, cfg.Server = st, clock, srv
+	if os.Getenv("SIOT_TEST_LOG") != "" {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil)).With("node", n.name)
+	}
+	rep, err := Open(cfg)
+	if err != nil {
+		srv.Shutdown()
+		st.Close()
+		t.Fatalf("%s: %v", n.name, err)
+	}
+	n.st, n.srv, n.rep, n.clock = st, srv, rep, clock
+}
+
+func (n *node) stop() {
+	if n.rep == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := n.rep.Close(ctx); err != nil {
+		n.t.Errorf("%s: %v", n.name, err)
+	}
+	n.srv.Shutdown()
+	if err := n.st.Verify(); err != nil {
+		n.t.Errorf("%s: %v", n.name, err)
+	}
+	if err := n.st.Close(); err != nil {
+		n.t.Errorf("%s: %v", n.name, err)
+	}
+	n.rep = nil
+}
+
+func (n *node) restart() {
+	n.stop()
+	n.start()
+}
+
+func (n *node) url() string { return "nats://" + n.addr }
+
+// write sets points through the local write path (stamped now).
+func (n *node) write(pts ...crdt.Point) {
+	n.t.Helper()
+	if _, err := n.rep.Write(pts); err != nil {
+		n.t.Fatalf("%s: write: %v", n.name, err)
+	}
+}
+
+// get returns the winner of a register (zero Point when none).
+func (n *node) get(node uuid.UUID, parent uuid.UUID, typ, key string) crdt.Point {
+	n.t.Helper()
+	p, _, err := n.st.Get(crdt.Register{Node: node, Parent: parent, Type: typ, Key: key})
+	if err != nil {
+		n.t.Fatalf("%s: get: %v", n.name, err)
+	}
+	return p
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// waitValue waits until n holds value v in the register.
+func (n *node) waitValue(id uuid.UUID, typ string, v float64) {
+	n.t.Helper()
+	waitFor(n.t, fmt.Sprintf("%s: %v %s = %v", n.name, id, typ, v), 10*time.Second, func() bool {
+		p := n.get(id, uuid.Nil, typ, "0")
+		return p.Time != 0 && p.Value == v
+	})
+}
+
+// dump returns every point n holds, in export order, as comparable text.
+func (n *node) dump(root uuid.UUID) []string {
+	n.t.Helper()
+	var out []string
+	req := transport.ExportRequest{Root: root}
+	for {
+		page, err := n.rep.ExportPage(req)
+		if err != nil {
+			n.t.Fatalf("%s: export: %v", n.name, err)
+		}
+		pts, err := crdt.DecodeBatch(page.Points, 0)
+		if err != nil {
+			n.t.Fatalf("%s: export page: %v", n.name, err)
+		}
+		for _, p := range pts {
+			out = append(out, fmt.Sprintf("%v/%v/%s/%s=%v,%q,%v@%v/%v", p.Node, p.Parent, p.Type, p.Key, p.Value, p.Text, p.Tombstone, p.Time, p.Origin))
+		}
+		if !page.More {
+			return out
+		}
+		req.After = page.Next
+	}
+}
+
+// linkStatus returns n's dialed link to url.
+func (n *node) link(url string) transport.LinkStatus {
+	for _, l := range n.rep.Status().Links {
+		if l.URL == url {
+			return l
+		}
+	}
+	n.t.Fatalf("%s: no link to %s", n.name, url)
+	return transport.LinkStatus{}
+}
+
+func (n *node) waitInSync(url string) {
+	n.t.Helper()
+	waitFor(n.t, n.name+" in sync with "+url, 15*time.Second, func() bool {
+		l := n.link(url)
+		return l.Connected && l.InSync
+	})
+}
+
+func edgePt(parent, child uuid.UUID) crdt.Point {
+	return crdt.Point{Node: child, Parent: parent, Type: crdt.TypeEdge, Key: "0"}
+}
+
+func valPt(id uuid.UUID, typ string, v float64) crdt.Point {
+	return crdt.Point{Node: id, Type: typ, Key: "0", Value: v}
+}
+
+func equalDumps(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// proxyTo starts a fault-injecting proxy in front of n's NATS server.
+func proxyTo(t testing.TB, n *node) *faultproxy.Proxy {
+	t.Helper()
+	p, err := faultproxy.Start(faultproxy.Config{Target: n.addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+// latest returns the winner of the points a and b by the LWW rule.
+func latest(a, b crdt.Point) crdt.Point {
+	if crdt.Compare(&a, &b) >= 0 {
+		return a
+	}
+	return b
+}

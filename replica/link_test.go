@@ -1,0 +1,189 @@
+package replica
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/google/uuid"
+
+	"siot/crdt"
+)
+
+func TestEdgeCloudTwoWay(t *testing.T) {
+	cloud := startNode(t, "cloud", nodeOpts{})
+	edge := startNode(t, "edge", nodeOpts{upstreams: []string{cloud.url()}})
+	edge.waitInSync(cloud.url())
+
+	// The cloud adopted the edge's root under its own.
+	waitFor(t, "adoption", 5e9, func() bool {
+		p := cloud.get(edge.root, cloud.root, crdt.TypeEdge, "0")
+		return p.Time != 0 && !p.Tombstone
+	})
+
+	// Edge → cloud.
+	sensor := uuid.New()
+	edge.write(edgePt(edge.root, sensor), valPt(sensor, "temp", 21.5))
+	cloud.waitValue(sensor, "temp", 21.5)
+
+	// Cloud → edge, inside the edge's subtree.
+	cloud.write(valPt(sensor, "setpoint", 19))
+	edge.waitValue(sensor, "setpoint", 19)
+
+	// Outside the edge's subtree: never sent to it.
+	other := uuid.New()
+	cloud.write(edgePt(cloud.root, other), valPt(other, "temp", 1))
+	cloud.write(valPt(sensor, "marker", 1))
+	edge.waitValue(sensor, "marker", 1)
+	if p := edge.get(other, uuid.Nil, "temp", "0"); p.Time != 0 {
+		t.Fatalf("edge received a point outside its scope: %+v", p)
+	}
+	edge.waitInSync(cloud.url())
+	if a, b := edge.dump(edge.root), cloud.dump(edge.root); !equalDumps(a, b) {
+		t.Fatalf("subtree differs:\nedge  %v\ncloud %v", a, b)
+	}
+}
+
+func TestOfflineEditsConvergeBothWays(t *testing.T) {
+	cloud := startNode(t, "cloud", nodeOpts{})
+	px := proxyTo(t, cloud)
+	edge := startNode(t, "edge", nodeOpts{upstreams: []string{px.URL()}})
+	a, b, c, d, e := uuid.New(), uuid.New(), uuid.New(), uuid.New(), uuid.New()
+	edge.write(edgePt(edge.root, a), edgePt(edge.root, d), edgePt(a, e),
+		valPt(a, "temp", 0), valPt(b, "x", 0), edgePt(edge.root, b))
+	edge.waitInSync(px.URL())
+	cloud.waitValue(b, "x", 0)
+
+	px.Cut()
+	waitFor(t, "link down", 10e9, func() bool { return !edge.link(px.URL()).Connected })
+
+	// Conflicting writes on both sides while cut off.
+	edge.write(valPt(a, "temp", 1))
+	cloud.write(valPt(a, "temp", 2))
+	cloud.write(valPt(b, "x", 6))
+	edge.write(valPt(b, "x", 5))
+	// Structure: the edge creates c and moves e under it; the cloud
+	// deletes d.
+	edge.write(edgePt(edge.root, c), valPt(c, "name", 3))
+	mv := []crdt.Point{edgePt(c, e), edgePt(a, e)}
+	mv[1].Tombstone, mv[1].Value = true, crdt.EdgeMoved
+	edge.write(mv...)
+	del := edgePt(edge.root, d)
+	del.Tombstone = true
+	cloud.write(del)
+	// Many offline changes on the edge, so resume has work to do.
+	var many []crdt.Point
+	for i := range 3000 {
+		many = append(many, crdt.Point{Node: a, Type: "series", Key: uuid.NewString()[:8] + string(rune('a'+i%26)), Value: float64(i)})
+	}
+	edge.write(many...)
+
+	wantA := latest(edge.get(a, uuid.Nil, "temp", "0"), cloud.get(a, uuid.Nil, "temp", "0"))
+	wantB := latest(edge.get(b, uuid.Nil, "x", "0"), cloud.get(b, uuid.Nil, "x", "0"))
+
+	px.Restore()
+	edge.waitInSync(px.URL())
+	waitFor(t, "convergence", 15e9, func() bool {
+		return equalDumps(edge.dump(edge.root), cloud.dump(edge.root))
+	})
+	for _, n := range []*node{edge, cloud} {
+		if got := n.get(a, uuid.Nil, "temp", "0"); got != wantA {
+			t.Errorf("%s: a.temp = %v, want the later write %v", n.name, got, wantA)
+		}
+		if got := n.get(b, uuid.Nil, "x", "0"); got != wantB {
+			t.Errorf("%s: b.x = %v, want the later write %v", n.name, got, wantB)
+		}
+		if p := n.get(d, edge.root, crdt.TypeEdge, "0"); !p.Tombstone {
+			t.Errorf("%s: d not deleted", n.name)
+		}
+		if p := n.get(e, c, crdt.TypeEdge, "0"); p.Time == 0 || p.Tombstone {
+			t.Errorf("%s: e not under c", n.name)
+		}
+	}
+}
+
+func TestDetachAndUndelete(t *testing.T) {
+	cloud := startNode(t, "cloud", nodeOpts{})
+	edge := startNode(t, "edge", nodeOpts{upstreams: []string{cloud.url()}})
+	edge.waitInSync(cloud.url())
+	adopt := cloud.get(edge.root, cloud.root, crdt.TypeEdge, "0")
+	if adopt.Time == 0 {
+		t.Fatal("edge not adopted")
+	}
+	del := edgePt(cloud.root, edge.root)
+	del.Tombstone = true
+	cloud.write(del)
+	waitFor(t, "detached", 10e9, func() bool {
+		l := edge.link(cloud.url())
+		return !l.Connected && strings.Contains(l.LastError, "detached")
+	})
+	// The device keeps running, and retries do not re-add it.
+	s := uuid.New()
+	edge.write(edgePt(edge.root, s), valPt(s, "temp", 7))
+	refused := cloud.rep.Status().Refused
+	waitFor(t, "three more refused retries", 10e9, func() bool {
+		return cloud.rep.Status().Refused >= refused+3
+	})
+	if p := cloud.get(edge.root, cloud.root, crdt.TypeEdge, "0"); !p.Tombstone {
+		t.Fatalf("detached edge re-added itself: %+v", p)
+	}
+	if p := cloud.get(s, uuid.Nil, "temp", "0"); p.Time != 0 {
+		t.Fatalf("a detached edge's write reached the cloud: %+v", p)
+	}
+	// Undelete re-attaches: the offline write arrives.
+	cloud.write(edgePt(cloud.root, edge.root))
+	cloud.waitValue(s, "temp", 7)
+	edge.waitInSync(cloud.url())
+}
+
+func TestThreeLevelChain(t *testing.T) {
+	cloud := startNode(t, "cloud", nodeOpts{})
+	gw := startNode(t, "gateway", nodeOpts{upstreams: []string{cloud.url()}})
+	dev := startNode(t, "device", nodeOpts{upstreams: []string{gw.url()}})
+	dev.waitInSync(gw.url())
+	gw.waitInSync(cloud.url())
+	s := uuid.New()
+	dev.write(edgePt(dev.root, s), valPt(s, "temp", 3))
+	cloud.waitValue(s, "temp", 3)
+	// The device's root sits under the gateway's, which sits under the
+	// cloud's: the cloud's writes reach the device through the gateway.
+	cloud.write(valPt(s, "setpoint", 4))
+	dev.waitValue(s, "setpoint", 4)
+	gw.waitValue(s, "setpoint", 4)
+	waitFor(t, "chain converged", 10e9, func() bool {
+		return equalDumps(dev.dump(dev.root), cloud.dump(dev.root)) && equalDumps(gw.dump(gw.root), cloud.dump(gw.root))
+	})
+}
+
+func TestPeersConvergeAndRefuseOtherRoot(t *testing.T) {
+	c1 := startNode(t, "cloud1", nodeOpts{})
+	c2 := startNode(t, "cloud2", nodeOpts{root: c1.root, peers: []string{c1.url()}})
+	edge := startNode(t, "edge", nodeOpts{upstreams: []string{c1.url(), c2.url()}})
+	c2.waitInSync(c1.url())
+	s := uuid.New()
+	edge.write(edgePt(edge.root, s), valPt(s, "temp", 1))
+	c1.waitValue(s, "temp", 1)
+	c2.waitValue(s, "temp", 1)
+	c1.write(valPt(s, "sp", 2))
+	c2.waitValue(s, "sp", 2)
+	edge.waitValue(s, "sp", 2)
+
+	// One cloud goes away; writes continue through the other; it comes
+	// back and catches up.
+	c1.stop()
+	edge.write(valPt(s, "temp", 5))
+	c2.waitValue(s, "temp", 5)
+	c2.write(valPt(s, "sp", 6))
+	edge.waitValue(s, "sp", 6)
+	c1.start()
+	c1.waitValue(s, "temp", 5)
+	c1.waitValue(s, "sp", 6)
+	c2.waitInSync(c1.url())
+	waitFor(t, "clouds converged", 10e9, func() bool {
+		return equalDumps(c1.dump(uuid.Nil), c2.dump(uuid.Nil))
+	})
+
+	other := startNode(t, "other", nodeOpts{peers: []string{c1.url()}})
+	waitFor(t, "root mismatch refused", 10e9, func() bool {
+		return strings.Contains(other.link(c1.url()).LastError, "different roots")
+	})
+}

@@ -1,0 +1,316 @@
+package replica
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+
+	"siot/crdt"
+	"siot/store"
+	"siot/transport"
+)
+
+// Config configures a Replica. Store, Clock and Server are required.
+type Config struct {
+	Store  *store.Store
+	Clock  *crdt.Clock
+	Server *transport.Server // this instance's NATS server: links are accepted and the API served on it
+
+	// Upstreams are NATS URLs this instance links to as an edge: its root
+	// goes under the upstream's root and its subtree syncs both ways.
+	Upstreams []string
+	// Peers are NATS URLs of instances with the same root: everything
+	// syncs both ways.
+	Peers []string
+
+	Logger  *slog.Logger // nil: discard
+	Version string       // reported by status
+
+	// Tuning; zero values take the defaults in parentheses.
+	AckTimeout     time.Duration // a push unacknowledged this long ends the session (30 s)
+	PingInterval   time.Duration // a dialer's keepalive (15 s)
+	SessionTimeout time.Duration // an acceptor drops a session silent this long (60 s)
+	HelloTimeout   time.Duration // handshake request timeout (20 s)
+	RetryMin       time.Duration // first reconnect delay (250 ms)
+	RetryMax       time.Duration // longest reconnect delay (30 s)
+	Window         int           // pushes in flight per session (4)
+	MaxPushBytes   int           // points per push, encoded, about (256 KiB)
+	MaxPushPoints  int           // points per push (4096)
+}
+
+func (c *Config) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.AckTimeout, 30*time.Second)
+	def(&c.PingInterval, 15*time.Second)
+	def(&c.SessionTimeout, 60*time.Second)
+	def(&c.HelloTimeout, 20*time.Second)
+	def(&c.RetryMin, 250*time.Millisecond)
+	def(&c.RetryMax, 30*time.Second)
+	if c.Window <= 0 {
+		c.Window = 4
+	}
+	if c.MaxPushBytes <= 0 {
+		c.MaxPushBytes = 256 << 10
+	}
+	if c.MaxPushPoints <= 0 {
+		c.MaxPushPoints = 4096
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.Store == nil:
+		return errors.New("replica: Config.Store is required")
+	case c.Clock == nil:
+		return errors.New("replica: Config.Clock is required")
+	case c.Server == nil:
+		return errors.New("replica: Config.Server is required")
+	case c.MaxPushBytes > crdt.MaxMessageSize/2:
+		return fmt.Errorf("replica: MaxPushBytes %d above %d", c.MaxPushBytes, crdt.MaxMessageSize/2)
+	}
+	for _, u := range append(append([]string(nil), c.Upstreams...), c.Peers...) {
+		if u == "" {
+			return errors.New("replica: empty link URL")
+		}
+	}
+	return nil
+}
+
+// Replica is one running replica: its store, its clock, its links and its
+// local API. Open starts it; Close stops it.
+type Replica struct {
+	cfg   Config
+	st    *store.Store
+	clock *crdt.Clock
+	log   *slog.Logger
+	nc    *nats.Conn // in-process connection to this instance's server
+
+	hub hub
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	dialers  []*dialLink
+	acceptor *acceptor
+	subs     []*nats.Subscription
+}
+
+// Open starts a replica: it seeds the clock from the store, accepts links
+// and serves the local API on cfg.Server, and dials every upstream and peer
+// (retrying in the background for as long as it runs).
+func Open(cfg Config) (*Replica, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	cfg.Clock.Observe(cfg.Store.MaxTime())
+	nc, err := cfg.Server.Connect("siot-replica")
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &Replica{cfg: cfg, st: cfg.Store, clock: cfg.Clock, log: cfg.Logger, nc: nc, ctx: ctx, cancel: cancel}
+	r.hub.init()
+	r.acceptor = newAcceptor(r)
+	if err := r.subscribe(); err != nil {
+		cancel()
+		nc.Close()
+		return nil, err
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		r.acceptor.expire(ctx)
+	}()
+	for _, u := range cfg.Upstreams {
+		r.dialers = append(r.dialers, newDialLink(r, u, transport.RoleEdge))
+	}
+	for _, u := range cfg.Peers {
+		r.dialers = append(r.dialers, newDialLink(r, u, transport.RolePeer))
+	}
+	for _, d := range r.dialers {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			d.run(ctx)
+		}()
+	}
+	return r, nil
+}
+
+func (r *Replica) subscribe() error {
+	handlers := map[string]nats.MsgHandler{
+		transport.SubjectHello:  r.acceptor.handleHello,
+		transport.SubjectStatus: r.handleStatus,
+		transport.SubjectImport: r.handleImport,
+		transport.SubjectExport: r.handleExport,
+	}
+	for subj, h := range handlers {
+		sub, err := r.nc.Subscribe(subj, h)
+		if err != nil {
+			return fmt.Errorf("replica: subscribe %s: %w", subj, err)
+		}
+		r.subs = append(r.subs, sub)
+	}
+	return r.nc.Flush()
+}
+
+// Close stops the replica: it stops accepting requests, ends every link
+// session and waits for its goroutines, or until ctx is done. It does not
+// close the store or the server.
+func (r *Replica) Close(ctx context.Context) error {
+	for _, s := range r.subs {
+		_ = s.Unsubscribe()
+	}
+	r.cancel()
+	r.acceptor.closeAll()
+	done := make(chan struct{})
+	go func() {
+		r.wg.Wait()
+		close(done)
+	}()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = fmt.Errorf("replica: close: %w", ctx.Err())
+	}
+	r.nc.Close()
+	return err
+}
+
+// Store returns the replica's store.
+func (r *Replica) Store() *store.Store { return r.st }
+
+// Write stamps and applies a batch of local writes: a point without a time
+// is stamped with the clock, in batch order (a later point beats an earlier
+// one for the same register), and one without an origin gets this
+// instance's ID. A stamped point is checked against the clock like a
+// remote one (crdt.ErrClockSkew when too far ahead). The batch is durable
+// when Write returns, and is pushed to every link whose scope holds it.
+func (r *Replica) Write(pts []crdt.Point) (store.Result, error) {
+	batch := make([]crdt.Point, len(pts))
+	inst := r.st.Instance()
+	var maxRemote crdt.Timestamp
+	for i := range pts {
+		p := pts[i]
+		p.Normalize()
+		if err := p.ValidateUnstamped(); err != nil {
+			return store.Result{}, fmt.Errorf("%w: point %d: %w", store.ErrInvalid, i, err)
+		}
+		if p.Time != 0 {
+			if err := r.clock.Check(p.Time); err != nil {
+				return store.Result{}, fmt.Errorf("point %d: %w", i, err)
+			}
+			maxRemote = max(maxRemote, p.Time)
+		}
+		batch[i] = p
+	}
+	if maxRemote != 0 {
+		if _, err := r.clock.Update(maxRemote); err != nil {
+			return store.Result{}, err
+		}
+	}
+	for i := range batch {
+		if batch[i].Time == 0 {
+			batch[i].Time = r.clock.Now()
+		}
+		if batch[i].Origin == uuid.Nil {
+			batch[i].Origin = inst
+		}
+	}
+	res, err := r.st.Apply(batch)
+	if err != nil {
+		return res, err
+	}
+	if len(res.Changes) > 0 {
+		r.hub.notify()
+	}
+	return res, nil
+}
+
+// applyRemote applies points received from instance src, with marks set in
+// the same commit. A point whose time is too far ahead of the clock is
+// dropped and counted; the rest are applied.
+func (r *Replica) applyRemote(src uuid.UUID, pts []crdt.Point, marks map[string]uint64) (res store.Result, rejected int, reason string, err error) {
+	accepted := pts[:0]
+	var maxT crdt.Timestamp
+	for i := range pts {
+		if err := r.clock.Check(pts[i].Time); err != nil {
+			if rejected == 0 {
+				reason = fmt.Sprintf("point %v/%s/%s: %v", pts[i].Node, pts[i].Type, pts[i].Key, err)
+			}
+			rejected++
+			continue
+		}
+		maxT = max(maxT, pts[i].Time)
+		accepted = append(accepted, pts[i])
+	}
+	if maxT != 0 {
+		if _, err := r.clock.Update(maxT); err != nil {
+			return res, rejected, reason, err
+		}
+	}
+	res, err = r.st.ApplyWith(store.ApplyOptions{Source: src, Marks: marks}, accepted)
+	if err != nil {
+		return res, rejected, reason, err
+	}
+	if len(res.Changes) > 0 {
+		r.hub.notify()
+	}
+	return res, rejected, reason, nil
+}
+
+// recvMark names the mark that records how far this store holds the change
+// feed of instance id.
+func recvMark(id uuid.UUID) string { return "recv/" + id.String() }
+
+// hub wakes every session sender when the store changed.
+type hub struct {
+	mu    sync.Mutex
+	kicks map[chan struct{}]struct{}
+}
+
+func (h *hub) init() { h.kicks = make(map[chan struct{}]struct{}) }
+
+// register returns a channel that receives a value (coalesced) after each
+// change; release it with unregister.
+func (h *hub) register() chan struct{} {
+	c := make(chan struct{}, 1)
+	h.mu.Lock()
+	h.kicks[c] = struct{}{}
+	h.mu.Unlock()
+	return c
+}
+
+func (h *hub) unregister(c chan struct{}) {
+	h.mu.Lock()
+	delete(h.kicks, c)
+	h.mu.Unlock()
+}
+
+// notify never blocks: a sender that is busy finds the kick when it looks.
+func (h *hub) notify() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for c := range h.kicks {
+		select {
+		case c <- struct{}{}:
+		default:
+		}
+	}
+}

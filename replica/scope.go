@@ -1,0 +1,101 @@
+package replica
+
+import (
+	"github.com/google/uuid"
+
+	"siot/crdt"
+	"siot/store"
+)
+
+// maxScopeCache bounds a scope's memo of node membership.
+const maxScopeCache = 100_000
+
+// scope decides which points a link carries: everything (root uuid.Nil),
+// or the subtree of root over active edges: root's points, its
+// descendants' points and the edges below them.
+//
+// Membership is the current tree's, computed by walking up active parents
+// and memoized; the memo is dropped whenever an edge changes. A scope is
+// owned by one goroutine.
+type scope struct {
+	st    *store.Store
+	root  uuid.UUID
+	cache map[uuid.UUID]bool
+}
+
+func newScope(st *store.Store, root uuid.UUID) *scope {
+	return &scope{st: st, root: root, cache: make(map[uuid.UUID]bool)}
+}
+
+// full reports whether the scope holds everything.
+func (s *scope) full() bool { return s.root == uuid.Nil }
+
+// contains reports whether p belongs to the scope.
+func (s *scope) contains(p *crdt.Point) (bool, error) {
+	if s.full() {
+		return true, nil
+	}
+	if p.IsEdge() {
+		return s.containsNode(p.Parent)
+	}
+	return s.containsNode(p.Node)
+}
+
+// invalidate forgets memoized membership; call it when an edge changed.
+func (s *scope) invalidate() {
+	if len(s.cache) > 0 {
+		clear(s.cache)
+	}
+}
+
+// containsNode reports whether n is root or below it over active edges.
+func (s *scope) containsNode(n uuid.UUID) (bool, error) {
+	if s.full() || n == s.root {
+		return true, nil
+	}
+	if in, ok := s.cache[n]; ok {
+		return in, nil
+	}
+	// Walk up every active parent. Every node visited shares the answer:
+	// on success each lies on a path that reaches root (its descendants
+	// were visited only through it); on failure none reaches root.
+	visited := map[uuid.UUID]bool{n: true}
+	queue := []uuid.UUID{n}
+	found := false
+	for len(queue) > 0 && !found {
+		cur := queue[0]
+		queue = queue[1:]
+		if in, ok := s.cache[cur]; ok && in {
+			found = true
+			break
+		}
+		err := s.st.Parents(cur, func(c store.Child) error {
+			if !c.Active || visited[c.ID] {
+				return nil
+			}
+			if c.ID == s.root {
+				found = true
+				return store.ErrStop
+			}
+			visited[c.ID] = true
+			queue = append(queue, c.ID)
+			return nil
+		})
+		if err != nil {
+			return false, err
+		}
+	}
+	if len(s.cache)+len(visited) > maxScopeCache {
+		clear(s.cache)
+	}
+	if found {
+		// Only n is certainly in scope: other visited nodes may be
+		// ancestors on paths that do not reach root.
+		s.cache[n] = true
+	} else {
+		for v := range visited {
+			s.cache[v] = false
+		}
+	}
+	return found, nil
+}

@@ -1,0 +1,255 @@
+package replica
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+
+	"siot/crdt"
+	"siot/store"
+	"siot/transport"
+)
+
+// session is one link session seen from this side: the sender of our
+// changes and the receiver of theirs. Dialer and acceptor differ only in
+// how they set it up: which connection and subjects, and which scope.
+type session struct {
+	r        *Replica
+	remote   uuid.UUID // the other side's instance ID
+	role     string
+	scope    *scope                    // what we send
+	conn     *nats.Conn                // the connection pushes go out on
+	pushSubj string                    // where our pushes go
+	ackPfx   string                    // our pushes' reply subjects: ackPfx.<through>
+	onEdge   func(p *crdt.Point) error // called for every edge change the sender reads; an error ends the session
+
+	fail     func(error)  // ends the session with an error (first one wins)
+	lastSeen atomic.Int64 // unix ns of the last message from the other side
+
+	bytesSent, bytesRecv, rejected atomic.Uint64
+
+	mu         sync.Mutex // guards the receiver and the status snapshot
+	have       uint64     // how far we hold the remote's feed
+	remoteIdle bool       // the last push we got said Idle
+	sendIdle   bool       // our sender is caught up
+	pending    uint64     // our sender's estimate of what the remote lacks
+}
+
+func newSession(r *Replica, remote uuid.UUID, role string, sc *scope, conn *nats.Conn, pushSubj string, have uint64, fail func(error)) *session {
+	s := &session{r: r, remote: remote, role: role, scope: sc, conn: conn, pushSubj: pushSubj,
+		ackPfx: conn.NewRespInbox(), have: have, fail: fail}
+	s.touch()
+	return s
+}
+
+func (s *session) touch() { s.lastSeen.Store(time.Now().UnixNano()) }
+
+// inSync: both senders caught up and nothing in flight.
+func (s *session) status() (inSync bool, pending uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sendIdle && s.remoteIdle, s.pending
+}
+
+// publish sends a frame and counts it.
+func (s *session) publish(subj, reply string, data []byte) error {
+	s.bytesSent.Add(uint64(len(data)))
+	return s.conn.PublishMsg(&nats.Msg{Subject: subj, Reply: reply, Data: data})
+}
+
+func (s *session) respond(m *nats.Msg, data []byte) {
+	s.bytesSent.Add(uint64(len(data)))
+	_ = m.Respond(data)
+}
+
+func (s *session) respondMsg(m *nats.Msg, v any) {
+	b, err := transport.Encode(v)
+	if err != nil {
+		b = transport.EncodeError(err)
+	}
+	s.respond(m, b)
+}
+
+// handlePush is the receiver: it applies a push from the remote and
+// answers with an Ack. Called by NATS one message at a time per
+// subscription.
+func (s *session) handlePush(m *nats.Msg) {
+	s.bytesRecv.Add(uint64(len(m.Data)))
+	s.touch()
+	var p transport.Push
+	if err := transport.Decode(m.Data, 0, &p); err != nil {
+		if transport.IsRemote(err) {
+			s.fail(err) // the remote ended the session
+			return
+		}
+		s.respond(m, transport.EncodeError(fmt.Errorf("push: %w", err)))
+		s.fail(fmt.Errorf("bad push: %w", err))
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p.From > s.have {
+		s.respondMsg(m, transport.Ack{Have: s.have, Gap: true})
+		return
+	}
+	if p.Through <= s.have { // nothing we do not hold
+		s.remoteIdle = p.Idle
+		s.respondMsg(m, transport.Ack{Have: s.have})
+		return
+	}
+	pts, err := crdt.DecodeBatch(p.Points, 0)
+	if err != nil {
+		s.respond(m, transport.EncodeError(fmt.Errorf("push %d-%d: %w", p.From, p.Through, err)))
+		s.fail(fmt.Errorf("bad push from %v: %w", s.remote, err))
+		return
+	}
+	have := max(s.have, p.Through)
+	_, rejected, reason, err := s.r.applyRemote(s.remote, pts, map[string]uint64{recvMark(s.remote): have})
+	if err != nil {
+		s.respond(m, transport.EncodeError(fmt.Errorf("apply push %d-%d: %w", p.From, p.Through, err)))
+		s.fail(fmt.Errorf("apply push: %w", err))
+		return
+	}
+	if rejected > 0 {
+		s.rejected.Add(uint64(rejected))
+		s.r.log.Warn("points rejected", "remote", s.remote, "count", rejected, "first", reason)
+	}
+	s.have, s.remoteIdle = have, p.Idle
+	s.respondMsg(m, transport.Ack{Have: have, Rejected: rejected, Reason: reason})
+}
+
+// ackMsg is an Ack with the Through of the push it answers.
+type ackMsg struct {
+	ack     transport.Ack
+	through uint64
+	err     error
+}
+
+// runSender pushes our feed to the remote from position have until ctx
+// ends or the session fails. It owns its pushState.
+func (s *session) runSender(ctx context.Context, have uint64) error {
+	cfg := &s.r.cfg
+	st := newPushState(have, cfg.Window, 50_000)
+	acks := make(chan ackMsg, cfg.Window+1)
+	sub, err := s.conn.Subscribe(s.ackPfx+".*", func(m *nats.Msg) {
+		s.bytesRecv.Add(uint64(len(m.Data)))
+		s.touch()
+		through, perr := strconv.ParseUint(m.Subject[strings.LastIndexByte(m.Subject, '.')+1:], 10, 64)
+		var a transport.Ack
+		err := transport.Decode(m.Data, 0, &a)
+		if perr != nil {
+			err = fmt.Errorf("ack on %s: %w", m.Subject, perr)
+		}
+		select {
+		case acks <- ackMsg{ack: a, through: through, err: err}:
+		case <-ctx.Done():
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("subscribe acks: %w", err)
+	}
+	defer sub.Unsubscribe()
+	kick := s.r.hub.register()
+	defer s.r.hub.unregister(kick)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		last := s.r.st.LastSeq()
+		for st.wantRead(last) {
+			pts, through, idle, err := s.readBatch(st.cursor)
+			if err != nil {
+				return err
+			}
+			push, ok := st.read(through, len(pts), idle, time.Now())
+			if !ok {
+				continue
+			}
+			push.Points = crdt.AppendBatch(nil, pts)
+			b, err := transport.Encode(push)
+			if err != nil {
+				return err
+			}
+			if err := s.publish(s.pushSubj, s.ackPfx+"."+strconv.FormatUint(push.Through, 10), b); err != nil {
+				return fmt.Errorf("push: %w", err)
+			}
+			last = s.r.st.LastSeq()
+		}
+		if st.idle(last) && !st.lastIdle {
+			// Caught up after a push that said otherwise: say so.
+			if push, ok := st.read(st.cursor, 0, true, time.Now()); ok {
+				push.Points = crdt.AppendBatch(nil, nil)
+				b, _ := transport.Encode(push)
+				if err := s.publish(s.pushSubj, s.ackPfx+"."+strconv.FormatUint(push.Through, 10), b); err != nil {
+					return fmt.Errorf("push: %w", err)
+				}
+			}
+		}
+		s.mu.Lock()
+		s.sendIdle, s.pending = st.idle(last) && st.lastIdle, st.pending(last)
+		s.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-kick:
+		case a := <-acks:
+			if a.err != nil {
+				return fmt.Errorf("ack: %w", a.err)
+			}
+			if a.ack.Rejected > 0 {
+				s.r.log.Warn("remote rejected points", "remote", s.remote, "count", a.ack.Rejected, "first", a.ack.Reason)
+			}
+			if err := st.ack(a.ack, a.through); err != nil && !errors.Is(err, errGap) {
+				return err
+			}
+		case now := <-tick.C:
+			if st.overdue(now, cfg.AckTimeout) {
+				return fmt.Errorf("no ack for %v", cfg.AckTimeout)
+			}
+		}
+	}
+}
+
+// readBatch reads the feed after cursor and returns the points for the
+// remote, the position read through, and whether it reached the end.
+func (s *session) readBatch(cursor uint64) (pts []crdt.Point, through uint64, idle bool, err error) {
+	cfg := &s.r.cfg
+	const maxScan = 50_000 // changes looked at per batch, so one read stays short
+	through, idle = cursor, true
+	scanned, size := 0, 0
+	err = s.r.st.Feed(cursor, func(c *store.Change) error {
+		if len(pts) >= cfg.MaxPushPoints || size >= cfg.MaxPushBytes || scanned >= maxScan {
+			idle = false
+			return store.ErrStop
+		}
+		scanned++
+		through = c.Seq
+		p := &c.Point
+		if p.Type == crdt.TypeEdge {
+			s.scope.invalidate()
+			if s.onEdge != nil {
+				if err := s.onEdge(p); err != nil {
+					return err
+				}
+			}
+		}
+		if c.Source == s.remote || p.Origin == s.remote {
+			return nil // it came from there
+		}
+		in, err := s.scope.contains(p)
+		if err != nil || !in {
+			return err
+		}
+		pts = append(pts, *p)
+		size += 24 + len(p.Type) + len(p.Key) + len(p.Text)
+		return nil
+	})
+	return pts, through, idle, err
+}

@@ -1,0 +1,46 @@
+package store
+
+import (
+	"fmt"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"siot/crdt"
+)
+
+// RegisterKey returns an opaque cursor naming register r, for ScanFrom and
+// for a client to hand back (an export page's Next).
+func RegisterKey(r crdt.Register) []byte {
+	if r.Key == "" {
+		r.Key = crdt.DefaultKey
+	}
+	return appendRegKey(nil, r.Node, r.Parent, r.Type, r.Key)
+}
+
+// ParseRegisterKey parses a cursor made by RegisterKey. It comes from a
+// client, so it is checked: ErrInvalid wraps any defect.
+func ParseRegisterKey(b []byte) (crdt.Register, error) {
+	if len(b) > 32+crdt.MaxTypeLen+1+crdt.MaxKeyLen {
+		return crdt.Register{}, fmt.Errorf("%w: cursor of %d bytes", ErrInvalid, len(b))
+	}
+	var p crdt.Point
+	if err := parseRegKey(b, &p); err != nil {
+		return crdt.Register{}, fmt.Errorf("%w: cursor: %v", ErrInvalid, err)
+	}
+	return p.Register(), nil
+}
+
+// ScanFrom calls fn for every register after the register after (from the
+// first when nil), in export order (node, parent, type, key), tombstones
+// included. It streams one consistent snapshot; fn must not retain p;
+// returning ErrStop ends the scan without error.
+func (s *Store) ScanFrom(after *crdt.Register, fn func(p *crdt.Point) error) error {
+	var start []byte
+	if after != nil {
+		start = append([]byte{pfxPoint}, RegisterKey(*after)...)
+		start = append(start, 0) // the first key after it
+	}
+	return s.view(func(txn *badger.Txn) error {
+		return scanPoints(txn, []byte{pfxPoint}, start, fn)
+	})
+}

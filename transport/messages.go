@@ -1,0 +1,273 @@
+package transport
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/google/uuid"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"siot/crdt"
+)
+
+// The link protocol and the local API exchange these messages, each in a
+// frame of its MsgType with a msgpack map body. docs/protocol.md is the
+// reference. Unknown map keys are ignored, so fields can be added without a
+// version change; removing or redefining one needs a new Version.
+
+// LinkProto is the link protocol version a Hello carries.
+const LinkProto = 1
+
+// Roles a dialer asks for in a Hello.
+const (
+	RoleEdge = "edge" // the dialer's root goes under the acceptor's root; scope: the dialer's subtree
+	RolePeer = "peer" // same root, full scope both ways
+)
+
+// Hello opens a link (subject SubjectHello): the dialer introduces itself.
+type Hello struct {
+	Proto    int       `msgpack:"v"`
+	Instance uuid.UUID `msgpack:"inst"`
+	// Root is the dialer's root node. uuid.Nil asks only for the
+	// acceptor's identity (a peer starting with empty data): the reply
+	// then opens no session.
+	Root uuid.UUID `msgpack:"root"`
+	Role string    `msgpack:"role"`
+	// Time is the dialer's physical clock (ms since the Unix epoch).
+	Time int64 `msgpack:"t"`
+}
+
+// Welcome answers a Hello.
+type Welcome struct {
+	Instance uuid.UUID `msgpack:"inst"`
+	Root     uuid.UUID `msgpack:"root"`
+	// Time is the acceptor's corrected physical clock (ms since the Unix
+	// epoch); a dialer without a real-time clock corrects its own by it.
+	Time int64 `msgpack:"t"`
+	// Session names the link's subjects (SessionSubjects); empty for an
+	// identity-only reply.
+	Session string `msgpack:"sess"`
+	// Have is how far the acceptor holds the dialer's change feed: the
+	// dialer starts pushing after it.
+	Have uint64 `msgpack:"have"`
+}
+
+// Start is the dialer's first session message, sent once it listens on
+// the session's down subject: the acceptor starts pushing after Have.
+type Start struct {
+	Have uint64 `msgpack:"have"`
+}
+
+// Push carries changes of the sender's feed, From (exclusive) to Through
+// (inclusive), filtered to the receiver's scope. The receiver applies it
+// only when From is at most what it holds, so pushes apply in order even
+// after a loss; otherwise it answers with its position and the sender goes
+// back there.
+type Push struct {
+	From    uint64 `msgpack:"from"`
+	Through uint64 `msgpack:"thru"`
+	// Idle says the sender had nothing more to send when it sent this.
+	Idle bool `msgpack:"idle,omitempty"`
+	// Points is a crdt batch (crdt.AppendBatch).
+	Points []byte `msgpack:"pts"`
+}
+
+// Ack answers a Push or a Ping.
+type Ack struct {
+	// Have is how far the receiver now holds the sender's feed.
+	Have uint64 `msgpack:"have"`
+	// Gap says the push was not applied because it did not start at or
+	// before Have; the sender resumes from Have.
+	Gap bool `msgpack:"gap,omitempty"`
+	// Rejected counts points refused (invalid, clock too far ahead); the
+	// rest of the push was applied. Reason describes the first.
+	Rejected int    `msgpack:"rej,omitempty"`
+	Reason   string `msgpack:"why,omitempty"`
+}
+
+// Ping keeps a session alive; it is answered with an Ack.
+type Ping struct{}
+
+// LinkStatus describes one link in a Status.
+type LinkStatus struct {
+	URL       string `msgpack:"url" json:"url"`
+	Role      string `msgpack:"role" json:"role"`
+	Remote    string `msgpack:"remote,omitempty" json:"remote,omitempty"`
+	Connected bool   `msgpack:"connected" json:"connected"`
+	InSync    bool   `msgpack:"inSync" json:"inSync"`
+	Pending   uint64 `msgpack:"pending" json:"pending"`
+	LastError string `msgpack:"lastError" json:"lastError"`
+	BytesSent uint64 `msgpack:"bytesSent" json:"bytesSent"`
+	BytesRecv uint64 `msgpack:"bytesReceived" json:"bytesReceived"`
+	Rejected  uint64 `msgpack:"rejected" json:"rejected"`
+}
+
+// Status answers a status request (SubjectStatus).
+type Status struct {
+	ID       string       `msgpack:"id" json:"id"`
+	Instance string       `msgpack:"instance" json:"instance"`
+	Version  string       `msgpack:"version" json:"version"`
+	LastSeq  uint64       `msgpack:"lastSeq" json:"lastSeq"`
+	HLC      string       `msgpack:"hlc" json:"hlc"`
+	Disk     int64        `msgpack:"diskBytes" json:"diskBytes"`
+	Links    []LinkStatus `msgpack:"links" json:"links"`
+	Accepted []LinkStatus `msgpack:"accepted" json:"accepted"`
+	// Refused counts link handshakes this server refused.
+	Refused uint64 `msgpack:"refused" json:"refused"`
+}
+
+// StatusRequest asks for a Status.
+type StatusRequest struct{}
+
+// Import asks the server to write points (SubjectImport). Points is a batch
+// that may hold unstamped points (crdt.DecodeBatchUnstamped): a zero time
+// is stamped on arrival in batch order, a nil origin becomes the server's
+// instance.
+type Import struct {
+	Points []byte `msgpack:"pts"`
+}
+
+// ImportResult answers an Import.
+type ImportResult struct {
+	Applied int `msgpack:"applied"`
+	Stale   int `msgpack:"stale"`
+}
+
+// ExportRequest asks for one page of points (SubjectExport), sorted by
+// node, parent, type and key, starting after the register After (empty:
+// from the start). Root, when set, limits the export to that node's
+// subtree. MaxBytes bounds the page's encoded points (0: the server's
+// default; never above its limit).
+type ExportRequest struct {
+	Root     uuid.UUID `msgpack:"root"`
+	After    []byte    `msgpack:"after"`
+	MaxBytes int       `msgpack:"max,omitempty"`
+}
+
+// ExportPage answers an ExportRequest. More says another page follows:
+// ask again with After = Next.
+type ExportPage struct {
+	Points []byte `msgpack:"pts"`
+	Next   []byte `msgpack:"next"`
+	More   bool   `msgpack:"more"`
+}
+
+// Append-only message types beyond MsgPoints and MsgError.
+const (
+	MsgHello         MsgType = 3
+	MsgWelcome       MsgType = 4
+	MsgStart         MsgType = 5
+	MsgPush          MsgType = 6
+	MsgAck           MsgType = 7
+	MsgPing          MsgType = 8
+	MsgStatusRequest MsgType = 9
+	MsgStatus        MsgType = 10
+	MsgImport        MsgType = 11
+	MsgImportResult  MsgType = 12
+	MsgExportRequest MsgType = 13
+	MsgExportPage    MsgType = 14
+	msgTypeEnd               = 15 // one past the last known type
+)
+
+var msgNames = [...]string{
+	MsgPoints: "points", MsgError: "error", MsgHello: "hello", MsgWelcome: "welcome",
+	MsgStart: "start", MsgPush: "push", MsgAck: "ack", MsgPing: "ping",
+	MsgStatusRequest: "status-request", MsgStatus: "status", MsgImport: "import",
+	MsgImportResult: "import-result", MsgExportRequest: "export-request", MsgExportPage: "export-page",
+}
+
+// typeOf returns the MsgType of a message value.
+func typeOf(v any) (MsgType, error) {
+	switch v.(type) {
+	case *Hello, Hello:
+		return MsgHello, nil
+	case *Welcome, Welcome:
+		return MsgWelcome, nil
+	case *Start, Start:
+		return MsgStart, nil
+	case *Push, Push:
+		return MsgPush, nil
+	case *Ack, Ack:
+		return MsgAck, nil
+	case *Ping, Ping:
+		return MsgPing, nil
+	case *StatusRequest, StatusRequest:
+		return MsgStatusRequest, nil
+	case *Status, Status:
+		return MsgStatus, nil
+	case *Import, Import:
+		return MsgImport, nil
+	case *ImportResult, ImportResult:
+		return MsgImportResult, nil
+	case *ExportRequest, ExportRequest:
+		return MsgExportRequest, nil
+	case *ExportPage, ExportPage:
+		return MsgExportPage, nil
+	}
+	return MsgInvalid, fmt.Errorf("transport: %T is not a message", v)
+}
+
+// Encode returns the frame of a message (one of the message types of this
+// package, by value or pointer).
+func Encode(v any) ([]byte, error) {
+	t, err := typeOf(v)
+	if err != nil {
+		return nil, err
+	}
+	b, err := msgpack.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("transport: encode %s: %w", t, err)
+	}
+	return append(AppendFrameHeader(make([]byte, 0, headerLen+len(b)), t), b...), nil
+}
+
+// EncodeError returns a MsgError frame carrying err's text.
+func EncodeError(err error) []byte {
+	b, _ := msgpack.Marshal(err.Error())
+	return append(AppendFrameHeader(nil, MsgError), b...)
+}
+
+// RemoteError is an error reported by the other side in a MsgError frame.
+type RemoteError struct{ Msg string }
+
+func (e *RemoteError) Error() string { return "remote: " + e.Msg }
+
+// Decode parses a frame of at most limit bytes (crdt.MaxMessageSize when
+// limit <= 0) into v, a pointer to the message type the caller expects. A
+// MsgError frame is returned as a *RemoteError. The body is checked by
+// crdt.CheckMsgpack before it is decoded, so no declared length makes the
+// decoder allocate beyond the bytes present. Errors wrap those of
+// ParseFrame, crdt.ErrMalformed, or ErrUnknownType for an unexpected type.
+func Decode(msg []byte, limit int, v any) error {
+	want, err := typeOf(v)
+	if err != nil {
+		return err
+	}
+	t, body, err := ParseFrame(msg, limit)
+	if err != nil {
+		return err
+	}
+	if err := crdt.CheckMsgpack(body, crdt.MaxDepth); err != nil {
+		return fmt.Errorf("%s body: %w", t, err)
+	}
+	if t == MsgError {
+		var s string
+		if err := msgpack.Unmarshal(body, &s); err != nil {
+			return fmt.Errorf("error body: %w: %v", crdt.ErrMalformed, err)
+		}
+		return &RemoteError{Msg: s}
+	}
+	if t != want {
+		return fmt.Errorf("got %s, want %s: %w", t, want, ErrUnknownType)
+	}
+	if err := msgpack.Unmarshal(body, v); err != nil {
+		return fmt.Errorf("%s body: %w: %v", t, crdt.ErrMalformed, err)
+	}
+	return nil
+}
+
+// IsRemote reports whether err came from the other side's MsgError.
+func IsRemote(err error) bool {
+	var re *RemoteError
+	return errors.As(err, &re)
+}
