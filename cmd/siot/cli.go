@@ -32,7 +32,14 @@ Usage:
   siot <command> [flags]
 
 Commands:
+  serve       run an instance: NATS server, store, links, local API
+  status      print a running server's status and links
+  import      write point records (JSON Lines) into a running server
+  export      print a running server's points as JSON Lines
   version     print the version of this build
+
+Clients reach the server at --server (default nats://127.0.0.1:4222, or the
+SIOT_SERVER environment variable).
 
 Run "siot <command> --help" for a command's flags and examples.
 Exit status: 0 on success, 1 on an error, 2 on a usage error.
@@ -48,6 +55,14 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 	case "-h", "--help", "-help", "help":
 		fmt.Fprint(m.Stdout, mainUsage)
 		return nil
+	case "serve":
+		return (&serveCmd{m: m}).Run(ctx, rest)
+	case "status":
+		return (&statusCmd{m: m}).Run(ctx, rest)
+	case "import":
+		return (&importCmd{m: m}).Run(ctx, rest)
+	case "export":
+		return (&exportCmd{m: m}).Run(ctx, rest)
 	case "version":
 		return (&versionCmd{m: m}).Run(ctx, rest)
 	default:
