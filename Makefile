@@ -42,7 +42,7 @@ bench:
 	scripts/bench.sh
 
 run: build
-	./$(BIN) version
+	./$(BIN) serve
 
 clean:
 	rm -rf bin

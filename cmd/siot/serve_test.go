@@ -246,7 +246,7 @@ func TestExportImportRoundTripIsByteIdentical(t *testing.T) {
 		fmt.Fprintf(&in, "{\"node\":%q,\"parent\":%q,\"type\":\"edge\"}\n", n, prev)
 		fmt.Fprintf(&in, "{\"node\":%q,\"type\":\"temp\",\"value\":%d.25,\"text\":\"<&> \\u00e9 %d\"}\n", n, i, i)
 		fmt.Fprintf(&in, "{\"node\":%q,\"type\":\"gone\",\"tombstone\":true}\n", n)
-		if i%10 == 0 {
+		if i%300 == 0 { // a tree ten levels deep
 			prev = n
 		}
 	}
