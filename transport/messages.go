@@ -3,6 +3,7 @@ package transport
 import (
 	"errors"
 	"fmt"
+	"reflect"
 
 	"github.com/google/uuid"
 	"github.com/vmihailenco/msgpack/v5"
@@ -110,10 +111,46 @@ type Status struct {
 	LastSeq  uint64       `msgpack:"lastSeq" json:"lastSeq"`
 	HLC      string       `msgpack:"hlc" json:"hlc"`
 	Disk     int64        `msgpack:"diskBytes" json:"diskBytes"`
-	Links    []LinkStatus `msgpack:"links" json:"links"`
-	Accepted []LinkStatus `msgpack:"accepted" json:"accepted"`
+	Links    LinkStatuses `msgpack:"links" json:"links"`
+	Accepted LinkStatuses `msgpack:"accepted" json:"accepted"`
 	// Refused counts link handshakes this server refused.
 	Refused uint64 `msgpack:"refused" json:"refused"`
+}
+
+// MaxLinks bounds each link list of a Status a decoder accepts. Encode
+// writes a LinkStatus in at least 119 bytes, so a frame of
+// crdt.MaxMessageSize holds fewer than 8,900 links: the cap refuses no
+// Status this package can send.
+const MaxLinks = 1 << 14
+
+// LinkStatuses is a list of links in a Status. Its decoder refuses more than
+// MaxLinks entries before allocating them: a LinkStatus is 104 bytes and a
+// hostile encoding of one can be a single byte, and msgpack/v5 allocates a
+// declared slice length up front (twice), so an unbounded list lets a 1 MiB
+// frame cost some 200 MiB.
+type LinkStatuses []LinkStatus
+
+// DecodeMsgpack implements msgpack.CustomDecoder.
+func (l *LinkStatuses) DecodeMsgpack(d *msgpack.Decoder) error {
+	n, err := d.DecodeArrayLen()
+	if err != nil {
+		return err
+	}
+	if n < 0 {
+		*l = nil
+		return nil
+	}
+	if n > MaxLinks {
+		return fmt.Errorf("%d links, limit %d", n, MaxLinks)
+	}
+	out := make(LinkStatuses, n)
+	for i := range out {
+		if err := d.Decode(&out[i]); err != nil {
+			return err
+		}
+	}
+	*l = out
+	return nil
 }
 
 // StatusRequest asks for a Status.
@@ -243,6 +280,10 @@ func Decode(msg []byte, limit int, v any) error {
 	if err != nil {
 		return err
 	}
+	rv := reflect.ValueOf(v)
+	if rv.Kind() != reflect.Pointer || rv.IsNil() {
+		return fmt.Errorf("transport: decode into %T: want a non-nil pointer", v)
+	}
 	t, body, err := ParseFrame(msg, limit)
 	if err != nil {
 		return err
@@ -260,6 +301,10 @@ func Decode(msg []byte, limit int, v any) error {
 	if t != want {
 		return fmt.Errorf("got %s, want %s: %w", t, want, ErrUnknownType)
 	}
+	// msgpack decodes into what v holds: fields the frame omits
+	// (omitempty) would keep stale values and []byte fields would reuse,
+	// and so overwrite, a slice the caller may still hold.
+	rv.Elem().SetZero()
 	if err := msgpack.Unmarshal(body, v); err != nil {
 		return fmt.Errorf("%s body: %w: %v", t, crdt.ErrMalformed, err)
 	}

@@ -58,7 +58,6 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		Host:       host,
 		Port:       port,
 		NoSigs:     true, // the siot process owns signals
-		NoLog:      cfg.Logger == nil,
 		MaxPayload: MaxPayload,
 		// A link on a slow cellular path is expected; its messages are
 		// small and acknowledged, so the default pending limit holds.
@@ -68,14 +67,31 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("transport: nats server: %w", err)
 	}
-	if cfg.Logger != nil {
-		ns.SetLoggerV2(natsLogger{cfg.Logger}, false, false, false)
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
 	}
+	// The server reports a failed listen only through its logger (Fatalf)
+	// and carries on; fatal hands it to the wait below.
+	fatal := make(chan string, 1)
+	ns.SetLoggerV2(natsLogger{l: logger, fatal: fatal}, false, false, false)
 	ns.Start()
-	if !ns.ReadyForConnections(cfg.ReadyTimeout) {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-		return nil, fmt.Errorf("transport: nats server on %s not ready after %v (address in use?)", cfg.Listen, cfg.ReadyTimeout)
+	deadline := time.Now().Add(cfg.ReadyTimeout)
+	for !ns.ReadyForConnections(50 * time.Millisecond) {
+		var err error
+		select {
+		case msg := <-fatal:
+			err = fmt.Errorf("transport: nats server on %s: %s", cfg.Listen, msg)
+		default:
+			if time.Now().After(deadline) {
+				err = fmt.Errorf("transport: nats server on %s not ready after %v", cfg.Listen, cfg.ReadyTimeout)
+			}
+		}
+		if err != nil {
+			ns.Shutdown()
+			ns.WaitForShutdown()
+			return nil, err
+		}
 	}
 	return &Server{ns: ns}, nil
 }
@@ -102,14 +118,22 @@ func (s *Server) Shutdown() {
 
 // natsLogger adapts slog to the NATS server's logger: warnings and errors
 // only, so steady state is quiet.
-type natsLogger struct{ l *slog.Logger }
+type natsLogger struct {
+	l     *slog.Logger
+	fatal chan<- string // gets the first Fatalf message; never blocks
+}
 
 func (n natsLogger) Noticef(string, ...any) {}
 func (n natsLogger) Warnf(f string, a ...any) {
 	n.l.Warn("nats: " + fmt.Sprintf(f, a...))
 }
 func (n natsLogger) Fatalf(f string, a ...any) {
-	n.l.Error("nats: " + fmt.Sprintf(f, a...))
+	msg := fmt.Sprintf(f, a...)
+	n.l.Error("nats: " + msg)
+	select {
+	case n.fatal <- msg:
+	default:
+	}
 }
 func (n natsLogger) Errorf(f string, a ...any) {
 	n.l.Error("nats: " + fmt.Sprintf(f, a...))
@@ -150,7 +174,15 @@ func Dial(url string, cfg DialConfig) (*nats.Conn, error) {
 	}
 	if cfg.OnDisconnect != nil {
 		f := cfg.OnDisconnect
-		opts = append(opts, nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { f(err) }))
+		opts = append(opts, nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			// Without reconnection nats.go passes nil for a dropped
+			// connection too and keeps the cause in LastError, which is
+			// nil after a local Close.
+			if err == nil {
+				err = nc.LastError()
+			}
+			f(err)
+		}))
 	}
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {

@@ -1,0 +1,604 @@
+package transport
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"go.uber.org/goleak"
+
+	"siot/crdt"
+)
+
+// srvWait bounds every wait in these tests: long enough for a loaded CI
+// machine running -race, short enough that a hang fails the test instead of
+// the run.
+const srvWait = 10 * time.Second
+
+// srvCheckLeaks fails the test if it leaves goroutines behind. Call it
+// first, so its cleanup runs after every other (cleanups run last in,
+// first out): by then the test's servers are down and its connections
+// closed. goleak.VerifyNone retries for a while, so goroutines that are on
+// their way out do not count. No goroutine is ignored beyond those running
+// before the test: after Shutdown the NATS server and the nats.go clients
+// stop every goroutine they started.
+func srvCheckLeaks(t *testing.T) {
+	t.Helper()
+	before := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, before) })
+}
+
+// srvStart starts a server on a random loopback port and shuts it down at
+// the end of the test.
+func srvStart(t *testing.T, cfg ServerConfig) *Server {
+	t.Helper()
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:0"
+	}
+	s, err := StartServer(cfg)
+	if err != nil {
+		t.Fatalf("StartServer(%q): %v", cfg.Listen, err)
+	}
+	t.Cleanup(s.Shutdown)
+	return s
+}
+
+// srvConnect opens an in-process connection closed at the end of the test.
+func srvConnect(t *testing.T, s *Server, name string) *nats.Conn {
+	t.Helper()
+	nc, err := s.Connect(name)
+	if err != nil {
+		t.Fatalf("Connect: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// srvDial dials url and closes the connection at the end of the test.
+func srvDial(t *testing.T, url string, cfg DialConfig) *nats.Conn {
+	t.Helper()
+	if cfg.Timeout == 0 {
+		cfg.Timeout = srvWait
+	}
+	nc, err := Dial(url, cfg)
+	if err != nil {
+		t.Fatalf("Dial(%s): %v", url, err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// srvEventually polls cond until it holds or srvWait passes.
+func srvEventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(srvWait)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not after %v", what, srvWait)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// srvWithin runs f and fails the test if it does not return within d.
+func srvWithin(t *testing.T, what string, d time.Duration, f func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f()
+	}()
+	select {
+	case <-done:
+	case <-time.After(d):
+		t.Fatalf("%s: still running after %v", what, d)
+	}
+}
+
+// srvFreePort returns a loopback address nothing listens on: a port the
+// kernel just handed out and that was closed again.
+func srvFreePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return addr
+}
+
+func TestServerClientURL(t *testing.T) {
+	srvCheckLeaks(t)
+	s := srvStart(t, ServerConfig{})
+	u, err := url.Parse(s.ClientURL())
+	if err != nil {
+		t.Fatalf("ClientURL %q: %v", s.ClientURL(), err)
+	}
+	if u.Scheme != "nats" || u.Hostname() != "127.0.0.1" || u.Port() == "" || u.Port() == "0" {
+		t.Fatalf("ClientURL = %q, want nats://127.0.0.1:<port>", s.ClientURL())
+	}
+	if !net.ParseIP(u.Hostname()).IsLoopback() {
+		t.Fatalf("ClientURL %q is not loopback", s.ClientURL())
+	}
+}
+
+// TestServerRequestReply runs the link handshake's shape over a real
+// server: a Dial()ed connection asks, an in-process one answers, and the
+// other way round.
+func TestServerRequestReply(t *testing.T) {
+	srvCheckLeaks(t)
+	s := srvStart(t, ServerConfig{})
+	local := srvConnect(t, s, "local")
+	remote := srvDial(t, s.ClientURL(), DialConfig{Name: "edge"})
+	if got := remote.ConnectedUrl(); got != s.ClientURL() {
+		t.Errorf("ConnectedUrl = %q, want %q", got, s.ClientURL())
+	}
+
+	session := NewSessionID()
+	sub, err := local.Subscribe(SubjectHello, func(m *nats.Msg) {
+		var h Hello
+		var reply []byte
+		if err := Decode(m.Data, 0, &h); err != nil {
+			reply = EncodeError(err)
+		} else {
+			reply, _ = Encode(&Welcome{Instance: h.Root, Root: h.Instance, Time: h.Time + 1, Session: session, Have: 7})
+		}
+		_ = m.Respond(reply)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := local.Flush(); err != nil { // the server has the subscription
+		t.Fatal(err)
+	}
+	hello := Hello{Proto: LinkProto, Instance: uuid.New(), Root: uuid.New(), Role: RoleEdge, Time: 1000}
+	req, _ := Encode(hello)
+	resp, err := remote.Request(SubjectHello, req, srvWait)
+	if err != nil {
+		t.Fatalf("request from the dialed connection: %v", err)
+	}
+	var w Welcome
+	if err := Decode(resp.Data, 0, &w); err != nil {
+		t.Fatal(err)
+	}
+	want := Welcome{Instance: hello.Root, Root: hello.Instance, Time: 1001, Session: session, Have: 7}
+	if w != want {
+		t.Fatalf("Welcome = %+v, want %+v", w, want)
+	}
+	// A refused request comes back as a RemoteError.
+	resp, err = remote.Request(SubjectHello, []byte{Version + 1, byte(MsgHello), 0x80}, srvWait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Decode(resp.Data, 0, &w); !IsRemote(err) || !strings.Contains(err.Error(), ErrVersion.Error()) {
+		t.Fatalf("reply to a bad hello: %v, want a RemoteError about the version", err)
+	}
+
+	// The other way: the dialed side answers, the in-process side asks.
+	subj, err := Subjects(session)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub2, err := remote.Subscribe(subj.Down, func(m *nats.Msg) {
+		var p Push
+		if err := Decode(m.Data, 0, &p); err != nil {
+			_ = m.Respond(EncodeError(err))
+			return
+		}
+		ack, _ := Encode(Ack{Have: p.Through})
+		_ = m.Respond(ack)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub2.Unsubscribe()
+	if err := remote.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	push, _ := Encode(Push{From: 0, Through: 3, Points: crdt.AppendBatch(nil, wireSensorPoints(3))})
+	resp, err = local.Request(subj.Down, push, srvWait)
+	if err != nil {
+		t.Fatalf("request from the in-process connection: %v", err)
+	}
+	var ack Ack
+	if err := Decode(resp.Data, 0, &ack); err != nil || ack != (Ack{Have: 3}) {
+		t.Fatalf("ack = %+v, %v", ack, err)
+	}
+}
+
+// TestServerCarriesLargestFrame: the largest frame Decode accepts
+// (crdt.MaxMessageSize) crosses the bus in both directions, and so does a
+// payload of exactly MaxPayload bytes.
+func TestServerCarriesLargestFrame(t *testing.T) {
+	srvCheckLeaks(t)
+	s := srvStart(t, ServerConfig{})
+	local := srvConnect(t, s, "local")
+	remote := srvDial(t, s.ClientURL(), DialConfig{Name: "edge"})
+	for _, nc := range []*nats.Conn{local, remote} {
+		if got := nc.MaxPayload(); got != MaxPayload {
+			t.Fatalf("MaxPayload seen by the client = %d, want %d", got, MaxPayload)
+		}
+	}
+	probe, _ := Encode(Import{Points: make([]byte, 1<<16)})
+	big := Import{Points: bytes.Repeat([]byte{0x5a}, crdt.MaxMessageSize-(len(probe)-1<<16))}
+	frame, err := Encode(big)
+	if err != nil || len(frame) != crdt.MaxMessageSize {
+		t.Fatalf("test frame of %d bytes (%v), want %d", len(frame), err, crdt.MaxMessageSize)
+	}
+	for _, dir := range []struct {
+		name          string
+		asker, answer *nats.Conn
+	}{{"dialed to in-process", remote, local}, {"in-process to dialed", local, remote}} {
+		subject := "siot.test.big." + strings.ReplaceAll(dir.name, " ", "-")
+		sub, err := dir.answer.Subscribe(subject, func(m *nats.Msg) {
+			var imp Import
+			if err := Decode(m.Data, 0, &imp); err != nil {
+				_ = m.Respond(EncodeError(err))
+				return
+			}
+			res, _ := Encode(ImportResult{Applied: len(imp.Points)})
+			_ = m.Respond(res)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := dir.answer.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := dir.asker.Request(subject, frame, srvWait)
+		if err != nil {
+			t.Fatalf("%s: request of %d bytes: %v", dir.name, len(frame), err)
+		}
+		var res ImportResult
+		if err := Decode(resp.Data, 0, &res); err != nil || res.Applied != len(big.Points) {
+			t.Fatalf("%s: result %+v, %v; want %d bytes applied", dir.name, res, err, len(big.Points))
+		}
+		_ = sub.Unsubscribe()
+	}
+
+	sub, err := local.SubscribeSync("siot.test.max")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := local.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Publish("siot.test.max", make([]byte, MaxPayload)); err != nil {
+		t.Fatalf("publish of MaxPayload bytes: %v", err)
+	}
+	m, err := sub.NextMsg(srvWait)
+	if err != nil || len(m.Data) != MaxPayload {
+		t.Fatalf("received %v, want %d bytes", err, MaxPayload)
+	}
+}
+
+// TestServerRefusesOversizedPayload shows the limit is the server's, not
+// only the client's: nats.go refuses to publish past the limit the server
+// announced, and a client that ignores it is told off and disconnected by
+// the server itself.
+func TestServerRefusesOversizedPayload(t *testing.T) {
+	srvCheckLeaks(t)
+	s := srvStart(t, ServerConfig{})
+	local := srvConnect(t, s, "local")
+	remote := srvDial(t, s.ClientURL(), DialConfig{Name: "edge"})
+	over := make([]byte, MaxPayload+1)
+	for name, nc := range map[string]*nats.Conn{"in-process": local, "dialed": remote} {
+		if err := nc.Publish("siot.test.over", over); !errors.Is(err, nats.ErrMaxPayload) {
+			t.Errorf("%s: publish of MaxPayload+1 bytes: %v, want nats.ErrMaxPayload", name, err)
+		}
+		if _, err := nc.Request("siot.test.over", over, time.Second); !errors.Is(err, nats.ErrMaxPayload) {
+			t.Errorf("%s: request of MaxPayload+1 bytes: %v, want nats.ErrMaxPayload", name, err)
+		}
+		if err := nc.Flush(); err != nil || !nc.IsConnected() {
+			t.Errorf("%s: connection unusable after the refused publish: %v", name, err)
+		}
+	}
+
+	// Speak the protocol by hand, as a client that ignores the limit
+	// would: the server announces MaxPayload, then refuses the PUB from
+	// its header, before any payload is sent.
+	u, _ := url.Parse(s.ClientURL())
+	conn, err := net.DialTimeout("tcp", u.Host, srvWait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(srvWait)); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(conn)
+	line, err := r.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "INFO ") {
+		t.Fatalf("first line %q, %v; want INFO", line, err)
+	}
+	var info struct {
+		MaxPayload int64 `json:"max_payload"`
+	}
+	if err := json.Unmarshal([]byte(strings.TrimSpace(strings.TrimPrefix(line, "INFO "))), &info); err != nil {
+		t.Fatalf("INFO %q: %v", line, err)
+	}
+	if info.MaxPayload != MaxPayload {
+		t.Fatalf("server announces max_payload %d, want %d", info.MaxPayload, MaxPayload)
+	}
+	if _, err := fmt.Fprintf(conn, "CONNECT {\"verbose\":false,\"pedantic\":false}\r\nPUB siot.test.over %d\r\n", MaxPayload+1); err != nil {
+		t.Fatal(err)
+	}
+	var got bytes.Buffer
+	for {
+		line, err := r.ReadString('\n')
+		got.WriteString(line)
+		if err != nil {
+			break // the server closed the connection, as it should
+		}
+	}
+	if !strings.Contains(got.String(), "-ERR 'Maximum Payload Violation'") {
+		t.Fatalf("server answered %q, want a Maximum Payload Violation", got.String())
+	}
+}
+
+// TestServerShutdownClosesClients: Shutdown returns with clients still
+// connected, the dialed connection's OnDisconnect fires, both connections
+// end up closed (neither reconnects), and the server takes no new
+// in-process connection.
+func TestServerShutdownClosesClients(t *testing.T) {
+	srvCheckLeaks(t)
+	s := srvStart(t, ServerConfig{})
+	local := srvConnect(t, s, "local")
+	disconnected := make(chan error, 4)
+	remote := srvDial(t, s.ClientURL(), DialConfig{Name: "edge", OnDisconnect: func(err error) { disconnected <- err }})
+	sub, err := remote.SubscribeSync("siot.test.x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	srvWithin(t, "Shutdown", srvWait, s.Shutdown)
+	select {
+	case err := <-disconnected:
+		t.Logf("OnDisconnect(%v); LastError %v", err, remote.LastError())
+	case <-time.After(srvWait):
+		t.Fatalf("OnDisconnect not called %v after Shutdown", srvWait)
+	}
+	srvEventually(t, "dialed connection closed", remote.IsClosed)
+	srvEventually(t, "in-process connection closed", local.IsClosed)
+	if _, err := sub.NextMsg(10 * time.Millisecond); err == nil {
+		t.Error("subscription still delivers after Shutdown")
+	}
+	if err := remote.Publish("siot.test.x", []byte("x")); err == nil {
+		t.Error("publish after Shutdown succeeded")
+	}
+	var nc *nats.Conn
+	srvWithin(t, "Connect after Shutdown", srvWait, func() { nc, err = s.Connect("late") })
+	if err == nil {
+		nc.Close()
+		t.Error("Connect after Shutdown succeeded")
+	}
+	srvWithin(t, "second Shutdown", srvWait, s.Shutdown)
+	select {
+	case err := <-disconnected:
+		t.Errorf("OnDisconnect called twice (second: %v)", err)
+	default:
+	}
+}
+
+// TestDialOnDisconnectOnClose pins what the link layer sees when it closes
+// its own connection: OnDisconnect is called then too (nats.go reports
+// every disconnect), once, with a nil error.
+func TestDialOnDisconnectOnClose(t *testing.T) {
+	srvCheckLeaks(t)
+	s := srvStart(t, ServerConfig{})
+	disconnected := make(chan error, 4)
+	nc, err := Dial(s.ClientURL(), DialConfig{Timeout: srvWait, OnDisconnect: func(err error) { disconnected <- err }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.Close()
+	select {
+	case err := <-disconnected:
+		if err != nil {
+			t.Errorf("OnDisconnect(%v) after Close, want nil", err)
+		}
+	case <-time.After(srvWait):
+		t.Fatalf("OnDisconnect not called %v after Close", srvWait)
+	}
+	if !nc.IsClosed() {
+		t.Error("connection not closed after Close")
+	}
+}
+
+func TestStartServerRefusesBadAddress(t *testing.T) {
+	srvCheckLeaks(t)
+	for _, addr := range []string{"", "127.0.0.1", "127.0.0.1:", "127.0.0.1:nats", "127.0.0.1:-1", "127.0.0.1:65536",
+		"127.0.0.1:99999999999999999999", "127.0.0.1:0:0", "[::1:0"} {
+		var s *Server
+		var err error
+		srvWithin(t, fmt.Sprintf("StartServer(%q)", addr), srvWait, func() {
+			s, err = StartServer(ServerConfig{Listen: addr, ReadyTimeout: 200 * time.Millisecond})
+		})
+		if err == nil {
+			s.Shutdown()
+			t.Errorf("StartServer(%q) succeeded", addr)
+			continue
+		}
+		if s != nil {
+			t.Errorf("StartServer(%q) returned a server with its error", addr)
+		}
+		if !strings.Contains(err.Error(), fmt.Sprintf("%q", addr)) || !strings.HasPrefix(err.Error(), "transport: listen address") {
+			t.Errorf("StartServer(%q) = %q, want an error naming the address", addr, err)
+		}
+	}
+}
+
+// srvLogHandler records the server's log for assertions.
+type srvLogHandler struct {
+	mu   sync.Mutex
+	recs []slog.Record
+}
+
+func (h *srvLogHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *srvLogHandler) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.recs = append(h.recs, r)
+	return nil
+}
+func (h *srvLogHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *srvLogHandler) WithGroup(string) slog.Handler      { return h }
+
+func (h *srvLogHandler) errors() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []string
+	for _, r := range h.recs {
+		if r.Level >= slog.LevelError {
+			out = append(out, r.Message)
+		}
+	}
+	return out
+}
+
+// TestStartServerPortInUse: a second server on a taken port fails with an
+// error after ReadyTimeout instead of hanging, logs the listen error, and
+// leaves the first server serving.
+func TestStartServerPortInUse(t *testing.T) {
+	srvCheckLeaks(t)
+	first := srvStart(t, ServerConfig{})
+	u, _ := url.Parse(first.ClientURL())
+	addr := "127.0.0.1:" + u.Port()
+	logs := &srvLogHandler{}
+	const ready = 300 * time.Millisecond
+	start := time.Now()
+	var second *Server
+	var err error
+	srvWithin(t, "second StartServer", srvWait, func() {
+		second, err = StartServer(ServerConfig{Listen: addr, ReadyTimeout: ready, Logger: slog.New(logs)})
+	})
+	took := time.Since(start)
+	if err == nil {
+		second.Shutdown()
+		t.Fatalf("second server on %s started", addr)
+	}
+	if second != nil || !strings.Contains(err.Error(), addr) {
+		t.Errorf("second StartServer = %v, %q; want nil and an error naming %s", second, err, addr)
+	}
+	t.Logf("refused after %v: %v", took.Round(time.Millisecond), err)
+	var listenErr bool
+	for _, m := range logs.errors() {
+		listenErr = listenErr || strings.Contains(m, "listen")
+	}
+	if !listenErr {
+		t.Errorf("logged errors %q, want the listen error", logs.errors())
+	}
+	nc := srvDial(t, first.ClientURL(), DialConfig{})
+	if _, err := nc.RTT(); err != nil {
+		t.Fatalf("first server after the second failed: %v", err)
+	}
+}
+
+func TestDialNoURL(t *testing.T) {
+	nc, err := Dial("", DialConfig{})
+	if !errors.Is(err, ErrNoURL) || nc != nil {
+		t.Fatalf("Dial(\"\") = %v, %v; want ErrNoURL", nc, err)
+	}
+}
+
+// TestDialClosedPort: nothing listens; Dial fails at once, well within
+// its timeout, with an error naming the URL.
+func TestDialClosedPort(t *testing.T) {
+	srvCheckLeaks(t)
+	u := "nats://" + srvFreePort(t)
+	const timeout = 2 * time.Second
+	start := time.Now()
+	var nc *nats.Conn
+	var err error
+	srvWithin(t, "Dial", timeout+srvWait, func() { nc, err = Dial(u, DialConfig{Timeout: timeout}) })
+	took := time.Since(start)
+	if err == nil {
+		nc.Close()
+		t.Fatalf("Dial(%s) to a closed port succeeded", u)
+	}
+	if nc != nil || !strings.Contains(err.Error(), u) {
+		t.Errorf("Dial = %v, %q; want nil and an error naming %s", nc, err, u)
+	}
+	if took > timeout {
+		t.Errorf("Dial took %v, timeout %v", took, timeout)
+	}
+	t.Logf("refused after %v: %v", took.Round(time.Millisecond), err)
+}
+
+// TestDialTimeoutBoundsHandshake: a listener that accepts and never
+// speaks (a server wedged, or a blackholed path after SYN) fails Dial after
+// about Timeout, not never.
+func TestDialTimeoutBoundsHandshake(t *testing.T) {
+	srvCheckLeaks(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		l.Close()
+		wg.Wait()
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	const timeout = 300 * time.Millisecond
+	start := time.Now()
+	var nc *nats.Conn
+	srvWithin(t, "Dial", timeout+srvWait, func() { nc, err = Dial("nats://"+l.Addr().String(), DialConfig{Timeout: timeout}) })
+	took := time.Since(start)
+	if err == nil {
+		nc.Close()
+		t.Fatal("Dial to a silent listener succeeded")
+	}
+	if took < timeout {
+		t.Errorf("Dial gave up after %v, before its timeout %v", took, timeout)
+	}
+	t.Logf("gave up after %v: %v", took.Round(time.Millisecond), err)
+}
+
+func TestDialBadURL(t *testing.T) {
+	srvCheckLeaks(t)
+	for _, u := range []string{"nats://127.0.0.1:notaport", "nats://127.0.0.1:99999", "://x"} {
+		var nc *nats.Conn
+		var err error
+		srvWithin(t, "Dial("+u+")", srvWait, func() { nc, err = Dial(u, DialConfig{Timeout: time.Second}) })
+		if err == nil {
+			nc.Close()
+			t.Errorf("Dial(%q) succeeded", u)
+		}
+	}
+}
