@@ -56,7 +56,9 @@ func serve(t *testing.T, args ...string) *instance {
 	log := &syncBuffer{}
 	m := &Main{Stdin: strings.NewReader(""), Stdout: io.Discard, Stderr: log, Getenv: func(string) string { return "" }}
 	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx, append([]string{"serve", "--min-free", "0", "--log-format", "json"}, args...)) }()
+	go func() {
+		done <- m.Run(ctx, append([]string{"serve", "--min-free", "0", "--log-format", "json"}, args...))
+	}()
 	inst := &instance{log: log}
 	var once sync.Once
 	var stopErr error
