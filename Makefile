@@ -8,7 +8,7 @@ FUZZSHORT ?= 3s
 .PHONY: build test unit fmtcheck vet tidycheck fuzz fuzz-short bench run clean
 
 build:
-	$(GO) build -o $(BIN) ./cmd/siot
+	$(GO) build -trimpath -ldflags "-s -w" -o $(BIN) ./cmd/siot
 
 test: fmtcheck vet tidycheck unit fuzz-short
 

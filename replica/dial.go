@@ -196,7 +196,9 @@ func (d *dialLink) correctClock(remoteMs int64, rtt time.Duration) {
 	}
 }
 
-// ping keeps the session alive and learns that the remote still serves it.
+// ping keeps an idle session alive and learns that the remote still serves
+// it. A session that carries traffic needs no ping: the remote's messages
+// prove it alive, and a ping would queue behind pushes on a slow link.
 func (d *dialLink) ping(ctx context.Context, s *session, subj string) error {
 	t := time.NewTicker(d.r.cfg.PingInterval)
 	defer t.Stop()
@@ -206,6 +208,9 @@ func (d *dialLink) ping(ctx context.Context, s *session, subj string) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		}
+		if time.Since(time.Unix(0, s.lastSeen.Load())) < d.r.cfg.PingInterval {
+			continue // the remote spoke recently: the link is alive
 		}
 		s.bytesSent.Add(uint64(len(b)))
 		reply, err := s.conn.Request(subj, b, d.r.cfg.AckTimeout)

@@ -1,8 +1,10 @@
 package replica
 
 import (
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -186,4 +188,33 @@ func TestPeersConvergeAndRefuseOtherRoot(t *testing.T) {
 	waitFor(t, "root mismatch refused", 10e9, func() bool {
 		return strings.Contains(other.link(c1.url()).LastError, "different roots")
 	})
+}
+
+// TestSlowLinkAdaptsWithoutTimeouts pushes a few hundred kilobytes through
+// a throttled, delayed link: pushes must shrink to the link so that acks
+// keep coming within the ack timeout and the session never restarts.
+func TestSlowLinkAdaptsWithoutTimeouts(t *testing.T) {
+	cloud := startNode(t, "cloud", nodeOpts{})
+	px := proxyTo(t, cloud)
+	px.SetRate(60_000)
+	px.SetLatency(100 * time.Millisecond)
+	edge := startNode(t, "edge", nodeOpts{upstreams: []string{px.URL()}})
+	edge.waitInSync(px.URL())
+	s := uuid.New()
+	edge.write(edgePt(edge.root, s))
+	var pts []crdt.Point
+	for i := range 12_000 {
+		pts = append(pts, crdt.Point{Node: s, Type: "reading", Key: strconv.Itoa(i), Value: float64(i)})
+	}
+	edge.write(pts...)
+	waitFor(t, "slow resume", 60*time.Second, func() bool {
+		return cloud.get(s, uuid.Nil, "reading", "11999").Time != 0
+	})
+	edge.waitInSync(px.URL())
+	if l := edge.link(px.URL()); l.LastError != "" {
+		t.Fatalf("the session restarted on a slow link: %q", l.LastError)
+	}
+	if st := px.Stats(); st.Accepted != 1 {
+		t.Fatalf("%d connections, want 1", st.Accepted)
+	}
 }

@@ -38,10 +38,10 @@ type Config struct {
 	SessionTimeout time.Duration // an acceptor drops a session silent this long (60 s)
 	HelloTimeout   time.Duration // handshake request timeout (20 s)
 	RetryMin       time.Duration // first reconnect delay (250 ms)
-	RetryMax       time.Duration // longest reconnect delay (30 s)
+	RetryMax       time.Duration // longest reconnect delay (2 s): a link that returns is used within it
 	Window         int           // pushes in flight per session (4)
-	MaxPushBytes   int           // points per push, encoded, about (256 KiB)
-	MaxPushPoints  int           // points per push (4096)
+	MaxPushBytes   int           // largest push, encoded, about (512 KiB); pushes adapt to the link below it
+	MaxPushPoints  int           // points per push (16384)
 }
 
 func (c *Config) setDefaults() {
@@ -55,15 +55,15 @@ func (c *Config) setDefaults() {
 	def(&c.SessionTimeout, 60*time.Second)
 	def(&c.HelloTimeout, 20*time.Second)
 	def(&c.RetryMin, 250*time.Millisecond)
-	def(&c.RetryMax, 30*time.Second)
+	def(&c.RetryMax, 2*time.Second)
 	if c.Window <= 0 {
 		c.Window = 4
 	}
 	if c.MaxPushBytes <= 0 {
-		c.MaxPushBytes = 256 << 10
+		c.MaxPushBytes = 512 << 10
 	}
 	if c.MaxPushPoints <= 0 {
-		c.MaxPushPoints = 4096
+		c.MaxPushPoints = 16384
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

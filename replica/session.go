@@ -36,11 +36,16 @@ type session struct {
 
 	bytesSent, bytesRecv, rejected atomic.Uint64
 
-	mu         sync.Mutex // guards the receiver and the status snapshot
-	have       uint64     // how far we hold the remote's feed
-	remoteIdle bool       // the last push we got said Idle
-	sendIdle   bool       // our sender is caught up
-	pending    uint64     // our sender's estimate of what the remote lacks
+	mu   sync.Mutex // guards the receiver and the status snapshot
+	have uint64     // how far we hold the remote's feed
+
+	// backfill (owned by the sender goroutine): subtrees that entered the
+	// remote's scope, sent whole since their older points were skipped.
+	backfill   []backfillNode // nodes still to send
+	backfillAt *crdt.Register // where the first node's scan stopped
+	remoteIdle bool           // the last push we got said Idle
+	sendIdle   bool           // our sender is caught up
+	pending    uint64         // our sender's estimate of what the remote lacks
 }
 
 func newSession(r *Replica, remote uuid.UUID, role string, sc *scope, conn *nats.Conn, pushSubj string, have uint64, fail func(error)) *session {
@@ -100,15 +105,15 @@ func (s *session) handlePush(m *nats.Msg) {
 		s.respondMsg(m, transport.Ack{Have: s.have, Gap: true})
 		return
 	}
-	if p.Through <= s.have { // nothing we do not hold
-		s.remoteIdle = p.Idle
-		s.respondMsg(m, transport.Ack{Have: s.have})
-		return
-	}
 	pts, err := crdt.DecodeBatch(p.Points, 0)
 	if err != nil {
 		s.respond(m, transport.EncodeError(fmt.Errorf("push %d-%d: %w", p.From, p.Through, err)))
 		s.fail(fmt.Errorf("bad push from %v: %w", s.remote, err))
+		return
+	}
+	if p.Through <= s.have && len(pts) == 0 { // nothing we do not hold
+		s.remoteIdle = p.Idle
+		s.respondMsg(m, transport.Ack{Have: s.have})
 		return
 	}
 	have := max(s.have, p.Through)
@@ -137,7 +142,7 @@ type ackMsg struct {
 // ends or the session fails. It owns its pushState.
 func (s *session) runSender(ctx context.Context, have uint64) error {
 	cfg := &s.r.cfg
-	st := newPushState(have, cfg.Window, 50_000)
+	st := newPushState(have, cfg.Window, 50_000, cfg.MaxPushBytes)
 	acks := make(chan ackMsg, cfg.Window+1)
 	sub, err := s.conn.Subscribe(s.ackPfx+".*", func(m *nats.Msg) {
 		s.bytesRecv.Add(uint64(len(m.Data)))
@@ -163,37 +168,42 @@ func (s *session) runSender(ctx context.Context, have uint64) error {
 	defer tick.Stop()
 	for {
 		last := s.r.st.LastSeq()
-		for st.wantRead(last) {
-			pts, through, idle, err := s.readBatch(st.cursor)
+		for len(s.backfill) > 0 && st.room() {
+			pts, size, err := s.readBackfill(st.budget())
 			if err != nil {
 				return err
 			}
-			push, ok := st.read(through, len(pts), idle, time.Now())
+			if len(pts) == 0 {
+				continue
+			}
+			if err := s.sendPush(st.extra(len(pts), size, time.Now()), pts); err != nil {
+				return err
+			}
+		}
+		for len(s.backfill) == 0 && st.wantRead(last) {
+			pts, size, through, idle, err := s.readBatch(st.cursor, st.budget())
+			if err != nil {
+				return err
+			}
+			push, ok := st.read(through, len(pts), size, idle, time.Now())
 			if !ok {
 				continue
 			}
-			push.Points = crdt.AppendBatch(nil, pts)
-			b, err := transport.Encode(push)
-			if err != nil {
+			if err := s.sendPush(push, pts); err != nil {
 				return err
-			}
-			if err := s.publish(s.pushSubj, s.ackPfx+"."+strconv.FormatUint(push.Through, 10), b); err != nil {
-				return fmt.Errorf("push: %w", err)
 			}
 			last = s.r.st.LastSeq()
 		}
-		if st.idle(last) && !st.lastIdle {
+		if len(s.backfill) == 0 && st.idle(last) && !st.lastIdle {
 			// Caught up after a push that said otherwise: say so.
-			if push, ok := st.read(st.cursor, 0, true, time.Now()); ok {
-				push.Points = crdt.AppendBatch(nil, nil)
-				b, _ := transport.Encode(push)
-				if err := s.publish(s.pushSubj, s.ackPfx+"."+strconv.FormatUint(push.Through, 10), b); err != nil {
-					return fmt.Errorf("push: %w", err)
+			if push, ok := st.read(st.cursor, 0, 0, true, time.Now()); ok {
+				if err := s.sendPush(push, nil); err != nil {
+					return err
 				}
 			}
 		}
 		s.mu.Lock()
-		s.sendIdle, s.pending = st.idle(last) && st.lastIdle, st.pending(last)
+		s.sendIdle, s.pending = len(s.backfill) == 0 && st.idle(last) && st.lastIdle, st.pending(last)
 		s.mu.Unlock()
 		select {
 		case <-ctx.Done():
@@ -206,7 +216,7 @@ func (s *session) runSender(ctx context.Context, have uint64) error {
 			if a.ack.Rejected > 0 {
 				s.r.log.Warn("remote rejected points", "remote", s.remote, "count", a.ack.Rejected, "first", a.ack.Reason)
 			}
-			if err := st.ack(a.ack, a.through); err != nil && !errors.Is(err, errGap) {
+			if err := st.ack(a.ack, a.through, time.Now()); err != nil && !errors.Is(err, errGap) {
 				return err
 			}
 		case now := <-tick.C:
@@ -217,15 +227,30 @@ func (s *session) runSender(ctx context.Context, have uint64) error {
 	}
 }
 
+// sendPush encodes push with pts and publishes it, its reply subject
+// naming the position it covers.
+func (s *session) sendPush(push transport.Push, pts []crdt.Point) error {
+	push.Points = crdt.AppendBatch(nil, pts)
+	b, err := transport.Encode(push)
+	if err != nil {
+		return err
+	}
+	if err := s.publish(s.pushSubj, s.ackPfx+"."+strconv.FormatUint(push.Through, 10), b); err != nil {
+		return fmt.Errorf("push: %w", err)
+	}
+	return nil
+}
+
 // readBatch reads the feed after cursor and returns the points for the
-// remote, the position read through, and whether it reached the end.
-func (s *session) readBatch(cursor uint64) (pts []crdt.Point, through uint64, idle bool, err error) {
+// remote (about size bytes encoded, at most budget), the position read
+// through, and whether it reached the end.
+func (s *session) readBatch(cursor uint64, budget int) (pts []crdt.Point, size int, through uint64, idle bool, err error) {
 	cfg := &s.r.cfg
 	const maxScan = 50_000 // changes looked at per batch, so one read stays short
 	through, idle = cursor, true
-	scanned, size := 0, 0
+	scanned := 0
 	err = s.r.st.Feed(cursor, func(c *store.Change) error {
-		if len(pts) >= cfg.MaxPushPoints || size >= cfg.MaxPushBytes || scanned >= maxScan {
+		if len(pts) >= cfg.MaxPushPoints || size >= budget || scanned >= maxScan {
 			idle = false
 			return store.ErrStop
 		}
@@ -248,8 +273,71 @@ func (s *session) readBatch(cursor uint64) (pts []crdt.Point, through uint64, id
 			return err
 		}
 		pts = append(pts, *p)
-		size += 24 + len(p.Type) + len(p.Key) + len(p.Text)
+		size += pointCost(p)
+		if !s.scope.full() && p.Type == crdt.TypeEdge && !p.Tombstone {
+			// p.Node may just have entered the remote's scope (created,
+			// moved or undeleted under it): its subtree's older points
+			// were skipped while it was outside, so send it whole.
+			// Duplicates merge as stale.
+			s.backfill = append(s.backfill, backfillNode{id: p.Node, expand: true})
+		}
 		return nil
 	})
-	return pts, through, idle, err
+	return pts, size, through, idle, err
 }
+
+// backfillNode is a node whose points a backfill sends; expand says its
+// descendants are still to be queued.
+type backfillNode struct {
+	id     uuid.UUID
+	expand bool
+}
+
+// readBackfill reads up to budget bytes of the backfill: the points of the
+// queued nodes and of their descendants, in the remote's scope.
+func (s *session) readBackfill(budget int) (pts []crdt.Point, size int, err error) {
+	for len(s.backfill) > 0 && size < budget {
+		n := s.backfill[0].id
+		if s.backfill[0].expand {
+			// Queue the subtree below over active edges, each node once.
+			s.backfill[0].expand = false
+			err := s.r.st.Descendants(n, func(d uuid.UUID) error {
+				if d != n {
+					s.backfill = append(s.backfill, backfillNode{id: d})
+				}
+				return nil
+			})
+			if err != nil {
+				return nil, 0, err
+			}
+		}
+		done := true
+		err := s.r.st.ScanNodeFrom(n, s.backfillAt, func(p *crdt.Point) error {
+			if size >= budget {
+				done = false
+				return store.ErrStop
+			}
+			in, err := s.scope.contains(p)
+			if err != nil || !in {
+				return err
+			}
+			pts = append(pts, *p)
+			size += pointCost(p)
+			r := p.Register()
+			s.backfillAt = &r
+			return nil
+		})
+		if err != nil {
+			return nil, 0, err
+		}
+		if done {
+			s.backfill, s.backfillAt = s.backfill[1:], nil
+		}
+	}
+	return pts, size, nil
+}
+
+// pointCost estimates a point's share of a batch's encoded size: a batch
+// of sensor readings costs about 17 bytes a point; new types, keys and
+// text cost their length.
+func pointCost(p *crdt.Point) int { return 16 + len(p.Key)/2 + len(p.Text) }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/google/uuid"
 
 	"siot/crdt"
 )
@@ -42,5 +43,20 @@ func (s *Store) ScanFrom(after *crdt.Register, fn func(p *crdt.Point) error) err
 	}
 	return s.view(func(txn *badger.Txn) error {
 		return scanPoints(txn, []byte{pfxPoint}, start, fn)
+	})
+}
+
+// ScanNodeFrom is ScanNode starting after register after (from the node's
+// first point when nil): a node with millions of points can be read in
+// bounded steps, resuming where the previous step stopped.
+func (s *Store) ScanNodeFrom(n uuid.UUID, after *crdt.Register, fn func(p *crdt.Point) error) error {
+	prefix := append([]byte{pfxPoint}, n[:]...)
+	var start []byte
+	if after != nil {
+		start = append([]byte{pfxPoint}, RegisterKey(*after)...)
+		start = append(start, 0)
+	}
+	return s.view(func(txn *badger.Txn) error {
+		return scanPoints(txn, prefix, start, fn)
 	})
 }
