@@ -27,8 +27,9 @@ type node struct {
 	srv   *transport.Server
 	rep   *Replica
 	clock *crdt.Clock
-	cfg   Config
-	addr  string // listen address, kept across restarts
+	cfg      Config
+	addr     string // listen address, kept across restarts
+	physical func() time.Time
 }
 
 type nodeOpts struct {
@@ -37,6 +38,7 @@ type nodeOpts struct {
 	peers     []string
 	dir       string
 	tune      func(*Config)
+	physical  func() time.Time // the node's physical clock; time.Now when nil
 }
 
 // testTuning shortens timers so failures are detected in test time.
@@ -48,7 +50,10 @@ func testTuning(c *Config) {
 
 func startNode(t testing.TB, name string, o nodeOpts) *node {
 	t.Helper()
-	n := &node{t: t, name: name, dir: o.dir, root: o.root, addr: "127.0.0.1:0"}
+	n := &node{t: t, name: name, dir: o.dir, root: o.root, addr: "127.0.0.1:0", physical: o.physical}
+	if n.physical == nil {
+		n.physical = time.Now
+	}
 	if n.dir == "" {
 		n.dir = t.TempDir()
 	}
@@ -80,7 +85,7 @@ func (n *node) start() {
 	if n.addr == "127.0.0.1:0" {
 		n.addr = srv.ClientURL()[len("nats://"):]
 	}
-	clock, _ := crdt.NewClock(crdt.ClockConfig{Physical: time.Now})
+	clock, _ := crdt.NewClock(crdt.ClockConfig{Physical: n.physical})
 	cfg := n.cfg
 	cfg.Store, cfg.Clock, cfg.Server = st, clock, srv
 	if os.Getenv("SIOT_TEST_LOG") != "" {

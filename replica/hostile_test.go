@@ -1,0 +1,143 @@
+package replica
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+
+	"siot/crdt"
+	"siot/transport"
+)
+
+// TestClocklessDeviceTakesUpstreamTime starts an edge whose physical clock
+// says 1970: after the handshake it stamps present-day times, so its
+// writes are neither refused nor lost to every older write.
+func TestClocklessDeviceTakesUpstreamTime(t *testing.T) {
+	cloud := startNode(t, "cloud", nodeOpts{})
+	boot := time.Now()
+	epoch := func() time.Time { return time.Unix(0, 0).Add(time.Since(boot)) }
+	edge := startNode(t, "edge", nodeOpts{upstreams: []string{cloud.url()}, physical: epoch})
+	edge.waitInSync(cloud.url())
+	if c := edge.clock.Correction(); c < time.Since(time.Unix(0, 0))-time.Minute {
+		t.Fatalf("correction %v, want about %v", c, time.Since(time.Unix(0, 0)))
+	}
+	s := uuid.New()
+	cloud.write(edgePt(edge.root, s), valPt(s, "sp", 1))
+	edge.waitValue(s, "sp", 1)
+	edge.write(valPt(s, "sp", 2)) // later than the cloud's write, so it wins
+	cloud.waitValue(s, "sp", 2)
+	p := edge.get(s, uuid.Nil, "sp", "0")
+	if d := time.Since(p.Time.Time()); d < -time.Minute || d > time.Minute {
+		t.Fatalf("edge stamped %v, not the present", p.Time.Time())
+	}
+}
+
+// TestFarFutureRemotePointsRejected: a device whose clock ran an hour
+// ahead while it was offline cannot make those writes win forever; they
+// are refused, counted and reported, and the rest of the push is applied.
+func TestFarFutureRemotePointsRejected(t *testing.T) {
+	cloud := startNode(t, "cloud", nodeOpts{})
+	px := proxyTo(t, cloud)
+	px.Cut()
+	ahead := func() time.Time { return time.Now().Add(time.Hour) }
+	edge := startNode(t, "edge", nodeOpts{upstreams: []string{px.URL()}, physical: ahead})
+	s := uuid.New()
+	edge.write(edgePt(edge.root, s), valPt(s, "temp", 9))
+	px.Restore()
+	waitFor(t, "rejection counted", 10*time.Second, func() bool {
+		for _, a := range cloud.rep.Status().Accepted {
+			if a.Rejected > 0 {
+				return true
+			}
+		}
+		return false
+	})
+	if p := cloud.get(s, uuid.Nil, "temp", "0"); p.Time != 0 {
+		t.Fatalf("a point an hour ahead was accepted: %v", p.Time.Time())
+	}
+}
+
+// TestHostileMessagesGetErrorsAndChangeNothing sends garbage, oversized
+// and malformed frames to the link and API subjects of a server.
+func TestHostileMessagesGetErrorsAndChangeNothing(t *testing.T) {
+	srv := startNode(t, "server", nodeOpts{})
+	nc, err := nats.Connect(srv.url())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	before := srv.st.LastSeq()
+	req := func(subj string, data []byte) error {
+		m, err := nc.Request(subj, data, 5*time.Second)
+		if err != nil {
+			return err
+		}
+		var w transport.Welcome
+		return transport.Decode(m.Data, 0, &w)
+	}
+	hello := func(h transport.Hello) []byte { b, _ := transport.Encode(h); return b }
+	cases := []struct {
+		name, subj string
+		data       []byte
+		want       string
+	}{
+		{"garbage", transport.SubjectHello, []byte("\x01\x03\xc1\xc1"), "malformed"},
+		{"empty", transport.SubjectHello, nil, "malformed"},
+		{"wrong version", transport.SubjectHello, []byte{9, 3, 0x80}, "version"},
+		{"unknown type", transport.SubjectHello, []byte{1, 200, 0x80}, "unknown message type"},
+		{"bad proto", transport.SubjectHello, hello(transport.Hello{Proto: 99, Instance: uuid.New(), Root: uuid.New(), Role: "edge"}), "protocol"},
+		{"nil instance", transport.SubjectHello, hello(transport.Hello{Proto: 1, Root: uuid.New(), Role: "edge"}), "instance"},
+		{"own instance", transport.SubjectHello, hello(transport.Hello{Proto: 1, Instance: srv.st.Instance(), Root: uuid.New(), Role: "edge"}), "itself"},
+		{"edge with the server's root", transport.SubjectHello, hello(transport.Hello{Proto: 1, Instance: uuid.New(), Root: srv.root, Role: "edge"}), "root"},
+		{"peer with another root", transport.SubjectHello, hello(transport.Hello{Proto: 1, Instance: uuid.New(), Root: uuid.New(), Role: "peer"}), "different roots"},
+		{"unknown role", transport.SubjectHello, hello(transport.Hello{Proto: 1, Instance: uuid.New(), Root: uuid.New(), Role: "admin"}), "role"},
+		{"import garbage", transport.SubjectImport, []byte{1, 11, 0x81, 0xa3, 'p', 't', 's', 0xc4, 3, 1, 2, 3}, "malformed"},
+		{"export bad cursor", transport.SubjectExport, func() []byte {
+			b, _ := transport.Encode(transport.ExportRequest{After: []byte("short")})
+			return b
+		}(), "cursor"},
+	}
+	for _, c := range cases {
+		err := req(c.subj, c.data)
+		if err == nil || !transport.IsRemote(err) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want a remote error about %q", c.name, err, c.want)
+		}
+	}
+	// A payload over the limit never reaches the server.
+	if err := nc.Publish(transport.SubjectHello, make([]byte, transport.MaxPayload+1)); err == nil {
+		t.Error("oversized payload published")
+	}
+	// A session opened properly, then fed a corrupt push, ends with an
+	// error and applies nothing.
+	inst, root := uuid.New(), uuid.New()
+	m, err := nc.Request(transport.SubjectHello, hello(transport.Hello{Proto: 1, Instance: inst, Root: root, Role: "edge"}), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var w transport.Welcome
+	if err := transport.Decode(m.Data, 0, &w); err != nil {
+		t.Fatal(err)
+	}
+	subj, err := transport.Subjects(w.Session)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad, _ := transport.Encode(transport.Push{From: 0, Through: 5, Points: []byte{0x93, 0xc4, 0x10}})
+	m, err = nc.Request(subj.Up, bad, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := transport.Decode(m.Data, 0, &transport.Ack{}); !transport.IsRemote(err) {
+		t.Fatalf("corrupt push: %v", err)
+	}
+	// The adoption edge is the only change the server made.
+	if got := srv.st.LastSeq(); got != before+1 {
+		t.Fatalf("hostile messages changed the store: %d changes", got-before)
+	}
+	if p := srv.get(root, srv.root, crdt.TypeEdge, "0"); p.Time == 0 {
+		t.Fatal("the well-formed hello did not adopt its edge")
+	}
+}
