@@ -19,14 +19,14 @@ import (
 // node is one running instance in a test: a store in a temp dir, an
 // embedded NATS server on a random loopback port, and a replica.
 type node struct {
-	t     testing.TB
-	name  string
-	dir   string
-	root  uuid.UUID
-	st    *store.Store
-	srv   *transport.Server
-	rep   *Replica
-	clock *crdt.Clock
+	t        testing.TB
+	name     string
+	dir      string
+	root     uuid.UUID
+	st       *store.Store
+	srv      *transport.Server
+	rep      *Replica
+	clock    *crdt.Clock
 	cfg      Config
 	addr     string // listen address, kept across restarts
 	physical func() time.Time
