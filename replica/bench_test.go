@@ -59,6 +59,15 @@ func BenchmarkPropagation(b *testing.B) {
 			waitFor(b, "the sensor on both sides", 10*time.Second, func() bool {
 				return cloud.get(s, edge.root, crdt.TypeEdge, "0").Time != 0
 			})
+			// Baseline in the same run: one durable local write on the
+			// receiving side, the floor under any propagation.
+			base := make([]time.Duration, 0, 500)
+			for i := range cap(base) {
+				t0 := time.Now()
+				to.write(valPt(s, "base", float64(i)))
+				base = append(base, time.Since(t0))
+			}
+			slices.Sort(base)
 			kick := to.rep.hub.register()
 			defer to.rep.hub.unregister(kick)
 			lat := make([]time.Duration, 0, b.N)
@@ -73,6 +82,8 @@ func BenchmarkPropagation(b *testing.B) {
 			slices.Sort(lat)
 			b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 			b.ReportMetric(float64(lat[(len(lat)*99)/100].Microseconds())/1000, "p99-ms")
+			b.ReportMetric(float64(base[len(base)/2].Microseconds())/1000, "local-write-p50-ms")
+			b.ReportMetric(float64(base[(len(base)*99)/100].Microseconds())/1000, "local-write-p99-ms")
 		})
 	}
 }
