@@ -119,3 +119,15 @@ func PointDigest(p *Point) Digest {
 	sum := sha256.Sum256(in)
 	return Digest{Hi: binary.BigEndian.Uint64(sum[:8]), Lo: binary.BigEndian.Uint64(sum[8:16])}
 }
+
+// RegisterHash identifies a node point's register within its node, for
+// repair listings: the first 8 bytes, big-endian, of SHA-256 over
+// type 0x00 key.
+func RegisterHash(typ, key string) uint64 {
+	h := sha256.New()
+	h.Write([]byte(typ))
+	h.Write([]byte{0})
+	h.Write([]byte(key))
+	var sum [sha256.Size]byte
+	return binary.BigEndian.Uint64(h.Sum(sum[:0]))
+}

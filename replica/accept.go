@@ -117,6 +117,9 @@ func (a *acceptor) hello(m *nats.Msg) (transport.Welcome, error) {
 		subj.Start: func(m *nats.Msg) { a.handleStart(as, m) },
 		subj.Up:    as.s.handlePush,
 		subj.Ping:  func(m *nats.Msg) { a.handlePing(as, m) },
+		subj.Repair: func(m *nats.Msg) {
+			a.handleRepair(as, m)
+		},
 	} {
 		sub, err := r.nc.Subscribe(subject, handler)
 		if err != nil {
@@ -220,6 +223,10 @@ func (a *acceptor) handleStart(as *acceptedSession, m *nats.Msg) {
 	s.respondMsg(m, transport.Ack{Have: have})
 	go func() {
 		defer a.wg.Done()
+		if a.r.cfg.NoPush {
+			<-as.ctx.Done()
+			return
+		}
 		err := s.runSender(as.ctx, st.Have)
 		if err != nil {
 			a.end(as, err)

@@ -128,10 +128,20 @@ func (d *dialLink) session(parent context.Context) error {
 	r.log.Info("link up", "url", d.url, "role", d.role, "remote", w.Instance, "resume_from", w.Have, "have", have)
 
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() {
 		defer wg.Done()
+		if r.cfg.NoPush {
+			return
+		}
 		if err := s.runSender(ctx, w.Have); err != nil {
+			cancel(err)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		rp := &repairer{s: s, root: r.st.Root(), subject: subj.Repair, pushTo: subj.Up}
+		if err := d.repairLoop(ctx, s, rp); err != nil {
 			cancel(err)
 		}
 	}()
@@ -193,6 +203,68 @@ func (d *dialLink) correctClock(remoteMs int64, rtt time.Duration) {
 		c.SetCorrection(off)
 	} else if c.Correction() != 0 {
 		c.SetCorrection(0)
+	}
+}
+
+// repairLoop runs digest repair on the session: once the initial resume is
+// done (or at once without push), then every RepairInterval with jitter.
+// A round that found differences is followed at once by another, until
+// one finds the scopes equal (at most a few: writes racing a round only
+// add one).
+func (d *dialLink) repairLoop(ctx context.Context, s *session, rp *repairer) error {
+	cfg := &d.r.cfg
+	if !cfg.NoPush {
+		// Let push and resume carry the bulk first.
+		t := time.NewTicker(20 * time.Millisecond)
+		deadline := time.Now().Add(cfg.RepairInterval)
+		for {
+			s.mu.Lock()
+			idle := s.sendIdle && s.remoteIdle
+			s.mu.Unlock()
+			if idle || time.Now().After(deadline) {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case <-t.C:
+			}
+		}
+		t.Stop()
+	}
+	for {
+		for try := 0; try < 3; try++ {
+			st, err := rp.round(ctx)
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
+			s.mu.Lock()
+			s.repairEqual, s.lastRepair = st.Equal, st
+			if !st.Equal {
+				s.lastDiff = st
+			}
+			s.mu.Unlock()
+			if !st.Equal {
+				d.r.log.Info("repair", "url", d.url, "round_trips", st.RoundTrips, "fetched", st.Fetched,
+					"sent", st.Sent, "bytes_out", st.BytesOut, "bytes_in", st.BytesIn, "took", st.Took.Round(time.Millisecond))
+			}
+			if st.Equal {
+				break
+			}
+		}
+		wait := cfg.RepairInterval
+		wait += time.Duration(rand.Int64N(int64(wait)/5+1)) - wait/10
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
 	}
 }
 

@@ -44,7 +44,7 @@ type nodeOpts struct {
 // testTuning shortens timers so failures are detected in test time.
 func testTuning(c *Config) {
 	c.RetryMin, c.RetryMax = 20*time.Millisecond, 200*time.Millisecond
-	c.PingInterval, c.SessionTimeout, c.AckTimeout = 200*time.Millisecond, 2*time.Second, 3*time.Second
+	c.PingInterval, c.SessionTimeout, c.AckTimeout = 200*time.Millisecond, 6*time.Second, 4*time.Second
 	c.HelloTimeout = 3 * time.Second
 }
 

@@ -42,6 +42,11 @@ type Config struct {
 	Window         int           // pushes in flight per session (4)
 	MaxPushBytes   int           // largest push, encoded, about (512 KiB); pushes adapt to the link below it
 	MaxPushPoints  int           // points per push (16384)
+	RepairInterval time.Duration // digest repair runs on every connect and then this often, ±20% (60 s)
+
+	// NoPush turns push and resume off, leaving digest repair alone to
+	// converge replicas: for tests and diagnosis, never for production.
+	NoPush bool
 }
 
 func (c *Config) setDefaults() {
@@ -56,6 +61,7 @@ func (c *Config) setDefaults() {
 	def(&c.HelloTimeout, 20*time.Second)
 	def(&c.RetryMin, 250*time.Millisecond)
 	def(&c.RetryMax, 2*time.Second)
+	def(&c.RepairInterval, 60*time.Second)
 	if c.Window <= 0 {
 		c.Window = 4
 	}

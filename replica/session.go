@@ -36,16 +36,19 @@ type session struct {
 
 	bytesSent, bytesRecv, rejected atomic.Uint64
 
-	mu   sync.Mutex // guards the receiver and the status snapshot
-	have uint64     // how far we hold the remote's feed
+	mu          sync.Mutex  // guards the receiver and the status snapshot
+	have        uint64      // how far we hold the remote's feed
+	remoteIdle  bool        // the last push we got said Idle
+	sendIdle    bool        // our sender is caught up
+	pending     uint64      // our sender's estimate of what the remote lacks
+	repairEqual bool        // the last repair round found the scopes equal
+	lastRepair  RepairStats // the last repair round
+	lastDiff    RepairStats // the last repair round that found differences
 
 	// backfill (owned by the sender goroutine): subtrees that entered the
 	// remote's scope, sent whole since their older points were skipped.
 	backfill   []backfillNode // nodes still to send
 	backfillAt *crdt.Register // where the first node's scan stopped
-	remoteIdle bool           // the last push we got said Idle
-	sendIdle   bool           // our sender is caught up
-	pending    uint64         // our sender's estimate of what the remote lacks
 }
 
 func newSession(r *Replica, remote uuid.UUID, role string, sc *scope, conn *nats.Conn, pushSubj string, have uint64, fail func(error)) *session {
@@ -57,11 +60,16 @@ func newSession(r *Replica, remote uuid.UUID, role string, sc *scope, conn *nats
 
 func (s *session) touch() { s.lastSeen.Store(time.Now().UnixNano()) }
 
-// inSync: both senders caught up and nothing in flight.
+// inSync: the last digest comparison matched, both senders are caught up
+// and nothing is in flight.
 func (s *session) status() (inSync bool, pending uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.sendIdle && s.remoteIdle, s.pending
+	idle := s.sendIdle && s.remoteIdle
+	if s.r.cfg.NoPush {
+		idle = true
+	}
+	return idle && s.repairEqual, s.pending
 }
 
 // publish sends a frame and counts it.

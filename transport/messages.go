@@ -203,7 +203,9 @@ const (
 	MsgImportResult  MsgType = 12
 	MsgExportRequest MsgType = 13
 	MsgExportPage    MsgType = 14
-	msgTypeEnd               = 15 // one past the last known type
+	MsgRepair        MsgType = 15
+	MsgRepairReply   MsgType = 16
+	msgTypeEnd               = 17 // one past the last known type
 )
 
 var msgNames = [...]string{
@@ -211,6 +213,7 @@ var msgNames = [...]string{
 	MsgStart: "start", MsgPush: "push", MsgAck: "ack", MsgPing: "ping",
 	MsgStatusRequest: "status-request", MsgStatus: "status", MsgImport: "import",
 	MsgImportResult: "import-result", MsgExportRequest: "export-request", MsgExportPage: "export-page",
+	MsgRepair: "repair", MsgRepairReply: "repair-reply",
 }
 
 // typeOf returns the MsgType of a message value.
@@ -251,6 +254,10 @@ func Encode(v any) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	return encodeWire(t, v)
+}
+
+func encodeWire(t MsgType, v any) ([]byte, error) {
 	b, err := msgpack.Marshal(v)
 	if err != nil {
 		return nil, fmt.Errorf("transport: encode %s: %w", t, err)
@@ -280,6 +287,10 @@ func Decode(msg []byte, limit int, v any) error {
 	if err != nil {
 		return err
 	}
+	return decodeWire(msg, limit, want, v)
+}
+
+func decodeWire(msg []byte, limit int, want MsgType, v any) error {
 	rv := reflect.ValueOf(v)
 	if rv.Kind() != reflect.Pointer || rv.IsNil() {
 		return fmt.Errorf("transport: decode into %T: want a non-nil pointer", v)

@@ -32,6 +32,8 @@ type SessionSubjects struct {
 	Down string
 	// Ping: the dialer's keepalive (request; reply: Ack).
 	Ping string
+	// Repair: the dialer's digest repair requests (reply: RepairReply).
+	Repair string
 }
 
 // NewSessionID returns a random session name: 32 hex digits, unguessable,
@@ -50,7 +52,7 @@ func Subjects(id string) (SessionSubjects, error) {
 		return SessionSubjects{}, fmt.Errorf("transport: bad session id %q", truncate(id, 40))
 	}
 	p := "siot.link." + id + "."
-	return SessionSubjects{Start: p + "start", Up: p + "up", Down: p + "down", Ping: p + "ping"}, nil
+	return SessionSubjects{Start: p + "start", Up: p + "up", Down: p + "down", Ping: p + "ping", Repair: p + "repair"}, nil
 }
 
 func truncate(s string, n int) string {

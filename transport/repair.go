@@ -1,0 +1,463 @@
+package transport
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/google/uuid"
+
+	"siot/crdt"
+)
+
+// Digest repair messages. A repair is driven by the dialer of a link: it
+// sends RepairRequests to the session's repair subject and the acceptor
+// answers each with a RepairReply. The lists inside are fixed-layout binary
+// records in msgpack bins, so their size is bounded by the bytes present
+// and a record costs no more than its fields; docs/protocol.md gives the
+// layouts.
+
+// ShortDigest is the first 8 bytes of a crdt.Digest: enough to tell two
+// versions of one thing apart (a false match needs a 2^-64 coincidence),
+// half the bytes on the wire.
+type ShortDigest [8]byte
+
+// Short returns d's ShortDigest.
+func Short(d crdt.Digest) ShortDigest {
+	b := d.Bytes()
+	var s ShortDigest
+	copy(s[:], b[:8])
+	return s
+}
+
+// NodeSub asks: is node n's subtree digest equal to Sub? When it is not,
+// and n's own digest differs from Own, the reply's Summary comes with the
+// first page of n's listing, saving a round trip.
+type NodeSub struct {
+	Node uuid.UUID
+	Sub  crdt.Digest
+	Own  crdt.Digest
+}
+
+// ListQuery asks for the listing of node Node's points after register
+// After (nil: from the first).
+type ListQuery struct {
+	Node  uuid.UUID
+	After []byte
+}
+
+// BucketQuery asks for the children of Node whose ID starts with Bucket.
+type BucketQuery struct {
+	Node   uuid.UUID
+	Bucket byte
+}
+
+// FetchQuery asks for the node points of Node whose register hashes
+// (RegisterHash) are in Hashes.
+type FetchQuery struct {
+	Node   uuid.UUID
+	Hashes []uint64
+}
+
+// EdgeQuery asks for the points of the edge Parent → Child.
+type EdgeQuery struct {
+	Child, Parent uuid.UUID
+}
+
+// RepairRequest is one round trip of a repair: every query of it is
+// answered in the reply, in order, until the reply is full.
+type RepairRequest struct {
+	Root    uuid.UUID
+	Compare []NodeSub
+	List    []ListQuery
+	Buckets []BucketQuery
+	Fetch   []FetchQuery
+	Edges   []EdgeQuery
+}
+
+// ChildSum is one child in a Summary or a bucket listing.
+type ChildSum struct {
+	ID     uuid.UUID
+	Active bool
+	Edge   ShortDigest
+	Sub    ShortDigest
+}
+
+// Summary describes a node whose subtree digest differed: its own digest
+// and either its children (when few) or its non-empty child buckets.
+type Summary struct {
+	Node     uuid.UUID
+	Own      crdt.Digest
+	Children []ChildSum
+	Buckets  []BucketSum // set instead of Children for a node with many children
+	Many     bool        // Buckets, not Children
+}
+
+// BucketSum is the digest of one non-empty child bucket.
+type BucketSum struct {
+	Bucket byte
+	Digest ShortDigest
+}
+
+// Listing lists a node's points: register hash and short point digest.
+type Listing struct {
+	Node    uuid.UUID
+	Entries []ListEntry
+	More    bool   // more follow: ask again with After = Next
+	Next    []byte // cursor, set when More
+	After   []byte // the cursor this page started after (echoed)
+}
+
+// ListEntry is one point in a Listing.
+type ListEntry struct {
+	Hash   uint64
+	Digest ShortDigest
+}
+
+// BucketChildren lists the children of Node in one bucket.
+type BucketChildren struct {
+	Node     uuid.UUID
+	Bucket   byte
+	Children []ChildSum
+}
+
+// RepairReply answers a RepairRequest. Answered counts, per kind, how many
+// queries of the request were answered (in order); the rest did not fit
+// and must be asked again. Points holds the fetched points and edge
+// points, a crdt batch.
+type RepairReply struct {
+	Summaries []Summary
+	Listings  []Listing
+	Buckets   []BucketChildren
+	Points    []byte
+	Answered  [5]int // Compare, List, Buckets, Fetch, Edges
+}
+
+// RegisterHash identifies a node point's register (type and key) in
+// listings and fetches: the first 8 bytes of SHA-256 over type 0x00 key,
+// big-endian.
+func RegisterHash(typ, key string) uint64 {
+	return crdt.RegisterHash(typ, key)
+}
+
+// wire forms: the msgpack bodies.
+
+type repairRequestWire struct {
+	Root    uuid.UUID `msgpack:"root"`
+	Compare []byte    `msgpack:"cmp,omitempty"`
+	List    []byte    `msgpack:"list,omitempty"`
+	Buckets []byte    `msgpack:"bkt,omitempty"`
+	Fetch   []byte    `msgpack:"fetch,omitempty"`
+	Edges   []byte    `msgpack:"edges,omitempty"`
+}
+
+type repairReplyWire struct {
+	Summaries []byte `msgpack:"sums,omitempty"`
+	Listings  []byte `msgpack:"lists,omitempty"`
+	Buckets   []byte `msgpack:"bkts,omitempty"`
+	Points    []byte `msgpack:"pts,omitempty"`
+	Answered  []int  `msgpack:"done"`
+}
+
+// EncodeRepairRequest returns the frame of r.
+func EncodeRepairRequest(r *RepairRequest) ([]byte, error) {
+	w := repairRequestWire{Root: r.Root}
+	for _, c := range r.Compare {
+		d, o := c.Sub.Bytes(), c.Own.Bytes()
+		w.Compare = append(append(append(w.Compare, c.Node[:]...), d[:]...), o[:]...)
+	}
+	for _, l := range r.List {
+		w.List = append(w.List, l.Node[:]...)
+		w.List = binary.AppendUvarint(w.List, uint64(len(l.After)))
+		w.List = append(w.List, l.After...)
+	}
+	for _, b := range r.Buckets {
+		w.Buckets = append(append(w.Buckets, b.Node[:]...), b.Bucket)
+	}
+	for _, f := range r.Fetch {
+		w.Fetch = append(w.Fetch, f.Node[:]...)
+		w.Fetch = binary.AppendUvarint(w.Fetch, uint64(len(f.Hashes)))
+		for _, h := range f.Hashes {
+			w.Fetch = binary.BigEndian.AppendUint64(w.Fetch, h)
+		}
+	}
+	for _, e := range r.Edges {
+		w.Edges = append(append(w.Edges, e.Child[:]...), e.Parent[:]...)
+	}
+	return encodeWire(MsgRepair, &w)
+}
+
+// DecodeRepairRequest parses a MsgRepair frame of at most limit bytes.
+// Errors wrap crdt.ErrMalformed for a defective body, or those of Decode.
+func DecodeRepairRequest(msg []byte, limit int) (*RepairRequest, error) {
+	var w repairRequestWire
+	if err := decodeWire(msg, limit, MsgRepair, &w); err != nil {
+		return nil, err
+	}
+	r := &RepairRequest{Root: w.Root}
+	rd := &recReader{b: w.Compare, what: "compare"}
+	for rd.more() {
+		c := NodeSub{Node: rd.id()}
+		c.Sub = rd.digest()
+		c.Own = rd.digest()
+		r.Compare = append(r.Compare, c)
+	}
+	if rd.err != nil {
+		return nil, rd.err
+	}
+	rd = &recReader{b: w.List, what: "list"}
+	for rd.more() {
+		l := ListQuery{Node: rd.id()}
+		l.After = rd.bytes(crdt.MaxTypeLen + crdt.MaxKeyLen + 64)
+		r.List = append(r.List, l)
+	}
+	if rd.err != nil {
+		return nil, rd.err
+	}
+	rd = &recReader{b: w.Buckets, what: "buckets"}
+	for rd.more() {
+		r.Buckets = append(r.Buckets, BucketQuery{Node: rd.id(), Bucket: rd.byte()})
+	}
+	if rd.err != nil {
+		return nil, rd.err
+	}
+	rd = &recReader{b: w.Fetch, what: "fetch"}
+	for rd.more() {
+		f := FetchQuery{Node: rd.id()}
+		n := rd.count(8)
+		for range n {
+			f.Hashes = append(f.Hashes, rd.u64())
+		}
+		r.Fetch = append(r.Fetch, f)
+	}
+	if rd.err != nil {
+		return nil, rd.err
+	}
+	rd = &recReader{b: w.Edges, what: "edges"}
+	for rd.more() {
+		r.Edges = append(r.Edges, EdgeQuery{Child: rd.id(), Parent: rd.id()})
+	}
+	return r, rd.err
+}
+
+func appendChild(b []byte, c ChildSum) []byte {
+	b = append(b, c.ID[:]...)
+	flag := byte(0)
+	if c.Active {
+		flag = 1
+	}
+	b = append(b, flag)
+	b = append(b, c.Edge[:]...)
+	return append(b, c.Sub[:]...)
+}
+
+func (rd *recReader) child() ChildSum {
+	c := ChildSum{ID: rd.id()}
+	switch rd.byte() {
+	case 0:
+	case 1:
+		c.Active = true
+	default:
+		rd.fail("child flag")
+	}
+	c.Edge = rd.short()
+	c.Sub = rd.short()
+	return c
+}
+
+// EncodeRepairReply returns the frame of r.
+func EncodeRepairReply(r *RepairReply) ([]byte, error) {
+	w := repairReplyWire{Points: r.Points, Answered: r.Answered[:]}
+	for _, s := range r.Summaries {
+		own := s.Own.Bytes()
+		w.Summaries = append(append(w.Summaries, s.Node[:]...), own[:]...)
+		if s.Many {
+			w.Summaries = append(w.Summaries, 1)
+			w.Summaries = binary.AppendUvarint(w.Summaries, uint64(len(s.Buckets)))
+			for _, b := range s.Buckets {
+				w.Summaries = append(append(w.Summaries, b.Bucket), b.Digest[:]...)
+			}
+			continue
+		}
+		w.Summaries = append(w.Summaries, 0)
+		w.Summaries = binary.AppendUvarint(w.Summaries, uint64(len(s.Children)))
+		for _, c := range s.Children {
+			w.Summaries = appendChild(w.Summaries, c)
+		}
+	}
+	for _, l := range r.Listings {
+		w.Listings = append(w.Listings, l.Node[:]...)
+		w.Listings = binary.AppendUvarint(w.Listings, uint64(len(l.After)))
+		w.Listings = append(w.Listings, l.After...)
+		more := byte(0)
+		if l.More {
+			more = 1
+		}
+		w.Listings = append(w.Listings, more)
+		w.Listings = binary.AppendUvarint(w.Listings, uint64(len(l.Next)))
+		w.Listings = append(w.Listings, l.Next...)
+		w.Listings = binary.AppendUvarint(w.Listings, uint64(len(l.Entries)))
+		for _, e := range l.Entries {
+			w.Listings = binary.BigEndian.AppendUint64(w.Listings, e.Hash)
+			w.Listings = append(w.Listings, e.Digest[:]...)
+		}
+	}
+	for _, b := range r.Buckets {
+		w.Buckets = append(append(w.Buckets, b.Node[:]...), b.Bucket)
+		w.Buckets = binary.AppendUvarint(w.Buckets, uint64(len(b.Children)))
+		for _, c := range b.Children {
+			w.Buckets = appendChild(w.Buckets, c)
+		}
+	}
+	return encodeWire(MsgRepairReply, &w)
+}
+
+// DecodeRepairReply parses a MsgRepairReply frame of at most limit bytes.
+func DecodeRepairReply(msg []byte, limit int) (*RepairReply, error) {
+	var w repairReplyWire
+	if err := decodeWire(msg, limit, MsgRepairReply, &w); err != nil {
+		return nil, err
+	}
+	r := &RepairReply{Points: w.Points}
+	if len(w.Answered) != len(r.Answered) {
+		return nil, fmt.Errorf("repair reply: %w: %d answered counts", crdt.ErrMalformed, len(w.Answered))
+	}
+	for i, n := range w.Answered {
+		if n < 0 {
+			return nil, fmt.Errorf("repair reply: %w: negative count", crdt.ErrMalformed)
+		}
+		r.Answered[i] = n
+	}
+	rd := &recReader{b: w.Summaries, what: "summaries"}
+	for rd.more() {
+		s := Summary{Node: rd.id(), Own: rd.digest()}
+		switch rd.byte() {
+		case 0:
+			n := rd.count(16 + 1 + 16)
+			for range n {
+				s.Children = append(s.Children, rd.child())
+			}
+		case 1:
+			s.Many = true
+			n := rd.count(9)
+			for range n {
+				s.Buckets = append(s.Buckets, BucketSum{Bucket: rd.byte(), Digest: rd.short()})
+			}
+		default:
+			rd.fail("summary kind")
+		}
+		r.Summaries = append(r.Summaries, s)
+	}
+	if rd.err != nil {
+		return nil, rd.err
+	}
+	rd = &recReader{b: w.Listings, what: "listings"}
+	for rd.more() {
+		l := Listing{Node: rd.id()}
+		l.After = rd.bytes(crdt.MaxTypeLen + crdt.MaxKeyLen + 64)
+		switch rd.byte() {
+		case 0:
+		case 1:
+			l.More = true
+		default:
+			rd.fail("listing more")
+		}
+		l.Next = rd.bytes(crdt.MaxTypeLen + crdt.MaxKeyLen + 64)
+		n := rd.count(16)
+		for range n {
+			l.Entries = append(l.Entries, ListEntry{Hash: rd.u64(), Digest: rd.short()})
+		}
+		r.Listings = append(r.Listings, l)
+	}
+	if rd.err != nil {
+		return nil, rd.err
+	}
+	rd = &recReader{b: w.Buckets, what: "buckets"}
+	for rd.more() {
+		b := BucketChildren{Node: rd.id(), Bucket: rd.byte()}
+		n := rd.count(16 + 1 + 16)
+		for range n {
+			b.Children = append(b.Children, rd.child())
+		}
+		r.Buckets = append(r.Buckets, b)
+	}
+	return r, rd.err
+}
+
+// recReader reads fixed-layout records from a bin, remembering the first
+// error; every read is bounds-checked.
+type recReader struct {
+	b    []byte
+	what string
+	err  error
+}
+
+func (r *recReader) fail(field string) {
+	if r.err == nil {
+		r.err = fmt.Errorf("repair %s: %w: bad %s", r.what, crdt.ErrMalformed, field)
+	}
+	r.b = nil
+}
+
+func (r *recReader) more() bool { return r.err == nil && len(r.b) > 0 }
+
+func (r *recReader) take(n int, field string) []byte {
+	if r.err != nil || n < 0 || len(r.b) < n {
+		r.fail(field)
+		return make([]byte, max(n, 0))
+	}
+	out := r.b[:n]
+	r.b = r.b[n:]
+	return out
+}
+
+func (r *recReader) id() (u uuid.UUID) {
+	copy(u[:], r.take(16, "uuid"))
+	return u
+}
+
+func (r *recReader) digest() crdt.Digest {
+	var b [16]byte
+	copy(b[:], r.take(16, "digest"))
+	return crdt.DigestFromBytes(b)
+}
+
+func (r *recReader) short() (s ShortDigest) {
+	copy(s[:], r.take(8, "digest"))
+	return s
+}
+
+func (r *recReader) byte() byte { return r.take(1, "byte")[0] }
+
+func (r *recReader) u64() uint64 { return binary.BigEndian.Uint64(r.take(8, "hash")) }
+
+// count reads a record count and checks that the bytes left can hold that
+// many records of at least min bytes, so no count allocates beyond them.
+func (r *recReader) count(min int) int {
+	if r.err != nil {
+		return 0
+	}
+	n, k := binary.Uvarint(r.b)
+	if k <= 0 || n > uint64(len(r.b)-k)/uint64(min) {
+		r.fail("count")
+		return 0
+	}
+	r.b = r.b[k:]
+	return int(n)
+}
+
+// bytes reads a length-prefixed byte string of at most limit bytes.
+func (r *recReader) bytes(limit int) []byte {
+	if r.err != nil {
+		return nil
+	}
+	n, k := binary.Uvarint(r.b)
+	if k <= 0 || n > uint64(limit) || n > uint64(len(r.b)-k) {
+		r.fail("length")
+		return nil
+	}
+	r.b = r.b[k:]
+	if n == 0 {
+		return nil
+	}
+	return append([]byte(nil), r.take(int(n), "bytes")...)
+}
