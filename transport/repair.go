@@ -236,8 +236,14 @@ func DecodeRepairRequest(msg []byte, limit int) (*RepairRequest, error) {
 	for rd.more() {
 		r.Edges = append(r.Edges, EdgeQuery{Child: rd.id(), Parent: rd.id()})
 	}
-	return r, rd.err
+	if rd.err != nil {
+		return nil, rd.err
+	}
+	return r, nil
 }
+
+// childRecordLen is the size of a ChildSum record: id, flag, edge, sub.
+const childRecordLen = 16 + 1 + 8 + 8
 
 func appendChild(b []byte, c ChildSum) []byte {
 	b = append(b, c.ID[:]...)
@@ -312,12 +318,16 @@ func EncodeRepairReply(r *RepairReply) ([]byte, error) {
 }
 
 // DecodeRepairReply parses a MsgRepairReply frame of at most limit bytes.
+// Errors wrap crdt.ErrMalformed for a defective body, or those of Decode.
 func DecodeRepairReply(msg []byte, limit int) (*RepairReply, error) {
 	var w repairReplyWire
 	if err := decodeWire(msg, limit, MsgRepairReply, &w); err != nil {
 		return nil, err
 	}
-	r := &RepairReply{Points: w.Points}
+	r := &RepairReply{}
+	if len(w.Points) > 0 {
+		r.Points = w.Points // an empty pts bin is no points, like none
+	}
 	if len(w.Answered) != len(r.Answered) {
 		return nil, fmt.Errorf("repair reply: %w: %d answered counts", crdt.ErrMalformed, len(w.Answered))
 	}
@@ -332,7 +342,7 @@ func DecodeRepairReply(msg []byte, limit int) (*RepairReply, error) {
 		s := Summary{Node: rd.id(), Own: rd.digest()}
 		switch rd.byte() {
 		case 0:
-			n := rd.count(16 + 1 + 16)
+			n := rd.count(childRecordLen)
 			for range n {
 				s.Children = append(s.Children, rd.child())
 			}
@@ -374,13 +384,16 @@ func DecodeRepairReply(msg []byte, limit int) (*RepairReply, error) {
 	rd = &recReader{b: w.Buckets, what: "buckets"}
 	for rd.more() {
 		b := BucketChildren{Node: rd.id(), Bucket: rd.byte()}
-		n := rd.count(16 + 1 + 16)
+		n := rd.count(childRecordLen)
 		for range n {
 			b.Children = append(b.Children, rd.child())
 		}
 		r.Buckets = append(r.Buckets, b)
 	}
-	return r, rd.err
+	if rd.err != nil {
+		return nil, rd.err
+	}
+	return r, nil
 }
 
 // recReader reads fixed-layout records from a bin, remembering the first
