@@ -29,6 +29,8 @@ type acceptor struct {
 	closed   bool
 	wg       sync.WaitGroup
 	refused  atomic.Uint64 // hellos refused
+	// repairTime is the time spent answering repair requests, ns.
+	repairTime atomic.Int64
 }
 
 // acceptedSession is a session a dialer opened here.

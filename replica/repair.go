@@ -42,6 +42,7 @@ type RepairStats struct {
 	Fetched    int           // points received from the remote
 	Sent       int           // points sent to the remote
 	Took       time.Duration // wall time
+	Work       time.Duration // time spent in this side's repair code: Took without waiting for replies
 }
 
 // repairer runs repair rounds for one session: its queues are the state of
@@ -67,6 +68,7 @@ type repairer struct {
 	sending   sync.WaitGroup
 	sendErr   chan error
 	sendAfter bool // a push was sent after the last request
+	waited    time.Duration
 }
 
 // round runs one repair round to its end: the descent finishes even if
@@ -82,7 +84,7 @@ func (rp *repairer) round(ctx context.Context) (RepairStats, error) {
 	}
 	rp.compare = []transport.NodeSub{{Node: rp.root, Sub: d.Sub, Own: d.Own}}
 	rp.sendErr = make(chan error, 1)
-	rp.sendAfter = false
+	rp.sendAfter, rp.waited = false, 0
 	defer rp.sending.Wait() // also on errors: no push outlives its round
 	first := true
 	for len(rp.compare)+len(rp.list)+len(rp.buckets)+len(rp.fetch)+len(rp.edges) > 0 {
@@ -110,7 +112,9 @@ func (rp *repairer) round(ctx context.Context) (RepairStats, error) {
 	if err := rp.flushSend(); err != nil {
 		return rp.stats, err
 	}
+	t0 := time.Now()
 	rp.sending.Wait()
+	rp.waited += time.Since(t0)
 	select {
 	case err := <-rp.sendErr:
 		return rp.stats, err
@@ -120,6 +124,7 @@ func (rp *repairer) round(ctx context.Context) (RepairStats, error) {
 		rp.stats.RoundTrips++ // the last push was waited for on its own
 	}
 	rp.stats.Took = time.Since(start)
+	rp.stats.Work = rp.stats.Took - rp.waited
 	return rp.stats, nil
 }
 
@@ -156,7 +161,9 @@ func (rp *repairer) exchange(req *transport.RepairRequest) (*transport.RepairRep
 	s := rp.s
 	s.bytesSent.Add(uint64(len(b)))
 	rp.stats.BytesOut += len(b)
+	t0 := time.Now()
 	m, err := s.conn.Request(rp.subject, b, s.r.cfg.AckTimeout)
+	rp.waited += time.Since(t0)
 	if err != nil {
 		return nil, fmt.Errorf("repair: %w", err)
 	}
@@ -611,6 +618,8 @@ func listNode(st *store.Store, in bool, q transport.ListQuery, size *int) (trans
 
 // handleRepair is the acceptor's side of repair: it answers one request.
 func (a *acceptor) handleRepair(as *acceptedSession, m *nats.Msg) {
+	t0 := time.Now()
+	defer func() { a.repairTime.Add(int64(time.Since(t0))) }()
 	s := as.s
 	s.bytesRecv.Add(uint64(len(m.Data)))
 	s.touch()
