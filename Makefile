@@ -12,8 +12,11 @@ build:
 
 test: fmtcheck vet tidycheck unit fuzz-short
 
+# The store's big-node tests at full size and the edge footprint test
+# (RSS is meaningless under the race detector) run again without -race.
 unit:
 	$(GO) test -race -count=1 ./...
+	$(GO) test -count=1 -run 'Big|Footprint' ./store/
 
 fmtcheck:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -5,7 +5,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
+	"sync"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/google/uuid"
@@ -110,9 +112,12 @@ func (s *Store) ApplyWith(opts ApplyOptions, pts []crdt.Point) (Result, error) {
 	}
 	txn := s.db.NewTransaction(true)
 	defer txn.Discard()
-	b := newBatch(txn, s.seq.Load())
+	b := newBatch(txn, s.seq.Load(), s.cache)
 	if opts.Source != uuid.Nil {
 		b.source = opts.Source[:]
+	}
+	if err := b.prefetch(s.db, batchPts); err != nil {
+		return Result{}, err
 	}
 	res, err := b.apply(batchPts)
 	if err != nil {
@@ -144,23 +149,31 @@ func (s *Store) ApplyWith(opts ApplyOptions, pts []crdt.Point) (Result, error) {
 	}
 	s.maxTime.Store(uint64(maxTime))
 	s.seq.Store(b.seq)
+	b.remember()
 	return res, nil
 }
 
 // batch is the working state of one Apply: everything it read, changed or
-// will write, so each key is read and written at most once.
+// will write, so each key is read and written at most once. Nothing is
+// written into the transaction before flush: Badger sorts a transaction's
+// pending writes every time an iterator is opened on it, so writing early
+// would make each index scan of the batch cost O(batch log batch).
 type batch struct {
 	txn    *badger.Txn
 	seq    uint64 // the last change number assigned
 	source []byte // the change feed value: the source instance, or nil
+	cache  *writeCache
 
-	regs      map[string]*crdt.Point // point key → winner so far (nil: none)
-	regSeq    map[string]uint64      // point key → the winner's change number
+	regs      map[string]*regState // point key → the register's state
+	pointRegs []*regState          // the register of each point of the batch
+	regPool   []regState           // backing store of regs
+	arena     []byte               // backing store of keys and values
 	nodes     map[uuid.UUID]*nodeMeta
 	nodeDirty map[uuid.UUID]bool
 	edges     map[crdt.Edge]*edgeState // nil entry: no such edge
 	edgeDirty map[crdt.Edge]bool
 	parents   map[uuid.UUID][]uuid.UUID // every parent with an edge state
+	linkFlags map[crdt.Edge]bool        // committed active flag of the edges in parents
 	buckets   map[bucketID]*crdt.Digest
 
 	ownDelta  map[uuid.UUID]crdt.Digest
@@ -175,17 +188,30 @@ type bucketID struct {
 	bucket byte
 }
 
-func newBatch(txn *badger.Txn, seq uint64) *batch {
+// regState is one register as the batch sees it.
+type regState struct {
+	key    []byte      // its point key
+	old    *crdt.Point // the committed winner; nil: the register was empty
+	oldDig crdt.Digest // old's digest, when hasDig
+	hasDig bool
+	oldSeq uint64      // old's change number
+	cur    *crdt.Point // the winner so far: old until a point of the batch wins
+	seq    uint64      // cur's change number when the batch changed it; 0: unchanged
+	digest crdt.Digest // cur's digest, once apply changed it
+}
+
+func newBatch(txn *badger.Txn, seq uint64, cache *writeCache) *batch {
 	return &batch{
 		txn:       txn,
 		seq:       seq,
-		regs:      make(map[string]*crdt.Point),
-		regSeq:    make(map[string]uint64),
+		cache:     cache,
+		regs:      make(map[string]*regState),
 		nodes:     make(map[uuid.UUID]*nodeMeta),
 		nodeDirty: make(map[uuid.UUID]bool),
 		edges:     make(map[crdt.Edge]*edgeState),
 		edgeDirty: make(map[crdt.Edge]bool),
 		parents:   make(map[uuid.UUID][]uuid.UUID),
+		linkFlags: make(map[crdt.Edge]bool),
 		buckets:   make(map[bucketID]*crdt.Digest),
 		ownDelta:  make(map[uuid.UUID]crdt.Digest),
 		edgeDelta: make(map[crdt.Edge]crdt.Digest),
@@ -195,53 +221,55 @@ func newBatch(txn *badger.Txn, seq uint64) *batch {
 }
 
 func (b *batch) apply(pts []crdt.Point) (Result, error) {
-	res := Result{Outcomes: make([]Outcome, len(pts))}
+	res := Result{Outcomes: make([]Outcome, len(pts)), Changes: make([]crdt.Point, 0, len(pts))}
 	for i := range pts {
 		p := &pts[i]
-		k := pointKey(p)
-		cur, err := b.register(k, p)
-		if err != nil {
-			return Result{}, err
-		}
-		if cur != nil && crdt.Compare(p, cur) <= 0 {
+		r := b.pointRegs[i]
+		if r.cur != nil && crdt.Compare(p, r.cur) <= 0 {
 			res.Outcomes[i] = Stale
 			continue
 		}
 		res.Outcomes[i] = Applied
-		delta := crdt.PointDigest(p)
-		if cur != nil {
-			if err := b.txn.Delete(seqKey(b.regSeq[string(k)], cur)); err != nil {
-				return Result{}, b.txnErr(err)
-			}
-			delta = delta.Sub(crdt.PointDigest(cur))
-		}
 		b.seq++
 		if res.FirstSeq == 0 {
 			res.FirstSeq = b.seq
 		}
-		if err := b.txn.Set(k, encodeRegister(p, b.seq)); err != nil {
-			return Result{}, b.txnErr(err)
-		}
-		if err := b.txn.Set(seqKey(b.seq, p), b.source); err != nil {
-			return Result{}, b.txnErr(err)
-		}
-		np := *p
-		b.regs[string(k)] = &np
-		b.regSeq[string(k)] = b.seq
-		res.Changes = append(res.Changes, np)
+		r.cur, r.seq = p, b.seq
+		res.Changes = append(res.Changes, *p)
 		if p.IsEdge() {
 			e := crdt.Edge{Parent: p.Parent, Child: p.Node}
 			st, err := b.edge(e, true)
 			if err != nil {
 				return Result{}, err
 			}
-			b.edgeDelta[e] = b.edgeDelta[e].Add(delta)
 			if p.Type == crdt.TypeEdge {
 				r := crdt.EdgeRegisterOf(p)
 				st.hasReg, st.tombstone, st.moved, st.time, st.origin = true, r.Tombstone, r.Moved, r.Time, r.Origin
 				b.regEdges[e] = true
 			}
 			b.edgeDirty[e] = true
+		}
+	}
+	// Each changed register adds digest(final winner) − digest(committed
+	// winner) to its node or edge: the sum of the per-point deltas, with one
+	// SHA-256 per register instead of one per point (a batch often carries
+	// several readings of one sensor). The sums commute, so map order is
+	// fine.
+	for _, r := range b.regs {
+		if r.seq == 0 {
+			continue
+		}
+		r.digest = crdt.PointDigest(r.cur)
+		delta := r.digest
+		if r.old != nil {
+			if !r.hasDig {
+				r.oldDig, r.hasDig = crdt.PointDigest(r.old), true
+			}
+			delta = delta.Sub(r.oldDig)
+		}
+		if p := r.cur; p.IsEdge() {
+			e := crdt.Edge{Parent: p.Parent, Child: p.Node}
+			b.edgeDelta[e] = b.edgeDelta[e].Add(delta)
 		} else {
 			b.ownDelta[p.Node] = b.ownDelta[p.Node].Add(delta)
 		}
@@ -263,27 +291,115 @@ func (b *batch) txnErr(err error) error {
 	return fmt.Errorf("store: write: %w", err)
 }
 
-// register returns the current winner of the register at key k, or nil.
-func (b *batch) register(k []byte, p *crdt.Point) (*crdt.Point, error) {
-	if cur, ok := b.regs[string(k)]; ok {
-		return cur, nil
+// alloc returns n bytes from the batch's arena: keys and values live
+// until the commit, and one allocation serves many of them.
+func (b *batch) alloc(n int) []byte {
+	if len(b.arena)+n > cap(b.arena) {
+		b.arena = make([]byte, 0, max(n, 64<<10))
 	}
-	item, err := b.txn.Get(k)
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		b.regs[string(k)] = nil
-		return nil, nil
+	off := len(b.arena)
+	b.arena = b.arena[:off+n]
+	return b.arena[off : off+n : off+n]
+}
+
+// regKey returns p's point key, in the arena.
+func (b *batch) regKey(p *crdt.Point) []byte {
+	k := b.alloc(1 + 32 + len(p.Type) + 1 + len(p.Key))
+	return appendRegKey(append(k[:0], pfxPoint), p.Node, p.Parent, p.Type, p.Key)
+}
+
+// newReg adds the register at key k, not read yet, to the batch.
+func (b *batch) newReg(k []byte) *regState {
+	if len(b.regPool) == cap(b.regPool) {
+		b.regPool = make([]regState, 0, 256)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("store: read register: %w", err)
+	b.regPool = append(b.regPool, regState{key: k})
+	r := &b.regPool[len(b.regPool)-1]
+	b.regs[string(k)] = r
+	return r
+}
+
+// readRegister reads the committed winner of register r, whose identity is
+// p's, into r.
+func readRegister(txn *badger.Txn, r *regState, p *crdt.Point) error {
+	item, err := txn.Get(r.key)
+	switch {
+	case errors.Is(err, badger.ErrKeyNotFound):
+		return nil
+	case err != nil:
+		return fmt.Errorf("store: read register: %w", err)
 	}
-	cur := &crdt.Point{Node: p.Node, Parent: p.Parent, Type: p.Type, Key: p.Key}
-	var seq uint64
-	if err := item.Value(func(v []byte) (err error) { seq, err = decodeRegister(v, cur); return err }); err != nil {
-		return nil, err
+	old := &crdt.Point{Node: p.Node, Parent: p.Parent, Type: p.Type, Key: p.Key}
+	if err := item.Value(func(v []byte) (err error) { r.oldSeq, err = decodeRegister(v, old); return err }); err != nil {
+		return err
 	}
-	b.regs[string(k)] = cur
-	b.regSeq[string(k)] = seq
-	return cur, nil
+	r.old, r.cur = old, old
+	return nil
+}
+
+// prefetchMin is the number of registers from which prefetch reads with
+// two goroutines.
+const prefetchMin = 256
+
+// prefetch reads the committed winner of every register the batch writes,
+// from the write cache when it remembers the register. Each other read is
+// a Badger lookup (a skiplist search per memtable, a bloom filter per
+// table, and for a register that exists a block search in every level
+// that holds a version of it): the largest part of a batch's work outside
+// Badger's own write path. With more than one CPU and a large batch, a
+// second goroutine does half of the lookups in a read-only transaction: it
+// sees the same registers as the batch's transaction, because registers
+// are only written by Apply, which holds the writer lock. The goroutine
+// ends before prefetch returns.
+func (b *batch) prefetch(db *badger.DB, pts []crdt.Point) error {
+	b.regPool = make([]regState, 0, len(pts))
+	b.pointRegs = make([]*regState, len(pts))
+	type job struct {
+		r *regState
+		p *crdt.Point
+	}
+	jobs := make([]job, 0, len(pts))
+	for i := range pts {
+		p := &pts[i]
+		k := b.regKey(p)
+		if r, ok := b.regs[string(k)]; ok {
+			b.pointRegs[i] = r
+			continue
+		}
+		r := b.newReg(k)
+		b.pointRegs[i] = r
+		if c, ok := b.cache.regs[string(k)]; ok {
+			old := &crdt.Point{Node: p.Node, Parent: p.Parent, Type: p.Type, Key: p.Key,
+				Value: c.value, Text: c.text, Tombstone: c.tombstone, Time: c.time, Origin: c.origin}
+			r.old, r.cur, r.oldSeq, r.oldDig, r.hasDig = old, old, c.seq, c.digest, true
+			continue
+		}
+		jobs = append(jobs, job{r, p})
+	}
+	read := func(txn *badger.Txn, jobs []job) error {
+		for _, j := range jobs {
+			if err := readRegister(txn, j.r, j.p); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if len(jobs) < prefetchMin || runtime.GOMAXPROCS(0) < 2 {
+		return read(b.txn, jobs)
+	}
+	half := len(jobs) / 2
+	rtxn := db.NewTransaction(false)
+	defer rtxn.Discard()
+	var wg sync.WaitGroup
+	var err2 error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		err2 = read(rtxn, jobs[half:])
+	}()
+	err1 := read(b.txn, jobs[:half])
+	wg.Wait()
+	return errors.Join(err1, err2)
 }
 
 // edge returns the state of edge e, creating it when create is set and it
@@ -313,18 +429,29 @@ func (b *batch) edge(e crdt.Edge, create bool) (*edgeState, error) {
 		if err != nil {
 			return nil, err
 		}
-		b.parents[e.Child] = append(ps, e.Parent)
+		b.parents[e.Child] = append(slices.Clip(ps), e.Parent)
 	}
 	return st, nil
 }
 
 // allParents returns every parent that has an edge state with n, whatever
-// the state.
+// the state, and records the committed active flag of each edge in
+// linkFlags. The store's write cache answers for nodes it remembers;
+// otherwise the 'u' index is scanned.
 func (b *batch) allParents(n uuid.UUID) ([]uuid.UUID, error) {
 	if ps, ok := b.parents[n]; ok {
 		return ps, nil
 	}
 	var ps []uuid.UUID
+	if links, ok := b.cache.links[n]; ok {
+		ps = make([]uuid.UUID, len(links))
+		for i, l := range links {
+			ps[i] = l.parent
+			b.linkFlags[crdt.Edge{Parent: l.parent, Child: n}] = l.active
+		}
+		b.parents[n] = ps
+		return ps, nil
+	}
 	prefix := make([]byte, 17)
 	prefix[0] = pfxParent
 	copy(prefix[1:], n[:])
@@ -332,13 +459,28 @@ func (b *batch) allParents(n uuid.UUID) ([]uuid.UUID, error) {
 	opts.PrefetchValues = false
 	opts.Prefix = prefix
 	it := b.txn.NewIterator(opts)
+	defer it.Close()
 	for it.Rewind(); it.Valid(); it.Next() {
-		k := it.Item().Key()
+		item := it.Item()
+		k := item.Key()
+		if len(k) != 33 {
+			return nil, fmt.Errorf("%w: parent key of %d bytes", errCorrupt, len(k))
+		}
 		var p uuid.UUID
 		copy(p[:], k[17:33])
+		var active bool
+		if err := item.Value(func(v []byte) error {
+			if len(v) != 1 {
+				return fmt.Errorf("%w: parent flag of %d bytes", errCorrupt, len(v))
+			}
+			active = v[0] == 1
+			return nil
+		}); err != nil {
+			return nil, err
+		}
 		ps = append(ps, p)
+		b.linkFlags[crdt.Edge{Parent: p, Child: n}] = active
 	}
-	it.Close()
 	b.parents[n] = ps
 	return ps, nil
 }
@@ -359,11 +501,14 @@ func (b *batch) activeParents(n uuid.UUID, overlay map[crdt.Edge]bool) ([]uuid.U
 			}
 			continue
 		}
-		st, err := b.edge(e, false)
-		if err != nil {
-			return nil, err
+		if st, ok := b.edges[e]; ok {
+			// Loaded or changed by the batch: its state is current.
+			if st != nil && st.active {
+				out = append(out, p)
+			}
+			continue
 		}
-		if st != nil && st.active {
+		if b.linkFlags[e] {
 			out = append(out, p)
 		}
 	}
@@ -373,6 +518,10 @@ func (b *batch) activeParents(n uuid.UUID, overlay map[crdt.Edge]bool) ([]uuid.U
 func (b *batch) meta(n uuid.UUID) (*nodeMeta, error) {
 	if m, ok := b.nodes[n]; ok {
 		return m, nil
+	}
+	if m, ok := b.cache.nodes[n]; ok {
+		b.nodes[n] = &m
+		return &m, nil
 	}
 	m := &nodeMeta{}
 	item, err := b.txn.Get(nodeKey(n))
@@ -393,6 +542,10 @@ func (b *batch) bucket(parent uuid.UUID, child uuid.UUID) (*crdt.Digest, error) 
 	id := bucketID{parent: parent, bucket: child[0]}
 	if d, ok := b.buckets[id]; ok {
 		return d, nil
+	}
+	if d, ok := b.cache.buckets[id]; ok {
+		b.buckets[id] = &d
+		return &d, nil
 	}
 	d := &crdt.Digest{}
 	item, err := b.txn.Get(bucketKey(parent, child[0]))
@@ -679,6 +832,23 @@ func (b *batch) flush() error {
 		}
 		return nil
 	}
+	for _, r := range b.regs {
+		if r.seq == 0 {
+			continue
+		}
+		if r.oldSeq != 0 {
+			if err := del(b.seqKey(r.oldSeq, r.key)); err != nil {
+				return err
+			}
+		}
+		v := appendRegister(b.alloc(regHeader + len(r.cur.Text))[:0], r.cur, r.seq)
+		if err := set(r.key, v); err != nil {
+			return err
+		}
+		if err := set(b.seqKey(r.seq, r.key), b.source); err != nil {
+			return err
+		}
+	}
 	for n := range b.nodeDirty {
 		m := b.nodes[n]
 		var err error
@@ -728,4 +898,154 @@ func (b *batch) flush() error {
 		}
 	}
 	return nil
+}
+
+// seqKey returns the change-feed key of the register at point key k under
+// change number seq, in the arena.
+func (b *batch) seqKey(seq uint64, k []byte) []byte {
+	sk := b.alloc(9 + len(k) - 1)
+	sk[0] = pfxSeq
+	binary.BigEndian.PutUint64(sk[1:], seq)
+	copy(sk[9:], k[1:])
+	return sk
+}
+
+// remember records, after a successful commit, what the batch read or
+// wrote of the tree (parent links, node digests, bucket digests) in the
+// store's write cache, as committed.
+func (b *batch) remember() {
+	c := b.cache
+	for n, ps := range b.parents {
+		links := make([]parentLink, len(ps))
+		for i, p := range ps {
+			e := crdt.Edge{Parent: p, Child: n}
+			links[i].parent = p
+			if st, ok := b.edges[e]; ok && st != nil {
+				links[i].active = st.active
+			} else {
+				links[i].active = b.linkFlags[e]
+			}
+		}
+		c.makeRoom()
+		c.links[n] = links
+	}
+	// An edge can change without its child's links being walked: forget
+	// those children rather than keep a stale flag.
+	for e := range b.edgeDirty {
+		if _, ok := b.parents[e.Child]; !ok {
+			delete(c.links, e.Child)
+		}
+	}
+	for n, m := range b.nodes {
+		c.makeRoom()
+		c.nodes[n] = *m
+	}
+	for k, r := range b.regs {
+		if r.cur == nil || len(r.cur.Text) > maxCachedText {
+			continue
+		}
+		seq, d := r.seq, r.digest
+		if seq == 0 { // unchanged: the committed winner
+			if !r.hasDig {
+				r.oldDig, r.hasDig = crdt.PointDigest(r.old), true
+			}
+			seq, d = r.oldSeq, r.oldDig
+		}
+		c.makeRoomReg()
+		p := r.cur
+		c.regs[k] = cachedReg{time: p.Time, origin: p.Origin, value: p.Value, text: p.Text,
+			tombstone: p.Tombstone, seq: seq, digest: d}
+	}
+	for id, d := range b.buckets {
+		c.makeRoom()
+		c.buckets[id] = *d
+	}
+}
+
+// writeCache is the writer's memory, between batches, of the small tree
+// records every write walks: each node's parent links (the 'u' index: every
+// parent with an edge state, and whether the edge is active), node digests
+// ('n') and bucket digests ('b'). A write updates the digests on every
+// path from its node to the root, so consecutive batches read the same few
+// thousand records again and again; a map lookup costs far less than a
+// Badger read (up to one skiplist search per memtable and a bloom filter
+// per table) or an index scan. Only the writer uses it, under Store.mu, and
+// it is updated only after a commit succeeds, so it never holds what was
+// not committed (a failed batch leaves it as it was). It holds at most max
+// records, about 100 bytes each; when full it forgets arbitrary ones,
+// which are read again from Badger when needed.
+type writeCache struct {
+	max     int
+	links   map[uuid.UUID][]parentLink
+	nodes   map[uuid.UUID]nodeMeta
+	buckets map[bucketID]crdt.Digest
+
+	// Registers: the winners most recently read or written (point key →
+	// winner), so a sensor that reports again does not cost a Badger
+	// lookup. At most maxRegs, each with at most maxCachedText of text
+	// (about 160 bytes an entry with the key and the map's share).
+	maxRegs int
+	regs    map[string]cachedReg
+}
+
+// cachedReg is a register's winner without its identity (the key holds
+// it), its change number and its digest.
+type cachedReg struct {
+	time      crdt.Timestamp
+	origin    uuid.UUID
+	value     float64
+	text      string
+	tombstone bool
+	seq       uint64
+	digest    crdt.Digest
+}
+
+// maxCachedText is the longest text of a register the write cache keeps.
+const maxCachedText = 256
+
+type parentLink struct {
+	parent uuid.UUID
+	active bool
+}
+
+func newWriteCache(max, maxRegs int) *writeCache {
+	return &writeCache{
+		max:     max,
+		links:   make(map[uuid.UUID][]parentLink),
+		nodes:   make(map[uuid.UUID]nodeMeta),
+		buckets: make(map[bucketID]crdt.Digest),
+		maxRegs: maxRegs,
+		regs:    make(map[string]cachedReg),
+	}
+}
+
+func (c *writeCache) len() int { return len(c.links) + len(c.nodes) + len(c.buckets) }
+
+// makeRoom makes room for one more record: when the cache is full it
+// forgets an eighth of each kind, in map order (arbitrary), so eviction is
+// amortized O(1) per insert.
+func (c *writeCache) makeRoom() {
+	if c.len() < c.max {
+		return
+	}
+	evict(c.links)
+	evict(c.nodes)
+	evict(c.buckets)
+}
+
+// makeRoomReg makes room for one more register, like makeRoom.
+func (c *writeCache) makeRoomReg() {
+	if len(c.regs) >= c.maxRegs {
+		evict(c.regs)
+	}
+}
+
+func evict[K comparable, V any](m map[K]V) {
+	drop := len(m)/8 + 1
+	for k := range m {
+		delete(m, k)
+		if drop--; drop == 0 {
+			return
+		}
+	}
 }

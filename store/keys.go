@@ -86,15 +86,22 @@ const (
 )
 
 func encodeRegister(p *crdt.Point, seq uint64) []byte {
-	v := make([]byte, regHeader, regHeader+len(p.Text))
+	return appendRegister(make([]byte, 0, regHeader+len(p.Text)), p, seq)
+}
+
+// appendRegister appends the register value of p, the winner under change
+// number seq, to dst.
+func appendRegister(dst []byte, p *crdt.Point, seq uint64) []byte {
+	var flags byte
 	if p.Tombstone {
-		v[0] = regTombstone
+		flags = regTombstone
 	}
-	binary.BigEndian.PutUint64(v[1:], uint64(p.Time))
-	copy(v[9:25], p.Origin[:])
-	binary.BigEndian.PutUint64(v[25:], math.Float64bits(p.Value))
-	binary.BigEndian.PutUint64(v[33:], seq)
-	return append(v, p.Text...)
+	dst = append(dst, flags)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(p.Time))
+	dst = append(dst, p.Origin[:]...)
+	dst = binary.BigEndian.AppendUint64(dst, math.Float64bits(p.Value))
+	dst = binary.BigEndian.AppendUint64(dst, seq)
+	return append(dst, p.Text...)
 }
 
 // decodeRegister fills p's payload from a register value and returns the

@@ -4,12 +4,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
 	"github.com/google/uuid"
 
 	"siot/crdt"
@@ -31,18 +36,43 @@ var (
 	ErrRootMismatch = errors.New("store: data directory holds another root")
 )
 
-// Profile selects Badger's memory settings.
+// Profile selects Badger's memory settings. BENCHMARKS.md gives the
+// throughput and footprint each one is measured at.
 type Profile int
 
 const (
-	// ProfileCloud favours throughput: 64 MiB memtables, a 64 MiB block
-	// cache. Expect about 200 MB of RSS under heavy ingest.
+	// ProfileCloud is for a server holding millions of points: 32 MiB
+	// memtables (two), Snappy-compressed tables with a 16 MiB block cache
+	// and a 16 MiB index cache. Measured: a process holding 1,000,000
+	// points peaks at 245-262 MiB of RSS with MemoryLimit applied (about
+	// 500 MiB without), 55 bytes on disk per point. The largest batch Apply takes is about 4.8 MB of keys and
+	// values (roughly 16,000 points); larger ones get ErrBatchTooLarge.
 	ProfileCloud Profile = iota
-	// ProfileEdge keeps a device small: 4 MiB memtables (two of them), an
-	// 8 MiB block cache, 16 MiB value-log files and two compactors. It is
-	// the default for edge roles.
+	// ProfileEdge keeps a device small: one 4 MiB memtable, uncompressed
+	// tables read straight from their memory map (no block cache, no
+	// decompression garbage), indexes in memory, small tables and levels.
+	// Measured: a process holding 10,000 points peaks at 30-35 MiB of RSS
+	// with MemoryLimit applied (about 50 MiB without). The largest batch Apply takes is about 600 KB of keys and
+	// values (roughly 2,000 points). It is the default for edge roles (an
+	// instance with upstreams and no peers).
 	ProfileEdge
 )
+
+// MemoryLimit returns the Go soft memory limit (runtime/debug
+// SetMemoryLimit) that a process whose memory is mostly this store's
+// should set for profile p, unless the operator set GOMEMLIMIT. Badger's
+// memtables and table builders are large, short-lived heap buffers; with
+// no limit the collector lets the heap grow to twice what is live (GOGC
+// 100), which roughly doubles the resident set. The price is collector
+// CPU: the cloud benchmark wrote a million points about 25% slower under
+// its limit. The store never sets it itself: the limit is process-wide,
+// so the program decides.
+func (p Profile) MemoryLimit() int64 {
+	if p == ProfileEdge {
+		return 24 << 20
+	}
+	return 176 << 20
+}
 
 // Config configures Open. The zero value is not usable: start from
 // DefaultConfig.
@@ -95,29 +125,90 @@ func (c *Config) badgerOptions() badger.Options {
 	opt = opt.WithSyncWrites(c.SyncWrites).
 		WithLogger(badgerLogger{c.Logger}).
 		WithMetricsEnabled(false).
-		WithDetectConflicts(false) // one writer at a time (Store.mu)
+		WithDetectConflicts(false). // one writer at a time (Store.mu)
+		// Every register value (at most 41 bytes + 64 KiB of text) stays
+		// in the LSM tree, never in the value log: the store never runs
+		// value-log GC, and compaction reclaims overwritten registers.
+		// Must stay below Badger's batch limit, 15% of MemTableSize.
+		WithValueThreshold(128 << 10).
+		// Two compactors: the machines are small (the cloud benchmark
+		// box has 2 cores) and writes must not starve.
+		WithNumCompactors(2)
+	// All levels use tables of the base size: a table builder holds its
+	// whole table in memory (and Badger pools up to 8 builders), so small
+	// tables keep compaction's memory small.
+	opt.TableSizeMultiplier = 1
 	switch c.Profile {
 	case ProfileEdge:
-		opt = opt.WithMemTableSize(4 << 20).
-			WithNumMemtables(2).
+		opt = opt.
+			// One 4 MiB memtable (Badger still queues one being flushed):
+			// a memtable is a preallocated arena plus a memory-mapped
+			// write-ahead log of twice its size. Badger caps a
+			// transaction at 15% of it (630 KB, 6,553 entries); 4 MiB is
+			// the smallest that takes any 1,000-point batch, 2,000 of
+			// overwritten registers (TestProfileBatchLimits).
+			WithMemTableSize(4 << 20).
+			WithNumMemtables(1).
 			WithNumLevelZeroTables(2).
 			WithNumLevelZeroTablesStall(8).
 			WithBaseTableSize(1 << 20).
 			WithBaseLevelSize(4 << 20).
-			WithBlockCacheSize(8 << 20).
-			WithIndexCacheSize(4 << 20).
+			// No compression, so no block cache: blocks are read in place
+			// from the mapped tables (pages the kernel can drop), instead
+			// of being decompressed into fresh heap buffers. An edge holds
+			// few points; the disk cost is small.
+			WithCompression(options.None).
+			WithBlockCacheSize(0).
+			// Indexes and bloom filters stay in memory: a few hundred KB
+			// for an edge's tables, and no cache overhead.
+			WithIndexCacheSize(0).
 			WithValueLogFileSize(16 << 20).
-			WithNumCompactors(2).
 			WithNumGoroutines(2)
 	default:
-		opt = opt.WithMemTableSize(64 << 20).
-			WithNumMemtables(3).
-			WithBlockCacheSize(64 << 20).
-			WithIndexCacheSize(32 << 20).
-			WithValueLogFileSize(256 << 20).
-			WithNumCompactors(2)
+		opt = opt.
+			// Two 32 MiB memtables: the arenas and builders that come
+			// with a memtable dominate the heap, and larger memtables
+			// did not ingest measurably faster on the benchmark machine.
+			// 32 MiB caps a transaction at about 4.8 MB (about 16,000
+			// points), what replication pushes in one batch.
+			WithMemTableSize(32 << 20).
+			WithNumMemtables(2).
+			WithBaseTableSize(2 << 20).
+			// Snappy (the default) needs a block cache for decompressed
+			// blocks; 16 MiB holds the hot ones (recent registers are
+			// mostly still in the memtables).
+			WithBlockCacheSize(16 << 20).
+			// Indexes and bloom filters of all tables, bounded: a million
+			// points need a few MiB.
+			WithIndexCacheSize(16 << 20).
+			// Every write reads its register first, and most are new or
+			// not in the memtables: a bloom false positive costs a block
+			// read and decompression. 0.1% instead of 1% costs 50% more
+			// filter memory (a few MiB) and measured 5-8% more ingest.
+			WithBloomFalsePositive(0.001).
+			WithValueLogFileSize(64 << 20)
 	}
 	return opt
+}
+
+// writeCacheRecords is how many tree records (parent links, node and
+// bucket digests; about 100 bytes each) the writer remembers between
+// batches.
+func (c *Config) writeCacheRecords() int {
+	if c.Profile == ProfileEdge {
+		return 10_000
+	}
+	return 200_000
+}
+
+// writeCacheRegisters is how many registers (about 160 bytes each) the
+// writer remembers between batches: a sensor that reports again is
+// merged without a Badger lookup.
+func (c *Config) writeCacheRegisters() int {
+	if c.Profile == ProfileEdge {
+		return 2048
+	}
+	return 32768
 }
 
 // Store is a replica's durable register store. It is safe for concurrent
@@ -137,8 +228,9 @@ type Store struct {
 	life   sync.RWMutex
 	closed bool
 
-	mu  sync.Mutex    // serializes writers
-	seq atomic.Uint64 // the last change number assigned; written under mu
+	mu    sync.Mutex    // serializes writers
+	seq   atomic.Uint64 // the last change number assigned; written under mu
+	cache *writeCache   // the writer's tree records; used under mu
 }
 
 // Open opens or creates the store in cfg.Dir. On first open it creates the
@@ -150,11 +242,16 @@ func Open(cfg Config) (*Store, error) {
 	if cfg.FreeSpace == nil {
 		cfg.FreeSpace = statfsFree
 	}
+	if !cfg.InMemory {
+		if err := removeEmptyLogs(cfg.Dir); err != nil {
+			return nil, err
+		}
+	}
 	db, err := badger.Open(cfg.badgerOptions())
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", cfg.Dir, err)
 	}
-	s := &Store{cfg: cfg, db: db}
+	s := &Store{cfg: cfg, db: db, cache: newWriteCache(cfg.writeCacheRecords(), cfg.writeCacheRegisters())}
 	if err := s.init(); err != nil {
 		db.Close()
 		return nil, err
@@ -351,3 +448,34 @@ func (b badgerLogger) Infof(string, ...any)  {}
 func (b badgerLogger) Debugf(string, ...any) {}
 
 var _ io.Closer = (*Store)(nil)
+
+// removeEmptyLogs deletes the empty memtable and value-log files that a
+// crash can leave in dir. Badger creates each such file and sizes it in the
+// next system call; killed in between, it leaves an empty file that its next
+// Open refuses with "Create a new file" (dgraph-io/badger#2207). An empty
+// file holds not even a header, so nothing refers to it.
+func removeEmptyLogs(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("store: open %s: %w", dir, err)
+	}
+	for _, e := range ents {
+		name := e.Name()
+		if !e.Type().IsRegular() || (!strings.HasSuffix(name, ".mem") && !strings.HasSuffix(name, ".vlog")) {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil {
+			return fmt.Errorf("store: open %s: %w", dir, err)
+		}
+		if fi.Size() == 0 {
+			if err := os.Remove(filepath.Join(dir, name)); err != nil {
+				return fmt.Errorf("store: open %s: %w", dir, err)
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,265 @@
+//go:build linux
+
+package store_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"siot/crdt"
+	"siot/store"
+)
+
+// The disk-full test runs its child in a private mount namespace, where the
+// child mounts a small tmpfs and fills it through the store.
+const (
+	diskFullEnvDir = "SIOT_DISKFULL_CHILD" // the mount point; set only in the child
+
+	diskFullTmpfs  = 64 << 20 // the device
+	diskFullFiller = 32 << 20 // written before the store opens, removed to free space
+	// diskFullFloor is Config.MinFreeBytes: what a small device with the
+	// edge profile keeps free for the files Badger writes in the background
+	// (memtable flushes, compactions), each before it deletes old ones.
+	// With every value in the LSM tree, 4 MiB was too little on this device
+	// (SIGBUS after the refusal); 16 MiB leaves a margin.
+	diskFullFloor = 16 << 20
+
+	diskFullPoints = 64   // points per batch
+	diskFullText   = 4096 // the most bytes of text per point (both sides of Badger's value threshold)
+	tmpfsMagic     = 0x01021994
+)
+
+// TestDiskFull fills a real 64 MiB tmpfs through the store and checks that
+// the store refuses writes with ErrDiskFull before Badger can die of SIGBUS,
+// that everything acknowledged stays readable and consistent, and that
+// writes resume once space is freed. It needs root and unshare(1) to mount
+// the tmpfs privately; TestDiskFloorRefusesAndRecovers covers the same
+// contract with an injected FreeSpace.
+func TestDiskFull(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: the child mounts a tmpfs in a private mount namespace (unshare -m)")
+	}
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Skipf("needs unshare(1) from util-linux to mount a tmpfs privately: %v", err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Skipf("cannot re-execute the test binary: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	dir := t.TempDir() // the mount point; the tmpfs never shows outside the child
+	cmd := exec.CommandContext(ctx, unshare, "-m", "--propagation", "private",
+		exe, "-test.run=^TestDiskFullChild$", "-test.v", "-test.count=1")
+	cmd.Env = append(os.Environ(), diskFullEnvDir+"="+dir)
+	cmd.WaitDelay = 10 * time.Second
+	out, err := cmd.CombinedOutput()
+	if err != nil && strings.Contains(string(out), "unshare failed") {
+		t.Skipf("unshare -m refused (no CAP_SYS_ADMIN here, e.g. an unprivileged container): %s", strings.TrimSpace(string(out)))
+	}
+	fail := func(format string, args ...any) {
+		t.Helper()
+		t.Fatalf("%s\nchild output:\n%s", fmt.Sprintf(format, args...), out)
+	}
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+				fail("child killed by %v", ws.Signal())
+			}
+			if strings.Contains(string(out), "unexpected fault address") || strings.Contains(string(out), "SIGBUS") {
+				fail("child crashed with a memory fault (Badger hit the full disk: the floor did not hold): %v", err)
+			}
+		}
+		fail("child failed: %v", err)
+	}
+	for _, want := range []string{"diskfull: refused after ", "diskfull: writes resumed", "diskfull: reopened", "--- PASS: TestDiskFullChild"} {
+		if !strings.Contains(string(out), want) {
+			fail("child exited 0 but did not print %q", want)
+		}
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(l, "diskfull: ") {
+			t.Log(l)
+		}
+	}
+}
+
+// TestDiskFullChild is the child of TestDiskFull; it does nothing (and
+// passes) unless SIOT_DISKFULL_CHILD is set. It must run in a private mount
+// namespace: it mounts a tmpfs there.
+func TestDiskFullChild(t *testing.T) {
+	mnt := os.Getenv(diskFullEnvDir)
+	if mnt == "" {
+		return
+	}
+	if err := syscall.Mount("tmpfs", mnt, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC,
+		fmt.Sprintf("size=%d,mode=0700", diskFullTmpfs)); err != nil {
+		t.Fatalf("mount tmpfs on %s: %v", mnt, err)
+	}
+	defer func() {
+		if err := syscall.Unmount(mnt, 0); err != nil {
+			t.Errorf("unmount %s: %v", mnt, err)
+		}
+	}()
+	// Fill only what is certainly the tmpfs just mounted.
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(mnt, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Type != tmpfsMagic || st.Blocks*uint64(st.Bsize) != diskFullTmpfs {
+		t.Fatalf("%s is not the %d-byte tmpfs just mounted (type %#x, %d bytes): refusing to fill it",
+			mnt, diskFullTmpfs, st.Type, st.Blocks*uint64(st.Bsize))
+	}
+	filler := filepath.Join(mnt, "filler")
+	if err := os.WriteFile(filler, make([]byte, diskFullFiller), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg := store.DefaultConfig(filepath.Join(mnt, "data"))
+	cfg.Profile = store.ProfileEdge
+	cfg.MinFreeBytes = diskFullFloor
+	s, err := store.Open(cfg)
+	if err != nil {
+		t.Fatalf("open with the edge profile: %v", err)
+	}
+	defer func() { s.Close() }() // after a failure; the success path closes it itself
+	w := &diskFullWriter{t: t, rng: rand.New(rand.NewPCG(1, 2)), origin: uuid.New()}
+
+	// Fill the device until the store refuses.
+	var refused []crdt.Point
+	for refused == nil {
+		if w.n == 10_000 {
+			t.Fatalf("%d batches accepted on a %d MiB device, none refused", w.n, diskFullTmpfs>>20)
+		}
+		b := w.batch()
+		_, err := s.Apply(b)
+		switch {
+		case err == nil:
+			w.acked = append(w.acked, b...)
+		case errors.Is(err, store.ErrDiskFull):
+			refused = b
+		default:
+			t.Fatalf("batch %d: want nil or ErrDiskFull, got %v", w.n, err)
+		}
+	}
+	fmt.Printf("diskfull: refused after %d acked batches (%d points); %d MiB free, the store's files take %d MiB\n",
+		w.n-1, len(w.acked), diskFullFree(t, mnt)>>20, diskFullUsed(t, cfg.Dir)>>20)
+	for _, p := range refused {
+		if _, ok, err := s.Get(p.Register()); err != nil || ok {
+			t.Fatalf("refused batch wrote register %+v (found %v, err %v)", p.Register(), ok, err)
+		}
+	}
+	w.check(s, "when full")
+
+	// Free space: writes succeed again.
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		b := w.batch()
+		if _, err := s.Apply(b); err != nil {
+			t.Fatalf("batch %d after freeing %d MiB (%d MiB free): %v", w.n, diskFullFiller>>20, diskFullFree(t, mnt)>>20, err)
+		}
+		w.acked = append(w.acked, b...)
+	}
+	w.check(s, "after freeing space")
+	fmt.Printf("diskfull: writes resumed, %d batches acked in all\n", len(w.acked)/diskFullPoints)
+	if err := s.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+
+	s, err = store.Open(cfg)
+	if err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	w.check(s, "after reopening")
+	if err := s.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	fmt.Printf("diskfull: reopened, all %d acked points readable, Verify passed; %d MiB free\n", len(w.acked), diskFullFree(t, mnt)>>20)
+}
+
+// diskFullWriter makes batches of new registers with random text (1 byte
+// to 4 KiB), so that every batch takes space, and remembers the acked
+// points.
+type diskFullWriter struct {
+	t      *testing.T
+	rng    *rand.Rand
+	origin uuid.UUID
+	n      int // batches made
+	acked  []crdt.Point
+}
+
+func (w *diskFullWriter) batch() []crdt.Point {
+	w.n++
+	node := uuid.New()
+	b := make([]crdt.Point, diskFullPoints)
+	for i := range b {
+		text := make([]byte, 1+w.rng.IntN(diskFullText))
+		for j := range text {
+			text[j] = 'a' + byte(w.rng.IntN(26))
+		}
+		b[i] = crdt.Point{Node: node, Type: "log", Key: fmt.Sprintf("k%03d", i), Text: string(text),
+			Time: crdt.NewTimestamp(1_700_000_000_000+int64(w.n), uint16(i)), Origin: w.origin}
+		b[i].Normalize()
+	}
+	return b
+}
+
+// check reads back every acked point and verifies the store.
+func (w *diskFullWriter) check(s *store.Store, when string) {
+	w.t.Helper()
+	for _, want := range w.acked {
+		got, ok, err := s.Get(want.Register())
+		if err != nil || !ok || crdt.Compare(&got, &want) != 0 {
+			w.t.Fatalf("%s: acked point %+v: read %v %v", when, want.Register(), ok, err)
+		}
+	}
+	if err := s.Verify(); err != nil {
+		w.t.Fatalf("%s: %v", when, err)
+	}
+}
+
+// diskFullUsed returns the bytes allocated to the files under dir (Badger's
+// files are sparse: their sizes overstate what they take).
+func diskFullUsed(t *testing.T, dir string) int64 {
+	t.Helper()
+	var n int64
+	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		var st syscall.Stat_t
+		if err := syscall.Stat(path, &st); err != nil {
+			return err
+		}
+		n += st.Blocks * 512
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func diskFullFree(t *testing.T, dir string) uint64 {
+	t.Helper()
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Bavail * uint64(st.Bsize)
+}
