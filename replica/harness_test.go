@@ -71,7 +71,10 @@ func (n *node) start() {
 	t := n.t
 	t.Helper()
 	scfg := store.DefaultConfig(n.dir)
-	scfg.MinFreeBytes, scfg.Root, scfg.Profile = 0, n.root, store.ProfileCloud // TODO(edge profile): switch once its options are valid
+	scfg.MinFreeBytes, scfg.Root, scfg.Profile = 0, n.root, store.ProfileCloud
+	if len(n.cfg.Upstreams) > 0 && len(n.cfg.Peers) == 0 {
+		scfg.Profile = store.ProfileEdge // as siot serve chooses
+	}
 	st, err := store.Open(scfg)
 	if err != nil {
 		t.Fatalf("%s: %v", n.name, err)

@@ -239,7 +239,7 @@ func (r *Replica) Write(pts []crdt.Point) (store.Result, error) {
 			batch[i].Origin = inst
 		}
 	}
-	res, err := r.st.Apply(batch)
+	res, err := r.apply(store.ApplyOptions{}, batch)
 	if err != nil {
 		return res, err
 	}
@@ -247,6 +247,33 @@ func (r *Replica) Write(pts []crdt.Point) (store.Result, error) {
 		r.hub.notify()
 	}
 	return res, nil
+}
+
+// apply applies a batch, splitting it when it does not fit in one store
+// transaction (an edge profile takes about 2,000 points at once, a push
+// carries up to 16,384): each part commits atomically, the marks only with
+// the last, so after a crash between parts the sender resends what follows
+// the marks and nothing is lost.
+func (r *Replica) apply(opts store.ApplyOptions, pts []crdt.Point) (store.Result, error) {
+	res, err := r.st.ApplyWith(opts, pts)
+	if !errors.Is(err, store.ErrBatchTooLarge) || len(pts) < 2 {
+		return res, err
+	}
+	half := len(pts) / 2
+	first, err := r.apply(store.ApplyOptions{Source: opts.Source}, pts[:half])
+	if err != nil {
+		return first, err
+	}
+	second, err := r.apply(opts, pts[half:])
+	if err != nil {
+		return first, err
+	}
+	if first.FirstSeq == 0 {
+		first.FirstSeq = second.FirstSeq
+	}
+	first.Outcomes = append(first.Outcomes, second.Outcomes...)
+	first.Changes = append(first.Changes, second.Changes...)
+	return first, nil
 }
 
 // applyRemote applies points received from instance src, with marks set in
@@ -271,7 +298,7 @@ func (r *Replica) applyRemote(src uuid.UUID, pts []crdt.Point, marks map[string]
 			return res, rejected, reason, err
 		}
 	}
-	res, err = r.st.ApplyWith(store.ApplyOptions{Source: src, Marks: marks}, accepted)
+	res, err = r.apply(store.ApplyOptions{Source: src, Marks: marks}, accepted)
 	if err != nil {
 		return res, rejected, reason, err
 	}

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -129,6 +130,11 @@ func (c *serveCmd) serve(ctx context.Context, f serveFlags, root uuid.UUID, prof
 			return err
 		}
 		root = r
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// Badger's buffers are large and short-lived: without a soft
+		// limit the heap grows to twice what is live (store.Profile).
+		debug.SetMemoryLimit(profile.MemoryLimit())
 	}
 	scfg := store.DefaultConfig(f.data)
 	scfg.Root, scfg.Profile, scfg.MinFreeBytes, scfg.Logger = root, profile, f.minFree, log
