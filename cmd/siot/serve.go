@@ -131,7 +131,7 @@ func (c *serveCmd) serve(ctx context.Context, f serveFlags, root uuid.UUID, prof
 		}
 		root = r
 	}
-	if os.Getenv("GOMEMLIMIT") == "" {
+	if c.m.Getenv("GOMEMLIMIT") == "" {
 		// Badger's buffers are large and short-lived: without a soft
 		// limit the heap grows to twice what is live (store.Profile).
 		debug.SetMemoryLimit(profile.MemoryLimit())

@@ -54,7 +54,14 @@ func serve(t *testing.T, args ...string) *instance {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	log := &syncBuffer{}
-	m := &Main{Stdin: strings.NewReader(""), Stdout: io.Discard, Stderr: log, Getenv: func(string) string { return "" }}
+	// GOMEMLIMIT set: serve leaves the test process's memory limit alone.
+	getenv := func(k string) string {
+		if k == "GOMEMLIMIT" {
+			return "max"
+		}
+		return ""
+	}
+	m := &Main{Stdin: strings.NewReader(""), Stdout: io.Discard, Stderr: log, Getenv: getenv}
 	done := make(chan error, 1)
 	go func() {
 		done <- m.Run(ctx, append([]string{"serve", "--min-free", "0", "--log-format", "json"}, args...))
