@@ -282,3 +282,44 @@ func TestRepairLargeFewDifferences(t *testing.T) {
 		t.Fatalf("repair exchanged %d bytes, bound 40,000", first.BytesIn+first.BytesOut)
 	}
 }
+
+// TestRepairEqualScopesCostOneSmallExchange measures, on the wire through
+// a proxy, a repair round between replicas that hold the same state.
+func TestRepairEqualScopesCostOneSmallExchange(t *testing.T) {
+	tune := func(c *Config) {
+		testTuning(c)
+		c.NoPush = true
+		c.RepairInterval = 100 * time.Millisecond
+		c.PingInterval = time.Hour
+	}
+	a := startNode(t, "a", nodeOpts{tune: tune})
+	px := proxyTo(t, a)
+	b := startNode(t, "b", nodeOpts{root: a.root, peers: []string{px.URL()}, tune: tune})
+	s := uuid.New()
+	b.write(edgePt(b.root, s), valPt(s, "temp", 1))
+	b.waitInSync(px.URL())
+	count := func() int64 {
+		for _, d := range b.rep.dialers {
+			d.mu.Lock()
+			sess := d.sess
+			d.mu.Unlock()
+			if sess != nil {
+				return int64(sess.bytesSent.Load() + sess.bytesRecv.Load())
+			}
+		}
+		return 0
+	}
+	// Ten rounds, all equal: each costs the same.
+	st0, frames0 := px.Stats(), count()
+	waitFor(t, "ten more rounds", 20*time.Second, func() bool { return count()-frames0 >= 10*78 })
+	st1, frames1 := px.Stats(), count()
+	rounds := (frames1 - frames0) / 78
+	wire := (st1.ClientToTarget - st0.ClientToTarget + st1.TargetToClient - st0.TargetToClient) / rounds
+	t.Logf("an equal round: 78 bytes of frames, %d bytes on the wire both ways (%d rounds)", wire, rounds)
+	if last, equal := b.lastRepair(px.URL()); !equal {
+		t.Fatalf("rounds not equal: %+v", last)
+	}
+	if wire > 256 {
+		t.Fatalf("an equal round costs %d bytes on the wire, target 256", wire)
+	}
+}
