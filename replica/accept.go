@@ -108,6 +108,7 @@ func (a *acceptor) hello(m *nats.Msg) (transport.Welcome, error) {
 	as.s = newSession(r, h.Instance, h.Role, sc, r.nc, subj.Down, have, func(err error) { a.end(as, err) })
 	if h.Role == transport.RoleEdge {
 		root := h.Root
+		as.s.ingress = &subtreeFilter{st: r.st, root: root}
 		as.s.onEdge = func(p *crdt.Point) error {
 			if p.Node != root {
 				return nil

@@ -141,3 +141,68 @@ func TestHostileMessagesGetErrorsAndChangeNothing(t *testing.T) {
 		t.Fatal("the well-formed hello did not adopt its edge")
 	}
 }
+
+// TestHostileEdgeCannotWriteOutsideItsSubtree plays a device that sends
+// crafted pushes: points on an upstream node outside its subtree, an edge
+// pulling such a node under itself, and a tombstone of the edge above its
+// own root are refused and counted; its own new node is kept.
+func TestHostileEdgeCannotWriteOutsideItsSubtree(t *testing.T) {
+	cloud := startNode(t, "cloud", nodeOpts{})
+	y := uuid.New()
+	cloud.write(edgePt(cloud.root, y), valPt(y, "secret", 1))
+	nc, err := nats.Connect(cloud.url())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	inst, root := uuid.New(), uuid.New()
+	b, _ := transport.Encode(transport.Hello{Proto: 1, Instance: inst, Root: root, Role: transport.RoleEdge, Time: time.Now().UnixMilli()})
+	m, err := nc.Request(transport.SubjectHello, b, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var w transport.Welcome
+	if err := transport.Decode(m.Data, 0, &w); err != nil {
+		t.Fatal(err)
+	}
+	subj, _ := transport.Subjects(w.Session)
+	now := crdt.NewTimestamp(time.Now().UnixMilli(), 0)
+	stamp := func(p crdt.Point, i int) crdt.Point {
+		p.Time, p.Origin = now+crdt.Timestamp(i), inst
+		return p
+	}
+	z := uuid.New()
+	detach := edgePt(cloud.root, root)
+	detach.Tombstone = true
+	pts := []crdt.Point{
+		stamp(valPt(y, "secret", 666), 1), // outside: refused
+		stamp(edgePt(root, y), 2),         // pulls y under itself: refused
+		stamp(detach, 3),                  // the edge above its root: refused
+		stamp(edgePt(root, z), 4),         // its own new node: kept
+		stamp(valPt(z, "temp", 5), 5),     // kept
+	}
+	b, _ = transport.Encode(transport.Push{From: 0, Through: 5, Points: crdt.AppendBatch(nil, pts)})
+	m, err = nc.Request(subj.Up, b, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ack transport.Ack
+	if err := transport.Decode(m.Data, 0, &ack); err != nil {
+		t.Fatal(err)
+	}
+	if ack.Rejected != 3 || ack.Have != 5 || !strings.Contains(ack.Reason, "subtree") {
+		t.Fatalf("ack %+v, want 3 refused, position 5", ack)
+	}
+	if p := cloud.get(y, uuid.Nil, "secret", "0"); p.Value != 1 {
+		t.Fatalf("the device overwrote a node outside its subtree: %+v", p)
+	}
+	if p := cloud.get(y, root, crdt.TypeEdge, "0"); p.Time != 0 {
+		t.Fatal("the device pulled an outside node under itself")
+	}
+	if p := cloud.get(root, cloud.root, crdt.TypeEdge, "0"); p.Tombstone || p.Time == 0 {
+		t.Fatalf("the device changed the edge above its root: %+v", p)
+	}
+	if p := cloud.get(z, uuid.Nil, "temp", "0"); p.Value != 5 {
+		t.Fatal("the device's own new node was refused")
+	}
+}

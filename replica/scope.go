@@ -21,10 +21,22 @@ type scope struct {
 	st    *store.Store
 	root  uuid.UUID
 	cache map[uuid.UUID]bool
+	// anyEdge walks tombstoned and inactive edges too: the subtree as it
+	// is or ever was (newHistoricScope).
+	anyEdge bool
 }
 
 func newScope(st *store.Store, root uuid.UUID) *scope {
 	return &scope{st: st, root: root, cache: make(map[uuid.UUID]bool)}
+}
+
+// newHistoricScope returns a scope of every node below root over any edge,
+// deleted or inactive ones included: the nodes that are or ever were in the
+// subtree.
+func newHistoricScope(st *store.Store, root uuid.UUID) *scope {
+	sc := newScope(st, root)
+	sc.anyEdge = true
+	return sc
 }
 
 // full reports whether the scope holds everything.
@@ -70,7 +82,7 @@ func (s *scope) containsNode(n uuid.UUID) (bool, error) {
 			break
 		}
 		err := s.st.Parents(cur, func(c store.Child) error {
-			if !c.Active || visited[c.ID] {
+			if (!c.Active && !s.anyEdge) || visited[c.ID] {
 				return nil
 			}
 			if c.ID == s.root {

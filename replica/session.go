@@ -30,6 +30,7 @@ type session struct {
 	pushSubj string                    // where our pushes go
 	ackPfx   string                    // our pushes' reply subjects: ackPfx.<through>
 	onEdge   func(p *crdt.Point) error // called for every edge change the sender reads; an error ends the session
+	ingress  *subtreeFilter            // when set, incoming points outside it are refused (an edge's upstream)
 
 	fail     func(error)  // ends the session with an error (first one wins)
 	lastSeen atomic.Int64 // unix ns of the last message from the other side
@@ -125,7 +126,21 @@ func (s *session) handlePush(m *nats.Msg) {
 		return
 	}
 	have := max(s.have, p.Through)
+	refused, why := 0, ""
+	if s.ingress != nil {
+		if pts, refused, why, err = s.ingress.keep(pts); err != nil {
+			s.respond(m, transport.EncodeError(fmt.Errorf("push %d-%d: %w", p.From, p.Through, err)))
+			s.fail(fmt.Errorf("check push: %w", err))
+			return
+		}
+	}
 	_, rejected, reason, err := s.r.applyRemote(s.remote, pts, map[string]uint64{recvMark(s.remote): have})
+	if refused > 0 {
+		rejected += refused
+		if reason == "" {
+			reason = why
+		}
+	}
 	if err != nil {
 		s.respond(m, transport.EncodeError(fmt.Errorf("apply push %d-%d: %w", p.From, p.Through, err)))
 		s.fail(fmt.Errorf("apply push: %w", err))

@@ -1,0 +1,125 @@
+package replica
+
+import (
+	"fmt"
+
+	"github.com/google/uuid"
+
+	"siot/crdt"
+	"siot/store"
+)
+
+// subtreeFilter keeps the points an edge may write upstream: those of its
+// own subtree, as it is or ever was (over deleted edges too). An edge session's acceptor runs every incoming batch
+// through it, so a device, whatever it sends, changes nothing outside the
+// subtree it was given:
+//
+//   - a node point is kept when its node is in the subtree, or is created
+//     under it by a live edge of the same batch;
+//   - an edge point is kept when its parent is such a node, its child is
+//     not the subtree's root (the edge above a device is the upstream's to
+//     write: a device cannot re-attach itself once detached), and its child
+//     was never placed under a node outside the subtree (a device cannot
+//     pull other nodes, and their data, under itself).
+//
+// Refused points are counted and reported in the ack, like points with a
+// clock too far ahead. Node points of a node that has no edge yet are
+// refused too: send a node's edge with or before its points.
+type subtreeFilter struct {
+	st   *store.Store
+	root uuid.UUID
+}
+
+func (f subtreeFilter) keep(pts []crdt.Point) (kept []crdt.Point, rejected int, reason string, err error) {
+	// Membership over any edge, deleted ones too: while replicas
+	// diverge, a node the device placed under one it deleted, or that the
+	// upstream deleted, is still the device's.
+	sc := newHistoricScope(f.st, f.root)
+	in := func(n uuid.UUID) (bool, error) { return sc.containsNode(n) }
+	foreign := func(n uuid.UUID) (bool, error) {
+		// Placed, now or before, under a node outside the subtree: the
+		// upstream's, not the device's. A node the device deleted from
+		// its own subtree stays the device's to undelete.
+		if ok, err := in(n); err != nil || ok {
+			return false, err
+		}
+		alien := false
+		err := f.st.Parents(n, func(c store.Child) error {
+			pin, err := in(c.ID)
+			if err != nil {
+				return err
+			}
+			if !pin {
+				alien = true
+				return store.ErrStop
+			}
+			return nil
+		})
+		return alien, err
+	}
+	// Nodes this batch creates under the subtree, to a fixed point (a new
+	// node may hang under another new node).
+	created := map[uuid.UUID]bool{}
+	for changed := true; changed; {
+		changed = false
+		for i := range pts {
+			p := &pts[i]
+			if p.Type != crdt.TypeEdge || p.Tombstone || created[p.Node] || p.Node == f.root {
+				continue
+			}
+			ok := created[p.Parent]
+			if !ok {
+				if ok, err = in(p.Parent); err != nil {
+					return nil, 0, "", err
+				}
+			}
+			if !ok {
+				continue
+			}
+			alien, err := foreign(p.Node)
+			if err != nil {
+				return nil, 0, "", err
+			}
+			if !alien {
+				created[p.Node] = true
+				changed = true
+			}
+		}
+	}
+	kept = pts[:0:0]
+	for i := range pts {
+		p := &pts[i]
+		ok, why := false, ""
+		if p.IsEdge() {
+			switch parentIn, err := in(p.Parent); {
+			case err != nil:
+				return nil, 0, "", err
+			case p.Node == f.root:
+				why = "the edge above the device's root is the upstream's"
+			case !parentIn && !created[p.Parent]:
+				why = "parent outside the device's subtree"
+			default:
+				alien, err := foreign(p.Node)
+				if err != nil {
+					return nil, 0, "", err
+				}
+				ok, why = !alien, "child is a node outside the device's subtree"
+			}
+		} else {
+			nodeIn, err := in(p.Node)
+			if err != nil {
+				return nil, 0, "", err
+			}
+			ok, why = nodeIn || created[p.Node], "node outside the device's subtree"
+		}
+		if ok {
+			kept = append(kept, *p)
+			continue
+		}
+		if rejected == 0 {
+			reason = fmt.Sprintf("point %v/%v/%s/%s: %s", p.Node, p.Parent, p.Type, p.Key, why)
+		}
+		rejected++
+	}
+	return kept, rejected, reason, nil
+}
