@@ -218,3 +218,35 @@ func TestSlowLinkAdaptsWithoutTimeouts(t *testing.T) {
 		t.Fatalf("%d connections, want 1", st.Accepted)
 	}
 }
+
+// TestDeadLinkBlocksNothing blackholes one of an edge's two upstreams:
+// local writes and the other link go on, the dead link reports pending
+// changes, and once restored it catches up from where it was.
+func TestDeadLinkBlocksNothing(t *testing.T) {
+	c1 := startNode(t, "cloud1", nodeOpts{})
+	c2 := startNode(t, "cloud2", nodeOpts{})
+	px := proxyTo(t, c1)
+	edge := startNode(t, "edge", nodeOpts{upstreams: []string{px.URL(), c2.url()}})
+	edge.waitInSync(px.URL())
+	edge.waitInSync(c2.url())
+	px.Blackhole()
+	s := uuid.New()
+	edge.write(edgePt(edge.root, s))
+	for i := range 200 {
+		edge.write(crdt.Point{Node: s, Type: "reading", Key: strconv.Itoa(i), Value: float64(i)})
+	}
+	c2.waitValue(s, "reading", 0)
+	waitFor(t, "all on the live link", 10*time.Second, func() bool {
+		return c2.get(s, uuid.Nil, "reading", "199").Time != 0
+	})
+	if l := edge.link(px.URL()); l.InSync || l.Pending == 0 {
+		t.Fatalf("dead link reports %+v", l)
+	}
+	if p := c1.get(s, uuid.Nil, "reading", "199"); p.Time != 0 {
+		t.Fatal("a blackholed link delivered")
+	}
+	px.Restore()
+	waitFor(t, "dead link caught up", 20*time.Second, func() bool {
+		return c1.get(s, uuid.Nil, "reading", "199").Time != 0
+	})
+}
