@@ -250,3 +250,34 @@ func TestDeadLinkBlocksNothing(t *testing.T) {
 		return c1.get(s, uuid.Nil, "reading", "199").Time != 0
 	})
 }
+
+// TestPreprovisionedDeviceFindsItsConfiguration: the cloud creates a
+// device node (under a group, with configuration and a child) before the
+// device ever connects; the device started with that root gets it all,
+// and is not adopted a second time under the cloud's root.
+func TestPreprovisionedDeviceFindsItsConfiguration(t *testing.T) {
+	cloud := startNode(t, "cloud", nodeOpts{})
+	group, dev, sensor := uuid.New(), uuid.New(), uuid.New()
+	cloud.write(edgePt(cloud.root, group), edgePt(group, dev), valPt(dev, "interval", 30),
+		crdt.Point{Node: dev, Type: crdt.TypeNodeType, Key: "0", Text: "device"},
+		edgePt(dev, sensor), valPt(sensor, "scale", 2))
+	// Much unrelated data, so the device's share is found, not streamed.
+	var other []crdt.Point
+	for i := range 3000 {
+		other = append(other, crdt.Point{Node: group, Type: "log", Key: strconv.Itoa(i), Value: float64(i)})
+	}
+	cloud.write(other...)
+	edge := startNode(t, "device", nodeOpts{root: dev, upstreams: []string{cloud.url()}})
+	edge.waitValue(dev, "interval", 30)
+	edge.waitValue(sensor, "scale", 2)
+	edge.waitInSync(cloud.url())
+	if p := cloud.get(dev, cloud.root, crdt.TypeEdge, "0"); p.Time != 0 {
+		t.Fatal("a pre-provisioned device was adopted again under the root")
+	}
+	if p := edge.get(group, uuid.Nil, "log", "0"); p.Time != 0 {
+		t.Fatal("the device received its group's points")
+	}
+	if a, b := edge.dump(dev), cloud.dump(dev); !equalDumps(a, b) {
+		t.Fatalf("device subtree differs:%s", dumpDiff(a, b))
+	}
+}
