@@ -19,7 +19,8 @@ pending, the last error, and the bytes sent and received.
 With --json, print one JSON object:
   {"id": ROOT, "instance": ID, "links": [{"url", "connected", "inSync",
    "pending", "lastError", "bytesSent", "bytesReceived", ...}], ...}
-"inSync" is true when nothing is pending either way and resume is complete.
+"inSync" is true when the last digest comparison of the link's scope
+matched and nothing is pending either way.
 
 Examples:
   siot status
