@@ -11,9 +11,13 @@ cd "$(dirname "$0")/.."
 BENCHTIME=${BENCHTIME:-1s}
 COUNT=${COUNT:-3}
 STORE_COUNT=${STORE_COUNT:-$COUNT}
-others=$(go list ./... | grep -v '^siot/store$')
+others=$(go list ./... | grep -v -e '^siot/store$' -e '^siot/replica$')
 {
 	# shellcheck disable=SC2086 # one package per word
 	go test -run '^$' -bench . -benchmem -benchtime "$BENCHTIME" -count "$COUNT" $others
 	go test -run '^$' -bench . -benchmem -benchtime "$BENCHTIME" -count "$STORE_COUNT" -timeout 30m ./store/
+	# Replication: propagation samples 3,000 writes; resume and repair
+	# time one whole scenario per op (fixtures of up to 10^6 points).
+	go test -run '^$' -bench Propagation -benchtime 3000x -count "$COUNT" ./replica/
+	go test -run '^$' -bench 'Resume|Repair' -benchtime 1x -count "$COUNT" -timeout 60m ./replica/
 } | tee bench.out
