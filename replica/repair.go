@@ -3,8 +3,10 @@ package replica
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -131,13 +133,23 @@ func (rp *repairer) round(ctx context.Context) (RepairStats, error) {
 // takeRequest moves up to maxQueries queries of each kind into a request.
 func (rp *repairer) takeRequest() *transport.RepairRequest {
 	req := &transport.RepairRequest{Root: rp.root}
-	n := min(len(rp.compare), maxQueries)
+	// Compares carry sketches: bound the request's size, not only the
+	// number of queries, so it stays far below the message limit.
+	n, size := 0, 0
+	for n < len(rp.compare) && n < maxQueries && size < repairReplyBudget {
+		size += 64 + len(rp.compare[n].Sketch)
+		n++
+	}
 	req.Compare, rp.compare = rp.compare[:n:n], rp.compare[n:]
 	n = min(len(rp.list), maxQueries/32)
 	req.List, rp.list = rp.list[:n:n], rp.list[n:]
 	n = min(len(rp.buckets), maxQueries/32)
 	req.Buckets, rp.buckets = rp.buckets[:n:n], rp.buckets[n:]
-	n = min(len(rp.fetch), maxQueries/32)
+	n, size = 0, 0
+	for n < len(rp.fetch) && n < maxQueries/32 && size < repairReplyBudget/2 {
+		size += 24 + 8*len(rp.fetch[n].Hashes)
+		n++
+	}
 	req.Fetch, rp.fetch = rp.fetch[:n:n], rp.fetch[n:]
 	n = min(len(rp.edges), maxQueries)
 	req.Edges, rp.edges = rp.edges[:n:n], rp.edges[n:]
@@ -205,6 +217,24 @@ func (rp *repairer) process(reply *transport.RepairReply) error {
 	}
 	for i := range reply.Listings {
 		if err := rp.compareListing(&reply.Listings[i]); err != nil {
+			return err
+		}
+	}
+	for _, w := range reply.Want {
+		want := make(map[uint64]bool, len(w.Hashes))
+		for _, h := range w.Hashes {
+			want[h] = true
+		}
+		err := rp.s.r.st.ScanNode(w.Node, func(p *crdt.Point) error {
+			if p.IsEdge() {
+				return store.ErrStop
+			}
+			if want[crdt.RegisterHash(p.Type, p.Key)] {
+				return rp.queueSend(p)
+			}
+			return nil
+		})
+		if err != nil {
 			return err
 		}
 	}
@@ -302,8 +332,53 @@ func (rp *repairer) descend(n uuid.UUID) error {
 	if err != nil {
 		return err
 	}
-	rp.compare = append(rp.compare, transport.NodeSub{Node: n, Sub: d.Sub, Own: d.Own})
+	q := transport.NodeSub{Node: n, Sub: d.Sub, Own: d.Own}
+	if !d.Own.IsZero() {
+		sk, _, err := sketchNode(rp.s.r.st, n, false)
+		if err != nil {
+			return err
+		}
+		if sk != nil {
+			q.Sketch = sk.AppendBinary(nil)
+		}
+	}
+	rp.compare = append(rp.compare, q)
 	return nil
+}
+
+// Sketches of a node's points.
+const (
+	sketchCells     = 9    // finds up to about three differing point versions
+	maxSketchPoints = 4096 // a node with more is listed instead
+)
+
+// sketchNode returns the sketch of node n's points, and with keep the
+// points by key; nil when n has more than maxSketchPoints.
+func sketchNode(st *store.Store, n uuid.UUID, keep bool) (*crdt.Sketch, map[[16]byte]crdt.Point, error) {
+	sk := crdt.NewSketch(sketchCells)
+	var pts map[[16]byte]crdt.Point
+	if keep {
+		pts = make(map[[16]byte]crdt.Point)
+	}
+	count := 0
+	err := st.ScanNode(n, func(p *crdt.Point) error {
+		if p.IsEdge() {
+			return store.ErrStop
+		}
+		if count++; count > maxSketchPoints {
+			return store.ErrStop
+		}
+		k := crdt.PointKey(p)
+		sk.Add(k)
+		if keep {
+			pts[k] = *p
+		}
+		return nil
+	})
+	if err != nil || count > maxSketchPoints {
+		return nil, nil, err
+	}
+	return sk, pts, nil
 }
 
 // compareListing compares a page of the remote's listing of a node's
@@ -443,11 +518,20 @@ func answerRepair(st *store.Store, sc *scope, req *transport.RepairRequest) (*tr
 		sm := transport.Summary{Node: q.Node, Own: d.Own}
 		size += 40
 		if d.Own != q.Own {
-			l, err := listNode(st, in, transport.ListQuery{Node: q.Node}, &size)
-			if err != nil {
-				return nil, err
+			done := false
+			if in && len(q.Sketch) > 0 {
+				var err error
+				if done, err = answerSketch(st, q, reply, &pts, &size); err != nil {
+					return nil, err
+				}
 			}
-			reply.Listings = append(reply.Listings, l)
+			if !done {
+				l, err := listNode(st, in, transport.ListQuery{Node: q.Node}, &size)
+				if err != nil {
+					return nil, err
+				}
+				reply.Listings = append(reply.Listings, l)
+			}
 		}
 		if in {
 			n := 0
@@ -572,6 +656,60 @@ func answerRepair(st *store.Store, sc *scope, req *transport.RepairRequest) (*tr
 		reply.Points = crdt.AppendBatch(nil, pts)
 	}
 	return reply, nil
+}
+
+// answerSketch subtracts the asker's sketch of node q.Node from ours: when
+// the differences decode, our versions go into pts and the asker's are
+// asked for in reply.Want. It reports false when the sketch did not
+// decode (too many differences, or a node too big to sketch): the caller
+// falls back to a listing.
+func answerSketch(st *store.Store, q transport.NodeSub, reply *transport.RepairReply, pts *[]crdt.Point, size *int) (bool, error) {
+	theirs, err := crdt.DecodeSketch(q.Sketch)
+	if err != nil {
+		return false, fmt.Errorf("repair sketch of %v: %w", q.Node, err)
+	}
+	mine, byKey, err := sketchNode(st, q.Node, true)
+	if err != nil || mine == nil || mine.Cells() != theirs.Cells() {
+		return false, err
+	}
+	if err := mine.Subtract(theirs); err != nil {
+		return false, nil
+	}
+	plus, minus, ok := mine.Decode()
+	if !ok {
+		return false, nil
+	}
+	// A register in both lists has a version on each side: only the later
+	// one needs to cross.
+	theirTime := make(map[uint64]uint64, len(minus))
+	for _, k := range minus {
+		theirTime[binary.BigEndian.Uint64(k[:8])] = binary.BigEndian.Uint64(k[8:])
+	}
+	for _, k := range plus {
+		p, found := byKey[k]
+		if !found {
+			return false, nil // not a key of ours: a collision, list instead
+		}
+		h := binary.BigEndian.Uint64(k[:8])
+		if t, both := theirTime[h]; both && t > uint64(p.Time) {
+			continue // theirs is later: ask for it below
+		}
+		*pts = append(*pts, p)
+		*size += pointCost(&p) + 8
+		if t, both := theirTime[h]; both && t < uint64(p.Time) {
+			delete(theirTime, h) // ours is later: theirs need not come
+		}
+	}
+	if len(theirTime) > 0 {
+		w := transport.FetchQuery{Node: q.Node}
+		for h := range theirTime {
+			w.Hashes = append(w.Hashes, h)
+		}
+		slices.Sort(w.Hashes)
+		reply.Want = append(reply.Want, w)
+		*size += 24 + 8*len(w.Hashes)
+	}
+	return true, nil
 }
 
 // listNode lists node q.Node's points after q.After (nothing when the node

@@ -36,6 +36,12 @@ type NodeSub struct {
 	Node uuid.UUID
 	Sub  crdt.Digest
 	Own  crdt.Digest
+	// Sketch, when set, is the asker's crdt.Sketch of the node's points
+	// (crdt.PointKey): when the own digests differ the answerer subtracts
+	// its own sketch and, if the few differing points decode, replies with
+	// its versions of them and asks for the asker's (Want) instead of a
+	// listing.
+	Sketch []byte
 }
 
 // ListQuery asks for the listing of node Node's points after register
@@ -73,6 +79,9 @@ type RepairRequest struct {
 	Fetch   []FetchQuery
 	Edges   []EdgeQuery
 }
+
+// maxSketchBytes bounds a compare's sketch.
+const maxSketchBytes = crdt.MaxSketchCells * 22
 
 // ChildSum is one child in a Summary or a bucket listing.
 type ChildSum struct {
@@ -130,6 +139,9 @@ type RepairReply struct {
 	Buckets   []BucketChildren
 	Points    []byte
 	Answered  [5]int // Compare, List, Buckets, Fetch, Edges
+	// Want asks for the asker's versions of node points a sketch showed
+	// differ (register hashes, as in a FetchQuery).
+	Want []FetchQuery
 }
 
 // RegisterHash identifies a node point's register (type and key) in
@@ -156,6 +168,7 @@ type repairReplyWire struct {
 	Buckets   []byte `msgpack:"bkts,omitempty"`
 	Points    []byte `msgpack:"pts,omitempty"`
 	Answered  []int  `msgpack:"done"`
+	Want      []byte `msgpack:"want,omitempty"`
 }
 
 // EncodeRepairRequest returns the frame of r.
@@ -164,6 +177,8 @@ func EncodeRepairRequest(r *RepairRequest) ([]byte, error) {
 	for _, c := range r.Compare {
 		d, o := c.Sub.Bytes(), c.Own.Bytes()
 		w.Compare = append(append(append(w.Compare, c.Node[:]...), d[:]...), o[:]...)
+		w.Compare = binary.AppendUvarint(w.Compare, uint64(len(c.Sketch)))
+		w.Compare = append(w.Compare, c.Sketch...)
 	}
 	for _, l := range r.List {
 		w.List = append(w.List, l.Node[:]...)
@@ -173,13 +188,7 @@ func EncodeRepairRequest(r *RepairRequest) ([]byte, error) {
 	for _, b := range r.Buckets {
 		w.Buckets = append(append(w.Buckets, b.Node[:]...), b.Bucket)
 	}
-	for _, f := range r.Fetch {
-		w.Fetch = append(w.Fetch, f.Node[:]...)
-		w.Fetch = binary.AppendUvarint(w.Fetch, uint64(len(f.Hashes)))
-		for _, h := range f.Hashes {
-			w.Fetch = binary.BigEndian.AppendUint64(w.Fetch, h)
-		}
-	}
+	w.Fetch = appendFetches(w.Fetch, r.Fetch)
 	for _, e := range r.Edges {
 		w.Edges = append(append(w.Edges, e.Child[:]...), e.Parent[:]...)
 	}
@@ -199,6 +208,7 @@ func DecodeRepairRequest(msg []byte, limit int) (*RepairRequest, error) {
 		c := NodeSub{Node: rd.id()}
 		c.Sub = rd.digest()
 		c.Own = rd.digest()
+		c.Sketch = rd.bytes(maxSketchBytes)
 		r.Compare = append(r.Compare, c)
 	}
 	if rd.err != nil {
@@ -220,17 +230,9 @@ func DecodeRepairRequest(msg []byte, limit int) (*RepairRequest, error) {
 	if rd.err != nil {
 		return nil, rd.err
 	}
-	rd = &recReader{b: w.Fetch, what: "fetch"}
-	for rd.more() {
-		f := FetchQuery{Node: rd.id()}
-		n := rd.count(8)
-		for range n {
-			f.Hashes = append(f.Hashes, rd.u64())
-		}
-		r.Fetch = append(r.Fetch, f)
-	}
-	if rd.err != nil {
-		return nil, rd.err
+	var err error
+	if r.Fetch, err = readFetches(w.Fetch, "fetch"); err != nil {
+		return nil, err
 	}
 	rd = &recReader{b: w.Edges, what: "edges"}
 	for rd.more() {
@@ -270,9 +272,37 @@ func (rd *recReader) child() ChildSum {
 	return c
 }
 
+func appendFetches(b []byte, fs []FetchQuery) []byte {
+	for _, f := range fs {
+		b = append(b, f.Node[:]...)
+		b = binary.AppendUvarint(b, uint64(len(f.Hashes)))
+		for _, h := range f.Hashes {
+			b = binary.BigEndian.AppendUint64(b, h)
+		}
+	}
+	return b
+}
+
+func readFetches(b []byte, what string) ([]FetchQuery, error) {
+	var out []FetchQuery
+	rd := &recReader{b: b, what: what}
+	for rd.more() {
+		f := FetchQuery{Node: rd.id()}
+		n := rd.count(8)
+		for range n {
+			f.Hashes = append(f.Hashes, rd.u64())
+		}
+		out = append(out, f)
+	}
+	if rd.err != nil {
+		return nil, rd.err
+	}
+	return out, nil
+}
+
 // EncodeRepairReply returns the frame of r.
 func EncodeRepairReply(r *RepairReply) ([]byte, error) {
-	w := repairReplyWire{Points: r.Points, Answered: r.Answered[:]}
+	w := repairReplyWire{Points: r.Points, Answered: r.Answered[:], Want: appendFetches(nil, r.Want)}
 	for _, s := range r.Summaries {
 		own := s.Own.Bytes()
 		w.Summaries = append(append(w.Summaries, s.Node[:]...), own[:]...)
@@ -336,6 +366,10 @@ func DecodeRepairReply(msg []byte, limit int) (*RepairReply, error) {
 			return nil, fmt.Errorf("repair reply: %w: negative count", crdt.ErrMalformed)
 		}
 		r.Answered[i] = n
+	}
+	var err error
+	if r.Want, err = readFetches(w.Want, "want"); err != nil {
+		return nil, err
 	}
 	rd := &recReader{b: w.Summaries, what: "summaries"}
 	for rd.more() {

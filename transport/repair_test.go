@@ -295,7 +295,7 @@ func TestRepairWireLayout(t *testing.T) {
 	}
 	wantReq := map[string]any{
 		"root":  ub(rid(1)),
-		"cmp":   cat(ub(rid(2)), db(rdig(2)), db(rdig(-2))),
+		"cmp":   cat(ub(rid(2)), db(rdig(2)), db(rdig(-2)), []byte{0}),
 		"list":  cat(ub(rid(3)), []byte{2, 'x', 'y'}, ub(rid(4)), []byte{0}),
 		"bkt":   cat(ub(rid(5)), []byte{7}),
 		"fetch": cat(ub(rid(6)), []byte{2}, be64(1), be64(1<<64-2)),
@@ -758,7 +758,7 @@ func repairDense() []repairFrame {
 	}
 	var frames []repairFrame
 	for _, c := range []dense{
-		{"compares", false, "Compare", fill(cat(u, d, d))},
+		{"compares", false, "Compare", fill(cat(u, d, d, []byte{0}))},
 		{"lists", false, "List", fill(cat(u, []byte{0}))},
 		{"buckets", false, "Buckets", fill(cat(u, []byte{1}))},
 		{"fetches", false, "Fetch", fill(cat(u, []byte{0}))},
@@ -930,4 +930,30 @@ func FuzzRepairDecode(f *testing.F) {
 			t.Fatalf("frame of type %s accepted as both", MsgType(msg[1]))
 		}
 	})
+}
+
+// TestRepairSketchAndWantRoundTrip covers the compare's sketch and the
+// reply's Want list, and refuses a sketch over its size limit.
+func TestRepairSketchAndWantRoundTrip(t *testing.T) {
+	sk := crdt.NewSketch(9)
+	sk.Add([16]byte{1, 2, 3})
+	req := &RepairRequest{Root: rid(1), Compare: []NodeSub{{Node: rid(2), Sub: rdig(2), Own: rdig(3), Sketch: sk.AppendBinary(nil)}}}
+	b := mustEncodeRequest(t, req)
+	got, err := DecodeRepairRequest(b, 0)
+	if err != nil || !reflect.DeepEqual(got, req) {
+		t.Fatalf("request: %v\n got %+v\nwant %+v", err, got, req)
+	}
+	if _, err := crdt.DecodeSketch(got.Compare[0].Sketch); err != nil {
+		t.Fatal(err)
+	}
+	rep := &RepairReply{Answered: [5]int{1}, Want: []FetchQuery{{Node: rid(4), Hashes: []uint64{7, 9}}}}
+	rb := mustEncodeReply(t, rep)
+	gr, err := DecodeRepairReply(rb, 0)
+	if err != nil || !reflect.DeepEqual(gr, rep) {
+		t.Fatalf("reply: %v\n got %+v\nwant %+v", err, gr, rep)
+	}
+	big := &RepairRequest{Root: rid(1), Compare: []NodeSub{{Node: rid(2), Sketch: make([]byte, maxSketchBytes+1)}}}
+	if _, err := DecodeRepairRequest(mustEncodeRequest(t, big), 0); !errors.Is(err, crdt.ErrMalformed) {
+		t.Fatalf("oversized sketch: %v", err)
+	}
 }
