@@ -291,7 +291,11 @@ func (rp *repairer) compareChildren(n uuid.UUID, bucket int, remote []transport.
 				return err
 			}
 		}
-		if (c.Active || rc.Active) && (!ok || rc.Sub != transport.Short(c.Sub)) {
+		// Inactive children too: a difference below a deleted node (an
+		// edge there) can change which edges are active elsewhere, by
+		// the cycle rule, without showing in any live digest but its
+		// effects.
+		if !ok || rc.Sub != transport.Short(c.Sub) {
 			return rp.descend(c.ID)
 		}
 		return nil
@@ -302,10 +306,8 @@ func (rp *repairer) compareChildren(n uuid.UUID, bucket int, remote []transport.
 	for _, rc := range rem { // children only the remote has
 		rp.edges = append(rp.edges, transport.EdgeQuery{Child: rc.ID, Parent: n})
 		// (we hold none of its edge points to send)
-		if rc.Active {
-			if err := rp.descend(rc.ID); err != nil {
-				return err
-			}
+		if err := rp.descend(rc.ID); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -767,8 +769,15 @@ func (a *acceptor) handleRepair(as *acceptedSession, m *nats.Msg) {
 		return
 	}
 	// A fresh scope: its memo must see the tree as it is now, and the
-	// sender goroutine owns the session's.
-	reply, err := answerRepair(a.r.st, newScope(a.r.st, s.scope.root), req)
+	// sender goroutine owns the session's. It is the subtree as it is or
+	// ever was (over deleted edges too), like what the session accepts:
+	// differences below a deleted node can change which edges are active
+	// elsewhere, and both sides must be able to compare them.
+	sc := newScope(a.r.st, uuid.Nil)
+	if !s.scope.full() {
+		sc = newHistoricScope(a.r.st, s.scope.root)
+	}
+	reply, err := answerRepair(a.r.st, sc, req)
 	if err != nil {
 		s.respond(m, transport.EncodeError(err))
 		return
