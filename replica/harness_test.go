@@ -150,12 +150,22 @@ func (n *node) get(node uuid.UUID, parent uuid.UUID, typ, key string) crdt.Point
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
+	waitExplained(t, d, cond, func() string { return fmt.Sprintf("timed out after %v waiting for %s", d, what) })
+}
+
+// waitExplained polls cond every few milliseconds until it holds; after d
+// it fails with explain's message.
+func waitExplained(t testing.TB, d time.Duration, cond func() bool, explain func() string) {
+	t.Helper()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(d)
 	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
+		select {
+		case <-deadline:
+			t.Fatal(explain())
+		case <-tick.C:
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

@@ -148,15 +148,11 @@ func TestRepairAloneConverges(t *testing.T) {
 			for round := range 3 {
 				randomOps(rng, a, root, pool, 60)
 				randomOps(rng, b, root, pool, 60)
-				deadline := time.Now().Add(20 * time.Second)
-				for !converged(a, b, root) {
-					if time.Now().After(deadline) {
-						da, _ := a.st.NodeDigest(root)
-						db, _ := b.st.NodeDigest(root)
-						t.Fatalf("round %d: no convergence (sub %v vs %v):%s", round, da.Sub, db.Sub, dumpDiff(a.dump(root), b.dump(root)))
-					}
-					time.Sleep(20 * time.Millisecond)
-				}
+				waitExplained(t, 20*time.Second, func() bool { return converged(a, b, root) }, func() string {
+					da, _ := a.st.NodeDigest(root)
+					db, _ := b.st.NodeDigest(root)
+					return fmt.Sprintf("round %d: no convergence (sub %v vs %v):%s", round, da.Sub, db.Sub, dumpDiff(a.dump(root), b.dump(root)))
+				})
 			}
 			b.waitInSync(a.url())
 		})

@@ -74,11 +74,15 @@ func (h *heapWatch) begin(t *testing.T) {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	prev, quiet := ms.TotalAlloc, 0
-	for deadline := time.Now().Add(60 * time.Second); quiet < 3; {
-		if time.Now().After(deadline) {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(60 * time.Second)
+	for quiet < 3 {
+		select {
+		case <-deadline:
 			t.Fatal("background work still allocating after 60 s")
+		case <-tick.C:
 		}
-		time.Sleep(100 * time.Millisecond) // polling, not waiting for an outcome
 		runtime.ReadMemStats(&ms)
 		if ms.TotalAlloc-prev < 256<<10 {
 			quiet++

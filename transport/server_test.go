@@ -83,12 +83,15 @@ func srvDial(t *testing.T, url string, cfg DialConfig) *nats.Conn {
 // srvEventually polls cond until it holds or srvWait passes.
 func srvEventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(srvWait)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(srvWait)
 	for !cond() {
-		if time.Now().After(deadline) {
+		select {
+		case <-deadline:
 			t.Fatalf("%s: not after %v", what, srvWait)
+		case <-tick.C:
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

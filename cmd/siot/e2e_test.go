@@ -197,37 +197,36 @@ func (p *e2eProc) startOnce() error {
 		close(exited)
 	}()
 	p.cmd, p.exited = cmd, exited
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	var result error
+	finished := poll(20*time.Second, 10*time.Millisecond, func() bool {
 		out := run.String()
-		sc := bufio.NewScanner(strings.NewReader(out))
-		for sc.Scan() {
-			var rec struct{ Msg, ID, NATS, HTTP string }
-			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Msg == "siot serving" {
-				p.id, p.url, p.http = rec.ID, rec.NATS, rec.HTTP
-				if want := "nats://127.0.0.1:" + strconv.Itoa(p.port); p.url != want {
-					return fmt.Errorf("serving on %s, want %s", p.url, want)
-				}
-				return nil
+		var ok bool
+		if p.id, p.url, p.http, ok = servingLine(out); ok {
+			if want := "nats://127.0.0.1:" + strconv.Itoa(p.port); p.url != want {
+				result = fmt.Errorf("serving on %s, want %s", p.url, want)
 			}
+			return true
 		}
 		if strings.Contains(out, "address already in use") {
 			// The embedded NATS server logs the bind error, then waits
 			// for readiness for 10 s: do not wait with it.
 			_ = cmd.Process.Kill()
 			<-exited
-			return errPortTaken
+			result = errPortTaken
+			return true
 		}
 		select {
 		case <-exited:
-			return fmt.Errorf("exited (%v) before serving:\n%s", cmd.ProcessState, out)
+			result = fmt.Errorf("exited (%v) before serving:\n%s", cmd.ProcessState, out)
+			return true
 		default:
+			return false
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not serving after 20 s:\n%s", out)
-		}
-		time.Sleep(10 * time.Millisecond)
+	})
+	if !finished {
+		return fmt.Errorf("not serving after 20 s:\n%s", run.String())
 	}
+	return result
 }
 
 type multiWriter []*e2eBuffer
@@ -288,16 +287,17 @@ func freePort(t *testing.T) int {
 
 func waitPortFree(t *testing.T, port int, deadline time.Time) {
 	t.Helper()
-	for {
-		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
-		if err == nil {
+	var err error
+	free := poll(time.Until(deadline), 20*time.Millisecond, func() bool {
+		var ln net.Listener
+		if ln, err = net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
 			ln.Close()
-			return
+			return true
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("port %d still taken: %v", port, err)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return false
+	})
+	if !free {
+		t.Fatalf("port %d still taken: %v", port, err)
 	}
 }
 
@@ -394,16 +394,9 @@ func (p *e2eProc) importRecords(recs []e2eRec) {
 // what it saw, for the failure message.
 func waitFor(t *testing.T, what string, timeout time.Duration, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, seen := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s; last seen: %s", timeout, what, seen)
-		}
-		time.Sleep(25 * time.Millisecond)
+	var seen string
+	if !poll(timeout, 25*time.Millisecond, func() (ok bool) { ok, seen = cond(); return ok }) {
+		t.Fatalf("timed out after %v waiting for %s; last seen: %s", timeout, what, seen)
 	}
 }
 

@@ -85,29 +85,50 @@ func serve(t *testing.T, args ...string) *instance {
 			t.Errorf("serve: %v\n%s", err, log.String())
 		}
 	})
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	started := poll(20*time.Second, 10*time.Millisecond, func() bool {
 		select {
 		case err := <-done:
 			done <- err
 			t.Fatalf("serve exited: %v\n%s", err, log.String())
 		default:
 		}
-		sc := bufio.NewScanner(strings.NewReader(log.String()))
-		for sc.Scan() {
-			var rec map[string]any
-			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec["msg"] == "siot serving" {
-				inst.id, _ = rec["id"].(string)
-				inst.nats, _ = rec["nats"].(string)
-				inst.http, _ = rec["http"].(string)
-				return inst
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("serve did not start:\n%s", log.String())
-		}
-		time.Sleep(10 * time.Millisecond)
+		var ok bool
+		inst.id, inst.nats, inst.http, ok = servingLine(log.String())
+		return ok
+	})
+	if !started {
+		t.Fatalf("serve did not start:\n%s", log.String())
 	}
+	return inst
+}
+
+// servingLine finds the "siot serving" line in a JSON log and returns the
+// addresses it announces.
+func servingLine(log string) (id, natsURL, httpAddr string, ok bool) {
+	sc := bufio.NewScanner(strings.NewReader(log))
+	for sc.Scan() {
+		var rec struct{ Msg, ID, NATS, HTTP string }
+		if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Msg == "siot serving" {
+			return rec.ID, rec.NATS, rec.HTTP, true
+		}
+	}
+	return "", "", "", false
+}
+
+// poll calls step every interval until it reports done, for at most
+// timeout; it reports whether step finished.
+func poll(timeout, interval time.Duration, step func() bool) bool {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	deadline := time.After(timeout)
+	for !step() {
+		select {
+		case <-deadline:
+			return step()
+		case <-tick.C:
+		}
+	}
+	return true
 }
 
 // cli runs a client command with input and returns its output.
@@ -150,12 +171,8 @@ func status(t *testing.T, server string) statusJSON {
 
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !poll(20*time.Second, 20*time.Millisecond, cond) {
+		t.Fatalf("timed out waiting for %s", what)
 	}
 }
 
