@@ -221,20 +221,7 @@ func (rp *repairer) process(reply *transport.RepairReply) error {
 		}
 	}
 	for _, w := range reply.Want {
-		want := make(map[uint64]bool, len(w.Hashes))
-		for _, h := range w.Hashes {
-			want[h] = true
-		}
-		err := rp.s.r.st.ScanNode(w.Node, func(p *crdt.Point) error {
-			if p.IsEdge() {
-				return store.ErrStop
-			}
-			if want[crdt.RegisterHash(p.Type, p.Key)] {
-				return rp.queueSend(p)
-			}
-			return nil
-		})
-		if err != nil {
+		if err := pointsByHash(rp.s.r.st, w, rp.queueSend); err != nil {
 			return err
 		}
 	}
@@ -607,24 +594,15 @@ func answerRepair(st *store.Store, sc *scope, req *transport.RepairRequest) (*tr
 		}
 		reply.Answered[3]++
 		in, err := sc.containsNode(q.Node)
-		if err != nil || !in {
-			if err != nil {
-				return nil, err
-			}
+		if err != nil {
+			return nil, err
+		}
+		if !in {
 			continue
 		}
-		want := make(map[uint64]bool, len(q.Hashes))
-		for _, h := range q.Hashes {
-			want[h] = true
-		}
-		err = st.ScanNode(q.Node, func(p *crdt.Point) error {
-			if p.IsEdge() {
-				return store.ErrStop
-			}
-			if want[crdt.RegisterHash(p.Type, p.Key)] {
-				pts = append(pts, *p)
-				size += pointCost(p) + 8
-			}
+		err = pointsByHash(st, q, func(p *crdt.Point) error {
+			pts = append(pts, *p)
+			size += pointCost(p) + 8
 			return nil
 		})
 		if err != nil {
@@ -637,10 +615,10 @@ func answerRepair(st *store.Store, sc *scope, req *transport.RepairRequest) (*tr
 		}
 		reply.Answered[4]++
 		in, err := sc.containsNode(q.Parent)
-		if err != nil || !in {
-			if err != nil {
-				return nil, err
-			}
+		if err != nil {
+			return nil, err
+		}
+		if !in {
 			continue
 		}
 		err = st.ScanNode(q.Child, func(p *crdt.Point) error {
@@ -658,6 +636,24 @@ func answerRepair(st *store.Store, sc *scope, req *transport.RepairRequest) (*tr
 		reply.Points = crdt.AppendBatch(nil, pts)
 	}
 	return reply, nil
+}
+
+// pointsByHash calls fn for the node points of q.Node whose register
+// hashes are in q.Hashes.
+func pointsByHash(st *store.Store, q transport.FetchQuery, fn func(*crdt.Point) error) error {
+	want := make(map[uint64]bool, len(q.Hashes))
+	for _, h := range q.Hashes {
+		want[h] = true
+	}
+	return st.ScanNode(q.Node, func(p *crdt.Point) error {
+		if p.IsEdge() {
+			return store.ErrStop // edge points follow the node points
+		}
+		if want[crdt.RegisterHash(p.Type, p.Key)] {
+			return fn(p)
+		}
+		return nil
+	})
 }
 
 // answerSketch subtracts the asker's sketch of node q.Node from ours: when

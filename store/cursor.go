@@ -36,14 +36,18 @@ func ParseRegisterKey(b []byte) (crdt.Register, error) {
 // included. It streams one consistent snapshot; fn must not retain p;
 // returning ErrStop ends the scan without error.
 func (s *Store) ScanFrom(after *crdt.Register, fn func(p *crdt.Point) error) error {
-	var start []byte
-	if after != nil {
-		start = append([]byte{pfxPoint}, RegisterKey(*after)...)
-		start = append(start, 0) // the first key after it
-	}
 	return s.view(func(txn *badger.Txn) error {
-		return scanPoints(txn, []byte{pfxPoint}, start, fn)
+		return scanPoints(txn, []byte{pfxPoint}, keyAfter(after), fn)
 	})
+}
+
+// keyAfter returns the first point key after register r's (nil for nil).
+func keyAfter(r *crdt.Register) []byte {
+	if r == nil {
+		return nil
+	}
+	k := append([]byte{pfxPoint}, RegisterKey(*r)...)
+	return append(k, 0)
 }
 
 // ScanNodeFrom is ScanNode starting after register after (from the node's
@@ -51,12 +55,7 @@ func (s *Store) ScanFrom(after *crdt.Register, fn func(p *crdt.Point) error) err
 // bounded steps, resuming where the previous step stopped.
 func (s *Store) ScanNodeFrom(n uuid.UUID, after *crdt.Register, fn func(p *crdt.Point) error) error {
 	prefix := append([]byte{pfxPoint}, n[:]...)
-	var start []byte
-	if after != nil {
-		start = append([]byte{pfxPoint}, RegisterKey(*after)...)
-		start = append(start, 0)
-	}
 	return s.view(func(txn *badger.Txn) error {
-		return scanPoints(txn, prefix, start, fn)
+		return scanPoints(txn, prefix, keyAfter(after), fn)
 	})
 }
