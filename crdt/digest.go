@@ -124,10 +124,12 @@ func PointDigest(p *Point) Digest {
 // repair listings: the first 8 bytes, big-endian, of SHA-256 over
 // type 0x00 key.
 func RegisterHash(typ, key string) uint64 {
-	h := sha256.New()
-	h.Write([]byte(typ))
-	h.Write([]byte{0})
-	h.Write([]byte(key))
-	var sum [sha256.Size]byte
-	return binary.BigEndian.Uint64(h.Sum(sum[:0]))
+	var buf [128]byte // short registers hash without allocating
+	return RegisterHashBytes(append(append(append(buf[:0], typ...), 0), key...))
+}
+
+// RegisterHashBytes is RegisterHash of the bytes type 0x00 key.
+func RegisterHashBytes(typeKey []byte) uint64 {
+	sum := sha256.Sum256(typeKey)
+	return binary.BigEndian.Uint64(sum[:8])
 }

@@ -1,15 +1,36 @@
 package crdt
 
 import (
+	"bytes"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/google/uuid"
 )
 
-func randKey(r *rand.Rand) (k [16]byte) {
-	for i := range k {
+func randKey(r *rand.Rand, keyLen int) (k SketchKey) {
+	for i := range keyLen {
 		k[i] = byte(r.Uint32())
 	}
 	return k
+}
+
+// checkDecoded compares a decoded difference with the naive one.
+func checkDecoded(t *testing.T, what string, plus, minus []SketchKey, want map[SketchKey]int) {
+	t.Helper()
+	if len(plus)+len(minus) != len(want) {
+		t.Fatalf("%s: decoded %d+%d keys, want %d", what, len(plus), len(minus), len(want))
+	}
+	for _, k := range plus {
+		if want[k] != 1 {
+			t.Fatalf("%s: %x decoded as only in a", what, k)
+		}
+	}
+	for _, k := range minus {
+		if want[k] != -1 {
+			t.Fatalf("%s: %x decoded as only in b", what, k)
+		}
+	}
 }
 
 // TestSketchFindsSmallDifferences checks decoding against the naive set
@@ -18,22 +39,23 @@ func TestSketchFindsSmallDifferences(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	decoded, tried := 0, 0
 	for trial := range 2000 {
+		keyLen := []int{16, 20}[trial%2]
 		common := r.IntN(200)
 		da, db := r.IntN(3), r.IntN(3)
-		a, b := NewSketch(12), NewSketch(12)
+		a, b := NewSketch(12, keyLen), NewSketch(12, keyLen)
 		for range common {
-			k := randKey(r)
+			k := randKey(r, keyLen)
 			a.Add(k)
 			b.Add(k)
 		}
-		want := map[[16]byte]int{}
+		want := map[SketchKey]int{}
 		for range da {
-			k := randKey(r)
+			k := randKey(r, keyLen)
 			a.Add(k)
 			want[k] = 1
 		}
 		for range db {
-			k := randKey(r)
+			k := randKey(r, keyLen)
 			b.Add(k)
 			want[k] = -1
 		}
@@ -46,19 +68,7 @@ func TestSketchFindsSmallDifferences(t *testing.T) {
 			continue // too many for this size: the caller falls back
 		}
 		decoded++
-		if len(plus)+len(minus) != len(want) {
-			t.Fatalf("trial %d: decoded %d+%d keys, want %d", trial, len(plus), len(minus), len(want))
-		}
-		for _, k := range plus {
-			if want[k] != 1 {
-				t.Fatalf("trial %d: %x decoded as only in a", trial, k)
-			}
-		}
-		for _, k := range minus {
-			if want[k] != -1 {
-				t.Fatalf("trial %d: %x decoded as only in b", trial, k)
-			}
-		}
+		checkDecoded(t, "small", plus, minus, want)
 	}
 	// Up to four differing keys in twelve cells decode nearly always.
 	if decoded < tried*95/100 {
@@ -66,43 +76,120 @@ func TestSketchFindsSmallDifferences(t *testing.T) {
 	}
 }
 
+// TestSketchLargeDifferences decodes thousands of differing point keys
+// from a table of 1.5 cells per key, the load repair sizes for. The keys
+// are real PointKeys, whose HLC bytes are nearly equal: cells must still
+// spread.
+func TestSketchLargeDifferences(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	origin := uuid.New()
+	failed := 0
+	const trials = 20
+	for range trials {
+		d := 500 + r.IntN(2000)
+		a, b := NewSketch(d*3/2+30, PointKeyLen), NewSketch(d*3/2+30, PointKeyLen)
+		want := map[SketchKey]int{}
+		base := Timestamp(1_800_000_000_000 << 16)
+		for i := range 20_000 {
+			p := Point{Node: uuid.New(), Type: "reading", Key: "0", Time: base + Timestamp(i), Origin: origin}
+			k := PointKey(&p)
+			switch {
+			case i < d/2:
+				a.Add(k)
+				want[k] = 1
+			case i < d:
+				b.Add(k)
+				want[k] = -1
+			default:
+				a.Add(k)
+				b.Add(k)
+			}
+		}
+		_ = a.Subtract(b)
+		plus, minus, ok := a.Decode()
+		if !ok {
+			failed++
+			continue
+		}
+		checkDecoded(t, "large", plus, minus, want)
+	}
+	if failed > 1 {
+		t.Fatalf("%d of %d large sketches failed to decode at 1.5 cells per key", failed, trials)
+	}
+}
+
 func TestSketchTooManyFailsCleanly(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
-	a, b := NewSketch(6), NewSketch(6)
+	a, b := NewSketch(6, 16), NewSketch(6, 16)
 	for range 40 {
-		a.Add(randKey(r))
+		a.Add(randKey(r, 16))
 	}
 	_ = a.Subtract(b)
 	if _, _, ok := a.Decode(); ok {
 		t.Fatal("40 keys decoded from 6 cells")
 	}
+	if err := a.Subtract(NewSketch(6, 20)); err == nil {
+		t.Fatal("subtracted sketches of different key lengths")
+	}
 }
 
 func TestSketchEncoding(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 6))
-	s := NewSketch(9)
-	for range 3 {
-		s.Add(randKey(r))
-	}
-	b := s.AppendBinary(nil)
-	if len(b) != 9*sketchCellLen {
-		t.Fatalf("%d bytes", len(b))
-	}
-	got, err := DecodeSketch(b)
-	if err != nil || len(got.cells) != 9 || got.cells[4] != s.cells[4] {
-		t.Fatalf("decode: %v", err)
-	}
-	for _, bad := range [][]byte{nil, b[:21], b[:44], make([]byte, (MaxSketchCells+3)*sketchCellLen)} {
-		if _, err := DecodeSketch(bad); err == nil {
-			t.Errorf("DecodeSketch accepted %d bytes", len(bad))
+	for _, keyLen := range []int{16, 20} {
+		s := NewSketch(9, keyLen)
+		for range 3 {
+			s.Add(randKey(r, keyLen))
 		}
+		b := s.AppendBinary(nil)
+		if len(b) != 9*SketchCellLen(keyLen) || s.EncodedLen() != len(b) {
+			t.Fatalf("%d bytes", len(b))
+		}
+		got, err := DecodeSketch(b, keyLen)
+		if err != nil || len(got.cells) != 9 || got.cells[4] != s.cells[4] {
+			t.Fatalf("decode: %v", err)
+		}
+		if !bytes.Equal(got.AppendBinary(nil), b) {
+			t.Fatal("re-encoding differs")
+		}
+		cl := SketchCellLen(keyLen)
+		for _, bad := range [][]byte{nil, b[:cl-1], b[:2*cl], make([]byte, (MaxSketchCells+3)*cl)} {
+			if _, err := DecodeSketch(bad, keyLen); err == nil {
+				t.Errorf("DecodeSketch accepted %d bytes", len(bad))
+			}
+		}
+	}
+	if _, err := DecodeSketch(make([]byte, 3*25), 21); err == nil {
+		t.Error("DecodeSketch accepted a key length of 21")
+	}
+}
+
+// TestPointKeyVector pins PointKey and its tags: another implementation
+// (the browser's) must compute the same bytes.
+func TestPointKeyVector(t *testing.T) {
+	p := Point{Node: uuid.MustParse("6ba7b810-9dad-11d1-80b4-00c04fd430c8"), Type: "temp", Key: "0",
+		Time: Timestamp(0x0123456789abcdef), Origin: uuid.MustParse("00000000-0000-0000-0000-000000000001")}
+	k := PointKey(&p)
+	n, reg, tm, o := PointKeyParts(&k)
+	if n != NodeTag(p.Node) || reg != uint32(RegisterHash("temp", "0")>>32) || tm != p.Time || o != NodeTag(p.Origin) {
+		t.Fatalf("parts %x %x %x %x", n, reg, tm, o)
+	}
+	if Mix64(1) != 0x5692161d100b05e5 {
+		t.Fatalf("Mix64(1) = %#x", Mix64(1))
+	}
+	if got := NodeTag(p.Node); got != NodeTag(p.Node) || got == NodeTag(p.Origin) {
+		t.Fatal("NodeTag is not a function of the ID")
 	}
 }
 
 func FuzzDecodeSketch(f *testing.F) {
-	f.Add(NewSketch(9).AppendBinary(nil))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		s, err := DecodeSketch(b)
+	f.Add(NewSketch(9, 16).AppendBinary(nil), false)
+	f.Add(NewSketch(9, 20).AppendBinary(nil), true)
+	f.Fuzz(func(t *testing.T, b []byte, long bool) {
+		keyLen := 16
+		if long {
+			keyLen = 20
+		}
+		s, err := DecodeSketch(b, keyLen)
 		if err != nil {
 			return
 		}

@@ -14,6 +14,10 @@ import (
 // scan then returns nil.
 var ErrStop = errors.New("store: stop scan")
 
+// ErrSkip can be returned by a ScanNodesPoints callback to skip the rest
+// of the current node.
+var ErrSkip = errors.New("store: skip node")
+
 // Each read runs in its own read-only transaction: a consistent snapshot,
 // concurrent with writes. Callbacks receive points that the caller owns;
 // they must not call Apply (the snapshot would hold old versions alive for

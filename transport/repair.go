@@ -30,19 +30,22 @@ func Short(d crdt.Digest) ShortDigest {
 }
 
 // NodeSub asks: is node n's subtree digest equal to Sub? When it is not,
-// and n's own digest differs from Own, the reply's Summary comes with the
-// first page of n's listing, saving a round trip.
+// the reply has a Summary of n. When n's own digest differs from Own, the
+// answerer also puts n's points in the reply's Aggregate sketch (or, for a
+// node too big to sketch, attaches its listing; for an asker without any
+// own points, the points themselves).
 type NodeSub struct {
 	Node uuid.UUID
 	Sub  crdt.Digest
 	Own  crdt.Digest
-	// Sketch, when set, is the asker's crdt.Sketch of the node's points
-	// (crdt.PointKey): when the own digests differ the answerer subtracts
-	// its own sketch and, if the few differing points decode, replies with
-	// its versions of them and asks for the asker's (Want) instead of a
-	// listing.
-	Sketch []byte
+	// Density scales the cells the answerer gives n in the Aggregate:
+	// 0 or 1 for the first try (about one differing point), more after a
+	// sketch failed to decode. At most MaxDensity.
+	Density byte
 }
+
+// MaxDensity bounds NodeSub.Density.
+const MaxDensity = 64
 
 // ListQuery asks for the listing of node Node's points after register
 // After (nil: from the first).
@@ -69,36 +72,88 @@ type EdgeQuery struct {
 	Child, Parent uuid.UUID
 }
 
+// ChildSketchQuery asks which children of Node, among those in the child
+// buckets set in Buckets (bit b%8 of byte b/8 for bucket b), differ from
+// the asker's: Sketch is the asker's crdt.Sketch (16-byte keys) of its
+// children there, one key per child (docs/protocol.md gives the key).
+type ChildSketchQuery struct {
+	Node    uuid.UUID
+	Buckets [32]byte
+	Sketch  []byte
+}
+
+// TagFetch asks for the node points of Node whose register tags (the high
+// 32 bits of RegisterHash, as in a crdt.PointKey) are in Tags.
+type TagFetch struct {
+	Node uuid.UUID
+	Tags []uint32
+}
+
 // RepairRequest is one round trip of a repair: every query of it is
 // answered in the reply, in order, until the reply is full.
 type RepairRequest struct {
-	Root    uuid.UUID
-	Compare []NodeSub
-	List    []ListQuery
-	Buckets []BucketQuery
-	Fetch   []FetchQuery
-	Edges   []EdgeQuery
+	Root        uuid.UUID
+	Compare     []NodeSub
+	List        []ListQuery
+	Buckets     []BucketQuery
+	Fetch       []FetchQuery
+	Edges       []EdgeQuery
+	ChildSketch []ChildSketchQuery
+	TagFetch    []TagFetch
 }
 
-// maxSketchBytes bounds a compare's sketch.
-const maxSketchBytes = crdt.MaxSketchCells * 22
+// Query kinds, the indexes of RepairReply.Answered.
+const (
+	AnsCompare = iota
+	AnsList
+	AnsBuckets
+	AnsFetch
+	AnsEdges
+	AnsChildSketch
+	AnsTagFetch
+	ansKinds
+)
 
-// ChildSum is one child in a Summary or a bucket listing.
+// ChildSum is one child in a Summary, a bucket listing or a ChildDiff:
+// the digests of its edge, its own points and what is below it (its
+// subtree digest minus its own), shortened.
 type ChildSum struct {
 	ID     uuid.UUID
 	Active bool
 	Edge   ShortDigest
-	Sub    ShortDigest
+	Own    ShortDigest
+	Below  ShortDigest
+	// Aggregated: the child's points are in the reply's Aggregate. Only
+	// a ChildDiff sets it; elsewhere it means nothing.
+	Aggregated bool
 }
 
 // Summary describes a node whose subtree digest differed: its own digest
-// and either its children (when few) or its non-empty child buckets.
+// and either its children (when few) or its non-empty child buckets,
+// unless what is below it matched (BelowEqual: the asker's and the
+// answerer's subtree minus own digests are equal).
 type Summary struct {
 	Node     uuid.UUID
 	Own      crdt.Digest
 	Children []ChildSum
 	Buckets  []BucketSum // set instead of Children for a node with many children
 	Many     bool        // Buckets, not Children
+	// BelowEqual: nothing below the node differs; no children are listed.
+	BelowEqual bool
+	// Aggregated: the node's points are in the reply's Aggregate.
+	Aggregated bool
+}
+
+// ChildDiff answers a ChildSketchQuery. When OK, Children are the
+// answerer's versions of the children that differ (including children
+// the asker lacks), and Missing the 64-bit child tags (the first 8 bytes of
+// a child sketch key, docs/protocol.md) of children only the asker has. When not OK the sketch did not decode: the asker lists
+// the buckets instead.
+type ChildDiff struct {
+	Node     uuid.UUID
+	OK       bool
+	Children []ChildSum
+	Missing  []uint64
 }
 
 // BucketSum is the digest of one non-empty child bucket.
@@ -129,19 +184,21 @@ type BucketChildren struct {
 	Children []ChildSum
 }
 
-// RepairReply answers a RepairRequest. Answered counts, per kind, how many
-// queries of the request were answered (in order); the rest did not fit
-// and must be asked again. Points holds the fetched points and edge
-// points, a crdt batch.
+// RepairReply answers a RepairRequest. Answered counts, per kind (the Ans
+// constants), how many queries of the request were answered (in order);
+// the rest did not fit and must be asked again. Points holds the fetched
+// points and edge points, a crdt batch.
 type RepairReply struct {
-	Summaries []Summary
-	Listings  []Listing
-	Buckets   []BucketChildren
-	Points    []byte
-	Answered  [5]int // Compare, List, Buckets, Fetch, Edges
-	// Want asks for the asker's versions of node points a sketch showed
-	// differ (register hashes, as in a FetchQuery).
-	Want []FetchQuery
+	Summaries  []Summary
+	Listings   []Listing
+	Buckets    []BucketChildren
+	ChildDiffs []ChildDiff
+	Points     []byte
+	Answered   [ansKinds]int
+	// Aggregate is the answerer's crdt.Sketch (PointKey keys) of the
+	// points of every node marked Aggregated in this reply, in one table,
+	// sized from their number and densities: nil when none is.
+	Aggregate []byte
 }
 
 // RegisterHash identifies a node point's register (type and key) in
@@ -154,22 +211,29 @@ func RegisterHash(typ, key string) uint64 {
 // wire forms: the msgpack bodies.
 
 type repairRequestWire struct {
-	Root    uuid.UUID `msgpack:"root"`
-	Compare []byte    `msgpack:"cmp,omitempty"`
-	List    []byte    `msgpack:"list,omitempty"`
-	Buckets []byte    `msgpack:"bkt,omitempty"`
-	Fetch   []byte    `msgpack:"fetch,omitempty"`
-	Edges   []byte    `msgpack:"edges,omitempty"`
+	Root        uuid.UUID `msgpack:"root"`
+	Compare     []byte    `msgpack:"cmp,omitempty"`
+	List        []byte    `msgpack:"list,omitempty"`
+	Buckets     []byte    `msgpack:"bkt,omitempty"`
+	Fetch       []byte    `msgpack:"fetch,omitempty"`
+	Edges       []byte    `msgpack:"edges,omitempty"`
+	ChildSketch []byte    `msgpack:"csk,omitempty"`
+	TagFetch    []byte    `msgpack:"ftag,omitempty"`
 }
 
 type repairReplyWire struct {
-	Summaries []byte `msgpack:"sums,omitempty"`
-	Listings  []byte `msgpack:"lists,omitempty"`
-	Buckets   []byte `msgpack:"bkts,omitempty"`
-	Points    []byte `msgpack:"pts,omitempty"`
-	Answered  []int  `msgpack:"done"`
-	Want      []byte `msgpack:"want,omitempty"`
+	Summaries  []byte `msgpack:"sums,omitempty"`
+	Listings   []byte `msgpack:"lists,omitempty"`
+	Buckets    []byte `msgpack:"bkts,omitempty"`
+	Points     []byte `msgpack:"pts,omitempty"`
+	Answered   []int  `msgpack:"done"`
+	ChildDiffs []byte `msgpack:"cdiff,omitempty"`
+	Aggregate  []byte `msgpack:"agg,omitempty"`
 }
+
+// maxChildSketchBytes bounds a ChildSketchQuery's sketch: cells of 16-byte
+// keys (crdt.SketchCellLen(16)).
+const maxChildSketchBytes = crdt.MaxSketchCells * (1 + 16 + 4)
 
 // EncodeRepairRequest returns the frame of r.
 func EncodeRepairRequest(r *RepairRequest) ([]byte, error) {
@@ -177,8 +241,7 @@ func EncodeRepairRequest(r *RepairRequest) ([]byte, error) {
 	for _, c := range r.Compare {
 		d, o := c.Sub.Bytes(), c.Own.Bytes()
 		w.Compare = append(append(append(w.Compare, c.Node[:]...), d[:]...), o[:]...)
-		w.Compare = binary.AppendUvarint(w.Compare, uint64(len(c.Sketch)))
-		w.Compare = append(w.Compare, c.Sketch...)
+		w.Compare = append(w.Compare, c.Density)
 	}
 	for _, l := range r.List {
 		w.List = append(w.List, l.Node[:]...)
@@ -191,6 +254,18 @@ func EncodeRepairRequest(r *RepairRequest) ([]byte, error) {
 	w.Fetch = appendFetches(w.Fetch, r.Fetch)
 	for _, e := range r.Edges {
 		w.Edges = append(append(w.Edges, e.Child[:]...), e.Parent[:]...)
+	}
+	for _, c := range r.ChildSketch {
+		w.ChildSketch = append(append(w.ChildSketch, c.Node[:]...), c.Buckets[:]...)
+		w.ChildSketch = binary.AppendUvarint(w.ChildSketch, uint64(len(c.Sketch)))
+		w.ChildSketch = append(w.ChildSketch, c.Sketch...)
+	}
+	for _, f := range r.TagFetch {
+		w.TagFetch = append(w.TagFetch, f.Node[:]...)
+		w.TagFetch = binary.AppendUvarint(w.TagFetch, uint64(len(f.Tags)))
+		for _, t := range f.Tags {
+			w.TagFetch = binary.BigEndian.AppendUint32(w.TagFetch, t)
+		}
 	}
 	return encodeWire(MsgRepair, &w)
 }
@@ -208,7 +283,9 @@ func DecodeRepairRequest(msg []byte, limit int) (*RepairRequest, error) {
 		c := NodeSub{Node: rd.id()}
 		c.Sub = rd.digest()
 		c.Own = rd.digest()
-		c.Sketch = rd.bytes(maxSketchBytes)
+		if c.Density = rd.byte(); c.Density > MaxDensity {
+			rd.fail("density")
+		}
 		r.Compare = append(r.Compare, c)
 	}
 	if rd.err != nil {
@@ -241,36 +318,75 @@ func DecodeRepairRequest(msg []byte, limit int) (*RepairRequest, error) {
 	if rd.err != nil {
 		return nil, rd.err
 	}
+	rd = &recReader{b: w.ChildSketch, what: "child sketch"}
+	for rd.more() {
+		c := ChildSketchQuery{Node: rd.id()}
+		copy(c.Buckets[:], rd.take(32, "buckets"))
+		c.Sketch = rd.bytes(maxChildSketchBytes)
+		r.ChildSketch = append(r.ChildSketch, c)
+	}
+	if rd.err != nil {
+		return nil, rd.err
+	}
+	rd = &recReader{b: w.TagFetch, what: "tag fetch"}
+	for rd.more() {
+		f := TagFetch{Node: rd.id()}
+		n := rd.count(4)
+		for range n {
+			f.Tags = append(f.Tags, binary.BigEndian.Uint32(rd.take(4, "tag")))
+		}
+		r.TagFetch = append(r.TagFetch, f)
+	}
+	if rd.err != nil {
+		return nil, rd.err
+	}
 	return r, nil
 }
 
-// childRecordLen is the size of a ChildSum record: id, flag, edge, sub.
-const childRecordLen = 16 + 1 + 8 + 8
+// childRecordLen is the size of a ChildSum record: id, flags, edge, own,
+// below.
+const childRecordLen = 16 + 1 + 8 + 8 + 8
+
+// ChildSum flags.
+const (
+	childActive     = 1
+	childAggregated = 2
+)
 
 func appendChild(b []byte, c ChildSum) []byte {
 	b = append(b, c.ID[:]...)
 	flag := byte(0)
 	if c.Active {
-		flag = 1
+		flag |= childActive
+	}
+	if c.Aggregated {
+		flag |= childAggregated
 	}
 	b = append(b, flag)
 	b = append(b, c.Edge[:]...)
-	return append(b, c.Sub[:]...)
+	b = append(b, c.Own[:]...)
+	return append(b, c.Below[:]...)
 }
 
 func (rd *recReader) child() ChildSum {
 	c := ChildSum{ID: rd.id()}
-	switch rd.byte() {
-	case 0:
-	case 1:
-		c.Active = true
-	default:
-		rd.fail("child flag")
+	f := rd.byte()
+	if f&^(childActive|childAggregated) != 0 {
+		rd.fail("child flags")
 	}
+	c.Active, c.Aggregated = f&childActive != 0, f&childAggregated != 0
 	c.Edge = rd.short()
-	c.Sub = rd.short()
+	c.Own = rd.short()
+	c.Below = rd.short()
 	return c
 }
+
+// Summary kinds: flag bits.
+const (
+	sumMany       = 1
+	sumBelowEqual = 2
+	sumAggregated = 4
+)
 
 func appendFetches(b []byte, fs []FetchQuery) []byte {
 	for _, f := range fs {
@@ -302,22 +418,45 @@ func readFetches(b []byte, what string) ([]FetchQuery, error) {
 
 // EncodeRepairReply returns the frame of r.
 func EncodeRepairReply(r *RepairReply) ([]byte, error) {
-	w := repairReplyWire{Points: r.Points, Answered: r.Answered[:], Want: appendFetches(nil, r.Want)}
+	w := repairReplyWire{Points: r.Points, Answered: r.Answered[:], Aggregate: r.Aggregate}
 	for _, s := range r.Summaries {
 		own := s.Own.Bytes()
 		w.Summaries = append(append(w.Summaries, s.Node[:]...), own[:]...)
-		if s.Many {
-			w.Summaries = append(w.Summaries, 1)
+		flags := byte(0)
+		if s.Aggregated {
+			flags |= sumAggregated
+		}
+		switch {
+		case s.BelowEqual:
+			w.Summaries = append(w.Summaries, flags|sumBelowEqual)
+		case s.Many:
+			w.Summaries = append(w.Summaries, flags|sumMany)
 			w.Summaries = binary.AppendUvarint(w.Summaries, uint64(len(s.Buckets)))
 			for _, b := range s.Buckets {
 				w.Summaries = append(append(w.Summaries, b.Bucket), b.Digest[:]...)
 			}
+		default:
+			w.Summaries = append(w.Summaries, flags)
+			w.Summaries = binary.AppendUvarint(w.Summaries, uint64(len(s.Children)))
+			for _, c := range s.Children {
+				w.Summaries = appendChild(w.Summaries, c)
+			}
+		}
+	}
+	for _, d := range r.ChildDiffs {
+		w.ChildDiffs = append(w.ChildDiffs, d.Node[:]...)
+		if !d.OK {
+			w.ChildDiffs = append(w.ChildDiffs, 0)
 			continue
 		}
-		w.Summaries = append(w.Summaries, 0)
-		w.Summaries = binary.AppendUvarint(w.Summaries, uint64(len(s.Children)))
-		for _, c := range s.Children {
-			w.Summaries = appendChild(w.Summaries, c)
+		w.ChildDiffs = append(w.ChildDiffs, 1)
+		w.ChildDiffs = binary.AppendUvarint(w.ChildDiffs, uint64(len(d.Children)))
+		for _, c := range d.Children {
+			w.ChildDiffs = appendChild(w.ChildDiffs, c)
+		}
+		w.ChildDiffs = binary.AppendUvarint(w.ChildDiffs, uint64(len(d.Missing)))
+		for _, m := range d.Missing {
+			w.ChildDiffs = binary.BigEndian.AppendUint64(w.ChildDiffs, m)
 		}
 	}
 	for _, l := range r.Listings {
@@ -367,20 +506,23 @@ func DecodeRepairReply(msg []byte, limit int) (*RepairReply, error) {
 		}
 		r.Answered[i] = n
 	}
-	var err error
-	if r.Want, err = readFetches(w.Want, "want"); err != nil {
-		return nil, err
+	if len(w.Aggregate) > 0 {
+		r.Aggregate = w.Aggregate
 	}
 	rd := &recReader{b: w.Summaries, what: "summaries"}
 	for rd.more() {
 		s := Summary{Node: rd.id(), Own: rd.digest()}
-		switch rd.byte() {
+		f := rd.byte()
+		s.Aggregated = f&sumAggregated != 0
+		switch f &^ sumAggregated {
+		case sumBelowEqual:
+			s.BelowEqual = true
 		case 0:
 			n := rd.count(childRecordLen)
 			for range n {
 				s.Children = append(s.Children, rd.child())
 			}
-		case 1:
+		case sumMany:
 			s.Many = true
 			n := rd.count(9)
 			for range n {
@@ -390,6 +532,29 @@ func DecodeRepairReply(msg []byte, limit int) (*RepairReply, error) {
 			rd.fail("summary kind")
 		}
 		r.Summaries = append(r.Summaries, s)
+	}
+	if rd.err != nil {
+		return nil, rd.err
+	}
+	rd = &recReader{b: w.ChildDiffs, what: "child diffs"}
+	for rd.more() {
+		d := ChildDiff{Node: rd.id()}
+		switch rd.byte() {
+		case 0:
+		case 1:
+			d.OK = true
+			n := rd.count(childRecordLen)
+			for range n {
+				d.Children = append(d.Children, rd.child())
+			}
+			n = rd.count(8)
+			for range n {
+				d.Missing = append(d.Missing, rd.u64())
+			}
+		default:
+			rd.fail("child diff ok")
+		}
+		r.ChildDiffs = append(r.ChildDiffs, d)
 	}
 	if rd.err != nil {
 		return nil, rd.err

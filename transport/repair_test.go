@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"reflect"
 	"slices"
 	"strings"
@@ -49,28 +50,82 @@ func rcursor(seed, n int) []byte {
 	return b
 }
 
+// rchildren returns n children; from 4 on, every combination of the
+// Active and Aggregated flags occurs.
 func rchildren(seed, n int) []ChildSum {
 	out := make([]ChildSum, n)
 	for i := range out {
-		out[i] = ChildSum{ID: rid(seed + i), Active: i%3 != 0, Edge: rshort(seed + i), Sub: rshort(-seed - i)}
+		out[i] = ChildSum{
+			ID: rid(seed + i), Active: i%3 != 0, Aggregated: i%4 >= 2,
+			Edge: rshort(seed + i), Own: rshort(-seed - i), Below: rshort(5000 + seed + i),
+		}
 	}
 	return out
 }
 
+// rkey returns a sketch key of keyLen bytes, the rest zero.
+func rkey(seed, keyLen int) crdt.SketchKey {
+	var k crdt.SketchKey
+	for j := range keyLen {
+		k[j] = byte(seed*29 + j*5 + 1)
+	}
+	return k
+}
+
+// rsketch returns the encoding of a sketch of cells cells of keyLen-byte
+// keys holding n keys.
+func rsketch(seed, cells, keyLen, n int) []byte {
+	s := crdt.NewSketch(cells, keyLen)
+	for i := range n {
+		s.Add(rkey(seed+i, keyLen))
+	}
+	return s.AppendBinary(nil)
+}
+
+// raggregate returns the encoding of a sketch of cells cells of pts'
+// PointKeys, as a reply's Aggregate.
+func raggregate(pts []crdt.Point, cells int) []byte {
+	s := crdt.NewSketch(cells, crdt.PointKeyLen)
+	for i := range pts {
+		s.Add(crdt.PointKey(&pts[i]))
+	}
+	return s.AppendBinary(nil)
+}
+
+// rbuckets returns a child bucket set, every byte value distinct.
+func rbuckets(seed int) (b [32]byte) {
+	for i := range b {
+		b[i] = byte(seed + i*37)
+	}
+	return b
+}
+
+// allBuckets is the set of every child bucket.
+var allBuckets = [32]byte{
+	0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+	0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+}
+
 // repairRequestSample returns a request with every list non-empty: full
-// and extreme digests, cursors absent, short and at the limit, multi-byte
-// varints (a cursor over 127 bytes, 300 hashes).
+// and extreme digests, every density the decoder accepts at its ends,
+// cursors and sketches absent, short and at the limit, multi-byte varints
+// (a cursor over 127 bytes, 300 hashes, a sketch of 189 bytes, 200 tags).
 func repairRequestSample() *RepairRequest {
 	hashes := make([]uint64, 300)
 	for i := range hashes {
 		hashes[i] = uint64(i) * 0xff51afd7ed558ccd
 	}
 	hashes[1] = 1<<64 - 1
+	tags := make([]uint32, 200)
+	for i := range tags {
+		tags[i] = uint32(i) * 0x9e3779b9
+	}
+	tags[1] = 1<<32 - 1
 	return &RepairRequest{
 		Root: rid(1),
 		Compare: []NodeSub{
-			{Node: rid(2), Sub: rdig(2), Own: rdig(-2)}, {Node: rid(3), Sub: rdig(3)}, {Node: rid(4), Own: rdig(4)},
-			{Node: uuid.Max, Sub: crdt.Digest{Hi: 1<<64 - 1, Lo: 1<<64 - 1}, Own: crdt.Digest{Hi: 1<<64 - 1, Lo: 1<<64 - 1}},
+			{Node: rid(2), Sub: rdig(2), Own: rdig(-2), Density: 1}, {Node: rid(3), Sub: rdig(3)}, {Node: rid(4), Own: rdig(4), Density: 2},
+			{Node: uuid.Max, Sub: crdt.Digest{Hi: 1<<64 - 1, Lo: 1<<64 - 1}, Own: crdt.Digest{Hi: 1<<64 - 1, Lo: 1<<64 - 1}, Density: MaxDensity},
 			{Node: uuid.Nil},
 		},
 		List: []ListQuery{
@@ -84,12 +139,24 @@ func repairRequestSample() *RepairRequest {
 			{Node: rid(14), Hashes: []uint64{RegisterHash("temperature", "value")}},
 		},
 		Edges: []EdgeQuery{{Child: rid(15), Parent: rid(16)}, {Child: rid(17), Parent: uuid.Nil}},
+		ChildSketch: []ChildSketchQuery{
+			{Node: rid(18), Buckets: rbuckets(18), Sketch: rsketch(18, 9, 16, 4)},
+			{Node: rid(19)},
+			{Node: uuid.Max, Buckets: allBuckets, Sketch: rsketch(19, 3, 16, 1)},
+			{Node: uuid.Nil, Buckets: [32]byte{0: 1}, Sketch: []byte{0}},
+		},
+		TagFetch: []TagFetch{
+			{Node: rid(20), Tags: tags}, {Node: rid(21)},
+			{Node: uuid.Max, Tags: []uint32{uint32(RegisterHash("temperature", "value") >> 32)}},
+		},
 	}
 }
 
 // repairReplySample returns a reply with every list non-empty: summaries
-// with children, with buckets and with neither; listings with and without
-// More, Next and After; a crdt batch; counts needing every int width.
+// with children, with buckets and with neither, below-equal, each of them
+// aggregated or not; child diffs OK with children and missing tags, OK
+// and empty, not OK; listings with and without More, Next and After; a
+// crdt batch and an aggregate sketch; counts needing every int width.
 func repairReplySample() *RepairReply {
 	buckets := make([]BucketSum, 256)
 	for i := range buckets {
@@ -100,14 +167,24 @@ func repairReplySample() *RepairReply {
 		entries[i] = ListEntry{Hash: uint64(i) * 0xc4ceb9fe1a85ec53, Digest: rshort(2000 + i)}
 	}
 	entries[0].Hash = 1<<64 - 1
+	missing := make([]uint64, 130)
+	for i := range missing {
+		missing[i] = uint64(i) * 0x94d049bb133111eb
+	}
+	missing[1] = 1<<64 - 1
 	return &RepairReply{
 		Summaries: []Summary{
 			{Node: rid(20), Own: rdig(20), Children: rchildren(100, 5)},
 			{Node: rid(21), Own: rdig(21), Many: true, Buckets: buckets},
-			{Node: rid(22), Own: rdig(22), Many: true, Buckets: buckets[7:9]},
+			{Node: rid(22), Own: rdig(22), Many: true, Buckets: buckets[7:9], Aggregated: true},
 			{Node: rid(23)},
 			{Node: rid(24), Own: rdig(24), Many: true},
 			{Node: rid(25), Own: rdig(25), Children: rchildren(200, 130)},
+			{Node: rid(26), Own: rdig(26), BelowEqual: true},
+			{Node: rid(27), Own: rdig(27), BelowEqual: true, Aggregated: true},
+			{Node: rid(28), Own: rdig(28), Children: rchildren(250, 2), Aggregated: true},
+			{Node: uuid.Max, Aggregated: true},
+			{Node: uuid.Nil, Many: true, Aggregated: true},
 		},
 		Listings: []Listing{
 			{Node: rid(30), Entries: entries, More: true, Next: rcursor(30, 100)},
@@ -121,8 +198,17 @@ func repairReplySample() *RepairReply {
 			{Node: rid(41), Bucket: 0xff},
 			{Node: rid(42), Children: rchildren(400, 1)},
 		},
-		Points:   crdt.AppendBatch(nil, wireSensorPoints(5)),
-		Answered: [5]int{4, 5, 300, 70_000, 1 << 40},
+		ChildDiffs: []ChildDiff{
+			{Node: rid(50), OK: true, Children: rchildren(500, 4), Missing: missing},
+			{Node: rid(51)},
+			{Node: rid(52), OK: true},
+			{Node: rid(53), OK: true, Children: rchildren(600, 130)},
+			{Node: rid(54), OK: true, Missing: []uint64{0}},
+			{Node: uuid.Max},
+		},
+		Points:    crdt.AppendBatch(nil, wireSensorPoints(5)),
+		Answered:  [ansKinds]int{4, 5, 300, 70_000, 1 << 40, 200, 1 << 62},
+		Aggregate: raggregate(wireSensorPoints(5), 6),
 	}
 }
 
@@ -133,7 +219,9 @@ func repairRequests() []*RepairRequest {
 	return []*RepairRequest{
 		full, {}, {Root: rid(1)}, {Root: uuid.Max},
 		{Compare: full.Compare}, {List: full.List}, {Buckets: full.Buckets}, {Fetch: full.Fetch}, {Edges: full.Edges},
+		{ChildSketch: full.ChildSketch}, {TagFetch: full.TagFetch},
 		{Compare: full.Compare[:1]}, {List: full.List[:1]}, {Fetch: full.Fetch[1:2]},
+		{ChildSketch: full.ChildSketch[1:2]}, {TagFetch: full.TagFetch[1:2]},
 	}
 }
 
@@ -141,9 +229,12 @@ func repairRequests() []*RepairRequest {
 func repairReplies() []*RepairReply {
 	full := repairReplySample()
 	return []*RepairReply{
-		full, {}, {Answered: full.Answered}, {Answered: [5]int{1 << 62, 0, 0, 0, 1}},
+		full, {}, {Answered: full.Answered}, {Answered: [ansKinds]int{1 << 62, 0, 0, 0, 0, 0, 1}},
 		{Summaries: full.Summaries}, {Listings: full.Listings}, {Buckets: full.Buckets}, {Points: full.Points},
-		{Summaries: full.Summaries[3:4]}, {Listings: full.Listings[3:4]}, {Buckets: full.Buckets[1:2]},
+		{ChildDiffs: full.ChildDiffs}, {Aggregate: full.Aggregate},
+		{Summaries: full.Summaries[3:4]}, {Summaries: full.Summaries[6:7]}, {Listings: full.Listings[3:4]},
+		{Buckets: full.Buckets[1:2]}, {ChildDiffs: full.ChildDiffs[1:2]}, {ChildDiffs: full.ChildDiffs[2:3]},
+		{Summaries: full.Summaries[7:8], Aggregate: []byte{0}},
 	}
 }
 
@@ -212,38 +303,72 @@ func TestRepairRoundTrip(t *testing.T) {
 	if pts, err := crdt.DecodeBatch(repairReplySample().Points, 0); err != nil || len(pts) != 5 {
 		t.Fatalf("sample points: %d, %v", len(pts), err)
 	}
+	if sk, err := crdt.DecodeSketch(repairReplySample().Aggregate, crdt.PointKeyLen); err != nil || sk.Cells() != 6 {
+		t.Fatalf("sample aggregate: %v", err)
+	}
+	for i, c := range repairRequestSample().ChildSketch[:3] {
+		if c.Sketch == nil {
+			continue
+		}
+		if _, err := crdt.DecodeSketch(c.Sketch, 16); err != nil {
+			t.Fatalf("sample child sketch %d: %v", i, err)
+		}
+	}
 }
 
 // TestRepairEncodingNormalizes documents what a round trip does not
-// keep: empty lists and cursors come back nil, and a Summary keeps only
-// the list its Many flag selects.
+// keep: empty lists, cursors, sketches and aggregates come back nil; a
+// Summary keeps only the list its kind selects (none when BelowEqual, which
+// wins over Many), and a ChildDiff that is not OK carries nothing.
 func TestRepairEncodingNormalizes(t *testing.T) {
 	req := &RepairRequest{
 		Compare: []NodeSub{}, List: []ListQuery{{Node: rid(1), After: []byte{}}},
 		Fetch: []FetchQuery{{Node: rid(2), Hashes: []uint64{}}}, Edges: []EdgeQuery{},
+		ChildSketch: []ChildSketchQuery{{Node: rid(3), Buckets: allBuckets, Sketch: []byte{}}},
+		TagFetch:    []TagFetch{{Node: rid(4), Tags: []uint32{}}},
 	}
 	gotReq, err := DecodeRepairRequest(mustEncodeRequest(t, req), 0)
-	want := &RepairRequest{List: []ListQuery{{Node: rid(1)}}, Fetch: []FetchQuery{{Node: rid(2)}}}
+	want := &RepairRequest{
+		List: []ListQuery{{Node: rid(1)}}, Fetch: []FetchQuery{{Node: rid(2)}},
+		ChildSketch: []ChildSketchQuery{{Node: rid(3), Buckets: allBuckets}}, TagFetch: []TagFetch{{Node: rid(4)}},
+	}
 	if err != nil || !reflect.DeepEqual(gotReq, want) {
 		t.Errorf("request with empty lists: %+v, %v; want %+v", gotReq, err, want)
+	}
+	if got, err := DecodeRepairRequest(mustEncodeRequest(t, &RepairRequest{ChildSketch: []ChildSketchQuery{}, TagFetch: []TagFetch{}}), 0); err != nil || !reflect.DeepEqual(got, &RepairRequest{}) {
+		t.Errorf("request with empty child sketch and tag fetch lists: %+v, %v", got, err)
 	}
 	rep := &RepairReply{
 		Summaries: []Summary{
 			{Node: rid(3), Children: []ChildSum{}, Buckets: []BucketSum{{Bucket: 1}}},
 			{Node: rid(4), Many: true, Children: rchildren(5, 2), Buckets: []BucketSum{}},
+			{Node: rid(8), Own: rdig(8), BelowEqual: true, Many: true, Children: rchildren(9, 2), Buckets: []BucketSum{{Bucket: 2}}},
+			{Node: rid(10), BelowEqual: true, Aggregated: true, Children: rchildren(11, 1)},
 		},
 		Listings: []Listing{{Node: rid(6), Entries: []ListEntry{}, Next: []byte{}, After: []byte{}}},
 		Buckets:  []BucketChildren{{Node: rid(7), Children: []ChildSum{}}},
-		Points:   []byte{},
+		ChildDiffs: []ChildDiff{
+			{Node: rid(12), Children: rchildren(13, 2), Missing: []uint64{1, 2}},
+			{Node: rid(14), OK: true, Children: []ChildSum{}, Missing: []uint64{}},
+		},
+		Points:    []byte{},
+		Aggregate: []byte{},
 	}
 	gotRep, err := DecodeRepairReply(mustEncodeReply(t, rep), 0)
 	wantRep := &RepairReply{
-		Summaries: []Summary{{Node: rid(3)}, {Node: rid(4), Many: true}},
-		Listings:  []Listing{{Node: rid(6)}},
-		Buckets:   []BucketChildren{{Node: rid(7)}},
+		Summaries: []Summary{
+			{Node: rid(3)}, {Node: rid(4), Many: true},
+			{Node: rid(8), Own: rdig(8), BelowEqual: true}, {Node: rid(10), BelowEqual: true, Aggregated: true},
+		},
+		Listings:   []Listing{{Node: rid(6)}},
+		Buckets:    []BucketChildren{{Node: rid(7)}},
+		ChildDiffs: []ChildDiff{{Node: rid(12)}, {Node: rid(14), OK: true}},
 	}
 	if err != nil || !reflect.DeepEqual(gotRep, wantRep) {
 		t.Errorf("reply with empty and contradictory lists: %+v, %v; want %+v", gotRep, err, wantRep)
+	}
+	if got, err := DecodeRepairReply(mustEncodeReply(t, &RepairReply{ChildDiffs: []ChildDiff{}, Aggregate: []byte{}}), 0); err != nil || !reflect.DeepEqual(got, &RepairReply{}) {
+		t.Errorf("reply with empty child diffs and aggregate: %+v, %v", got, err)
 	}
 }
 
@@ -255,22 +380,27 @@ func db(d crdt.Digest) []byte { b := d.Bytes(); return b[:] }
 func sb(s ShortDigest) []byte { return s[:] }
 func uvb(n uint64) []byte     { return binary.AppendUvarint(nil, n) }
 func be64(n uint64) []byte    { return binary.BigEndian.AppendUint64(nil, n) }
-func childRec(c ChildSum) []byte {
-	return cat(ub(c.ID), []byte{flagByte(c.Active)}, sb(c.Edge), sb(c.Sub))
-}
+func be32(n uint32) []byte    { return binary.BigEndian.AppendUint32(nil, n) }
 
-func flagByte(b bool) byte {
-	if b {
-		return 1
+// childRec is a ChildSum record by hand: id, flags (bit 0 active, bit 1
+// aggregated), edge, own, below.
+func childRec(c ChildSum) []byte {
+	flags := byte(0)
+	if c.Active {
+		flags |= 1
 	}
-	return 0
+	if c.Aggregated {
+		flags |= 2
+	}
+	return cat(ub(c.ID), []byte{flags}, sb(c.Edge), sb(c.Own), sb(c.Below))
 }
 
 // TestRepairWireLayout pins the wire format: the msgpack keys of both
 // bodies and the byte layout of every record, written here by hand from
 // the layout (uuids 16 bytes, digests 16 bytes big-endian, short digests
-// their first 8, flags one byte 0 or 1, lengths and counts uvarints,
-// hashes 8 bytes big-endian).
+// their first 8, flag and kind bytes, lengths and counts uvarints, hashes
+// and missing tags 8 bytes big-endian, register tags 4), and the query
+// kinds indexing the answered counts.
 func TestRepairWireLayout(t *testing.T) {
 	d := rdig(9)
 	if s := Short(d); !bytes.Equal(s[:], db(d)[:8]) {
@@ -280,41 +410,70 @@ func TestRepairWireLayout(t *testing.T) {
 	if got, want := RegisterHash("temperature", "value"), binary.BigEndian.Uint64(sum[:8]); got != want {
 		t.Errorf("RegisterHash = %#x, want %#x", got, want)
 	}
+	// The answered counts are an append-only enum on the wire.
+	if got, want := []int{AnsCompare, AnsList, AnsBuckets, AnsFetch, AnsEdges, AnsChildSketch, AnsTagFetch, ansKinds}, []int{0, 1, 2, 3, 4, 5, 6, 7}; !slices.Equal(got, want) {
+		t.Errorf("query kinds %v, want %v", got, want)
+	}
+	if MaxDensity != 64 {
+		t.Errorf("MaxDensity = %d, want 64", MaxDensity)
+	}
 
+	sk := []byte("sketch")
 	req := &RepairRequest{
 		Root:    rid(1),
-		Compare: []NodeSub{{Node: rid(2), Sub: rdig(2), Own: rdig(-2)}},
+		Compare: []NodeSub{{Node: rid(2), Sub: rdig(2), Own: rdig(-2), Density: MaxDensity}, {Node: rid(9), Sub: rdig(9)}},
 		List:    []ListQuery{{Node: rid(3), After: []byte("xy")}, {Node: rid(4)}},
 		Buckets: []BucketQuery{{Node: rid(5), Bucket: 7}},
 		Fetch:   []FetchQuery{{Node: rid(6), Hashes: []uint64{1, 1<<64 - 2}}},
 		Edges:   []EdgeQuery{{Child: rid(7), Parent: rid(8)}},
+		ChildSketch: []ChildSketchQuery{
+			{Node: rid(10), Buckets: [32]byte{0: 0x01, 15: 0x80, 31: 0xc0}, Sketch: sk}, {Node: rid(11)},
+		},
+		TagFetch: []TagFetch{{Node: rid(12), Tags: []uint32{1, 1<<32 - 2}}, {Node: rid(13)}},
 	}
 	var rw map[string]any
 	if err := msgpack.Unmarshal(mustEncodeRequest(t, req)[headerLen:], &rw); err != nil {
 		t.Fatal(err)
 	}
+	bset := make([]byte, 32)
+	bset[0], bset[15], bset[31] = 0x01, 0x80, 0xc0
 	wantReq := map[string]any{
 		"root":  ub(rid(1)),
-		"cmp":   cat(ub(rid(2)), db(rdig(2)), db(rdig(-2)), []byte{0}),
+		"cmp":   cat(ub(rid(2)), db(rdig(2)), db(rdig(-2)), []byte{64}, ub(rid(9)), db(rdig(9)), db(crdt.Digest{}), []byte{0}),
 		"list":  cat(ub(rid(3)), []byte{2, 'x', 'y'}, ub(rid(4)), []byte{0}),
 		"bkt":   cat(ub(rid(5)), []byte{7}),
 		"fetch": cat(ub(rid(6)), []byte{2}, be64(1), be64(1<<64-2)),
 		"edges": cat(ub(rid(7)), ub(rid(8))),
+		"csk":   cat(ub(rid(10)), bset, []byte{6}, sk, ub(rid(11)), make([]byte, 32), []byte{0}),
+		"ftag":  cat(ub(rid(12)), []byte{2}, []byte{0, 0, 0, 1}, []byte{0xff, 0xff, 0xff, 0xfe}, ub(rid(13)), []byte{0}),
 	}
 	if !reflect.DeepEqual(rw, wantReq) {
 		t.Errorf("request body\n got %x\nwant %x", rw, wantReq)
 	}
 
-	c1, c2 := ChildSum{ID: rid(11), Active: true, Edge: rshort(11), Sub: rshort(12)}, ChildSum{ID: rid(13), Edge: rshort(13)}
+	c1 := ChildSum{ID: rid(11), Active: true, Edge: rshort(11), Own: rshort(12), Below: rshort(13)}
+	c2 := ChildSum{ID: rid(13), Edge: rshort(13)}
+	c3 := ChildSum{ID: rid(17), Aggregated: true, Own: rshort(17)}
+	c4 := ChildSum{ID: rid(18), Active: true, Aggregated: true, Below: rshort(18)}
 	rep := &RepairReply{
 		Summaries: []Summary{
 			{Node: rid(10), Own: rdig(10), Children: []ChildSum{c1, c2}},
 			{Node: rid(14), Own: rdig(14), Many: true, Buckets: []BucketSum{{Bucket: 3, Digest: rshort(3)}}},
+			{Node: rid(19), Own: rdig(19), BelowEqual: true},
+			{Node: rid(20), Own: rdig(20), Children: []ChildSum{c3}, Aggregated: true},
+			{Node: rid(21), Own: rdig(21), Many: true, Buckets: []BucketSum{{Bucket: 0xff, Digest: rshort(4)}}, Aggregated: true},
+			{Node: rid(22), Own: rdig(22), BelowEqual: true, Aggregated: true},
 		},
 		Listings: []Listing{{Node: rid(15), After: []byte("a"), More: true, Next: []byte("bc"), Entries: []ListEntry{{Hash: 5, Digest: rshort(5)}}}},
 		Buckets:  []BucketChildren{{Node: rid(16), Bucket: 9, Children: []ChildSum{c2}}},
-		Points:   []byte{0x90},
-		Answered: [5]int{1, 2, 3, 4, 5},
+		ChildDiffs: []ChildDiff{
+			{Node: rid(23), OK: true, Children: []ChildSum{c4, c1}, Missing: []uint64{7, 1<<64 - 1}},
+			{Node: rid(24)},
+			{Node: rid(25), OK: true},
+		},
+		Points:    []byte{0x90},
+		Answered:  [ansKinds]int{1, 2, 3, 4, 5, 6, 7},
+		Aggregate: []byte("agg"),
 	}
 	var pw map[string]any
 	if err := msgpack.Unmarshal(mustEncodeReply(t, rep)[headerLen:], &pw); err != nil {
@@ -322,28 +481,45 @@ func TestRepairWireLayout(t *testing.T) {
 	}
 	wantRep := map[string]any{
 		"sums": cat(ub(rid(10)), db(rdig(10)), []byte{0, 2}, childRec(c1), childRec(c2),
-			ub(rid(14)), db(rdig(14)), []byte{1, 1, 3}, sb(rshort(3))),
+			ub(rid(14)), db(rdig(14)), []byte{1, 1, 3}, sb(rshort(3)),
+			ub(rid(19)), db(rdig(19)), []byte{2},
+			ub(rid(20)), db(rdig(20)), []byte{4, 1}, childRec(c3),
+			ub(rid(21)), db(rdig(21)), []byte{5, 1, 0xff}, sb(rshort(4)),
+			ub(rid(22)), db(rdig(22)), []byte{6}),
 		"lists": cat(ub(rid(15)), []byte{1, 'a', 1, 2, 'b', 'c', 1}, be64(5), sb(rshort(5))),
 		"bkts":  cat(ub(rid(16)), []byte{9, 1}, childRec(c2)),
-		"pts":   []byte{0x90},
-		"done":  []any{int8(1), int8(2), int8(3), int8(4), int8(5)},
+		"cdiff": cat(ub(rid(23)), []byte{1, 2}, childRec(c4), childRec(c1), []byte{2}, be64(7), be64(1<<64-1),
+			ub(rid(24)), []byte{0},
+			ub(rid(25)), []byte{1, 0, 0}),
+		"pts":  []byte{0x90},
+		"agg":  []byte("agg"),
+		"done": []any{int8(1), int8(2), int8(3), int8(4), int8(5), int8(6), int8(7)},
 	}
 	if !reflect.DeepEqual(pw, wantRep) {
 		t.Errorf("reply body\n got %#v\nwant %#v", pw, wantRep)
 	}
-	if got := childRec(c1); len(got) != 33 || got[16] != 1 {
-		t.Errorf("child record % x", got)
+	// The child records byte by byte: 41 bytes, flags at 16, then edge,
+	// own and below.
+	for _, tc := range []struct {
+		c     ChildSum
+		flags byte
+	}{{c1, 1}, {c2, 0}, {c3, 2}, {c4, 3}} {
+		got := childRec(tc.c)
+		if len(got) != 41 || got[16] != tc.flags || !bytes.Equal(got[17:25], sb(tc.c.Edge)) ||
+			!bytes.Equal(got[25:33], sb(tc.c.Own)) || !bytes.Equal(got[33:], sb(tc.c.Below)) {
+			t.Errorf("child record % x", got)
+		}
 	}
 
-	// The empty messages: a root, and the five counts.
+	// The empty messages: a root, and the seven counts.
 	for _, tc := range []struct {
 		msg  []byte
 		keys []string
 	}{
 		{mustEncodeRequest(t, &RepairRequest{}), []string{"root"}},
-		{mustEncodeRequest(t, repairRequestSample()), []string{"bkt", "cmp", "edges", "fetch", "list", "root"}},
+		{mustEncodeRequest(t, repairRequestSample()), []string{"bkt", "cmp", "csk", "edges", "fetch", "ftag", "list", "root"}},
 		{mustEncodeReply(t, &RepairReply{}), []string{"done"}},
-		{mustEncodeReply(t, repairReplySample()), []string{"bkts", "done", "lists", "pts", "sums"}},
+		{mustEncodeReply(t, repairReplySample()), []string{"agg", "bkts", "cdiff", "done", "lists", "pts", "sums"}},
 	} {
 		var m map[string]any
 		if err := msgpack.Unmarshal(tc.msg[headerLen:], &m); err != nil {
@@ -352,6 +528,10 @@ func TestRepairWireLayout(t *testing.T) {
 		if got := sortedKeys(m); !slices.Equal(got, tc.keys) {
 			t.Errorf("%s keys = %q, want %q", MsgType(tc.msg[1]), got, tc.keys)
 		}
+	}
+	var m map[string]any
+	if err := msgpack.Unmarshal(mustEncodeReply(t, &RepairReply{})[headerLen:], &m); err != nil || !reflect.DeepEqual(m["done"], []any{int8(0), int8(0), int8(0), int8(0), int8(0), int8(0), int8(0)}) {
+		t.Errorf("empty reply body %#v, %v", m, err)
 	}
 }
 
@@ -371,10 +551,10 @@ func reqWireFrame(w repairRequestWire) []byte {
 	return b
 }
 
-// replyWireFrame encodes w, with five zero counts unless it has some.
+// replyWireFrame encodes w, with seven zero counts unless it has some.
 func replyWireFrame(w repairReplyWire) []byte {
 	if w.Answered == nil {
-		w.Answered = make([]int, 5)
+		w.Answered = make([]int, ansKinds)
 	}
 	b, err := encodeWire(MsgRepairReply, &w)
 	if err != nil {
@@ -384,15 +564,17 @@ func replyWireFrame(w repairReplyWire) []byte {
 }
 
 // repairHostile lists repair frames under the size limit that lie about
-// their records or counts. The decoders must refuse each with
-// crdt.ErrMalformed.
+// their records or counts, or carry a flag, kind or density the format
+// does not have. The decoders must refuse each with crdt.ErrMalformed.
 func repairHostile() []repairFrame {
 	u1, u2 := ub(rid(1)), ub(rid(2))
 	d := db(rdig(1))
-	c := childRec(ChildSum{ID: rid(3), Active: true, Edge: rshort(3), Sub: rshort(4)})
+	c := childRec(ChildSum{ID: rid(3), Active: true, Edge: rshort(3), Own: rshort(4), Below: rshort(5)})
 	badChild := func(flag byte) []byte { b := slices.Clone(c); b[16] = flag; return b }
 	cur := func(n int) []byte { return cat(uvb(uint64(n)), make([]byte, n)) }
 	overflow := bytes.Repeat([]byte{0xff}, 10) // a uvarint over 64 bits
+	b32 := make([]byte, 32)                    // an empty child bucket set
+	cmp := cat(u1, d, d, []byte{0})            // a valid compare record
 	req := func(name string, w repairRequestWire) repairFrame {
 		return repairFrame{"request " + name, reqWireFrame(w), false, false}
 	}
@@ -402,7 +584,7 @@ func repairHostile() []repairFrame {
 	raw := func(name string, m mp) repairFrame {
 		return repairFrame{"reply " + name, m.frame(MsgRepairReply), true, false}
 	}
-	done := func(m mp) mp { return m.str("done").fixarr(5).raw(0, 0, 0, 0, 0) }
+	done := func(m mp) mp { return m.str("done").fixarr(7).raw(0, 0, 0, 0, 0, 0, 0) }
 	return []repairFrame{
 		{"request header only", AppendFrameHeader(nil, MsgRepair), false, false},
 		{"reply header only", AppendFrameHeader(nil, MsgRepairReply), true, false},
@@ -410,9 +592,17 @@ func repairHostile() []repairFrame {
 		{"request root of 3 bytes", mp{}.fixmap(1).str("root").bin([]byte{1, 2, 3}).frame(MsgRepair), false, false},
 		{"request cmp an int", mp{}.fixmap(1).str("cmp").raw(0x07).frame(MsgRepair), false, false},
 		{"request cmp a bin32 of 1 GiB", mp{}.fixmap(1).str("cmp").bin32(1<<30).raw(1, 2, 3).frame(MsgRepair), false, false},
+		{"request csk an int", mp{}.fixmap(1).str("csk").raw(0x07).frame(MsgRepair), false, false},
+		{"request ftag a string of 4 bytes", mp{}.fixmap(1).str("ftag").str("tags").frame(MsgRepair), false, false},
 		req("compare: a third of a record", repairRequestWire{Compare: cat(u1, d[:15])}),
 		req("compare: two thirds of a record", repairRequestWire{Compare: cat(u1, d)}),
-		req("compare: a record and a half", repairRequestWire{Compare: cat(u1, d, d, u2, d[:8])}),
+		req("compare: no density", repairRequestWire{Compare: cat(u1, d, d)}),
+		req("compare: a record and a half", repairRequestWire{Compare: cat(cmp, u2, d[:8])}),
+		req("compare: density 65", repairRequestWire{Compare: cat(u1, d, d, []byte{MaxDensity + 1})}),
+		req("compare: density 0x80", repairRequestWire{Compare: cat(u1, d, d, []byte{0x80})}),
+		req("compare: density 0xff", repairRequestWire{Compare: cat(u1, d, d, []byte{0xff})}),
+		req("compare: second density 65", repairRequestWire{Compare: cat(cmp, u2, d, d, []byte{65})}),
+		req("compare: the old format, a sketch", repairRequestWire{Compare: cat(u1, d, d, uvb(3), []byte("abc"))}),
 		req("list: no cursor length", repairRequestWire{List: u1}),
 		req("list: cursor longer than its bytes", repairRequestWire{List: cat(u1, uvb(5), []byte("ab"))}),
 		req("list: cursor of 257 bytes", repairRequestWire{List: cat(u1, cur(repairCursorMax+1))}),
@@ -433,34 +623,71 @@ func repairHostile() []repairFrame {
 		req("edges: child without parent", repairRequestWire{Edges: u1}),
 		req("edges: 47 bytes", repairRequestWire{Edges: cat(u1, u2, u1[:15])}),
 		req("edges: valid, then a byte", repairRequestWire{Edges: cat(u1, u2, []byte{0})}),
-		req("compare valid, list bad", repairRequestWire{Compare: cat(u1, d, d), List: cat(u1, uvb(1))}),
-		req("edges bad after valid lists", repairRequestWire{Compare: cat(u1, d, d), Fetch: cat(u1, uvb(0)), Edges: u1}),
+		req("child sketch: node cut", repairRequestWire{ChildSketch: u1[:15]}),
+		req("child sketch: no buckets", repairRequestWire{ChildSketch: u1}),
+		req("child sketch: buckets cut", repairRequestWire{ChildSketch: cat(u1, b32[:31])}),
+		req("child sketch: no sketch length", repairRequestWire{ChildSketch: cat(u1, b32)}),
+		req("child sketch: sketch longer than its bytes", repairRequestWire{ChildSketch: cat(u1, b32, uvb(5), []byte("ab"))}),
+		req("child sketch: sketch length 2^64-1", repairRequestWire{ChildSketch: cat(u1, b32, uvb(1<<64-1), make([]byte, 32))}),
+		req("child sketch: sketch length overflows", repairRequestWire{ChildSketch: cat(u1, b32, overflow, []byte{1})}),
+		req("child sketch: sketch length cut", repairRequestWire{ChildSketch: cat(u1, b32, []byte{0x80})}),
+		req("child sketch: sketch length over the limit", repairRequestWire{ChildSketch: cat(u1, b32, uvb(uint64(maxChildSketchBytes+1)), make([]byte, 64))}),
+		req("child sketch: second record cut", repairRequestWire{ChildSketch: cat(u1, b32, []byte{1, 9}, u2, b32[:5])}),
+		req("child sketch: valid, then a byte", repairRequestWire{ChildSketch: cat(u1, b32, []byte{0}, []byte{0})}),
+		req("tag fetch: node cut", repairRequestWire{TagFetch: u1[:8]}),
+		req("tag fetch: no count", repairRequestWire{TagFetch: u1}),
+		req("tag fetch: count 2, one tag", repairRequestWire{TagFetch: cat(u1, uvb(2), be32(1))}),
+		req("tag fetch: count 3 in 11 bytes", repairRequestWire{TagFetch: cat(u1, uvb(3), make([]byte, 11))}),
+		req("tag fetch: count 257 in 1 KiB", repairRequestWire{TagFetch: cat(u1, uvb(257), make([]byte, 1024))}),
+		req("tag fetch: count 2^32", repairRequestWire{TagFetch: cat(u1, uvb(1<<32), be32(1))}),
+		req("tag fetch: count 2^64-1", repairRequestWire{TagFetch: cat(u1, uvb(1<<64-1), be32(1))}),
+		req("tag fetch: count overflows", repairRequestWire{TagFetch: cat(u1, overflow, []byte{1}, be32(1))}),
+		req("tag fetch: tag cut", repairRequestWire{TagFetch: cat(u1, uvb(1), be32(1)[:3])}),
+		req("tag fetch: valid, then a byte", repairRequestWire{TagFetch: cat(u1, uvb(1), be32(1), []byte{0})}),
+		req("compare valid, list bad", repairRequestWire{Compare: cmp, List: cat(u1, uvb(1))}),
+		req("edges bad after valid lists", repairRequestWire{Compare: cmp, Fetch: cat(u1, uvb(0)), Edges: u1}),
+		req("tag fetch bad after valid lists", repairRequestWire{Compare: cmp, ChildSketch: cat(u1, b32, []byte{0}), TagFetch: cat(u1, uvb(1))}),
+		req("child sketch bad after valid lists", repairRequestWire{Edges: cat(u1, u2), ChildSketch: cat(u1, b32), TagFetch: cat(u1, uvb(0))}),
 
 		raw("body a string", mp{}.str("done")),
 		raw("answered missing", mp{}.fixmap(0)),
 		raw("answered nil", mp{}.fixmap(1).str("done").raw(0xc0)),
-		raw("answered of 2^64-1", mp{}.fixmap(1).str("done").fixarr(5).raw(0, 0, 0, 0, 0xcf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff)),
-		raw("answered of int64 min", mp{}.fixmap(1).str("done").fixarr(5).raw(0xd3, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)),
-		raw("answered strings", mp{}.fixmap(1).str("done").fixarr(5).str("1").str("2").str("3").str("4").str("5")),
-		raw("answered floats", mp{}.fixmap(1).str("done").fixarr(5).raw(0xca, 0x3f, 0x80, 0, 0, 0, 0, 0, 0, 0)),
+		raw("answered of 2^64-1", mp{}.fixmap(1).str("done").fixarr(7).raw(0, 0, 0, 0, 0, 0, 0xcf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff)),
+		raw("answered of int64 min", mp{}.fixmap(1).str("done").fixarr(7).raw(0xd3, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)),
+		raw("answered strings", mp{}.fixmap(1).str("done").fixarr(7).str("1").str("2").str("3").str("4").str("5").str("6").str("7")),
+		raw("answered floats", mp{}.fixmap(1).str("done").fixarr(7).raw(0xca, 0x3f, 0x80, 0, 0, 0, 0, 0, 0, 0, 0)),
 		raw("answered a map", mp{}.fixmap(1).str("done").fixmap(1).str("a").raw(1)),
-		raw("answered array32 of 2^32-1", mp{}.fixmap(1).str("done").arr32(1<<32-1).raw(0, 0, 0, 0, 0)),
+		raw("answered array32 of 2^32-1", mp{}.fixmap(1).str("done").arr32(1<<32-1).raw(0, 0, 0, 0, 0, 0, 0)),
 		raw("sums an int", done(mp{}.fixmap(2).str("sums").raw(0x01))),
+		raw("cdiff an int", done(mp{}.fixmap(2).str("cdiff").raw(0x01))),
+		raw("agg an array", done(mp{}.fixmap(2).str("agg").fixarr(1).raw(0x01))),
 		rep("answered empty", repairReplyWire{Answered: []int{}}),
-		rep("answered 4 counts", repairReplyWire{Answered: []int{1, 2, 3, 4}}),
+		rep("answered 5 counts, the old format", repairReplyWire{Answered: []int{1, 2, 3, 4, 5}}),
 		rep("answered 6 counts", repairReplyWire{Answered: []int{1, 2, 3, 4, 5, 6}}),
-		rep("answered negative", repairReplyWire{Answered: []int{0, 0, -1, 0, 0}}),
-		rep("answered most negative", repairReplyWire{Answered: []int{-1 << 63, 0, 0, 0, 0}}),
+		rep("answered 8 counts", repairReplyWire{Answered: []int{1, 2, 3, 4, 5, 6, 7, 8}}),
+		rep("answered negative", repairReplyWire{Answered: []int{0, 0, -1, 0, 0, 0, 0}}),
+		rep("answered last negative", repairReplyWire{Answered: []int{0, 0, 0, 0, 0, 0, -1}}),
+		rep("answered most negative", repairReplyWire{Answered: []int{-1 << 63, 0, 0, 0, 0, 0, 0}}),
 		rep("summaries: own digest cut", repairReplyWire{Summaries: cat(u1, d[:8])}),
 		rep("summaries: no kind", repairReplyWire{Summaries: cat(u1, d)}),
-		rep("summaries: kind 2", repairReplyWire{Summaries: cat(u1, d, []byte{2, 0})}),
+		rep("summaries: kind 3, many and below-equal", repairReplyWire{Summaries: cat(u1, d, []byte{3, 0})}),
+		rep("summaries: kind 7", repairReplyWire{Summaries: cat(u1, d, []byte{7, 0})}),
+		rep("summaries: kind 8", repairReplyWire{Summaries: cat(u1, d, []byte{8, 0})}),
+		rep("summaries: kind 0x84", repairReplyWire{Summaries: cat(u1, d, []byte{0x84, 0})}),
 		rep("summaries: kind 0xff", repairReplyWire{Summaries: cat(u1, d, []byte{0xff, 0})}),
+		rep("summaries: below-equal, then a count", repairReplyWire{Summaries: cat(u1, d, []byte{2, 0})}),
+		rep("summaries: aggregated below-equal, then a count", repairReplyWire{Summaries: cat(u1, d, []byte{6, 0})}),
 		rep("summaries: no count", repairReplyWire{Summaries: cat(u1, d, []byte{0})}),
-		rep("summaries: child active flag 2", repairReplyWire{Summaries: cat(u1, d, []byte{0, 1}, badChild(2))}),
-		rep("summaries: child active flag 0xff", repairReplyWire{Summaries: cat(u1, d, []byte{0, 2}, c, badChild(0xff))}),
+		rep("summaries: aggregated, no count", repairReplyWire{Summaries: cat(u1, d, []byte{4})}),
+		rep("summaries: aggregated many, no count", repairReplyWire{Summaries: cat(u1, d, []byte{5})}),
+		rep("summaries: child flags 4", repairReplyWire{Summaries: cat(u1, d, []byte{0, 1}, badChild(4))}),
+		rep("summaries: child flags 0x80", repairReplyWire{Summaries: cat(u1, d, []byte{4, 1}, badChild(0x80))}),
+		rep("summaries: child flags 0xff", repairReplyWire{Summaries: cat(u1, d, []byte{0, 2}, c, badChild(0xff))}),
 		rep("summaries: 2 children, 1 present", repairReplyWire{Summaries: cat(u1, d, []byte{0, 2}, c)}),
+		rep("summaries: 2 children in 81 bytes", repairReplyWire{Summaries: cat(u1, d, []byte{0, 2}, c, c[:40])}),
 		rep("summaries: 2^40 children", repairReplyWire{Summaries: cat(u1, d, []byte{0}, uvb(1<<40), c)}),
-		rep("summaries: child cut", repairReplyWire{Summaries: cat(u1, d, []byte{0, 1}, c[:32])}),
+		rep("summaries: child cut", repairReplyWire{Summaries: cat(u1, d, []byte{0, 1}, c[:40])}),
+		rep("summaries: the old 33-byte child", repairReplyWire{Summaries: cat(u1, d, []byte{0, 1}, c[:33])}),
 		rep("summaries: 3 buckets, 2 present", repairReplyWire{Summaries: cat(u1, d, []byte{1, 3}, make([]byte, 18))}),
 		rep("summaries: 2^63 buckets", repairReplyWire{Summaries: cat(u1, d, []byte{1}, uvb(1<<63), make([]byte, 9))}),
 		rep("summaries: count overflows", repairReplyWire{Summaries: cat(u1, d, []byte{1}, overflow, []byte{1})}),
@@ -479,11 +706,43 @@ func repairHostile() []repairFrame {
 		rep("listings: entry cut", repairReplyWire{Listings: cat(u1, uvb(0), []byte{0}, uvb(0), uvb(1), make([]byte, 15))}),
 		rep("buckets: no bucket byte", repairReplyWire{Buckets: u1}),
 		rep("buckets: no count", repairReplyWire{Buckets: cat(u1, []byte{5})}),
-		rep("buckets: child flag 2", repairReplyWire{Buckets: cat(u1, []byte{5, 1}, badChild(2))}),
+		rep("buckets: child flags 4", repairReplyWire{Buckets: cat(u1, []byte{5, 1}, badChild(4))}),
+		rep("buckets: child flags 0xfc", repairReplyWire{Buckets: cat(u1, []byte{5, 2}, c, badChild(0xfc))}),
 		rep("buckets: 2 children, 1 present", repairReplyWire{Buckets: cat(u1, []byte{5, 2}, c)}),
 		rep("buckets: 2^32 children", repairReplyWire{Buckets: cat(u1, []byte{5}, uvb(1<<32), c)}),
 		rep("buckets: child cut", repairReplyWire{Buckets: cat(u1, []byte{5, 1}, c[:17])}),
+		rep("child diffs: node cut", repairReplyWire{ChildDiffs: u1[:15]}),
+		rep("child diffs: no ok byte", repairReplyWire{ChildDiffs: u1}),
+		rep("child diffs: ok 2", repairReplyWire{ChildDiffs: cat(u1, []byte{2})}),
+		rep("child diffs: ok 2 with an OK body", repairReplyWire{ChildDiffs: cat(u1, []byte{2, 0, 0})}),
+		rep("child diffs: ok 0x80", repairReplyWire{ChildDiffs: cat(u1, []byte{0x80, 0, 0})}),
+		rep("child diffs: ok 0xff", repairReplyWire{ChildDiffs: cat(u1, []byte{0xff})}),
+		rep("child diffs: second ok 2", repairReplyWire{ChildDiffs: cat(u1, []byte{0}, u2, []byte{2})}),
+		rep("child diffs: not OK with a body", repairReplyWire{ChildDiffs: cat(u1, []byte{0, 0, 0})}),
+		rep("child diffs: not OK with children", repairReplyWire{ChildDiffs: cat(u1, []byte{0, 1}, c, []byte{0})}),
+		rep("child diffs: OK, no child count", repairReplyWire{ChildDiffs: cat(u1, []byte{1})}),
+		rep("child diffs: OK, no missing count", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 0})}),
+		rep("child diffs: OK, children, no missing count", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 1}, c)}),
+		rep("child diffs: child flags 4", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 1}, badChild(4), []byte{0})}),
+		rep("child diffs: child flags 0xff", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 2}, c, badChild(0xff), []byte{0})}),
+		rep("child diffs: 2 children, 1 present", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 2}, c, []byte{0})}),
+		rep("child diffs: 2 children in 81 bytes", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 2}, c, make([]byte, 40))}),
+		rep("child diffs: 2^40 children", repairReplyWire{ChildDiffs: cat(u1, []byte{1}, uvb(1<<40), c, []byte{0})}),
+		rep("child diffs: child count overflows", repairReplyWire{ChildDiffs: cat(u1, []byte{1}, overflow, c, []byte{0})}),
+		rep("child diffs: child cut", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 1}, c[:40])}),
+		rep("child diffs: 2 missing, 1 present", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 0, 2}, be64(1))}),
+		rep("child diffs: 2 missing in 15 bytes", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 0, 2}, make([]byte, 15))}),
+		rep("child diffs: 2^61 missing", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 0}, uvb(1<<61), be64(1))}),
+		rep("child diffs: missing count 2^64-1", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 0}, uvb(1<<64-1), be64(1))}),
+		rep("child diffs: missing count overflows", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 0}, overflow, be64(1))}),
+		rep("child diffs: missing tag cut", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 0, 1}, be64(1)[:7])}),
+		rep("child diffs: valid, then a byte", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 0, 0}, []byte{0})}),
 		rep("bad summary after valid lists", repairReplyWire{Listings: cat(u1, uvb(0), []byte{0}, uvb(0), uvb(0)), Summaries: cat(u1, d, []byte{3})}),
+		rep("bad child diff after valid lists", repairReplyWire{
+			Summaries: cat(u1, d, []byte{2}), Buckets: cat(u1, []byte{5, 1}, c), Aggregate: []byte{1},
+			ChildDiffs: cat(u1, []byte{1, 0, 0}, u2, []byte{3}),
+		}),
+		rep("bad listing after valid child diffs", repairReplyWire{ChildDiffs: cat(u1, []byte{0}), Listings: cat(u1, uvb(0), []byte{2})}),
 	}
 }
 
@@ -672,10 +931,10 @@ func TestRepairDecodeRefusesTruncated(t *testing.T) {
 // the cut as crdt.ErrMalformed unless it falls between two records, and
 // then reads exactly the records before it.
 func TestRepairRecordTruncation(t *testing.T) {
-	checkRecordCuts(t, MsgRepair, repairRequestSample(), []string{"Compare", "List", "Buckets", "Fetch", "Edges"},
+	checkRecordCuts(t, MsgRepair, repairRequestSample(), []string{"Compare", "List", "Buckets", "Fetch", "Edges", "ChildSketch", "TagFetch"},
 		func(w *repairRequestWire) ([]byte, error) { return encodeWire(MsgRepair, w) },
 		DecodeRepairRequest, EncodeRepairRequest)
-	checkRecordCuts(t, MsgRepairReply, repairReplySample(), []string{"Summaries", "Listings", "Buckets"},
+	checkRecordCuts(t, MsgRepairReply, repairReplySample(), []string{"Summaries", "Listings", "Buckets", "ChildDiffs"},
 		func(w *repairReplyWire) ([]byte, error) { return encodeWire(MsgRepairReply, w) },
 		DecodeRepairReply, EncodeRepairReply)
 }
@@ -748,8 +1007,11 @@ func repairDense() []repairFrame {
 	d := db(rdig(1))
 	minChild := childRec(ChildSum{ID: rid(2)})
 	hashes := (size - 32) / 8
+	tags := (size - 32) / 4
+	missing := (size - 32) / 8
 	children := (size - 64) / len(minChild)
 	entries := (size - 64) / 16
+	b32 := make([]byte, 32)
 	type dense struct {
 		name  string
 		reply bool
@@ -764,14 +1026,26 @@ func repairDense() []repairFrame {
 		{"fetches", false, "Fetch", fill(cat(u, []byte{0}))},
 		{"fetch of most hashes", false, "Fetch", cat(u, uvb(uint64(hashes)), make([]byte, 8*hashes))},
 		{"edges", false, "Edges", fill(cat(u, u))},
+		{"child sketches", false, "ChildSketch", fill(cat(u, b32, []byte{0}))},
+		{"child sketches of 1 byte", false, "ChildSketch", fill(cat(u, b32, []byte{1, 0}))},
+		{"tag fetches", false, "TagFetch", fill(cat(u, []byte{0}))},
+		{"tag fetches of one tag", false, "TagFetch", fill(cat(u, []byte{1}, be32(7)))},
+		{"tag fetch of most tags", false, "TagFetch", cat(u, uvb(uint64(tags)), make([]byte, 4*tags))},
 		{"summaries", true, "Summaries", fill(cat(u, d, []byte{0, 0}))},
 		{"summary of most children", true, "Summaries", cat(u, d, []byte{0}, uvb(uint64(children)), bytes.Repeat(minChild, children))},
 		{"summaries of one bucket", true, "Summaries", fill(cat(u, d, []byte{1, 1, 0}, make([]byte, 8)))},
+		{"summaries below-equal", true, "Summaries", fill(cat(u, d, []byte{6}))},
+		{"summaries of one child", true, "Summaries", fill(cat(u, d, []byte{4, 1}, minChild))},
 		{"listings", true, "Listings", fill(cat(u, []byte{0, 0, 0, 0}))},
 		{"listing of most entries", true, "Listings", cat(u, []byte{0, 0, 0}, uvb(uint64(entries)), make([]byte, 16*entries))},
 		{"listings with cursors", true, "Listings", fill(cat(u, []byte{1, 'a', 1, 1, 'b', 0}))},
 		{"bucket listings", true, "Buckets", fill(cat(u, []byte{1, 0}))},
 		{"bucket of most children", true, "Buckets", cat(u, []byte{1}, uvb(uint64(children)), bytes.Repeat(minChild, children))},
+		{"child diffs not OK", true, "ChildDiffs", fill(cat(u, []byte{0}))},
+		{"child diffs OK and empty", true, "ChildDiffs", fill(cat(u, []byte{1, 0, 0}))},
+		{"child diffs of one missing", true, "ChildDiffs", fill(cat(u, []byte{1, 0, 1}, be64(9)))},
+		{"child diff of most children", true, "ChildDiffs", cat(u, []byte{1}, uvb(uint64(children)), bytes.Repeat(minChild, children), []byte{0})},
+		{"child diff of most missing", true, "ChildDiffs", cat(u, []byte{1, 0}, uvb(uint64(missing)), make([]byte, 8*missing))},
 	} {
 		for _, extra := range [][]byte{nil, {0xff}} {
 			bin := cat(c.bin, extra)
@@ -790,6 +1064,17 @@ func repairDense() []repairFrame {
 			}
 			frames = append(frames, f)
 		}
+	}
+	// An aggregate is not parsed: any bytes up to the frame limit.
+	frames = append(frames, repairFrame{name: "reply aggregate", reply: true, ok: true,
+		msg: replyWireFrame(repairReplyWire{Aggregate: make([]byte, size)})})
+	// Child sketches of the largest size accepted, and of a byte more.
+	for _, n := range []int{maxChildSketchBytes, maxChildSketchBytes + 1} {
+		rec := cat(u, b32, uvb(uint64(n)), make([]byte, n))
+		frames = append(frames, repairFrame{
+			name: fmt.Sprintf("request two child sketches of %d bytes", n), ok: n <= maxChildSketchBytes,
+			msg: reqWireFrame(repairRequestWire{ChildSketch: cat(rec, rec)}),
+		})
 	}
 	return append(frames, repairFrame{name: "reply answered of 1M counts", reply: true,
 		msg: mp{}.fixmap(1).str("done").arr32(size).raw(make([]byte, size)...).frame(MsgRepairReply)})
@@ -932,28 +1217,233 @@ func FuzzRepairDecode(f *testing.F) {
 	})
 }
 
-// TestRepairSketchAndWantRoundTrip covers the compare's sketch and the
-// reply's Want list, and refuses a sketch over its size limit.
-func TestRepairSketchAndWantRoundTrip(t *testing.T) {
-	sk := crdt.NewSketch(9)
-	sk.Add([16]byte{1, 2, 3})
-	req := &RepairRequest{Root: rid(1), Compare: []NodeSub{{Node: rid(2), Sub: rdig(2), Own: rdig(3), Sketch: sk.AppendBinary(nil)}}}
-	b := mustEncodeRequest(t, req)
-	got, err := DecodeRepairRequest(b, 0)
+// TestRepairChildSketchAndAggregate carries a child sketch (16-byte keys)
+// in a request and an aggregate (crdt.PointKeyLen keys) in a reply, and
+// checks that what arrives decodes to sketches that, subtracted from the
+// other side's, list exactly the keys that differ. Then the size limits:
+// a child sketch is at most maxChildSketchBytes, the largest a
+// crdt.Sketch of 16-byte keys encodes to; an aggregate is bounded by the
+// frame only, and the largest crdt.Sketch of PointKeys fits one.
+func TestRepairChildSketchAndAggregate(t *testing.T) {
+	// Children: the asker has 0..19, the answerer lacks 3 and has 99.
+	childKey := func(i int) crdt.SketchKey { var k crdt.SketchKey; copy(k[:], ub(rid(i))); return k }
+	asker, answerer := crdt.NewSketch(12, 16), crdt.NewSketch(12, 16)
+	for i := range 20 {
+		asker.Add(childKey(i))
+		if i != 3 {
+			answerer.Add(childKey(i))
+		}
+	}
+	answerer.Add(childKey(99))
+	req := &RepairRequest{Root: rid(1), ChildSketch: []ChildSketchQuery{
+		{Node: rid(2), Buckets: [32]byte{0: 1, 31: 0x80}, Sketch: asker.AppendBinary(nil)},
+	}}
+	msg := mustEncodeRequest(t, req)
+	got, err := DecodeRepairRequest(msg, 0)
 	if err != nil || !reflect.DeepEqual(got, req) {
 		t.Fatalf("request: %v\n got %+v\nwant %+v", err, got, req)
 	}
-	if _, err := crdt.DecodeSketch(got.Compare[0].Sketch); err != nil {
+	sk, err := crdt.DecodeSketch(got.ChildSketch[0].Sketch, 16)
+	if err != nil {
 		t.Fatal(err)
 	}
-	rep := &RepairReply{Answered: [5]int{1}, Want: []FetchQuery{{Node: rid(4), Hashes: []uint64{7, 9}}}}
-	rb := mustEncodeReply(t, rep)
-	gr, err := DecodeRepairReply(rb, 0)
+	if err := answerer.Subtract(sk); err != nil {
+		t.Fatal(err)
+	}
+	plus, minus, ok := answerer.Decode()
+	if !ok || !slices.Equal(plus, []crdt.SketchKey{childKey(99)}) || !slices.Equal(minus, []crdt.SketchKey{childKey(3)}) {
+		t.Fatalf("child sketch difference: %x, %x, %v", plus, minus, ok)
+	}
+
+	// Points: the answerer aggregates two nodes' points, one of them newer
+	// than the asker's version; the asker sketches the same nodes.
+	pts := wireSensorPoints(6)
+	pts[5].Node = rid(7)
+	mine := slices.Clone(pts)
+	mine[2].Time = pts[2].Time - 1
+	cells := 9
+	rep := &RepairReply{
+		Summaries: []Summary{
+			{Node: pts[0].Node, Own: rdig(1), BelowEqual: true, Aggregated: true},
+			{Node: rid(6), Own: rdig(6), Children: []ChildSum{{ID: rid(7), Active: true, Aggregated: true}}},
+		},
+		Answered:  [ansKinds]int{AnsCompare: 2},
+		Aggregate: raggregate(pts, cells),
+	}
+	rmsg := mustEncodeReply(t, rep)
+	gr, err := DecodeRepairReply(rmsg, 0)
 	if err != nil || !reflect.DeepEqual(gr, rep) {
 		t.Fatalf("reply: %v\n got %+v\nwant %+v", err, gr, rep)
 	}
-	big := &RepairRequest{Root: rid(1), Compare: []NodeSub{{Node: rid(2), Sketch: make([]byte, maxSketchBytes+1)}}}
-	if _, err := DecodeRepairRequest(mustEncodeRequest(t, big), 0); !errors.Is(err, crdt.ErrMalformed) {
-		t.Fatalf("oversized sketch: %v", err)
+	agg, err := crdt.DecodeSketch(gr.Aggregate, crdt.PointKeyLen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := crdt.DecodeSketch(raggregate(mine, cells), crdt.PointKeyLen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := agg.Subtract(own); err != nil {
+		t.Fatal(err)
+	}
+	plus, minus, ok = agg.Decode()
+	if !ok || !slices.Equal(plus, []crdt.SketchKey{crdt.PointKey(&pts[2])}) || !slices.Equal(minus, []crdt.SketchKey{crdt.PointKey(&mine[2])}) {
+		t.Fatalf("aggregate difference: %x, %x, %v", plus, minus, ok)
+	}
+
+	// The child sketch limit is the largest sketch of 16-byte keys, which
+	// a request carries twice over, with room to spare.
+	if maxChildSketchBytes != crdt.MaxSketchCells*(1+16+4) {
+		t.Fatalf("maxChildSketchBytes = %d, want %d cells of 21 bytes", maxChildSketchBytes, crdt.MaxSketchCells)
+	}
+	largest := crdt.NewSketch(crdt.MaxSketchCells+100, 16).AppendBinary(nil)
+	if len(largest) != maxChildSketchBytes {
+		t.Fatalf("the largest child sketch is %d bytes, the limit %d", len(largest), maxChildSketchBytes)
+	}
+	for _, n := range []int{maxChildSketchBytes - 1, maxChildSketchBytes, maxChildSketchBytes + 1, 2 * maxChildSketchBytes} {
+		big := &RepairRequest{Root: rid(1), ChildSketch: []ChildSketchQuery{
+			{Node: rid(2), Sketch: rcursor(n, n)}, {Node: rid(3), Sketch: largest},
+		}}
+		msg := mustEncodeRequest(t, big)
+		if len(msg) > crdt.MaxMessageSize {
+			t.Fatalf("request with a child sketch of %d bytes is %d bytes", n, len(msg))
+		}
+		got, err := DecodeRepairRequest(msg, 0)
+		switch {
+		case n <= maxChildSketchBytes && (err != nil || !reflect.DeepEqual(got, big)):
+			t.Errorf("child sketch of %d bytes: %v", n, err)
+		case n > maxChildSketchBytes && (!errors.Is(err, crdt.ErrMalformed) || got != nil):
+			t.Errorf("child sketch of %d bytes: %v, want ErrMalformed", n, err)
+		}
+	}
+	// The limit holds on the second query too.
+	over := &RepairRequest{ChildSketch: []ChildSketchQuery{{Node: rid(2)}, {Node: rid(3), Sketch: make([]byte, maxChildSketchBytes+1)}}}
+	if _, err := DecodeRepairRequest(mustEncodeRequest(t, over), 0); !errors.Is(err, crdt.ErrMalformed) {
+		t.Errorf("second child sketch over the limit: %v, want ErrMalformed", err)
+	}
+
+	// The largest aggregate fits a reply, with a full summary list.
+	bigAgg := crdt.NewSketch(crdt.MaxSketchCells, crdt.PointKeyLen).AppendBinary(nil)
+	full := repairReplySample()
+	full.Aggregate = bigAgg
+	if msg := mustEncodeReply(t, full); len(msg) > crdt.MaxMessageSize {
+		t.Errorf("reply with the largest aggregate is %d bytes", len(msg))
+	} else if got, err := DecodeRepairReply(msg, 0); err != nil || !bytes.Equal(got.Aggregate, bigAgg) {
+		t.Errorf("reply with the largest aggregate: %v", err)
+	}
+}
+
+// TestRepairFlagBytes tries every value of each flag, kind and density
+// byte: the decoders accept exactly the values the format defines and
+// refuse the others as crdt.ErrMalformed.
+func TestRepairFlagBytes(t *testing.T) {
+	u, d := ub(rid(1)), db(rdig(1))
+	child := childRec(ChildSum{ID: rid(2), Edge: rshort(2), Own: rshort(3), Below: rshort(4)})
+	for v := range 256 {
+		b := byte(v)
+
+		// Density: 0 to MaxDensity.
+		req, err := DecodeRepairRequest(reqWireFrame(repairRequestWire{Compare: cat(u, d, d, []byte{b})}), 0)
+		if v <= MaxDensity {
+			want := []NodeSub{{Node: rid(1), Sub: rdig(1), Own: rdig(1), Density: b}}
+			if err != nil || !reflect.DeepEqual(req.Compare, want) {
+				t.Errorf("density %d: %v", v, err)
+			}
+		} else if !errors.Is(err, crdt.ErrMalformed) {
+			t.Errorf("density %d: %v, want ErrMalformed", v, err)
+		}
+
+		// Child flags: bit 0 active, bit 1 aggregated, in each list of
+		// children.
+		c := slices.Clone(child)
+		c[16] = b
+		want := ChildSum{ID: rid(2), Edge: rshort(2), Own: rshort(3), Below: rshort(4), Active: v&1 != 0, Aggregated: v&2 != 0}
+		for _, w := range []repairReplyWire{
+			{Summaries: cat(u, d, []byte{0, 1}, c)},
+			{Buckets: cat(u, []byte{0, 1}, c)},
+			{ChildDiffs: cat(u, []byte{1, 1}, c, []byte{0})},
+		} {
+			rep, err := DecodeRepairReply(replyWireFrame(w), 0)
+			if v > 3 {
+				if !errors.Is(err, crdt.ErrMalformed) {
+					t.Errorf("child flags %#x: %v, want ErrMalformed", v, err)
+				}
+				continue
+			}
+			var got []ChildSum
+			if err == nil {
+				switch {
+				case len(rep.Summaries) == 1:
+					got = rep.Summaries[0].Children
+				case len(rep.Buckets) == 1:
+					got = rep.Buckets[0].Children
+				case len(rep.ChildDiffs) == 1:
+					got = rep.ChildDiffs[0].Children
+				}
+			}
+			if err != nil || !slices.Equal(got, []ChildSum{want}) {
+				t.Errorf("child flags %#x: %+v, %v", v, got, err)
+			}
+		}
+
+		// Summary kind: 0 children, 1 buckets, 2 below-equal, each
+		// optionally | 4 aggregated. Both lists are empty here, so a count
+		// follows unless the kind is below-equal; a refused kind is
+		// refused with a count after it and without.
+		withCount, without := cat(u, d, []byte{b}, uvb(0)), cat(u, d, []byte{b})
+		switch v {
+		case 0, 1, 2, 4, 5, 6:
+			body := withCount
+			if v&^4 == 2 {
+				body = without
+			}
+			rep, err := DecodeRepairReply(replyWireFrame(repairReplyWire{Summaries: body}), 0)
+			want := []Summary{{Node: rid(1), Own: rdig(1), Many: v&^4 == 1, BelowEqual: v&^4 == 2, Aggregated: v&4 != 0}}
+			if err != nil || !reflect.DeepEqual(rep.Summaries, want) {
+				t.Errorf("summary kind %d: %v", v, err)
+			}
+		default:
+			for _, body := range [][]byte{withCount, without} {
+				if _, err := DecodeRepairReply(replyWireFrame(repairReplyWire{Summaries: body}), 0); !errors.Is(err, crdt.ErrMalformed) {
+					t.Errorf("summary kind %#x (% x): %v, want ErrMalformed", v, body[32:], err)
+				}
+			}
+		}
+
+		// Child diff ok: 0 (nothing follows) or 1 (two counts follow);
+		// any other value is refused with either after it.
+		withCounts, without := cat(u, []byte{b}, uvb(0), uvb(0)), cat(u, []byte{b})
+		switch v {
+		case 0, 1:
+			body := withCounts
+			if v == 0 {
+				body = without
+			}
+			rep, err := DecodeRepairReply(replyWireFrame(repairReplyWire{ChildDiffs: body}), 0)
+			if want := []ChildDiff{{Node: rid(1), OK: v == 1}}; err != nil || !reflect.DeepEqual(rep.ChildDiffs, want) {
+				t.Errorf("child diff ok %d: %v", v, err)
+			}
+		default:
+			for _, body := range [][]byte{withCounts, without} {
+				if _, err := DecodeRepairReply(replyWireFrame(repairReplyWire{ChildDiffs: body}), 0); !errors.Is(err, crdt.ErrMalformed) {
+					t.Errorf("child diff ok %#x (% x): %v, want ErrMalformed", v, body[16:], err)
+				}
+			}
+		}
+	}
+}
+
+// TestRepairEncodesWhatItRefuses: the encoders do not check limits; a
+// density over MaxDensity encodes as its byte and the decoder refuses it,
+// like a cursor or child sketch over its limit. Callers keep to the
+// limits.
+func TestRepairEncodesWhatItRefuses(t *testing.T) {
+	msg := mustEncodeRequest(t, &RepairRequest{Compare: []NodeSub{{Node: rid(1), Density: MaxDensity + 1}}})
+	var w repairRequestWire
+	if err := msgpack.Unmarshal(msg[headerLen:], &w); err != nil || !bytes.Equal(w.Compare, cat(ub(rid(1)), make([]byte, 32), []byte{65})) {
+		t.Fatalf("compare of density 65 encodes as % x, %v", w.Compare, err)
+	}
+	if _, err := DecodeRepairRequest(msg, 0); !errors.Is(err, crdt.ErrMalformed) {
+		t.Errorf("density 65: %v, want ErrMalformed", err)
 	}
 }
