@@ -65,7 +65,11 @@ func (r *Replica) handleImport(m *nats.Msg) {
 		replyErr(m, err)
 		return
 	}
-	res, err := r.Write(pts)
+	write := r.Write
+	if req.OneTime {
+		write = r.WriteOne
+	}
+	res, err := write(pts)
 	if err != nil {
 		replyErr(m, err)
 		return
