@@ -454,7 +454,7 @@ func msgHostile() []hostileCase {
 		{"uuid of 3 bytes", mp{}.fixmap(1).str("inst").bin(id3).frame(MsgHello), &Hello{}},
 		{"uuid of 17 bytes", mp{}.fixmap(1).str("root").bin(make([]byte, 17)).frame(MsgExportRequest), &ExportRequest{}},
 		{"bin32 of 4 GiB as watch changes", mp{}.fixmap(1).str("chg").bin32(1<<32 - 1).frame(MsgWatchReply), &WatchReply{}},
-		{"bin32 of 1 GiB as active flags", mp{}.fixmap(1).str("act").bin32(1<<30).raw(1).frame(MsgEdgesPage), &EdgesPage{}},
+		{"bin32 of 1 GiB as active flags", mp{}.fixmap(1).str("act").bin32(1 << 30).raw(1).frame(MsgEdgesPage), &EdgesPage{}},
 		{"node of 15 bytes", mp{}.fixmap(1).str("node").bin(make([]byte, 15)).frame(MsgNodeRequest), &NodeRequest{}},
 		{"wait as a string", mp{}.fixmap(1).str("wait").str("forever").frame(MsgWatchRequest), &WatchRequest{}},
 		{"uuid as text", mp{}.fixmap(1).str("inst").str("00010203-0405-0607-0809-0a0b0c0d0e0f").frame(MsgWelcome), &Welcome{}},
