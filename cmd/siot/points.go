@@ -57,7 +57,10 @@ func parseAssignment(id uuid.UUID, arg string, text bool) (crdt.Point, error) {
 	if !ok || lhs == "" {
 		return crdt.Point{}, &UsageError{Msg: fmt.Sprintf("%q: want TYPE[.KEY]=VALUE", oneLine(arg, 40))}
 	}
-	typ, key, _ := strings.Cut(lhs, ".")
+	typ, key, dot := strings.Cut(lhs, ".")
+	if dot && key == "" {
+		return crdt.Point{}, &UsageError{Msg: fmt.Sprintf("%q: empty KEY after the \".\"", oneLine(arg, 40))}
+	}
 	p := crdt.Point{Node: id, Type: typ, Key: key}
 	if !text && number.MatchString(val) {
 		v, err := strconv.ParseFloat(val, 64)
