@@ -139,9 +139,10 @@ func printJSON(w io.Writer, v any) error {
 const nodeRmUsage = `Usage: siot node rm NODE [--parent UUID] [--json]
 
 Delete NODE from under its parent: tombstone the edge above it. NODE and
-its subtree leave the live tree (their points are kept, and "siot node ls
---all" still shows them); writing the edge again brings them back. A node
-under several parents needs --parent to say which edge to delete.
+its subtree leave the live tree; their points are kept, and
+"siot node ls --all" still shows them. Writing the edge again brings them
+back. A node under several parents needs --parent to say which edge to
+delete.
 
 Examples:
   siot node rm 6ba7b811-9dad-11d1-80b4-00c04fd430c8

@@ -300,7 +300,7 @@ func TestWatchShowsChangesWithOrigins(t *testing.T) {
 			t.Errorf("a local write has source %q", l.Source)
 		}
 	}
-	if strings.Contains(sub.String(), "setpoint") || !strings.Contains(sub.String(), "from "+edgeSt.Instance) {
+	if strings.Contains(sub.String(), "setpoint") || !strings.Contains(sub.String(), "via "+edgeSt.Instance) {
 		t.Errorf("watch NODE:\n%s", sub.String())
 	}
 }

@@ -22,9 +22,9 @@ Print changes as the server stores them, until interrupted (Ctrl-C: exit
 status 0). With NODE, only changes in NODE's subtree (its points, its
 descendants' points and the edges below them, as the tree is when each
 change is read). Each change shows the server's change number, the point,
-its origin (the instance or user that wrote it) and the instance it came
-from: "local" for a write made on this server, else the ID of the linked
-instance that delivered it.
+its origin (the instance or user that wrote it) and, after "via", the
+instance it came from: "local" for a write made on this server, else the
+ID of the linked instance that delivered it.
 
 A register changed several times while the watcher was busy is shown once,
 with its latest value. The watch starts at the server's latest change, or
@@ -145,7 +145,7 @@ func (c *watchCmd) print(rep transport.WatchReply) error {
 			}
 			continue
 		}
-		fmt.Fprintf(&b, "%s #%d %s %s origin %s from %s\n", hlcTime(p.Time), seq, p.Node, describe(p), p.Origin, source)
+		fmt.Fprintf(&b, "%s #%d %s %s  origin %s  via %s\n", hlcTime(p.Time), seq, p.Node, describe(p), p.Origin, source)
 	}
 	_, err = fmt.Fprint(c.m.Stdout, b.String())
 	return err
@@ -154,11 +154,11 @@ func (c *watchCmd) print(rep transport.WatchReply) error {
 // describe shows a point's register and content on one line.
 func describe(p *crdt.Point) string {
 	if p.IsEdge() && p.Type == crdt.TypeEdge {
-		return "edge from " + p.Parent.String() + " " + edgeState(p)
+		return "edge under " + p.Parent.String() + " " + edgeState(p)
 	}
 	var s strings.Builder
 	if p.IsEdge() {
-		s.WriteString("edge from " + p.Parent.String() + " ")
+		s.WriteString("edge under " + p.Parent.String() + " ")
 	}
 	s.WriteString(p.Type + "." + p.Key + "=")
 	if p.Text != "" {
