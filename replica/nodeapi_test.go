@@ -5,10 +5,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 
 	"siot/crdt"
 	"siot/store"
@@ -262,3 +264,44 @@ func TestWatchLongPolls(t *testing.T) {
 }
 
 func equalBytes(a, b []byte) bool { return string(a) == string(b) }
+
+// TestWatchersAreBounded: with MaxWatchers held, another watch request is
+// refused at once; a held one is answered when the replica closes.
+func TestWatchersAreBounded(t *testing.T) {
+	n := startNode(t, "server", nodeOpts{tune: func(c *Config) { c.MaxWatchers = 1 }})
+	nc, err := nats.Connect(n.url())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	req, _ := transport.Encode(transport.WatchRequest{After: n.st.LastSeq(), Wait: transport.MaxWatchWait})
+	held := make(chan error, 1)
+	go func() {
+		m, err := nc.Request(transport.SubjectWatch, req, 20*time.Second)
+		if err == nil {
+			err = transport.Decode(m.Data, 0, &transport.WatchReply{})
+		}
+		held <- err
+	}()
+	waitFor(t, "one watcher held", 10*time.Second, func() bool {
+		n.rep.apiMu.Lock()
+		defer n.rep.apiMu.Unlock()
+		return n.rep.watchers == 1
+	})
+	m, err := nc.Request(transport.SubjectWatch, req, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := transport.Decode(m.Data, 0, &transport.WatchReply{}); !transport.IsRemote(err) || !strings.Contains(err.Error(), "watchers") {
+		t.Fatalf("second watcher: %v, want refused", err)
+	}
+	n.stop()
+	select {
+	case err := <-held:
+		if err != nil {
+			t.Fatalf("held watch on close: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("held watch not answered on close")
+	}
+}
