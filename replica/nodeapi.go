@@ -40,20 +40,6 @@ func pageLimit(req int) int {
 	return req
 }
 
-func (r *Replica) handleNode(m *nats.Msg) {
-	var req transport.NodeRequest
-	if err := transport.Decode(m.Data, 0, &req); err != nil {
-		replyErr(m, err)
-		return
-	}
-	page, err := r.NodePage(req)
-	if err != nil {
-		replyErr(m, err)
-		return
-	}
-	reply(m, page)
-}
-
 // NodePage reads one page of node req.Node's points: its node points, then
 // the points of the edges above it, after the cursor req.After.
 func (r *Replica) NodePage(req transport.NodeRequest) (transport.NodePage, error) {
@@ -108,20 +94,6 @@ func (r *Replica) knownNode(n uuid.UUID) (bool, error) {
 	}
 	err := r.st.Parents(n, stop)
 	return found, err
-}
-
-func (r *Replica) handleEdges(m *nats.Msg) {
-	var req transport.EdgesRequest
-	if err := transport.Decode(m.Data, 0, &req); err != nil {
-		replyErr(m, err)
-		return
-	}
-	page, err := r.EdgesPage(req)
-	if err != nil {
-		replyErr(m, err)
-		return
-	}
-	reply(m, page)
 }
 
 // EdgesPage reads one page of the edges below req.Node (above it with

@@ -171,9 +171,9 @@ func (r *Replica) subscribe() error {
 		transport.SubjectHello:  r.acceptor.handleHello,
 		transport.SubjectStatus: r.handleStatus,
 		transport.SubjectImport: r.handleImport,
-		transport.SubjectExport: r.handleExport,
-		transport.SubjectNode:   r.handleNode,
-		transport.SubjectEdges:  r.handleEdges,
+		transport.SubjectExport: serve(r.ExportPage),
+		transport.SubjectNode:   serve(r.NodePage),
+		transport.SubjectEdges:  serve(r.EdgesPage),
 		transport.SubjectWatch:  r.handleWatch,
 	}
 	for subj, h := range handlers {

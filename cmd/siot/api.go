@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 
 	"github.com/google/uuid"
@@ -17,12 +18,48 @@ import (
 // (replica.TypeDescription).
 const typeDescription = "description"
 
+// clientCmd is what every command that talks to a server and prints has:
+// its Main, the client flags and --json.
+type clientCmd struct {
+	m      *Main
+	cf     clientFlags
+	asJSON bool
+}
+
+// register defines the client flags and --json (described by jsonUsage).
+func (c *clientCmd) register(fs *flag.FlagSet, jsonUsage string) {
+	c.cf.register(fs, c.m.Getenv)
+	fs.BoolVar(&c.asJSON, "json", false, jsonUsage)
+}
+
 // parseNode parses a node ID given on the command line; what names it in
 // the error ("NODE", "--parent").
 func parseNode(what, s string) (uuid.UUID, error) {
 	id, err := crdt.ParseID(s)
 	if err != nil {
 		return uuid.Nil, &UsageError{Msg: fmt.Sprintf("%s: %v", what, err)}
+	}
+	return id, nil
+}
+
+// optionalNode parses args, at most one node ID (what names it): uuid.Nil
+// when there is none.
+func optionalNode(what string, args []string) (uuid.UUID, error) {
+	if len(args) == 0 {
+		return uuid.Nil, nil
+	}
+	return parseNode(what, args[0])
+}
+
+// root returns the server's root node.
+func (c *client) root(ctx context.Context) (uuid.UUID, error) {
+	st, err := c.status(ctx)
+	if err != nil {
+		return uuid.Nil, err
+	}
+	id, err := crdt.ParseID(st.ID)
+	if err != nil {
+		return uuid.Nil, fmt.Errorf("server root: %w", err)
 	}
 	return id, nil
 }

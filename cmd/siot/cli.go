@@ -70,11 +70,12 @@ var commandNames = []string{
 
 // command returns the command called name, or nil.
 func (m *Main) command(name string) command {
+	cc := clientCmd{m: m}
 	switch name {
 	case "serve":
 		return &serveCmd{m: m}
 	case "status":
-		return &statusCmd{m: m}
+		return &statusCmd{clientCmd: cc}
 	case "import":
 		return &importCmd{m: m}
 	case "export":
@@ -82,19 +83,19 @@ func (m *Main) command(name string) command {
 	case "version":
 		return &versionCmd{m: m}
 	case "node add":
-		return &nodeAddCmd{m: m}
+		return &nodeAddCmd{clientCmd: cc}
 	case "node rm":
-		return &nodeRmCmd{m: m}
+		return &nodeRmCmd{clientCmd: cc}
 	case "node mv":
-		return &nodeMvCmd{m: m}
+		return &nodeMvCmd{clientCmd: cc}
 	case "node ls":
-		return &nodeLsCmd{m: m}
+		return &nodeLsCmd{clientCmd: cc}
 	case "set":
-		return &setCmd{m: m}
+		return &setCmd{clientCmd: cc}
 	case "get":
-		return &getCmd{m: m}
+		return &getCmd{clientCmd: cc}
 	case "watch":
-		return &watchCmd{m: m}
+		return &watchCmd{clientCmd: cc}
 	}
 	return nil
 }

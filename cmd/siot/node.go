@@ -46,21 +46,18 @@ Flags:
 `
 
 type nodeAddCmd struct {
-	m                     *Main
-	cf                    clientFlags
+	clientCmd
 	parent, typ, desc, id string
-	asJSON                bool
 }
 
 func (c *nodeAddCmd) usage() string { return nodeAddUsage }
 
 func (c *nodeAddCmd) flags(fs *flag.FlagSet) {
-	c.cf.register(fs, c.m.Getenv)
+	c.register(fs, `print {"node","parent"}`)
 	fs.StringVar(&c.parent, "parent", "", "the parent's UUID (default: the server's root)")
 	fs.StringVar(&c.typ, "type", "", `the node's type, its "nodeType" point (e.g. device, sensor, user)`)
 	fs.StringVar(&c.desc, "desc", "", `the node's "description" point`)
 	fs.StringVar(&c.id, "id", "", "the new node's UUID (default: a random one)")
-	fs.BoolVar(&c.asJSON, "json", false, `print {"node","parent"}`)
 }
 
 func (c *nodeAddCmd) run(ctx context.Context, args []string) error {
@@ -101,12 +98,8 @@ func (c *nodeAddCmd) run(ctx context.Context, args []string) error {
 	}
 	defer cl.close()
 	if parent == uuid.Nil {
-		st, err := cl.status(ctx)
-		if err != nil {
+		if parent, err = cl.root(ctx); err != nil {
 			return err
-		}
-		if parent, err = crdt.ParseID(st.ID); err != nil {
-			return fmt.Errorf("server root: %w", err)
 		}
 		if parent == id {
 			return &UsageError{Msg: "--id is the server's root"}
@@ -152,18 +145,15 @@ Flags:
 `
 
 type nodeRmCmd struct {
-	m      *Main
-	cf     clientFlags
+	clientCmd
 	parent string
-	asJSON bool
 }
 
 func (c *nodeRmCmd) usage() string { return nodeRmUsage }
 
 func (c *nodeRmCmd) flags(fs *flag.FlagSet) {
-	c.cf.register(fs, c.m.Getenv)
+	c.register(fs, `print {"node","parent"}`)
 	fs.StringVar(&c.parent, "parent", "", "the parent to delete NODE from (needed when it has several)")
-	fs.BoolVar(&c.asJSON, "json", false, `print {"node","parent"}`)
 }
 
 func (c *nodeRmCmd) run(ctx context.Context, args []string) error {
@@ -259,18 +249,15 @@ Flags:
 `
 
 type nodeMvCmd struct {
-	m      *Main
-	cf     clientFlags
-	from   string
-	asJSON bool
+	clientCmd
+	from string
 }
 
 func (c *nodeMvCmd) usage() string { return nodeMvUsage }
 
 func (c *nodeMvCmd) flags(fs *flag.FlagSet) {
-	c.cf.register(fs, c.m.Getenv)
+	c.register(fs, `print {"node","from","to"}`)
 	fs.StringVar(&c.from, "from", "", "the parent NODE leaves (needed when it has several)")
-	fs.BoolVar(&c.asJSON, "json", false, `print {"node","from","to"}`)
 }
 
 func (c *nodeMvCmd) run(ctx context.Context, args []string) error {
@@ -383,20 +370,17 @@ Flags:
 `
 
 type nodeLsCmd struct {
-	m      *Main
-	cf     clientFlags
-	depth  int
-	all    bool
-	asJSON bool
+	clientCmd
+	depth int
+	all   bool
 }
 
 func (c *nodeLsCmd) usage() string { return nodeLsUsage }
 
 func (c *nodeLsCmd) flags(fs *flag.FlagSet) {
-	c.cf.register(fs, c.m.Getenv)
+	c.register(fs, "print one JSON object per node")
 	fs.IntVar(&c.depth, "depth", 0, "levels below ROOT to print (0: all)")
 	fs.BoolVar(&c.all, "all", false, "show deleted and inactive edges too")
-	fs.BoolVar(&c.asJSON, "json", false, "print one JSON object per node")
 }
 
 // lsLine is one node of node ls --json.
@@ -419,12 +403,9 @@ func (c *nodeLsCmd) run(ctx context.Context, args []string) error {
 	if c.depth < 0 {
 		return &UsageError{Msg: "--depth must be 0 or more"}
 	}
-	var root uuid.UUID
-	var err error
-	if len(args) == 1 {
-		if root, err = parseNode("ROOT", args[0]); err != nil {
-			return err
-		}
+	root, err := optionalNode("ROOT", args)
+	if err != nil {
+		return err
 	}
 	cl, err := c.cf.dial()
 	if err != nil {
@@ -432,14 +413,11 @@ func (c *nodeLsCmd) run(ctx context.Context, args []string) error {
 	}
 	defer cl.close()
 	if root == uuid.Nil {
-		st, err := cl.status(ctx)
-		if err != nil {
-			return err
-		}
-		if root, err = crdt.ParseID(st.ID); err != nil {
-			return fmt.Errorf("server root: %w", err)
-		}
-	} else if err := cl.mustKnow(ctx, root); err != nil {
+		root, err = cl.root(ctx)
+	} else {
+		err = cl.mustKnow(ctx, root)
+	}
+	if err != nil {
 		return err
 	}
 	w := &lsWriter{c: c, out: c.m.Stdout, seen: map[uuid.UUID]bool{root: true}}

@@ -34,18 +34,15 @@ Flags:
 `
 
 type setCmd struct {
-	m      *Main
-	cf     clientFlags
-	text   bool
-	asJSON bool
+	clientCmd
+	text bool
 }
 
 func (c *setCmd) usage() string { return setUsage }
 
 func (c *setCmd) flags(fs *flag.FlagSet) {
-	c.cf.register(fs, c.m.Getenv)
+	c.register(fs, `print {"node","applied","stale"}`)
 	fs.BoolVar(&c.text, "text", false, "write every VALUE as text, numbers too")
-	fs.BoolVar(&c.asJSON, "json", false, `print {"node","applied","stale"}`)
 }
 
 // number is the syntax of a VALUE written as a number.
@@ -137,16 +134,13 @@ Flags:
 `
 
 type getCmd struct {
-	m      *Main
-	cf     clientFlags
-	asJSON bool
+	clientCmd
 }
 
 func (c *getCmd) usage() string { return getUsage }
 
 func (c *getCmd) flags(fs *flag.FlagSet) {
-	c.cf.register(fs, c.m.Getenv)
-	fs.BoolVar(&c.asJSON, "json", false, "print point records, one JSON object per line")
+	c.register(fs, "print point records, one JSON object per line")
 }
 
 func (c *getCmd) run(ctx context.Context, args []string) error {

@@ -41,9 +41,7 @@ Flags:
 `
 
 type statusCmd struct {
-	m        *Main
-	cf       clientFlags
-	asJSON   bool
+	clientCmd
 	watch    bool
 	interval time.Duration
 }
@@ -51,8 +49,7 @@ type statusCmd struct {
 func (c *statusCmd) usage() string { return statusUsage }
 
 func (c *statusCmd) flags(fs *flag.FlagSet) {
-	c.cf.register(fs, c.m.Getenv)
-	fs.BoolVar(&c.asJSON, "json", false, "print one JSON object")
+	c.register(fs, "print one JSON object")
 	fs.BoolVar(&c.watch, "watch", false, "refresh every --interval until interrupted")
 	fs.DurationVar(&c.interval, "interval", time.Second, "time between refreshes with --watch")
 }

@@ -44,17 +44,14 @@ Flags:
 `
 
 type watchCmd struct {
-	m      *Main
-	cf     clientFlags
-	asJSON bool
-	after  int64
+	clientCmd
+	after int64
 }
 
 func (c *watchCmd) usage() string { return watchUsage }
 
 func (c *watchCmd) flags(fs *flag.FlagSet) {
-	c.cf.register(fs, c.m.Getenv)
-	fs.BoolVar(&c.asJSON, "json", false, "print one JSON object per change")
+	c.register(fs, "print one JSON object per change")
 	fs.Int64Var(&c.after, "after", -1, "start after this change number (default: the latest)")
 }
 
@@ -68,12 +65,9 @@ func (c *watchCmd) run(ctx context.Context, args []string) error {
 	if c.after < -1 {
 		return &UsageError{Msg: "--after must be a change number (0 or more)"}
 	}
-	var root uuid.UUID
-	var err error
-	if len(args) == 1 {
-		if root, err = parseNode("NODE", args[0]); err != nil {
-			return err
-		}
+	root, err := optionalNode("NODE", args)
+	if err != nil {
+		return err
 	}
 	cl, err := c.cf.dial()
 	if err != nil {
