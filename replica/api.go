@@ -27,6 +27,24 @@ func reply(m *nats.Msg, v any) {
 
 func replyErr(m *nats.Msg, err error) { _ = m.Respond(transport.EncodeError(err)) }
 
+// serve returns a handler that decodes a request of type Req, answers it
+// with fn's reply or its error.
+func serve[Req, Resp any](fn func(Req) (Resp, error)) nats.MsgHandler {
+	return func(m *nats.Msg) {
+		var req Req
+		if err := transport.Decode(m.Data, 0, &req); err != nil {
+			replyErr(m, err)
+			return
+		}
+		resp, err := fn(req)
+		if err != nil {
+			replyErr(m, err)
+			return
+		}
+		reply(m, resp)
+	}
+}
+
 // Status returns the replica's status: identity, store position and links.
 func (r *Replica) Status() transport.Status {
 	st := transport.Status{
@@ -65,7 +83,11 @@ func (r *Replica) handleImport(m *nats.Msg) {
 		replyErr(m, err)
 		return
 	}
-	res, err := r.Write(pts)
+	write := r.Write
+	if req.OneTime {
+		write = r.WriteOne
+	}
+	res, err := write(pts)
 	if err != nil {
 		replyErr(m, err)
 		return
@@ -79,21 +101,6 @@ func (r *Replica) handleImport(m *nats.Msg) {
 		}
 	}
 	reply(m, out)
-}
-
-// handleExport answers one page of the export.
-func (r *Replica) handleExport(m *nats.Msg) {
-	var req transport.ExportRequest
-	if err := transport.Decode(m.Data, 0, &req); err != nil {
-		replyErr(m, err)
-		return
-	}
-	page, err := r.ExportPage(req)
-	if err != nil {
-		replyErr(m, err)
-		return
-	}
-	reply(m, page)
 }
 
 // ExportPage reads one page of points in export order (node, parent, type,

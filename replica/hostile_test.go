@@ -79,6 +79,7 @@ func TestHostileMessagesGetErrorsAndChangeNothing(t *testing.T) {
 		return transport.Decode(m.Data, 0, &w)
 	}
 	hello := func(h transport.Hello) []byte { b, _ := transport.Encode(h); return b }
+	enc := func(v any) []byte { b, _ := transport.Encode(v); return b }
 	cases := []struct {
 		name, subj string
 		data       []byte
@@ -99,6 +100,14 @@ func TestHostileMessagesGetErrorsAndChangeNothing(t *testing.T) {
 			b, _ := transport.Encode(transport.ExportRequest{After: []byte("short")})
 			return b
 		}(), "cursor"},
+		{"node garbage", transport.SubjectNode, []byte("\x01\x11\xc1"), "malformed"},
+		{"node without a node", transport.SubjectNode, enc(transport.NodeRequest{}), "no node"},
+		{"node bad cursor", transport.SubjectNode, enc(transport.NodeRequest{Node: srv.root, After: []byte("short")}), "cursor"},
+		{"edges without a node", transport.SubjectEdges, enc(transport.EdgesRequest{}), "no node"},
+		{"edges as a watch", transport.SubjectEdges, enc(transport.WatchRequest{}), "unknown message type"},
+		{"watch garbage", transport.SubjectWatch, []byte{1, 21, 0x81, 0xa4, 'w', 'a', 'i', 't', 0xa1, 'x'}, "malformed"},
+		{"one-time import writing a register twice", transport.SubjectImport, enc(transport.Import{OneTime: true,
+			Points: crdt.AppendBatch(nil, []crdt.Point{valPt(srv.root, "x", 1), valPt(srv.root, "x", 2)})}), "register"},
 	}
 	for _, c := range cases {
 		err := req(c.subj, c.data)

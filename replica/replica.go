@@ -43,6 +43,7 @@ type Config struct {
 	MaxPushBytes   int           // largest push, encoded, about (512 KiB); pushes adapt to the link below it
 	MaxPushPoints  int           // points per push (16384)
 	RepairInterval time.Duration // digest repair runs on every connect and then this often, ±20% (60 s)
+	MaxWatchers    int           // watch requests held at once; more are refused (256)
 
 	// NoPush turns push and resume off, leaving digest repair alone to
 	// converge replicas: for tests and diagnosis, never for production.
@@ -70,6 +71,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxPushPoints <= 0 {
 		c.MaxPushPoints = 16384
+	}
+	if c.MaxWatchers <= 0 {
+		c.MaxWatchers = 256
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -113,6 +117,10 @@ type Replica struct {
 	dialers  []*dialLink
 	acceptor *acceptor
 	subs     []*nats.Subscription
+
+	apiMu     sync.Mutex
+	apiClosed bool // Close has begun: no new watch goroutines
+	watchers  int  // watch requests held
 }
 
 // Open starts a replica: it seeds the clock from the store, accepts links
@@ -163,7 +171,10 @@ func (r *Replica) subscribe() error {
 		transport.SubjectHello:  r.acceptor.handleHello,
 		transport.SubjectStatus: r.handleStatus,
 		transport.SubjectImport: r.handleImport,
-		transport.SubjectExport: r.handleExport,
+		transport.SubjectExport: serve(r.ExportPage),
+		transport.SubjectNode:   serve(r.NodePage),
+		transport.SubjectEdges:  serve(r.EdgesPage),
+		transport.SubjectWatch:  r.handleWatch,
 	}
 	for subj, h := range handlers {
 		sub, err := r.nc.Subscribe(subj, h)
@@ -182,6 +193,9 @@ func (r *Replica) Close(ctx context.Context) error {
 	for _, s := range r.subs {
 		_ = s.Unsubscribe()
 	}
+	r.apiMu.Lock()
+	r.apiClosed = true
+	r.apiMu.Unlock()
 	r.cancel()
 	r.acceptor.closeAll()
 	done := make(chan struct{})
@@ -209,6 +223,18 @@ func (r *Replica) Store() *store.Store { return r.st }
 // remote one (crdt.ErrClockSkew when too far ahead). The batch is durable
 // when Write returns, and is pushed to every link whose scope holds it.
 func (r *Replica) Write(pts []crdt.Point) (store.Result, error) {
+	return r.write(pts, false)
+}
+
+// WriteOne is Write for one operation: every unstamped point gets the same
+// HLC (and, without an origin, this instance's ID), as a move's new edge and
+// its tombstone of the old one must. It refuses a batch that writes one
+// register twice (store.ErrInvalid), which one time could not order.
+func (r *Replica) WriteOne(pts []crdt.Point) (store.Result, error) {
+	return r.write(pts, true)
+}
+
+func (r *Replica) write(pts []crdt.Point, oneTime bool) (store.Result, error) {
 	batch := make([]crdt.Point, len(pts))
 	inst := r.st.Instance()
 	var maxRemote crdt.Timestamp
@@ -231,9 +257,22 @@ func (r *Replica) Write(pts []crdt.Point) (store.Result, error) {
 			return store.Result{}, err
 		}
 	}
+	if oneTime {
+		seen := make(map[crdt.Register]bool, len(batch))
+		for i := range batch {
+			if seen[batch[i].Register()] {
+				return store.Result{}, fmt.Errorf("%w: point %d: writes the register of an earlier point of one operation", store.ErrInvalid, i)
+			}
+			seen[batch[i].Register()] = true
+		}
+	}
+	var now crdt.Timestamp
 	for i := range batch {
 		if batch[i].Time == 0 {
-			batch[i].Time = r.clock.Now()
+			if now == 0 || !oneTime {
+				now = r.clock.Now()
+			}
+			batch[i].Time = now
 		}
 		if batch[i].Origin == uuid.Nil {
 			batch[i].Origin = inst

@@ -160,8 +160,14 @@ type StatusRequest struct{}
 // that may hold unstamped points (crdt.DecodeBatchUnstamped): a zero time
 // is stamped on arrival in batch order, a nil origin becomes the server's
 // instance.
+//
+// With OneTime set, every unstamped point of the batch gets the same HLC
+// and origin: the batch is one operation (a move writes its new edge and
+// the tombstone of the old one this way). The batch must then not write
+// one register twice.
 type Import struct {
-	Points []byte `msgpack:"pts"`
+	Points  []byte `msgpack:"pts"`
+	OneTime bool   `msgpack:"one,omitempty"`
 }
 
 // ImportResult answers an Import.
@@ -205,7 +211,13 @@ const (
 	MsgExportPage    MsgType = 14
 	MsgRepair        MsgType = 15
 	MsgRepairReply   MsgType = 16
-	msgTypeEnd               = 17 // one past the last known type
+	MsgNodeRequest   MsgType = 17
+	MsgNodePage      MsgType = 18
+	MsgEdgesRequest  MsgType = 19
+	MsgEdgesPage     MsgType = 20
+	MsgWatchRequest  MsgType = 21
+	MsgWatchReply    MsgType = 22
+	msgTypeEnd               = 23 // one past the last known type
 )
 
 var msgNames = [...]string{
@@ -214,6 +226,8 @@ var msgNames = [...]string{
 	MsgStatusRequest: "status-request", MsgStatus: "status", MsgImport: "import",
 	MsgImportResult: "import-result", MsgExportRequest: "export-request", MsgExportPage: "export-page",
 	MsgRepair: "repair", MsgRepairReply: "repair-reply",
+	MsgNodeRequest: "node-request", MsgNodePage: "node-page", MsgEdgesRequest: "edges-request",
+	MsgEdgesPage: "edges-page", MsgWatchRequest: "watch-request", MsgWatchReply: "watch-reply",
 }
 
 // typeOf returns the MsgType of a message value.
@@ -243,6 +257,18 @@ func typeOf(v any) (MsgType, error) {
 		return MsgExportRequest, nil
 	case *ExportPage, ExportPage:
 		return MsgExportPage, nil
+	case *NodeRequest, NodeRequest:
+		return MsgNodeRequest, nil
+	case *NodePage, NodePage:
+		return MsgNodePage, nil
+	case *EdgesRequest, EdgesRequest:
+		return MsgEdgesRequest, nil
+	case *EdgesPage, EdgesPage:
+		return MsgEdgesPage, nil
+	case *WatchRequest, WatchRequest:
+		return MsgWatchRequest, nil
+	case *WatchReply, WatchReply:
+		return MsgWatchReply, nil
 	}
 	return MsgInvalid, fmt.Errorf("transport: %T is not a message", v)
 }

@@ -41,10 +41,16 @@ func msgSamples() []any {
 			ID: inst.String(), Instance: root.String(), Version: "v0.1.0", LastSeq: 99, HLC: "1700000000000.3",
 			Disk: 1 << 33, Refused: 4, Links: []LinkStatus{link, {URL: "nats://127.0.0.1:4223"}}, Accepted: []LinkStatus{link},
 		},
-		Import{Points: pts},
+		Import{Points: pts, OneTime: true},
 		ImportResult{Applied: 5, Stale: 1},
 		ExportRequest{Root: inst, After: []byte{0x00, 0xff, 0x10}, MaxBytes: 65536},
 		ExportPage{Points: pts, Next: []byte("next-register"), More: true},
+		NodeRequest{Node: root, After: []byte{0x01, 0x02}, MaxBytes: 4096},
+		NodePage{Known: true, Points: pts, Next: []byte("next-register"), More: true},
+		EdgesRequest{Node: root, Up: true, After: inst, Max: 500},
+		EdgesPage{Points: pts, Active: []byte{1, 0, 1}, Next: inst, More: true},
+		WatchRequest{After: 77, Root: root, Wait: 20_000, MaxBytes: 65536},
+		WatchReply{Points: pts, Changes: bytes.Repeat([]byte{7}, 3*WatchChangeLen), Next: 80, Last: 1 << 40},
 	}
 }
 
@@ -89,14 +95,16 @@ func TestMessageTypesWireContract(t *testing.T) {
 		{MsgAck, 7, "ack"}, {MsgPing, 8, "ping"}, {MsgStatusRequest, 9, "status-request"}, {MsgStatus, 10, "status"},
 		{MsgImport, 11, "import"}, {MsgImportResult, 12, "import-result"}, {MsgExportRequest, 13, "export-request"},
 		{MsgExportPage, 14, "export-page"}, {MsgRepair, 15, "repair"}, {MsgRepairReply, 16, "repair-reply"},
+		{MsgNodeRequest, 17, "node-request"}, {MsgNodePage, 18, "node-page"}, {MsgEdgesRequest, 19, "edges-request"},
+		{MsgEdgesPage, 20, "edges-page"}, {MsgWatchRequest, 21, "watch-request"}, {MsgWatchReply, 22, "watch-reply"},
 	}
 	for _, w := range want {
 		if uint8(w.typ) != w.num || w.typ.String() != w.name {
 			t.Errorf("%s = %d, want %s = %d (the enum is append-only)", w.typ, uint8(w.typ), w.name, w.num)
 		}
 	}
-	if msgTypeEnd != 17 {
-		t.Errorf("msgTypeEnd = %d, want 17: a new type needs a test here and a seed in FuzzDecode", msgTypeEnd)
+	if msgTypeEnd != 23 {
+		t.Errorf("msgTypeEnd = %d, want 23: a new type needs a test here and a seed in FuzzDecode", msgTypeEnd)
 	}
 	if LinkProto != 1 {
 		t.Errorf("LinkProto = %d: changing it breaks every deployed peer", LinkProto)
@@ -135,10 +143,16 @@ func TestMessageKeys(t *testing.T) {
 		MsgPing:          {},
 		MsgStatusRequest: {},
 		MsgStatus:        {"accepted", "diskBytes", "hlc", "id", "instance", "lastSeq", "links", "refused", "version"},
-		MsgImport:        {"pts"},
+		MsgImport:        {"one", "pts"},
 		MsgImportResult:  {"applied", "stale"},
 		MsgExportRequest: {"after", "max", "root"},
 		MsgExportPage:    {"more", "next", "pts"},
+		MsgNodeRequest:   {"after", "max", "node"},
+		MsgNodePage:      {"known", "more", "next", "pts"},
+		MsgEdgesRequest:  {"after", "max", "node", "up"},
+		MsgEdgesPage:     {"act", "more", "next", "pts"},
+		MsgWatchRequest:  {"after", "max", "root", "wait"},
+		MsgWatchReply:    {"chg", "last", "next", "pts"},
 	}
 	linkKeys := []string{"bytesReceived", "bytesSent", "connected", "inSync", "lastError", "pending", "rejected", "remote", "role", "url"}
 	for _, v := range msgSamples() {
@@ -439,6 +453,10 @@ func msgHostile() []hostileCase {
 		{"nesting of 65536", mp{}.fixmap(1).str("x").raw(nestedArrays(1 << 16)...).frame(MsgPing), &Ping{}},
 		{"uuid of 3 bytes", mp{}.fixmap(1).str("inst").bin(id3).frame(MsgHello), &Hello{}},
 		{"uuid of 17 bytes", mp{}.fixmap(1).str("root").bin(make([]byte, 17)).frame(MsgExportRequest), &ExportRequest{}},
+		{"bin32 of 4 GiB as watch changes", mp{}.fixmap(1).str("chg").bin32(1<<32 - 1).frame(MsgWatchReply), &WatchReply{}},
+		{"bin32 of 1 GiB as active flags", mp{}.fixmap(1).str("act").bin32(1 << 30).raw(1).frame(MsgEdgesPage), &EdgesPage{}},
+		{"node of 15 bytes", mp{}.fixmap(1).str("node").bin(make([]byte, 15)).frame(MsgNodeRequest), &NodeRequest{}},
+		{"wait as a string", mp{}.fixmap(1).str("wait").str("forever").frame(MsgWatchRequest), &WatchRequest{}},
 		{"uuid as text", mp{}.fixmap(1).str("inst").str("00010203-0405-0607-0809-0a0b0c0d0e0f").frame(MsgWelcome), &Welcome{}},
 		{"uuid as an int", mp{}.fixmap(1).str("inst").raw(0x07).frame(MsgHello), &Hello{}},
 		{"int field holding a string", mp{}.fixmap(1).str("v").str("one").frame(MsgHello), &Hello{}},

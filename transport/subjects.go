@@ -19,6 +19,13 @@ const (
 	SubjectImport = "siot.api.import"
 	// SubjectExport answers an ExportRequest with an ExportPage.
 	SubjectExport = "siot.api.export"
+	// SubjectNode answers a NodeRequest with a NodePage.
+	SubjectNode = "siot.api.node"
+	// SubjectEdges answers an EdgesRequest with an EdgesPage.
+	SubjectEdges = "siot.api.edges"
+	// SubjectWatch answers a WatchRequest with a WatchReply, holding it
+	// until a change arrives or the wait ends.
+	SubjectWatch = "siot.api.watch"
 )
 
 // SessionSubjects are the subjects of one link session, all under

@@ -29,21 +29,87 @@ type Main struct {
 const mainUsage = `siot: a replication engine for IoT systems.
 
 Usage:
-  siot <command> [flags]
+  siot <command> [flags] [arguments]
 
 Commands:
   serve       run an instance: NATS server, store, links, local API
-  status      print a running server's status and links
+  status      print a running server's status and links (--watch: live)
+  node        add, remove, move and list nodes (node add|rm|mv|ls)
+  set         write points of a node: siot set NODE TYPE[.KEY]=VALUE...
+  get         print a node's points
+  watch       print changes as they arrive, with their origin
   import      write point records (JSON Lines) into a running server
   export      print a running server's points as JSON Lines
   version     print the version of this build
 
-Clients reach the server at --server (default nats://127.0.0.1:4222, or the
-SIOT_SERVER environment variable).
+Every command but serve and version talks to a running server: --server
+URL (default nats://127.0.0.1:4222, or the SIOT_SERVER environment
+variable) and --timeout (how long to wait for each reply). Commands that
+print take --json for output a program can read. Flags may come before or
+after the arguments.
 
 Run "siot <command> --help" for a command's flags and examples.
-Exit status: 0 on success, 1 on an error, 2 on a usage error.
+Exit status: 0 on success (and when watch or status --watch are
+interrupted), 1 on an error, 2 on a usage error.
 `
+
+// command is one subcommand. flags defines its flags on a flag set and
+// usage returns its help text, so a test can check one against the other
+// without running anything; run runs it with the arguments that remain.
+type command interface {
+	usage() string
+	flags(fs *flag.FlagSet)
+	run(ctx context.Context, args []string) error
+}
+
+// commandNames lists every command as it is typed, sub-commands included.
+var commandNames = []string{
+	"serve", "status", "node add", "node rm", "node mv", "node ls", "set", "get", "watch",
+	"import", "export", "version",
+}
+
+// command returns the command called name, or nil.
+func (m *Main) command(name string) command {
+	cc := clientCmd{m: m}
+	switch name {
+	case "serve":
+		return &serveCmd{m: m}
+	case "status":
+		return &statusCmd{clientCmd: cc}
+	case "import":
+		return &importCmd{m: m}
+	case "export":
+		return &exportCmd{m: m}
+	case "version":
+		return &versionCmd{m: m}
+	case "node add":
+		return &nodeAddCmd{clientCmd: cc}
+	case "node rm":
+		return &nodeRmCmd{clientCmd: cc}
+	case "node mv":
+		return &nodeMvCmd{clientCmd: cc}
+	case "node ls":
+		return &nodeLsCmd{clientCmd: cc}
+	case "set":
+		return &setCmd{clientCmd: cc}
+	case "get":
+		return &getCmd{clientCmd: cc}
+	case "watch":
+		return &watchCmd{clientCmd: cc}
+	}
+	return nil
+}
+
+// newFlagSet returns c's flag set, its flags bound to c's fields.
+func newFlagSet(name string, c command) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	c.flags(fs)
+	return fs
+}
+
+func isHelp(arg string) bool {
+	return arg == "-h" || arg == "--help" || arg == "-help" || arg == "help"
+}
 
 // Run runs the command line args (without the program name).
 func (m *Main) Run(ctx context.Context, args []string) error {
@@ -51,42 +117,79 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		fmt.Fprint(m.Stderr, mainUsage)
 		return &UsageError{Msg: "no command given"}
 	}
-	switch cmd, rest := args[0], args[1:]; cmd {
-	case "-h", "--help", "-help", "help":
+	name, rest := args[0], args[1:]
+	if isHelp(name) {
 		fmt.Fprint(m.Stdout, mainUsage)
 		return nil
-	case "serve":
-		return (&serveCmd{m: m}).Run(ctx, rest)
-	case "status":
-		return (&statusCmd{m: m}).Run(ctx, rest)
-	case "import":
-		return (&importCmd{m: m}).Run(ctx, rest)
-	case "export":
-		return (&exportCmd{m: m}).Run(ctx, rest)
-	case "version":
-		return (&versionCmd{m: m}).Run(ctx, rest)
-	default:
-		fmt.Fprint(m.Stderr, mainUsage)
-		return &UsageError{Msg: fmt.Sprintf("unknown command %q", cmd)}
 	}
+	if name == "node" {
+		if len(rest) == 0 || isHelp(rest[0]) {
+			if len(rest) == 0 {
+				fmt.Fprint(m.Stderr, nodeUsage)
+				return &UsageError{Msg: "node: no sub-command given (add, rm, mv or ls)"}
+			}
+			fmt.Fprint(m.Stdout, nodeUsage)
+			return nil
+		}
+		name, rest = "node "+rest[0], rest[1:]
+	}
+	c := m.command(name)
+	if c == nil {
+		if strings.HasPrefix(name, "node ") {
+			fmt.Fprint(m.Stderr, nodeUsage)
+		} else {
+			fmt.Fprint(m.Stderr, mainUsage)
+		}
+		return &UsageError{Msg: fmt.Sprintf("unknown command %q", name)}
+	}
+	fs := newFlagSet(name, c)
+	fs.Usage = func() {
+		fmt.Fprint(m.Stdout, c.usage())
+		if !strings.HasSuffix(c.usage(), "Flags:\n") {
+			fmt.Fprint(m.Stdout, "\nFlags:\n")
+		}
+		fs.PrintDefaults()
+	}
+	pos, err := parseArgs(fs, rest, m.Stdout)
+	if err == errHelp {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return c.run(ctx, pos)
 }
 
-// parseFlags parses args with fs, printing usage on --help. It returns
-// errHelp when help was printed, which callers turn into success.
-func parseFlags(fs *flag.FlagSet, args []string, out io.Writer) error {
+// parseArgs parses args with fs, allowing flags after the arguments
+// ("siot get NODE --json"); "--" ends the flags. It returns the arguments,
+// or errHelp when --help printed the usage.
+func parseArgs(fs *flag.FlagSet, args []string, out io.Writer) ([]string, error) {
 	fs.SetOutput(out)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return errHelp
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, errHelp
+			}
+			return nil, &UsageError{Msg: err.Error()}
 		}
-		return &UsageError{Msg: err.Error()}
+		rest := fs.Args()
+		if used := len(args) - len(rest); used > 0 && args[used-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		pos, args = append(pos, rest[0]), rest[1:]
 	}
-	return nil
 }
 
 var errHelp = errors.New("help printed")
 
-type versionCmd struct{ m *Main }
+type versionCmd struct {
+	m      *Main
+	asJSON bool
+}
 
 const versionUsage = `Usage: siot version [--json]
 
@@ -98,21 +201,18 @@ Examples:
   siot version --json
 `
 
-func (c *versionCmd) Run(_ context.Context, args []string) error {
-	fs := flag.NewFlagSet("version", flag.ContinueOnError)
-	asJSON := fs.Bool("json", false, "print a JSON object")
-	fs.Usage = func() { fmt.Fprint(c.m.Stdout, versionUsage); fs.PrintDefaults() }
-	if err := parseFlags(fs, args, c.m.Stdout); err != nil {
-		if err == errHelp {
-			return nil
-		}
-		return err
-	}
-	if fs.NArg() > 0 {
+func (c *versionCmd) usage() string { return versionUsage }
+
+func (c *versionCmd) flags(fs *flag.FlagSet) {
+	fs.BoolVar(&c.asJSON, "json", false, "print a JSON object")
+}
+
+func (c *versionCmd) run(_ context.Context, args []string) error {
+	if len(args) > 0 {
 		return &UsageError{Msg: "version takes no arguments"}
 	}
 	v := buildVersion()
-	if *asJSON {
+	if c.asJSON {
 		fmt.Fprintf(c.m.Stdout, "{\"version\":%q,\"revision\":%q,\"go\":%q}\n", v.version, v.revision, v.goVersion)
 		return nil
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"time"
@@ -39,13 +40,22 @@ func (f *clientFlags) dial() (*client, error) {
 
 func (c *client) close() { c.nc.Close() }
 
-// call sends req on subject and decodes the reply into resp.
-func (c *client) call(subject string, req, resp any) error {
+// call sends req on subject and decodes the reply into resp. It waits
+// for the reply up to the client's timeout, or until ctx is done.
+func (c *client) call(ctx context.Context, subject string, req, resp any) error {
+	return c.callWait(ctx, subject, req, resp, 0)
+}
+
+// callWait is call for a request the server may hold for up to extra
+// (a watch): the reply is awaited for the timeout plus extra.
+func (c *client) callWait(ctx context.Context, subject string, req, resp any, extra time.Duration) error {
 	b, err := transport.Encode(req)
 	if err != nil {
 		return err
 	}
-	m, err := c.nc.Request(subject, b, c.timeout)
+	ctx, cancel := context.WithTimeout(ctx, c.timeout+extra)
+	defer cancel()
+	m, err := c.nc.RequestWithContext(ctx, subject, b)
 	if err != nil {
 		return fmt.Errorf("%s: %w", subject, err)
 	}

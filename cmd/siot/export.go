@@ -28,22 +28,22 @@ Examples:
 Flags:
 `
 
-type exportCmd struct{ m *Main }
+type exportCmd struct {
+	m    *Main
+	cf   clientFlags
+	root string
+}
 
-func (c *exportCmd) Run(_ context.Context, args []string) error {
-	m := c.m
-	var cf clientFlags
-	fs := flag.NewFlagSet("export", flag.ContinueOnError)
-	cf.register(fs, m.Getenv)
-	rootFlag := fs.String("root", "", "export only this node's subtree")
-	fs.Usage = func() { fmt.Fprint(m.Stdout, exportUsage); fs.PrintDefaults() }
-	if err := parseFlags(fs, args, m.Stdout); err != nil {
-		if err == errHelp {
-			return nil
-		}
-		return err
-	}
-	if fs.NArg() > 0 {
+func (c *exportCmd) usage() string { return exportUsage }
+
+func (c *exportCmd) flags(fs *flag.FlagSet) {
+	c.cf.register(fs, c.m.Getenv)
+	fs.StringVar(&c.root, "root", "", "export only this node's subtree")
+}
+
+func (c *exportCmd) run(ctx context.Context, args []string) error {
+	m, cf, rootFlag := c.m, c.cf, &c.root
+	if len(args) > 0 {
 		return &UsageError{Msg: "export takes no arguments"}
 	}
 	var root uuid.UUID
@@ -64,7 +64,7 @@ func (c *exportCmd) Run(_ context.Context, args []string) error {
 	var line []byte
 	for {
 		var page transport.ExportPage
-		if err := cl.call(transport.SubjectExport, req, &page); err != nil {
+		if err := cl.call(ctx, transport.SubjectExport, req, &page); err != nil {
 			return err
 		}
 		pts, err := crdt.DecodeBatch(page.Points, 0)

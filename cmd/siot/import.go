@@ -43,22 +43,22 @@ Flags:
 // which JSON escaping can grow six-fold.
 const maxRecordLine = 512 << 10
 
-type importCmd struct{ m *Main }
+type importCmd struct {
+	m     *Main
+	cf    clientFlags
+	batch int
+}
 
-func (c *importCmd) Run(_ context.Context, args []string) error {
-	m := c.m
-	var cf clientFlags
-	fs := flag.NewFlagSet("import", flag.ContinueOnError)
-	cf.register(fs, m.Getenv)
-	batch := fs.Int("batch", 2000, "records per request")
-	fs.Usage = func() { fmt.Fprint(m.Stdout, importUsage); fs.PrintDefaults() }
-	if err := parseFlags(fs, args, m.Stdout); err != nil {
-		if err == errHelp {
-			return nil
-		}
-		return err
-	}
-	if fs.NArg() > 1 {
+func (c *importCmd) usage() string { return importUsage }
+
+func (c *importCmd) flags(fs *flag.FlagSet) {
+	c.cf.register(fs, c.m.Getenv)
+	fs.IntVar(&c.batch, "batch", 2000, "records per request")
+}
+
+func (c *importCmd) run(ctx context.Context, args []string) error {
+	m, cf, batch := c.m, c.cf, &c.batch
+	if len(args) > 1 {
 		return &UsageError{Msg: "import takes at most one file"}
 	}
 	if *batch < 1 || *batch > 100_000 {
@@ -67,7 +67,10 @@ func (c *importCmd) Run(_ context.Context, args []string) error {
 	// Read the input into a seekable file: a first pass checks every
 	// record, a second writes them.
 	var in *os.File
-	name := fs.Arg(0)
+	name := ""
+	if len(args) > 0 {
+		name = args[0]
+	}
 	if name == "" || name == "-" {
 		tmp, err := os.CreateTemp("", "siot-import-*.jsonl")
 		if err != nil {
@@ -111,7 +114,7 @@ func (c *importCmd) Run(_ context.Context, args []string) error {
 			return nil
 		}
 		var res transport.ImportResult
-		if err := cl.call(transport.SubjectImport, transport.Import{Points: crdt.AppendBatch(nil, pts)}, &res); err != nil {
+		if err := cl.call(ctx, transport.SubjectImport, transport.Import{Points: crdt.AppendBatch(nil, pts)}, &res); err != nil {
 			return importError(err, name, lines)
 		}
 		applied += res.Applied

@@ -33,14 +33,20 @@ type record struct {
 	Origin    string   `json:"origin,omitempty"`
 }
 
-// appendRecord appends p as one export line (with its newline).
-func appendRecord(dst []byte, p *crdt.Point) []byte {
+// toRecord returns the record of a stamped point.
+func toRecord(p *crdt.Point) record {
 	v := p.Value
 	r := record{Node: p.Node.String(), Type: p.Type, Key: p.Key, Value: &v, Text: p.Text,
 		Tombstone: p.Tombstone, HLC: p.Time.String(), Origin: p.Origin.String()}
 	if p.Parent != uuid.Nil {
 		r.Parent = p.Parent.String()
 	}
+	return r
+}
+
+// appendRecord appends p as one export line (with its newline).
+func appendRecord(dst []byte, p *crdt.Point) []byte {
+	r := toRecord(p)
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)

@@ -54,6 +54,7 @@ func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 
 type serveCmd struct {
 	m *Main
+	f serveFlags
 	// ready, when set, is called once the instance serves (tests).
 	ready func(id uuid.UUID, natsURL, httpAddr string)
 }
@@ -64,10 +65,10 @@ type serveFlags struct {
 	minFree                                                  uint64
 }
 
-func (c *serveCmd) Run(ctx context.Context, args []string) error {
-	m := c.m
-	var f serveFlags
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+func (c *serveCmd) usage() string { return serveUsage }
+
+func (c *serveCmd) flags(fs *flag.FlagSet) {
+	m, f := c.m, &c.f
 	fs.StringVar(&f.data, "data", envOr(m.Getenv, "SIOT_DATA", "./siot-data"), "data directory (env SIOT_DATA)")
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:4222", "NATS listen address, host:port")
 	fs.StringVar(&f.httpAddr, "http", "127.0.0.1:8118", "HTTP address for /healthz, /readyz and /status; empty to disable")
@@ -78,14 +79,11 @@ func (c *serveCmd) Run(ctx context.Context, args []string) error {
 	fs.Uint64Var(&f.minFree, "min-free", 256<<20, "refuse writes when free disk space under --data falls below this many bytes")
 	fs.StringVar(&f.logLevel, "log-level", envOr(m.Getenv, "SIOT_LOG_LEVEL", "info"), "debug, info, warn or error (env SIOT_LOG_LEVEL)")
 	fs.StringVar(&f.logFormat, "log-format", "", `"text" or "json" (default: text on a terminal, json otherwise)`)
-	fs.Usage = func() { fmt.Fprint(m.Stdout, serveUsage); fs.PrintDefaults() }
-	if err := parseFlags(fs, args, m.Stdout); err != nil {
-		if err == errHelp {
-			return nil
-		}
-		return err
-	}
-	if fs.NArg() > 0 {
+}
+
+func (c *serveCmd) run(ctx context.Context, args []string) error {
+	m, f := c.m, c.f
+	if len(args) > 0 {
 		return &UsageError{Msg: "serve takes no arguments"}
 	}
 	var root uuid.UUID

@@ -1,16 +1,18 @@
 package main
 
 import (
+	"bytes"
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"text/tabwriter"
+	"time"
 
 	"siot/transport"
 )
 
-const statusUsage = `Usage: siot status [--json] [--server URL]
+const statusUsage = `Usage: siot status [--json] [--watch [--interval D]] [--server URL]
 
 Print a running server's status: its root node ID, its instance ID, and each
 link with its URL, whether it is connected and in sync, how many changes are
@@ -22,66 +24,190 @@ With --json, print one JSON object:
 "inSync" is true when the last digest comparison of the link's scope
 matched and nothing is pending either way.
 
+With --watch, print the status again every --interval (default 1s) until
+interrupted (Ctrl-C: exit status 0), redrawing the screen on a terminal,
+to follow an initial sync or a long resume. It adds the rate at which the
+server stores changes and, per link, RATE: how fast its pending changes
+fall, in changes/s (negative while they grow), ETA: when they would reach
+zero at that rate, and TRAFFIC: bytes/s both ways. With --json as well,
+print one JSON object per refresh.
+
 Examples:
   siot status
   siot status --json --server nats://127.0.0.1:4223
+  siot status --watch --interval 2s
 
 Flags:
 `
 
-type statusCmd struct{ m *Main }
+type statusCmd struct {
+	clientCmd
+	watch    bool
+	interval time.Duration
+}
 
-func (c *statusCmd) Run(_ context.Context, args []string) error {
-	m := c.m
-	var cf clientFlags
-	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	cf.register(fs, m.Getenv)
-	asJSON := fs.Bool("json", false, "print one JSON object")
-	fs.Usage = func() { fmt.Fprint(m.Stdout, statusUsage); fs.PrintDefaults() }
-	if err := parseFlags(fs, args, m.Stdout); err != nil {
-		if err == errHelp {
-			return nil
-		}
-		return err
-	}
-	if fs.NArg() > 0 {
+func (c *statusCmd) usage() string { return statusUsage }
+
+func (c *statusCmd) flags(fs *flag.FlagSet) {
+	c.register(fs, "print one JSON object")
+	fs.BoolVar(&c.watch, "watch", false, "refresh every --interval until interrupted")
+	fs.DurationVar(&c.interval, "interval", time.Second, "time between refreshes with --watch")
+}
+
+func (c *statusCmd) run(ctx context.Context, args []string) error {
+	if len(args) > 0 {
 		return &UsageError{Msg: "status takes no arguments"}
 	}
-	cl, err := cf.dial()
+	if c.interval < 10*time.Millisecond {
+		return &UsageError{Msg: "--interval must be at least 10ms"}
+	}
+	cl, err := c.cf.dial()
 	if err != nil {
 		return err
 	}
 	defer cl.close()
-	var st transport.Status
-	if err := cl.call(transport.SubjectStatus, transport.StatusRequest{}, &st); err != nil {
-		return err
+	if !c.watch {
+		st, err := cl.status(ctx)
+		if err != nil {
+			return err
+		}
+		return c.print(c.m.Stdout, st, nil)
 	}
+	return c.watchStatus(ctx, cl)
+}
+
+// watchStatus prints the status every interval until ctx is done.
+func (c *statusCmd) watchStatus(ctx context.Context, cl *client) error {
+	out := c.m.Stdout
+	clear := isTerminal(out) && !c.asJSON
+	tick := time.NewTicker(c.interval)
+	defer tick.Stop()
+	var prev *statusSample
+	for {
+		st, err := cl.status(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		cur := &statusSample{at: time.Now(), st: st}
+		var buf bytes.Buffer
+		if clear {
+			buf.WriteString("\x1b[H\x1b[2J")
+		} else if !c.asJSON && prev != nil {
+			buf.WriteString("\n")
+		}
+		if !c.asJSON {
+			fmt.Fprintf(&buf, "%s\n", cur.at.Format("15:04:05"))
+		}
+		if err := c.print(&buf, st, prev); err != nil {
+			return err
+		}
+		if _, err := out.Write(buf.Bytes()); err != nil {
+			return err
+		}
+		prev = cur
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// statusSample is one status and when it was read, to compute rates.
+type statusSample struct {
+	at time.Time
+	st transport.Status
+}
+
+// link returns the sample's link named key (linkKey), if any.
+func (s *statusSample) link(key string) (transport.LinkStatus, bool) {
+	for _, l := range append(append([]transport.LinkStatus(nil), s.st.Links...), s.st.Accepted...) {
+		if linkKey(l) == key {
+			return l, true
+		}
+	}
+	return transport.LinkStatus{}, false
+}
+
+// linkKey names a link across samples: its URL when dialed, else the
+// remote instance.
+func linkKey(l transport.LinkStatus) string {
+	if l.URL != "" {
+		return l.URL
+	}
+	return "from " + l.Remote
+}
+
+// print writes st; with prev, also the rates since prev.
+func (c *statusCmd) print(w io.Writer, st transport.Status, prev *statusSample) error {
 	if st.Links == nil {
 		st.Links = []transport.LinkStatus{}
 	}
 	if st.Accepted == nil {
 		st.Accepted = []transport.LinkStatus{}
 	}
-	if *asJSON {
-		b, err := json.Marshal(st)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(m.Stdout, "%s\n", b)
-		return nil
+	if c.asJSON {
+		return printJSON(w, st)
 	}
-	fmt.Fprintf(m.Stdout, "id        %s\ninstance  %s\nversion   %s\nchanges   %d\n", st.ID, st.Instance, st.Version, st.LastSeq)
+	var dt float64
+	if prev != nil {
+		dt = max(time.Since(prev.at).Seconds(), 1e-3)
+	}
+	fmt.Fprintf(w, "id        %s\ninstance  %s\nversion   %s\nchanges   %d", st.ID, st.Instance, st.Version, st.LastSeq)
+	if prev != nil {
+		fmt.Fprintf(w, " (%.0f/s)", float64(st.LastSeq-min(prev.st.LastSeq, st.LastSeq))/dt)
+	}
+	fmt.Fprintln(w)
 	if len(st.Links)+len(st.Accepted) == 0 {
-		fmt.Fprintln(m.Stdout, "links     none")
+		fmt.Fprintln(w, "links     none")
 		return nil
 	}
-	tw := tabwriter.NewWriter(m.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "\nLINK\tROLE\tCONNECTED\tIN SYNC\tPENDING\tSENT\tRECEIVED\tLAST ERROR")
-	for _, l := range st.Links {
-		fmt.Fprintf(tw, "%s\t%s\t%v\t%v\t%d\t%d\t%d\t%s\n", l.URL, l.Role, l.Connected, l.InSync, l.Pending, l.BytesSent, l.BytesRecv, l.LastError)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	rates := ""
+	if c.watch {
+		rates = "\tRATE\tETA\tTRAFFIC"
 	}
-	for _, l := range st.Accepted {
-		fmt.Fprintf(tw, "from %s\t%s\t%v\t%v\t%d\t%d\t%d\t%s\n", l.Remote, l.Role, l.Connected, l.InSync, l.Pending, l.BytesSent, l.BytesRecv, l.LastError)
+	fmt.Fprintf(tw, "\nLINK\tROLE\tCONNECTED\tIN SYNC\tPENDING%s\tSENT\tRECEIVED\tLAST ERROR\n", rates)
+	for _, l := range append(append([]transport.LinkStatus(nil), st.Links...), st.Accepted...) {
+		rates = ""
+		if c.watch {
+			rates = "\t-\t-\t-"
+			if prev != nil {
+				if p, ok := prev.link(linkKey(l)); ok {
+					rates = linkRates(p, l, dt)
+				}
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%v\t%v\t%d%s\t%d\t%d\t%s\n", linkKey(l), l.Role, l.Connected, l.InSync, l.Pending, rates,
+			l.BytesSent, l.BytesRecv, l.LastError)
 	}
 	return tw.Flush()
+}
+
+// linkRates formats a link's RATE, ETA and TRAFFIC columns between two
+// samples dt seconds apart.
+func linkRates(prev, cur transport.LinkStatus, dt float64) string {
+	rate := (float64(prev.Pending) - float64(cur.Pending)) / dt
+	eta := "-"
+	switch {
+	case cur.Pending == 0:
+		eta = "0s"
+	case rate > 0:
+		eta = time.Duration(float64(cur.Pending) / rate * float64(time.Second)).Round(time.Second).String()
+	}
+	traffic := float64(cur.BytesSent+cur.BytesRecv-min(prev.BytesSent+prev.BytesRecv, cur.BytesSent+cur.BytesRecv)) / dt
+	return fmt.Sprintf("\t%.0f/s\t%s\t%s/s", rate, eta, bytesHuman(traffic))
+}
+
+func bytesHuman(b float64) string {
+	switch {
+	case b >= 1<<20:
+		return fmt.Sprintf("%.1fMB", b/(1<<20))
+	case b >= 1<<10:
+		return fmt.Sprintf("%.1fKB", b/(1<<10))
+	}
+	return fmt.Sprintf("%.0fB", b)
 }

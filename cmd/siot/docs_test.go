@@ -1,0 +1,200 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// flagMention finds "--flag" in text.
+var flagMention = regexp.MustCompile(`(?:^|[\s\[(|"'=` + "`" + `])--([a-z][a-z0-9-]*)`)
+
+// siotMention finds where a line names a command: "siot CMD" or "siot node SUB".
+var siotMention = regexp.MustCompile(`\bsiot (node [a-z]+|[a-z]+)\b`)
+
+// flagSets returns every command's flag set, built without running it.
+func flagSets() map[string]*flag.FlagSet {
+	m := &Main{Getenv: func(string) string { return "" }}
+	out := map[string]*flag.FlagSet{}
+	for _, name := range commandNames {
+		out[name] = newFlagSet(name, m.command(name))
+	}
+	return out
+}
+
+// docFlagErrors checks text: on each line (continuation lines joined), the
+// flags after "siot CMD" up to the next "siot" belong to CMD, and those
+// before the first "siot" to self ("" for none). It returns one message
+// per flag that CMD does not have.
+func docFlagErrors(where, text, self string, sets map[string]*flag.FlagSet) []string {
+	var errs []string
+	text = strings.ReplaceAll(text, "\\\n", " ")
+	for i, line := range strings.Split(text, "\n") {
+		type segment struct{ cmd, text string }
+		segs := []segment{}
+		locs := siotMention.FindAllStringSubmatchIndex(line, -1)
+		first := len(line)
+		if len(locs) > 0 {
+			first = locs[0][0]
+		}
+		segs = append(segs, segment{self, line[:first]})
+		for j, loc := range locs {
+			end := len(line)
+			if j+1 < len(locs) {
+				end = locs[j+1][0]
+			}
+			segs = append(segs, segment{line[loc[2]:loc[3]], line[loc[3]:end]})
+		}
+		for _, sg := range segs {
+			fs, known := sets[sg.cmd]
+			if !known {
+				continue // prose ("siot serving"), or no command
+			}
+			for _, m := range flagMention.FindAllStringSubmatch(sg.text, -1) {
+				if m[1] != "help" && fs.Lookup(m[1]) == nil {
+					errs = append(errs, fmt.Sprintf("%s:%d: siot %s has no flag --%s: %q", where, i+1, sg.cmd, m[1], strings.TrimSpace(line)))
+				}
+			}
+		}
+	}
+	return errs
+}
+
+// TestDocumentedFlagsExist: every --flag that a command's help, the node
+// overview, the top-level usage, README.md or docs/*.md gives a command
+// exists in that command's flag set.
+func TestDocumentedFlagsExist(t *testing.T) {
+	sets := flagSets()
+	m := &Main{Getenv: func(string) string { return "" }}
+	var errs []string
+	for _, name := range commandNames {
+		errs = append(errs, docFlagErrors(name+" --help", m.command(name).usage(), name, sets)...)
+	}
+	node := regexp.MustCompile(`(?m)^(\s+)node `).ReplaceAllString(nodeUsage, "${1}siot node ")
+	errs = append(errs, docFlagErrors("node --help", node, "", sets)...)
+	// The top-level usage names flags shared by commands: each exists in
+	// some command.
+	for _, f := range flagMention.FindAllStringSubmatch(mainUsage, -1) {
+		found := f[1] == "help"
+		for _, fs := range sets {
+			found = found || fs.Lookup(f[1]) != nil
+		}
+		if !found {
+			errs = append(errs, "siot --help: no command has --"+f[1])
+		}
+	}
+	docs, _ := filepath.Glob("../../docs/*.md")
+	for _, path := range append([]string{"../../README.md"}, docs...) {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		errs = append(errs, docFlagErrors(filepath.Base(path), string(b), "", sets)...)
+	}
+	for _, e := range errs {
+		t.Error(e)
+	}
+	// The check itself finds a flag that does not exist.
+	if e := docFlagErrors("self-test", "run `siot get NODE --nope` or siot node rm X --parent P | siot set --frob", "", sets); len(e) != 2 {
+		t.Errorf("self-test found %d errors, want 2: %q", len(e), e)
+	}
+	// Every command's --help runs and prints its usage.
+	for _, name := range commandNames {
+		out, _, err := run(t, append(strings.Fields(name), "--help")...)
+		if err != nil || !strings.Contains(out, "Usage: siot "+name) || !strings.Contains(out, "Examples:") || !strings.Contains(out, "Flags:") {
+			t.Errorf("siot %s --help: %v\n%s", name, err, out)
+		}
+	}
+}
+
+// tourScript returns the shell block of README.md's five-minute tour.
+func tourScript(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(b)
+	i := strings.Index(readme, "## A five-minute tour")
+	if i < 0 {
+		t.Fatal("README.md has no five-minute tour")
+	}
+	start := strings.Index(readme[i:], "```sh\n")
+	if start < 0 {
+		t.Fatal("the tour has no sh block")
+	}
+	block := readme[i+start+len("```sh\n"):]
+	end := strings.Index(block, "```")
+	if end < 0 {
+		t.Fatal("the tour's sh block does not end")
+	}
+	return block[:end]
+}
+
+// TestE2EReadmeTour runs the README's tour as written, with bash -e, on
+// free ports and with the binary built for the test, and checks that it
+// shows what it claims: the watch sees the edge's point arrive from the
+// edge and the cloud's as local, and both sides hold both points.
+func TestE2EReadmeTour(t *testing.T) {
+	bin := e2eBinary(t)
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("no bash")
+	}
+	script := tourScript(t)
+	if !strings.HasPrefix(script, "make build\n") {
+		t.Fatalf("the tour does not start with make build:\n%s", script)
+	}
+	script = strings.TrimPrefix(script, "make build\n")
+	script = strings.ReplaceAll(script, "bin/siot ", bin+" ")
+	for _, port := range []string{"4222", "4223", "8118", "8119"} {
+		script = strings.ReplaceAll(script, "127.0.0.1:"+port, "127.0.0.1:"+strconv.Itoa(freePort(t)))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bash, "-e", "-c", script)
+	cmd.Dir = t.TempDir()
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + cmd.Dir, "TMPDIR=" + t.TempDir()}
+	// The tour's servers and watcher run in its process group: a timeout
+	// kills them all.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err = cmd.Run()
+	stdout := out.String()
+	if testing.Verbose() {
+		t.Logf("tour output:\n%s", stdout)
+	}
+	if err != nil {
+		t.Fatalf("tour: %v\nstdout:\n%s\nstderr:\n%s", err, stdout, errb.String())
+	}
+	edge := regexp.MustCompile(`(?m)^instance\s+(\S+)$`).FindStringSubmatch(stdout)
+	if edge == nil {
+		t.Fatalf("the tour's status prints no instance:\n%s", stdout)
+	}
+	for _, re := range []string{
+		`temp\.0=21\.5  origin ` + edge[1] + `  via ` + edge[1],
+		`setpoint\.0=19  origin \S+  via local`,
+		`sensor  "boiler temperature"`,
+	} {
+		if !regexpMatch(re, stdout) {
+			t.Errorf("tour output does not match %s:\n%s", re, stdout)
+		}
+	}
+	for _, re := range []string{`(?m)^temp\s+0\s+21\.5\s`, `(?m)^setpoint\s+0\s+19\s`} {
+		if n := len(regexp.MustCompile(re).FindAllString(stdout, -1)); n != 2 {
+			t.Errorf("%s: %d get tables show it, want 2 (edge and cloud):\n%s", re, n, stdout)
+		}
+	}
+}

@@ -1,0 +1,505 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/google/uuid"
+
+	"siot/crdt"
+)
+
+const nodeUsage = `Usage: siot node <add|rm|mv|ls> [flags] [arguments]
+
+Change and show the node tree of a running server.
+
+  node add [--parent UUID] [--type T] [--desc TEXT] [--id UUID]
+                        create a node under a parent (default: the root)
+  node rm NODE [--parent UUID]
+                        delete NODE from under its parent
+  node mv NODE NEWPARENT [--from OLDPARENT]
+                        move NODE under NEWPARENT, as one operation
+  node ls [ROOT] [--depth N] [--all]
+                        print the tree below ROOT (default: the root)
+
+Run "siot node <sub-command> --help" for its flags and examples.
+`
+
+const nodeAddUsage = `Usage: siot node add [--parent UUID] [--type T] [--desc TEXT] [--id UUID] [--json]
+
+Create a node: a live edge under --parent (default: the server's root), and
+its "nodeType" (--type) and "description" (--desc) points, all written as
+one operation. Print the new node's UUID (with --json, {"node","parent"}).
+The UUID is random unless --id gives it; --id of a node that exists
+already places it under --parent as well (a node can have several parents).
+
+Examples:
+  siot node add --type device --desc "pump house"
+  SENSOR=$(siot node add --parent 6ba7b810-9dad-11d1-80b4-00c04fd430c8 --type sensor)
+  siot node add --id 6ba7b811-9dad-11d1-80b4-00c04fd430c8 --parent 6ba7b810-9dad-11d1-80b4-00c04fd430c8
+
+Flags:
+`
+
+type nodeAddCmd struct {
+	clientCmd
+	parent, typ, desc, id string
+}
+
+func (c *nodeAddCmd) usage() string { return nodeAddUsage }
+
+func (c *nodeAddCmd) flags(fs *flag.FlagSet) {
+	c.register(fs, `print {"node","parent"}`)
+	fs.StringVar(&c.parent, "parent", "", "the parent's UUID (default: the server's root)")
+	fs.StringVar(&c.typ, "type", "", `the node's type, its "nodeType" point (e.g. device, sensor, user)`)
+	fs.StringVar(&c.desc, "desc", "", `the node's "description" point`)
+	fs.StringVar(&c.id, "id", "", "the new node's UUID (default: a random one)")
+}
+
+func (c *nodeAddCmd) run(ctx context.Context, args []string) error {
+	if len(args) > 0 {
+		return &UsageError{Msg: "node add takes no arguments (use --parent, --type, --desc)"}
+	}
+	id := uuid.New()
+	var parent uuid.UUID
+	var err error
+	if c.id != "" {
+		if id, err = parseNode("--id", c.id); err != nil {
+			return err
+		}
+	}
+	if c.parent != "" {
+		if parent, err = parseNode("--parent", c.parent); err != nil {
+			return err
+		}
+	}
+	if parent == id {
+		return &UsageError{Msg: "--id and --parent are the same node"}
+	}
+	pts := []crdt.Point{{Node: id, Parent: parent, Type: crdt.TypeEdge}}
+	if c.typ != "" {
+		pts = append(pts, crdt.Point{Node: id, Type: crdt.TypeNodeType, Text: c.typ})
+	}
+	if c.desc != "" {
+		pts = append(pts, crdt.Point{Node: id, Type: typeDescription, Text: c.desc})
+	}
+	if parent != uuid.Nil { // else checked once the root is known
+		if err := validate(pts); err != nil {
+			return err
+		}
+	}
+	cl, err := c.cf.dial()
+	if err != nil {
+		return err
+	}
+	defer cl.close()
+	if parent == uuid.Nil {
+		if parent, err = cl.root(ctx); err != nil {
+			return err
+		}
+		if parent == id {
+			return &UsageError{Msg: "--id is the server's root"}
+		}
+		pts[0].Parent = parent
+		if err := validate(pts); err != nil {
+			return err
+		}
+	} else if err := cl.mustKnow(ctx, parent); err != nil {
+		return fmt.Errorf("--parent: %w", err)
+	}
+	if _, err := cl.write(ctx, pts); err != nil {
+		return err
+	}
+	if c.asJSON {
+		return printJSON(c.m.Stdout, map[string]string{"node": id.String(), "parent": parent.String()})
+	}
+	fmt.Fprintln(c.m.Stdout, id)
+	return nil
+}
+
+// printJSON writes v as one line of JSON, without escaping <, > and &
+// (as export writes records).
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}
+
+const nodeRmUsage = `Usage: siot node rm NODE [--parent UUID] [--json]
+
+Delete NODE from under its parent: tombstone the edge above it. NODE and
+its subtree leave the live tree; their points are kept, and
+"siot node ls --all" still shows them. Writing the edge again brings them
+back. A node under several parents needs --parent to say which edge to
+delete.
+
+Examples:
+  siot node rm 6ba7b811-9dad-11d1-80b4-00c04fd430c8
+  siot node rm 6ba7b811-9dad-11d1-80b4-00c04fd430c8 --parent 6ba7b810-9dad-11d1-80b4-00c04fd430c8
+
+Flags:
+`
+
+type nodeRmCmd struct {
+	clientCmd
+	parent string
+}
+
+func (c *nodeRmCmd) usage() string { return nodeRmUsage }
+
+func (c *nodeRmCmd) flags(fs *flag.FlagSet) {
+	c.register(fs, `print {"node","parent"}`)
+	fs.StringVar(&c.parent, "parent", "", "the parent to delete NODE from (needed when it has several)")
+}
+
+func (c *nodeRmCmd) run(ctx context.Context, args []string) error {
+	if len(args) != 1 {
+		return &UsageError{Msg: "node rm takes one NODE"}
+	}
+	id, err := parseNode("NODE", args[0])
+	if err != nil {
+		return err
+	}
+	var from uuid.UUID
+	if c.parent != "" {
+		if from, err = parseNode("--parent", c.parent); err != nil {
+			return err
+		}
+	}
+	cl, err := c.cf.dial()
+	if err != nil {
+		return err
+	}
+	defer cl.close()
+	old, err := liveParent(ctx, cl, id, from, "--parent")
+	if err != nil {
+		return err
+	}
+	pts := []crdt.Point{{Node: id, Parent: old, Type: crdt.TypeEdge, Tombstone: true}}
+	if _, err := cl.write(ctx, pts); err != nil {
+		return err
+	}
+	if c.asJSON {
+		return printJSON(c.m.Stdout, map[string]string{"node": id.String(), "parent": old.String()})
+	}
+	fmt.Fprintf(c.m.Stdout, "removed %s from under %s\n", id, old)
+	return nil
+}
+
+// liveParent returns the parent of id whose edge to it is live: want when
+// set (an error unless that edge is live), else the only one (an error
+// when there are none or several, naming them and the flag that chooses).
+func liveParent(ctx context.Context, cl *client, id, want uuid.UUID, flagName string) (uuid.UUID, error) {
+	if err := cl.mustKnow(ctx, id); err != nil {
+		return uuid.Nil, err
+	}
+	_, ups, err := cl.edges(ctx, id, true)
+	if err != nil {
+		return uuid.Nil, err
+	}
+	var live []string
+	var only uuid.UUID
+	for _, e := range ups {
+		if !e.live() {
+			continue
+		}
+		if e.other == want {
+			return want, nil
+		}
+		live = append(live, e.other.String())
+		only = e.other
+	}
+	switch {
+	case want != uuid.Nil:
+		return uuid.Nil, fmt.Errorf("%s has no live edge from %s (its parents: %s)", id, want, listOrNone(live))
+	case len(live) == 0:
+		return uuid.Nil, fmt.Errorf("%s has no live edge above it: it is a root or was removed already", id)
+	case len(live) > 1:
+		return uuid.Nil, fmt.Errorf("%s has %d parents (%s): choose one with %s", id, len(live), strings.Join(live, ", "), flagName)
+	}
+	return only, nil
+}
+
+func listOrNone(s []string) string {
+	if len(s) == 0 {
+		return "none"
+	}
+	return strings.Join(s, ", ")
+}
+
+const nodeMvUsage = `Usage: siot node mv NODE NEWPARENT [--from OLDPARENT] [--json]
+
+Move NODE (with its subtree) under NEWPARENT, as one operation: the new
+edge and the tombstone of the old one are written with the same HLC and
+origin, so every replica sees the move whole. A node under several parents
+needs --from to say which edge the move replaces. A move under NODE's own
+subtree is refused; concurrent moves on two replicas that would form a
+cycle are resolved by every replica the same way (the later move is
+undone).
+
+Examples:
+  siot node mv 6ba7b811-9dad-11d1-80b4-00c04fd430c8 6ba7b812-9dad-11d1-80b4-00c04fd430c8
+  siot node mv 6ba7b811-9dad-11d1-80b4-00c04fd430c8 6ba7b812-9dad-11d1-80b4-00c04fd430c8 --from 6ba7b810-9dad-11d1-80b4-00c04fd430c8
+
+Flags:
+`
+
+type nodeMvCmd struct {
+	clientCmd
+	from string
+}
+
+func (c *nodeMvCmd) usage() string { return nodeMvUsage }
+
+func (c *nodeMvCmd) flags(fs *flag.FlagSet) {
+	c.register(fs, `print {"node","from","to"}`)
+	fs.StringVar(&c.from, "from", "", "the parent NODE leaves (needed when it has several)")
+}
+
+func (c *nodeMvCmd) run(ctx context.Context, args []string) error {
+	if len(args) != 2 {
+		return &UsageError{Msg: "node mv takes NODE and NEWPARENT"}
+	}
+	id, err := parseNode("NODE", args[0])
+	if err != nil {
+		return err
+	}
+	to, err := parseNode("NEWPARENT", args[1])
+	if err != nil {
+		return err
+	}
+	var from uuid.UUID
+	if c.from != "" {
+		if from, err = parseNode("--from", c.from); err != nil {
+			return err
+		}
+	}
+	if id == to {
+		return &UsageError{Msg: "node mv: a node cannot be its own parent"}
+	}
+	cl, err := c.cf.dial()
+	if err != nil {
+		return err
+	}
+	defer cl.close()
+	if err := cl.mustKnow(ctx, to); err != nil {
+		return fmt.Errorf("NEWPARENT: %w", err)
+	}
+	old, err := liveParent(ctx, cl, id, from, "--from")
+	if err != nil {
+		return err
+	}
+	if old == to {
+		return fmt.Errorf("%s is under %s already", id, to)
+	}
+	if below, err := isBelow(ctx, cl, to, id); err != nil {
+		return err
+	} else if below {
+		return fmt.Errorf("%s is below %s: the move would make a cycle", to, id)
+	}
+	pts := []crdt.Point{
+		{Node: id, Parent: to, Type: crdt.TypeEdge},
+		{Node: id, Parent: old, Type: crdt.TypeEdge, Tombstone: true, Value: crdt.EdgeMoved},
+	}
+	if _, err := cl.write(ctx, pts); err != nil {
+		return err
+	}
+	if c.asJSON {
+		return printJSON(c.m.Stdout, map[string]string{"node": id.String(), "from": old.String(), "to": to.String()})
+	}
+	fmt.Fprintf(c.m.Stdout, "moved %s from %s to %s\n", id, old, to)
+	return nil
+}
+
+// maxAncestors bounds the walk of isBelow.
+const maxAncestors = 10_000
+
+// isBelow reports whether n is anc or below it in the live tree, walking up
+// from n over active edges.
+func isBelow(ctx context.Context, cl *client, n, anc uuid.UUID) (bool, error) {
+	seen := map[uuid.UUID]bool{n: true}
+	queue := []uuid.UUID{n}
+	for len(queue) > 0 {
+		cur := queue[0]
+		queue = queue[1:]
+		if cur == anc {
+			return true, nil
+		}
+		if len(seen) > maxAncestors {
+			return false, fmt.Errorf("%s has more than %d ancestors", n, maxAncestors)
+		}
+		_, ups, err := cl.edges(ctx, cur, true)
+		if err != nil {
+			return false, err
+		}
+		for _, e := range ups {
+			if e.active && !seen[e.other] {
+				seen[e.other] = true
+				queue = append(queue, e.other)
+			}
+		}
+	}
+	return false, nil
+}
+
+const nodeLsUsage = `Usage: siot node ls [ROOT] [--depth N] [--all] [--json]
+
+Print the tree below ROOT (default: the server's root), each node with its
+UUID, its type ("nodeType") and its description. Only the live tree is
+shown; --all adds deleted edges (marked [deleted] or [moved away]) and
+edges the cycle rule undid ([inactive]). A node under several parents is
+shown under each; its children are listed the first time only. --depth
+limits the levels below ROOT (0: all).
+
+With --json, print one JSON object per line, in the same order:
+  {"node", "parent" (absent for ROOT), "depth", "type", "description",
+   "active", "deleted", "moved", "repeat"}
+"deleted" is true for an edge tombstoned by a delete or a move ("moved").
+"repeat" marks a node listed before, whose children are not repeated.
+
+Examples:
+  siot node ls
+  siot node ls 6ba7b810-9dad-11d1-80b4-00c04fd430c8 --depth 2
+  siot node ls --all --json
+
+Flags:
+`
+
+type nodeLsCmd struct {
+	clientCmd
+	depth int
+	all   bool
+}
+
+func (c *nodeLsCmd) usage() string { return nodeLsUsage }
+
+func (c *nodeLsCmd) flags(fs *flag.FlagSet) {
+	c.register(fs, "print one JSON object per node")
+	fs.IntVar(&c.depth, "depth", 0, "levels below ROOT to print (0: all)")
+	fs.BoolVar(&c.all, "all", false, "show deleted and inactive edges too")
+}
+
+// lsLine is one node of node ls --json.
+type lsLine struct {
+	Node        string `json:"node"`
+	Parent      string `json:"parent,omitempty"`
+	Depth       int    `json:"depth"`
+	Type        string `json:"type"`
+	Description string `json:"description"`
+	Active      bool   `json:"active"`
+	Deleted     bool   `json:"deleted"`
+	Moved       bool   `json:"moved"`
+	Repeat      bool   `json:"repeat"`
+}
+
+func (c *nodeLsCmd) run(ctx context.Context, args []string) error {
+	if len(args) > 1 {
+		return &UsageError{Msg: "node ls takes at most one ROOT"}
+	}
+	if c.depth < 0 {
+		return &UsageError{Msg: "--depth must be 0 or more"}
+	}
+	root, err := optionalNode("ROOT", args)
+	if err != nil {
+		return err
+	}
+	cl, err := c.cf.dial()
+	if err != nil {
+		return err
+	}
+	defer cl.close()
+	if root == uuid.Nil {
+		root, err = cl.root(ctx)
+	} else {
+		err = cl.mustKnow(ctx, root)
+	}
+	if err != nil {
+		return err
+	}
+	w := &lsWriter{c: c, out: c.m.Stdout, seen: map[uuid.UUID]bool{root: true}}
+	self, kids, err := cl.edges(ctx, root, false)
+	if err != nil {
+		return err
+	}
+	w.line("", lsLine{Node: root.String(), Type: self.typ, Description: self.desc, Active: true})
+	return w.children(ctx, cl, root, kids, "", 1)
+}
+
+type lsWriter struct {
+	c    *nodeLsCmd
+	out  io.Writer
+	seen map[uuid.UUID]bool
+}
+
+func (w *lsWriter) children(ctx context.Context, cl *client, parent uuid.UUID, kids []edge, indent string, depth int) error {
+	var shown []edge
+	for _, e := range kids {
+		if e.active || w.c.all {
+			shown = append(shown, e)
+		}
+	}
+	for i, e := range shown {
+		last := i == len(shown)-1
+		branch, next := "├── ", "│   "
+		if last {
+			branch, next = "└── ", "    "
+		}
+		repeat := w.seen[e.other]
+		w.seen[e.other] = true
+		w.line(indent+branch, lsLine{Node: e.other.String(), Parent: parent.String(), Depth: depth,
+			Type: e.labels.typ, Description: e.labels.desc, Active: e.active, Deleted: e.point.Tombstone,
+			Moved: e.point.Tombstone && e.point.Value == crdt.EdgeMoved, Repeat: repeat})
+		if repeat || (w.c.depth > 0 && depth >= w.c.depth) {
+			continue
+		}
+		_, grand, err := cl.edges(ctx, e.other, false)
+		if err != nil {
+			return err
+		}
+		if err := w.children(ctx, cl, e.other, grand, indent+next, depth+1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (w *lsWriter) line(prefix string, l lsLine) {
+	if w.c.asJSON {
+		_ = printJSON(w.out, l)
+		return
+	}
+	var b strings.Builder
+	b.WriteString(prefix)
+	b.WriteString(l.Node)
+	if l.Type != "" {
+		b.WriteString("  " + oneLine(l.Type, 40))
+	}
+	if l.Description != "" {
+		b.WriteString("  " + fmt.Sprintf("%q", oneLine(l.Description, 60)))
+	}
+	switch {
+	case l.Moved:
+		b.WriteString("  [moved away]")
+	case l.Deleted:
+		b.WriteString("  [deleted]")
+	case !l.Active:
+		b.WriteString("  [inactive]")
+	}
+	if l.Repeat {
+		b.WriteString("  (listed above)")
+	}
+	fmt.Fprintln(w.out, b.String())
+}
+
+// oneLine shortens s to n runes on one line, for a table or a tree.
+func oneLine(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if r := []rune(s); len(r) > n {
+		return string(r[:n-1]) + "…"
+	}
+	return s
+}

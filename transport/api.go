@@ -1,0 +1,94 @@
+package transport
+
+import (
+	"github.com/google/uuid"
+)
+
+// Messages of the local API beyond status, import and export: one node's
+// points, the edges around a node, and the change feed for watchers.
+//
+// There is no authentication yet (docs/protocol.md, "Not yet"). Each request
+// will gain an identity or scope field when it comes; decoders ignore unknown
+// keys, so adding one needs no new version.
+
+// NodeRequest asks for one page of one node's points (SubjectNode): its node
+// points, then the points of the edges above it, sorted by parent, type and
+// key, starting after the register After (an opaque cursor from a previous
+// NodePage; empty: from the start). MaxBytes bounds the page's encoded
+// points (0: the server's default; never above its limit).
+type NodeRequest struct {
+	Node     uuid.UUID `msgpack:"node"`
+	After    []byte    `msgpack:"after"`
+	MaxBytes int       `msgpack:"max,omitempty"`
+}
+
+// NodePage answers a NodeRequest. Known says the node is the server's root
+// or holds a point or an edge there. More says another page follows: ask
+// again with After = Next.
+type NodePage struct {
+	Known  bool   `msgpack:"known"`
+	Points []byte `msgpack:"pts"`
+	Next   []byte `msgpack:"next"`
+	More   bool   `msgpack:"more"`
+}
+
+// EdgesRequest asks for the edges below Node (SubjectEdges), or above it
+// when Up is set, one page at a time in order of the other end's ID,
+// starting after the node After (uuid.Nil: from the first). Max bounds the
+// edges per page (0: the server's default; never above its limit).
+type EdgesRequest struct {
+	Node  uuid.UUID `msgpack:"node"`
+	Up    bool      `msgpack:"up,omitempty"`
+	After uuid.UUID `msgpack:"after"`
+	Max   int       `msgpack:"max,omitempty"`
+}
+
+// EdgesPage answers an EdgesRequest. Points is a point batch holding, for
+// each edge in order, its "edge" point, followed by the "nodeType" and
+// "description" points of the node at its other end when they exist; the
+// first page also holds those of Node itself. An edge that has edge state
+// but no edge point yet is left out. Active holds one byte per edge point,
+// in order: 1 when the edge is part of the live tree (not tombstoned, not
+// undone by the cycle rule). More says another page follows: ask again
+// with After = Next, the last edge's other end.
+type EdgesPage struct {
+	Points []byte    `msgpack:"pts"`
+	Active []byte    `msgpack:"act"`
+	Next   uuid.UUID `msgpack:"next"`
+	More   bool      `msgpack:"more"`
+}
+
+// WatchRequest asks for the changes after change number After
+// (SubjectWatch), limited to the subtree of Root when it is not nil (as it
+// is when each change is read). When there are none the server holds the
+// request up to Wait milliseconds (bounded by the server, at most
+// MaxWatchWait) and answers as soon as one arrives, or empty. MaxBytes
+// bounds the reply's encoded points (0: the server's default).
+type WatchRequest struct {
+	After    uint64    `msgpack:"after"`
+	Root     uuid.UUID `msgpack:"root"`
+	Wait     int64     `msgpack:"wait"`
+	MaxBytes int       `msgpack:"max,omitempty"`
+}
+
+// MaxWatchWait is the longest a server holds a WatchRequest, in
+// milliseconds.
+const MaxWatchWait = 30_000
+
+// WatchChangeLen is the size of one record of WatchReply.Changes.
+const WatchChangeLen = 8 + 16
+
+// WatchReply answers a WatchRequest. Points is a point batch of the
+// registers that changed, each at its current winner, in change order.
+// Changes holds one WatchChangeLen-byte record per point, in order: the
+// change number (8 bytes, big-endian) and the instance the change was
+// received from (16 bytes; zero for a write made on this server). Next is
+// the change number to ask after next time; it can move without points
+// when the changes read were all outside Root. Last is the server's last
+// change number when it answered.
+type WatchReply struct {
+	Points  []byte `msgpack:"pts"`
+	Changes []byte `msgpack:"chg"`
+	Next    uint64 `msgpack:"next"`
+	Last    uint64 `msgpack:"last"`
+}
