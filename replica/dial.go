@@ -248,6 +248,11 @@ func (d *dialLink) repairLoop(ctx context.Context, s *session, rp *repairer) err
 				s.lastDiff = st
 			}
 			s.mu.Unlock()
+			d.r.metrics.repairRound(st)
+			if st.Equal {
+				d.r.log.Debug("repair", "url", d.url, "equal", true, "round_trips", st.RoundTrips,
+					"bytes_out", st.BytesOut, "bytes_in", st.BytesIn, "took", st.Took.Round(time.Millisecond))
+			}
 			if !st.Equal {
 				d.r.log.Info("repair", "url", d.url, "round_trips", st.RoundTrips, "fetched", st.Fetched,
 					"sent", st.Sent, "bytes_out", st.BytesOut, "bytes_in", st.BytesIn, "took", st.Took.Round(time.Millisecond))

@@ -104,7 +104,8 @@ type Replica struct {
 	log   *slog.Logger
 	nc    *nats.Conn // in-process connection to this instance's server
 
-	hub hub
+	hub     hub
+	metrics metrics
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -208,7 +209,8 @@ func (r *Replica) Store() *store.Store { return r.st }
 // instance's ID. A stamped point is checked against the clock like a
 // remote one (crdt.ErrClockSkew when too far ahead). The batch is durable
 // when Write returns, and is pushed to every link whose scope holds it.
-func (r *Replica) Write(pts []crdt.Point) (store.Result, error) {
+func (r *Replica) Write(pts []crdt.Point) (res store.Result, err error) {
+	defer func() { r.metrics.write(PathLocal, len(pts), res, err) }()
 	batch := make([]crdt.Point, len(pts))
 	inst := r.st.Instance()
 	var maxRemote crdt.Timestamp
@@ -239,7 +241,7 @@ func (r *Replica) Write(pts []crdt.Point) (store.Result, error) {
 			batch[i].Origin = inst
 		}
 	}
-	res, err := r.apply(store.ApplyOptions{}, batch)
+	res, err = r.apply(store.ApplyOptions{}, batch)
 	if err != nil {
 		return res, err
 	}
@@ -299,6 +301,7 @@ func (r *Replica) applyRemote(src uuid.UUID, pts []crdt.Point, marks map[string]
 		}
 	}
 	res, err = r.apply(store.ApplyOptions{Source: src, Marks: marks}, accepted)
+	r.metrics.remote(marks, rejected, len(accepted), res, err)
 	if err != nil {
 		return res, rejected, reason, err
 	}
