@@ -12,14 +12,15 @@ import (
 	"siot/transport"
 )
 
-const exportUsage = `Usage: siot export [--root UUID] [--server URL]
+const exportUsage = `Usage: siot export [--root UUID] [--quiet] [--server URL]
 
 Print every point record of a running server, one JSON object per line, in
 the format siot import reads: node points and edge points, tombstoned ones
 too, sorted by node, parent, type and key. With --root, print only that
 node's subtree: its own points, its descendants' points and the edges below
 them. Two replicas holding the same state print byte-identical output. The
-export streams page by page, so it works for millions of points.
+export streams page by page, so it works for millions of points. On a
+terminal, standard error shows its progress (--quiet: not).
 
 Examples:
   siot export > backup.jsonl
@@ -36,6 +37,7 @@ func (c *exportCmd) Run(_ context.Context, args []string) error {
 	fs := flag.NewFlagSet("export", flag.ContinueOnError)
 	cf.register(fs, m.Getenv)
 	rootFlag := fs.String("root", "", "export only this node's subtree")
+	quiet := fs.Bool("quiet", false, "no progress bar (there is none either when standard error is not a terminal)")
 	fs.Usage = func() { fmt.Fprint(m.Stdout, exportUsage); fs.PrintDefaults() }
 	if err := parseFlags(fs, args, m.Stdout); err != nil {
 		if err == errHelp {
@@ -62,6 +64,8 @@ func (c *exportCmd) Run(_ context.Context, args []string) error {
 	w := bufio.NewWriterSize(m.Stdout, 256<<10)
 	req := transport.ExportRequest{Root: root}
 	var line []byte
+	bar := newProgress(m.Stderr, !*quiet, "exporting", 0)
+	defer bar.done()
 	for {
 		var page transport.ExportPage
 		if err := cl.call(transport.SubjectExport, req, &page); err != nil {
@@ -77,6 +81,7 @@ func (c *exportCmd) Run(_ context.Context, args []string) error {
 				return err
 			}
 		}
+		bar.add(int64(len(pts)))
 		if !page.More {
 			break
 		}
@@ -85,5 +90,6 @@ func (c *exportCmd) Run(_ context.Context, args []string) error {
 		}
 		req.After = page.Next
 	}
+	bar.done()
 	return w.Flush()
 }
