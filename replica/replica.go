@@ -104,8 +104,9 @@ type Replica struct {
 	log   *slog.Logger
 	nc    *nats.Conn // in-process connection to this instance's server
 
-	hub     hub
-	metrics metrics
+	hub      hub
+	metrics  metrics
+	logLimit limiter // repeated warnings: once a minute per key
 
 	ctx    context.Context
 	cancel context.CancelFunc
