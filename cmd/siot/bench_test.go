@@ -35,45 +35,21 @@ func writeRecords(w io.Writer, root string, n int) error {
 	return bw.Flush()
 }
 
-// benchServer runs `siot serve` in a fresh temp dir until stop is called
-// and returns its root ID and NATS URL.
-func benchServer(tb testing.TB, args ...string) (id, natsURL string, stop func()) {
+// recordsFile writes n records under root (writeRecords) to a new file.
+func recordsFile(tb testing.TB, root string, n int) string {
 	tb.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	log := &syncBuffer{}
-	getenv := func(k string) string {
-		if k == "GOMEMLIMIT" {
-			return "max"
-		}
-		return ""
+	file := filepath.Join(tb.TempDir(), "in.jsonl")
+	f, err := os.Create(file)
+	if err != nil {
+		tb.Fatal(err)
 	}
-	m := &Main{Stdin: strings.NewReader(""), Stdout: io.Discard, Stderr: log, Getenv: getenv}
-	done := make(chan error, 1)
-	go func() {
-		done <- m.Run(ctx, append([]string{"serve", "--data", tb.TempDir(), "--listen", "127.0.0.1:0", "--http", "",
-			"--min-free", "0", "--log-format", "json"}, args...))
-	}()
-	stop = func() {
-		cancel()
-		if err := <-done; err != nil {
-			tb.Errorf("serve: %v\n%s", err, log.String())
-		}
+	if err := writeRecords(f, root, n); err != nil {
+		tb.Fatal(err)
 	}
-	ok := poll(20*time.Second, 10*time.Millisecond, func() bool {
-		select {
-		case err := <-done:
-			done <- err
-			return true
-		default:
-		}
-		id, natsURL, _, _ = servingLine(log.String())
-		return id != ""
-	})
-	if !ok || id == "" {
-		stop()
-		tb.Fatalf("serve did not start:\n%s", log.String())
+	if err := f.Close(); err != nil {
+		tb.Fatal(err)
 	}
-	return id, natsURL, stop
+	return file
 }
 
 // runCLI runs a client command with stdout to out.
@@ -92,25 +68,19 @@ const benchRecords = 200_000
 // BenchmarkImport imports 200,000 new records from a file into a fresh
 // local server, through `siot import` (both passes: check, then write).
 func BenchmarkImport(b *testing.B) {
-	file := filepath.Join(b.TempDir(), "in.jsonl")
 	var elapsed time.Duration
 	for range b.N {
 		b.StopTimer()
-		id, url, stop := benchServer(b)
-		f, err := os.Create(file)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := writeRecords(f, id, benchRecords); err != nil {
-			b.Fatal(err)
-		}
-		f.Close()
+		inst := serve(b, "--data", b.TempDir(), "--listen", "127.0.0.1:0", "--http", "")
+		file := recordsFile(b, inst.id, benchRecords)
 		b.StartTimer()
 		t0 := time.Now()
-		runCLI(b, io.Discard, "import", "--server", url, file)
+		runCLI(b, io.Discard, "import", "--server", inst.nats, file)
 		elapsed += time.Since(t0)
 		b.StopTimer()
-		stop()
+		if err := inst.stop(); err != nil {
+			b.Fatal(err)
+		}
 		b.StartTimer()
 	}
 	b.ReportMetric(float64(benchRecords*b.N)/elapsed.Seconds(), "records/s")
@@ -119,22 +89,12 @@ func BenchmarkImport(b *testing.B) {
 // BenchmarkExport exports 200,000 records from a local server through
 // `siot export`.
 func BenchmarkExport(b *testing.B) {
-	id, url, stop := benchServer(b)
-	defer stop()
-	file := filepath.Join(b.TempDir(), "in.jsonl")
-	f, err := os.Create(file)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := writeRecords(f, id, benchRecords); err != nil {
-		b.Fatal(err)
-	}
-	f.Close()
-	runCLI(b, io.Discard, "import", "--server", url, file)
+	inst := serve(b, "--data", b.TempDir(), "--listen", "127.0.0.1:0", "--http", "")
+	runCLI(b, io.Discard, "import", "--server", inst.nats, recordsFile(b, inst.id, benchRecords))
 	var elapsed time.Duration
 	for b.Loop() {
 		t0 := time.Now()
-		runCLI(b, io.Discard, "export", "--server", url)
+		runCLI(b, io.Discard, "export", "--server", inst.nats)
 		elapsed += time.Since(t0)
 	}
 	b.ReportMetric(float64((benchRecords+1)*b.N)/elapsed.Seconds(), "records/s")

@@ -33,13 +33,7 @@ func TestLinkLogsOnceWithFigures(t *testing.T) {
 	if n := len(logRecords(edge, "link cannot connect")); n != 1 {
 		t.Fatalf("%d warnings for an unreachable upstream, want 1", n)
 	}
-	var in strings.Builder
-	sensor := "6ba7b810-9dad-11d1-80b4-00c04fd430c8"
-	fmt.Fprintf(&in, "{\"node\":%q,\"parent\":%q,\"type\":\"edge\"}\n", sensor, edge.id)
-	for i := range 99 {
-		fmt.Fprintf(&in, "{\"node\":%q,\"type\":\"temp\",\"key\":\"%d\",\"value\":%d}\n", sensor, i, i)
-	}
-	mustCLI(t, in.String(), "import", "--server", edge.nats)
+	mustCLI(t, sensorRecords("6ba7b810-9dad-11d1-80b4-00c04fd430c8", edge.id, 99), "import", "--server", edge.nats)
 
 	serve(t, "--data", t.TempDir(), "--listen", cloudAddr, "--http", "")
 	waitUntil(t, "the backlog sent", func() bool { return len(logRecords(edge, "link caught up")) > 0 })

@@ -70,6 +70,17 @@ next:
 	return 0, false
 }
 
+// sensorRecords returns import records of a sensor node under parent: its
+// edge and n readings of "temp" with keys 0 to n-1.
+func sensorRecords(sensor, parent string, n int) string {
+	var in strings.Builder
+	fmt.Fprintf(&in, "{\"node\":%q,\"parent\":%q,\"type\":\"edge\"}\n", sensor, parent)
+	for i := range n {
+		fmt.Fprintf(&in, "{\"node\":%q,\"type\":\"temp\",\"key\":\"%d\",\"value\":%d}\n", sensor, i, i)
+	}
+	return in.String()
+}
+
 func TestMetricsWriterEscapesAndParses(t *testing.T) {
 	odd := "nats://h:1/\"quoted\"\\back\nline"
 	m := replica.Metrics{
@@ -147,13 +158,8 @@ func TestMetricsEndpointCountsWritesLinksAndRejections(t *testing.T) {
 	}
 
 	// Ten writes on the edge: applied locally, pushed to the cloud.
-	var in strings.Builder
-	sensor := "6ba7b810-9dad-11d1-80b4-00c04fd430c8"
-	fmt.Fprintf(&in, "{\"node\":%q,\"parent\":%q,\"type\":\"edge\"}\n", sensor, edge.id)
-	for i := range 9 {
-		fmt.Fprintf(&in, "{\"node\":%q,\"type\":\"temp\",\"key\":\"%d\",\"value\":%d}\n", sensor, i, i)
-	}
-	mustCLI(t, in.String(), "import", "--server", edge.nats)
+	const sensor = "6ba7b810-9dad-11d1-80b4-00c04fd430c8"
+	mustCLI(t, sensorRecords(sensor, edge.id, 9), "import", "--server", edge.nats)
 	fams = scrape(t, edge.http)
 	if v, _ := metricValue(fams, "siot_points_applied_total", "path", "local"); v != localBefore+10 {
 		t.Fatalf("edge applied local = %v, want %v", v, localBefore+10)
