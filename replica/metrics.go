@@ -70,8 +70,8 @@ func reasonIndex(reason string) int {
 	return len(metricReasons) - 1
 }
 
-// reason classifies an error that refused a write.
-func reason(err error) string {
+// rejectReason classifies an error that refused a write.
+func rejectReason(err error) string {
 	switch {
 	case errors.Is(err, crdt.ErrClockSkew):
 		return ReasonClockSkew
@@ -90,7 +90,7 @@ func reason(err error) string {
 // applied, or, when err refused it whole, the refusal.
 func (m *metrics) write(path string, n int, res store.Result, err error) {
 	if err != nil {
-		m.rejectWrite(reason(err), n)
+		m.rejectWrite(rejectReason(err), n)
 		return
 	}
 	var applied uint64

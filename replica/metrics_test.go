@@ -24,8 +24,8 @@ func TestRejectionReasons(t *testing.T) {
 		{store.ErrClosed, ReasonOther},
 		{errors.New("io"), ReasonOther},
 	} {
-		if got := reason(c.err); got != c.want {
-			t.Errorf("reason(%v) = %s, want %s", c.err, got, c.want)
+		if got := rejectReason(c.err); got != c.want {
+			t.Errorf("rejectReason(%v) = %s, want %s", c.err, got, c.want)
 		}
 	}
 	var m metrics

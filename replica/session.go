@@ -105,7 +105,7 @@ func (s *session) handlePush(m *nats.Msg) {
 			s.fail(err) // the remote ended the session
 			return
 		}
-		s.r.metrics.rejectWrite(reason(err), 0)
+		s.r.metrics.rejectWrite(rejectReason(err), 0)
 		s.respond(m, transport.EncodeError(fmt.Errorf("push: %w", err)))
 		s.fail(fmt.Errorf("bad push: %w", err))
 		return
@@ -118,7 +118,7 @@ func (s *session) handlePush(m *nats.Msg) {
 	}
 	pts, err := crdt.DecodeBatch(p.Points, 0)
 	if err != nil {
-		s.r.metrics.rejectWrite(reason(err), 0)
+		s.r.metrics.rejectWrite(rejectReason(err), 0)
 		s.respond(m, transport.EncodeError(fmt.Errorf("push %d-%d: %w", p.From, p.Through, err)))
 		s.fail(fmt.Errorf("bad push from %v: %w", s.remote, err))
 		return
