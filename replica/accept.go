@@ -42,6 +42,7 @@ type acceptedSession struct {
 	ctx     context.Context
 	cancel  context.CancelCauseFunc
 	started bool
+	since   time.Time
 }
 
 func newAcceptor(r *Replica) *acceptor {
@@ -55,7 +56,9 @@ func (a *acceptor) handleHello(m *nats.Msg) {
 	var b []byte
 	if err != nil {
 		a.refused.Add(1)
-		a.r.log.Warn("link refused", "err", err)
+		if ok, held := a.r.logLimit.allow("refused "+err.Error(), time.Minute); ok {
+			a.r.log.Warn("link refused", "err", err, "repeats_not_logged", held)
+		}
 		b = transport.EncodeError(err)
 	} else if b, err = transport.Encode(w); err != nil {
 		b = transport.EncodeError(err)
@@ -104,7 +107,7 @@ func (a *acceptor) hello(m *nats.Msg) (transport.Welcome, error) {
 	id := transport.NewSessionID()
 	subj, _ := transport.Subjects(id)
 	ctx, cancel := context.WithCancelCause(r.ctx)
-	as := &acceptedSession{id: id, subj: subj, ctx: ctx, cancel: cancel}
+	as := &acceptedSession{id: id, subj: subj, ctx: ctx, cancel: cancel, since: time.Now()}
 	as.s = newSession(r, h.Instance, h.Role, sc, r.nc, subj.Down, have, func(err error) { a.end(as, err) })
 	if h.Role == transport.RoleEdge {
 		root := h.Root
@@ -263,7 +266,8 @@ func (a *acceptor) end(as *acceptedSession, err error) {
 	}
 	if err != nil && a.r.ctx.Err() == nil {
 		_ = a.r.nc.Publish(as.subj.Down, transport.EncodeError(err))
-		a.r.log.Info("link session ended", "remote", as.s.remote, "err", err)
+		a.r.log.Info("link session ended", "remote", as.s.remote, "role", as.s.role, "err", err,
+			"up", time.Since(as.since).Round(time.Millisecond), "bytes_sent", as.s.bytesSent.Load(), "bytes_recv", as.s.bytesRecv.Load())
 	}
 	a.drop(as)
 }

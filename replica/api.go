@@ -75,11 +75,13 @@ func (r *Replica) handleStatus(m *nats.Msg) {
 func (r *Replica) handleImport(m *nats.Msg) {
 	var req transport.Import
 	if err := transport.Decode(m.Data, 0, &req); err != nil {
+		r.metrics.rejectWrite(rejectReason(err), 0)
 		replyErr(m, err)
 		return
 	}
 	pts, err := crdt.DecodeBatchUnstamped(req.Points, 0)
 	if err != nil {
+		r.metrics.rejectWrite(rejectReason(err), 0)
 		replyErr(m, err)
 		return
 	}

@@ -31,6 +31,8 @@ type dialLink struct {
 	connected bool
 	// counters of ended sessions, so status totals survive reconnects
 	sentBefore, recvBefore, rejBefore uint64
+
+	down downLog // owned by run's goroutine
 }
 
 func newDialLink(r *Replica, url, role string) *dialLink {
@@ -41,6 +43,7 @@ func (d *dialLink) run(ctx context.Context) {
 	backoff := d.r.cfg.RetryMin
 	for ctx.Err() == nil {
 		started := time.Now()
+		before := d.status()
 		err := d.session(ctx)
 		if ctx.Err() != nil {
 			return
@@ -52,7 +55,7 @@ func (d *dialLink) run(ctx context.Context) {
 		d.lastErr = err.Error()
 		d.connected = false
 		d.mu.Unlock()
-		d.r.log.Warn("link down", "url", d.url, "role", d.role, "err", err, "up", time.Since(started).Round(time.Millisecond))
+		d.down.ended(d, err, started, before, d.status())
 		if time.Since(started) > time.Minute {
 			backoff = d.r.cfg.RetryMin
 		}
@@ -125,7 +128,8 @@ func (d *dialLink) session(parent context.Context) error {
 		d.rejBefore += s.rejected.Load()
 		d.mu.Unlock()
 	}()
-	r.log.Info("link up", "url", d.url, "role", d.role, "remote", w.Instance, "resume_from", w.Have, "have", have)
+	r.log.Info("link up", append([]any{"url", d.url, "role", d.role, "remote", w.Instance, "resume_from", w.Have, "have", have},
+		d.down.up()...)...)
 
 	var wg sync.WaitGroup
 	wg.Add(3)
@@ -248,6 +252,11 @@ func (d *dialLink) repairLoop(ctx context.Context, s *session, rp *repairer) err
 				s.lastDiff = st
 			}
 			s.mu.Unlock()
+			d.r.metrics.repairRound(st)
+			if st.Equal {
+				d.r.log.Debug("repair", "url", d.url, "equal", true, "round_trips", st.RoundTrips,
+					"bytes_out", st.BytesOut, "bytes_in", st.BytesIn, "took", st.Took.Round(time.Millisecond))
+			}
 			if !st.Equal {
 				d.r.log.Info("repair", "url", d.url, "round_trips", st.RoundTrips, "fetched", st.Fetched,
 					"sent", st.Sent, "bytes_out", st.BytesOut, "bytes_in", st.BytesIn, "took", st.Took.Round(time.Millisecond))

@@ -108,7 +108,9 @@ type Replica struct {
 	log   *slog.Logger
 	nc    *nats.Conn // in-process connection to this instance's server
 
-	hub hub
+	hub      hub
+	metrics  metrics
+	logLimit limiter // repeated warnings: once a minute per key
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -234,7 +236,8 @@ func (r *Replica) WriteOne(pts []crdt.Point) (store.Result, error) {
 	return r.write(pts, true)
 }
 
-func (r *Replica) write(pts []crdt.Point, oneTime bool) (store.Result, error) {
+func (r *Replica) write(pts []crdt.Point, oneTime bool) (res store.Result, err error) {
+	defer func() { r.metrics.write(PathLocal, len(pts), res, err) }()
 	batch := make([]crdt.Point, len(pts))
 	inst := r.st.Instance()
 	var maxRemote crdt.Timestamp
@@ -278,7 +281,7 @@ func (r *Replica) write(pts []crdt.Point, oneTime bool) (store.Result, error) {
 			batch[i].Origin = inst
 		}
 	}
-	res, err := r.apply(store.ApplyOptions{}, batch)
+	res, err = r.apply(store.ApplyOptions{}, batch)
 	if err != nil {
 		return res, err
 	}
@@ -338,6 +341,7 @@ func (r *Replica) applyRemote(src uuid.UUID, pts []crdt.Point, marks map[string]
 		}
 	}
 	res, err = r.apply(store.ApplyOptions{Source: src, Marks: marks}, accepted)
+	r.metrics.remote(marks, rejected, len(accepted), res, err)
 	if err != nil {
 		return res, rejected, reason, err
 	}

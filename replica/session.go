@@ -36,6 +36,7 @@ type session struct {
 	lastSeen atomic.Int64 // unix ns of the last message from the other side
 
 	bytesSent, bytesRecv, rejected atomic.Uint64
+	pointsSent                     atomic.Uint64 // by the sender's pushes
 
 	mu          sync.Mutex  // guards the receiver and the status snapshot
 	have        uint64      // how far we hold the remote's feed
@@ -104,6 +105,7 @@ func (s *session) handlePush(m *nats.Msg) {
 			s.fail(err) // the remote ended the session
 			return
 		}
+		s.r.metrics.rejectWrite(rejectReason(err), 0)
 		s.respond(m, transport.EncodeError(fmt.Errorf("push: %w", err)))
 		s.fail(fmt.Errorf("bad push: %w", err))
 		return
@@ -116,6 +118,7 @@ func (s *session) handlePush(m *nats.Msg) {
 	}
 	pts, err := crdt.DecodeBatch(p.Points, 0)
 	if err != nil {
+		s.r.metrics.rejectWrite(rejectReason(err), 0)
 		s.respond(m, transport.EncodeError(fmt.Errorf("push %d-%d: %w", p.From, p.Through, err)))
 		s.fail(fmt.Errorf("bad push from %v: %w", s.remote, err))
 		return
@@ -136,6 +139,7 @@ func (s *session) handlePush(m *nats.Msg) {
 	}
 	_, rejected, reason, err := s.r.applyRemote(s.remote, pts, map[string]uint64{recvMark(s.remote): have})
 	if refused > 0 {
+		s.r.metrics.rejectPoints(ReasonOutsideScope, refused)
 		rejected += refused
 		if reason == "" {
 			reason = why
@@ -148,7 +152,9 @@ func (s *session) handlePush(m *nats.Msg) {
 	}
 	if rejected > 0 {
 		s.rejected.Add(uint64(rejected))
-		s.r.log.Warn("points rejected", "remote", s.remote, "count", rejected, "first", reason)
+		if ok, held := s.r.logLimit.allow("rejected "+s.remote.String(), time.Minute); ok {
+			s.r.log.Warn("points rejected", "remote", s.remote, "count", rejected, "first", reason, "earlier_pushes_not_logged", held)
+		}
 	}
 	s.have, s.remoteIdle = have, p.Idle
 	s.respondMsg(m, transport.Ack{Have: have, Rejected: rejected, Reason: reason})
@@ -189,6 +195,7 @@ func (s *session) runSender(ctx context.Context, have uint64) error {
 	defer s.r.hub.unregister(kick)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	resumed := newResumeLog(s, have)
 	for {
 		last := s.r.st.LastSeq()
 		for len(s.backfill) > 0 && st.room() {
@@ -227,7 +234,9 @@ func (s *session) runSender(ctx context.Context, have uint64) error {
 		}
 		s.mu.Lock()
 		s.sendIdle, s.pending = len(s.backfill) == 0 && st.idle(last) && st.lastIdle, st.pending(last)
+		caughtUp := s.sendIdle
 		s.mu.Unlock()
+		resumed.check(caughtUp, st.acked)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -237,7 +246,9 @@ func (s *session) runSender(ctx context.Context, have uint64) error {
 				return fmt.Errorf("ack: %w", a.err)
 			}
 			if a.ack.Rejected > 0 {
-				s.r.log.Warn("remote rejected points", "remote", s.remote, "count", a.ack.Rejected, "first", a.ack.Reason)
+				if ok, held := s.r.logLimit.allow("remote rejected "+s.remote.String(), time.Minute); ok {
+					s.r.log.Warn("remote rejected points", "remote", s.remote, "count", a.ack.Rejected, "first", a.ack.Reason, "earlier_acks_not_logged", held)
+				}
 			}
 			if err := st.ack(a.ack, a.through, time.Now()); err != nil && !errors.Is(err, errGap) {
 				return err
@@ -254,6 +265,7 @@ func (s *session) runSender(ctx context.Context, have uint64) error {
 // naming the position it covers.
 func (s *session) sendPush(push transport.Push, pts []crdt.Point) error {
 	push.Points = crdt.AppendBatch(nil, pts)
+	s.pointsSent.Add(uint64(len(pts)))
 	b, err := transport.Encode(push)
 	if err != nil {
 		return err

@@ -12,14 +12,15 @@ import (
 	"siot/transport"
 )
 
-const exportUsage = `Usage: siot export [--root UUID] [--server URL]
+const exportUsage = `Usage: siot export [--root UUID] [--quiet] [--server URL]
 
 Print every point record of a running server, one JSON object per line, in
 the format siot import reads: node points and edge points, tombstoned ones
 too, sorted by node, parent, type and key. With --root, print only that
 node's subtree: its own points, its descendants' points and the edges below
 them. Two replicas holding the same state print byte-identical output. The
-export streams page by page, so it works for millions of points.
+export streams page by page, so it works for millions of points. On a
+terminal, standard error shows its progress (--quiet: not).
 
 Examples:
   siot export > backup.jsonl
@@ -29,9 +30,10 @@ Flags:
 `
 
 type exportCmd struct {
-	m    *Main
-	cf   clientFlags
-	root string
+	m     *Main
+	cf    clientFlags
+	root  string
+	quiet bool
 }
 
 func (c *exportCmd) usage() string { return exportUsage }
@@ -39,10 +41,11 @@ func (c *exportCmd) usage() string { return exportUsage }
 func (c *exportCmd) flags(fs *flag.FlagSet) {
 	c.cf.register(fs, c.m.Getenv)
 	fs.StringVar(&c.root, "root", "", "export only this node's subtree")
+	fs.BoolVar(&c.quiet, "quiet", false, "no progress bar (there is none either when standard error is not a terminal)")
 }
 
 func (c *exportCmd) run(ctx context.Context, args []string) error {
-	m, cf, rootFlag := c.m, c.cf, &c.root
+	m, cf, rootFlag, quiet := c.m, c.cf, &c.root, &c.quiet
 	if len(args) > 0 {
 		return &UsageError{Msg: "export takes no arguments"}
 	}
@@ -62,6 +65,8 @@ func (c *exportCmd) run(ctx context.Context, args []string) error {
 	w := bufio.NewWriterSize(m.Stdout, 256<<10)
 	req := transport.ExportRequest{Root: root}
 	var line []byte
+	bar := newProgress(m.Stderr, !*quiet, "exporting", 0)
+	defer bar.done()
 	for {
 		var page transport.ExportPage
 		if err := cl.call(ctx, transport.SubjectExport, req, &page); err != nil {
@@ -77,6 +82,7 @@ func (c *exportCmd) run(ctx context.Context, args []string) error {
 				return err
 			}
 		}
+		bar.add(int64(len(pts)))
 		if !page.More {
 			break
 		}
@@ -85,5 +91,6 @@ func (c *exportCmd) run(ctx context.Context, args []string) error {
 		}
 		req.After = page.Next
 	}
+	bar.done()
 	return w.Flush()
 }

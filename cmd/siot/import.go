@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
@@ -32,6 +33,10 @@ order, so a later line beats an earlier one for the same point; one without
 "origin" gets the server's instance ID. Records with "hlc" and "origin" keep
 them, so importing an export reproduces it.
 
+The first pass keeps the checked records, encoded, in a temporary file
+(much smaller than the input; in $TMPDIR), and the second sends them. On a
+terminal, standard error shows the progress of both passes (--quiet: not).
+
 Examples:
   siot import points.jsonl
   siot export --server nats://old:4222 | siot import --server nats://new:4222
@@ -47,6 +52,7 @@ type importCmd struct {
 	m     *Main
 	cf    clientFlags
 	batch int
+	quiet bool
 }
 
 func (c *importCmd) usage() string { return importUsage }
@@ -54,50 +60,81 @@ func (c *importCmd) usage() string { return importUsage }
 func (c *importCmd) flags(fs *flag.FlagSet) {
 	c.cf.register(fs, c.m.Getenv)
 	fs.IntVar(&c.batch, "batch", 2000, "records per request")
+	fs.BoolVar(&c.quiet, "quiet", false, "no progress bar (there is none either when standard error is not a terminal)")
 }
 
 func (c *importCmd) run(ctx context.Context, args []string) error {
-	m, cf, batch := c.m, c.cf, &c.batch
+	m, cf, batch, quiet := c.m, c.cf, &c.batch, &c.quiet
 	if len(args) > 1 {
 		return &UsageError{Msg: "import takes at most one file"}
 	}
 	if *batch < 1 || *batch > 100_000 {
 		return &UsageError{Msg: "--batch must be 1 to 100000"}
 	}
-	// Read the input into a seekable file: a first pass checks every
-	// record, a second writes them.
-	var in *os.File
+	var in io.Reader = m.Stdin
 	name := ""
 	if len(args) > 0 {
 		name = args[0]
 	}
+	var size int64 // of the input, when known
 	if name == "" || name == "-" {
-		tmp, err := os.CreateTemp("", "siot-import-*.jsonl")
-		if err != nil {
-			return fmt.Errorf("spool standard input: %w", err)
-		}
-		defer os.Remove(tmp.Name())
-		defer tmp.Close()
-		if _, err := io.Copy(tmp, m.Stdin); err != nil {
-			return fmt.Errorf("spool standard input: %w", err)
-		}
-		if _, err := tmp.Seek(0, io.SeekStart); err != nil {
-			return err
-		}
-		in, name = tmp, "standard input"
+		name = "standard input"
 	} else {
 		f, err := os.Open(name)
 		if err != nil {
 			return err
 		}
 		defer f.Close()
+		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+			size = fi.Size()
+		}
 		in = f
 	}
-	n, err := eachRecord(in, name, func(int, crdt.Point) error { return nil })
+	// First pass: check every record and spool the batches, encoded, to
+	// a temporary file; the second pass sends them. Nothing is written
+	// unless every record is valid, each record is parsed once, and the
+	// spool is about a fifth of the input's size.
+	bar := newProgress(m.Stderr, !*quiet, "checking", size)
+	spool, err := os.CreateTemp("", "siot-import-*.batches")
+	if err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	defer os.Remove(spool.Name())
+	defer spool.Close()
+	sw := bufio.NewWriterSize(spool, 256<<10)
+	var pts []crdt.Point
+	var lines []int
+	var frame []byte
+	batches := 0
+	spoolBatch := func() error {
+		if len(pts) == 0 {
+			return nil
+		}
+		frame = appendSpoolFrame(frame[:0], pts, lines)
+		pts, lines = pts[:0], lines[:0]
+		batches++
+		_, err := sw.Write(frame)
+		return err
+	}
+	n, err := eachRecord(countingReader{in, bar}, name, func(line int, p crdt.Point) error {
+		pts = append(pts, p)
+		lines = append(lines, line)
+		if len(pts) >= *batch {
+			return spoolBatch()
+		}
+		return nil
+	})
+	if err == nil {
+		err = spoolBatch()
+	}
+	if err == nil {
+		err = sw.Flush()
+	}
+	bar.done()
 	if err != nil {
 		return err
 	}
-	if _, err := in.Seek(0, io.SeekStart); err != nil {
+	if _, err := spool.Seek(0, io.SeekStart); err != nil {
 		return err
 	}
 	cl, err := cf.dial()
@@ -106,40 +143,83 @@ func (c *importCmd) run(ctx context.Context, args []string) error {
 	}
 	defer cl.close()
 	start := time.Now()
-	var pts []crdt.Point
-	var lines []int
+	bar = newProgress(m.Stderr, !*quiet, "importing", int64(n))
+	defer bar.done()
+	sr := bufio.NewReaderSize(spool, 256<<10)
 	var applied, stale int
-	flush := func() error {
-		if len(pts) == 0 {
-			return nil
+	for range batches {
+		b, lines, err := readSpoolFrame(sr)
+		if err != nil {
+			return fmt.Errorf("spool: %w", err)
 		}
 		var res transport.ImportResult
-		if err := cl.call(ctx, transport.SubjectImport, transport.Import{Points: crdt.AppendBatch(nil, pts)}, &res); err != nil {
+		if err := cl.call(ctx, transport.SubjectImport, transport.Import{Points: b}, &res); err != nil {
 			return importError(err, name, lines)
 		}
 		applied += res.Applied
 		stale += res.Stale
-		pts, lines = pts[:0], lines[:0]
-		return nil
+		bar.add(int64(len(lines)))
 	}
-	_, err = eachRecord(in, name, func(line int, p crdt.Point) error {
-		pts = append(pts, p)
-		lines = append(lines, line)
-		if len(pts) >= *batch {
-			return flush()
-		}
-		return nil
-	})
-	if err == nil {
-		err = flush()
-	}
-	if err != nil {
-		return err
-	}
+	bar.done()
 	el := time.Since(start)
 	fmt.Fprintf(m.Stderr, "imported %d records from %s: %d applied, %d stale, in %v (%.0f records/s)\n",
 		n, name, applied, stale, el.Round(time.Millisecond), float64(n)/max(el.Seconds(), 1e-9))
 	return nil
+}
+
+// appendSpoolFrame appends a batch as a spool frame: the encoded batch's
+// length and bytes, then the number of records and their input lines as
+// deltas, all uvarints.
+func appendSpoolFrame(dst []byte, pts []crdt.Point, lines []int) []byte {
+	b := crdt.AppendBatch(nil, pts)
+	dst = binary.AppendUvarint(dst, uint64(len(b)))
+	dst = append(dst, b...)
+	dst = binary.AppendUvarint(dst, uint64(len(lines)))
+	prev := 0
+	for _, l := range lines {
+		dst = binary.AppendUvarint(dst, uint64(l-prev))
+		prev = l
+	}
+	return dst
+}
+
+// readSpoolFrame reads a frame appendSpoolFrame wrote.
+func readSpoolFrame(r *bufio.Reader) (batch []byte, lines []int, err error) {
+	n, err := binary.ReadUvarint(r)
+	if err != nil {
+		return nil, nil, err
+	}
+	batch = make([]byte, n)
+	if _, err := io.ReadFull(r, batch); err != nil {
+		return nil, nil, err
+	}
+	count, err := binary.ReadUvarint(r)
+	if err != nil {
+		return nil, nil, err
+	}
+	lines = make([]int, 0, count)
+	prev := 0
+	for range count {
+		d, err := binary.ReadUvarint(r)
+		if err != nil {
+			return nil, nil, err
+		}
+		prev += int(d)
+		lines = append(lines, prev)
+	}
+	return batch, lines, nil
+}
+
+// countingReader reports the bytes read through it to a progress bar.
+type countingReader struct {
+	r   io.Reader
+	bar *progress
+}
+
+func (c countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.bar.add(int64(n))
+	return n, err
 }
 
 // eachRecord calls fn with every record of r and its line number, skipping

@@ -71,7 +71,7 @@ func (c *serveCmd) flags(fs *flag.FlagSet) {
 	m, f := c.m, &c.f
 	fs.StringVar(&f.data, "data", envOr(m.Getenv, "SIOT_DATA", "./siot-data"), "data directory (env SIOT_DATA)")
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:4222", "NATS listen address, host:port")
-	fs.StringVar(&f.httpAddr, "http", "127.0.0.1:8118", "HTTP address for /healthz, /readyz and /status; empty to disable")
+	fs.StringVar(&f.httpAddr, "http", "127.0.0.1:8118", "HTTP address for /healthz, /readyz, /status and /metrics; empty to disable")
 	fs.StringVar(&f.id, "id", "", "the root node's UUID, set on first start")
 	fs.Var(&f.upstreams, "upstream", "NATS URL of an upstream to link to as an edge (repeatable)")
 	fs.Var(&f.peers, "peer", "NATS URL of a peer with the same root (repeatable)")
@@ -274,9 +274,10 @@ func isEmptyDir(dir string) bool {
 	return true
 }
 
-// httpHandler serves health, readiness and status.
+// httpHandler serves health, readiness, status and metrics.
 func httpHandler(rep *replica.Replica) http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metricsHandler(rep, processInfo{start: time.Now(), version: buildVersion().version}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		io.WriteString(w, "ok\n")

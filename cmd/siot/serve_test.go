@@ -50,7 +50,7 @@ type instance struct {
 
 // serve runs `siot serve args...` until the test ends, and waits for its
 // "siot serving" log line to learn its addresses.
-func serve(t *testing.T, args ...string) *instance {
+func serve(t testing.TB, args ...string) *instance {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	log := &syncBuffer{}

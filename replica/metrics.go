@@ -1,0 +1,236 @@
+package replica
+
+import (
+	"errors"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"siot/crdt"
+	"siot/store"
+	"siot/transport"
+)
+
+// Paths by which points reach the store, the label values of
+// Metrics.Applied and Metrics.Stale.
+const (
+	PathLocal  = "local"  // Write: the local API, import, an upstream adopting an edge
+	PathPush   = "push"   // a link's push (and the points a remote's repair sends, which travel as pushes)
+	PathRepair = "repair" // points this side fetched in its own repair rounds
+)
+
+// Reasons a write or a point is refused, the label values of
+// Metrics.RejectedPoints and Metrics.RejectedWrites.
+const (
+	ReasonClockSkew    = "clock_skew"    // a time too far ahead of the local clock (crdt.ErrClockSkew)
+	ReasonTooLarge     = "too_large"     // a text, point or message over its limit (crdt.ErrTooLarge)
+	ReasonOutsideScope = "outside_scope" // an edge wrote outside its own subtree
+	ReasonInvalid      = "invalid"       // a point or message that breaks a rule or does not decode
+	ReasonDiskFull     = "disk_full"     // free disk space below the floor (store.ErrDiskFull)
+	ReasonOther        = "other"         // anything else: the store closed, an I/O error
+)
+
+var (
+	metricPaths   = [...]string{PathLocal, PathPush, PathRepair}
+	metricReasons = [...]string{ReasonClockSkew, ReasonTooLarge, ReasonOutsideScope, ReasonInvalid, ReasonDiskFull, ReasonOther}
+)
+
+// metrics are the replica's counters. Every field is atomic: the write
+// path, the links and the repairers count concurrently, and Metrics reads
+// them without stopping anything.
+type metrics struct {
+	applied, stale                 [len(metricPaths)]atomic.Uint64
+	rejectedPoints, rejectedWrites [len(metricReasons)]atomic.Uint64
+	repairEqual, repairDifferent   atomic.Uint64
+	repairRoundTrips               atomic.Uint64
+	repairBytesOut, repairBytesIn  atomic.Uint64
+	repairFetched, repairSent      atomic.Uint64
+
+	mu         sync.Mutex
+	lastRemote map[string]string // a dialed link's last remote instance, by URL
+}
+
+func pathIndex(path string) int {
+	for i, p := range metricPaths {
+		if p == path {
+			return i
+		}
+	}
+	return 0
+}
+
+func reasonIndex(reason string) int {
+	for i, r := range metricReasons {
+		if r == reason {
+			return i
+		}
+	}
+	return len(metricReasons) - 1
+}
+
+// rejectReason classifies an error that refused a write.
+func rejectReason(err error) string {
+	switch {
+	case errors.Is(err, crdt.ErrClockSkew):
+		return ReasonClockSkew
+	case errors.Is(err, crdt.ErrTooLarge):
+		return ReasonTooLarge
+	case errors.Is(err, store.ErrDiskFull):
+		return ReasonDiskFull
+	case errors.Is(err, store.ErrInvalid), errors.Is(err, crdt.ErrInvalidPoint), errors.Is(err, crdt.ErrMalformed),
+		errors.Is(err, transport.ErrVersion), errors.Is(err, transport.ErrUnknownType):
+		return ReasonInvalid
+	}
+	return ReasonOther
+}
+
+// write counts a batch of n points that went through path: what it
+// applied, or, when err refused it whole, the refusal.
+func (m *metrics) write(path string, n int, res store.Result, err error) {
+	if err != nil {
+		m.rejectWrite(rejectReason(err), n)
+		return
+	}
+	var applied uint64
+	for _, o := range res.Outcomes {
+		if o == store.Applied {
+			applied++
+		}
+	}
+	i := pathIndex(path)
+	m.applied[i].Add(applied)
+	m.stale[i].Add(uint64(len(res.Outcomes)) - applied)
+}
+
+// remote counts a batch received from a link (applyRemote): skewed points
+// were dropped for their clock, the rest went to the store. A push
+// carries its receive mark; the points of this side's repair rounds none.
+func (m *metrics) remote(marks map[string]uint64, skewed, n int, res store.Result, err error) {
+	m.rejectPoints(ReasonClockSkew, skewed)
+	path := PathRepair
+	if marks != nil {
+		path = PathPush
+	}
+	m.write(path, n, res, err)
+}
+
+// rejectPoints counts n points refused one by one for reason.
+func (m *metrics) rejectPoints(reason string, n int) {
+	if n > 0 {
+		m.rejectedPoints[reasonIndex(reason)].Add(uint64(n))
+	}
+}
+
+// rejectWrite counts a write (a request, a push) refused whole, with the n
+// points it carried.
+func (m *metrics) rejectWrite(reason string, n int) {
+	m.rejectedWrites[reasonIndex(reason)].Add(1)
+	m.rejectPoints(reason, n)
+}
+
+// repairRound counts a repair round that ended.
+func (m *metrics) repairRound(st RepairStats) {
+	if st.Equal {
+		m.repairEqual.Add(1)
+	} else {
+		m.repairDifferent.Add(1)
+	}
+	m.repairRoundTrips.Add(uint64(st.RoundTrips))
+	m.repairBytesOut.Add(uint64(st.BytesOut))
+	m.repairBytesIn.Add(uint64(st.BytesIn))
+	m.repairFetched.Add(uint64(st.Fetched))
+	m.repairSent.Add(uint64(st.Sent))
+}
+
+// Metrics is a snapshot of a replica's counters and gauges, for the
+// Prometheus endpoint of `siot serve`. Counters count from Open; a link's
+// byte counters from the link's start (a dialed link) or from the
+// session's (an accepted one, which ends when its dialer goes).
+type Metrics struct {
+	Applied        []Count // points that won their register, by path (PathLocal...)
+	Stale          []Count // points that lost to what the store held, by path
+	RejectedPoints []Count // points refused, by reason (ReasonClockSkew...), one by one or with their write
+	RejectedWrites []Count // requests and pushes refused whole, by reason
+
+	RepairRounds     []Count // rounds this side ran, by result: "equal" or "different"
+	RepairRoundTrips uint64
+	RepairBytesOut   uint64 // request and push frames this side's rounds sent
+	RepairBytesIn    uint64 // reply frames they received
+	RepairFetched    uint64 // points they received
+	RepairSent       uint64 // points they sent
+	RepairAnswerTime time.Duration
+
+	LinksRefused uint64 // hellos refused
+	Links        []LinkMetrics
+
+	LastSeq   uint64 // the store's last change number
+	DiskBytes int64  // Badger's files, as Badger last measured them
+}
+
+// Count is one labeled value of a Metrics family.
+type Count struct {
+	Label string
+	Value uint64
+}
+
+// LinkMetrics describes one link: a dialed one (URL set) or a session a
+// remote opened here (URL empty).
+type LinkMetrics struct {
+	URL, Role, Remote    string
+	Connected, InSync    bool
+	Pending              uint64 // changes the remote lacks, estimated
+	BytesSent, BytesRecv uint64
+}
+
+// Metrics returns a snapshot of the replica's counters, links and store
+// figures. Safe for concurrent use; it does not block the write path.
+func (r *Replica) Metrics() Metrics {
+	m := &r.metrics
+	out := Metrics{
+		RepairRounds:     []Count{{"equal", m.repairEqual.Load()}, {"different", m.repairDifferent.Load()}},
+		RepairRoundTrips: m.repairRoundTrips.Load(),
+		RepairBytesOut:   m.repairBytesOut.Load(),
+		RepairBytesIn:    m.repairBytesIn.Load(),
+		RepairFetched:    m.repairFetched.Load(),
+		RepairSent:       m.repairSent.Load(),
+		RepairAnswerTime: time.Duration(r.acceptor.repairTime.Load()),
+		LinksRefused:     r.acceptor.refused.Load(),
+		LastSeq:          r.st.LastSeq(),
+		DiskBytes:        r.st.DiskUsage(),
+	}
+	for i, p := range metricPaths {
+		out.Applied = append(out.Applied, Count{p, m.applied[i].Load()})
+		out.Stale = append(out.Stale, Count{p, m.stale[i].Load()})
+	}
+	for i, rs := range metricReasons {
+		out.RejectedPoints = append(out.RejectedPoints, Count{rs, m.rejectedPoints[i].Load()})
+		out.RejectedWrites = append(out.RejectedWrites, Count{rs, m.rejectedWrites[i].Load()})
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.lastRemote == nil {
+		m.lastRemote = make(map[string]string)
+	}
+	link := func(ls transport.LinkStatus) LinkMetrics {
+		return LinkMetrics{URL: ls.URL, Role: ls.Role, Remote: ls.Remote, Connected: ls.Connected, InSync: ls.InSync,
+			Pending: ls.Pending, BytesSent: ls.BytesSent, BytesRecv: ls.BytesRecv}
+	}
+	for _, d := range r.dialers {
+		lm := link(d.status())
+		// Keep a dialed link's series while it is down: label it with
+		// the remote it last reached.
+		if lm.Remote != "" {
+			m.lastRemote[lm.URL] = lm.Remote
+		}
+		lm.Remote = m.lastRemote[lm.URL]
+		out.Links = append(out.Links, lm)
+	}
+	accepted := r.acceptor.status()
+	slices.SortFunc(accepted, func(a, b transport.LinkStatus) int { return strings.Compare(a.Remote, b.Remote) })
+	for _, ls := range accepted {
+		out.Links = append(out.Links, link(ls))
+	}
+	return out
+}
