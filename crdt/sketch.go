@@ -172,6 +172,19 @@ func (s *Sketch) Decode() (plus, minus []SketchKey, ok bool) {
 	return plus, minus, true
 }
 
+// NonEmpty counts the cells that hold anything. After a Decode that failed
+// it estimates how many keys are left: with n keys in m cells about
+// m·(1 − e^(−3n/m)) cells are non-empty.
+func (s *Sketch) NonEmpty() int {
+	n := 0
+	for i := range s.cells {
+		if c := &s.cells[i]; c.count != 0 || c.check != 0 || c.key != (SketchKey{}) {
+			n++
+		}
+	}
+	return n
+}
+
 // Cells returns the sketch's size in cells.
 func (s *Sketch) Cells() int { return len(s.cells) }
 

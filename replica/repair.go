@@ -3,16 +3,15 @@ package replica
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
+	"math/bits"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go"
 
 	"siot/crdt"
 	"siot/store"
@@ -21,12 +20,14 @@ import (
 
 // Digest repair: the dialer of a session compares the digests of the
 // session's scope with the acceptor's and, where they differ, descends
-// through node summaries (own digest, children or child buckets) to
-// listings of the differing nodes' points, then fetches the points it
-// lacks and sends the ones the acceptor lacks. Every step is a batched
-// round trip (RepairRequest → RepairReply), so the number of round trips
-// grows with the depth of the differences, not their count. docs/protocol.md
-// describes the messages.
+// through node summaries (own digest, children, child buckets) and child
+// sketches to the nodes whose points differ; one sketch of all their
+// points per reply (the aggregate) then shows which points to push and
+// which to fetch. Every step is a batched round trip (RepairRequest →
+// RepairReply), so the number of round trips grows with the depth of the
+// differences, not their count. This file is the dialer's side,
+// repair_answer.go the acceptor's, repair_sketch.go the keys and sketches
+// both compute; docs/protocol.md describes the messages.
 
 // Repair limits.
 const (
@@ -269,7 +270,16 @@ func (rp *repairer) process(req *transport.RepairRequest, reply *transport.Repai
 			return fmt.Errorf("repair: child diff of %v for a sketch of %v", d.Node, answered[i].Node)
 		}
 		if !d.OK {
-			rp.listBuckets(d.Node, &answered[i].Buckets)
+			// More children differ than the sketch was sized for: once
+			// more with twice the cells, while that beats listing them.
+			q := &answered[i]
+			nb := 0
+			for _, b := range q.Buckets {
+				nb += bits.OnesCount8(b)
+			}
+			if err := rp.sketchChildren(d.Node, &q.Buckets, nb, 2*len(q.Sketch)/crdt.SketchCellLen(childKeyLen)); err != nil {
+				return err
+			}
 			continue
 		}
 		var err error
@@ -332,7 +342,13 @@ func (rp *repairer) compareBuckets(n uuid.UUID, remote []transport.BucketSum) er
 	if nb == 0 {
 		return nil
 	}
-	q, ok, err := rp.childSketch(n, &differ, nb)
+	return rp.sketchChildren(n, &differ, nb, 0)
+}
+
+// sketchChildren queues a child sketch of n's children in the nb buckets
+// set in differ, or their listings when that costs less.
+func (rp *repairer) sketchChildren(n uuid.UUID, differ *[32]byte, nb, retry int) error {
+	q, ok, err := rp.childSketch(n, differ, nb, retry)
 	if err != nil {
 		return err
 	}
@@ -340,7 +356,7 @@ func (rp *repairer) compareBuckets(n uuid.UUID, remote []transport.BucketSum) er
 		rp.childSketches = append(rp.childSketches, q)
 		return nil
 	}
-	rp.listBuckets(n, &differ)
+	rp.listBuckets(n, differ)
 	return nil
 }
 
@@ -354,9 +370,9 @@ func (rp *repairer) listBuckets(n uuid.UUID, differ *[32]byte) {
 }
 
 // childSketch builds the sketch of our children of n in the nb buckets set
-// in differ, sized from the number of children that likely differ; ok is
-// false when listing the buckets costs less.
-func (rp *repairer) childSketch(n uuid.UUID, differ *[32]byte, nb int) (transport.ChildSketchQuery, bool, error) {
+// in differ, sized from the number of children that likely differ (or
+// retry cells, when set); ok is false when listing the buckets costs less.
+func (rp *repairer) childSketch(n uuid.UUID, differ *[32]byte, nb, retry int) (transport.ChildSketchQuery, bool, error) {
 	var kids []store.ChildDigest
 	err := rp.s.r.st.ChildDigests(n, -1, uuid.Nil, func(c store.ChildDigest) error {
 		if differ[c.ID[0]/8]&(1<<(c.ID[0]%8)) != 0 {
@@ -368,57 +384,59 @@ func (rp *repairer) childSketch(n uuid.UUID, differ *[32]byte, nb int) (transpor
 		return transport.ChildSketchQuery{}, false, err
 	}
 	cells := childSketchCells(nb, len(kids))
+	if retry > 0 {
+		cells = retry
+	}
 	listCost := childRecordLen * len(kids)
 	if cells > crdt.MaxSketchCells || cells*crdt.SketchCellLen(childKeyLen) >= listCost {
 		return transport.ChildSketchQuery{}, false, nil
 	}
 	sk := crdt.NewSketch(cells, childKeyLen)
+	salt := rand.Uint32()
 	byTag := make(map[uint64]store.ChildDigest, len(kids))
 	for _, c := range kids {
-		k := childKey(&c)
-		sk.Add(k)
+		sk.Add(childKey(&c, salt))
 		byTag[childTag(c.ID)] = c
 	}
 	if rp.children == nil {
 		rp.children = make(map[uuid.UUID]map[uint64]store.ChildDigest)
 	}
 	rp.children[n] = byTag
-	return transport.ChildSketchQuery{Node: n, Buckets: *differ, Sketch: sk.AppendBinary(nil)}, true, nil
+	return transport.ChildSketchQuery{Node: n, Buckets: *differ, Salt: salt, Sketch: sk.AppendBinary(nil)}, true, nil
 }
 
 // childDiff acts on the children of a node that a child sketch showed
 // differ, and adds those whose points the reply sketched to agg.
 func (rp *repairer) childDiff(d *transport.ChildDiff, agg []aggNode) ([]aggNode, error) {
 	byTag := rp.children[d.Node]
-	byID := make(map[uuid.UUID]store.ChildDigest, len(d.Children))
-	for _, rc := range d.Children {
-		if c, ok := byTag[childTag(rc.ID)]; ok && c.ID == rc.ID {
-			byID[rc.ID] = c
+	for _, f := range d.Both {
+		c, ok := byTag[f.Tag]
+		if !ok {
+			return agg, fmt.Errorf("repair: child tag %016x of %v is not ours", f.Tag, d.Node)
 		}
-	}
-	for _, rc := range d.Children {
-		c, ok := byID[rc.ID]
-		if !ok { // a child only the remote has
-			rp.edges = append(rp.edges, transport.EdgeQuery{Child: rc.ID, Parent: d.Node})
-			if err := rp.descend(rc.ID, 0); err != nil {
-				return agg, err
-			}
-			continue
-		}
-		if rc.Edge != transport.Short(c.Edge) {
+		if f.Edge {
 			if err := rp.exchangeEdge(c.ID, d.Node); err != nil {
 				return agg, err
 			}
 		}
-		if rc.Aggregated {
+		if f.Aggregated {
 			agg = append(agg, aggNode{id: c.ID})
 		}
-		if rc.Below != transport.Short(c.Sub.Sub(c.Own)) || (!rc.Aggregated && rc.Own != transport.Short(c.Own)) {
+		if f.Below || (f.Own && !f.Aggregated) {
 			if err := rp.descend(c.ID, 0); err != nil {
 				return agg, err
 			}
 		} else {
 			rp.visit(c.ID)
+		}
+	}
+	for _, rc := range d.Children { // children only the remote has
+		if _, ok := byTag[childTag(rc.ID)]; ok {
+			return agg, fmt.Errorf("repair: child %v of %v reported as only the remote's", rc.ID, d.Node)
+		}
+		rp.edges = append(rp.edges, transport.EdgeQuery{Child: rc.ID, Parent: d.Node})
+		if err := rp.descend(rc.ID, 0); err != nil {
+			return agg, err
 		}
 	}
 	for _, tag := range d.Missing { // children only we have
@@ -548,20 +566,20 @@ func (rp *repairer) reconcile(agg []aggNode, theirsB []byte) error {
 		}
 		if plus, minus, ok = mine.sk.Decode(); ok {
 			// A key that is not ours: a hostile or colliding sketch.
-			if ours, ok, err = mine.points(rp.s.r.st, ids, plus); err != nil {
+			if ours, ok, err = mine.points(rp.s.r.st, plus); err != nil {
 				return err
 			}
 		}
 	}
 	if !ok {
+		next := retryDensity(agg, mine.sk, len(plus)+len(minus))
 		for _, a := range agg {
-			switch next := max(a.density, 1) * 4; {
-			case mine.big[a.id] || next > transport.MaxDensity:
+			if mine.big[a.id] || next > transport.MaxDensity {
 				rp.list = append(rp.list, transport.ListQuery{Node: a.id})
-			default:
-				if err := rp.recompare(a.id, next); err != nil {
-					return err
-				}
+				continue
+			}
+			if err := rp.recompare(a.id, byte(next)); err != nil {
+				return err
 			}
 		}
 		return nil
@@ -604,169 +622,6 @@ func (rp *repairer) reconcile(agg []aggNode, theirsB []byte) error {
 		rp.tagFetch = append(rp.tagFetch, transport.TagFetch{Node: n, Tags: tags})
 	}
 	return nil
-}
-
-// Sketch sizes and keys. docs/protocol.md specifies the keys: another
-// implementation must compute the same bytes.
-const (
-	childKeyLen    = 16                 // a child sketch's keys: child tag, state tag
-	childRecordLen = 41                 // a ChildSum on the wire
-	aggregateSlack = 30                 // cells an Aggregate gets beyond its nodes'
-	maxAggPoints   = 4096               // a node with more points is listed, not sketched
-	cellsPerNode   = 3                  // an aggregated node's cells at density 1: two versions of one point
-	childCellsPer  = 3.3                // a child sketch's cells per likely differing child (two keys each)
-	bucketsPerNode = 256                // child buckets of a node
-	childSketchMin = aggregateSlack + 3 // a child sketch's smallest size
-)
-
-// aggregateCells returns the cells an aggregated node of density d gets.
-func aggregateCells(d byte) int { return cellsPerNode * int(max(d, 1)) }
-
-// childSketchCells sizes a child sketch for nb differing buckets of a node
-// whose children there number kids on our side: the expected number of
-// differing children, inverted from the number of differing buckets
-// (children fall into buckets uniformly), or all of them when every
-// bucket differs.
-func childSketchCells(nb, kids int) int {
-	c := float64(kids)
-	if nb < bucketsPerNode {
-		c = math.Log(1-float64(nb)/bucketsPerNode) / math.Log(1-1.0/bucketsPerNode)
-	}
-	return int(math.Ceil(childCellsPer*c)) + childSketchMin
-}
-
-// childTag is a child's 64-bit tag in a child sketch: Mix64(Mix64(first
-// 8 bytes) XOR last 8 bytes), big-endian words (crdt.NodeTag is its high
-// 32 bits).
-func childTag(id uuid.UUID) uint64 {
-	return crdt.Mix64(crdt.Mix64(binary.BigEndian.Uint64(id[:8])) ^ binary.BigEndian.Uint64(id[8:]))
-}
-
-// childKey is a child's key in a child sketch: its tag, then a mix of the
-// short digests of its edge, own points and what is below it, and whether
-// the edge is active. A child whose digests differ on the two sides
-// decodes as two keys with one tag.
-func childKey(c *store.ChildDigest) crdt.SketchKey {
-	cs := childSum(c)
-	act := uint64(0)
-	if cs.Active {
-		act = 1
-	}
-	st := crdt.Mix64(binary.BigEndian.Uint64(cs.Below[:]) ^ act)
-	st = crdt.Mix64(binary.BigEndian.Uint64(cs.Own[:]) ^ st)
-	st = crdt.Mix64(binary.BigEndian.Uint64(cs.Edge[:]) ^ st)
-	var k crdt.SketchKey
-	binary.BigEndian.PutUint64(k[:8], childTag(c.ID))
-	binary.BigEndian.PutUint64(k[8:], st)
-	return k
-}
-
-// childSum is a child's ChildSum: its digests, shortened.
-func childSum(c *store.ChildDigest) transport.ChildSum {
-	return transport.ChildSum{ID: c.ID, Active: c.Active, Edge: transport.Short(c.Edge),
-		Own: transport.Short(c.Own), Below: transport.Short(c.Sub.Sub(c.Own))}
-}
-
-// sketched is a sketch of some nodes' points, and with keep the
-// registers behind its keys.
-type sketched struct {
-	sk  *crdt.Sketch
-	big map[uuid.UUID]bool // nodes left out: more than maxAggPoints points
-	// With keep: every key added, and where its register is.
-	keys  []crdt.SketchKey
-	refs  []regRef
-	arena []byte // type 0x00 key of every register, back to back
-}
-
-// regRef locates a sketched register: its node and its type 0x00 key in
-// the arena.
-type regRef struct {
-	node     int32
-	from, to int32
-}
-
-// sketchPoints returns a sketch of cells cells of the node points of
-// nodes. It reads versions, not points, and allocates nothing per point
-// but, with keep, its key and register reference.
-func sketchPoints(st *store.Store, nodes []uuid.UUID, cells int, keep bool) (*sketched, error) {
-	out := &sketched{sk: crdt.NewSketch(cells, crdt.PointKeyLen)}
-	cur, from, tag := -1, 0, uint32(0)
-	var keys []crdt.SketchKey // the current node's
-	flush := func() {
-		for _, k := range keys {
-			out.sk.Add(k)
-		}
-		if keep {
-			out.keys = append(out.keys, keys...)
-		}
-		keys, from = keys[:0], len(out.refs)
-	}
-	err := st.ScanNodesVersions(nodes, func(i int, v *store.Version) error {
-		if i != cur {
-			flush()
-			cur, tag = i, crdt.NodeTag(v.Node)
-		}
-		if len(keys) == maxAggPoints {
-			if out.big == nil {
-				out.big = make(map[uuid.UUID]bool)
-			}
-			out.big[nodes[i]] = true
-			keys = keys[:0]
-			if keep {
-				out.refs = out.refs[:from]
-			}
-			return store.ErrSkip
-		}
-		keys = append(keys, crdt.MakePointKey(tag, crdt.RegisterHashBytes(v.TypeKey), v.Time, v.Origin))
-		if keep {
-			a := len(out.arena)
-			out.arena = append(out.arena, v.TypeKey...)
-			out.refs = append(out.refs, regRef{node: int32(i), from: int32(a), to: int32(len(out.arena))})
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	flush()
-	return out, nil
-}
-
-// points returns our points behind keys, in order; found is false when a
-// key is not one this sketch added.
-func (s *sketched) points(st *store.Store, nodes []uuid.UUID, keys []crdt.SketchKey) (pts []crdt.Point, found bool, err error) {
-	want := make(map[crdt.SketchKey]int, len(keys))
-	for i, k := range keys {
-		want[k] = i
-	}
-	at := make([]int, len(keys))
-	for i := range at {
-		at[i] = -1
-	}
-	for j, k := range s.keys {
-		if i, ok := want[k]; ok {
-			at[i] = j
-		}
-	}
-	for _, j := range at {
-		if j < 0 {
-			return nil, false, nil
-		}
-		ref := s.refs[j]
-		tk := s.arena[ref.from:ref.to]
-		sep := bytes.IndexByte(tk, 0)
-		if sep < 0 {
-			return nil, false, fmt.Errorf("repair: register key without separator")
-		}
-		p, ok, err := st.Get(crdt.Register{Node: nodes[ref.node], Type: string(tk[:sep]), Key: string(tk[sep+1:])})
-		if err != nil {
-			return nil, false, err
-		}
-		if ok { // (gone meanwhile: nothing to send)
-			pts = append(pts, p)
-		}
-	}
-	return pts, true, nil
 }
 
 // compareListing compares a page of the remote's listing of a node's
@@ -869,485 +724,4 @@ func (rp *repairer) flushSend() error {
 		}
 	}()
 	return nil
-}
-
-// answerRepair answers a repair request within scope sc: nodes outside it
-// are answered as unknown, so a dialer learns nothing beyond its scope.
-func answerRepair(st *store.Store, sc *scope, req *transport.RepairRequest) (*transport.RepairReply, error) {
-	root := sc.root
-	if sc.full() {
-		root = st.Root()
-	}
-	if req.Root != root {
-		return nil, fmt.Errorf("repair: scope root %v, this session's is %v", req.Root, root)
-	}
-	a := &answer{st: st, sc: sc, reply: &transport.RepairReply{}, size: 64}
-	if err := a.compares(req.Compare); err != nil {
-		return nil, err
-	}
-	if err := a.childSketches(req.ChildSketch); err != nil {
-		return nil, err
-	}
-	for _, q := range req.List {
-		if a.full() {
-			break
-		}
-		a.reply.Answered[transport.AnsList]++
-		in, err := sc.containsNode(q.Node)
-		if err != nil {
-			return nil, err
-		}
-		l, err := listNode(st, in, q, &a.size)
-		if err != nil {
-			return nil, err
-		}
-		a.reply.Listings = append(a.reply.Listings, l)
-	}
-	for _, q := range req.Buckets {
-		if a.full() {
-			break
-		}
-		a.reply.Answered[transport.AnsBuckets]++
-		bc := transport.BucketChildren{Node: q.Node, Bucket: q.Bucket}
-		in, err := sc.containsNode(q.Node)
-		if err != nil {
-			return nil, err
-		}
-		if in {
-			err := st.ChildDigests(q.Node, int(q.Bucket), uuid.Nil, func(c store.ChildDigest) error {
-				bc.Children = append(bc.Children, childSum(&c))
-				a.size += childRecordLen
-				return nil
-			})
-			if err != nil {
-				return nil, err
-			}
-		}
-		a.reply.Buckets = append(a.reply.Buckets, bc)
-	}
-	for _, q := range req.Fetch {
-		if a.full() {
-			break
-		}
-		a.reply.Answered[transport.AnsFetch]++
-		if in, err := sc.containsNode(q.Node); err != nil || !in {
-			if err != nil {
-				return nil, err
-			}
-			continue
-		}
-		if err := pointsByHash(st, q, a.addPoint); err != nil {
-			return nil, err
-		}
-	}
-	for _, q := range req.TagFetch {
-		if a.full() {
-			break
-		}
-		a.reply.Answered[transport.AnsTagFetch]++
-		if in, err := sc.containsNode(q.Node); err != nil || !in {
-			if err != nil {
-				return nil, err
-			}
-			continue
-		}
-		want := make(map[uint32]bool, len(q.Tags))
-		for _, t := range q.Tags {
-			want[t] = true
-		}
-		err := st.ScanNodesPoints([]uuid.UUID{q.Node}, func(_ int, p *crdt.Point) error {
-			if want[uint32(crdt.RegisterHash(p.Type, p.Key)>>32)] {
-				return a.addPoint(p)
-			}
-			return nil
-		})
-		if err != nil {
-			return nil, err
-		}
-	}
-	for _, q := range req.Edges {
-		if a.full() {
-			break
-		}
-		a.reply.Answered[transport.AnsEdges]++
-		if in, err := sc.containsNode(q.Parent); err != nil || !in {
-			if err != nil {
-				return nil, err
-			}
-			continue
-		}
-		err := st.ScanNode(q.Child, func(p *crdt.Point) error {
-			if p.Parent == q.Parent {
-				return a.addPoint(p)
-			}
-			return nil
-		})
-		if err != nil {
-			return nil, err
-		}
-	}
-	if err := a.aggregate(); err != nil {
-		return nil, err
-	}
-	if len(a.pts) > 0 {
-		a.reply.Points = crdt.AppendBatch(nil, a.pts)
-	}
-	return a.reply, nil
-}
-
-// answer is the state of answering one repair request.
-type answer struct {
-	st    *store.Store
-	sc    *scope
-	reply *transport.RepairReply
-	size  int // the reply's encoded size, estimated
-	pts   []crdt.Point
-	// agg are the nodes whose points go into the reply's Aggregate, with
-	// where each is flagged, and aggCells the cells reserved for them.
-	agg      []aggNode
-	aggFlags []*bool
-	aggCells int
-}
-
-func (a *answer) full() bool { return a.size >= repairReplyBudget }
-
-func (a *answer) addPoint(p *crdt.Point) error {
-	a.pts = append(a.pts, *p)
-	a.size += pointCost(p) + 8
-	return nil
-}
-
-// aggregateRoom reports whether the Aggregate can take a node of density
-// d, and reserves its cells when it can.
-func (a *answer) aggregateRoom(d byte) bool {
-	c := aggregateCells(d)
-	if a.aggCells+c+aggregateSlack > crdt.MaxSketchCells {
-		return false
-	}
-	a.aggCells += c
-	a.size += c * crdt.SketchCellLen(crdt.PointKeyLen)
-	return true
-}
-
-// compares answers the compare queries: a Summary for each node whose
-// subtree differs, its points in the Aggregate when its own points
-// differ, and its children when what is below it differs.
-func (a *answer) compares(qs []transport.NodeSub) error {
-	for _, q := range qs {
-		if a.full() {
-			break
-		}
-		in, err := a.sc.containsNode(q.Node)
-		if err != nil {
-			return err
-		}
-		var d store.Digests
-		if in {
-			if d, err = a.st.NodeDigest(q.Node); err != nil {
-				return err
-			}
-		}
-		if d.Sub == q.Sub {
-			a.reply.Answered[transport.AnsCompare]++
-			continue
-		}
-		if d.Own != q.Own && !d.Own.IsZero() && !q.Own.IsZero() && !a.aggregateRoom(q.Density) {
-			break // the Aggregate is full: asked again next time
-		}
-		a.reply.Answered[transport.AnsCompare]++
-		sm := transport.Summary{Node: q.Node, Own: d.Own}
-		a.size += 40
-		switch {
-		case d.Own == q.Own || d.Own.IsZero():
-		case q.Own.IsZero():
-			// The asker has none of the node's points: send them, or a
-			// listing when they do not fit.
-			if err := a.ownPoints(q.Node); err != nil {
-				return err
-			}
-		default:
-			sm.Aggregated = true
-		}
-		if d.Sub.Sub(d.Own) == q.Sub.Sub(q.Own) {
-			sm.BelowEqual = true
-		} else if in {
-			if err := a.children(&sm); err != nil {
-				return err
-			}
-		}
-		a.reply.Summaries = append(a.reply.Summaries, sm)
-		if sm.Aggregated {
-			s := &a.reply.Summaries[len(a.reply.Summaries)-1]
-			a.agg = append(a.agg, aggNode{id: q.Node, density: q.Density})
-			a.aggFlags = append(a.aggFlags, &s.Aggregated)
-		}
-	}
-	// Flags point into Summaries: it must not grow from here on.
-	a.reply.Summaries = slices.Clip(a.reply.Summaries)
-	return nil
-}
-
-// ownPoints adds node n's points to the reply, or its listing when they
-// would not fit.
-func (a *answer) ownPoints(n uuid.UUID) error {
-	mark, size := len(a.pts), a.size
-	err := a.st.ScanNodesPoints([]uuid.UUID{n}, func(_ int, p *crdt.Point) error {
-		if a.full() {
-			return store.ErrStop
-		}
-		return a.addPoint(p)
-	})
-	if err != nil || !a.full() {
-		return err
-	}
-	a.pts, a.size = a.pts[:mark], size
-	l, err := listNode(a.st, true, transport.ListQuery{Node: n}, &a.size)
-	a.reply.Listings = append(a.reply.Listings, l)
-	return err
-}
-
-// children puts node sm.Node's children, or its child buckets when it has
-// many, in sm.
-func (a *answer) children(sm *transport.Summary) error {
-	n := 0
-	err := a.st.ChildDigests(sm.Node, -1, uuid.Nil, func(c store.ChildDigest) error {
-		if n++; n > maxListedChildren {
-			return store.ErrStop
-		}
-		sm.Children = append(sm.Children, childSum(&c))
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	if n <= maxListedChildren {
-		a.size += childRecordLen * len(sm.Children)
-		return nil
-	}
-	sm.Many, sm.Children = true, nil
-	err = a.st.Buckets(sm.Node, func(b byte, d crdt.Digest) error {
-		sm.Buckets = append(sm.Buckets, transport.BucketSum{Bucket: b, Digest: transport.Short(d)})
-		return nil
-	})
-	a.size += 9 * len(sm.Buckets)
-	return err
-}
-
-// childSketches answers child sketch queries: our sketch of the children
-// in the asked buckets minus the asker's, decoded, gives the children that
-// differ; those both sides hold go into the Aggregate.
-func (a *answer) childSketches(qs []transport.ChildSketchQuery) error {
-	for _, q := range qs {
-		if a.full() || a.aggCells+aggregateSlack+aggregateCells(0) > crdt.MaxSketchCells {
-			break
-		}
-		a.reply.Answered[transport.AnsChildSketch]++
-		d := transport.ChildDiff{Node: q.Node}
-		a.size += 24
-		in, err := a.sc.containsNode(q.Node)
-		if err != nil {
-			return err
-		}
-		theirs, err := crdt.DecodeSketch(q.Sketch, childKeyLen)
-		if err != nil {
-			return fmt.Errorf("repair child sketch of %v: %w", q.Node, err)
-		}
-		if !in {
-			a.reply.ChildDiffs = append(a.reply.ChildDiffs, d)
-			continue
-		}
-		mine := crdt.NewSketch(theirs.Cells(), childKeyLen)
-		byTag := make(map[uint64]store.ChildDigest)
-		err = a.st.ChildDigests(q.Node, -1, uuid.Nil, func(c store.ChildDigest) error {
-			if q.Buckets[c.ID[0]/8]&(1<<(c.ID[0]%8)) != 0 {
-				mine.Add(childKey(&c))
-				byTag[childTag(c.ID)] = c
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		if err := mine.Subtract(theirs); err != nil {
-			return err
-		}
-		plus, minus, ok := mine.Decode()
-		if !ok {
-			a.reply.ChildDiffs = append(a.reply.ChildDiffs, d)
-			continue
-		}
-		theirTags := make(map[uint64]bool, len(minus))
-		for _, k := range minus {
-			theirTags[binary.BigEndian.Uint64(k[:8])] = true
-		}
-		ours := make([]store.ChildDigest, 0, len(plus))
-		for _, k := range plus {
-			c, found := byTag[binary.BigEndian.Uint64(k[:8])]
-			if !found {
-				ours = nil // not a key of ours: a hostile or colliding sketch
-				ok = false
-				break
-			}
-			ours = append(ours, c)
-		}
-		if !ok {
-			a.reply.ChildDiffs = append(a.reply.ChildDiffs, d)
-			continue
-		}
-		d.OK = true
-		for i := range ours {
-			c := &ours[i]
-			tag := childTag(c.ID)
-			cs := childSum(c)
-			// A child both hold: its points go into the Aggregate (those
-			// alike cancel), while there is room.
-			cs.Aggregated = theirTags[tag] && !c.Own.IsZero() && a.aggregateRoom(0)
-			delete(theirTags, tag)
-			d.Children = append(d.Children, cs)
-			a.size += childRecordLen
-		}
-		for tag := range theirTags {
-			d.Missing = append(d.Missing, tag)
-			a.size += 8
-		}
-		slices.Sort(d.Missing)
-		a.reply.ChildDiffs = append(a.reply.ChildDiffs, d)
-	}
-	// Flags point into ChildDiffs' children: set them up only now.
-	for i := range a.reply.ChildDiffs {
-		cs := a.reply.ChildDiffs[i].Children
-		for j := range cs {
-			if cs[j].Aggregated {
-				a.agg = append(a.agg, aggNode{id: cs[j].ID})
-				a.aggFlags = append(a.aggFlags, &cs[j].Aggregated)
-			}
-		}
-	}
-	return nil
-}
-
-// aggregate builds the reply's Aggregate over the nodes in a.agg. A node
-// with too many points to sketch is left out (its flag cleared), and
-// listed when it was asked by a compare.
-func (a *answer) aggregate() error {
-	if len(a.agg) == 0 {
-		return nil
-	}
-	ids := make([]uuid.UUID, len(a.agg))
-	cells := aggregateSlack
-	for i, n := range a.agg {
-		ids[i] = n.id
-		cells += aggregateCells(n.density)
-	}
-	sk, err := sketchPoints(a.st, ids, cells, false)
-	if err != nil {
-		return err
-	}
-	for i, n := range a.agg {
-		if sk.big[n.id] {
-			*a.aggFlags[i] = false
-			l, err := listNode(a.st, true, transport.ListQuery{Node: n.id}, &a.size)
-			if err != nil {
-				return err
-			}
-			a.reply.Listings = append(a.reply.Listings, l)
-		}
-	}
-	a.reply.Aggregate = sk.sk.AppendBinary(nil)
-	return nil
-}
-
-// listNode lists node q.Node's points after q.After (nothing when the node
-// is out of scope) while *size stays under the reply budget; a listing cut
-// short says More, with Next the cursor to continue from (nil: from the
-// start, when not even one entry fitted).
-func listNode(st *store.Store, in bool, q transport.ListQuery, size *int) (transport.Listing, error) {
-	l := transport.Listing{Node: q.Node, After: q.After}
-	*size += 40
-	if !in {
-		return l, nil
-	}
-	var after *crdt.Register
-	if len(q.After) > 0 {
-		r, err := store.ParseRegisterKey(q.After)
-		if err != nil {
-			return l, fmt.Errorf("repair list: %w", err)
-		}
-		after = &r
-	}
-	var last []byte
-	err := st.ScanNodeFrom(q.Node, after, func(p *crdt.Point) error {
-		if p.IsEdge() {
-			return store.ErrStop
-		}
-		if *size >= repairReplyBudget {
-			l.More = true
-			return store.ErrStop
-		}
-		l.Entries = append(l.Entries, transport.ListEntry{Hash: crdt.RegisterHash(p.Type, p.Key),
-			Digest: transport.Short(crdt.PointDigest(p))})
-		*size += 16
-		last = store.RegisterKey(p.Register())
-		return nil
-	})
-	if l.More {
-		l.Next = last
-		if last == nil {
-			l.Next = q.After
-		}
-	}
-	return l, err
-}
-
-// handleRepair is the acceptor's side of repair: it answers one request.
-func (a *acceptor) handleRepair(as *acceptedSession, m *nats.Msg) {
-	t0 := time.Now()
-	defer func() { a.repairTime.Add(int64(time.Since(t0))) }()
-	s := as.s
-	s.bytesRecv.Add(uint64(len(m.Data)))
-	s.touch()
-	req, err := transport.DecodeRepairRequest(m.Data, 0)
-	if err != nil {
-		s.respond(m, transport.EncodeError(err))
-		return
-	}
-	// A fresh scope: its memo must see the tree as it is now, and the
-	// sender goroutine owns the session's. It is the subtree as it is or
-	// ever was (over deleted edges too), like what the session accepts:
-	// differences below a deleted node can change which edges are active
-	// elsewhere, and both sides must be able to compare them.
-	sc := newScope(a.r.st, uuid.Nil)
-	if !s.scope.full() {
-		sc = newHistoricScope(a.r.st, s.scope.root)
-	}
-	reply, err := answerRepair(a.r.st, sc, req)
-	if err != nil {
-		s.respond(m, transport.EncodeError(err))
-		return
-	}
-	if len(req.Compare) > 0 && req.Compare[0].Node == req.Root {
-		s.mu.Lock()
-		s.repairEqual = len(reply.Summaries) == 0 || reply.Summaries[0].Node != req.Root
-		s.mu.Unlock()
-	}
-	b, err := transport.EncodeRepairReply(reply)
-	if err != nil {
-		b = transport.EncodeError(err)
-	}
-	s.respond(m, b)
-}
-
-// pointsByHash calls fn for the node points of q.Node whose register
-// hashes are in q.Hashes.
-func pointsByHash(st *store.Store, q transport.FetchQuery, fn func(*crdt.Point) error) error {
-	want := make(map[uint64]bool, len(q.Hashes))
-	for _, h := range q.Hashes {
-		want[h] = true
-	}
-	return st.ScanNodesPoints([]uuid.UUID{q.Node}, func(_ int, p *crdt.Point) error {
-		if want[crdt.RegisterHash(p.Type, p.Key)] {
-			return fn(p)
-		}
-		return nil
-	})
 }

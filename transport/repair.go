@@ -75,10 +75,12 @@ type EdgeQuery struct {
 // ChildSketchQuery asks which children of Node, among those in the child
 // buckets set in Buckets (bit b%8 of byte b/8 for bucket b), differ from
 // the asker's: Sketch is the asker's crdt.Sketch (16-byte keys) of its
-// children there, one key per child (docs/protocol.md gives the key).
+// children there, one key per child, salted with Salt (docs/protocol.md
+// gives the key).
 type ChildSketchQuery struct {
 	Node    uuid.UUID
 	Buckets [32]byte
+	Salt    uint32
 	Sketch  []byte
 }
 
@@ -123,9 +125,6 @@ type ChildSum struct {
 	Edge   ShortDigest
 	Own    ShortDigest
 	Below  ShortDigest
-	// Aggregated: the child's points are in the reply's Aggregate. Only
-	// a ChildDiff sets it; elsewhere it means nothing.
-	Aggregated bool
 }
 
 // Summary describes a node whose subtree digest differed: its own digest
@@ -144,14 +143,25 @@ type Summary struct {
 	Aggregated bool
 }
 
-// ChildDiff answers a ChildSketchQuery. When OK, Children are the
-// answerer's versions of the children that differ (including children
-// the asker lacks), and Missing the 64-bit child tags (the first 8 bytes of
-// a child sketch key, docs/protocol.md) of children only the asker has. When not OK the sketch did not decode: the asker lists
-// the buckets instead.
+// ChildFlags tells the asker of a child sketch what differs about a child
+// both sides hold, known to it by its 64-bit child tag: its edge, its own
+// points, what is below it; and whether the reply's Aggregate holds the
+// child's points.
+type ChildFlags struct {
+	Tag                          uint64
+	Edge, Own, Below, Aggregated bool
+}
+
+// ChildDiff answers a ChildSketchQuery. When OK: Both says what differs
+// about each differing child both sides hold; Children are the children
+// only the answerer holds; Missing the 64-bit child tags (the first 8
+// bytes of a child sketch key, docs/protocol.md) of children only the
+// asker holds. When not OK the sketch did not decode: the asker tries a
+// larger one or lists the buckets.
 type ChildDiff struct {
 	Node     uuid.UUID
 	OK       bool
+	Both     []ChildFlags
 	Children []ChildSum
 	Missing  []uint64
 }
@@ -257,6 +267,7 @@ func EncodeRepairRequest(r *RepairRequest) ([]byte, error) {
 	}
 	for _, c := range r.ChildSketch {
 		w.ChildSketch = append(append(w.ChildSketch, c.Node[:]...), c.Buckets[:]...)
+		w.ChildSketch = binary.BigEndian.AppendUint32(w.ChildSketch, c.Salt)
 		w.ChildSketch = binary.AppendUvarint(w.ChildSketch, uint64(len(c.Sketch)))
 		w.ChildSketch = append(w.ChildSketch, c.Sketch...)
 	}
@@ -322,6 +333,7 @@ func DecodeRepairRequest(msg []byte, limit int) (*RepairRequest, error) {
 	for rd.more() {
 		c := ChildSketchQuery{Node: rd.id()}
 		copy(c.Buckets[:], rd.take(32, "buckets"))
+		c.Salt = binary.BigEndian.Uint32(rd.take(4, "salt"))
 		c.Sketch = rd.bytes(maxChildSketchBytes)
 		r.ChildSketch = append(r.ChildSketch, c)
 	}
@@ -343,41 +355,62 @@ func DecodeRepairRequest(msg []byte, limit int) (*RepairRequest, error) {
 	return r, nil
 }
 
-// childRecordLen is the size of a ChildSum record: id, flags, edge, own,
+// childRecordLen is the size of a ChildSum record: id, active, edge, own,
 // below.
 const childRecordLen = 16 + 1 + 8 + 8 + 8
 
-// ChildSum flags.
-const (
-	childActive     = 1
-	childAggregated = 2
-)
-
 func appendChild(b []byte, c ChildSum) []byte {
 	b = append(b, c.ID[:]...)
-	flag := byte(0)
-	if c.Active {
-		flag |= childActive
-	}
-	if c.Aggregated {
-		flag |= childAggregated
-	}
-	b = append(b, flag)
+	b = append(b, boolByte(c.Active))
 	b = append(b, c.Edge[:]...)
 	b = append(b, c.Own[:]...)
 	return append(b, c.Below[:]...)
 }
 
+func boolByte(b bool) byte {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 func (rd *recReader) child() ChildSum {
 	c := ChildSum{ID: rd.id()}
-	f := rd.byte()
-	if f&^(childActive|childAggregated) != 0 {
-		rd.fail("child flags")
+	switch rd.byte() {
+	case 0:
+	case 1:
+		c.Active = true
+	default:
+		rd.fail("child flag")
 	}
-	c.Active, c.Aggregated = f&childActive != 0, f&childAggregated != 0
 	c.Edge = rd.short()
 	c.Own = rd.short()
 	c.Below = rd.short()
+	return c
+}
+
+// ChildFlags flag bits.
+const (
+	diffEdge       = 1
+	diffOwn        = 2
+	diffBelow      = 4
+	diffAggregated = 8
+)
+
+func appendChildFlags(b []byte, c ChildFlags) []byte {
+	b = binary.BigEndian.AppendUint64(b, c.Tag)
+	f := boolByte(c.Edge)*diffEdge | boolByte(c.Own)*diffOwn | boolByte(c.Below)*diffBelow |
+		boolByte(c.Aggregated)*diffAggregated
+	return append(b, f)
+}
+
+func (rd *recReader) childFlags() ChildFlags {
+	c := ChildFlags{Tag: rd.u64()}
+	f := rd.byte()
+	if f&^(diffEdge|diffOwn|diffBelow|diffAggregated) != 0 {
+		rd.fail("child diff flags")
+	}
+	c.Edge, c.Own, c.Below, c.Aggregated = f&diffEdge != 0, f&diffOwn != 0, f&diffBelow != 0, f&diffAggregated != 0
 	return c
 }
 
@@ -450,6 +483,10 @@ func EncodeRepairReply(r *RepairReply) ([]byte, error) {
 			continue
 		}
 		w.ChildDiffs = append(w.ChildDiffs, 1)
+		w.ChildDiffs = binary.AppendUvarint(w.ChildDiffs, uint64(len(d.Both)))
+		for _, c := range d.Both {
+			w.ChildDiffs = appendChildFlags(w.ChildDiffs, c)
+		}
 		w.ChildDiffs = binary.AppendUvarint(w.ChildDiffs, uint64(len(d.Children)))
 		for _, c := range d.Children {
 			w.ChildDiffs = appendChild(w.ChildDiffs, c)
@@ -543,7 +580,11 @@ func DecodeRepairReply(msg []byte, limit int) (*RepairReply, error) {
 		case 0:
 		case 1:
 			d.OK = true
-			n := rd.count(childRecordLen)
+			n := rd.count(9)
+			for range n {
+				d.Both = append(d.Both, rd.childFlags())
+			}
+			n = rd.count(childRecordLen)
 			for range n {
 				d.Children = append(d.Children, rd.child())
 			}

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -50,15 +51,33 @@ func rcursor(seed, n int) []byte {
 	return b
 }
 
-// rchildren returns n children; from 4 on, every combination of the
-// Active and Aggregated flags occurs.
+// rchildren returns n children; from 2 on, active and inactive ones
+// occur.
 func rchildren(seed, n int) []ChildSum {
 	out := make([]ChildSum, n)
 	for i := range out {
 		out[i] = ChildSum{
-			ID: rid(seed + i), Active: i%3 != 0, Aggregated: i%4 >= 2,
+			ID: rid(seed + i), Active: i%3 != 0,
 			Edge: rshort(seed + i), Own: rshort(-seed - i), Below: rshort(5000 + seed + i),
 		}
+	}
+	return out
+}
+
+// rflags returns n ChildFlags records: record i has the flags of the low
+// 4 bits of i (bit 0 edge, 1 own, 2 below, 3 aggregated), so from 16 on
+// every combination occurs; tags are distinct and use every byte, but
+// with seed 0 the first is 0, and the second is always 2^64-1.
+func rflags(seed, n int) []ChildFlags {
+	out := make([]ChildFlags, n)
+	for i := range out {
+		out[i] = ChildFlags{
+			Tag:  uint64(seed+i) * 0x9e3779b97f4a7c15,
+			Edge: i&1 != 0, Own: i&2 != 0, Below: i&4 != 0, Aggregated: i&8 != 0,
+		}
+	}
+	if n > 1 {
+		out[1].Tag = 1<<64 - 1
 	}
 	return out
 }
@@ -108,8 +127,9 @@ var allBuckets = [32]byte{
 
 // repairRequestSample returns a request with every list non-empty: full
 // and extreme digests, every density the decoder accepts at its ends,
-// cursors and sketches absent, short and at the limit, multi-byte varints
-// (a cursor over 127 bytes, 300 hashes, a sketch of 189 bytes, 200 tags).
+// cursors and sketches absent, short and at the limit, salts of 0, 2^32-1
+// and with every byte distinct, multi-byte varints (a cursor over 127
+// bytes, 300 hashes, a sketch of 189 bytes, 200 tags).
 func repairRequestSample() *RepairRequest {
 	hashes := make([]uint64, 300)
 	for i := range hashes {
@@ -140,10 +160,11 @@ func repairRequestSample() *RepairRequest {
 		},
 		Edges: []EdgeQuery{{Child: rid(15), Parent: rid(16)}, {Child: rid(17), Parent: uuid.Nil}},
 		ChildSketch: []ChildSketchQuery{
-			{Node: rid(18), Buckets: rbuckets(18), Sketch: rsketch(18, 9, 16, 4)},
+			{Node: rid(18), Buckets: rbuckets(18), Salt: 0x01234567, Sketch: rsketch(18, 9, 16, 4)},
 			{Node: rid(19)},
-			{Node: uuid.Max, Buckets: allBuckets, Sketch: rsketch(19, 3, 16, 1)},
+			{Node: uuid.Max, Buckets: allBuckets, Salt: 1<<32 - 1, Sketch: rsketch(19, 3, 16, 1)},
 			{Node: uuid.Nil, Buckets: [32]byte{0: 1}, Sketch: []byte{0}},
+			{Node: rid(22), Salt: 0x80},
 		},
 		TagFetch: []TagFetch{
 			{Node: rid(20), Tags: tags}, {Node: rid(21)},
@@ -154,9 +175,11 @@ func repairRequestSample() *RepairRequest {
 
 // repairReplySample returns a reply with every list non-empty: summaries
 // with children, with buckets and with neither, below-equal, each of them
-// aggregated or not; child diffs OK with children and missing tags, OK
-// and empty, not OK; listings with and without More, Next and After; a
-// crdt batch and an aggregate sketch; counts needing every int width.
+// aggregated or not; child diffs OK with each combination of children
+// both sides hold (every combination of their flags), children only the
+// answerer holds and missing tags, OK and empty, not OK; listings with
+// and without More, Next and After; a crdt batch and an aggregate sketch;
+// counts needing every int width.
 func repairReplySample() *RepairReply {
 	buckets := make([]BucketSum, 256)
 	for i := range buckets {
@@ -199,12 +222,15 @@ func repairReplySample() *RepairReply {
 			{Node: rid(42), Children: rchildren(400, 1)},
 		},
 		ChildDiffs: []ChildDiff{
-			{Node: rid(50), OK: true, Children: rchildren(500, 4), Missing: missing},
+			{Node: rid(50), OK: true, Both: rflags(0, 16), Children: rchildren(500, 4), Missing: missing},
 			{Node: rid(51)},
 			{Node: rid(52), OK: true},
 			{Node: rid(53), OK: true, Children: rchildren(600, 130)},
 			{Node: rid(54), OK: true, Missing: []uint64{0}},
 			{Node: uuid.Max},
+			{Node: rid(55), OK: true, Both: rflags(700, 130)},
+			{Node: rid(56), OK: true, Both: rflags(900, 1), Children: rchildren(900, 1)},
+			{Node: rid(57), OK: true, Both: rflags(950, 2), Missing: missing[:2]},
 		},
 		Points:    crdt.AppendBatch(nil, wireSensorPoints(5)),
 		Answered:  [ansKinds]int{4, 5, 300, 70_000, 1 << 40, 200, 1 << 62},
@@ -221,7 +247,7 @@ func repairRequests() []*RepairRequest {
 		{Compare: full.Compare}, {List: full.List}, {Buckets: full.Buckets}, {Fetch: full.Fetch}, {Edges: full.Edges},
 		{ChildSketch: full.ChildSketch}, {TagFetch: full.TagFetch},
 		{Compare: full.Compare[:1]}, {List: full.List[:1]}, {Fetch: full.Fetch[1:2]},
-		{ChildSketch: full.ChildSketch[1:2]}, {TagFetch: full.TagFetch[1:2]},
+		{ChildSketch: full.ChildSketch[1:2]}, {ChildSketch: full.ChildSketch[4:]}, {TagFetch: full.TagFetch[1:2]},
 	}
 }
 
@@ -234,6 +260,7 @@ func repairReplies() []*RepairReply {
 		{ChildDiffs: full.ChildDiffs}, {Aggregate: full.Aggregate},
 		{Summaries: full.Summaries[3:4]}, {Summaries: full.Summaries[6:7]}, {Listings: full.Listings[3:4]},
 		{Buckets: full.Buckets[1:2]}, {ChildDiffs: full.ChildDiffs[1:2]}, {ChildDiffs: full.ChildDiffs[2:3]},
+		{ChildDiffs: full.ChildDiffs[6:7]}, {ChildDiffs: full.ChildDiffs[7:9]},
 		{Summaries: full.Summaries[7:8], Aggregate: []byte{0}},
 	}
 }
@@ -319,18 +346,19 @@ func TestRepairRoundTrip(t *testing.T) {
 // TestRepairEncodingNormalizes documents what a round trip does not
 // keep: empty lists, cursors, sketches and aggregates come back nil; a
 // Summary keeps only the list its kind selects (none when BelowEqual, which
-// wins over Many), and a ChildDiff that is not OK carries nothing.
+// wins over Many), and a ChildDiff that is not OK carries nothing (no
+// Both, Children or Missing).
 func TestRepairEncodingNormalizes(t *testing.T) {
 	req := &RepairRequest{
 		Compare: []NodeSub{}, List: []ListQuery{{Node: rid(1), After: []byte{}}},
 		Fetch: []FetchQuery{{Node: rid(2), Hashes: []uint64{}}}, Edges: []EdgeQuery{},
-		ChildSketch: []ChildSketchQuery{{Node: rid(3), Buckets: allBuckets, Sketch: []byte{}}},
+		ChildSketch: []ChildSketchQuery{{Node: rid(3), Buckets: allBuckets, Salt: 9, Sketch: []byte{}}},
 		TagFetch:    []TagFetch{{Node: rid(4), Tags: []uint32{}}},
 	}
 	gotReq, err := DecodeRepairRequest(mustEncodeRequest(t, req), 0)
 	want := &RepairRequest{
 		List: []ListQuery{{Node: rid(1)}}, Fetch: []FetchQuery{{Node: rid(2)}},
-		ChildSketch: []ChildSketchQuery{{Node: rid(3), Buckets: allBuckets}}, TagFetch: []TagFetch{{Node: rid(4)}},
+		ChildSketch: []ChildSketchQuery{{Node: rid(3), Buckets: allBuckets, Salt: 9}}, TagFetch: []TagFetch{{Node: rid(4)}},
 	}
 	if err != nil || !reflect.DeepEqual(gotReq, want) {
 		t.Errorf("request with empty lists: %+v, %v; want %+v", gotReq, err, want)
@@ -348,8 +376,9 @@ func TestRepairEncodingNormalizes(t *testing.T) {
 		Listings: []Listing{{Node: rid(6), Entries: []ListEntry{}, Next: []byte{}, After: []byte{}}},
 		Buckets:  []BucketChildren{{Node: rid(7), Children: []ChildSum{}}},
 		ChildDiffs: []ChildDiff{
-			{Node: rid(12), Children: rchildren(13, 2), Missing: []uint64{1, 2}},
-			{Node: rid(14), OK: true, Children: []ChildSum{}, Missing: []uint64{}},
+			{Node: rid(12), Both: rflags(12, 3), Children: rchildren(13, 2), Missing: []uint64{1, 2}},
+			{Node: rid(14), OK: true, Both: []ChildFlags{}, Children: []ChildSum{}, Missing: []uint64{}},
+			{Node: rid(15), Both: rflags(15, 1)},
 		},
 		Points:    []byte{},
 		Aggregate: []byte{},
@@ -362,7 +391,7 @@ func TestRepairEncodingNormalizes(t *testing.T) {
 		},
 		Listings:   []Listing{{Node: rid(6)}},
 		Buckets:    []BucketChildren{{Node: rid(7)}},
-		ChildDiffs: []ChildDiff{{Node: rid(12)}, {Node: rid(14), OK: true}},
+		ChildDiffs: []ChildDiff{{Node: rid(12)}, {Node: rid(14), OK: true}, {Node: rid(15)}},
 	}
 	if err != nil || !reflect.DeepEqual(gotRep, wantRep) {
 		t.Errorf("reply with empty and contradictory lists: %+v, %v; want %+v", gotRep, err, wantRep)
@@ -382,25 +411,34 @@ func uvb(n uint64) []byte     { return binary.AppendUvarint(nil, n) }
 func be64(n uint64) []byte    { return binary.BigEndian.AppendUint64(nil, n) }
 func be32(n uint32) []byte    { return binary.BigEndian.AppendUint32(nil, n) }
 
-// childRec is a ChildSum record by hand: id, flags (bit 0 active, bit 1
-// aggregated), edge, own, below.
+// childRec is a ChildSum record by hand: id, active (0 or 1), edge, own,
+// below.
 func childRec(c ChildSum) []byte {
-	flags := byte(0)
+	active := byte(0)
 	if c.Active {
-		flags |= 1
+		active = 1
 	}
-	if c.Aggregated {
-		flags |= 2
+	return cat(ub(c.ID), []byte{active}, sb(c.Edge), sb(c.Own), sb(c.Below))
+}
+
+// flagsRec is a ChildFlags record by hand: tag 8 big-endian, flags (bit 0
+// edge, 1 own, 2 below, 3 aggregated).
+func flagsRec(c ChildFlags) []byte {
+	flags := byte(0)
+	for i, set := range []bool{c.Edge, c.Own, c.Below, c.Aggregated} {
+		if set {
+			flags |= 1 << i
+		}
 	}
-	return cat(ub(c.ID), []byte{flags}, sb(c.Edge), sb(c.Own), sb(c.Below))
+	return cat(be64(c.Tag), []byte{flags})
 }
 
 // TestRepairWireLayout pins the wire format: the msgpack keys of both
 // bodies and the byte layout of every record, written here by hand from
 // the layout (uuids 16 bytes, digests 16 bytes big-endian, short digests
-// their first 8, flag and kind bytes, lengths and counts uvarints, hashes
-// and missing tags 8 bytes big-endian, register tags 4), and the query
-// kinds indexing the answered counts.
+// their first 8, flag and kind bytes, lengths and counts uvarints, hashes,
+// child tags and missing tags 8 bytes big-endian, salts and register tags
+// 4), and the query kinds indexing the answered counts.
 func TestRepairWireLayout(t *testing.T) {
 	d := rdig(9)
 	if s := Short(d); !bytes.Equal(s[:], db(d)[:8]) {
@@ -427,7 +465,8 @@ func TestRepairWireLayout(t *testing.T) {
 		Fetch:   []FetchQuery{{Node: rid(6), Hashes: []uint64{1, 1<<64 - 2}}},
 		Edges:   []EdgeQuery{{Child: rid(7), Parent: rid(8)}},
 		ChildSketch: []ChildSketchQuery{
-			{Node: rid(10), Buckets: [32]byte{0: 0x01, 15: 0x80, 31: 0xc0}, Sketch: sk}, {Node: rid(11)},
+			{Node: rid(10), Buckets: [32]byte{0: 0x01, 15: 0x80, 31: 0xc0}, Salt: 0x01020304, Sketch: sk}, {Node: rid(11)},
+			{Node: rid(12), Salt: 1<<32 - 2},
 		},
 		TagFetch: []TagFetch{{Node: rid(12), Tags: []uint32{1, 1<<32 - 2}}, {Node: rid(13)}},
 	}
@@ -444,8 +483,9 @@ func TestRepairWireLayout(t *testing.T) {
 		"bkt":   cat(ub(rid(5)), []byte{7}),
 		"fetch": cat(ub(rid(6)), []byte{2}, be64(1), be64(1<<64-2)),
 		"edges": cat(ub(rid(7)), ub(rid(8))),
-		"csk":   cat(ub(rid(10)), bset, []byte{6}, sk, ub(rid(11)), make([]byte, 32), []byte{0}),
-		"ftag":  cat(ub(rid(12)), []byte{2}, []byte{0, 0, 0, 1}, []byte{0xff, 0xff, 0xff, 0xfe}, ub(rid(13)), []byte{0}),
+		"csk": cat(ub(rid(10)), bset, []byte{1, 2, 3, 4}, []byte{6}, sk, ub(rid(11)), make([]byte, 32), []byte{0, 0, 0, 0}, []byte{0},
+			ub(rid(12)), make([]byte, 32), []byte{0xff, 0xff, 0xff, 0xfe}, []byte{0}),
+		"ftag": cat(ub(rid(12)), []byte{2}, []byte{0, 0, 0, 1}, []byte{0xff, 0xff, 0xff, 0xfe}, ub(rid(13)), []byte{0}),
 	}
 	if !reflect.DeepEqual(rw, wantReq) {
 		t.Errorf("request body\n got %x\nwant %x", rw, wantReq)
@@ -453,8 +493,13 @@ func TestRepairWireLayout(t *testing.T) {
 
 	c1 := ChildSum{ID: rid(11), Active: true, Edge: rshort(11), Own: rshort(12), Below: rshort(13)}
 	c2 := ChildSum{ID: rid(13), Edge: rshort(13)}
-	c3 := ChildSum{ID: rid(17), Aggregated: true, Own: rshort(17)}
-	c4 := ChildSum{ID: rid(18), Active: true, Aggregated: true, Below: rshort(18)}
+	c3 := ChildSum{ID: rid(17), Own: rshort(17)}
+	c4 := ChildSum{ID: rid(18), Active: true, Below: rshort(18)}
+	f1 := ChildFlags{Tag: 0x0102030405060708, Edge: true}
+	f2 := ChildFlags{Tag: 1<<64 - 1, Own: true, Aggregated: true}
+	f3 := ChildFlags{Below: true}
+	f4 := ChildFlags{Tag: 1, Edge: true, Own: true, Below: true, Aggregated: true}
+	f5 := ChildFlags{Tag: 1 << 63}
 	rep := &RepairReply{
 		Summaries: []Summary{
 			{Node: rid(10), Own: rdig(10), Children: []ChildSum{c1, c2}},
@@ -467,9 +512,10 @@ func TestRepairWireLayout(t *testing.T) {
 		Listings: []Listing{{Node: rid(15), After: []byte("a"), More: true, Next: []byte("bc"), Entries: []ListEntry{{Hash: 5, Digest: rshort(5)}}}},
 		Buckets:  []BucketChildren{{Node: rid(16), Bucket: 9, Children: []ChildSum{c2}}},
 		ChildDiffs: []ChildDiff{
-			{Node: rid(23), OK: true, Children: []ChildSum{c4, c1}, Missing: []uint64{7, 1<<64 - 1}},
+			{Node: rid(23), OK: true, Both: []ChildFlags{f1, f2, f3}, Children: []ChildSum{c4, c1}, Missing: []uint64{7, 1<<64 - 1}},
 			{Node: rid(24)},
 			{Node: rid(25), OK: true},
+			{Node: rid(26), OK: true, Both: []ChildFlags{f4, f5}},
 		},
 		Points:    []byte{0x90},
 		Answered:  [ansKinds]int{1, 2, 3, 4, 5, 6, 7},
@@ -488,9 +534,12 @@ func TestRepairWireLayout(t *testing.T) {
 			ub(rid(22)), db(rdig(22)), []byte{6}),
 		"lists": cat(ub(rid(15)), []byte{1, 'a', 1, 2, 'b', 'c', 1}, be64(5), sb(rshort(5))),
 		"bkts":  cat(ub(rid(16)), []byte{9, 1}, childRec(c2)),
-		"cdiff": cat(ub(rid(23)), []byte{1, 2}, childRec(c4), childRec(c1), []byte{2}, be64(7), be64(1<<64-1),
+		"cdiff": cat(ub(rid(23)), []byte{1},
+			[]byte{3, 1, 2, 3, 4, 5, 6, 7, 8, 0x01, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x0a, 0, 0, 0, 0, 0, 0, 0, 0, 0x04},
+			[]byte{2}, childRec(c4), childRec(c1), []byte{2}, be64(7), be64(1<<64-1),
 			ub(rid(24)), []byte{0},
-			ub(rid(25)), []byte{1, 0, 0}),
+			ub(rid(25)), []byte{1, 0, 0, 0},
+			ub(rid(26)), []byte{1, 2, 0, 0, 0, 0, 0, 0, 0, 1, 0x0f, 0x80, 0, 0, 0, 0, 0, 0, 0, 0x00, 0, 0}),
 		"pts":  []byte{0x90},
 		"agg":  []byte("agg"),
 		"done": []any{int8(1), int8(2), int8(3), int8(4), int8(5), int8(6), int8(7)},
@@ -498,16 +547,33 @@ func TestRepairWireLayout(t *testing.T) {
 	if !reflect.DeepEqual(pw, wantRep) {
 		t.Errorf("reply body\n got %#v\nwant %#v", pw, wantRep)
 	}
-	// The child records byte by byte: 41 bytes, flags at 16, then edge,
-	// own and below.
+	// The child records byte by byte: 41 bytes, the active byte at 16,
+	// then edge, own and below.
 	for _, tc := range []struct {
-		c     ChildSum
-		flags byte
-	}{{c1, 1}, {c2, 0}, {c3, 2}, {c4, 3}} {
+		c      ChildSum
+		active byte
+	}{{c1, 1}, {c2, 0}, {c3, 0}, {c4, 1}} {
 		got := childRec(tc.c)
-		if len(got) != 41 || got[16] != tc.flags || !bytes.Equal(got[17:25], sb(tc.c.Edge)) ||
+		if len(got) != 41 || !bytes.Equal(got[:16], ub(tc.c.ID)) || got[16] != tc.active || !bytes.Equal(got[17:25], sb(tc.c.Edge)) ||
 			!bytes.Equal(got[25:33], sb(tc.c.Own)) || !bytes.Equal(got[33:], sb(tc.c.Below)) {
 			t.Errorf("child record % x", got)
+		}
+	}
+	// The ChildFlags records byte by byte: 9 bytes, the tag big-endian,
+	// then the flags (1 edge, 2 own, 4 below, 8 aggregated).
+	for _, tc := range []struct {
+		c    ChildFlags
+		want []byte
+	}{
+		{f1, []byte{1, 2, 3, 4, 5, 6, 7, 8, 1}},
+		{f2, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x0a}},
+		{f3, []byte{0, 0, 0, 0, 0, 0, 0, 0, 4}},
+		{f4, []byte{0, 0, 0, 0, 0, 0, 0, 1, 0x0f}},
+		{f5, []byte{0x80, 0, 0, 0, 0, 0, 0, 0, 0}},
+		{ChildFlags{Tag: 0xfedcba9876543210, Own: true, Below: true}, []byte{0xfe, 0xdc, 0xba, 0x98, 0x76, 0x54, 0x32, 0x10, 6}},
+	} {
+		if got := flagsRec(tc.c); !bytes.Equal(got, tc.want) {
+			t.Errorf("flags record of %+v: % x, want % x", tc.c, got, tc.want)
 		}
 	}
 
@@ -574,7 +640,10 @@ func repairHostile() []repairFrame {
 	cur := func(n int) []byte { return cat(uvb(uint64(n)), make([]byte, n)) }
 	overflow := bytes.Repeat([]byte{0xff}, 10) // a uvarint over 64 bits
 	b32 := make([]byte, 32)                    // an empty child bucket set
+	salt := []byte{0xde, 0xad, 0xbe, 0xef}     // a child sketch salt
 	cmp := cat(u1, d, d, []byte{0})            // a valid compare record
+	f := flagsRec(ChildFlags{Tag: 7, Own: true, Aggregated: true})
+	badFlags := func(flags byte) []byte { b := slices.Clone(f); b[8] = flags; return b }
 	req := func(name string, w repairRequestWire) repairFrame {
 		return repairFrame{"request " + name, reqWireFrame(w), false, false}
 	}
@@ -626,14 +695,23 @@ func repairHostile() []repairFrame {
 		req("child sketch: node cut", repairRequestWire{ChildSketch: u1[:15]}),
 		req("child sketch: no buckets", repairRequestWire{ChildSketch: u1}),
 		req("child sketch: buckets cut", repairRequestWire{ChildSketch: cat(u1, b32[:31])}),
-		req("child sketch: no sketch length", repairRequestWire{ChildSketch: cat(u1, b32)}),
-		req("child sketch: sketch longer than its bytes", repairRequestWire{ChildSketch: cat(u1, b32, uvb(5), []byte("ab"))}),
-		req("child sketch: sketch length 2^64-1", repairRequestWire{ChildSketch: cat(u1, b32, uvb(1<<64-1), make([]byte, 32))}),
-		req("child sketch: sketch length overflows", repairRequestWire{ChildSketch: cat(u1, b32, overflow, []byte{1})}),
-		req("child sketch: sketch length cut", repairRequestWire{ChildSketch: cat(u1, b32, []byte{0x80})}),
-		req("child sketch: sketch length over the limit", repairRequestWire{ChildSketch: cat(u1, b32, uvb(uint64(maxChildSketchBytes+1)), make([]byte, 64))}),
-		req("child sketch: second record cut", repairRequestWire{ChildSketch: cat(u1, b32, []byte{1, 9}, u2, b32[:5])}),
-		req("child sketch: valid, then a byte", repairRequestWire{ChildSketch: cat(u1, b32, []byte{0}, []byte{0})}),
+		req("child sketch: no salt", repairRequestWire{ChildSketch: cat(u1, b32)}),
+		req("child sketch: salt cut to 1 byte", repairRequestWire{ChildSketch: cat(u1, b32, salt[:1])}),
+		req("child sketch: salt cut to 2 bytes", repairRequestWire{ChildSketch: cat(u1, b32, salt[:2])}),
+		req("child sketch: salt cut to 3 bytes", repairRequestWire{ChildSketch: cat(u1, b32, salt[:3])}),
+		req("child sketch: the old format, an empty sketch", repairRequestWire{ChildSketch: cat(u1, b32, []byte{0})}),
+		req("child sketch: the old format, a sketch of 3 bytes", repairRequestWire{ChildSketch: cat(u1, b32, []byte{3}, []byte("abc"))}),
+		req("child sketch: the old format, two empty sketches", repairRequestWire{ChildSketch: cat(u1, b32, []byte{0}, u2, b32, []byte{0})}),
+		req("child sketch: no sketch length", repairRequestWire{ChildSketch: cat(u1, b32, salt)}),
+		req("child sketch: sketch longer than its bytes", repairRequestWire{ChildSketch: cat(u1, b32, salt, uvb(5), []byte("ab"))}),
+		req("child sketch: sketch length 2^64-1", repairRequestWire{ChildSketch: cat(u1, b32, salt, uvb(1<<64-1), make([]byte, 32))}),
+		req("child sketch: sketch length overflows", repairRequestWire{ChildSketch: cat(u1, b32, salt, overflow, []byte{1})}),
+		req("child sketch: sketch length cut", repairRequestWire{ChildSketch: cat(u1, b32, salt, []byte{0x80})}),
+		req("child sketch: sketch length over the limit", repairRequestWire{ChildSketch: cat(u1, b32, salt, uvb(uint64(maxChildSketchBytes+1)), make([]byte, 64))}),
+		req("child sketch: second record cut", repairRequestWire{ChildSketch: cat(u1, b32, salt, []byte{1, 9}, u2, b32[:5])}),
+		req("child sketch: second record cut in the salt", repairRequestWire{ChildSketch: cat(u1, b32, salt, []byte{1, 9}, u2, b32, salt[:2])}),
+		req("child sketch: second record without salt", repairRequestWire{ChildSketch: cat(u1, b32, salt, []byte{0}, u2, b32, []byte{0})}),
+		req("child sketch: valid, then a byte", repairRequestWire{ChildSketch: cat(u1, b32, salt, []byte{0}, []byte{0})}),
 		req("tag fetch: node cut", repairRequestWire{TagFetch: u1[:8]}),
 		req("tag fetch: no count", repairRequestWire{TagFetch: u1}),
 		req("tag fetch: count 2, one tag", repairRequestWire{TagFetch: cat(u1, uvb(2), be32(1))}),
@@ -646,8 +724,9 @@ func repairHostile() []repairFrame {
 		req("tag fetch: valid, then a byte", repairRequestWire{TagFetch: cat(u1, uvb(1), be32(1), []byte{0})}),
 		req("compare valid, list bad", repairRequestWire{Compare: cmp, List: cat(u1, uvb(1))}),
 		req("edges bad after valid lists", repairRequestWire{Compare: cmp, Fetch: cat(u1, uvb(0)), Edges: u1}),
-		req("tag fetch bad after valid lists", repairRequestWire{Compare: cmp, ChildSketch: cat(u1, b32, []byte{0}), TagFetch: cat(u1, uvb(1))}),
-		req("child sketch bad after valid lists", repairRequestWire{Edges: cat(u1, u2), ChildSketch: cat(u1, b32), TagFetch: cat(u1, uvb(0))}),
+		req("tag fetch bad after valid lists", repairRequestWire{Compare: cmp, ChildSketch: cat(u1, b32, salt, []byte{0}), TagFetch: cat(u1, uvb(1))}),
+		req("child sketch bad after valid lists", repairRequestWire{Edges: cat(u1, u2), ChildSketch: cat(u1, b32, salt), TagFetch: cat(u1, uvb(0))}),
+		req("child sketch salt cut after valid lists", repairRequestWire{Compare: cmp, ChildSketch: cat(u1, b32, salt[:3]), TagFetch: cat(u1, uvb(0))}),
 
 		raw("body a string", mp{}.str("done")),
 		raw("answered missing", mp{}.fixmap(0)),
@@ -680,9 +759,11 @@ func repairHostile() []repairFrame {
 		rep("summaries: no count", repairReplyWire{Summaries: cat(u1, d, []byte{0})}),
 		rep("summaries: aggregated, no count", repairReplyWire{Summaries: cat(u1, d, []byte{4})}),
 		rep("summaries: aggregated many, no count", repairReplyWire{Summaries: cat(u1, d, []byte{5})}),
-		rep("summaries: child flags 4", repairReplyWire{Summaries: cat(u1, d, []byte{0, 1}, badChild(4))}),
-		rep("summaries: child flags 0x80", repairReplyWire{Summaries: cat(u1, d, []byte{4, 1}, badChild(0x80))}),
-		rep("summaries: child flags 0xff", repairReplyWire{Summaries: cat(u1, d, []byte{0, 2}, c, badChild(0xff))}),
+		rep("summaries: child flag 2, the old aggregated", repairReplyWire{Summaries: cat(u1, d, []byte{0, 1}, badChild(2))}),
+		rep("summaries: child flag 3, the old active aggregated", repairReplyWire{Summaries: cat(u1, d, []byte{4, 1}, badChild(3))}),
+		rep("summaries: child flag 4", repairReplyWire{Summaries: cat(u1, d, []byte{0, 1}, badChild(4))}),
+		rep("summaries: child flag 0x80", repairReplyWire{Summaries: cat(u1, d, []byte{4, 1}, badChild(0x80))}),
+		rep("summaries: child flag 0xff", repairReplyWire{Summaries: cat(u1, d, []byte{0, 2}, c, badChild(0xff))}),
 		rep("summaries: 2 children, 1 present", repairReplyWire{Summaries: cat(u1, d, []byte{0, 2}, c)}),
 		rep("summaries: 2 children in 81 bytes", repairReplyWire{Summaries: cat(u1, d, []byte{0, 2}, c, c[:40])}),
 		rep("summaries: 2^40 children", repairReplyWire{Summaries: cat(u1, d, []byte{0}, uvb(1<<40), c)}),
@@ -706,41 +787,78 @@ func repairHostile() []repairFrame {
 		rep("listings: entry cut", repairReplyWire{Listings: cat(u1, uvb(0), []byte{0}, uvb(0), uvb(1), make([]byte, 15))}),
 		rep("buckets: no bucket byte", repairReplyWire{Buckets: u1}),
 		rep("buckets: no count", repairReplyWire{Buckets: cat(u1, []byte{5})}),
-		rep("buckets: child flags 4", repairReplyWire{Buckets: cat(u1, []byte{5, 1}, badChild(4))}),
-		rep("buckets: child flags 0xfc", repairReplyWire{Buckets: cat(u1, []byte{5, 2}, c, badChild(0xfc))}),
+		rep("buckets: child flag 2, the old aggregated", repairReplyWire{Buckets: cat(u1, []byte{5, 1}, badChild(2))}),
+		rep("buckets: child flag 3", repairReplyWire{Buckets: cat(u1, []byte{5, 2}, c, badChild(3))}),
+		rep("buckets: child flag 4", repairReplyWire{Buckets: cat(u1, []byte{5, 1}, badChild(4))}),
+		rep("buckets: child flag 0xfc", repairReplyWire{Buckets: cat(u1, []byte{5, 2}, c, badChild(0xfc))}),
 		rep("buckets: 2 children, 1 present", repairReplyWire{Buckets: cat(u1, []byte{5, 2}, c)}),
 		rep("buckets: 2^32 children", repairReplyWire{Buckets: cat(u1, []byte{5}, uvb(1<<32), c)}),
 		rep("buckets: child cut", repairReplyWire{Buckets: cat(u1, []byte{5, 1}, c[:17])}),
 		rep("child diffs: node cut", repairReplyWire{ChildDiffs: u1[:15]}),
 		rep("child diffs: no ok byte", repairReplyWire{ChildDiffs: u1}),
 		rep("child diffs: ok 2", repairReplyWire{ChildDiffs: cat(u1, []byte{2})}),
-		rep("child diffs: ok 2 with an OK body", repairReplyWire{ChildDiffs: cat(u1, []byte{2, 0, 0})}),
-		rep("child diffs: ok 0x80", repairReplyWire{ChildDiffs: cat(u1, []byte{0x80, 0, 0})}),
+		rep("child diffs: ok 2 with an OK body", repairReplyWire{ChildDiffs: cat(u1, []byte{2, 0, 0, 0})}),
+		rep("child diffs: ok 0x80", repairReplyWire{ChildDiffs: cat(u1, []byte{0x80, 0, 0, 0})}),
 		rep("child diffs: ok 0xff", repairReplyWire{ChildDiffs: cat(u1, []byte{0xff})}),
 		rep("child diffs: second ok 2", repairReplyWire{ChildDiffs: cat(u1, []byte{0}, u2, []byte{2})}),
-		rep("child diffs: not OK with a body", repairReplyWire{ChildDiffs: cat(u1, []byte{0, 0, 0})}),
+		rep("child diffs: not OK with a body", repairReplyWire{ChildDiffs: cat(u1, []byte{0, 0, 0, 0})}),
+		rep("child diffs: not OK with both", repairReplyWire{ChildDiffs: cat(u1, []byte{0, 1}, f, []byte{0, 0})}),
 		rep("child diffs: not OK with children", repairReplyWire{ChildDiffs: cat(u1, []byte{0, 1}, c, []byte{0})}),
-		rep("child diffs: OK, no child count", repairReplyWire{ChildDiffs: cat(u1, []byte{1})}),
-		rep("child diffs: OK, no missing count", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 0})}),
-		rep("child diffs: OK, children, no missing count", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 1}, c)}),
-		rep("child diffs: child flags 4", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 1}, badChild(4), []byte{0})}),
-		rep("child diffs: child flags 0xff", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 2}, c, badChild(0xff), []byte{0})}),
-		rep("child diffs: 2 children, 1 present", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 2}, c, []byte{0})}),
-		rep("child diffs: 2 children in 81 bytes", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 2}, c, make([]byte, 40))}),
-		rep("child diffs: 2^40 children", repairReplyWire{ChildDiffs: cat(u1, []byte{1}, uvb(1<<40), c, []byte{0})}),
-		rep("child diffs: child count overflows", repairReplyWire{ChildDiffs: cat(u1, []byte{1}, overflow, c, []byte{0})}),
-		rep("child diffs: child cut", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 1}, c[:40])}),
-		rep("child diffs: 2 missing, 1 present", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 0, 2}, be64(1))}),
-		rep("child diffs: 2 missing in 15 bytes", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 0, 2}, make([]byte, 15))}),
-		rep("child diffs: 2^61 missing", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 0}, uvb(1<<61), be64(1))}),
-		rep("child diffs: missing count 2^64-1", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 0}, uvb(1<<64-1), be64(1))}),
-		rep("child diffs: missing count overflows", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 0}, overflow, be64(1))}),
-		rep("child diffs: missing tag cut", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 0, 1}, be64(1)[:7])}),
-		rep("child diffs: valid, then a byte", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 0, 0}, []byte{0})}),
+		rep("child diffs: not OK with children after an empty both", repairReplyWire{ChildDiffs: cat(u1, []byte{0, 0, 1}, c, []byte{0})}),
+		rep("child diffs: OK, no both count", repairReplyWire{ChildDiffs: cat(u1, []byte{1})}),
+		rep("child diffs: OK, no child count", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 0})}),
+		rep("child diffs: OK, no missing count", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 0, 0})}),
+		rep("child diffs: OK, both, no child count", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 1}, f)}),
+		rep("child diffs: OK, both, no missing count", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 1}, f, []byte{0})}),
+		rep("child diffs: OK, children, no missing count", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 0, 1}, c)}),
+		rep("child diffs: the old format, a child", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 1}, c, []byte{0})}),
+		rep("child diffs: the old format, a missing tag", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 0, 1}, be64(7))}),
+		rep("child diffs: the old format, two empty", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 0, 0}, u2, []byte{1, 0, 0})}),
+		rep("child diffs: both flags 0x10", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 1}, badFlags(0x10), []byte{0, 0})}),
+		rep("child diffs: both flags 0x1f", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 1}, badFlags(0x1f), []byte{0, 0})}),
+		rep("child diffs: both flags 0x20", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 1}, badFlags(0x20), []byte{0, 0})}),
+		rep("child diffs: both flags 0x40", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 1}, badFlags(0x40), []byte{0, 0})}),
+		rep("child diffs: both flags 0x80", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 1}, badFlags(0x80), []byte{0, 0})}),
+		rep("child diffs: both flags 0xff", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 1}, badFlags(0xff), []byte{0, 0})}),
+		rep("child diffs: second both flags 0xf0", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 2}, f, badFlags(0xf0), []byte{0, 0})}),
+		rep("child diffs: both flags 0x10 in a second diff", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 1}, f, []byte{0, 0}, u2, []byte{1, 1}, badFlags(0x10), []byte{0, 0})}),
+		rep("child diffs: 2 both, 1 present", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 2}, f, []byte{0, 0})}),
+		rep("child diffs: 2 both in 17 bytes", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 2}, f, make([]byte, 8))}),
+		rep("child diffs: 2 both, no counts after", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 2}, f, f)}),
+		rep("child diffs: 3 both in 26 bytes", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 3}, f, f, make([]byte, 8))}),
+		rep("child diffs: 1 both, none present", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 1, 0, 0})}),
+		rep("child diffs: 2^40 both", repairReplyWire{ChildDiffs: cat(u1, []byte{1}, uvb(1<<40), f, []byte{0, 0})}),
+		rep("child diffs: both count 2^64-1", repairReplyWire{ChildDiffs: cat(u1, []byte{1}, uvb(1<<64-1), f, []byte{0, 0})}),
+		rep("child diffs: both count overflows", repairReplyWire{ChildDiffs: cat(u1, []byte{1}, overflow, f, []byte{0, 0})}),
+		rep("child diffs: both count cut", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 0x80})}),
+		rep("child diffs: both record cut", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 1}, f[:8])}),
+		rep("child diffs: both record without flags", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 1}, f[:8], []byte{0})}),
+		rep("child diffs: both record of 8 bytes, then counts", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 1}, f[:8], []byte{0, 0})}),
+		rep("child diffs: child flag 2, the old aggregated", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 0, 1}, badChild(2), []byte{0})}),
+		rep("child diffs: child flag 3", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 0, 1}, badChild(3), []byte{0})}),
+		rep("child diffs: child flag 4", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 0, 1}, badChild(4), []byte{0})}),
+		rep("child diffs: child flag 0xff", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 1}, f, []byte{2}, c, badChild(0xff), []byte{0})}),
+		rep("child diffs: 2 children, 1 present", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 0, 2}, c, []byte{0})}),
+		rep("child diffs: 2 children in 81 bytes", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 0, 2}, c, make([]byte, 40))}),
+		rep("child diffs: 2^40 children", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 0}, uvb(1<<40), c, []byte{0})}),
+		rep("child diffs: child count overflows", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 0}, overflow, c, []byte{0})}),
+		rep("child diffs: child cut", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 0, 1}, c[:40])}),
+		rep("child diffs: 2 missing, 1 present", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 0, 0, 2}, be64(1))}),
+		rep("child diffs: 2 missing in 15 bytes", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 0, 0, 2}, make([]byte, 15))}),
+		rep("child diffs: 2^61 missing", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 0, 0}, uvb(1<<61), be64(1))}),
+		rep("child diffs: missing count 2^64-1", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 0, 0}, uvb(1<<64-1), be64(1))}),
+		rep("child diffs: missing count overflows", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 0, 0}, overflow, be64(1))}),
+		rep("child diffs: missing tag cut", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 0, 0, 1}, be64(1)[:7])}),
+		rep("child diffs: valid, then a byte", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 0, 0, 0}, []byte{0})}),
+		rep("child diffs: valid with both, then a byte", repairReplyWire{ChildDiffs: cat(u1, []byte{1, 1}, f, []byte{0, 0}, []byte{0})}),
 		rep("bad summary after valid lists", repairReplyWire{Listings: cat(u1, uvb(0), []byte{0}, uvb(0), uvb(0)), Summaries: cat(u1, d, []byte{3})}),
 		rep("bad child diff after valid lists", repairReplyWire{
 			Summaries: cat(u1, d, []byte{2}), Buckets: cat(u1, []byte{5, 1}, c), Aggregate: []byte{1},
-			ChildDiffs: cat(u1, []byte{1, 0, 0}, u2, []byte{3}),
+			ChildDiffs: cat(u1, []byte{1, 0, 0, 0}, u2, []byte{3}),
+		}),
+		rep("bad both flags after valid lists", repairReplyWire{
+			Summaries: cat(u1, d, []byte{2}), Listings: cat(u1, uvb(0), []byte{0}, uvb(0), uvb(0)),
+			ChildDiffs: cat(u1, []byte{0}, u2, []byte{1, 1}, badFlags(0x40), []byte{0, 0}),
 		}),
 		rep("bad listing after valid child diffs", repairReplyWire{ChildDiffs: cat(u1, []byte{0}), Listings: cat(u1, uvb(0), []byte{2})}),
 	}
@@ -1009,9 +1127,12 @@ func repairDense() []repairFrame {
 	hashes := (size - 32) / 8
 	tags := (size - 32) / 4
 	missing := (size - 32) / 8
+	minFlags := flagsRec(ChildFlags{})
+	both := (size - 32) / len(minFlags)
 	children := (size - 64) / len(minChild)
 	entries := (size - 64) / 16
 	b32 := make([]byte, 32)
+	salt := be32(0x5a17)
 	type dense struct {
 		name  string
 		reply bool
@@ -1026,8 +1147,8 @@ func repairDense() []repairFrame {
 		{"fetches", false, "Fetch", fill(cat(u, []byte{0}))},
 		{"fetch of most hashes", false, "Fetch", cat(u, uvb(uint64(hashes)), make([]byte, 8*hashes))},
 		{"edges", false, "Edges", fill(cat(u, u))},
-		{"child sketches", false, "ChildSketch", fill(cat(u, b32, []byte{0}))},
-		{"child sketches of 1 byte", false, "ChildSketch", fill(cat(u, b32, []byte{1, 0}))},
+		{"child sketches", false, "ChildSketch", fill(cat(u, b32, salt, []byte{0}))},
+		{"child sketches of 1 byte", false, "ChildSketch", fill(cat(u, b32, salt, []byte{1, 0}))},
 		{"tag fetches", false, "TagFetch", fill(cat(u, []byte{0}))},
 		{"tag fetches of one tag", false, "TagFetch", fill(cat(u, []byte{1}, be32(7)))},
 		{"tag fetch of most tags", false, "TagFetch", cat(u, uvb(uint64(tags)), make([]byte, 4*tags))},
@@ -1042,10 +1163,12 @@ func repairDense() []repairFrame {
 		{"bucket listings", true, "Buckets", fill(cat(u, []byte{1, 0}))},
 		{"bucket of most children", true, "Buckets", cat(u, []byte{1}, uvb(uint64(children)), bytes.Repeat(minChild, children))},
 		{"child diffs not OK", true, "ChildDiffs", fill(cat(u, []byte{0}))},
-		{"child diffs OK and empty", true, "ChildDiffs", fill(cat(u, []byte{1, 0, 0}))},
-		{"child diffs of one missing", true, "ChildDiffs", fill(cat(u, []byte{1, 0, 1}, be64(9)))},
-		{"child diff of most children", true, "ChildDiffs", cat(u, []byte{1}, uvb(uint64(children)), bytes.Repeat(minChild, children), []byte{0})},
-		{"child diff of most missing", true, "ChildDiffs", cat(u, []byte{1, 0}, uvb(uint64(missing)), make([]byte, 8*missing))},
+		{"child diffs OK and empty", true, "ChildDiffs", fill(cat(u, []byte{1, 0, 0, 0}))},
+		{"child diffs of one both", true, "ChildDiffs", fill(cat(u, []byte{1, 1}, minFlags, []byte{0, 0}))},
+		{"child diffs of one missing", true, "ChildDiffs", fill(cat(u, []byte{1, 0, 0, 1}, be64(9)))},
+		{"child diff of most both", true, "ChildDiffs", cat(u, []byte{1}, uvb(uint64(both)), bytes.Repeat(minFlags, both), []byte{0, 0})},
+		{"child diff of most children", true, "ChildDiffs", cat(u, []byte{1, 0}, uvb(uint64(children)), bytes.Repeat(minChild, children), []byte{0})},
+		{"child diff of most missing", true, "ChildDiffs", cat(u, []byte{1, 0, 0}, uvb(uint64(missing)), make([]byte, 8*missing))},
 	} {
 		for _, extra := range [][]byte{nil, {0xff}} {
 			bin := cat(c.bin, extra)
@@ -1070,7 +1193,7 @@ func repairDense() []repairFrame {
 		msg: replyWireFrame(repairReplyWire{Aggregate: make([]byte, size)})})
 	// Child sketches of the largest size accepted, and of a byte more.
 	for _, n := range []int{maxChildSketchBytes, maxChildSketchBytes + 1} {
-		rec := cat(u, b32, uvb(uint64(n)), make([]byte, n))
+		rec := cat(u, b32, salt, uvb(uint64(n)), make([]byte, n))
 		frames = append(frames, repairFrame{
 			name: fmt.Sprintf("request two child sketches of %d bytes", n), ok: n <= maxChildSketchBytes,
 			msg: reqWireFrame(repairRequestWire{ChildSketch: cat(rec, rec)}),
@@ -1101,6 +1224,69 @@ func TestRepairDecodeAllocationIsBounded(t *testing.T) {
 			}
 			if bound := msgAllocBound(len(f.msg)); n > bound {
 				t.Fatalf("%d bytes allocated for %d input bytes, bound %d", n, len(f.msg), bound)
+			}
+		})
+	}
+}
+
+// TestRepairCountsRefusedBeforeAllocating: a record count the bytes left
+// cannot hold (at the smallest size of its records) is refused before any
+// record is allocated, however many bytes do follow; decoding such a
+// frame of nearly crdt.MaxMessageSize allocates little beyond the copy of
+// its body. The count is one more than the bytes hold, so a check at any
+// smaller record size would let the decoder allocate the records.
+func TestRepairCountsRefusedBeforeAllocating(t *testing.T) {
+	if testing.Short() {
+		t.Skip("measures allocation of 1 MiB frames")
+	}
+	const size = crdt.MaxMessageSize - 64
+	u, d := ub(rid(1)), db(rdig(1))
+	flags := flagsRec(ChildFlags{Tag: 1})
+	for _, tc := range []struct {
+		name   string
+		reply  bool
+		field  string // of the wire form
+		prefix []byte // before the count
+		min    int    // the smallest record counted
+		after  []byte // after the records
+	}{
+		{"fetch hashes", false, "Fetch", u, 8, nil},
+		{"tag fetch tags", false, "TagFetch", u, 4, nil},
+		{"summary children", true, "Summaries", cat(u, d, []byte{0}), childRecordLen, nil},
+		{"summary buckets", true, "Summaries", cat(u, d, []byte{1}), 9, nil},
+		{"listing entries", true, "Listings", cat(u, []byte{0, 0, 0}), 16, nil},
+		{"bucket children", true, "Buckets", cat(u, []byte{1}), childRecordLen, nil},
+		{"child diff both", true, "ChildDiffs", cat(u, []byte{1}), 9, []byte{0, 0}},
+		{"child diff both after one", true, "ChildDiffs", cat(u, []byte{1, 1}, flags, []byte{0, 0}, u, []byte{1}), 9, []byte{0, 0}},
+		{"child diff children", true, "ChildDiffs", cat(u, []byte{1, 1}, flags), childRecordLen, []byte{0}},
+		{"child diff missing", true, "ChildDiffs", cat(u, []byte{1, 0, 0}), 8, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			left := size - len(tc.prefix) - 3 // the bytes after the count, a 3-byte uvarint
+			n := left/tc.min + 1
+			cnt := uvb(uint64(n))
+			if len(cnt) != 3 || n > left {
+				t.Fatalf("count %d for %d bytes", n, left)
+			}
+			bin := cat(tc.prefix, cnt, make([]byte, left-len(tc.after)), tc.after)
+			var msg []byte
+			if tc.reply {
+				var w repairReplyWire
+				reflect.ValueOf(&w).Elem().FieldByName(tc.field).SetBytes(bin)
+				msg = replyWireFrame(w)
+			} else {
+				var w repairRequestWire
+				reflect.ValueOf(&w).Elem().FieldByName(tc.field).SetBytes(bin)
+				msg = reqWireFrame(w)
+			}
+			var err error
+			a := msgAllocated(func() { _, err = decodeRepairFrame(msg, 0, tc.reply) })
+			t.Logf("count %d, %d input bytes, %d bytes allocated (%.2fx), err %v", n, len(msg), a, float64(a)/float64(len(msg)), err)
+			if !errors.Is(err, crdt.ErrMalformed) {
+				t.Fatalf("err = %v, want ErrMalformed", err)
+			}
+			if bound := uint64(len(msg)) + uint64(len(msg))/4 + 64<<10; a > bound {
+				t.Fatalf("%d bytes allocated for %d input bytes refused at a count, bound %d", a, len(msg), bound)
 			}
 		})
 	}
@@ -1217,58 +1403,135 @@ func FuzzRepairDecode(f *testing.F) {
 	})
 }
 
-// TestRepairChildSketchAndAggregate carries a child sketch (16-byte keys)
-// in a request and an aggregate (crdt.PointKeyLen keys) in a reply, and
-// checks that what arrives decodes to sketches that, subtracted from the
-// other side's, list exactly the keys that differ. Then the size limits:
-// a child sketch is at most maxChildSketchBytes, the largest a
-// crdt.Sketch of 16-byte keys encodes to; an aggregate is bounded by the
-// frame only, and the largest crdt.Sketch of PointKeys fits one.
+// TestRepairChildSketchAndAggregate carries a salted child sketch
+// (16-byte keys) in a request and the ChildDiff made from it, with an
+// aggregate (crdt.PointKeyLen keys), in a reply, and checks that what
+// arrives decodes to sketches that, subtracted from the other side's,
+// list exactly the keys that differ. Then the size limits: a child sketch
+// is at most maxChildSketchBytes, the largest a crdt.Sketch of 16-byte
+// keys encodes to; an aggregate is bounded by the frame only, and the
+// largest crdt.Sketch of PointKeys fits one.
 func TestRepairChildSketchAndAggregate(t *testing.T) {
-	// Children: the asker has 0..19, the answerer lacks 3 and has 99.
-	childKey := func(i int) crdt.SketchKey { var k crdt.SketchKey; copy(k[:], ub(rid(i))); return k }
-	asker, answerer := crdt.NewSketch(12, 16), crdt.NewSketch(12, 16)
+	// Children: the asker has 0..19; the answerer lacks 3, has 99, and its
+	// child 5 has other own points, its child 8 another edge and below.
+	// A child key here is a salted 8-byte tag of the ID, then 2 bytes of
+	// the edge digest, 3 of own and 3 of below, as the answerer needs to
+	// tell what differs (docs/protocol.md gives the real key).
+	type child struct {
+		id               uuid.UUID
+		edge, own, below ShortDigest
+	}
+	tagOf := func(id uuid.UUID, salt uint32) uint64 {
+		h := sha256.Sum256(cat(be32(salt), ub(id)))
+		return binary.BigEndian.Uint64(h[:8])
+	}
+	childKey := func(c child, salt uint32) crdt.SketchKey {
+		var k crdt.SketchKey
+		copy(k[:], cat(be64(tagOf(c.id, salt)), c.edge[:2], c.own[:3], c.below[:3]))
+		return k
+	}
+	mk := func(i int) child { return child{rid(i), rshort(i), rshort(100 + i), rshort(200 + i)} }
+	var askers, answerers []child
 	for i := range 20 {
-		asker.Add(childKey(i))
-		if i != 3 {
-			answerer.Add(childKey(i))
+		askers = append(askers, mk(i))
+		switch c := mk(i); i {
+		case 3:
+		case 5:
+			c.own = rshort(-5)
+			answerers = append(answerers, c)
+		case 8:
+			c.edge, c.below = rshort(-8), rshort(-208)
+			answerers = append(answerers, c)
+		default:
+			answerers = append(answerers, c)
 		}
 	}
-	answerer.Add(childKey(99))
+	answerers = append(answerers, mk(99))
+	const salt = 0xc0ffee01
+	asker := crdt.NewSketch(24, 16)
+	for _, c := range askers {
+		asker.Add(childKey(c, salt))
+	}
 	req := &RepairRequest{Root: rid(1), ChildSketch: []ChildSketchQuery{
-		{Node: rid(2), Buckets: [32]byte{0: 1, 31: 0x80}, Sketch: asker.AppendBinary(nil)},
+		{Node: rid(2), Buckets: [32]byte{0: 1, 31: 0x80}, Salt: salt, Sketch: asker.AppendBinary(nil)},
 	}}
 	msg := mustEncodeRequest(t, req)
 	got, err := DecodeRepairRequest(msg, 0)
 	if err != nil || !reflect.DeepEqual(got, req) {
 		t.Fatalf("request: %v\n got %+v\nwant %+v", err, got, req)
 	}
-	sk, err := crdt.DecodeSketch(got.ChildSketch[0].Sketch, 16)
+	q := got.ChildSketch[0]
+	if tagOf(rid(3), q.Salt) == tagOf(rid(3), q.Salt+1) {
+		t.Fatal("the test's child tags ignore the salt")
+	}
+	// The answerer keys its children with the asker's salt, subtracts and
+	// sorts the difference into Both, Children and Missing.
+	sk, err := crdt.DecodeSketch(q.Sketch, 16)
 	if err != nil {
 		t.Fatal(err)
+	}
+	answerer := crdt.NewSketch(sk.Cells(), 16)
+	for _, c := range answerers {
+		answerer.Add(childKey(c, q.Salt))
 	}
 	if err := answerer.Subtract(sk); err != nil {
 		t.Fatal(err)
 	}
 	plus, minus, ok := answerer.Decode()
-	if !ok || !slices.Equal(plus, []crdt.SketchKey{childKey(99)}) || !slices.Equal(minus, []crdt.SketchKey{childKey(3)}) {
+	if !ok || len(plus) != 3 || len(minus) != 3 {
 		t.Fatalf("child sketch difference: %x, %x, %v", plus, minus, ok)
 	}
+	diff := ChildDiff{Node: q.Node, OK: true}
+	theirs := map[uint64]crdt.SketchKey{}
+	for _, k := range minus {
+		theirs[binary.BigEndian.Uint64(k[:8])] = k
+	}
+	for _, k := range plus {
+		tag := binary.BigEndian.Uint64(k[:8])
+		tk, both := theirs[tag]
+		if !both {
+			for _, c := range answerers {
+				if tagOf(c.id, q.Salt) == tag {
+					diff.Children = append(diff.Children, ChildSum{ID: c.id, Active: true, Edge: c.edge, Own: c.own, Below: c.below})
+				}
+			}
+			continue
+		}
+		delete(theirs, tag)
+		f := ChildFlags{Tag: tag, Edge: !bytes.Equal(k[8:10], tk[8:10]), Own: !bytes.Equal(k[10:13], tk[10:13]), Below: !bytes.Equal(k[13:16], tk[13:16])}
+		f.Aggregated = f.Own
+		diff.Both = append(diff.Both, f)
+	}
+	for tag := range theirs {
+		diff.Missing = append(diff.Missing, tag)
+	}
+	slices.SortFunc(diff.Both, func(a, b ChildFlags) int { return cmp.Compare(a.Tag, b.Tag) })
+	wantBoth := []ChildFlags{
+		{Tag: tagOf(rid(5), salt), Own: true, Aggregated: true},
+		{Tag: tagOf(rid(8), salt), Edge: true, Below: true},
+	}
+	slices.SortFunc(wantBoth, func(a, b ChildFlags) int { return cmp.Compare(a.Tag, b.Tag) })
+	if want := []ChildSum{{ID: rid(99), Active: true, Edge: rshort(99), Own: rshort(199), Below: rshort(299)}}; !reflect.DeepEqual(diff.Both, wantBoth) ||
+		!reflect.DeepEqual(diff.Children, want) || !slices.Equal(diff.Missing, []uint64{tagOf(rid(3), salt)}) {
+		t.Fatalf("child diff %+v\nwant both %+v, children %+v, missing %x", diff, wantBoth, want, tagOf(rid(3), salt))
+	}
 
-	// Points: the answerer aggregates two nodes' points, one of them newer
-	// than the asker's version; the asker sketches the same nodes.
+	// Points: the answerer aggregates a node's and a child's points (the
+	// child's marked in the ChildDiff), one of each newer than the
+	// asker's version; the asker sketches the same nodes.
 	pts := wireSensorPoints(6)
-	pts[5].Node = rid(7)
+	pts[4].Node, pts[5].Node = rid(5), rid(5)
 	mine := slices.Clone(pts)
 	mine[2].Time = pts[2].Time - 1
-	cells := 9
+	mine[5].Time = pts[5].Time - 1
+	cells := 12
 	rep := &RepairReply{
 		Summaries: []Summary{
 			{Node: pts[0].Node, Own: rdig(1), BelowEqual: true, Aggregated: true},
-			{Node: rid(6), Own: rdig(6), Children: []ChildSum{{ID: rid(7), Active: true, Aggregated: true}}},
 		},
-		Answered:  [ansKinds]int{AnsCompare: 2},
-		Aggregate: raggregate(pts, cells),
+		ChildDiffs: []ChildDiff{diff},
+		Answered:   [ansKinds]int{AnsCompare: 1, AnsChildSketch: 1},
+		Aggregate:  raggregate(pts, cells),
 	}
 	rmsg := mustEncodeReply(t, rep)
 	gr, err := DecodeRepairReply(rmsg, 0)
@@ -1287,7 +1550,13 @@ func TestRepairChildSketchAndAggregate(t *testing.T) {
 		t.Fatal(err)
 	}
 	plus, minus, ok = agg.Decode()
-	if !ok || !slices.Equal(plus, []crdt.SketchKey{crdt.PointKey(&pts[2])}) || !slices.Equal(minus, []crdt.SketchKey{crdt.PointKey(&mine[2])}) {
+	sortKeys := func(ks []crdt.SketchKey) []crdt.SketchKey {
+		slices.SortFunc(ks, func(a, b crdt.SketchKey) int { return bytes.Compare(a[:], b[:]) })
+		return ks
+	}
+	wantPlus := sortKeys([]crdt.SketchKey{crdt.PointKey(&pts[2]), crdt.PointKey(&pts[5])})
+	wantMinus := sortKeys([]crdt.SketchKey{crdt.PointKey(&mine[2]), crdt.PointKey(&mine[5])})
+	if !ok || !slices.Equal(sortKeys(plus), wantPlus) || !slices.Equal(sortKeys(minus), wantMinus) {
 		t.Fatalf("aggregate difference: %x, %x, %v", plus, minus, ok)
 	}
 
@@ -1302,7 +1571,7 @@ func TestRepairChildSketchAndAggregate(t *testing.T) {
 	}
 	for _, n := range []int{maxChildSketchBytes - 1, maxChildSketchBytes, maxChildSketchBytes + 1, 2 * maxChildSketchBytes} {
 		big := &RepairRequest{Root: rid(1), ChildSketch: []ChildSketchQuery{
-			{Node: rid(2), Sketch: rcursor(n, n)}, {Node: rid(3), Sketch: largest},
+			{Node: rid(2), Salt: uint32(n), Sketch: rcursor(n, n)}, {Node: rid(3), Salt: 1<<32 - 1, Sketch: largest},
 		}}
 		msg := mustEncodeRequest(t, big)
 		if len(msg) > crdt.MaxMessageSize {
@@ -1317,7 +1586,7 @@ func TestRepairChildSketchAndAggregate(t *testing.T) {
 		}
 	}
 	// The limit holds on the second query too.
-	over := &RepairRequest{ChildSketch: []ChildSketchQuery{{Node: rid(2)}, {Node: rid(3), Sketch: make([]byte, maxChildSketchBytes+1)}}}
+	over := &RepairRequest{ChildSketch: []ChildSketchQuery{{Node: rid(2)}, {Node: rid(3), Salt: 7, Sketch: make([]byte, maxChildSketchBytes+1)}}}
 	if _, err := DecodeRepairRequest(mustEncodeRequest(t, over), 0); !errors.Is(err, crdt.ErrMalformed) {
 		t.Errorf("second child sketch over the limit: %v, want ErrMalformed", err)
 	}
@@ -1334,7 +1603,8 @@ func TestRepairChildSketchAndAggregate(t *testing.T) {
 }
 
 // TestRepairFlagBytes tries every value of each flag, kind and density
-// byte: the decoders accept exactly the values the format defines and
+// byte (density, child active, ChildFlags flags, summary kind, child diff
+// ok): the decoders accept exactly the values the format defines and
 // refuse the others as crdt.ErrMalformed.
 func TestRepairFlagBytes(t *testing.T) {
 	u, d := ub(rid(1)), db(rdig(1))
@@ -1353,20 +1623,22 @@ func TestRepairFlagBytes(t *testing.T) {
 			t.Errorf("density %d: %v, want ErrMalformed", v, err)
 		}
 
-		// Child flags: bit 0 active, bit 1 aggregated, in each list of
-		// children.
+		// Child flag: 0 inactive, 1 active, in each list of children
+		// (also after a ChildFlags record in a ChildDiff).
 		c := slices.Clone(child)
 		c[16] = b
-		want := ChildSum{ID: rid(2), Edge: rshort(2), Own: rshort(3), Below: rshort(4), Active: v&1 != 0, Aggregated: v&2 != 0}
+		want := ChildSum{ID: rid(2), Edge: rshort(2), Own: rshort(3), Below: rshort(4), Active: v == 1}
 		for _, w := range []repairReplyWire{
 			{Summaries: cat(u, d, []byte{0, 1}, c)},
+			{Summaries: cat(u, d, []byte{4, 2}, child, c)},
 			{Buckets: cat(u, []byte{0, 1}, c)},
-			{ChildDiffs: cat(u, []byte{1, 1}, c, []byte{0})},
+			{ChildDiffs: cat(u, []byte{1, 0, 1}, c, []byte{0})},
+			{ChildDiffs: cat(u, []byte{1, 1}, flagsRec(ChildFlags{Tag: 1, Own: true}), []byte{1}, c, []byte{0})},
 		} {
 			rep, err := DecodeRepairReply(replyWireFrame(w), 0)
-			if v > 3 {
+			if v > 1 {
 				if !errors.Is(err, crdt.ErrMalformed) {
-					t.Errorf("child flags %#x: %v, want ErrMalformed", v, err)
+					t.Errorf("child flag %#x: %v, want ErrMalformed", v, err)
 				}
 				continue
 			}
@@ -1381,8 +1653,45 @@ func TestRepairFlagBytes(t *testing.T) {
 					got = rep.ChildDiffs[0].Children
 				}
 			}
+			if len(got) > 0 {
+				got = got[len(got)-1:] // the child after a valid one
+			}
 			if err != nil || !slices.Equal(got, []ChildSum{want}) {
-				t.Errorf("child flags %#x: %+v, %v", v, got, err)
+				t.Errorf("child flag %#x: %+v, %v", v, got, err)
+			}
+		}
+
+		// ChildFlags flags: 1 edge, 2 own, 4 below, 8 aggregated; any
+		// other bit is refused, in the first record of Both or after a
+		// valid one, with children and missing tags after it or not.
+		fl := flagsRec(ChildFlags{Tag: 0x0102030405060708})
+		fl[8] = b
+		wantF := ChildFlags{Tag: 0x0102030405060708, Edge: v&1 != 0, Own: v&2 != 0, Below: v&4 != 0, Aggregated: v&8 != 0}
+		valid := flagsRec(ChildFlags{Tag: 1<<64 - 1, Below: true})
+		for _, tc := range []struct {
+			body []byte
+			want ChildDiff
+		}{
+			{cat(u, []byte{1, 1}, fl, []byte{0, 0}), ChildDiff{Node: rid(1), OK: true, Both: []ChildFlags{wantF}}},
+			{cat(u, []byte{1, 2}, valid, fl, []byte{1}, child, []byte{1}, be64(3)), ChildDiff{
+				Node: rid(1), OK: true, Both: []ChildFlags{{Tag: 1<<64 - 1, Below: true}, wantF},
+				Children: []ChildSum{{ID: rid(2), Edge: rshort(2), Own: rshort(3), Below: rshort(4)}}, Missing: []uint64{3},
+			}},
+		} {
+			rep, err := DecodeRepairReply(replyWireFrame(repairReplyWire{ChildDiffs: tc.body}), 0)
+			if v > 15 {
+				if !errors.Is(err, crdt.ErrMalformed) || rep != nil {
+					t.Errorf("child diff flags %#x: %v, want ErrMalformed", v, err)
+				}
+				continue
+			}
+			if err != nil || !reflect.DeepEqual(rep.ChildDiffs, []ChildDiff{tc.want}) {
+				t.Errorf("child diff flags %#x: %+v, %v", v, rep, err)
+			}
+			if err == nil {
+				if again := mustEncodeReply(t, rep); !bytes.Equal(again, replyWireFrame(repairReplyWire{ChildDiffs: tc.body})) {
+					t.Errorf("child diff flags %#x: re-encoding differs", v)
+				}
 			}
 		}
 
@@ -1410,9 +1719,9 @@ func TestRepairFlagBytes(t *testing.T) {
 			}
 		}
 
-		// Child diff ok: 0 (nothing follows) or 1 (two counts follow);
+		// Child diff ok: 0 (nothing follows) or 1 (three counts follow);
 		// any other value is refused with either after it.
-		withCounts, without := cat(u, []byte{b}, uvb(0), uvb(0)), cat(u, []byte{b})
+		withCounts, without := cat(u, []byte{b}, uvb(0), uvb(0), uvb(0)), cat(u, []byte{b})
 		switch v {
 		case 0, 1:
 			body := withCounts
@@ -1422,6 +1731,10 @@ func TestRepairFlagBytes(t *testing.T) {
 			rep, err := DecodeRepairReply(replyWireFrame(repairReplyWire{ChildDiffs: body}), 0)
 			if want := []ChildDiff{{Node: rid(1), OK: v == 1}}; err != nil || !reflect.DeepEqual(rep.ChildDiffs, want) {
 				t.Errorf("child diff ok %d: %v", v, err)
+			}
+			// An OK diff with two counts, the old layout, lacks one.
+			if _, err := DecodeRepairReply(replyWireFrame(repairReplyWire{ChildDiffs: cat(u, []byte{b}, uvb(0), uvb(0))}), 0); v == 1 && !errors.Is(err, crdt.ErrMalformed) {
+				t.Errorf("child diff ok 1 with two counts: %v, want ErrMalformed", err)
 			}
 		default:
 			for _, body := range [][]byte{withCounts, without} {

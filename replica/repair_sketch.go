@@ -1,0 +1,211 @@
+package replica
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/google/uuid"
+
+	"siot/crdt"
+	"siot/store"
+	"siot/transport"
+)
+
+// Sketch sizes and keys. docs/protocol.md specifies the keys: another
+// implementation must compute the same bytes.
+const (
+	childKeyLen    = 16                 // a child sketch's keys: child tag, state tag
+	childRecordLen = 41                 // a ChildSum on the wire
+	aggregateSlack = 30                 // cells an Aggregate gets beyond its nodes'
+	maxAggPoints   = 4096               // a node with more points is listed, not sketched
+	cellsPerNode   = 3                  // an aggregated node's cells at density 1: two versions of one point
+	childCellsPer  = 3.3                // a child sketch's cells per likely differing child (two keys each)
+	bucketsPerNode = 256                // child buckets of a node
+	childSketchMin = aggregateSlack + 3 // a child sketch's smallest size
+)
+
+// retryDensity returns the density to compare the nodes of agg again with
+// after their aggregate sk failed to decode, having peeled peeled keys:
+// enough cells for the keys left, estimated from the cells still
+// non-empty, at 1.5 cells a key; at least twice the density before, and
+// eight times when the table was too full to estimate.
+func retryDensity(agg []aggNode, sk *crdt.Sketch, peeled int) int {
+	old := 1
+	for _, a := range agg {
+		old = max(old, int(a.density))
+	}
+	m, z := float64(sk.Cells()), float64(sk.NonEmpty())
+	if z >= m*0.98 {
+		return old * 8
+	}
+	keys := float64(peeled) - m/crdt.SketchHashes*math.Log(1-z/m)
+	need := int(math.Ceil(1.5 * keys / float64(cellsPerNode*len(agg))))
+	return max(2*old, need)
+}
+
+// aggregateCells returns the cells an aggregated node of density d gets.
+func aggregateCells(d byte) int { return cellsPerNode * int(max(d, 1)) }
+
+// childSketchCells sizes a child sketch for nb differing buckets of a node
+// whose children there number kids on our side: the expected number of
+// differing children, inverted from the number of differing buckets
+// (children fall into buckets uniformly), or all of them when every
+// bucket differs.
+func childSketchCells(nb, kids int) int {
+	c := float64(kids)
+	if nb < bucketsPerNode {
+		c = math.Log(1-float64(nb)/bucketsPerNode) / math.Log(1-1.0/bucketsPerNode)
+	}
+	return int(math.Ceil(childCellsPer*c)) + childSketchMin
+}
+
+// childTag is a child's 64-bit tag in a child sketch: Mix64(Mix64(first
+// 8 bytes) XOR last 8 bytes), big-endian words (crdt.NodeTag is its high
+// 32 bits).
+func childTag(id uuid.UUID) uint64 {
+	return crdt.Mix64(crdt.Mix64(binary.BigEndian.Uint64(id[:8])) ^ binary.BigEndian.Uint64(id[8:]))
+}
+
+// childKey is a child's key in a child sketch, salted with salt: its tag,
+// then tags of its edge (with whether it is active), its own points and
+// what is below it, of 16, 24 and 24 bits. A child whose digests differ on
+// the two sides decodes as two keys with one tag, and the answerer tells
+// from the component tags what differs. The salt is new each round, so a
+// coincidence of tags hides a difference for one round at most.
+func childKey(c *store.ChildDigest, salt uint32) crdt.SketchKey {
+	cs := childSum(c)
+	act := uint64(0)
+	if cs.Active {
+		act = 1
+	}
+	tag := func(short transport.ShortDigest, part uint64) uint64 {
+		return crdt.Mix64(binary.BigEndian.Uint64(short[:]) ^ crdt.Mix64(uint64(salt)<<8|part))
+	}
+	st := tag(cs.Edge, 1^act<<1)>>48<<48 | tag(cs.Own, 4)>>40<<24 | tag(cs.Below, 8)>>40
+	var k crdt.SketchKey
+	binary.BigEndian.PutUint64(k[:8], childTag(c.ID))
+	binary.BigEndian.PutUint64(k[8:], st)
+	return k
+}
+
+// childKeyDiff compares two keys of one child: which of its edge, own
+// points and below differ.
+func childKeyDiff(a, b *crdt.SketchKey) (edge, own, below bool) {
+	x := binary.BigEndian.Uint64(a[8:]) ^ binary.BigEndian.Uint64(b[8:])
+	return x>>48 != 0, x>>24&(1<<24-1) != 0, x&(1<<24-1) != 0
+}
+
+// childSum is a child's ChildSum: its digests, shortened.
+func childSum(c *store.ChildDigest) transport.ChildSum {
+	return transport.ChildSum{ID: c.ID, Active: c.Active, Edge: transport.Short(c.Edge),
+		Own: transport.Short(c.Own), Below: transport.Short(c.Sub.Sub(c.Own))}
+}
+
+// sketched is a sketch of some nodes' points, and with keep the
+// registers behind its keys.
+type sketched struct {
+	sk    *crdt.Sketch
+	nodes []uuid.UUID        // the nodes sketched, sorted
+	big   map[uuid.UUID]bool // nodes left out: more than maxAggPoints points
+	// With keep: every key added, and where its register is.
+	keys  []crdt.SketchKey
+	refs  []regRef
+	arena []byte // type 0x00 key of every register, back to back
+}
+
+// regRef locates a sketched register: its node and its type 0x00 key in
+// the arena.
+type regRef struct {
+	node     int32
+	from, to int32
+}
+
+// sketchPoints returns a sketch of cells cells of the node points of
+// nodes. It reads versions, not points, and allocates nothing per point
+// but, with keep, its key and register reference.
+func sketchPoints(st *store.Store, nodes []uuid.UUID, cells int, keep bool) (*sketched, error) {
+	// In key order the scan moves forward through the store.
+	nodes = slices.Clone(nodes)
+	slices.SortFunc(nodes, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
+	out := &sketched{sk: crdt.NewSketch(cells, crdt.PointKeyLen), nodes: nodes}
+	cur, from, tag := -1, 0, uint32(0)
+	var keys []crdt.SketchKey // the current node's
+	flush := func() {
+		for _, k := range keys {
+			out.sk.Add(k)
+		}
+		if keep {
+			out.keys = append(out.keys, keys...)
+		}
+		keys, from = keys[:0], len(out.refs)
+	}
+	err := st.ScanNodesVersions(nodes, func(i int, v *store.Version) error {
+		if i != cur {
+			flush()
+			cur, tag = i, crdt.NodeTag(v.Node)
+		}
+		if len(keys) == maxAggPoints {
+			if out.big == nil {
+				out.big = make(map[uuid.UUID]bool)
+			}
+			out.big[nodes[i]] = true
+			keys = keys[:0]
+			if keep {
+				out.refs = out.refs[:from]
+			}
+			return store.ErrSkip
+		}
+		keys = append(keys, crdt.MakePointKey(tag, crdt.RegisterHashBytes(v.TypeKey), v.Time, v.Origin))
+		if keep {
+			a := len(out.arena)
+			out.arena = append(out.arena, v.TypeKey...)
+			out.refs = append(out.refs, regRef{node: int32(i), from: int32(a), to: int32(len(out.arena))})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	flush()
+	return out, nil
+}
+
+// points returns our points behind keys, in order; found is false when a
+// key is not one this sketch added.
+func (s *sketched) points(st *store.Store, keys []crdt.SketchKey) (pts []crdt.Point, found bool, err error) {
+	want := make(map[crdt.SketchKey]int, len(keys))
+	for i, k := range keys {
+		want[k] = i
+	}
+	at := make([]int, len(keys))
+	for i := range at {
+		at[i] = -1
+	}
+	for j, k := range s.keys {
+		if i, ok := want[k]; ok {
+			at[i] = j
+		}
+	}
+	for _, j := range at {
+		if j < 0 {
+			return nil, false, nil
+		}
+		ref := s.refs[j]
+		tk := s.arena[ref.from:ref.to]
+		sep := bytes.IndexByte(tk, 0)
+		if sep < 0 {
+			return nil, false, fmt.Errorf("repair: register key without separator")
+		}
+		p, ok, err := st.Get(crdt.Register{Node: s.nodes[ref.node], Type: string(tk[:sep]), Key: string(tk[sep+1:])})
+		if err != nil {
+			return nil, false, err
+		}
+		if ok { // (gone meanwhile: nothing to send)
+			pts = append(pts, p)
+		}
+	}
+	return pts, true, nil
+}
