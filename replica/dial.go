@@ -293,6 +293,15 @@ func (d *dialLink) ping(ctx context.Context, s *session, subj string) error {
 		if time.Since(time.Unix(0, s.lastSeen.Load())) < d.r.cfg.PingInterval {
 			continue // the remote spoke recently: the link is alive
 		}
+		s.mu.Lock()
+		busy := !s.sendIdle
+		s.mu.Unlock()
+		if busy {
+			// Our pushes in flight watch the link (an ack that makes no
+			// progress ends the session); a ping would queue behind them
+			// and, on a slow link, time out on a healthy session.
+			continue
+		}
 		s.bytesSent.Add(uint64(len(b)))
 		reply, err := s.conn.Request(subj, b, d.r.cfg.AckTimeout)
 		if err != nil {
