@@ -942,6 +942,10 @@ func (b *batch) remember() {
 	}
 	for k, r := range b.regs {
 		if r.cur == nil || len(r.cur.Text) > maxCachedText {
+			// Too long to remember: forget what the cache holds of the
+			// register (an earlier winner with a short text), or the next
+			// batch would take that stale winner for the committed one.
+			delete(c.regs, k)
 			continue
 		}
 		seq, d := r.seq, r.digest
@@ -1000,7 +1004,8 @@ type cachedReg struct {
 	digest    crdt.Digest
 }
 
-// maxCachedText is the longest text of a register the write cache keeps.
+// maxCachedText is the longest text of a register the write cache keeps;
+// a batch that leaves a longer winner makes the cache forget the register.
 const maxCachedText = 256
 
 type parentLink struct {

@@ -513,3 +513,27 @@ func TestFeedSourceAndMarksInOneCommit(t *testing.T) {
 	}
 	mustVerify(t, s)
 }
+
+// TestWriteCacheForgetsRegisterWithLongText writes one register three
+// times in three batches: a short text (the write cache remembers it), a
+// text longer than maxCachedText (too long to remember), then a short one
+// again. The third batch must replace the second winner, not the first:
+// delete its change-feed key and subtract its digest.
+func TestWriteCacheForgetsRegisterWithLongText(t *testing.T) {
+	s := openTest(t, "")
+	p := func(text string, ms int64) crdt.Point {
+		return crdt.Point{Node: id(1), Type: "description", Key: "0", Text: text,
+			Time: crdt.NewTimestamp(1_700_000_000_000+ms, 0), Origin: origin}
+	}
+	mustApply(t, s, p("short", 1))
+	mustApply(t, s, p(strings.Repeat("x", maxCachedText+1), 2))
+	mustApply(t, s, p("short again", 3))
+	mustVerify(t, s)
+	n := 0
+	if err := s.ChangesSince(0, func(uint64, *crdt.Point) error { n++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Fatalf("change feed holds %d changes of one register, want 1", n)
+	}
+}
