@@ -293,8 +293,13 @@ func (a *answer) children(sm *transport.Summary) error {
 // in the asked buckets minus the asker's, decoded, gives the children that
 // differ; those both sides hold go into the Aggregate.
 func (a *answer) childSketches(qs []transport.ChildSketchQuery) error {
-	for _, q := range qs {
-		if a.full() || a.aggCells+aggregateSlack+aggregateCells(0) > crdt.MaxSketchCells {
+	scanned := 0 // child records read for this request
+	for i, q := range qs {
+		// Each query reads every child of its node: past a budget the
+		// rest wait for the next request, so a request full of queries
+		// for one big node cannot cost more than a few of them.
+		if a.full() || a.aggCells+aggregateSlack+aggregateCells(0) > crdt.MaxSketchCells ||
+			(i > 0 && scanned >= maxChildScan) {
 			break
 		}
 		a.reply.Answered[transport.AnsChildSketch]++
@@ -315,6 +320,7 @@ func (a *answer) childSketches(qs []transport.ChildSketchQuery) error {
 		mine := crdt.NewSketch(theirs.Cells(), childKeyLen)
 		byTag := make(map[uint64]store.ChildDigest)
 		err = a.st.ChildDigests(q.Node, -1, uuid.Nil, func(c store.ChildDigest) error {
+			scanned++
 			if q.Buckets[c.ID[0]/8]&(1<<(c.ID[0]%8)) != 0 {
 				mine.Add(childKey(&c, q.Salt))
 				byTag[childTag(c.ID)] = c

@@ -25,6 +25,7 @@ const (
 	childCellsPer  = 3.3                // a child sketch's cells per likely differing child (two keys each)
 	bucketsPerNode = 256                // child buckets of a node
 	childSketchMin = aggregateSlack + 3 // a child sketch's smallest size
+	maxChildScan   = 1 << 18            // child records one request's child sketches may read
 )
 
 // retryDensity returns the density to compare the nodes of agg again with

@@ -12,6 +12,7 @@ import (
 
 	"siot/crdt"
 	"siot/store"
+	"siot/transport"
 )
 
 func repairOnly(c *Config) {
@@ -326,5 +327,41 @@ func TestRepairEqualScopesCostOneSmallExchange(t *testing.T) {
 	}
 	if wire > 256 {
 		t.Fatalf("an equal round costs %d bytes on the wire, target 256", wire)
+	}
+}
+
+// TestRepairChildSketchWorkIsBounded sends one request holding hundreds of
+// child sketches of a node with 1,000 children: the acceptor answers only
+// as many as its scan budget allows (the rest would be asked again), so a
+// hostile request cannot make it read the children a thousand times.
+func TestRepairChildSketchWorkIsBounded(t *testing.T) {
+	a := startNode(t, "a", nodeOpts{tune: func(c *Config) { testTuning(c); c.NoPush = true; c.RepairInterval = time.Hour }})
+	var pts []crdt.Point
+	for range 1000 {
+		pts = append(pts, edgePt(a.root, uuid.New()))
+	}
+	a.write(pts...)
+	sk := crdt.NewSketch(33, childKeyLen).AppendBinary(nil)
+	q := transport.ChildSketchQuery{Node: a.root, Sketch: sk}
+	for b := range q.Buckets {
+		q.Buckets[b] = 0xff
+	}
+	req := &transport.RepairRequest{Root: a.root}
+	const asked = 2 * maxChildScan / 1000
+	for range asked {
+		req.ChildSketch = append(req.ChildSketch, q)
+	}
+	reply, err := answerRepair(a.st, newScope(a.st, uuid.Nil), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := reply.Answered[transport.AnsChildSketch]
+	if n == 0 || n > maxChildScan/1000+1 {
+		t.Fatalf("answered %d of %d child sketches of a node with 1,000 children, budget %d child reads", n, asked, maxChildScan)
+	}
+	for _, d := range reply.ChildDiffs {
+		if d.OK { // 1,000 differing children do not fit 33 cells
+			t.Fatalf("a 33-cell sketch decoded 1,000 differing children: %+v", d)
+		}
 	}
 }
