@@ -294,15 +294,20 @@ func (d *dialLink) ping(ctx context.Context, s *session, subj string) error {
 			continue // the remote spoke recently: the link is alive
 		}
 		s.mu.Lock()
-		busy := !s.sendIdle
+		busy := !s.sendIdle || s.repairing.Load()
 		s.mu.Unlock()
+		s.bytesSent.Add(uint64(len(b)))
 		if busy {
-			// Our pushes in flight watch the link (an ack that makes no
-			// progress ends the session); a ping would queue behind them
-			// and, on a slow link, time out on a healthy session.
+			// Our pushes in flight, or a repair round's requests, watch
+			// the link (each has its own timeout); the ping's reply
+			// would queue behind their replies and, on a slow link, time
+			// out on a healthy session. The ping still tells the remote
+			// we are here.
+			if err := s.conn.Publish(subj, b); err != nil {
+				return fmt.Errorf("ping: %w", err)
+			}
 			continue
 		}
-		s.bytesSent.Add(uint64(len(b)))
 		reply, err := s.conn.Request(subj, b, d.r.cfg.AckTimeout)
 		if err != nil {
 			return fmt.Errorf("ping: %w", err)

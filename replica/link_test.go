@@ -281,3 +281,36 @@ func TestPreprovisionedDeviceFindsItsConfiguration(t *testing.T) {
 		t.Fatalf("device subtree differs:%s", dumpDiff(a, b))
 	}
 }
+
+// TestLargeRepairReplyOnSlowLink: a repair reply that takes longer to
+// cross a throttled link than the ack timeout does not end the session
+// (its timeout allows for its size), and the keepalive does not either.
+func TestLargeRepairReplyOnSlowLink(t *testing.T) {
+	tune := func(c *Config) {
+		testTuning(c)
+		c.NoPush = true
+		c.AckTimeout = time.Second
+		c.RepairInterval = time.Hour
+	}
+	a := startNode(t, "a", nodeOpts{tune: tune})
+	s := uuid.New()
+	pts := []crdt.Point{edgePt(a.root, s)}
+	for i := range 2000 {
+		pts = append(pts, crdt.Point{Node: s, Type: "reading", Key: strconv.Itoa(i), Value: float64(i),
+			Text: "a reading with some text to make it longer on the wire"})
+	}
+	a.write(pts...)
+	px := proxyTo(t, a)
+	px.SetRate(30_000) // the points alone take about 5 s
+	b := startNode(t, "b", nodeOpts{root: a.root, peers: []string{px.URL()}, tune: tune})
+	waitFor(t, "repair over the slow link", 60*time.Second, func() bool {
+		return b.get(s, uuid.Nil, "reading", "1999").Time != 0
+	})
+	b.waitInSync(px.URL())
+	if l := b.link(px.URL()); l.LastError != "" {
+		t.Fatalf("the session restarted: %q", l.LastError)
+	}
+	if st := px.Stats(); st.Accepted != 1 {
+		t.Fatalf("%d connections, want 1", st.Accepted)
+	}
+}

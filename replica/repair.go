@@ -85,6 +85,8 @@ type repairer struct {
 // the next round.
 func (rp *repairer) round(ctx context.Context) (RepairStats, error) {
 	start := time.Now()
+	rp.s.repairing.Store(true)
+	defer rp.s.repairing.Store(false)
 	rp.stats = RepairStats{}
 	rp.visited = map[uuid.UUID]bool{rp.root: true}
 	d, err := rp.s.r.st.NodeDigest(rp.root)
@@ -199,7 +201,7 @@ func (rp *repairer) exchange(req *transport.RepairRequest) (*transport.RepairRep
 	s.bytesSent.Add(uint64(len(b)))
 	rp.stats.BytesOut += len(b)
 	t0 := time.Now()
-	m, err := s.conn.Request(rp.subject, b, s.r.cfg.AckTimeout)
+	m, err := s.conn.Request(rp.subject, b, s.transferTimeout(len(b)+repairReplyBudget))
 	rp.waited += time.Since(t0)
 	if err != nil {
 		return nil, fmt.Errorf("repair: %w", err)
@@ -711,7 +713,7 @@ func (rp *repairer) flushSend() error {
 	rp.sending.Add(1)
 	go func() {
 		defer rp.sending.Done()
-		m, err := s.conn.Request(rp.pushTo, b, s.r.cfg.AckTimeout)
+		m, err := s.conn.Request(rp.pushTo, b, s.transferTimeout(len(b)))
 		if err == nil {
 			s.bytesRecv.Add(uint64(len(m.Data)))
 			err = transport.Decode(m.Data, 0, &transport.Ack{})

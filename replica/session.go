@@ -36,6 +36,10 @@ type session struct {
 	lastSeen atomic.Int64 // unix ns of the last message from the other side
 
 	bytesSent, bytesRecv, rejected atomic.Uint64
+	// rate is the link's throughput as our pushes measured it, bytes/s
+	// (0: not yet); repairing is set while a repair round runs.
+	rate      atomic.Uint64
+	repairing atomic.Bool
 	pointsSent                     atomic.Uint64 // by the sender's pushes
 
 	mu          sync.Mutex  // guards the receiver and the status snapshot
@@ -81,6 +85,9 @@ func (s *session) publish(subj, reply string, data []byte) error {
 }
 
 func (s *session) respond(m *nats.Msg, data []byte) {
+	if m.Reply == "" {
+		return // a message that wants no answer (a ping while busy)
+	}
 	s.bytesSent.Add(uint64(len(data)))
 	_ = m.Respond(data)
 }
@@ -253,6 +260,7 @@ func (s *session) runSender(ctx context.Context, have uint64) error {
 			if err := st.ack(a.ack, a.through, time.Now()); err != nil && !errors.Is(err, errGap) {
 				return err
 			}
+			s.rate.Store(uint64(st.rate))
 		case now := <-tick.C:
 			if st.overdue(now, cfg.AckTimeout) {
 				return fmt.Errorf("no ack for %v", cfg.AckTimeout)
@@ -376,3 +384,17 @@ func (s *session) readBackfill(budget int) (pts []crdt.Point, size int, err erro
 // of sensor readings costs about 17 bytes a point; new types, keys and
 // text cost their length.
 func pointCost(p *crdt.Point) int { return 16 + len(p.Key)/2 + len(p.Text) }
+
+// minLinkRate is the slowest link a transfer's timeout allows for, in
+// bytes/s: a Cat-M cellular link's 16 kbit/s.
+const minLinkRate = 2 << 10
+
+// transferTimeout is how long a request of n bytes, or with a reply of n
+// bytes, may take: the ack timeout plus n at half the rate the link was
+// measured at, and never less than minLinkRate allows. A repair reply of
+// 512 KiB takes 40 s on a 100 kbit/s link; a fixed timeout would end a
+// healthy session there.
+func (s *session) transferTimeout(n int) time.Duration {
+	rate := max(s.rate.Load()/2, minLinkRate)
+	return s.r.cfg.AckTimeout + time.Duration(float64(n)/float64(rate)*float64(time.Second))
+}
