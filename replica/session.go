@@ -38,9 +38,9 @@ type session struct {
 	bytesSent, bytesRecv, rejected atomic.Uint64
 	// rate is the link's throughput as our pushes measured it, bytes/s
 	// (0: not yet); repairing is set while a repair round runs.
-	rate      atomic.Uint64
-	repairing atomic.Bool
-	pointsSent                     atomic.Uint64 // by the sender's pushes
+	rate       atomic.Uint64
+	repairing  atomic.Bool
+	pointsSent atomic.Uint64 // by the sender's pushes
 
 	mu          sync.Mutex  // guards the receiver and the status snapshot
 	have        uint64      // how far we hold the remote's feed
