@@ -229,14 +229,25 @@ func (rp *repairer) process(req *transport.RepairRequest, reply *transport.Repai
 		asked[q.Node] = q
 	}
 	var agg []aggNode // nodes whose points the reply's Aggregate sketches
+	listed := make(map[uuid.UUID]bool, len(reply.Listings))
+	for _, l := range reply.Listings {
+		listed[l.Node] = true
+	}
 	for i := range reply.Summaries {
 		sm := &reply.Summaries[i]
 		q, ok := asked[sm.Node]
 		if !ok {
 			return fmt.Errorf("repair: summary of %v, which was not asked", sm.Node)
 		}
-		if sm.Aggregated {
+		switch {
+		case sm.Aggregated:
 			agg = append(agg, aggNode{id: sm.Node, density: q.Density})
+		case sm.Own != q.Own && !sm.Own.IsZero() && !q.Own.IsZero() && !listed[sm.Node]:
+			// Its points differ but did not fit this reply's Aggregate:
+			// ask again.
+			if err := rp.recompare(sm.Node, q.Density); err != nil {
+				return err
+			}
 		}
 		if sm.Own.IsZero() && !q.Own.IsZero() {
 			// The remote holds none of the node's points: all of ours go.
@@ -555,7 +566,7 @@ func (rp *repairer) reconcile(agg []aggNode, theirsB []byte) error {
 	for i, a := range agg {
 		ids[i] = a.id
 	}
-	mine, err := sketchPoints(rp.s.r.st, ids, theirs.Cells(), true)
+	mine, err := sketchPoints(rp.s.r.st, ids, theirs.Cells(), true, 0)
 	if err != nil {
 		return err
 	}

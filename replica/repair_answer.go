@@ -19,7 +19,7 @@ import (
 
 // answerRepair answers a repair request within scope sc: nodes outside it
 // are answered as unknown, so a dialer learns nothing beyond its scope.
-func answerRepair(st *store.Store, sc *scope, req *transport.RepairRequest) (*transport.RepairReply, error) {
+func answerRepair(st *store.Store, sc *scope, req *transport.RepairRequest, lim repairLimits) (*transport.RepairReply, error) {
 	root := sc.root
 	if sc.full() {
 		root = st.Root()
@@ -27,7 +27,7 @@ func answerRepair(st *store.Store, sc *scope, req *transport.RepairRequest) (*tr
 	if req.Root != root {
 		return nil, fmt.Errorf("repair: scope root %v, this session's is %v", req.Root, root)
 	}
-	a := &answer{st: st, sc: sc, reply: &transport.RepairReply{}, size: 64}
+	a := &answer{st: st, sc: sc, reply: &transport.RepairReply{}, size: 64, lim: lim.orDefault()}
 	if err := a.compares(req.Compare); err != nil {
 		return nil, err
 	}
@@ -145,6 +145,7 @@ func answerRepair(st *store.Store, sc *scope, req *transport.RepairRequest) (*tr
 type answer struct {
 	st    *store.Store
 	sc    *scope
+	lim   repairLimits
 	reply *transport.RepairReply
 	size  int // the reply's encoded size, estimated
 	pts   []crdt.Point
@@ -299,7 +300,7 @@ func (a *answer) childSketches(qs []transport.ChildSketchQuery) error {
 		// rest wait for the next request, so a request full of queries
 		// for one big node cannot cost more than a few of them.
 		if a.full() || a.aggCells+aggregateSlack+aggregateCells(0) > crdt.MaxSketchCells ||
-			(i > 0 && scanned >= maxChildScan) {
+			(i > 0 && scanned >= a.lim.childScan) {
 			break
 		}
 		a.reply.Answered[transport.AnsChildSketch]++
@@ -389,8 +390,9 @@ func (a *answer) childSketches(qs []transport.ChildSketchQuery) error {
 }
 
 // aggregate builds the reply's Aggregate over the nodes in a.agg. A node
-// with too many points to sketch is left out (its flag cleared), and
-// listed when it was asked by a compare.
+// with too many points to sketch is left out (its flag cleared) and
+// listed; the nodes past maxAggScan points read are left out too, for the
+// asker to compare again, so one request costs a bounded read.
 func (a *answer) aggregate() error {
 	if len(a.agg) == 0 {
 		return nil
@@ -401,11 +403,15 @@ func (a *answer) aggregate() error {
 		ids[i] = n.id
 		cells += aggregateCells(n.density)
 	}
-	sk, err := sketchPoints(a.st, ids, cells, false)
+	sk, err := sketchPoints(a.st, ids, cells, false, a.lim.aggScan)
 	if err != nil {
 		return err
 	}
 	for i, n := range a.agg {
+		if sk.deferred[n.id] {
+			a.unflag(a.aggRefs[i]) // the asker compares it again
+			continue
+		}
 		if sk.big[n.id] {
 			a.unflag(a.aggRefs[i])
 			l, err := listNode(a.st, true, transport.ListQuery{Node: n.id}, &a.size)
@@ -482,7 +488,7 @@ func (a *acceptor) handleRepair(as *acceptedSession, m *nats.Msg) {
 	if !s.scope.full() {
 		sc = newHistoricScope(a.r.st, s.scope.root)
 	}
-	reply, err := answerRepair(a.r.st, sc, req)
+	reply, err := answerRepair(a.r.st, sc, req, a.r.cfg.repairLimits)
 	if err != nil {
 		s.respond(m, transport.EncodeError(err))
 		return

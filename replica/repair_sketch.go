@@ -25,7 +25,8 @@ const (
 	childCellsPer  = 3.3                // a child sketch's cells per likely differing child (two keys each)
 	bucketsPerNode = 256                // child buckets of a node
 	childSketchMin = aggregateSlack + 3 // a child sketch's smallest size
-	maxChildScan   = 1 << 18            // child records one request's child sketches may read
+	maxChildScan   = 1 << 18            // child records one request's child sketches may read (default)
+	maxAggScan     = 1 << 20            // points one reply's Aggregate may read (default)
 )
 
 // retryDensity returns the density to compare the nodes of agg again with
@@ -45,6 +46,23 @@ func retryDensity(agg []aggNode, sk *crdt.Sketch, peeled int) int {
 	keys := float64(peeled) - m/crdt.SketchHashes*math.Log(1-z/m)
 	need := int(math.Ceil(1.5 * keys / float64(cellsPerNode*len(agg))))
 	return max(2*old, need)
+}
+
+// repairLimits bound the reads of answering one repair request.
+type repairLimits struct {
+	childScan int // child records its child sketches may read
+	aggScan   int // points its Aggregate may read
+}
+
+// orDefault returns l with zero fields set to the defaults.
+func (l repairLimits) orDefault() repairLimits {
+	if l.childScan <= 0 {
+		l.childScan = maxChildScan
+	}
+	if l.aggScan <= 0 {
+		l.aggScan = maxAggScan
+	}
+	return l
 }
 
 // aggregateCells returns the cells an aggregated node of density d gets.
@@ -111,6 +129,9 @@ type sketched struct {
 	sk    *crdt.Sketch
 	nodes []uuid.UUID        // the nodes sketched, sorted
 	big   map[uuid.UUID]bool // nodes left out: more than maxAggPoints points
+	// deferred are nodes left out because the points read reached the
+	// budget.
+	deferred map[uuid.UUID]bool
 	// With keep: every key added, and where its register is.
 	keys  []crdt.SketchKey
 	refs  []regRef
@@ -125,9 +146,10 @@ type regRef struct {
 }
 
 // sketchPoints returns a sketch of cells cells of the node points of
-// nodes. It reads versions, not points, and allocates nothing per point
+// nodes; with a budget, the nodes reached once budget points were read are
+// left out (deferred). It reads versions, not points, and allocates nothing per point
 // but, with keep, its key and register reference.
-func sketchPoints(st *store.Store, nodes []uuid.UUID, cells int, keep bool) (*sketched, error) {
+func sketchPoints(st *store.Store, nodes []uuid.UUID, cells int, keep bool, budget int) (*sketched, error) {
 	// In key order the scan moves forward through the store.
 	nodes = slices.Clone(nodes)
 	slices.SortFunc(nodes, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
@@ -143,11 +165,20 @@ func sketchPoints(st *store.Store, nodes []uuid.UUID, cells int, keep bool) (*sk
 		}
 		keys, from = keys[:0], len(out.refs)
 	}
+	scanned := 0
 	err := st.ScanNodesVersions(nodes, func(i int, v *store.Version) error {
 		if i != cur {
 			flush()
 			cur, tag = i, crdt.NodeTag(v.Node)
+			if budget > 0 && scanned >= budget {
+				if out.deferred == nil {
+					out.deferred = make(map[uuid.UUID]bool)
+				}
+				out.deferred[nodes[i]] = true
+				return store.ErrSkip
+			}
 		}
+		scanned++
 		if len(keys) == maxAggPoints {
 			if out.big == nil {
 				out.big = make(map[uuid.UUID]bool)

@@ -351,7 +351,7 @@ func TestRepairChildSketchWorkIsBounded(t *testing.T) {
 	for range asked {
 		req.ChildSketch = append(req.ChildSketch, q)
 	}
-	reply, err := answerRepair(a.st, newScope(a.st, uuid.Nil), req)
+	reply, err := answerRepair(a.st, newScope(a.st, uuid.Nil), req, repairLimits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -363,5 +363,59 @@ func TestRepairChildSketchWorkIsBounded(t *testing.T) {
 		if d.OK { // 1,000 differing children do not fit 33 cells
 			t.Fatalf("a 33-cell sketch decoded 1,000 differing children: %+v", d)
 		}
+	}
+}
+
+// TestRepairAggregateReadIsBounded lets the acceptor read at most 500
+// points per reply's aggregate while 50 nodes of 100 points differ: the
+// nodes past the budget are left out and compared again, over more round
+// trips, and the replicas still converge.
+func TestRepairAggregateReadIsBounded(t *testing.T) {
+	tune := func(c *Config) { testTuning(c); c.NoPush = true; c.RepairInterval = time.Hour }
+	a := startNode(t, "a", nodeOpts{tune: func(c *Config) { tune(c); c.repairLimits = repairLimits{aggScan: 500} }})
+	origin, base := uuid.New(), crdt.NewTimestamp(time.Now().Add(-time.Hour).UnixMilli(), 0)
+	var all []crdt.Point
+	var nodes []uuid.UUID
+	for range 50 {
+		n := uuid.New()
+		nodes = append(nodes, n)
+		e := edgePt(a.root, n)
+		e.Time, e.Origin = base, origin
+		all = append(all, e)
+		for k := range 100 {
+			all = append(all, crdt.Point{Node: n, Type: "reading", Key: strconv.Itoa(k), Value: float64(k),
+				Time: base + crdt.Timestamp(k), Origin: origin})
+		}
+	}
+	if _, err := a.st.Apply(all); err != nil {
+		t.Fatal(err)
+	}
+	bdir := t.TempDir()
+	{
+		b0 := startNode(t, "b0", nodeOpts{root: a.root, dir: bdir})
+		if _, err := b0.st.Apply(all); err != nil {
+			t.Fatal(err)
+		}
+		for i, n := range nodes { // one newer point in every node
+			b0.write(crdt.Point{Node: n, Type: "reading", Key: strconv.Itoa(i), Value: -1})
+		}
+		b0.stop()
+	}
+	b := startNode(t, "b", nodeOpts{root: a.root, dir: bdir, peers: []string{a.url()}, tune: tune})
+	var first RepairStats
+	waitFor(t, "repair", 30*time.Second, func() bool {
+		var equal bool
+		first, equal = b.lastRepair(a.url())
+		return equal && first.RoundTrips > 0
+	})
+	if !converged(a, b, uuid.Nil) {
+		t.Fatal("not converged")
+	}
+	if err := a.st.Verify(); err != nil {
+		t.Fatal(err)
+	}
+	// 50 nodes at about 5 a reply: ten replies at least.
+	if first.RoundTrips < 8 || first.Sent != 50 {
+		t.Fatalf("repair: %+v; want the budget to spread the 50 nodes over many round trips, 50 points sent", first)
 	}
 }

@@ -48,6 +48,10 @@ type Config struct {
 	// NoPush turns push and resume off, leaving digest repair alone to
 	// converge replicas: for tests and diagnosis, never for production.
 	NoPush bool
+
+	// repairLimits bound what answering one repair request may read;
+	// zero fields take the defaults (tests lower them).
+	repairLimits repairLimits
 }
 
 func (c *Config) setDefaults() {
