@@ -69,14 +69,18 @@ func (l repairLimits) orDefault() repairLimits {
 func aggregateCells(d byte) int { return cellsPerNode * int(max(d, 1)) }
 
 // childSketchCells sizes a child sketch for nb differing buckets of a node
-// whose children there number kids on our side: the expected number of
-// differing children, inverted from the number of differing buckets
-// (children fall into buckets uniformly), or all of them when every
-// bucket differs.
+// whose children there number kids on our side: for the number of
+// differing children inverted from the number of equal buckets (children
+// fall into buckets uniformly, so c differing children leave about
+// 256·(1−1/256)^c buckets equal), taking one standard deviation fewer
+// equal buckets than seen, since a sketch sized too small costs a round
+// trip; or for all of them when every bucket differs.
 func childSketchCells(nb, kids int) int {
 	c := float64(kids)
 	if nb < bucketsPerNode {
-		c = math.Log(1-float64(nb)/bucketsPerNode) / math.Log(1-1.0/bucketsPerNode)
+		e := float64(bucketsPerNode - nb)
+		e = max(e-math.Sqrt(e*(1-e/bucketsPerNode)), 0.5)
+		c = math.Log(e/bucketsPerNode) / math.Log(1-1.0/bucketsPerNode)
 	}
 	return int(math.Ceil(childCellsPer*c)) + childSketchMin
 }
