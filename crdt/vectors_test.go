@@ -24,6 +24,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -1270,4 +1271,118 @@ func TestVectorFloatRoundTrip(t *testing.T) {
 			t.Errorf("%v: JSON %s reads back as %v (%v)", f, b, back, err)
 		}
 	}
+}
+
+// vecSketchCase is one case of sketches.json: a set of point keys (from
+// points) in a sketch of Cells cells, its encoding, and what decoding it
+// minus a second sketch (of Minus) gives.
+type vecSketchCase struct {
+	Name   string          `json:"name"`
+	Note   string          `json:"note,omitempty"`
+	Cells  int             `json:"cells"`
+	Points []vecSketchPt   `json:"points"`
+	Minus  []vecSketchPt   `json:"minus,omitempty"`
+	Keys   []string        `json:"keys"`   // output: each point's key
+	Sketch string          `json:"sketch"` // output: the encoding of the sketch of Points
+	Decode *vecSketchDecod `json:"decode"` // output: (Points) − (Minus), decoded
+}
+
+type vecSketchPt struct {
+	Node   string `json:"node"`
+	Type   string `json:"type"`
+	Key    string `json:"key"`
+	HLC    string `json:"hlc"`
+	Origin string `json:"origin"`
+}
+
+type vecSketchDecod struct {
+	OK    bool     `json:"ok"`
+	Plus  []string `json:"plus"`  // sorted
+	Minus []string `json:"minus"` // sorted
+}
+
+func vecSketchTable() []vecSketchCase {
+	const n1, n2 = "6ba7b810-9dad-11d1-80b4-00c04fd430c8", "6ba7b811-9dad-11d1-80b4-00c04fd430c8"
+	const o1, o2 = "00000000-0000-0000-0000-000000000001", "00000000-0000-4000-8000-00000000aaaa"
+	pt := func(node, typ, key, hlc, origin string) vecSketchPt {
+		return vecSketchPt{Node: node, Type: typ, Key: key, HLC: hlc, Origin: origin}
+	}
+	a := pt(n1, "temp", "0", "81985529216486895", o1)
+	b := pt(n1, "temp", "1", "81985529216486896", o1)
+	c := pt(n2, "description", "0", "81985529216486897", o2)
+	a2 := pt(n1, "temp", "0", "81985529216486999", o2) // a later version of a's register
+	return []vecSketchCase{
+		{Name: "one key", Cells: 3, Points: []vecSketchPt{a},
+			Note: "with 3 cells each part has one cell: the key lands in all three"},
+		{Name: "equal sets cancel", Cells: 9, Points: []vecSketchPt{a, b, c}, Minus: []vecSketchPt{c, b, a}},
+		{Name: "one register, two versions", Cells: 12, Points: []vecSketchPt{a2, b, c}, Minus: []vecSketchPt{a, b, c},
+			Note: "the two versions of temp/0 decode one on each side: same node and register tags, the HLCs tell which wins"},
+		{Name: "one side only", Cells: 12, Points: []vecSketchPt{a, b}, Minus: []vecSketchPt{a, b, c}},
+		{Name: "too many for the table", Cells: 3, Points: []vecSketchPt{a, b, c}, Minus: []vecSketchPt{a2},
+			Note: "four keys in three cells do not decode"},
+	}
+}
+
+func vecSketchOf(pts []vecSketchPt, cells int) (*crdt.Sketch, []string, error) {
+	sk := crdt.NewSketch(cells, crdt.PointKeyLen)
+	var keys []string
+	for _, v := range pts {
+		node, err := crdt.ParseID(v.Node)
+		if err != nil {
+			return nil, nil, err
+		}
+		origin, err := crdt.ParseID(v.Origin)
+		if err != nil {
+			return nil, nil, err
+		}
+		t, err := strconv.ParseUint(v.HLC, 10, 64)
+		if err != nil {
+			return nil, nil, err
+		}
+		p := crdt.Point{Node: node, Type: v.Type, Key: v.Key, Time: crdt.Timestamp(t), Origin: origin}
+		k := crdt.PointKey(&p)
+		sk.Add(k)
+		keys = append(keys, vecHex(k[:crdt.PointKeyLen]))
+	}
+	return sk, keys, nil
+}
+
+func vecSketchCompute(c *vecSketchCase) error {
+	sk, keys, err := vecSketchOf(c.Points, c.Cells)
+	if err != nil {
+		return err
+	}
+	c.Keys, c.Sketch = keys, vecHex(sk.AppendBinary(nil))
+	minus, _, err := vecSketchOf(c.Minus, c.Cells)
+	if err != nil {
+		return err
+	}
+	if err := sk.Subtract(minus); err != nil {
+		return err
+	}
+	plus, min, ok := sk.Decode()
+	d := &vecSketchDecod{OK: ok, Plus: []string{}, Minus: []string{}}
+	if ok {
+		for _, k := range plus {
+			d.Plus = append(d.Plus, vecHex(k[:crdt.PointKeyLen]))
+		}
+		for _, k := range min {
+			d.Minus = append(d.Minus, vecHex(k[:crdt.PointKeyLen]))
+		}
+		sort.Strings(d.Plus)
+		sort.Strings(d.Minus)
+	}
+	c.Decode = d
+	return nil
+}
+
+func TestVectorSketches(t *testing.T) {
+	vecRun(t, vecSpec[vecSketchCase]{
+		file: "sketches.json",
+		description: "Repair sketches (crdt.Sketch with crdt.PointKey keys): each point's 20-byte key, the encoding of the sketch of a set, " +
+			"and the keys on each side of two sets' difference when it decodes. See README.md and docs/protocol.md.",
+		table:   vecSketchTable(),
+		name:    func(c *vecSketchCase) string { return c.Name },
+		compute: vecSketchCompute,
+	})
 }
