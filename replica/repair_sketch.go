@@ -154,9 +154,13 @@ type regRef struct {
 // left out (deferred). It reads versions, not points, and allocates nothing per point
 // but, with keep, its key and register reference.
 func sketchPoints(st *store.Store, nodes []uuid.UUID, cells int, keep bool, budget int) (*sketched, error) {
-	// In key order the scan moves forward through the store.
+	// In key order the scan moves forward through the store. A node
+	// flagged twice in one reply (compared, and a differing child of a
+	// node compared) is sketched once on both sides: twice, its keys
+	// would cancel themselves out.
 	nodes = slices.Clone(nodes)
 	slices.SortFunc(nodes, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
+	nodes = slices.Compact(nodes)
 	out := &sketched{sk: crdt.NewSketch(cells, crdt.PointKeyLen), nodes: nodes}
 	cur, from, tag := -1, 0, uint32(0)
 	var keys []crdt.SketchKey // the current node's

@@ -1,6 +1,7 @@
 package replica
 
 import (
+	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -417,5 +418,28 @@ func TestRepairAggregateReadIsBounded(t *testing.T) {
 	// 50 nodes at about 5 a reply: ten replies at least.
 	if first.RoundTrips < 8 || first.Sent != 50 {
 		t.Fatalf("repair: %+v; want the budget to spread the 50 nodes over many round trips, 50 points sent", first)
+	}
+}
+
+// TestSketchPointsOnceANode: a node listed twice is sketched once, so that
+// two sides that both list it twice still see its differing points (twice,
+// its keys would cancel themselves out).
+func TestSketchPointsOnceANode(t *testing.T) {
+	a := startNode(t, "a", nodeOpts{})
+	n := uuid.New()
+	a.write(edgePt(a.root, n), valPt(n, "temp", 1), valPt(n, "humidity", 2))
+	once, err := sketchPoints(a.st, []uuid.UUID{n}, 33, false, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	twice, err := sketchPoints(a.st, []uuid.UUID{n, n}, 33, false, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(once.sk.AppendBinary(nil), twice.sk.AppendBinary(nil)) {
+		t.Fatal("a node listed twice is sketched differently from once")
+	}
+	if once.sk.NonEmpty() == 0 {
+		t.Fatal("the node's points are not in the sketch")
 	}
 }
