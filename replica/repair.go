@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/bits"
 	"math/rand/v2"
 	"slices"
@@ -229,6 +230,7 @@ func (rp *repairer) process(req *transport.RepairRequest, reply *transport.Repai
 		asked[q.Node] = q
 	}
 	var agg []aggNode // nodes whose points the reply's Aggregate sketches
+	groups := childGroups{}
 	listed := make(map[uuid.UUID]bool, len(reply.Listings))
 	for _, l := range reply.Listings {
 		listed[l.Node] = true
@@ -262,17 +264,18 @@ func (rp *repairer) process(req *transport.RepairRequest, reply *transport.Repai
 				return err
 			}
 		default:
-			if err := rp.compareChildren(sm.Node, -1, sm.Children); err != nil {
+			if err := rp.compareChildren(sm.Node, -1, sm.Children, groups.of(sm.Node)); err != nil {
 				return err
 			}
 		}
 	}
 	for i := range reply.Buckets {
 		b := &reply.Buckets[i]
-		if err := rp.compareChildren(b.Node, int(b.Bucket), b.Children); err != nil {
+		if err := rp.compareChildren(b.Node, int(b.Bucket), b.Children, groups.of(b.Node)); err != nil {
 			return err
 		}
 	}
+	groups.size(rp.compare)
 	answered := req.ChildSketch[:min(reply.Answered[transport.AnsChildSketch], len(req.ChildSketch))]
 	if len(reply.ChildDiffs) != len(answered) {
 		return fmt.Errorf("repair: %d child diffs for %d child sketches", len(reply.ChildDiffs), len(answered))
@@ -470,13 +473,15 @@ func (rp *repairer) childDiff(d *transport.ChildDiff, agg []aggNode) ([]aggNode,
 
 // compareChildren compares the remote's children of n (all, or one
 // bucket) with ours: a differing edge is exchanged, a child whose own
-// points or what is below it differ is compared.
-func (rp *repairer) compareChildren(n uuid.UUID, bucket int, remote []transport.ChildSum) error {
+// points or what is below it differ is compared. It counts the children
+// in g, and the compares of children whose own points differ.
+func (rp *repairer) compareChildren(n uuid.UUID, bucket int, remote []transport.ChildSum, g *childGroup) error {
 	rem := make(map[uuid.UUID]transport.ChildSum, len(remote))
 	for _, c := range remote {
 		rem[c.ID] = c
 	}
 	err := rp.s.r.st.ChildDigests(n, bucket, uuid.Nil, func(c store.ChildDigest) error {
+		g.listed++
 		rc, ok := rem[c.ID]
 		delete(rem, c.ID)
 		if !ok || rc.Edge != transport.Short(c.Edge) {
@@ -488,6 +493,15 @@ func (rp *repairer) compareChildren(n uuid.UUID, bucket int, remote []transport.
 		// edge there) can change which edges are active elsewhere, by
 		// the cycle rule, without showing in any live digest but its
 		// effects.
+		if ok && rc.Own != transport.Short(c.Own) && !c.Own.IsZero() {
+			g.differ++
+			at := len(rp.compare)
+			if err := rp.descend(c.ID, 0); err != nil || len(rp.compare) == at {
+				return err
+			}
+			g.own = append(g.own, at)
+			return nil
+		}
 		if !ok || rc.Own != transport.Short(c.Own) || rc.Below != transport.Short(c.Sub.Sub(c.Own)) {
 			return rp.descend(c.ID, 0)
 		}
@@ -504,6 +518,43 @@ func (rp *repairer) compareChildren(n uuid.UUID, bucket int, remote []transport.
 		}
 	}
 	return nil
+}
+
+// childGroup counts, for one node of a reply, its children compared and
+// those whose own points differ, with the indexes of their compares.
+type childGroup struct {
+	listed, differ int
+	own            []int
+}
+
+// childGroups are a reply's child groups by node.
+type childGroups map[uuid.UUID]*childGroup
+
+func (gs childGroups) of(n uuid.UUID) *childGroup {
+	g := gs[n]
+	if g == nil {
+		g = &childGroup{}
+		gs[n] = g
+	}
+	return g
+}
+
+// size sets the density of the compares of children whose own points
+// differ from how many of their siblings differ: if differing points fall
+// on children at random, c of k children differing means about
+// −k·ln(1 − c/k) points, more than one a child when c is a large part of
+// k. The aggregate then has room for them the first time.
+func (gs childGroups) size(compare []transport.NodeSub) {
+	for _, g := range gs {
+		if len(g.own) == 0 || g.differ >= g.listed {
+			continue // every child differs: no telling how much; a failed table will say
+		}
+		per := -float64(g.listed) * math.Log(1-float64(g.differ)/float64(g.listed)) / float64(g.differ)
+		d := byte(min(math.Ceil(per-0.15), transport.MaxDensity))
+		for _, i := range g.own {
+			compare[i].Density = max(d, 1)
+		}
+	}
 }
 
 // exchangeEdge fetches the remote's points of the edge parent → child and
