@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"math/bits"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -289,11 +288,7 @@ func (rp *repairer) process(req *transport.RepairRequest, reply *transport.Repai
 			// More children differ than the sketch was sized for: once
 			// more with twice the cells, while that beats listing them.
 			q := &answered[i]
-			nb := 0
-			for _, b := range q.Buckets {
-				nb += bits.OnesCount8(b)
-			}
-			if err := rp.sketchChildren(d.Node, &q.Buckets, nb, 2*len(q.Sketch)/crdt.SketchCellLen(childKeyLen)); err != nil {
+			if err := rp.sketchChildren(d.Node, &q.Buckets, 2*len(q.Sketch)/crdt.SketchCellLen(childKeyLen)); err != nil {
 				return err
 			}
 			continue
@@ -342,29 +337,26 @@ func (rp *repairer) compareBuckets(n uuid.UUID, remote []transport.BucketSum) er
 	}); err != nil {
 		return err
 	}
-	var differ [32]byte
-	nb := 0
+	var differ transport.BucketSet
 	for _, b := range remote {
 		if d, ok := local[b.Bucket]; !ok || d != b.Digest {
-			differ[b.Bucket/8] |= 1 << (b.Bucket % 8)
-			nb++
+			differ.Add(b.Bucket)
 		}
 		delete(local, b.Bucket)
 	}
 	for b := range local { // buckets only we have
-		differ[b/8] |= 1 << (b % 8)
-		nb++
+		differ.Add(b)
 	}
-	if nb == 0 {
+	if differ.Len() == 0 {
 		return nil
 	}
-	return rp.sketchChildren(n, &differ, nb, 0)
+	return rp.sketchChildren(n, &differ, 0)
 }
 
-// sketchChildren queues a child sketch of n's children in the nb buckets
-// set in differ, or their listings when that costs less.
-func (rp *repairer) sketchChildren(n uuid.UUID, differ *[32]byte, nb, retry int) error {
-	q, ok, err := rp.childSketch(n, differ, nb, retry)
+// sketchChildren queues a child sketch of n's children in the buckets of
+// differ, or their listings when that costs less.
+func (rp *repairer) sketchChildren(n uuid.UUID, differ *transport.BucketSet, retry int) error {
+	q, ok, err := rp.childSketch(n, differ, retry)
 	if err != nil {
 		return err
 	}
@@ -376,22 +368,22 @@ func (rp *repairer) sketchChildren(n uuid.UUID, differ *[32]byte, nb, retry int)
 	return nil
 }
 
-// listBuckets queues the listings of the buckets of n set in differ.
-func (rp *repairer) listBuckets(n uuid.UUID, differ *[32]byte) {
+// listBuckets queues the listings of the buckets of n in differ.
+func (rp *repairer) listBuckets(n uuid.UUID, differ *transport.BucketSet) {
 	for b := range 256 {
-		if differ[b/8]&(1<<(b%8)) != 0 {
+		if differ.Has(byte(b)) {
 			rp.buckets = append(rp.buckets, transport.BucketQuery{Node: n, Bucket: byte(b)})
 		}
 	}
 }
 
-// childSketch builds the sketch of our children of n in the nb buckets set
-// in differ, sized from the number of children that likely differ (or
-// retry cells, when set); ok is false when listing the buckets costs less.
-func (rp *repairer) childSketch(n uuid.UUID, differ *[32]byte, nb, retry int) (transport.ChildSketchQuery, bool, error) {
+// childSketch builds the sketch of our children of n in the buckets of
+// differ, sized from the number of children that likely differ (or retry
+// cells, when set); ok is false when listing the buckets costs less.
+func (rp *repairer) childSketch(n uuid.UUID, differ *transport.BucketSet, retry int) (transport.ChildSketchQuery, bool, error) {
 	var kids []store.ChildDigest
 	err := rp.s.r.st.ChildDigests(n, -1, uuid.Nil, func(c store.ChildDigest) error {
-		if differ[c.ID[0]/8]&(1<<(c.ID[0]%8)) != 0 {
+		if differ.Has(c.ID[0]) {
 			kids = append(kids, c)
 		}
 		return nil
@@ -399,7 +391,7 @@ func (rp *repairer) childSketch(n uuid.UUID, differ *[32]byte, nb, retry int) (t
 	if err != nil {
 		return transport.ChildSketchQuery{}, false, err
 	}
-	cells := childSketchCells(nb, len(kids))
+	cells := childSketchCells(differ.Len(), len(kids))
 	if retry > 0 {
 		cells = retry
 	}

@@ -82,7 +82,11 @@ func answerRepair(st *store.Store, sc *scope, req *transport.RepairRequest, lim 
 			}
 			continue
 		}
-		if err := pointsByHash(st, q, a.addPoint); err != nil {
+		want := make(map[uint64]bool, len(q.Hashes))
+		for _, h := range q.Hashes {
+			want[h] = true
+		}
+		if err := nodePointsWhere(st, q.Node, func(h uint64) bool { return want[h] }, a.addPoint); err != nil {
 			return nil, err
 		}
 	}
@@ -101,13 +105,7 @@ func answerRepair(st *store.Store, sc *scope, req *transport.RepairRequest, lim 
 		for _, t := range q.Tags {
 			want[t] = true
 		}
-		err := st.ScanNodesPoints([]uuid.UUID{q.Node}, func(_ int, p *crdt.Point) error {
-			if want[uint32(crdt.RegisterHash(p.Type, p.Key)>>32)] {
-				return a.addPoint(p)
-			}
-			return nil
-		})
-		if err != nil {
+		if err := nodePointsWhere(st, q.Node, func(h uint64) bool { return want[uint32(h>>32)] }, a.addPoint); err != nil {
 			return nil, err
 		}
 	}
@@ -322,7 +320,7 @@ func (a *answer) childSketches(qs []transport.ChildSketchQuery) error {
 		byTag := make(map[uint64]store.ChildDigest)
 		err = a.st.ChildDigests(q.Node, -1, uuid.Nil, func(c store.ChildDigest) error {
 			scanned++
-			if q.Buckets[c.ID[0]/8]&(1<<(c.ID[0]%8)) != 0 {
+			if q.Buckets.Has(c.ID[0]) {
 				mine.Add(childKey(&c, q.Salt))
 				byTag[childTag(c.ID)] = c
 			}
@@ -505,15 +503,11 @@ func (a *acceptor) handleRepair(as *acceptedSession, m *nats.Msg) {
 	s.respond(m, b)
 }
 
-// pointsByHash calls fn for the node points of q.Node whose register
-// hashes are in q.Hashes.
-func pointsByHash(st *store.Store, q transport.FetchQuery, fn func(*crdt.Point) error) error {
-	want := make(map[uint64]bool, len(q.Hashes))
-	for _, h := range q.Hashes {
-		want[h] = true
-	}
-	return st.ScanNodesPoints([]uuid.UUID{q.Node}, func(_ int, p *crdt.Point) error {
-		if want[crdt.RegisterHash(p.Type, p.Key)] {
+// nodePointsWhere calls fn for the node points of n whose register hash
+// (crdt.RegisterHash) match accepts.
+func nodePointsWhere(st *store.Store, n uuid.UUID, match func(regHash uint64) bool, fn func(*crdt.Point) error) error {
+	return st.ScanNodesPoints([]uuid.UUID{n}, func(_ int, p *crdt.Point) error {
+		if match(crdt.RegisterHash(p.Type, p.Key)) {
 			return fn(p)
 		}
 		return nil

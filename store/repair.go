@@ -118,33 +118,15 @@ func (m *metaReader) get(id uuid.UUID) (nodeMeta, error) {
 // Returning ErrSkip from fn moves on to the next node; ErrStop ends the
 // scan without error.
 func (s *Store) ScanNodesPoints(nodes []uuid.UUID, fn func(i int, p *crdt.Point) error) error {
-	return s.view(func(txn *badger.Txn) error {
-		opts := badger.DefaultIteratorOptions
-		opts.PrefetchValues = false // values are read in place
-		it := txn.NewIterator(opts)
-		defer it.Close()
-		prefix := make([]byte, 0, 33)
-	nodes:
-		for i, n := range nodes {
-			prefix = append(append(append(prefix[:0], pfxPoint), n[:]...), uuid.Nil[:]...)
-			for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
-				item := it.Item()
-				var p crdt.Point
-				if err := parseRegKey(item.Key()[1:], &p); err != nil {
-					return err
-				}
-				if err := item.Value(func(v []byte) error { _, err := decodeRegister(v, &p); return err }); err != nil {
-					return err
-				}
-				switch err := fn(i, &p); {
-				case errors.Is(err, ErrSkip):
-					continue nodes
-				case err != nil:
-					return err
-				}
-			}
+	return s.scanNodes(nodes, func(i int, item *badger.Item) error {
+		var p crdt.Point
+		if err := parseRegKey(item.Key()[1:], &p); err != nil {
+			return err
 		}
-		return nil
+		if err := item.Value(func(v []byte) error { _, err := decodeRegister(v, &p); return err }); err != nil {
+			return err
+		}
+		return fn(i, &p)
 	})
 }
 
@@ -160,31 +142,39 @@ type Version struct {
 // ScanNodesVersions is ScanNodesPoints reporting versions, not points: it
 // allocates nothing per register.
 func (s *Store) ScanNodesVersions(nodes []uuid.UUID, fn func(i int, v *Version) error) error {
+	var v Version
+	return s.scanNodes(nodes, func(i int, item *badger.Item) error {
+		v.Node = nodes[i]
+		v.TypeKey = item.Key()[33:]
+		if err := item.Value(func(b []byte) error {
+			if len(b) < regHeader {
+				return fmt.Errorf("%w: register value of %d bytes", errCorrupt, len(b))
+			}
+			v.Time = crdt.Timestamp(binary.BigEndian.Uint64(b[1:]))
+			copy(v.Origin[:], b[9:25])
+			return nil
+		}); err != nil {
+			return err
+		}
+		return fn(i, &v)
+	})
+}
+
+// scanNodes calls fn for the register item of each node point of each
+// node of nodes in turn, in one snapshot with one iterator; ErrSkip from
+// fn moves on to the next node.
+func (s *Store) scanNodes(nodes []uuid.UUID, fn func(i int, item *badger.Item) error) error {
 	return s.view(func(txn *badger.Txn) error {
 		opts := badger.DefaultIteratorOptions
-		opts.PrefetchValues = false
+		opts.PrefetchValues = false // values are read in place
 		it := txn.NewIterator(opts)
 		defer it.Close()
 		prefix := make([]byte, 0, 33)
-		var v Version
 	nodes:
 		for i, n := range nodes {
-			v.Node = n
 			prefix = append(append(append(prefix[:0], pfxPoint), n[:]...), uuid.Nil[:]...)
 			for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
-				item := it.Item()
-				v.TypeKey = item.Key()[33:]
-				if err := item.Value(func(b []byte) error {
-					if len(b) < regHeader {
-						return fmt.Errorf("%w: register value of %d bytes", errCorrupt, len(b))
-					}
-					v.Time = crdt.Timestamp(binary.BigEndian.Uint64(b[1:]))
-					copy(v.Origin[:], b[9:25])
-					return nil
-				}); err != nil {
-					return err
-				}
-				switch err := fn(i, &v); {
+				switch err := fn(i, it.Item()); {
 				case errors.Is(err, ErrSkip):
 					continue nodes
 				case err != nil:

@@ -3,6 +3,7 @@ package transport
 import (
 	"encoding/binary"
 	"fmt"
+	"math/bits"
 
 	"github.com/google/uuid"
 
@@ -72,14 +73,32 @@ type EdgeQuery struct {
 	Child, Parent uuid.UUID
 }
 
+// BucketSet is a set of child buckets: bit b%8 of byte b/8 for bucket b.
+type BucketSet [32]byte
+
+// Add puts bucket b in the set.
+func (s *BucketSet) Add(b byte) { s[b/8] |= 1 << (b % 8) }
+
+// Has reports whether bucket b is in the set.
+func (s *BucketSet) Has(b byte) bool { return s[b/8]&(1<<(b%8)) != 0 }
+
+// Len counts the buckets in the set.
+func (s *BucketSet) Len() int {
+	n := 0
+	for _, x := range s {
+		n += bits.OnesCount8(x)
+	}
+	return n
+}
+
 // ChildSketchQuery asks which children of Node, among those in the child
-// buckets set in Buckets (bit b%8 of byte b/8 for bucket b), differ from
+// buckets set in Buckets, differ from
 // the asker's: Sketch is the asker's crdt.Sketch (16-byte keys) of its
 // children there, one key per child, salted with Salt (docs/protocol.md
 // gives the key).
 type ChildSketchQuery struct {
 	Node    uuid.UUID
-	Buckets [32]byte
+	Buckets BucketSet
 	Salt    uint32
 	Sketch  []byte
 }
