@@ -39,6 +39,37 @@ const (
 	TypeNodeType = "nodeType"
 )
 
+// Point types with a meaning to authentication and authorization. They are
+// ordinary points, so they replicate and a tombstone revokes everywhere,
+// but only an administrator of the scope they grant may write them, and
+// the secret ones are read only by the system, local administrators and
+// peers.
+const (
+	// TypeAuthKey is a credential: an nkey public key as the key, value 1,
+	// text "device" or "peer". It grants the node's subtree (a key on the
+	// root: everything, as a peer).
+	TypeAuthKey = "authKey"
+	// TypePassword is a user node's password: an argon2id hash in the PHC
+	// string format as text.
+	TypePassword = "password"
+	// TypeEmail is a user node's sign-in address (text).
+	TypeEmail = "email"
+	// TypeRole is an edge point of a user: text "admin" lets the user change
+	// structure below that parent.
+	TypeRole = "role"
+	// RoleAdmin is the TypeRole text of an administrator.
+	RoleAdmin = "admin"
+)
+
+// IsSecret reports whether points of type typ are credentials: never
+// shown to a client that is not an administrator of the whole tree.
+func IsSecret(typ string) bool { return typ == TypeAuthKey || typ == TypePassword }
+
+// IsCredential reports whether points of type typ decide who may sign in
+// as a node: writing one grants access, so it takes an administrator of
+// everything the node reaches.
+func IsCredential(typ string) bool { return IsSecret(typ) || typ == TypeEmail }
+
 // Sentinel errors. Functions that return them wrap them with context, so test
 // with errors.Is.
 var (

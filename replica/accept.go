@@ -43,6 +43,7 @@ type acceptedSession struct {
 	cancel  context.CancelCauseFunc
 	started bool
 	since   time.Time
+	dialer  transport.Identity // who opened it, as the server verified
 }
 
 func newAcceptor(r *Replica) *acceptor {
@@ -68,6 +69,13 @@ func (a *acceptor) handleHello(m *nats.Msg) {
 
 func (a *acceptor) hello(m *nats.Msg) (transport.Welcome, error) {
 	r := a.r
+	id, _, err := transport.ParseSubject(m.Subject)
+	if err != nil {
+		return transport.Welcome{}, err
+	}
+	if err := r.limits.allow(id, time.Now()); err != nil {
+		return transport.Welcome{}, err
+	}
 	var h transport.Hello
 	if err := transport.Decode(m.Data, 0, &h); err != nil {
 		return transport.Welcome{}, fmt.Errorf("hello: %w", err)
@@ -79,9 +87,19 @@ func (a *acceptor) hello(m *nats.Msg) (transport.Welcome, error) {
 	if h.Instance == uuid.Nil || h.Instance == r.st.Instance() {
 		return w, fmt.Errorf("hello: instance %v: cannot link to itself or to nil", h.Instance)
 	}
+	// Who may link how: a peer holds everything, so it takes an
+	// administrator of everything (the local administrator's credentials
+	// or a key on the root); an edge links as the node its key is on, or
+	// as any root with the local administrator's credentials (which may
+	// adopt a new edge under the root).
+	whole := id.Kind == transport.KindSystem || id.Kind == transport.KindAdmin ||
+		id.Kind == transport.KindKey && id.Node == r.st.Root()
 	var sc *scope
 	switch h.Role {
 	case transport.RolePeer:
+		if !whole {
+			return transport.Welcome{}, fmt.Errorf("%w: %s may not link as a peer: it takes a peer key (siot peer add) or the administrator's credentials", ErrForbidden, id)
+		}
 		if h.Root == uuid.Nil {
 			return w, nil // identity only: a new peer learns the root
 		}
@@ -93,6 +111,12 @@ func (a *acceptor) hello(m *nats.Msg) (transport.Welcome, error) {
 		if h.Root == uuid.Nil || h.Root == r.st.Root() {
 			return w, fmt.Errorf("hello: edge root %v: it must be a node of its own (same root: link as a peer)", h.Root)
 		}
+		switch {
+		case id.Kind == transport.KindKey && id.Node == h.Root:
+		case id.Kind == transport.KindSystem || id.Kind == transport.KindAdmin:
+		default:
+			return transport.Welcome{}, fmt.Errorf("%w: %s may not link as edge %v: a device links as the node its key is on", ErrForbidden, id, h.Root)
+		}
 		if err := a.attach(h.Root); err != nil {
 			return w, err
 		}
@@ -100,15 +124,26 @@ func (a *acceptor) hello(m *nats.Msg) (transport.Welcome, error) {
 	default:
 		return w, fmt.Errorf("hello: unknown role %q", h.Role)
 	}
-	have, err := r.st.Mark(recvMark(h.Instance))
+	// The mark of how far this store holds the dialer's feed is the
+	// instance's, kept apart per device key: another identity that
+	// claims the instance ID moves no mark of the real one.
+	mark := recvMark(h.Instance)
+	if id.Kind == transport.KindKey && !whole {
+		mark += "@" + id.Node.String()
+	}
+	have, err := r.st.Mark(mark)
 	if err != nil {
 		return w, err
 	}
-	id := transport.NewSessionID()
-	subj, _ := transport.Subjects(id)
+	sid := transport.NewSessionID()
+	subj, err := transport.Subjects(id, sid)
+	if err != nil {
+		return w, err
+	}
 	ctx, cancel := context.WithCancelCause(r.ctx)
-	as := &acceptedSession{id: id, subj: subj, ctx: ctx, cancel: cancel, since: time.Now()}
+	as := &acceptedSession{id: sid, subj: subj, ctx: ctx, cancel: cancel, since: time.Now(), dialer: id}
 	as.s = newSession(r, h.Instance, h.Role, sc, r.nc, subj.Down, have, func(err error) { a.end(as, err) })
+	as.s.mark = mark
 	if h.Role == transport.RoleEdge {
 		root := h.Root
 		as.s.ingress = &subtreeFilter{st: r.st, root: root}
@@ -143,21 +178,39 @@ func (a *acceptor) hello(m *nats.Msg) (transport.Welcome, error) {
 		a.drop(as)
 		return w, errors.New("server is shutting down")
 	}
-	// A dialer that reconnects replaces its old sessions.
+	// A dialer that reconnects replaces its old sessions: the same
+	// instance under the same identity, never another identity's.
 	var old []*acceptedSession
 	for _, o := range a.sessions {
-		if o.s.remote == h.Instance {
+		if o.s.remote == h.Instance && o.dialer == id {
 			old = append(old, o)
 		}
 	}
-	a.sessions[id] = as
+	a.sessions[sid] = as
 	a.mu.Unlock()
 	for _, o := range old {
 		a.end(o, errors.New("replaced by a new session"))
 	}
-	w.Session, w.Have = id, have
-	r.log.Info("link accepted", "remote", h.Instance, "role", h.Role, "root", h.Root, "have", have)
+	w.Session, w.Have = sid, have
+	r.log.Info("link accepted", "remote", h.Instance, "identity", id.String(), "role", h.Role, "root", h.Root, "have", have)
 	return w, nil
+}
+
+// endOrphans ends the sessions whose dialer's identity has no open
+// connection left (conns, from transport.Server.Connections): a revoked
+// credential's connections were closed, so are its sessions.
+func (a *acceptor) endOrphans(conns map[transport.Identity]int) {
+	var orphans []*acceptedSession
+	a.mu.Lock()
+	for _, as := range a.sessions {
+		if as.dialer.Kind != transport.KindSystem && conns[as.dialer] == 0 {
+			orphans = append(orphans, as)
+		}
+	}
+	a.mu.Unlock()
+	for _, as := range orphans {
+		a.end(as, fmt.Errorf("%s has no connection left", as.dialer))
+	}
 }
 
 // attach checks that edge root may link: an edge with no edge here is

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 
 	"siot/crdt"
@@ -27,22 +28,57 @@ func reply(m *nats.Msg, v any) {
 
 func replyErr(m *nats.Msg, err error) { _ = m.Respond(transport.EncodeError(err)) }
 
-// serve returns a handler that decodes a request of type Req, answers it
-// with fn's reply or its error.
-func serve[Req, Resp any](fn func(Req) (Resp, error)) nats.MsgHandler {
+// ErrLimited is returned for a request over one of its identity's limits
+// (rate, watchers, transfers): retry later.
+var ErrLimited = errors.New("limit reached")
+
+// serve returns a handler that reads the requester's identity from the
+// subject, decodes a request of type Req and answers it with fn's reply or
+// its error. Refusals are counted.
+func serve[Req, Resp any](r *Replica, fn func(transport.Identity, Req) (Resp, error)) nats.MsgHandler {
 	return func(m *nats.Msg) {
+		id, ok := r.requester(m)
+		if !ok {
+			return
+		}
 		var req Req
 		if err := transport.Decode(m.Data, 0, &req); err != nil {
+			r.metrics.refuse(opOf(m.Subject), ReasonInvalid)
 			replyErr(m, err)
 			return
 		}
-		resp, err := fn(req)
+		resp, err := fn(id, req)
 		if err != nil {
+			if errors.Is(err, ErrForbidden) || errors.Is(err, ErrLimited) {
+				r.metrics.refuse(opOf(m.Subject), rejectReason(err))
+			}
 			replyErr(m, err)
 			return
 		}
 		reply(m, resp)
 	}
+}
+
+// goRequest runs fn in a goroutine the replica waits for on Close, so a
+// slow request (an import, an export page) holds up no other. It refuses
+// when the replica is closing.
+func (r *Replica) goRequest(fn func()) error {
+	r.apiMu.Lock()
+	defer r.apiMu.Unlock()
+	if r.apiClosed {
+		return errors.New("server shutting down")
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		fn()
+	}()
+	return nil
+}
+
+// forbidden returns ErrForbidden for reading node n.
+func forbidden(id transport.Identity, n uuid.UUID) error {
+	return fmt.Errorf("%w: node %v is outside what %s may read", ErrForbidden, n, id)
 }
 
 // Status returns the replica's status: identity, store position and links.
@@ -65,14 +101,68 @@ func (r *Replica) Status() transport.Status {
 }
 
 func (r *Replica) handleStatus(m *nats.Msg) {
+	id, ok := r.requester(m)
+	if !ok {
+		return
+	}
 	if err := transport.Decode(m.Data, 0, &transport.StatusRequest{}); err != nil {
 		replyErr(m, err)
 		return
 	}
-	reply(m, r.Status())
+	st := r.Status()
+	if id.Kind != transport.KindSystem && id.Kind != transport.KindAdmin && !(id.Kind == transport.KindKey && id.Node == r.st.Root()) {
+		// The links name other instances and their addresses: an
+		// operator's, not a scoped identity's, business.
+		st.Links, st.Accepted, st.Disk = []transport.LinkStatus{}, nil, 0
+	}
+	reply(m, st)
+}
+
+// transfer runs an import or export request in a goroutine of its own,
+// within its identity's transfer limit.
+func (r *Replica) transfer(m *nats.Msg, fn func(transport.Identity)) {
+	id, ok := r.requester(m)
+	if !ok {
+		return
+	}
+	if err := r.limits.take(id, false); err != nil {
+		r.metrics.refuse(opOf(m.Subject), ReasonLimited)
+		replyErr(m, err)
+		return
+	}
+	if err := r.goRequest(func() {
+		defer r.limits.release(id, false)
+		fn(id)
+	}); err != nil {
+		r.limits.release(id, false)
+		replyErr(m, err)
+	}
+}
+
+func (r *Replica) handleExport(m *nats.Msg) {
+	r.transfer(m, func(id transport.Identity) {
+		var req transport.ExportRequest
+		if err := transport.Decode(m.Data, 0, &req); err != nil {
+			replyErr(m, err)
+			return
+		}
+		page, err := r.exportPage(id, req)
+		if err != nil {
+			if errors.Is(err, ErrForbidden) {
+				r.metrics.refuse("export", ReasonForbidden)
+			}
+			replyErr(m, err)
+			return
+		}
+		reply(m, page)
+	})
 }
 
 func (r *Replica) handleImport(m *nats.Msg) {
+	r.transfer(m, func(id transport.Identity) { r.importBatch(id, m) })
+}
+
+func (r *Replica) importBatch(id transport.Identity, m *nats.Msg) {
 	var req transport.Import
 	if err := transport.Decode(m.Data, 0, &req); err != nil {
 		r.metrics.rejectWrite(rejectReason(err), 0)
@@ -85,9 +175,27 @@ func (r *Replica) handleImport(m *nats.Msg) {
 		replyErr(m, err)
 		return
 	}
+	if !r.cfg.noChecks {
+		acc, err := r.accessOf(id)
+		if err == nil {
+			err = acc.checkWrite(pts)
+		}
+		if err != nil {
+			r.metrics.rejectWrite(rejectReason(err), len(pts))
+			replyErr(m, err)
+			return
+		}
+	}
 	write := r.Write
 	if req.OneTime {
 		write = r.WriteOne
+	}
+	if id.Kind == transport.KindUser {
+		// A user's write is stamped with the user's node as origin:
+		// who wrote it, as the server verified.
+		for i := range pts {
+			pts[i].Origin = id.Node
+		}
 	}
 	res, err := write(pts)
 	if err != nil {
@@ -108,6 +216,28 @@ func (r *Replica) handleImport(m *nats.Msg) {
 // ExportPage reads one page of points in export order (node, parent, type,
 // key) after req.After, limited to req.Root's subtree when set.
 func (r *Replica) ExportPage(req transport.ExportRequest) (transport.ExportPage, error) {
+	return r.exportPage(transport.Identity{Kind: transport.KindSystem}, req)
+}
+
+// exportPage is ExportPage for identity id: only what it may read (without
+// req.Root: its whole scope), credentials only for administrators of
+// everything.
+func (r *Replica) exportPage(id transport.Identity, req transport.ExportRequest) (transport.ExportPage, error) {
+	acc := r.fullAccess()
+	if !r.cfg.noChecks {
+		var err error
+		if acc, err = r.accessOf(id); err != nil {
+			return transport.ExportPage{}, err
+		}
+		if req.Root != uuid.Nil {
+			if ok, err := acc.canReadNode(req.Root); err != nil || !ok {
+				if err == nil {
+					err = forbidden(id, req.Root)
+				}
+				return transport.ExportPage{}, err
+			}
+		}
+	}
 	limit := req.MaxBytes
 	if limit <= 0 || limit > DefaultPageBytes {
 		limit = DefaultPageBytes
@@ -130,6 +260,9 @@ func (r *Replica) ExportPage(req transport.ExportRequest) (transport.ExportPage,
 		}
 		in, err := sc.contains(p)
 		if err != nil || !in {
+			return err
+		}
+		if in, err = acc.canRead(p); err != nil || !in {
 			return err
 		}
 		pts = append(pts, *p)

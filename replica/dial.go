@@ -21,9 +21,12 @@ var ErrRootMismatch = errors.New("replica: peers have different roots")
 // dialLink is a link this instance opens: to an upstream (as an edge) or
 // to a peer. It reconnects with backoff for as long as the replica runs.
 type dialLink struct {
-	r    *Replica
-	url  string
-	role string
+	r     *Replica
+	url   string
+	shown string // url without credentials, for logs, status and metrics
+	role  string
+	creds *transport.Creds
+	id    transport.Identity // the identity creds sign in as
 
 	mu        sync.Mutex
 	sess      *session // the live session, nil when down
@@ -35,8 +38,9 @@ type dialLink struct {
 	down downLog // owned by run's goroutine
 }
 
-func newDialLink(r *Replica, url, role string) *dialLink {
-	return &dialLink{r: r, url: url, role: role}
+func newDialLink(r *Replica, url, role string, creds *transport.Creds) *dialLink {
+	id, _ := creds.Identity() // validated by Config.validate
+	return &dialLink{r: r, url: url, shown: transport.RedactURL(url), role: role, creds: creds, id: id}
 }
 
 func (d *dialLink) run(ctx context.Context) {
@@ -81,6 +85,8 @@ func (d *dialLink) session(parent context.Context) error {
 		Name:         "siot " + r.st.Instance().String(),
 		Timeout:      r.cfg.HelloTimeout,
 		OnDisconnect: func(err error) { cancel(fmt.Errorf("disconnected: %v", err)) },
+		Creds:        d.creds,
+		TLS:          r.cfg.LinkTLS,
 	})
 	if err != nil {
 		return err
@@ -91,7 +97,7 @@ func (d *dialLink) session(parent context.Context) error {
 	if err != nil {
 		return err
 	}
-	subj, err := transport.Subjects(w.Session)
+	subj, err := transport.Subjects(d.id, w.Session)
 	if err != nil {
 		return err
 	}
@@ -128,7 +134,7 @@ func (d *dialLink) session(parent context.Context) error {
 		d.rejBefore += s.rejected.Load()
 		d.mu.Unlock()
 	}()
-	r.log.Info("link up", append([]any{"url", d.url, "role", d.role, "remote", w.Instance, "resume_from", w.Have, "have", have},
+	r.log.Info("link up", append([]any{"url", d.shown, "role", d.role, "remote", w.Instance, "resume_from", w.Have, "have", have},
 		d.down.up()...)...)
 
 	var wg sync.WaitGroup
@@ -173,7 +179,7 @@ func (d *dialLink) hello(nc *nats.Conn) (transport.Welcome, error) {
 		return transport.Welcome{}, err
 	}
 	sent := time.Now()
-	reply, err := nc.Request(transport.SubjectHello, b, r.cfg.HelloTimeout)
+	reply, err := nc.Request(transport.Subject(d.id, transport.NameHello), b, r.cfg.HelloTimeout)
 	if err != nil {
 		return transport.Welcome{}, fmt.Errorf("hello: %w", err)
 	}
@@ -202,7 +208,7 @@ func (d *dialLink) correctClock(remoteMs int64, rtt time.Duration) {
 	off := time.UnixMilli(remoteMs).Add(rtt / 2).Sub(raw)
 	if off.Abs() > c.MaxOffset()/2 {
 		if (off - c.Correction()).Abs() > time.Second {
-			d.r.log.Warn("clock corrected from the remote", "url", d.url, "offset", off.Round(time.Millisecond))
+			d.r.log.Warn("clock corrected from the remote", "url", d.shown, "offset", off.Round(time.Millisecond))
 		}
 		c.SetCorrection(off)
 	} else if c.Correction() != 0 {
@@ -254,11 +260,11 @@ func (d *dialLink) repairLoop(ctx context.Context, s *session, rp *repairer) err
 			s.mu.Unlock()
 			d.r.metrics.repairRound(st)
 			if st.Equal {
-				d.r.log.Debug("repair", "url", d.url, "equal", true, "round_trips", st.RoundTrips,
+				d.r.log.Debug("repair", "url", d.shown, "equal", true, "round_trips", st.RoundTrips,
 					"bytes_out", st.BytesOut, "bytes_in", st.BytesIn, "took", st.Took.Round(time.Millisecond))
 			}
 			if !st.Equal {
-				d.r.log.Info("repair", "url", d.url, "round_trips", st.RoundTrips, "fetched", st.Fetched,
+				d.r.log.Info("repair", "url", d.shown, "round_trips", st.RoundTrips, "fetched", st.Fetched,
 					"sent", st.Sent, "bytes_out", st.BytesOut, "bytes_in", st.BytesIn, "took", st.Took.Round(time.Millisecond))
 			}
 			if st.Equal {
@@ -323,7 +329,7 @@ func (d *dialLink) ping(ctx context.Context, s *session, subj string) error {
 func (d *dialLink) status() transport.LinkStatus {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	ls := transport.LinkStatus{URL: d.url, Role: d.role, Connected: d.connected, LastError: d.lastErr,
+	ls := transport.LinkStatus{URL: d.shown, Role: d.role, Connected: d.connected, LastError: d.lastErr,
 		BytesSent: d.sentBefore, BytesRecv: d.recvBefore, Rejected: d.rejBefore}
 	if s := d.sess; s != nil {
 		ls.Remote = s.remote.String()

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 
 	"siot/crdt"
 	"siot/store"
@@ -30,6 +32,33 @@ type node struct {
 	cfg      Config
 	addr     string // listen address, kept across restarts
 	physical func() time.Time
+	admin    *transport.Creds // the local administrator's, kept across restarts
+}
+
+// adminByAddr maps a test node's listen address to its administrator
+// credentials, so a node linking to a URL signs in as the remote's
+// administrator unless the test gives other credentials.
+var adminByAddr sync.Map
+
+// adminFor returns the administrator credentials of the test node
+// listening at url (nats://host:port).
+func adminFor(t testing.TB, url string) *transport.Creds {
+	t.Helper()
+	c, ok := adminByAddr.Load(url[len("nats://"):])
+	if !ok {
+		t.Fatalf("no test node listens at %s", url)
+	}
+	return c.(*transport.Creds)
+}
+
+// mustPub returns creds' public key.
+func mustPub(t testing.TB, c *transport.Creds) string {
+	t.Helper()
+	pub, err := c.PublicKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pub
 }
 
 type nodeOpts struct {
@@ -39,6 +68,9 @@ type nodeOpts struct {
 	dir       string
 	tune      func(*Config)
 	physical  func() time.Time // the node's physical clock; time.Now when nil
+	// upstreamCreds and peerCreds sign the node's links in; nil: as the
+	// administrator of the first upstream's (peer's) node.
+	upstreamCreds, peerCreds *transport.Creds
 }
 
 // testTuning shortens timers so failures are detected in test time.
@@ -57,7 +89,19 @@ func startNode(t testing.TB, name string, o nodeOpts) *node {
 	if n.dir == "" {
 		n.dir = t.TempDir()
 	}
-	n.cfg = Config{Upstreams: o.upstreams, Peers: o.peers}
+	n.cfg = Config{Upstreams: o.upstreams, Peers: o.peers, UpstreamCreds: o.upstreamCreds, PeerCreds: o.peerCreds}
+	if n.cfg.UpstreamCreds == nil && len(o.upstreams) > 0 {
+		n.cfg.UpstreamCreds = adminFor(t, o.upstreams[0])
+	}
+	if n.cfg.PeerCreds == nil && len(o.peers) > 0 {
+		n.cfg.PeerCreds = adminFor(t, o.peers[0])
+	}
+	admin, err := transport.NewKeyCreds(transport.KindAdmin, uuid.Nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.admin = admin
+	n.cfg.AdminKey = mustPub(t, admin)
 	testTuning(&n.cfg)
 	if o.tune != nil {
 		o.tune(&n.cfg)
@@ -88,6 +132,7 @@ func (n *node) start() {
 	if n.addr == "127.0.0.1:0" {
 		n.addr = srv.ClientURL()[len("nats://"):]
 	}
+	adminByAddr.Store(n.addr, n.admin)
 	clock, _ := crdt.NewClock(crdt.ClockConfig{Physical: n.physical})
 	cfg := n.cfg
 	cfg.Store, cfg.Clock, cfg.Server = st, clock, srv
@@ -128,6 +173,21 @@ func (n *node) restart() {
 }
 
 func (n *node) url() string { return "nats://" + n.addr }
+
+// dial connects to the node's listener over TCP with creds (nil: as its
+// administrator).
+func (n *node) dial(creds *transport.Creds) *nats.Conn {
+	n.t.Helper()
+	if creds == nil {
+		creds = n.admin
+	}
+	nc, err := transport.Dial(n.url(), transport.DialConfig{Name: "test", Creds: creds, Timeout: 5 * time.Second})
+	if err != nil {
+		n.t.Fatalf("%s: %v", n.name, err)
+	}
+	n.t.Cleanup(nc.Close)
+	return nc
+}
 
 // write sets points through the local write path (stamped now).
 func (n *node) write(pts ...crdt.Point) {
@@ -249,7 +309,21 @@ func proxyTo(t testing.TB, n *node) *faultproxy.Proxy {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.Close() })
+	adminByAddr.Store(p.Addr(), n.admin)
 	return p
+}
+
+// deviceCreds provisions a device key for node dev on n (the node need not
+// exist yet: the upstream adopts it at its first hello) and returns its
+// credentials.
+func (n *node) deviceCreds(dev uuid.UUID) *transport.Creds {
+	n.t.Helper()
+	c, err := transport.NewKeyCreds(transport.KindKey, dev)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	n.write(crdt.Point{Node: dev, Type: crdt.TypeAuthKey, Key: mustPub(n.t, c), Value: 1, Text: "device"})
+	return c
 }
 
 // latest returns the winner of the points a and b by the LWW rule.
@@ -259,3 +333,9 @@ func latest(a, b crdt.Point) crdt.Point {
 	}
 	return b
 }
+
+// adminID is the local administrator's identity.
+var adminID = transport.Identity{Kind: transport.KindAdmin}
+
+// adminSubject is the subject of request name sent by the administrator.
+func adminSubject(name string) string { return transport.Subject(adminID, name) }

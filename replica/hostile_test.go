@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go"
 
 	"siot/crdt"
 	"siot/transport"
@@ -64,11 +63,7 @@ func TestFarFutureRemotePointsRejected(t *testing.T) {
 // and malformed frames to the link and API subjects of a server.
 func TestHostileMessagesGetErrorsAndChangeNothing(t *testing.T) {
 	srv := startNode(t, "server", nodeOpts{})
-	nc, err := nats.Connect(srv.url())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := srv.dial(nil)
 	before := srv.st.LastSeq()
 	req := func(subj string, data []byte) error {
 		m, err := nc.Request(subj, data, 5*time.Second)
@@ -85,28 +80,28 @@ func TestHostileMessagesGetErrorsAndChangeNothing(t *testing.T) {
 		data       []byte
 		want       string
 	}{
-		{"garbage", transport.SubjectHello, []byte("\x01\x03\xc1\xc1"), "malformed"},
-		{"empty", transport.SubjectHello, nil, "malformed"},
-		{"wrong version", transport.SubjectHello, []byte{9, 3, 0x80}, "version"},
-		{"unknown type", transport.SubjectHello, []byte{1, 200, 0x80}, "unknown message type"},
-		{"bad proto", transport.SubjectHello, hello(transport.Hello{Proto: 99, Instance: uuid.New(), Root: uuid.New(), Role: "edge"}), "protocol"},
-		{"nil instance", transport.SubjectHello, hello(transport.Hello{Proto: 1, Root: uuid.New(), Role: "edge"}), "instance"},
-		{"own instance", transport.SubjectHello, hello(transport.Hello{Proto: 1, Instance: srv.st.Instance(), Root: uuid.New(), Role: "edge"}), "itself"},
-		{"edge with the server's root", transport.SubjectHello, hello(transport.Hello{Proto: 1, Instance: uuid.New(), Root: srv.root, Role: "edge"}), "root"},
-		{"peer with another root", transport.SubjectHello, hello(transport.Hello{Proto: 1, Instance: uuid.New(), Root: uuid.New(), Role: "peer"}), "different roots"},
-		{"unknown role", transport.SubjectHello, hello(transport.Hello{Proto: 1, Instance: uuid.New(), Root: uuid.New(), Role: "admin"}), "role"},
-		{"import garbage", transport.SubjectImport, []byte{1, 11, 0x81, 0xa3, 'p', 't', 's', 0xc4, 3, 1, 2, 3}, "malformed"},
-		{"export bad cursor", transport.SubjectExport, func() []byte {
+		{"garbage", adminSubject(transport.NameHello), []byte("\x01\x03\xc1\xc1"), "malformed"},
+		{"empty", adminSubject(transport.NameHello), nil, "malformed"},
+		{"wrong version", adminSubject(transport.NameHello), []byte{9, 3, 0x80}, "version"},
+		{"unknown type", adminSubject(transport.NameHello), []byte{1, 200, 0x80}, "unknown message type"},
+		{"bad proto", adminSubject(transport.NameHello), hello(transport.Hello{Proto: 99, Instance: uuid.New(), Root: uuid.New(), Role: "edge"}), "protocol"},
+		{"nil instance", adminSubject(transport.NameHello), hello(transport.Hello{Proto: 1, Root: uuid.New(), Role: "edge"}), "instance"},
+		{"own instance", adminSubject(transport.NameHello), hello(transport.Hello{Proto: 1, Instance: srv.st.Instance(), Root: uuid.New(), Role: "edge"}), "itself"},
+		{"edge with the server's root", adminSubject(transport.NameHello), hello(transport.Hello{Proto: 1, Instance: uuid.New(), Root: srv.root, Role: "edge"}), "root"},
+		{"peer with another root", adminSubject(transport.NameHello), hello(transport.Hello{Proto: 1, Instance: uuid.New(), Root: uuid.New(), Role: "peer"}), "different roots"},
+		{"unknown role", adminSubject(transport.NameHello), hello(transport.Hello{Proto: 1, Instance: uuid.New(), Root: uuid.New(), Role: "admin"}), "role"},
+		{"import garbage", adminSubject(transport.NameImport), []byte{1, 11, 0x81, 0xa3, 'p', 't', 's', 0xc4, 3, 1, 2, 3}, "malformed"},
+		{"export bad cursor", adminSubject(transport.NameExport), func() []byte {
 			b, _ := transport.Encode(transport.ExportRequest{After: []byte("short")})
 			return b
 		}(), "cursor"},
-		{"node garbage", transport.SubjectNode, []byte("\x01\x11\xc1"), "malformed"},
-		{"node without a node", transport.SubjectNode, enc(transport.NodeRequest{}), "no node"},
-		{"node bad cursor", transport.SubjectNode, enc(transport.NodeRequest{Node: srv.root, After: []byte("short")}), "cursor"},
-		{"edges without a node", transport.SubjectEdges, enc(transport.EdgesRequest{}), "no node"},
-		{"edges as a watch", transport.SubjectEdges, enc(transport.WatchRequest{}), "unknown message type"},
-		{"watch garbage", transport.SubjectWatch, []byte{1, 21, 0x81, 0xa4, 'w', 'a', 'i', 't', 0xa1, 'x'}, "malformed"},
-		{"one-time import writing a register twice", transport.SubjectImport, enc(transport.Import{OneTime: true,
+		{"node garbage", adminSubject(transport.NameNode), []byte("\x01\x11\xc1"), "malformed"},
+		{"node without a node", adminSubject(transport.NameNode), enc(transport.NodeRequest{}), "no node"},
+		{"node bad cursor", adminSubject(transport.NameNode), enc(transport.NodeRequest{Node: srv.root, After: []byte("short")}), "cursor"},
+		{"edges without a node", adminSubject(transport.NameEdges), enc(transport.EdgesRequest{}), "no node"},
+		{"edges as a watch", adminSubject(transport.NameEdges), enc(transport.WatchRequest{}), "unknown message type"},
+		{"watch garbage", adminSubject(transport.NameWatch), []byte{1, 21, 0x81, 0xa4, 'w', 'a', 'i', 't', 0xa1, 'x'}, "malformed"},
+		{"one-time import writing a register twice", adminSubject(transport.NameImport), enc(transport.Import{OneTime: true,
 			Points: crdt.AppendBatch(nil, []crdt.Point{valPt(srv.root, "x", 1), valPt(srv.root, "x", 2)})}), "register"},
 	}
 	for _, c := range cases {
@@ -116,13 +111,13 @@ func TestHostileMessagesGetErrorsAndChangeNothing(t *testing.T) {
 		}
 	}
 	// A payload over the limit never reaches the server.
-	if err := nc.Publish(transport.SubjectHello, make([]byte, transport.MaxPayload+1)); err == nil {
+	if err := nc.Publish(adminSubject(transport.NameHello), make([]byte, transport.MaxPayload+1)); err == nil {
 		t.Error("oversized payload published")
 	}
 	// A session opened properly, then fed a corrupt push, ends with an
 	// error and applies nothing.
 	inst, root := uuid.New(), uuid.New()
-	m, err := nc.Request(transport.SubjectHello, hello(transport.Hello{Proto: 1, Instance: inst, Root: root, Role: "edge"}), 5*time.Second)
+	m, err := nc.Request(adminSubject(transport.NameHello), hello(transport.Hello{Proto: 1, Instance: inst, Root: root, Role: "edge"}), 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +125,7 @@ func TestHostileMessagesGetErrorsAndChangeNothing(t *testing.T) {
 	if err := transport.Decode(m.Data, 0, &w); err != nil {
 		t.Fatal(err)
 	}
-	subj, err := transport.Subjects(w.Session)
+	subj, err := transport.Subjects(adminID, w.Session)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,14 +154,10 @@ func TestHostileEdgeCannotWriteOutsideItsSubtree(t *testing.T) {
 	cloud := startNode(t, "cloud", nodeOpts{})
 	y := uuid.New()
 	cloud.write(edgePt(cloud.root, y), valPt(y, "secret", 1))
-	nc, err := nats.Connect(cloud.url())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := cloud.dial(nil)
 	inst, root := uuid.New(), uuid.New()
 	b, _ := transport.Encode(transport.Hello{Proto: 1, Instance: inst, Root: root, Role: transport.RoleEdge, Time: time.Now().UnixMilli()})
-	m, err := nc.Request(transport.SubjectHello, b, 5*time.Second)
+	m, err := nc.Request(adminSubject(transport.NameHello), b, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +165,7 @@ func TestHostileEdgeCannotWriteOutsideItsSubtree(t *testing.T) {
 	if err := transport.Decode(m.Data, 0, &w); err != nil {
 		t.Fatal(err)
 	}
-	subj, _ := transport.Subjects(w.Session)
+	subj, _ := transport.Subjects(adminID, w.Session)
 	now := crdt.NewTimestamp(time.Now().UnixMilli(), 0)
 	stamp := func(p crdt.Point, i int) crdt.Point {
 		p.Time, p.Origin = now+crdt.Timestamp(i), inst

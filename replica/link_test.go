@@ -159,8 +159,11 @@ func TestThreeLevelChain(t *testing.T) {
 func TestPeersConvergeAndRefuseOtherRoot(t *testing.T) {
 	c1 := startNode(t, "cloud1", nodeOpts{})
 	c2 := startNode(t, "cloud2", nodeOpts{root: c1.root, peers: []string{c1.url()}})
-	edge := startNode(t, "edge", nodeOpts{upstreams: []string{c1.url(), c2.url()}})
+	// The device's key is a point in the tree: both clouds accept it.
+	dev := uuid.New()
+	devCreds := c1.deviceCreds(dev)
 	c2.waitInSync(c1.url())
+	edge := startNode(t, "edge", nodeOpts{root: dev, upstreams: []string{c1.url(), c2.url()}, upstreamCreds: devCreds})
 	s := uuid.New()
 	edge.write(edgePt(edge.root, s), valPt(s, "temp", 1))
 	c1.waitValue(s, "temp", 1)
@@ -226,7 +229,11 @@ func TestDeadLinkBlocksNothing(t *testing.T) {
 	c1 := startNode(t, "cloud1", nodeOpts{})
 	c2 := startNode(t, "cloud2", nodeOpts{})
 	px := proxyTo(t, c1)
-	edge := startNode(t, "edge", nodeOpts{upstreams: []string{px.URL(), c2.url()}})
+	// Two unrelated clouds: each holds the device's key.
+	dev := uuid.New()
+	creds := c1.deviceCreds(dev)
+	c2.write(crdt.Point{Node: dev, Type: crdt.TypeAuthKey, Key: mustPub(t, creds), Value: 1})
+	edge := startNode(t, "edge", nodeOpts{root: dev, upstreams: []string{px.URL(), c2.url()}, upstreamCreds: creds})
 	edge.waitInSync(px.URL())
 	edge.waitInSync(c2.url())
 	px.Blackhole()

@@ -32,7 +32,7 @@ type downLog struct {
 func (l *downLog) ended(d *dialLink, err error, started time.Time, before, after transport.LinkStatus) {
 	log, now := d.r.log, time.Now()
 	if after.BytesSent > before.BytesSent { // the session was up
-		log.Warn("link down", "url", d.url, "role", d.role, "err", err, "up", now.Sub(started).Round(time.Millisecond),
+		log.Warn("link down", "url", d.shown, "role", d.role, "err", err, "up", now.Sub(started).Round(time.Millisecond),
 			"bytes_sent", after.BytesSent-before.BytesSent, "bytes_recv", after.BytesRecv-before.BytesRecv)
 		*l = downLog{since: now, warned: now}
 		return
@@ -41,13 +41,13 @@ func (l *downLog) ended(d *dialLink, err error, started time.Time, before, after
 	switch {
 	case l.since.IsZero():
 		l.since, l.warned = now, now
-		log.Warn("link cannot connect", "url", d.url, "role", d.role, "err", err)
+		log.Warn("link cannot connect", "url", d.shown, "role", d.role, "err", err)
 	case now.Sub(l.warned) >= downRemind:
 		l.warned = now
-		log.Warn("link still down", "url", d.url, "role", d.role, "err", err, "attempts", l.attempts,
+		log.Warn("link still down", "url", d.shown, "role", d.role, "err", err, "attempts", l.attempts,
 			"down_for", now.Sub(l.since).Round(time.Second))
 	default:
-		log.Debug("link attempt failed", "url", d.url, "role", d.role, "err", err, "attempts", l.attempts)
+		log.Debug("link attempt failed", "url", d.shown, "role", d.role, "err", err, "attempts", l.attempts)
 	}
 }
 

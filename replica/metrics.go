@@ -29,12 +29,15 @@ const (
 	ReasonOutsideScope = "outside_scope" // an edge wrote outside its own subtree
 	ReasonInvalid      = "invalid"       // a point or message that breaks a rule or does not decode
 	ReasonDiskFull     = "disk_full"     // free disk space below the floor (store.ErrDiskFull)
+	ReasonForbidden    = "forbidden"     // the request's identity may not do this (ErrForbidden)
+	ReasonLimited      = "limited"       // the identity is over a rate or concurrency limit (ErrLimited)
 	ReasonOther        = "other"         // anything else: the store closed, an I/O error
 )
 
 var (
 	metricPaths   = [...]string{PathLocal, PathPush, PathRepair}
-	metricReasons = [...]string{ReasonClockSkew, ReasonTooLarge, ReasonOutsideScope, ReasonInvalid, ReasonDiskFull, ReasonOther}
+	metricReasons = [...]string{ReasonClockSkew, ReasonTooLarge, ReasonOutsideScope, ReasonInvalid, ReasonDiskFull,
+		ReasonForbidden, ReasonLimited, ReasonOther}
 )
 
 // metrics are the replica's counters. Every field is atomic: the write
@@ -47,6 +50,8 @@ type metrics struct {
 	repairRoundTrips               atomic.Uint64
 	repairBytesOut, repairBytesIn  atomic.Uint64
 	repairFetched, repairSent      atomic.Uint64
+	refusedRequests                [len(metricReasons)]atomic.Uint64
+	loginFailures                  atomic.Uint64
 
 	mu         sync.Mutex
 	lastRemote map[string]string // a dialed link's last remote instance, by URL
@@ -79,6 +84,10 @@ func rejectReason(err error) string {
 		return ReasonTooLarge
 	case errors.Is(err, store.ErrDiskFull):
 		return ReasonDiskFull
+	case errors.Is(err, ErrForbidden):
+		return ReasonForbidden
+	case errors.Is(err, ErrLimited):
+		return ReasonLimited
 	case errors.Is(err, store.ErrInvalid), errors.Is(err, crdt.ErrInvalidPoint), errors.Is(err, crdt.ErrMalformed),
 		errors.Is(err, transport.ErrVersion), errors.Is(err, transport.ErrUnknownType):
 		return ReasonInvalid
@@ -130,6 +139,16 @@ func (m *metrics) rejectWrite(reason string, n int) {
 	m.rejectPoints(reason, n)
 }
 
+// refuse counts an API request (of operation op) refused for reason,
+// before it did anything.
+func (m *metrics) refuse(op, reason string) {
+	_ = op
+	m.refusedRequests[reasonIndex(reason)].Add(1)
+}
+
+// loginFailed counts a failed password sign-in.
+func (m *metrics) loginFailed() { m.loginFailures.Add(1) }
+
 // repairRound counts a repair round that ended.
 func (m *metrics) repairRound(st RepairStats) {
 	if st.Equal {
@@ -162,7 +181,9 @@ type Metrics struct {
 	RepairSent       uint64 // points they sent
 	RepairAnswerTime time.Duration
 
-	LinksRefused uint64 // hellos refused
+	LinksRefused    uint64  // hellos refused
+	RequestsRefused []Count // API requests refused before they did anything, by reason (forbidden, limited, invalid...)
+	LoginFailures   uint64  // password sign-ins refused
 	Links        []LinkMetrics
 
 	LastSeq   uint64 // the store's last change number
@@ -207,7 +228,9 @@ func (r *Replica) Metrics() Metrics {
 	for i, rs := range metricReasons {
 		out.RejectedPoints = append(out.RejectedPoints, Count{rs, m.rejectedPoints[i].Load()})
 		out.RejectedWrites = append(out.RejectedWrites, Count{rs, m.rejectedWrites[i].Load()})
+		out.RequestsRefused = append(out.RequestsRefused, Count{rs, m.refusedRequests[i].Load()})
 	}
+	out.LoginFailures = m.loginFailures.Load()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.lastRemote == nil {

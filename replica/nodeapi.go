@@ -43,8 +43,33 @@ func pageLimit(req int) int {
 // NodePage reads one page of node req.Node's points: its node points, then
 // the points of the edges above it, after the cursor req.After.
 func (r *Replica) NodePage(req transport.NodeRequest) (transport.NodePage, error) {
+	return r.nodePage(transport.Identity{Kind: transport.KindSystem}, req)
+}
+
+// access returns what id may reach, or everything when checks are off.
+func (r *Replica) access(id transport.Identity) (*access, error) {
+	if r.cfg.noChecks {
+		return r.fullAccess(), nil
+	}
+	return r.accessOf(id)
+}
+
+// nodePage is NodePage for identity id: the node must be in its scope, and
+// it sees neither credentials (unless it administers everything) nor the
+// edges above it from nodes outside its scope.
+func (r *Replica) nodePage(id transport.Identity, req transport.NodeRequest) (transport.NodePage, error) {
 	if req.Node == uuid.Nil {
 		return transport.NodePage{}, errors.New("node: no node given")
+	}
+	acc, err := r.access(id)
+	if err != nil {
+		return transport.NodePage{}, err
+	}
+	if ok, err := acc.canReadNode(req.Node); err != nil || !ok {
+		if err == nil {
+			err = forbidden(id, req.Node)
+		}
+		return transport.NodePage{}, err
 	}
 	limit := pageLimit(req.MaxBytes)
 	var after *crdt.Register
@@ -59,11 +84,18 @@ func (r *Replica) NodePage(req transport.NodeRequest) (transport.NodePage, error
 		after = &reg
 	}
 	var pts []crdt.Point
-	size, more := 0, false
-	err := r.st.ScanNodeFrom(req.Node, after, func(p *crdt.Point) error {
+	var last *crdt.Register
+	size, more, known := 0, false, false
+	err = r.st.ScanNodeFrom(req.Node, after, func(p *crdt.Point) error {
 		if size >= limit {
 			more = true
 			return store.ErrStop
+		}
+		known = true
+		reg := p.Register()
+		last = &reg
+		if ok, err := acc.canRead(p); err != nil || !ok {
+			return err
 		}
 		pts = append(pts, *p)
 		size += replyCost(p)
@@ -72,9 +104,9 @@ func (r *Replica) NodePage(req transport.NodeRequest) (transport.NodePage, error
 	if err != nil {
 		return transport.NodePage{}, err
 	}
-	page := transport.NodePage{Known: len(pts) > 0 || after != nil, Points: crdt.AppendBatch(nil, pts), More: more}
+	page := transport.NodePage{Known: known || after != nil, Points: crdt.AppendBatch(nil, pts), More: more}
 	if more {
-		page.Next = store.RegisterKey(pts[len(pts)-1].Register())
+		page.Next = store.RegisterKey(*last)
 	}
 	if !page.Known {
 		page.Known, err = r.knownNode(req.Node)
@@ -100,8 +132,24 @@ func (r *Replica) knownNode(n uuid.UUID) (bool, error) {
 // req.Up), each with the type and description of the node at its other
 // end.
 func (r *Replica) EdgesPage(req transport.EdgesRequest) (transport.EdgesPage, error) {
+	return r.edgesPage(transport.Identity{Kind: transport.KindSystem}, req)
+}
+
+// edgesPage is EdgesPage for identity id: the node must be in its scope,
+// and edges from parents outside it are left out.
+func (r *Replica) edgesPage(id transport.Identity, req transport.EdgesRequest) (transport.EdgesPage, error) {
 	if req.Node == uuid.Nil {
 		return transport.EdgesPage{}, errors.New("edges: no node given")
+	}
+	acc, err := r.access(id)
+	if err != nil {
+		return transport.EdgesPage{}, err
+	}
+	if ok, err := acc.canReadNode(req.Node); err != nil || !ok {
+		if err == nil {
+			err = forbidden(id, req.Node)
+		}
+		return transport.EdgesPage{}, err
 	}
 	n := req.Max
 	if n <= 0 || n > maxEdgesPage {
@@ -114,7 +162,7 @@ func (r *Replica) EdgesPage(req transport.EdgesRequest) (transport.EdgesPage, er
 	if req.Up {
 		scan = r.st.Parents
 	}
-	err := scan(req.Node, func(c store.Child) error {
+	err = scan(req.Node, func(c store.Child) error {
 		if req.After != uuid.Nil && compareIDs(c.ID, req.After) <= 0 {
 			return nil
 		}
@@ -152,6 +200,13 @@ func (r *Replica) EdgesPage(req transport.EdgesRequest) (transport.EdgesPage, er
 		page.Next = c.ID
 		if !ok {
 			continue
+		}
+		if req.Up {
+			if in, err := acc.canRead(&p); err != nil {
+				return page, err
+			} else if !in {
+				continue // a parent outside the scope
+			}
 		}
 		start := len(pts)
 		pts = append(pts, p)
@@ -208,8 +263,32 @@ func compareIDs(a, b uuid.UUID) int {
 // is something to answer, so other requests are served meanwhile. At most
 // Config.MaxWatchers are held at once; more are refused.
 func (r *Replica) handleWatch(m *nats.Msg) {
+	id, ok := r.requester(m)
+	if !ok {
+		return
+	}
 	var req transport.WatchRequest
 	if err := transport.Decode(m.Data, 0, &req); err != nil {
+		replyErr(m, err)
+		return
+	}
+	acc, err := r.access(id)
+	if err != nil {
+		replyErr(m, err)
+		return
+	}
+	if req.Root != uuid.Nil {
+		if ok, err := acc.canReadNode(req.Root); err != nil || !ok {
+			if err == nil {
+				err = forbidden(id, req.Root)
+				r.metrics.refuse("watch", ReasonForbidden)
+			}
+			replyErr(m, err)
+			return
+		}
+	}
+	if err := r.limits.take(id, true); err != nil {
+		r.metrics.refuse("watch", ReasonLimited)
 		replyErr(m, err)
 		return
 	}
@@ -217,10 +296,12 @@ func (r *Replica) handleWatch(m *nats.Msg) {
 	switch {
 	case r.apiClosed:
 		r.apiMu.Unlock()
+		r.limits.release(id, true)
 		replyErr(m, errors.New("watch: server shutting down"))
 		return
 	case r.watchers >= r.cfg.MaxWatchers:
 		r.apiMu.Unlock()
+		r.limits.release(id, true)
 		replyErr(m, fmt.Errorf("watch: %d watchers already waiting, try again later", r.watchers))
 		return
 	}
@@ -233,8 +314,9 @@ func (r *Replica) handleWatch(m *nats.Msg) {
 			r.apiMu.Lock()
 			r.watchers--
 			r.apiMu.Unlock()
+			r.limits.release(id, true)
 		}()
-		rep, err := r.Watch(r.ctx, req)
+		rep, err := r.watch(r.ctx, acc, req)
 		if err != nil {
 			replyErr(m, err)
 			return
@@ -249,6 +331,12 @@ func (r *Replica) handleWatch(m *nats.Msg) {
 // with what it has, possibly nothing. While it waits it costs one channel
 // registered with the hub.
 func (r *Replica) Watch(ctx context.Context, req transport.WatchRequest) (transport.WatchReply, error) {
+	return r.watch(ctx, r.fullAccess(), req)
+}
+
+// watch is Watch for acc: only the changes it may read (without req.Root:
+// in its whole scope).
+func (r *Replica) watch(ctx context.Context, acc *access, req transport.WatchRequest) (transport.WatchReply, error) {
 	wait := time.Duration(min(max(req.Wait, 0), transport.MaxWatchWait)) * time.Millisecond
 	kick := r.hub.register()
 	defer r.hub.unregister(kick)
@@ -256,7 +344,7 @@ func (r *Replica) Watch(ctx context.Context, req transport.WatchRequest) (transp
 	defer timer.Stop()
 	after := req.After
 	for {
-		rep, err := r.changes(after, req.Root, pageLimit(req.MaxBytes))
+		rep, err := r.changes(acc, after, req.Root, pageLimit(req.MaxBytes))
 		if err != nil || len(rep.Changes) > 0 || wait == 0 {
 			return rep, err
 		}
@@ -273,7 +361,7 @@ func (r *Replica) Watch(ctx context.Context, req transport.WatchRequest) (transp
 
 // changes reads the change feed after change number after, keeping the
 // points in root's subtree, up to about limit bytes.
-func (r *Replica) changes(after uint64, root uuid.UUID, limit int) (transport.WatchReply, error) {
+func (r *Replica) changes(acc *access, after uint64, root uuid.UUID, limit int) (transport.WatchReply, error) {
 	rep := transport.WatchReply{Next: after, Last: r.st.LastSeq()}
 	sc := newScope(r.st, root)
 	var pts []crdt.Point
@@ -286,6 +374,9 @@ func (r *Replica) changes(after uint64, root uuid.UUID, limit int) (transport.Wa
 		rep.Next = c.Seq
 		in, err := sc.contains(&c.Point)
 		if err != nil || !in {
+			return err
+		}
+		if in, err = acc.canRead(&c.Point); err != nil || !in {
 			return err
 		}
 		pts = append(pts, c.Point)

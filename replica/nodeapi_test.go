@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go"
 
 	"siot/crdt"
 	"siot/store"
@@ -269,15 +268,11 @@ func equalBytes(a, b []byte) bool { return string(a) == string(b) }
 // refused at once; a held one is answered when the replica closes.
 func TestWatchersAreBounded(t *testing.T) {
 	n := startNode(t, "server", nodeOpts{tune: func(c *Config) { c.MaxWatchers = 1 }})
-	nc, err := nats.Connect(n.url())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := n.dial(nil)
 	req, _ := transport.Encode(transport.WatchRequest{After: n.st.LastSeq(), Wait: transport.MaxWatchWait})
 	held := make(chan error, 1)
 	go func() {
-		m, err := nc.Request(transport.SubjectWatch, req, 20*time.Second)
+		m, err := nc.Request(adminSubject(transport.NameWatch), req, 20*time.Second)
 		if err == nil {
 			err = transport.Decode(m.Data, 0, &transport.WatchReply{})
 		}
@@ -288,14 +283,19 @@ func TestWatchersAreBounded(t *testing.T) {
 		defer n.rep.apiMu.Unlock()
 		return n.rep.watchers == 1
 	})
-	m, err := nc.Request(transport.SubjectWatch, req, 5*time.Second)
+	m, err := nc.Request(adminSubject(transport.NameWatch), req, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := transport.Decode(m.Data, 0, &transport.WatchReply{}); !transport.IsRemote(err) || !strings.Contains(err.Error(), "watchers") {
 		t.Fatalf("second watcher: %v, want refused", err)
 	}
-	n.stop()
+	// Close the replica alone: the server stays up to deliver the answer.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := n.rep.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
 	select {
 	case err := <-held:
 		if err != nil {

@@ -2,6 +2,8 @@ package replica
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -28,6 +30,21 @@ type Config struct {
 	// Peers are NATS URLs of instances with the same root: everything
 	// syncs both ways.
 	Peers []string
+	// UpstreamCreds and PeerCreds authenticate this instance's links to
+	// its upstreams and peers: a device's key, a peer key, or the remote's
+	// administrator credentials. Required with Upstreams or Peers.
+	UpstreamCreds, PeerCreds *transport.Creds
+	// LinkTLS, when set, configures TLS for every link this instance
+	// dials (the CAs the remote's certificate must chain to).
+	LinkTLS *tls.Config
+
+	// AdminKey is the nkey public key of the local administrator
+	// (DATA/admin.creds); empty: no local administrator.
+	AdminKey string
+	// TokenKey signs the login tokens this instance issues (32 bytes kept
+	// in the data directory, so tokens survive a restart). Nil: a random
+	// key, tokens die with the process.
+	TokenKey []byte
 
 	Logger  *slog.Logger // nil: discard
 	Version string       // reported by status
@@ -45,6 +62,13 @@ type Config struct {
 	RepairInterval time.Duration // digest repair runs on every connect and then this often, ±20% (60 s)
 	MaxWatchers    int           // watch requests held at once; more are refused (256)
 
+	// Per identity, except the system and the local administrator.
+	RequestRate             float64       // API requests a second, with bursts of twice as many (200)
+	MaxWatchersPerIdentity  int           // watch requests held at once (16)
+	MaxTransfersPerIdentity int           // imports and exports in progress at once (2)
+	TokenTTL                time.Duration // lifetime of a login token (12 h)
+	RevalidateInterval      time.Duration // how often every connection's credential is checked again (2 s)
+
 	// NoPush turns push and resume off, leaving digest repair alone to
 	// converge replicas: for tests and diagnosis, never for production.
 	NoPush bool
@@ -52,6 +76,9 @@ type Config struct {
 	// repairLimits bound what answering one repair request may read;
 	// zero fields take the defaults (tests lower them).
 	repairLimits repairLimits
+	// noChecks bypasses authorization, for the benchmarks that measure
+	// what it costs; never set outside them.
+	noChecks bool
 }
 
 func (c *Config) setDefaults() {
@@ -79,6 +106,21 @@ func (c *Config) setDefaults() {
 	if c.MaxWatchers <= 0 {
 		c.MaxWatchers = 256
 	}
+	if c.RequestRate <= 0 {
+		c.RequestRate = 200
+	}
+	if c.MaxWatchersPerIdentity <= 0 {
+		c.MaxWatchersPerIdentity = 16
+	}
+	if c.MaxTransfersPerIdentity <= 0 {
+		c.MaxTransfersPerIdentity = 2
+	}
+	def(&c.TokenTTL, 12*time.Hour)
+	def(&c.RevalidateInterval, 2*time.Second)
+	if len(c.TokenKey) == 0 {
+		c.TokenKey = make([]byte, 32)
+		_, _ = rand.Read(c.TokenKey)
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -100,6 +142,15 @@ func (c *Config) validate() error {
 			return errors.New("replica: empty link URL")
 		}
 	}
+	if len(c.Upstreams) > 0 && c.UpstreamCreds == nil {
+		return errors.New("replica: upstream links need Config.UpstreamCreds")
+	}
+	if len(c.Peers) > 0 && c.PeerCreds == nil {
+		return errors.New("replica: peer links need Config.PeerCreds")
+	}
+	if len(c.TokenKey) < 16 {
+		return errors.New("replica: Config.TokenKey shorter than 16 bytes")
+	}
 	return nil
 }
 
@@ -115,6 +166,8 @@ type Replica struct {
 	hub      hub
 	metrics  metrics
 	logLimit limiter // repeated warnings: once a minute per key
+	auth     *authority
+	limits   limits
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -145,22 +198,29 @@ func Open(cfg Config) (*Replica, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &Replica{cfg: cfg, st: cfg.Store, clock: cfg.Clock, log: cfg.Logger, nc: nc, ctx: ctx, cancel: cancel}
 	r.hub.init()
+	r.limits.init(&r.cfg)
+	r.auth = newAuthority(r)
 	r.acceptor = newAcceptor(r)
 	if err := r.subscribe(); err != nil {
 		cancel()
 		nc.Close()
 		return nil, err
 	}
-	r.wg.Add(1)
+	cfg.Server.SetAuth(r.auth)
+	r.wg.Add(2)
 	go func() {
 		defer r.wg.Done()
 		r.acceptor.expire(ctx)
 	}()
+	go func() {
+		defer r.wg.Done()
+		r.revalidateLoop(ctx)
+	}()
 	for _, u := range cfg.Upstreams {
-		r.dialers = append(r.dialers, newDialLink(r, u, transport.RoleEdge))
+		r.dialers = append(r.dialers, newDialLink(r, u, transport.RoleEdge, cfg.UpstreamCreds))
 	}
 	for _, u := range cfg.Peers {
-		r.dialers = append(r.dialers, newDialLink(r, u, transport.RolePeer))
+		r.dialers = append(r.dialers, newDialLink(r, u, transport.RolePeer, cfg.PeerCreds))
 	}
 	for _, d := range r.dialers {
 		r.wg.Add(1)
@@ -174,18 +234,19 @@ func Open(cfg Config) (*Replica, error) {
 
 func (r *Replica) subscribe() error {
 	handlers := map[string]nats.MsgHandler{
-		transport.SubjectHello:  r.acceptor.handleHello,
-		transport.SubjectStatus: r.handleStatus,
-		transport.SubjectImport: r.handleImport,
-		transport.SubjectExport: serve(r.ExportPage),
-		transport.SubjectNode:   serve(r.NodePage),
-		transport.SubjectEdges:  serve(r.EdgesPage),
-		transport.SubjectWatch:  r.handleWatch,
+		transport.NameHello:  r.acceptor.handleHello,
+		transport.NameStatus: r.handleStatus,
+		transport.NameImport: r.handleImport,
+		transport.NameExport: r.handleExport,
+		transport.NameNode:   serve(r, r.nodePage),
+		transport.NameEdges:  serve(r, r.edgesPage),
+		transport.NameWatch:  r.handleWatch,
+		transport.NameToken:  serve(r, r.auth.issueToken),
 	}
-	for subj, h := range handlers {
-		sub, err := r.nc.Subscribe(subj, h)
+	for name, h := range handlers {
+		sub, err := r.nc.Subscribe(transport.AnyIdentity(name), h)
 		if err != nil {
-			return fmt.Errorf("replica: subscribe %s: %w", subj, err)
+			return fmt.Errorf("replica: subscribe %s: %w", name, err)
 		}
 		r.subs = append(r.subs, sub)
 	}
@@ -202,6 +263,7 @@ func (r *Replica) Close(ctx context.Context) error {
 	r.apiMu.Lock()
 	r.apiClosed = true
 	r.apiMu.Unlock()
+	r.cfg.Server.SetAuth(nil)
 	r.cancel()
 	r.acceptor.closeAll()
 	done := make(chan struct{})
@@ -218,6 +280,27 @@ func (r *Replica) Close(ctx context.Context) error {
 	r.nc.Close()
 	return err
 }
+
+// revalidateLoop checks every open connection's credential again each
+// RevalidateInterval, closing those revoked (a tombstoned key or password
+// point, here or synced from elsewhere) or expired, and ends the link
+// sessions whose identity has no connection left.
+func (r *Replica) revalidateLoop(ctx context.Context) {
+	t := time.NewTicker(r.cfg.RevalidateInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		r.cfg.Server.Revalidate(r.auth.revalidate)
+		r.acceptor.endOrphans(r.cfg.Server.Connections())
+	}
+}
+
+// physicalNow is the clock's corrected physical time.
+func (r *Replica) physicalNow() time.Time { return r.cfg.Clock.Physical() }
 
 // Store returns the replica's store.
 func (r *Replica) Store() *store.Store { return r.st }

@@ -24,6 +24,9 @@ type scope struct {
 	// anyEdge walks tombstoned and inactive edges too: the subtree as it
 	// is or ever was (newHistoricScope).
 	anyEdge bool
+	// roots, when not nil, replaces root: the union of the subtrees of
+	// several nodes (newRootsScope), empty for a scope that holds nothing.
+	roots map[uuid.UUID]bool
 }
 
 func newScope(st *store.Store, root uuid.UUID) *scope {
@@ -39,8 +42,27 @@ func newHistoricScope(st *store.Store, root uuid.UUID) *scope {
 	return sc
 }
 
+// newRootsScope returns the union of the subtrees of roots over active
+// edges; with no roots it holds nothing.
+func newRootsScope(st *store.Store, roots []uuid.UUID) *scope {
+	sc := newScope(st, uuid.Nil)
+	sc.roots = make(map[uuid.UUID]bool, len(roots))
+	for _, r := range roots {
+		sc.roots[r] = true
+	}
+	return sc
+}
+
 // full reports whether the scope holds everything.
-func (s *scope) full() bool { return s.root == uuid.Nil }
+func (s *scope) full() bool { return s.roots == nil && s.root == uuid.Nil }
+
+// isRoot reports whether n is a root of the scope.
+func (s *scope) isRoot(n uuid.UUID) bool {
+	if s.roots != nil {
+		return s.roots[n]
+	}
+	return n == s.root
+}
 
 // contains reports whether p belongs to the scope.
 func (s *scope) contains(p *crdt.Point) (bool, error) {
@@ -62,8 +84,11 @@ func (s *scope) invalidate() {
 
 // containsNode reports whether n is root or below it over active edges.
 func (s *scope) containsNode(n uuid.UUID) (bool, error) {
-	if s.full() || n == s.root {
+	if s.full() || s.isRoot(n) {
 		return true, nil
+	}
+	if s.roots != nil && len(s.roots) == 0 {
+		return false, nil
 	}
 	if in, ok := s.cache[n]; ok {
 		return in, nil
@@ -85,7 +110,7 @@ func (s *scope) containsNode(n uuid.UUID) (bool, error) {
 			if (!c.Active && !s.anyEdge) || visited[c.ID] {
 				return nil
 			}
-			if c.ID == s.root {
+			if s.isRoot(c.ID) {
 				found = true
 				return store.ErrStop
 			}

@@ -31,6 +31,7 @@ type session struct {
 	ackPfx   string                    // our pushes' reply subjects: ackPfx.<through>
 	onEdge   func(p *crdt.Point) error // called for every edge change the sender reads; an error ends the session
 	ingress  *subtreeFilter            // when set, incoming points outside it are refused (an edge's upstream)
+	mark     string                    // the mark of how far we hold the remote's feed
 
 	fail     func(error)  // ends the session with an error (first one wins)
 	lastSeen atomic.Int64 // unix ns of the last message from the other side
@@ -59,7 +60,7 @@ type session struct {
 
 func newSession(r *Replica, remote uuid.UUID, role string, sc *scope, conn *nats.Conn, pushSubj string, have uint64, fail func(error)) *session {
 	s := &session{r: r, remote: remote, role: role, scope: sc, conn: conn, pushSubj: pushSubj,
-		ackPfx: conn.NewRespInbox(), have: have, fail: fail}
+		ackPfx: conn.NewRespInbox(), have: have, fail: fail, mark: recvMark(remote)}
 	s.touch()
 	return s
 }
@@ -144,7 +145,7 @@ func (s *session) handlePush(m *nats.Msg) {
 			return
 		}
 	}
-	_, rejected, reason, err := s.r.applyRemote(s.remote, pts, map[string]uint64{recvMark(s.remote): have})
+	_, rejected, reason, err := s.r.applyRemote(s.remote, pts, map[string]uint64{s.mark: have})
 	if refused > 0 {
 		s.r.metrics.rejectPoints(ReasonOutsideScope, refused)
 		rejected += refused
@@ -177,6 +178,13 @@ type ackMsg struct {
 // runSender pushes our feed to the remote from position have until ctx
 // ends or the session fails. It owns its pushState.
 func (s *session) runSender(ctx context.Context, have uint64) error {
+	if last := s.r.st.LastSeq(); have > last {
+		// The remote claims more of our feed than we ever wrote: its
+		// mark is wrong (a restored backup, a lie). A resume position
+		// never passes what we sent, so send everything again.
+		s.r.log.Warn("remote claims changes this instance never wrote; resending all", "remote", s.remote, "claimed", have, "last", last)
+		have = 0
+	}
 	cfg := &s.r.cfg
 	st := newPushState(have, cfg.Window, 50_000, cfg.MaxPushBytes)
 	acks := make(chan ackMsg, cfg.Window+1)
@@ -308,8 +316,11 @@ func (s *session) readBatch(cursor uint64, budget int) (pts []crdt.Point, size i
 				}
 			}
 		}
-		if c.Source == s.remote || p.Origin == s.remote {
-			return nil // it came from there
+		if c.Source == s.remote {
+			// It came by this link. Routing goes by the link a change
+			// arrived on, never by its origin: an origin is data anyone
+			// may write.
+			return nil
 		}
 		in, err := s.scope.contains(p)
 		if err != nil || !in {

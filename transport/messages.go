@@ -195,6 +195,21 @@ type ExportPage struct {
 	More   bool   `msgpack:"more"`
 }
 
+// TokenRequest asks for a login token (NameToken), from a connection
+// signed in with an email address and a password. TTL is the lifetime
+// wanted in seconds (0: the server's default; never above its limit).
+type TokenRequest struct {
+	TTL int64 `msgpack:"ttl,omitempty"`
+}
+
+// TokenReply answers a TokenRequest: the token, the user node it signs in
+// as, and when it expires (Unix ms).
+type TokenReply struct {
+	Token   string    `msgpack:"token"`
+	User    uuid.UUID `msgpack:"user"`
+	Expires int64     `msgpack:"exp"`
+}
+
 // Append-only message types beyond MsgPoints and MsgError.
 const (
 	MsgHello         MsgType = 3
@@ -217,7 +232,9 @@ const (
 	MsgEdgesPage     MsgType = 20
 	MsgWatchRequest  MsgType = 21
 	MsgWatchReply    MsgType = 22
-	msgTypeEnd               = 23 // one past the last known type
+	MsgTokenRequest  MsgType = 23
+	MsgTokenReply    MsgType = 24
+	msgTypeEnd               = 25 // one past the last known type
 )
 
 var msgNames = [...]string{
@@ -228,6 +245,7 @@ var msgNames = [...]string{
 	MsgRepair: "repair", MsgRepairReply: "repair-reply",
 	MsgNodeRequest: "node-request", MsgNodePage: "node-page", MsgEdgesRequest: "edges-request",
 	MsgEdgesPage: "edges-page", MsgWatchRequest: "watch-request", MsgWatchReply: "watch-reply",
+	MsgTokenRequest: "token-request", MsgTokenReply: "token-reply",
 }
 
 // typeOf returns the MsgType of a message value.
@@ -269,6 +287,10 @@ func typeOf(v any) (MsgType, error) {
 		return MsgWatchRequest, nil
 	case *WatchReply, WatchReply:
 		return MsgWatchReply, nil
+	case *TokenRequest, TokenRequest:
+		return MsgTokenRequest, nil
+	case *TokenReply, TokenReply:
+		return MsgTokenReply, nil
 	}
 	return MsgInvalid, fmt.Errorf("transport: %T is not a message", v)
 }

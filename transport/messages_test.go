@@ -655,28 +655,33 @@ func TestSubjects(t *testing.T) {
 	for range 200 {
 		ids = append(ids, NewSessionID())
 	}
+	dialer := Identity{Kind: KindKey, Node: uuid.MustParse("6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b")}
+	var fixed []string
+	for _, name := range []string{NameHello, NameStatus, NameImport, NameExport, NameNode, NameEdges, NameWatch, NameToken} {
+		fixed = append(fixed, Subject(dialer, name))
+	}
 	for _, id := range ids {
 		if seen[id] {
 			t.Fatalf("NewSessionID repeated %s", id)
 		}
 		seen[id] = true
-		s, err := Subjects(id)
+		s, err := Subjects(dialer, id)
 		if err != nil {
 			t.Fatalf("Subjects(%q): %v", id, err)
 		}
-		subs := []string{s.Start, s.Up, s.Down, s.Ping}
-		want := []string{"start", "up", "down", "ping"}
+		subs := []string{s.Start, s.Up, s.Down, s.Ping, s.Repair}
+		want := []string{"start", "up", "down", "ping", "repair"}
 		for i, sub := range subs {
-			if sub != "siot.link."+id+"."+want[i] {
-				t.Errorf("subject %q, want siot.link.%s.%s", sub, id, want[i])
+			if w := dialer.Prefix() + ".link." + id + "." + want[i]; sub != w {
+				t.Errorf("subject %q, want %s", sub, w)
 			}
 			for _, tok := range strings.Split(sub, ".") {
 				if tok == "" || tok == "*" || tok == ">" || strings.ContainsAny(tok, " \t\r\n") {
 					t.Errorf("subject %q has a bad token %q", sub, tok)
 				}
 			}
-			if sub == SubjectHello || sub == SubjectStatus || sub == SubjectImport || sub == SubjectExport {
-				t.Errorf("session subject %q collides with a fixed subject", sub)
+			if slices.Contains(fixed, sub) {
+				t.Errorf("session subject %q collides with a request subject", sub)
 			}
 		}
 		if len(slices.Compact(slices.Sorted(slices.Values(subs)))) != len(subs) {
@@ -693,7 +698,7 @@ func TestSubjects(t *testing.T) {
 		valid[:30] + "\x00\x00", strings.Repeat("a", 10_000),
 	}
 	for _, id := range bad {
-		s, err := Subjects(id)
+		s, err := Subjects(dialer, id)
 		if err == nil {
 			t.Errorf("Subjects(%q) = %+v, want an error", truncate(id, 40), s)
 			continue

@@ -1292,18 +1292,20 @@ func TestRepairCountsRefusedBeforeAllocating(t *testing.T) {
 	}
 }
 
-// TestRepairSubject: a session's repair subject is under its prefix and
-// distinct from the others.
+// TestRepairSubject: a session's repair subject is under its dialer's
+// prefix and distinct from the others.
 func TestRepairSubject(t *testing.T) {
 	id := NewSessionID()
-	s, err := Subjects(id)
+	dialer := Identity{Kind: KindAdmin}
+	s, err := Subjects(dialer, id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Repair != "siot.link."+id+".repair" {
+	if s.Repair != "siot.admin.local.link."+id+".repair" {
 		t.Errorf("repair subject %q", s.Repair)
 	}
-	for _, o := range []string{s.Start, s.Up, s.Down, s.Ping, SubjectHello, SubjectStatus, SubjectImport, SubjectExport} {
+	for _, o := range []string{s.Start, s.Up, s.Down, s.Ping, Subject(dialer, NameHello), Subject(dialer, NameStatus),
+		Subject(dialer, NameImport), Subject(dialer, NameExport)} {
 		if o == s.Repair {
 			t.Errorf("repair subject %q collides", o)
 		}

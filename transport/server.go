@@ -1,15 +1,20 @@
 package transport
 
 import (
+	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 
 	"siot/crdt"
 )
@@ -28,13 +33,64 @@ type ServerConfig struct {
 	// ReadyTimeout bounds how long StartServer waits for the listener.
 	// Zero means 10 s.
 	ReadyTimeout time.Duration
+	// Auth decides who each connection is (SetAuth changes it). Nil
+	// refuses every connection but the in-process one of Connect.
+	Auth Authenticator
+	// TLS, when set, is required of every client on the listener.
+	TLS *tls.Config
+	// MaxConnsPerIdentity bounds the open connections of one identity;
+	// more are refused. Zero means 64.
+	MaxConnsPerIdentity int
+}
+
+// Authenticator decides who a connection is. The server calls
+// Authenticate once per connection, from that connection's goroutine, so
+// it may block (a slow password hash, a slowdown after failed logins)
+// without holding up other clients. It returns what to grant, or an error
+// saying why it refuses, which the server logs and the client sees as an
+// authorization violation.
+type Authenticator interface {
+	Authenticate(req AuthRequest) (Grant, error)
+}
+
+// Grant is an accepted connection's identity. Deadline, when not zero, is
+// when the server closes the connection (an expiring token). Credential
+// names the credential used (a public key, a token) so that Revalidate can
+// check it again later; it stays in memory and is never logged.
+type Grant struct {
+	Identity   Identity
+	Deadline   time.Time
+	Credential string
+}
+
+// AuthRequest is what a connecting client presented. Password and Token
+// are secrets: never log them.
+type AuthRequest struct {
+	// Key is the client's nkey public key; the server has checked its
+	// signature of the connection's nonce. Empty without an nkey.
+	Key      string
+	User     string
+	Password string
+	Token    string
+	Remote   net.Addr
 }
 
 // Server is an embedded NATS server: the message bus of one siot instance.
 // Local components reach it in-process; edges, peers and the CLI dial its
-// listen address.
+// listen address. Every connection authenticates (ServerConfig.Auth) and
+// may publish and subscribe only under its identity's prefix.
 type Server struct {
-	ns *server.Server
+	ns  *server.Server
+	sys nkeys.KeyPair // the in-process connections' key; never leaves the process
+	log *slog.Logger
+
+	maxConns int
+
+	mu    sync.Mutex
+	auth  Authenticator
+	conns map[uint64]Grant // authenticated connections by client ID; closed ones pruned by Revalidate
+	// refused counts connections refused, by reason class.
+	refused map[string]uint64
 }
 
 // StartServer starts an embedded NATS server and waits until it accepts
@@ -54,6 +110,19 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	if cfg.ReadyTimeout == 0 {
 		cfg.ReadyTimeout = 10 * time.Second
 	}
+	if cfg.MaxConnsPerIdentity <= 0 {
+		cfg.MaxConnsPerIdentity = 64
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	sys, err := nkeys.CreateUser()
+	if err != nil {
+		return nil, fmt.Errorf("transport: system key: %w", err)
+	}
+	s := &Server{sys: sys, log: logger, auth: cfg.Auth, maxConns: cfg.MaxConnsPerIdentity,
+		conns: make(map[uint64]Grant), refused: make(map[string]uint64)}
 	opts := &server.Options{
 		Host:       host,
 		Port:       port,
@@ -62,15 +131,23 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		// A link on a slow cellular path is expected; its messages are
 		// small and acknowledged, so the default pending limit holds.
 		PingInterval: 30 * time.Second,
+		// Every connection authenticates: nkeys sign this nonce.
+		AlwaysEnableNonce:          true,
+		CustomClientAuthentication: serverAuth{s},
+		// A login waits out its slowdown and a slow hash; a TLS
+		// handshake on a cellular link takes seconds.
+		AuthTimeout: 15,
+	}
+	if cfg.TLS != nil {
+		opts.TLSConfig = cfg.TLS
+		opts.TLS = true
+		opts.TLSTimeout = 10
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("transport: nats server: %w", err)
 	}
-	logger := cfg.Logger
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
+	s.ns = ns
 	// The server reports a failed listen only through its logger (Fatalf)
 	// and carries on; fatal hands it to the wait below.
 	fatal := make(chan string, 1)
@@ -93,16 +170,19 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 			return nil, err
 		}
 	}
-	return &Server{ns: ns}, nil
+	return s, nil
 }
 
 // ClientURL returns the nats:// URL clients dial.
 func (s *Server) ClientURL() string { return s.ns.ClientURL() }
 
-// Connect opens an in-process client connection (no TCP) named name. The
-// caller closes it.
+// Connect opens an in-process client connection (no TCP) named name, as
+// the system identity: it may publish and subscribe anywhere. The caller
+// closes it.
 func (s *Server) Connect(name string) (*nats.Conn, error) {
-	nc, err := nats.Connect("", nats.InProcessServer(s.ns), nats.Name(name), nats.NoReconnect())
+	pub, _ := s.sys.PublicKey()
+	nc, err := nats.Connect("", nats.InProcessServer(s.ns), nats.Name(name), nats.NoReconnect(),
+		nats.UserInfo(string(KindSystem), ""), nats.Nkey(pub, s.sys.Sign))
 	if err != nil {
 		return nil, fmt.Errorf("transport: in-process connection: %w", err)
 	}
@@ -114,6 +194,233 @@ func (s *Server) Connect(name string) (*nats.Conn, error) {
 func (s *Server) Shutdown() {
 	s.ns.Shutdown()
 	s.ns.WaitForShutdown()
+}
+
+// ConnectAs opens an in-process connection authenticated with creds, as a
+// remote client would be (tests, and a process that talks to its own
+// server). The caller closes it.
+func (s *Server) ConnectAs(name string, creds *Creds) (*nats.Conn, error) {
+	copts, err := creds.options()
+	if err != nil {
+		return nil, err
+	}
+	nc, err := nats.Connect("", append(copts, nats.InProcessServer(s.ns), nats.Name(name), nats.NoReconnect())...)
+	if err != nil {
+		return nil, fmt.Errorf("transport: in-process connection: %w", err)
+	}
+	return nc, nil
+}
+
+// serverAuth is the embedded server's authentication hook.
+type serverAuth struct{ s *Server }
+
+// Check authenticates one connection: it verifies an nkey's signature of
+// the nonce, asks the Authenticator who the client is, and grants the
+// identity's permissions. It refuses routes, leaf nodes and gateways:
+// siot configures none.
+func (a serverAuth) Check(c server.ClientAuthentication) bool {
+	s := a.s
+	o := c.GetOpts()
+	if c.Kind() != server.CLIENT || o == nil {
+		return false
+	}
+	req := AuthRequest{User: o.Username, Password: o.Password, Token: o.Token, Remote: c.RemoteAddress()}
+	if o.Nkey != "" {
+		if err := verifyNonce(o.Nkey, o.Sig, c.GetNonce()); err != nil {
+			s.refuse(c, "bad signature", err)
+			return false
+		}
+		req.Key = o.Nkey
+	}
+	var g Grant
+	if pub, _ := s.sys.PublicKey(); req.Key != "" && req.Key == pub {
+		g.Identity = Identity{Kind: KindSystem}
+	} else {
+		s.mu.Lock()
+		auth := s.auth
+		s.mu.Unlock()
+		if auth == nil {
+			s.refuse(c, "no authenticator", errors.New("this server accepts no remote clients yet"))
+			return false
+		}
+		var err error
+		g, err = auth.Authenticate(req)
+		if err != nil {
+			s.refuse(c, "refused", err)
+			return false
+		}
+		if !g.Identity.valid() || g.Identity.Kind == KindSystem {
+			s.refuse(c, "refused", fmt.Errorf("authenticator granted identity %q", g.Identity))
+			return false
+		}
+	}
+	id := g.Identity
+	s.mu.Lock()
+	if id.Kind != KindSystem {
+		n := 0
+		for _, other := range s.conns {
+			if other.Identity == id {
+				n++
+			}
+		}
+		if n >= s.maxConns {
+			s.mu.Unlock()
+			s.refuse(c, "connection limit", fmt.Errorf("%s has %d connections open, the limit", id, n))
+			return false
+		}
+	}
+	s.conns[c.GetID()] = g
+	s.mu.Unlock()
+	c.RegisterUser(&server.User{Username: id.String(), Permissions: permissions(id), ConnectionDeadline: g.Deadline})
+	return true
+}
+
+// SetAuth sets the Authenticator that decides who connects from now on
+// (nil: nobody but the system identity). A replica sets itself once it is
+// open.
+func (s *Server) SetAuth(a Authenticator) {
+	s.mu.Lock()
+	s.auth = a
+	s.mu.Unlock()
+}
+
+// verifyNonce checks that sig (base64url, as nats.go sends it) is pub's
+// signature of nonce.
+func verifyNonce(pub, sig string, nonce []byte) error {
+	kp, err := nkeys.FromPublicKey(pub)
+	if err != nil {
+		return fmt.Errorf("nkey: %w", err)
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(sig)
+	if err != nil {
+		if raw, err = base64.StdEncoding.DecodeString(sig); err != nil {
+			return errors.New("nkey signature: not base64")
+		}
+	}
+	if len(nonce) == 0 {
+		return errors.New("no nonce")
+	}
+	if err := kp.Verify(nonce, raw); err != nil {
+		return errors.New("nkey signature does not match")
+	}
+	return nil
+}
+
+// permissions are what a connection of id may do: publish and subscribe
+// under its prefix and answer requests it received. A login connection may
+// only ask for a token. The system connection may do anything.
+func permissions(id Identity) *server.Permissions {
+	if id.Kind == KindSystem {
+		return nil
+	}
+	pfx := id.Prefix()
+	pub := []string{pfx + ".>"}
+	if id.Kind == KindLogin {
+		pub = []string{Subject(id, NameToken)}
+	}
+	return &server.Permissions{
+		Publish:   &server.SubjectPermission{Allow: pub},
+		Subscribe: &server.SubjectPermission{Allow: []string{pfx + ".>"}},
+		Response:  &server.ResponsePermission{MaxMsgs: 1, Expires: 2 * time.Minute},
+	}
+}
+
+func (s *Server) refuse(c server.ClientAuthentication, class string, err error) {
+	s.mu.Lock()
+	s.refused[class]++
+	s.mu.Unlock()
+	remote := ""
+	if a := c.RemoteAddress(); a != nil {
+		remote = a.String()
+	}
+	s.log.Warn("connection refused", "remote", remote, "reason", class, "err", err)
+}
+
+// Refused returns how many connections were refused, by reason.
+func (s *Server) Refused() map[string]uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]uint64, len(s.refused))
+	for k, v := range s.refused {
+		out[k] = v
+	}
+	return out
+}
+
+// Revalidate asks valid about the grant of every open connection (once per
+// identity and credential) and closes the connections it refuses, such as
+// those of a revoked key. It forgets connections that have closed. It
+// returns the number of connections it closed.
+func (s *Server) Revalidate(valid func(Grant) error) int {
+	cz, err := s.ns.Connz(&server.ConnzOptions{Limit: 1 << 30})
+	if err != nil {
+		return 0
+	}
+	open := make(map[uint64]bool, len(cz.Conns))
+	for _, ci := range cz.Conns {
+		open[ci.Cid] = true
+	}
+	s.mu.Lock()
+	conns := make(map[uint64]Grant, len(s.conns))
+	for cid, g := range s.conns {
+		if !open[cid] {
+			delete(s.conns, cid)
+			continue
+		}
+		conns[cid] = g
+	}
+	s.mu.Unlock()
+	type key struct {
+		id   Identity
+		cred string
+	}
+	verdict := map[key]error{}
+	closed := 0
+	for cid, g := range conns {
+		if g.Identity.Kind == KindSystem {
+			continue
+		}
+		k := key{g.Identity, g.Credential}
+		err, ok := verdict[k]
+		if !ok {
+			err = valid(g)
+			verdict[k] = err
+		}
+		if err != nil && s.ns.DisconnectClientByID(cid) == nil {
+			s.mu.Lock()
+			delete(s.conns, cid)
+			s.mu.Unlock()
+			closed++
+			s.log.Warn("connection closed", "identity", g.Identity.String(), "reason", err)
+		}
+	}
+	return closed
+}
+
+// Connections returns the number of open connections of each identity, as
+// of the last Revalidate (closed ones may linger until then).
+func (s *Server) Connections() map[Identity]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[Identity]int{}
+	for _, g := range s.conns {
+		out[g.Identity]++
+	}
+	return out
+}
+
+// RedactURL returns u with any user name, password or token replaced by
+// "redacted", for logs and status. A string that is not a URL is returned
+// as "invalid URL".
+func RedactURL(u string) string {
+	pu, err := url.Parse(u)
+	if err != nil {
+		return "invalid URL"
+	}
+	if pu.User != nil {
+		pu.User = url.User("redacted")
+	}
+	return pu.String()
 }
 
 // natsLogger adapts slog to the NATS server's logger: warnings and errors
@@ -151,19 +458,40 @@ type DialConfig struct {
 	// OnDisconnect is called (from a NATS goroutine) when the connection
 	// drops; the connection does not reconnect by itself.
 	OnDisconnect func(error)
+	// Creds authenticate the connection. Required: servers refuse
+	// anonymous clients.
+	Creds *Creds
+	// TLS configures TLS: the CAs the server's certificate must chain to.
+	// Nil uses TLS only for tls:// URLs, with the system's roots.
+	TLS *tls.Config
 }
+
+// ErrNoCreds is returned by Dial without credentials.
+var ErrNoCreds = errors.New("transport: no credentials (every siot server requires them)")
 
 // ErrNoURL is returned by Dial for an empty URL.
 var ErrNoURL = errors.New("transport: no server URL")
 
 // Dial connects to a server once, without automatic reconnection: a link
 // owns its retries, because every new connection needs a new handshake.
-func Dial(url string, cfg DialConfig) (*nats.Conn, error) {
-	if url == "" {
+func Dial(serverURL string, cfg DialConfig) (*nats.Conn, error) {
+	if serverURL == "" {
 		return nil, ErrNoURL
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 20 * time.Second
+	}
+	if cfg.Creds == nil {
+		return nil, ErrNoCreds
+	}
+	if pu, err := url.Parse(serverURL); err != nil || pu.User != nil {
+		// nats.go would send a URL's user information instead of the
+		// credentials, and it would show in logs and status.
+		return nil, fmt.Errorf("transport: dial %s: put credentials in a credential file, not in the URL", RedactURL(serverURL))
+	}
+	copts, err := cfg.Creds.options()
+	if err != nil {
+		return nil, err
 	}
 	opts := []nats.Option{
 		nats.Name(cfg.Name),
@@ -171,6 +499,10 @@ func Dial(url string, cfg DialConfig) (*nats.Conn, error) {
 		nats.NoReconnect(),
 		nats.PingInterval(30 * time.Second),
 		nats.MaxPingsOutstanding(3),
+	}
+	opts = append(opts, copts...)
+	if cfg.TLS != nil {
+		opts = append(opts, nats.Secure(cfg.TLS))
 	}
 	if cfg.OnDisconnect != nil {
 		f := cfg.OnDisconnect
@@ -184,9 +516,12 @@ func Dial(url string, cfg DialConfig) (*nats.Conn, error) {
 			f(err)
 		}))
 	}
-	nc, err := nats.Connect(url, opts...)
+	nc, err := nats.Connect(serverURL, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("transport: dial %s: %w", url, err)
+		if errors.Is(err, nats.ErrAuthorization) {
+			err = fmt.Errorf("%w: the server refused these credentials (unknown, revoked or expired; the server's log says which)", err)
+		}
+		return nil, fmt.Errorf("transport: dial %s: %w", RedactURL(serverURL), err)
 	}
 	return nc, nil
 }

@@ -7,29 +7,43 @@ import (
 	"strings"
 )
 
-// NATS subjects of the link protocol and the local API. All are under
-// "siot.", so an operator's NATS permissions can grant them as a group.
+// Names of the link protocol's and the local API's requests. A request's
+// subject is the sender's identity prefix followed by the name
+// (Subject); the server answers every identity's requests (AnyIdentity)
+// and learns from the subject who asks. Names are never subjects on their
+// own: a request outside an identity prefix reaches nobody.
 const (
-	// SubjectHello is where a dialer opens a link (request: Hello, reply:
+	// NameHello is where a dialer opens a link (request: Hello, reply:
 	// Welcome).
-	SubjectHello = "siot.link.hello"
-	// SubjectStatus answers a StatusRequest with a Status.
-	SubjectStatus = "siot.api.status"
-	// SubjectImport answers an Import with an ImportResult.
-	SubjectImport = "siot.api.import"
-	// SubjectExport answers an ExportRequest with an ExportPage.
-	SubjectExport = "siot.api.export"
-	// SubjectNode answers a NodeRequest with a NodePage.
-	SubjectNode = "siot.api.node"
-	// SubjectEdges answers an EdgesRequest with an EdgesPage.
-	SubjectEdges = "siot.api.edges"
-	// SubjectWatch answers a WatchRequest with a WatchReply, holding it
+	NameHello = "link.hello"
+	// NameStatus answers a StatusRequest with a Status.
+	NameStatus = "api.status"
+	// NameImport answers an Import with an ImportResult.
+	NameImport = "api.import"
+	// NameExport answers an ExportRequest with an ExportPage.
+	NameExport = "api.export"
+	// NameNode answers a NodeRequest with a NodePage.
+	NameNode = "api.node"
+	// NameEdges answers an EdgesRequest with an EdgesPage.
+	NameEdges = "api.edges"
+	// NameWatch answers a WatchRequest with a WatchReply, holding it
 	// until a change arrives or the wait ends.
-	SubjectWatch = "siot.api.watch"
+	NameWatch = "api.watch"
+	// NameToken answers a TokenRequest with a Token: a user signed in
+	// with a password gets a short-lived credential (siot login).
+	NameToken = "api.token"
 )
 
-// SessionSubjects are the subjects of one link session, all under
-// "siot.link.<session>.".
+// Subject returns the subject of request name sent by identity id.
+func Subject(id Identity, name string) string { return id.Prefix() + "." + name }
+
+// AnyIdentity returns the subject that matches request name sent by any
+// identity: what the server subscribes to.
+func AnyIdentity(name string) string { return "siot.*.*." + name }
+
+// SessionSubjects are the subjects of one link session, all under the
+// dialer's prefix: "<prefix>.link.<session>.". Only the dialer's identity
+// may publish on them.
 type SessionSubjects struct {
 	// Start: the dialer's Start (request; reply Ack).
 	Start string
@@ -51,14 +65,14 @@ func NewSessionID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// Subjects returns the subjects of session id. It refuses an id that is not
-// 32 lowercase hex digits, so a hostile Welcome cannot point a dialer at
-// other subjects (wildcards, other namespaces).
-func Subjects(id string) (SessionSubjects, error) {
+// Subjects returns the subjects of session id opened by dialer. It refuses
+// an id that is not 32 lowercase hex digits, so a hostile Welcome cannot
+// point a dialer at other subjects (wildcards, other namespaces).
+func Subjects(dialer Identity, id string) (SessionSubjects, error) {
 	if len(id) != 32 || strings.Trim(id, "0123456789abcdef") != "" {
 		return SessionSubjects{}, fmt.Errorf("transport: bad session id %q", truncate(id, 40))
 	}
-	p := "siot.link." + id + "."
+	p := dialer.Prefix() + ".link." + id + "."
 	return SessionSubjects{Start: p + "start", Up: p + "up", Down: p + "down", Ping: p + "ping", Repair: p + "repair"}, nil
 }
 

@@ -109,7 +109,9 @@ func writeMetrics(w *promWriter, m replica.Metrics, p processInfo) {
 	w.sample("siot_repair_points_total", float64(m.RepairFetched), "direction", "in")
 	w.sample("siot_repair_points_total", float64(m.RepairSent), "direction", "out")
 	w.one("siot_repair_answer_seconds_total", "counter", "Time spent answering the repair requests of remotes.", m.RepairAnswerTime.Seconds())
-	w.one("siot_links_refused_total", "counter", "Link handshakes refused (wrong root, detached edge, bad protocol).", float64(m.LinksRefused))
+	w.one("siot_links_refused_total", "counter", "Link handshakes refused (wrong root, detached edge, bad protocol, an identity that may not link so).", float64(m.LinksRefused))
+	w.counts("siot_requests_refused_total", "API requests refused before they did anything, by reason: forbidden (outside the identity's scope), limited (over a per-identity limit), invalid.", "reason", m.RequestsRefused)
+	w.one("siot_login_failures_total", "counter", "Password sign-ins refused.", float64(m.LoginFailures))
 
 	linkLabels := func(l replica.LinkMetrics) []string {
 		return []string{"url", l.URL, "role", l.Role, "remote", l.Remote}

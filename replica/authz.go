@@ -1,0 +1,380 @@
+package replica
+
+import (
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+
+	"siot/crdt"
+	"siot/store"
+	"siot/transport"
+)
+
+// Authorization: what an identity may read and write, decided from the
+// tree when each request arrives, so a move or a tombstone takes effect
+// at the next request.
+//
+//   - system, the local administrator and a key on the root (a peer):
+//     everything, credentials included;
+//   - a key on node N (a device): N's subtree, and structure in it;
+//   - a user: the subtrees of its parents (its parents, siblings, their
+//     descendants); structure only below the parents whose edge to it
+//     carries role "admin".
+//
+// A scoped identity reads the points of the nodes in its scope and the
+// edges below them, never a credential's secret. It writes a node point
+// of a node in its scope; an edge point when it administers the parent
+// and the child is in its administered scope or new; a credential point
+// (crdt.IsCredential) only when it administers every parent of the node
+// as well, so nobody grants more than it holds.
+
+// access is what one identity may reach. It caches tree walks for the
+// length of one request: build a new one for each request.
+type access struct {
+	id      transport.Identity
+	all     bool   // the whole tree
+	secrets bool   // credential points too
+	read    *scope // when !all: what it may read and write points of
+	admin   *scope // when !all: where it may change structure
+	st      *store.Store
+}
+
+// accessOf returns what id may reach now.
+func (r *Replica) accessOf(id transport.Identity) (*access, error) {
+	a := &access{id: id, st: r.st}
+	switch id.Kind {
+	case transport.KindSystem, transport.KindAdmin:
+		a.all, a.secrets = true, true
+	case transport.KindKey:
+		if id.Node == r.st.Root() {
+			a.all, a.secrets = true, true
+			break
+		}
+		a.read = newRootsScope(r.st, []uuid.UUID{id.Node})
+		a.admin = a.read
+	case transport.KindUser:
+		var read, admin []uuid.UUID
+		var parents []uuid.UUID
+		if err := r.st.Parents(id.Node, func(c store.Child) error {
+			if c.Active {
+				parents = append(parents, c.ID)
+			}
+			return nil
+		}); err != nil {
+			return nil, err
+		}
+		for _, p := range parents {
+			read = append(read, p)
+			role, ok, err := r.st.Get(crdt.Register{Node: id.Node, Parent: p, Type: crdt.TypeRole, Key: crdt.DefaultKey})
+			if err != nil {
+				return nil, err
+			}
+			if ok && !role.Tombstone && role.Text == crdt.RoleAdmin {
+				admin = append(admin, p)
+			}
+		}
+		a.read, a.admin = newRootsScope(r.st, read), newRootsScope(r.st, admin)
+	default:
+		a.read, a.admin = newRootsScope(r.st, nil), newRootsScope(r.st, nil)
+	}
+	return a, nil
+}
+
+// fullAccess is the system's access.
+func (r *Replica) fullAccess() *access {
+	return &access{id: transport.Identity{Kind: transport.KindSystem}, all: true, secrets: true, st: r.st}
+}
+
+// canReadNode reports whether a may read node n's points.
+func (a *access) canReadNode(n uuid.UUID) (bool, error) {
+	if a.all {
+		return true, nil
+	}
+	return a.read.containsNode(n)
+}
+
+// canRead reports whether a may read point p.
+func (a *access) canRead(p *crdt.Point) (bool, error) {
+	if crdt.IsSecret(p.Type) && !a.secrets {
+		return false, nil
+	}
+	if a.all {
+		return true, nil
+	}
+	return a.read.contains(p)
+}
+
+// hasState reports whether node n has any point or edge in the store.
+func (a *access) hasState(n uuid.UUID) (bool, error) {
+	found := false
+	stop := func(store.Child) error { found = true; return store.ErrStop }
+	if err := a.st.Parents(n, stop); err != nil || found {
+		return found, err
+	}
+	if err := a.st.Children(n, stop); err != nil || found {
+		return found, err
+	}
+	pts, _, err := a.st.PageNode(n, "", "", 1)
+	return len(pts) > 0, err
+}
+
+// checkWrite returns nil when a may write every point of pts, or an error
+// wrapping ErrForbidden that names the first it may not and how many it
+// may not.
+func (a *access) checkWrite(pts []crdt.Point) error {
+	if a.all {
+		return nil
+	}
+	if a.id.Kind == transport.KindLogin {
+		return fmt.Errorf("%w: a login connection may only ask for a token", ErrForbidden)
+	}
+	inAdmin := func(n uuid.UUID) (bool, error) { return a.admin.containsNode(n) }
+	// Nodes this batch creates below administered nodes, to a fixed
+	// point (a new node may hang under another new node).
+	created := map[uuid.UUID]bool{}
+	for changed := true; changed; {
+		changed = false
+		for i := range pts {
+			p := &pts[i]
+			if p.Type != crdt.TypeEdge || p.Tombstone || created[p.Node] {
+				continue
+			}
+			ok := created[p.Parent]
+			var err error
+			if !ok {
+				if ok, err = inAdmin(p.Parent); err != nil {
+					return err
+				}
+			}
+			if !ok {
+				continue
+			}
+			old, err := a.hasState(p.Node)
+			if err != nil {
+				return err
+			}
+			if !old {
+				created[p.Node] = true
+				changed = true
+			}
+		}
+	}
+	refused, first := 0, ""
+	for i := range pts {
+		p := &pts[i]
+		why, err := a.writeRefusal(p, created, inAdmin)
+		if err != nil {
+			return err
+		}
+		if why == "" {
+			continue
+		}
+		if refused == 0 {
+			first = fmt.Sprintf("point %d (%v/%s/%s): %s", i, p.Node, p.Type, p.Key, why)
+			if p.IsEdge() {
+				first = fmt.Sprintf("point %d (edge %v→%v %s/%s): %s", i, p.Parent, p.Node, p.Type, p.Key, why)
+			}
+		}
+		refused++
+	}
+	if refused > 0 {
+		return fmt.Errorf("%w: %s may not write %d of %d points; first: %s", ErrForbidden, a.id, refused, len(pts), first)
+	}
+	return nil
+}
+
+// writeRefusal says why a may not write p, or "" when it may.
+func (a *access) writeRefusal(p *crdt.Point, created map[uuid.UUID]bool, inAdmin func(uuid.UUID) (bool, error)) (string, error) {
+	if p.IsEdge() {
+		ok := created[p.Parent]
+		if !ok {
+			var err error
+			if ok, err = inAdmin(p.Parent); err != nil {
+				return "", err
+			}
+		}
+		if !ok {
+			return "changing structure there needs the admin role on the parent or above", nil
+		}
+		if created[p.Node] {
+			return "", nil
+		}
+		in, err := inAdmin(p.Node)
+		if err != nil || in {
+			return "", err
+		}
+		old, err := a.hasState(p.Node)
+		if err != nil || !old {
+			return "", err
+		}
+		return "the child is a node outside what you administer", nil
+	}
+	if created[p.Node] {
+		return "", nil
+	}
+	in, err := a.read.containsNode(p.Node)
+	if err != nil {
+		return "", err
+	}
+	if !in {
+		return "the node is outside your scope", nil
+	}
+	if !crdt.IsCredential(p.Type) {
+		return "", nil
+	}
+	// A credential grants what its node reaches: the subtree for a key,
+	// the parents' subtrees for a user.
+	if in, err := inAdmin(p.Node); err != nil || !in {
+		return "a credential needs the admin role over its node", err
+	}
+	if p.Type == crdt.TypeAuthKey {
+		return "", nil
+	}
+	why := ""
+	err = a.st.Parents(p.Node, func(c store.Child) error {
+		in, err := inAdmin(c.ID)
+		if err != nil {
+			return err
+		}
+		if !in {
+			why = fmt.Sprintf("the user is also under %v, which you do not administer", c.ID)
+			return store.ErrStop
+		}
+		return nil
+	})
+	if err != nil && err != store.ErrStop {
+		return "", err
+	}
+	return why, nil
+}
+
+// limits bounds what one identity may ask of the API at once: a request
+// rate, held watchers and concurrent transfers (imports and exports).
+// The system and the local administrator are bounded only by the
+// server-wide limits.
+type limits struct {
+	rate, burst  float64 // requests per second and bucket size
+	maxWatchers  int
+	maxTransfers int
+
+	mu  sync.Mutex
+	ids map[transport.Identity]*idLimits
+}
+
+type idLimits struct {
+	tokens    float64
+	last      time.Time
+	watchers  int
+	transfers int
+}
+
+// maxLimitIDs bounds the identities tracked; idle ones are dropped first.
+const maxLimitIDs = 100_000
+
+func (l *limits) init(c *Config) {
+	l.rate, l.burst = c.RequestRate, 2*c.RequestRate
+	l.maxWatchers, l.maxTransfers = c.MaxWatchersPerIdentity, c.MaxTransfersPerIdentity
+	l.ids = map[transport.Identity]*idLimits{}
+}
+
+func exempt(id transport.Identity) bool {
+	return id.Kind == transport.KindSystem || id.Kind == transport.KindAdmin
+}
+
+func (l *limits) get(id transport.Identity, now time.Time) *idLimits {
+	s := l.ids[id]
+	if s == nil {
+		if len(l.ids) >= maxLimitIDs {
+			for k, v := range l.ids {
+				if v.watchers == 0 && v.transfers == 0 && now.Sub(v.last) > time.Minute {
+					delete(l.ids, k)
+				}
+			}
+		}
+		s = &idLimits{tokens: l.burst, last: now}
+		l.ids[id] = s
+	}
+	return s
+}
+
+// allow takes one request from id's bucket, or says how long to wait.
+func (l *limits) allow(id transport.Identity, now time.Time) error {
+	if exempt(id) {
+		return nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.get(id, now)
+	s.tokens = min(l.burst, s.tokens+now.Sub(s.last).Seconds()*l.rate)
+	s.last = now
+	if s.tokens < 1 {
+		return fmt.Errorf("%w: %s sends more than %.0f requests a second; slow down", ErrLimited, id, l.rate)
+	}
+	s.tokens--
+	return nil
+}
+
+// take reserves one of id's watchers (watch) or transfers; release undoes it.
+func (l *limits) take(id transport.Identity, watch bool) error {
+	if exempt(id) {
+		return nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.get(id, time.Now())
+	switch {
+	case watch && s.watchers >= l.maxWatchers:
+		return fmt.Errorf("%w: %s has %d watchers waiting, the limit", ErrLimited, id, s.watchers)
+	case !watch && s.transfers >= l.maxTransfers:
+		return fmt.Errorf("%w: %s has %d imports or exports in progress, the limit", ErrLimited, id, s.transfers)
+	case watch:
+		s.watchers++
+	default:
+		s.transfers++
+	}
+	return nil
+}
+
+func (l *limits) release(id transport.Identity, watch bool) {
+	if exempt(id) {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if s := l.ids[id]; s != nil {
+		if watch {
+			s.watchers--
+		} else {
+			s.transfers--
+		}
+	}
+}
+
+// requester parses the identity of a request from its subject, counts it
+// against the identity's rate and answers the refusal itself; ok is false
+// when the request was refused.
+func (r *Replica) requester(m *nats.Msg) (transport.Identity, bool) {
+	id, _, err := transport.ParseSubject(m.Subject)
+	if err != nil {
+		replyErr(m, err)
+		return id, false
+	}
+	if err := r.limits.allow(id, time.Now()); err != nil {
+		r.metrics.refuse(opOf(m.Subject), "limited")
+		replyErr(m, err)
+		return id, false
+	}
+	return id, true
+}
+
+// opOf names the API operation of a request subject for metrics.
+func opOf(subject string) string {
+	_, name, err := transport.ParseSubject(subject)
+	if err != nil {
+		return "unknown"
+	}
+	return name
+}
