@@ -186,6 +186,11 @@ func (r *Replica) importBatch(id transport.Identity, m *nats.Msg) {
 			return
 		}
 	}
+	if err := r.checkEmails(pts); err != nil {
+		r.metrics.rejectWrite(rejectReason(err), len(pts))
+		replyErr(m, err)
+		return
+	}
 	write := r.Write
 	if req.OneTime {
 		write = r.WriteOne
@@ -277,4 +282,27 @@ func (r *Replica) exportPage(id transport.Identity, req transport.ExportRequest)
 		page.Next = store.RegisterKey(pts[len(pts)-1].Register())
 	}
 	return page, nil
+}
+
+// checkEmails refuses a sign-in address that another user has already:
+// sign-in needs one user per address. (Two replicas that each accept the
+// same address offline both keep it; sign-in then refuses it until an
+// administrator removes one.)
+func (r *Replica) checkEmails(pts []crdt.Point) error {
+	for i := range pts {
+		p := &pts[i]
+		if p.Type != crdt.TypeEmail || p.IsEdge() || p.Tombstone || p.Text == "" {
+			continue
+		}
+		users, err := r.auth.lookupEmail(p.Text)
+		if err != nil {
+			return err
+		}
+		for _, u := range users {
+			if u != p.Node {
+				return fmt.Errorf("%w: point %d: user %v signs in as %q already", store.ErrInvalid, i, u, transport.NormalizeEmail(p.Text))
+			}
+		}
+	}
+	return nil
 }

@@ -63,6 +63,9 @@ var ErrCreds = errors.New("bad credential file")
 // NewKeyCreds returns credentials of kind (KindAdmin or KindKey, for node)
 // with a new random nkey.
 func NewKeyCreds(kind Kind, node uuid.UUID) (*Creds, error) {
+	if kind != KindAdmin && kind != KindKey {
+		return nil, fmt.Errorf("%w: a %q credential holds no key", ErrCreds, kind)
+	}
 	kp, err := nkeys.CreateUser()
 	if err != nil {
 		return nil, fmt.Errorf("transport: new nkey: %w", err)
@@ -340,7 +343,12 @@ func ParseToken(s string) (Token, error) {
 	if !ok {
 		return Token{}, errors.New("token: no signature")
 	}
-	enc := base64.RawURLEncoding
+	// Strict, and no CR or LF (which the decoder skips): a token has
+	// one spelling, so no two strings carry the same signature.
+	if strings.ContainsAny(rest, "\r\n") {
+		return Token{}, errors.New("token: bad encoding")
+	}
+	enc := base64.RawURLEncoding.Strict()
 	p, err := enc.DecodeString(ps)
 	if err != nil || len(p) != tokenPayloadLen {
 		return Token{}, errors.New("token: bad payload")

@@ -94,7 +94,9 @@ func (id Identity) valid() bool {
 }
 
 // ParseSubject splits a subject "siot.<kind>.<id>.<rest>" into the
-// identity its prefix names and rest. It refuses any other shape.
+// identity its prefix names and rest. It refuses any other shape, and a
+// prefix other than the identity's Prefix (an uppercase node, a nil node
+// for "local").
 func ParseSubject(subject string) (Identity, string, error) {
 	parts := strings.SplitN(subject, ".", 4)
 	if len(parts) != 4 || parts[0] != "siot" || parts[3] == "" {
@@ -108,7 +110,10 @@ func ParseSubject(subject string) (Identity, string, error) {
 		}
 		id.Node = n
 	}
-	if !id.valid() {
+	// The prefix must be the one id.Prefix spells: a node in uppercase or
+	// a nil node in place of "local" would name the identity in a second
+	// way, on subjects the server's permissions do not cover.
+	if !id.valid() || id.Prefix() != subject[:len(subject)-len(parts[3])-1] {
 		return Identity{}, "", fmt.Errorf("transport: subject %q: bad identity", truncate(subject, 80))
 	}
 	return id, parts[3], nil

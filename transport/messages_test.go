@@ -52,6 +52,8 @@ func msgSamples() []any {
 		EdgesPage{Points: pts, Active: []byte{1, 0, 1}, Next: inst, More: true},
 		WatchRequest{After: 77, Root: root, Wait: 20_000, MaxBytes: 65536},
 		WatchReply{Points: pts, Changes: bytes.Repeat([]byte{7}, 3*WatchChangeLen), Next: 80, Last: 1 << 40},
+		TokenRequest{TTL: 3600},
+		TokenReply{Token: "v1.payload.mac", User: inst, Expires: 1_900_000_000_123},
 	}
 }
 
@@ -98,14 +100,15 @@ func TestMessageTypesWireContract(t *testing.T) {
 		{MsgExportPage, 14, "export-page"}, {MsgRepair, 15, "repair"}, {MsgRepairReply, 16, "repair-reply"},
 		{MsgNodeRequest, 17, "node-request"}, {MsgNodePage, 18, "node-page"}, {MsgEdgesRequest, 19, "edges-request"},
 		{MsgEdgesPage, 20, "edges-page"}, {MsgWatchRequest, 21, "watch-request"}, {MsgWatchReply, 22, "watch-reply"},
+		{MsgTokenRequest, 23, "token-request"}, {MsgTokenReply, 24, "token-reply"},
 	}
 	for _, w := range want {
 		if uint8(w.typ) != w.num || w.typ.String() != w.name {
 			t.Errorf("%s = %d, want %s = %d (the enum is append-only)", w.typ, uint8(w.typ), w.name, w.num)
 		}
 	}
-	if msgTypeEnd != 23 {
-		t.Errorf("msgTypeEnd = %d, want 23: a new type needs a test here and a seed in FuzzDecode", msgTypeEnd)
+	if msgTypeEnd != 25 {
+		t.Errorf("msgTypeEnd = %d, want 25: a new type needs a test here and a seed in FuzzDecode", msgTypeEnd)
 	}
 	if LinkProto != 1 {
 		t.Errorf("LinkProto = %d: changing it breaks every deployed peer", LinkProto)
@@ -154,6 +157,8 @@ func TestMessageKeys(t *testing.T) {
 		MsgEdgesPage:     {"act", "more", "next", "pts"},
 		MsgWatchRequest:  {"after", "max", "root", "wait"},
 		MsgWatchReply:    {"chg", "last", "next", "pts"},
+		MsgTokenRequest:  {"ttl"},
+		MsgTokenReply:    {"exp", "token", "user"},
 	}
 	linkKeys := []string{"bytesReceived", "bytesSent", "connected", "inSync", "lastError", "pending", "rejected", "remote", "role", "url"}
 	for _, v := range msgSamples() {
@@ -169,7 +174,7 @@ func TestMessageKeys(t *testing.T) {
 		if got := sortedKeys(m); !slices.Equal(got, want[typ]) {
 			t.Errorf("%s keys = %q, want %q", typ, got, want[typ])
 		}
-		for _, k := range []string{"inst", "root"} {
+		for _, k := range []string{"inst", "root", "user"} {
 			if id, ok := m[k]; ok {
 				if b, isBin := id.([]byte); !isBin || len(b) != 16 {
 					t.Errorf("%s %q = %#v, want a 16-byte bin", typ, k, id)

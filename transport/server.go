@@ -458,12 +458,23 @@ type DialConfig struct {
 	// OnDisconnect is called (from a NATS goroutine) when the connection
 	// drops; the connection does not reconnect by itself.
 	OnDisconnect func(error)
-	// Creds authenticate the connection. Required: servers refuse
-	// anonymous clients.
+	// Creds authenticate the connection. Required, unless Login is set:
+	// servers refuse anonymous clients.
 	Creds *Creds
+	// Login signs in with an email address and a password instead: the
+	// connection may then only ask for a token (siot login).
+	Login *Login
 	// TLS configures TLS: the CAs the server's certificate must chain to.
 	// Nil uses TLS only for tls:// URLs, with the system's roots.
 	TLS *tls.Config
+}
+
+// Login is an email address and a password. The password is a secret.
+type Login struct{ Email, Password string }
+
+// Identity is the identity a login connection is granted.
+func (l *Login) Identity() Identity {
+	return Identity{Kind: KindLogin, Node: EmailID(l.Email)}
 }
 
 // ErrNoCreds is returned by Dial without credentials.
@@ -481,7 +492,7 @@ func Dial(serverURL string, cfg DialConfig) (*nats.Conn, error) {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 20 * time.Second
 	}
-	if cfg.Creds == nil {
+	if cfg.Creds == nil && cfg.Login == nil {
 		return nil, ErrNoCreds
 	}
 	if pu, err := url.Parse(serverURL); err != nil || pu.User != nil {
@@ -489,8 +500,11 @@ func Dial(serverURL string, cfg DialConfig) (*nats.Conn, error) {
 		// credentials, and it would show in logs and status.
 		return nil, fmt.Errorf("transport: dial %s: put credentials in a credential file, not in the URL", RedactURL(serverURL))
 	}
-	copts, err := cfg.Creds.options()
-	if err != nil {
+	var copts []nats.Option
+	var err error
+	if cfg.Login != nil {
+		copts = []nats.Option{nats.CustomInboxPrefix(cfg.Login.Identity().Inbox()), nats.UserInfo(cfg.Login.Email, cfg.Login.Password)}
+	} else if copts, err = cfg.Creds.options(); err != nil {
 		return nil, err
 	}
 	opts := []nats.Option{

@@ -4,12 +4,15 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +20,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 	"go.uber.org/goleak"
 
 	"siot/crdt"
@@ -53,6 +57,55 @@ func srvStart(t *testing.T, cfg ServerConfig) *Server {
 	}
 	t.Cleanup(s.Shutdown)
 	return s
+}
+
+// srvAuth is the tests' Authenticator: it accepts the nkeys it holds, each
+// as its identity, and the email addresses and passwords of logins, and
+// refuses every other client. Its maps are not changed once the server
+// runs, so concurrent Authenticate calls only read them.
+type srvAuth struct {
+	keys   map[string]Identity // by nkey public key
+	logins map[string]string   // passwords by email address
+}
+
+var _ Authenticator = srvAuth{}
+
+func (a srvAuth) Authenticate(req AuthRequest) (Grant, error) {
+	if req.Key == "" {
+		if pw, ok := a.logins[req.User]; ok && req.Password == pw {
+			return Grant{Identity: Identity{Kind: KindLogin, Node: EmailID(req.User)}, Credential: req.User}, nil
+		}
+		return Grant{}, errors.New("no nkey")
+	}
+	id, ok := a.keys[req.Key]
+	if !ok {
+		return Grant{}, errors.New("unknown nkey")
+	}
+	return Grant{Identity: id, Credential: req.Key}, nil
+}
+
+// srvAuthFor returns an Authenticator that accepts exactly creds, each as
+// its identity.
+func srvAuthFor(t *testing.T, creds ...*Creds) srvAuth {
+	t.Helper()
+	a := srvAuth{keys: map[string]Identity{}, logins: map[string]string{}}
+	for _, c := range creds {
+		id, err := c.Identity()
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.keys[authPublicKey(t, c)] = id
+	}
+	return a
+}
+
+// srvStartAdmin starts a server, as srvStart, whose Authenticator accepts
+// one admin key, and returns its credentials for Dial.
+func srvStartAdmin(t *testing.T, cfg ServerConfig) (*Server, *Creds) {
+	t.Helper()
+	admin := authKeyCreds(t, authRand(t), KindAdmin, uuid.Nil)
+	cfg.Auth = srvAuthFor(t, admin)
+	return srvStart(t, cfg), admin
 }
 
 // srvConnect opens an in-process connection closed at the end of the test.
@@ -127,7 +180,7 @@ func srvFreePort(t *testing.T) string {
 
 func TestServerClientURL(t *testing.T) {
 	srvCheckLeaks(t)
-	s := srvStart(t, ServerConfig{})
+	s, _ := srvStartAdmin(t, ServerConfig{})
 	u, err := url.Parse(s.ClientURL())
 	if err != nil {
 		t.Fatalf("ClientURL %q: %v", s.ClientURL(), err)
@@ -145,15 +198,20 @@ func TestServerClientURL(t *testing.T) {
 // other way round.
 func TestServerRequestReply(t *testing.T) {
 	srvCheckLeaks(t)
-	s := srvStart(t, ServerConfig{})
+	s, admin := srvStartAdmin(t, ServerConfig{})
+	dialer := Identity{Kind: KindAdmin}
 	local := srvConnect(t, s, "local")
-	remote := srvDial(t, s.ClientURL(), DialConfig{Name: "edge"})
+	remote := srvDial(t, s.ClientURL(), DialConfig{Name: "edge", Creds: admin})
 	if got := remote.ConnectedUrl(); got != s.ClientURL() {
 		t.Errorf("ConnectedUrl = %q, want %q", got, s.ClientURL())
 	}
 
 	session := NewSessionID()
-	sub, err := local.Subscribe(SubjectHello, func(m *nats.Msg) {
+	sub, err := local.Subscribe(AnyIdentity(NameHello), func(m *nats.Msg) {
+		if id, _, err := ParseSubject(m.Subject); err != nil || id != dialer {
+			_ = m.Respond(EncodeError(fmt.Errorf("hello from %q", m.Subject)))
+			return
+		}
 		var h Hello
 		var reply []byte
 		if err := Decode(m.Data, 0, &h); err != nil {
@@ -172,7 +230,7 @@ func TestServerRequestReply(t *testing.T) {
 	}
 	hello := Hello{Proto: LinkProto, Instance: uuid.New(), Root: uuid.New(), Role: RoleEdge, Time: 1000}
 	req, _ := Encode(hello)
-	resp, err := remote.Request(SubjectHello, req, srvWait)
+	resp, err := remote.Request(Subject(dialer, NameHello), req, srvWait)
 	if err != nil {
 		t.Fatalf("request from the dialed connection: %v", err)
 	}
@@ -185,7 +243,7 @@ func TestServerRequestReply(t *testing.T) {
 		t.Fatalf("Welcome = %+v, want %+v", w, want)
 	}
 	// A refused request comes back as a RemoteError.
-	resp, err = remote.Request(SubjectHello, []byte{Version + 1, byte(MsgHello), 0x80}, srvWait)
+	resp, err = remote.Request(Subject(dialer, NameHello), []byte{Version + 1, byte(MsgHello), 0x80}, srvWait)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +252,7 @@ func TestServerRequestReply(t *testing.T) {
 	}
 
 	// The other way: the dialed side answers, the in-process side asks.
-	subj, err := Subjects(session)
+	subj, err := Subjects(dialer, session)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,9 +288,10 @@ func TestServerRequestReply(t *testing.T) {
 // payload of exactly MaxPayload bytes.
 func TestServerCarriesLargestFrame(t *testing.T) {
 	srvCheckLeaks(t)
-	s := srvStart(t, ServerConfig{})
+	s, admin := srvStartAdmin(t, ServerConfig{})
+	pfx := Identity{Kind: KindAdmin}.Prefix()
 	local := srvConnect(t, s, "local")
-	remote := srvDial(t, s.ClientURL(), DialConfig{Name: "edge"})
+	remote := srvDial(t, s.ClientURL(), DialConfig{Name: "edge", Creds: admin})
 	for _, nc := range []*nats.Conn{local, remote} {
 		if got := nc.MaxPayload(); got != MaxPayload {
 			t.Fatalf("MaxPayload seen by the client = %d, want %d", got, MaxPayload)
@@ -248,7 +307,7 @@ func TestServerCarriesLargestFrame(t *testing.T) {
 		name          string
 		asker, answer *nats.Conn
 	}{{"dialed to in-process", remote, local}, {"in-process to dialed", local, remote}} {
-		subject := "siot.test.big." + strings.ReplaceAll(dir.name, " ", "-")
+		subject := pfx + ".test.big." + strings.ReplaceAll(dir.name, " ", "-")
 		sub, err := dir.answer.Subscribe(subject, func(m *nats.Msg) {
 			var imp Import
 			if err := Decode(m.Data, 0, &imp); err != nil {
@@ -275,14 +334,14 @@ func TestServerCarriesLargestFrame(t *testing.T) {
 		_ = sub.Unsubscribe()
 	}
 
-	sub, err := local.SubscribeSync("siot.test.max")
+	sub, err := local.SubscribeSync(pfx + ".test.max")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := local.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	if err := remote.Publish("siot.test.max", make([]byte, MaxPayload)); err != nil {
+	if err := remote.Publish(pfx+".test.max", make([]byte, MaxPayload)); err != nil {
 		t.Fatalf("publish of MaxPayload bytes: %v", err)
 	}
 	m, err := sub.NextMsg(srvWait)
@@ -297,15 +356,16 @@ func TestServerCarriesLargestFrame(t *testing.T) {
 // the server itself.
 func TestServerRefusesOversizedPayload(t *testing.T) {
 	srvCheckLeaks(t)
-	s := srvStart(t, ServerConfig{})
-	local := srvConnect(t, s, "local")
-	remote := srvDial(t, s.ClientURL(), DialConfig{Name: "edge"})
+	s, admin := srvStartAdmin(t, ServerConfig{})
 	over := make([]byte, MaxPayload+1)
+	subject := Identity{Kind: KindAdmin}.Prefix() + ".test.over"
+	local := srvConnect(t, s, "local")
+	remote := srvDial(t, s.ClientURL(), DialConfig{Name: "edge", Creds: admin})
 	for name, nc := range map[string]*nats.Conn{"in-process": local, "dialed": remote} {
-		if err := nc.Publish("siot.test.over", over); !errors.Is(err, nats.ErrMaxPayload) {
+		if err := nc.Publish(subject, over); !errors.Is(err, nats.ErrMaxPayload) {
 			t.Errorf("%s: publish of MaxPayload+1 bytes: %v, want nats.ErrMaxPayload", name, err)
 		}
-		if _, err := nc.Request("siot.test.over", over, time.Second); !errors.Is(err, nats.ErrMaxPayload) {
+		if _, err := nc.Request(subject, over, time.Second); !errors.Is(err, nats.ErrMaxPayload) {
 			t.Errorf("%s: request of MaxPayload+1 bytes: %v, want nats.ErrMaxPayload", name, err)
 		}
 		if err := nc.Flush(); err != nil || !nc.IsConnected() {
@@ -315,7 +375,8 @@ func TestServerRefusesOversizedPayload(t *testing.T) {
 
 	// Speak the protocol by hand, as a client that ignores the limit
 	// would: the server announces MaxPayload, then refuses the PUB from
-	// its header, before any payload is sent.
+	// its header, before any payload is sent. The client signs the
+	// server's nonce with the admin key, as nats.go would.
 	u, _ := url.Parse(s.ClientURL())
 	conn, err := net.DialTimeout("tcp", u.Host, srvWait)
 	if err != nil {
@@ -331,7 +392,8 @@ func TestServerRefusesOversizedPayload(t *testing.T) {
 		t.Fatalf("first line %q, %v; want INFO", line, err)
 	}
 	var info struct {
-		MaxPayload int64 `json:"max_payload"`
+		MaxPayload int64  `json:"max_payload"`
+		Nonce      string `json:"nonce"`
 	}
 	if err := json.Unmarshal([]byte(strings.TrimSpace(strings.TrimPrefix(line, "INFO "))), &info); err != nil {
 		t.Fatalf("INFO %q: %v", line, err)
@@ -339,7 +401,18 @@ func TestServerRefusesOversizedPayload(t *testing.T) {
 	if info.MaxPayload != MaxPayload {
 		t.Fatalf("server announces max_payload %d, want %d", info.MaxPayload, MaxPayload)
 	}
-	if _, err := fmt.Fprintf(conn, "CONNECT {\"verbose\":false,\"pedantic\":false}\r\nPUB siot.test.over %d\r\n", MaxPayload+1); err != nil {
+	kp, err := nkeys.FromSeed(admin.Seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := kp.PublicKey()
+	sig, err := kp.Sign([]byte(info.Nonce))
+	if err != nil || info.Nonce == "" {
+		t.Fatalf("signing nonce %q: %v", info.Nonce, err)
+	}
+	connect, _ := json.Marshal(map[string]any{"verbose": false, "pedantic": false, "user": "admin",
+		"nkey": pub, "sig": base64.RawURLEncoding.EncodeToString(sig)})
+	if _, err := fmt.Fprintf(conn, "CONNECT %s\r\nPUB %s %d\r\n", connect, subject, MaxPayload+1); err != nil {
 		t.Fatal(err)
 	}
 	var got bytes.Buffer
@@ -361,11 +434,12 @@ func TestServerRefusesOversizedPayload(t *testing.T) {
 // in-process connection.
 func TestServerShutdownClosesClients(t *testing.T) {
 	srvCheckLeaks(t)
-	s := srvStart(t, ServerConfig{})
+	s, admin := srvStartAdmin(t, ServerConfig{})
+	subject := Identity{Kind: KindAdmin}.Prefix() + ".test.x"
 	local := srvConnect(t, s, "local")
 	disconnected := make(chan error, 4)
-	remote := srvDial(t, s.ClientURL(), DialConfig{Name: "edge", OnDisconnect: func(err error) { disconnected <- err }})
-	sub, err := remote.SubscribeSync("siot.test.x")
+	remote := srvDial(t, s.ClientURL(), DialConfig{Name: "edge", Creds: admin, OnDisconnect: func(err error) { disconnected <- err }})
+	sub, err := remote.SubscribeSync(subject)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -384,7 +458,7 @@ func TestServerShutdownClosesClients(t *testing.T) {
 	if _, err := sub.NextMsg(10 * time.Millisecond); err == nil {
 		t.Error("subscription still delivers after Shutdown")
 	}
-	if err := remote.Publish("siot.test.x", []byte("x")); err == nil {
+	if err := remote.Publish(subject, []byte("x")); err == nil {
 		t.Error("publish after Shutdown succeeded")
 	}
 	var nc *nats.Conn
@@ -406,9 +480,9 @@ func TestServerShutdownClosesClients(t *testing.T) {
 // every disconnect), once, with a nil error.
 func TestDialOnDisconnectOnClose(t *testing.T) {
 	srvCheckLeaks(t)
-	s := srvStart(t, ServerConfig{})
+	s, admin := srvStartAdmin(t, ServerConfig{})
 	disconnected := make(chan error, 4)
-	nc, err := Dial(s.ClientURL(), DialConfig{Timeout: srvWait, OnDisconnect: func(err error) { disconnected <- err }})
+	nc, err := Dial(s.ClientURL(), DialConfig{Timeout: srvWait, Creds: admin, OnDisconnect: func(err error) { disconnected <- err }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -482,7 +556,7 @@ func (h *srvLogHandler) errors() []string {
 // leaves the first server serving.
 func TestStartServerPortInUse(t *testing.T) {
 	srvCheckLeaks(t)
-	first := srvStart(t, ServerConfig{})
+	first, admin := srvStartAdmin(t, ServerConfig{})
 	u, _ := url.Parse(first.ClientURL())
 	addr := "127.0.0.1:" + u.Port()
 	logs := &srvLogHandler{}
@@ -509,7 +583,7 @@ func TestStartServerPortInUse(t *testing.T) {
 	if !listenErr {
 		t.Errorf("logged errors %q, want the listen error", logs.errors())
 	}
-	nc := srvDial(t, first.ClientURL(), DialConfig{})
+	nc := srvDial(t, first.ClientURL(), DialConfig{Creds: admin})
 	if _, err := nc.RTT(); err != nil {
 		t.Fatalf("first server after the second failed: %v", err)
 	}
@@ -531,7 +605,8 @@ func TestDialClosedPort(t *testing.T) {
 	start := time.Now()
 	var nc *nats.Conn
 	var err error
-	srvWithin(t, "Dial", timeout+srvWait, func() { nc, err = Dial(u, DialConfig{Timeout: timeout}) })
+	creds := authKeyCreds(t, authRand(t), KindAdmin, uuid.Nil)
+	srvWithin(t, "Dial", timeout+srvWait, func() { nc, err = Dial(u, DialConfig{Timeout: timeout, Creds: creds}) })
 	took := time.Since(start)
 	if err == nil {
 		nc.Close()
@@ -581,7 +656,10 @@ func TestDialTimeoutBoundsHandshake(t *testing.T) {
 	const timeout = 300 * time.Millisecond
 	start := time.Now()
 	var nc *nats.Conn
-	srvWithin(t, "Dial", timeout+srvWait, func() { nc, err = Dial("nats://"+l.Addr().String(), DialConfig{Timeout: timeout}) })
+	creds := authKeyCreds(t, authRand(t), KindAdmin, uuid.Nil)
+	srvWithin(t, "Dial", timeout+srvWait, func() {
+		nc, err = Dial("nats://"+l.Addr().String(), DialConfig{Timeout: timeout, Creds: creds})
+	})
 	took := time.Since(start)
 	if err == nil {
 		nc.Close()
@@ -595,13 +673,325 @@ func TestDialTimeoutBoundsHandshake(t *testing.T) {
 
 func TestDialBadURL(t *testing.T) {
 	srvCheckLeaks(t)
+	creds := authKeyCreds(t, authRand(t), KindAdmin, uuid.Nil)
 	for _, u := range []string{"nats://127.0.0.1:notaport", "nats://127.0.0.1:99999", "://x"} {
 		var nc *nats.Conn
 		var err error
-		srvWithin(t, "Dial("+u+")", srvWait, func() { nc, err = Dial(u, DialConfig{Timeout: time.Second}) })
+		srvWithin(t, "Dial("+u+")", srvWait, func() { nc, err = Dial(u, DialConfig{Timeout: time.Second, Creds: creds}) })
 		if err == nil {
 			nc.Close()
 			t.Errorf("Dial(%q) succeeded", u)
 		}
+	}
+}
+
+// srvDialErrs connects to url with opts, sending the connection's
+// asynchronous errors (the server's -ERR for a refused subscription or
+// publish) to errs, and closes it at the end of the test.
+func srvDialErrs(t *testing.T, url string, errs chan<- error, opts ...nats.Option) *nats.Conn {
+	t.Helper()
+	opts = append(opts, nats.Timeout(srvWait), nats.NoReconnect(),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			select {
+			case errs <- err:
+			default: // the test fails on the error it misses
+			}
+		}))
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		t.Fatalf("connect to %s: %v", url, err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// srvCredsOptions returns the nats.go options of creds.
+func srvCredsOptions(t *testing.T, creds *Creds) []nats.Option {
+	t.Helper()
+	opts, err := creds.options()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return opts
+}
+
+// srvWantViolation waits for the server to report a permissions violation
+// on the connection whose errors errs receives, naming what ("Publish to
+// \"subject\"").
+func srvWantViolation(t *testing.T, nc *nats.Conn, errs <-chan error, what string) {
+	t.Helper()
+	if err := nc.Flush(); err != nil { // the server has answered the operation before
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errs:
+		if !errors.Is(err, nats.ErrPermissionViolation) || !strings.Contains(err.Error(), what) {
+			t.Errorf("error %v, want a permissions violation for %s", err, what)
+		}
+	case <-time.After(srvWait):
+		t.Fatalf("no permissions violation for %s after %v", what, srvWait)
+	}
+}
+
+// TestServerAuthentication: the server refuses clients without
+// credentials it accepts, and confines each accepted client to its
+// identity's prefix: it may neither subscribe nor publish outside it,
+// and what it publishes under it is delivered.
+func TestServerAuthentication(t *testing.T) {
+	srvCheckLeaks(t)
+	r := authRand(t)
+	admin := authKeyCreds(t, r, KindAdmin, uuid.Nil)
+	key := authKeyCreds(t, r, KindKey, authUUID(t, r))
+	other := authKeyCreds(t, r, KindKey, authUUID(t, r))
+	stranger := authKeyCreds(t, r, KindKey, authUUID(t, r))
+	auth := srvAuthFor(t, admin, key, other)
+	const email, password = "ann@example.com", "hunter2 hunter2"
+	auth.logins[email] = password
+	s := srvStart(t, ServerConfig{Auth: auth})
+	u := s.ClientURL()
+
+	strangerKey, err := nkeys.FromSeed(stranger.Seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		opts []nats.Option
+	}{
+		{"anonymous", nil},
+		{"user and password", []nats.Option{nats.UserInfo("admin", "admin")}},
+		{"wrong login password", []nats.Option{nats.UserInfo(email, password+"x")}},
+		{"token", []nats.Option{nats.Token("v1.x.y")}},
+		{"unknown key", srvCredsOptions(t, stranger)},
+		{"admin key signed by another", []nats.Option{nats.Nkey(authPublicKey(t, admin), strangerKey.Sign)}},
+	} {
+		nc, err := nats.Connect(u, append(tc.opts, nats.Timeout(srvWait), nats.NoReconnect())...)
+		if err == nil {
+			nc.Close()
+			t.Errorf("%s: connected", tc.name)
+		} else if !errors.Is(err, nats.ErrAuthorization) {
+			t.Errorf("%s: %v, want nats.ErrAuthorization", tc.name, err)
+		}
+	}
+	if nc, err := Dial(u, DialConfig{Timeout: srvWait, Creds: stranger}); err == nil {
+		nc.Close()
+		t.Error("Dial with an unknown key connected")
+	} else if !errors.Is(err, nats.ErrAuthorization) || !strings.Contains(err.Error(), "refused these credentials") {
+		t.Errorf("Dial with an unknown key: %v, want an authorization error that says so", err)
+	}
+	// (Not ConnectAs: over the in-process pipe a refusal takes the
+	// server's 10 s write deadline to come back.)
+	if got, want := s.Refused(), map[string]uint64{"refused": 6, "bad signature": 1}; !maps.Equal(got, want) {
+		t.Errorf("Refused() = %v, want %v", got, want)
+	}
+
+	sys := srvConnect(t, s, "system")
+	all, err := sys.SubscribeSync("siot.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sys.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	kid, _ := key.Identity()
+	oid, _ := other.Identity()
+	errs := make(chan error, 16)
+	nc := srvDialErrs(t, u, errs, srvCredsOptions(t, key)...)
+	for _, subj := range []string{"siot.>", ">", "siot.*.*.api.status", oid.Prefix() + ".>", oid.Inbox() + ".>",
+		Identity{Kind: KindAdmin}.Prefix() + ".>", "siot.key.*.>", "_INBOX.>"} {
+		if _, err := nc.SubscribeSync(subj); err != nil {
+			t.Fatalf("subscribe %q: %v", subj, err)
+		}
+		srvWantViolation(t, nc, errs, `Subscription to "`+subj+`"`)
+	}
+	for _, subj := range []string{Subject(oid, NameStatus), Subject(Identity{Kind: KindAdmin}, NameImport),
+		Subject(Identity{Kind: KindSystem}, NameHello), "siot.link.hello", "siot.api.status", "_INBOX.x", "x"} {
+		if err := nc.Publish(subj, []byte("forbidden")); err != nil {
+			t.Fatalf("publish %q: %v", subj, err)
+		}
+		srvWantViolation(t, nc, errs, `Publish to "`+subj+`"`)
+	}
+	// Messages from one connection arrive in order: the first the system
+	// subscriber gets is the allowed one, so no forbidden one came.
+	own := kid.Prefix() + ".test.allowed"
+	if err := nc.Publish(own, []byte("allowed")); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := all.NextMsg(srvWait); err != nil || m.Subject != own || string(m.Data) != "allowed" {
+		t.Fatalf("system subscriber got %v, %v; want %s and nothing before it", m, err, own)
+	}
+
+	// Under its prefix it subscribes, asks and answers.
+	down, err := nc.SubscribeSync(kid.Prefix() + ".link.s.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := sys.Publish(kid.Prefix()+".link.s.down", []byte("push")); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := down.NextMsg(srvWait); err != nil || string(m.Data) != "push" {
+		t.Fatalf("subscription under its prefix got %v, %v", m, err)
+	}
+	answer, err := sys.Subscribe(AnyIdentity(NameStatus), func(m *nats.Msg) {
+		id, _, err := ParseSubject(m.Subject)
+		if err != nil {
+			_ = m.Respond([]byte(err.Error()))
+			return
+		}
+		_ = m.Respond([]byte(id.String()))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer answer.Unsubscribe()
+	if err := sys.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := nc.Request(Subject(kid, NameStatus), nil, srvWait); err != nil || string(m.Data) != kid.String() {
+		t.Fatalf("request under its prefix: %v, %v; want an answer naming %v", m, err, kid)
+	}
+	echo, err := nc.Subscribe(kid.Prefix()+".link.t.ping", func(m *nats.Msg) { _ = m.Respond(m.Data) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer echo.Unsubscribe()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := sys.Request(kid.Prefix()+".link.t.ping", []byte("ping"), srvWait); err != nil || string(m.Data) != "ping" {
+		t.Fatalf("its answer to the system's request: %v, %v", m, err)
+	}
+	select {
+	case err := <-errs:
+		t.Errorf("unexpected asynchronous error: %v", err)
+	default:
+	}
+
+	// A login connection may only ask for a token.
+	lid := Identity{Kind: KindLogin, Node: EmailID(email)}
+	lerrs := make(chan error, 16)
+	login := srvDialErrs(t, u, lerrs, nats.UserInfo(email, password), nats.CustomInboxPrefix(lid.Inbox()))
+	for _, subj := range []string{Subject(lid, NameStatus), Subject(lid, NameHello), lid.Prefix() + ".link.s.up"} {
+		if err := login.Publish(subj, nil); err != nil {
+			t.Fatal(err)
+		}
+		srvWantViolation(t, login, lerrs, `Publish to "`+subj+`"`)
+	}
+	token, err := sys.Subscribe(AnyIdentity(NameToken), func(m *nats.Msg) { _ = m.Respond([]byte("token for " + m.Subject)) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer token.Unsubscribe()
+	if err := sys.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := login.Request(Subject(lid, NameToken), nil, srvWait); err != nil || string(m.Data) != "token for "+Subject(lid, NameToken) {
+		t.Fatalf("login's token request: %v, %v", m, err)
+	}
+}
+
+// TestServerRevalidate: Revalidate asks once per identity and credential,
+// closes the connections of the grants it refuses, dialed and in-process,
+// and keeps the others.
+func TestServerRevalidate(t *testing.T) {
+	srvCheckLeaks(t)
+	r := authRand(t)
+	admin := authKeyCreds(t, r, KindAdmin, uuid.Nil)
+	revoked := authKeyCreds(t, r, KindKey, authUUID(t, r))
+	kept := authKeyCreds(t, r, KindKey, authUUID(t, r))
+	s := srvStart(t, ServerConfig{Auth: srvAuthFor(t, admin, revoked, kept)})
+	sys := srvConnect(t, s, "system")
+	a := srvDial(t, s.ClientURL(), DialConfig{Name: "admin", Creds: admin})
+	k := srvDial(t, s.ClientURL(), DialConfig{Name: "kept", Creds: kept})
+	gone := []*nats.Conn{srvDial(t, s.ClientURL(), DialConfig{Name: "revoked", Creds: revoked})}
+	nc, err := s.ConnectAs("revoked in-process", revoked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	gone = append(gone, nc)
+
+	aid, _ := admin.Identity()
+	rid, _ := revoked.Identity()
+	kid, _ := kept.Identity()
+	system := Identity{Kind: KindSystem}
+	if got, want := s.Connections(), map[Identity]int{system: 1, aid: 1, rid: 2, kid: 1}; !maps.Equal(got, want) {
+		t.Fatalf("Connections() = %v, want %v", got, want)
+	}
+	asked := map[Identity][]string{}
+	n := s.Revalidate(func(g Grant) error {
+		asked[g.Identity] = append(asked[g.Identity], g.Credential)
+		if g.Identity == rid {
+			return errors.New("key revoked")
+		}
+		return nil
+	})
+	if n != 2 {
+		t.Errorf("Revalidate closed %d connections, want 2", n)
+	}
+	want := map[Identity][]string{aid: {authPublicKey(t, admin)}, rid: {authPublicKey(t, revoked)}, kid: {authPublicKey(t, kept)}}
+	if !maps.EqualFunc(asked, want, slices.Equal) {
+		t.Errorf("Revalidate asked about %v, want %v (once each, never the system)", asked, want)
+	}
+	for _, nc := range gone {
+		srvEventually(t, "revoked connection closed", nc.IsClosed)
+	}
+	for name, nc := range map[string]*nats.Conn{"system": sys, "admin": a, "kept": k} {
+		if _, err := nc.RTT(); err != nil {
+			t.Errorf("%s connection after Revalidate: %v", name, err)
+		}
+	}
+	if got, want := s.Connections(), map[Identity]int{system: 1, aid: 1, kid: 1}; !maps.Equal(got, want) {
+		t.Errorf("Connections() after Revalidate = %v, want %v", got, want)
+	}
+	if n := s.Revalidate(func(Grant) error { return nil }); n != 0 {
+		t.Errorf("second Revalidate closed %d connections", n)
+	}
+}
+
+// TestServerWithoutAuth: a server without an Authenticator takes only its
+// in-process system connections until SetAuth gives it one.
+func TestServerWithoutAuth(t *testing.T) {
+	srvCheckLeaks(t)
+	admin := authKeyCreds(t, authRand(t), KindAdmin, uuid.Nil)
+	s := srvStart(t, ServerConfig{})
+	if _, err := srvConnect(t, s, "system").RTT(); err != nil {
+		t.Fatal(err)
+	}
+	if nc, err := Dial(s.ClientURL(), DialConfig{Timeout: srvWait, Creds: admin}); !errors.Is(err, nats.ErrAuthorization) {
+		if err == nil {
+			nc.Close()
+		}
+		t.Fatalf("Dial without an Authenticator: %v, want nats.ErrAuthorization", err)
+	}
+	if got := s.Refused()["no authenticator"]; got != 1 {
+		t.Errorf("Refused()[no authenticator] = %d, want 1", got)
+	}
+	s.SetAuth(srvAuthFor(t, admin))
+	if _, err := srvDial(t, s.ClientURL(), DialConfig{Creds: admin}).RTT(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDialNeedsCreds: Dial refuses to connect without credentials, and
+// credentials in the URL, which would show in logs.
+func TestDialNeedsCreds(t *testing.T) {
+	srvCheckLeaks(t)
+	u := "nats://" + srvFreePort(t)
+	if nc, err := Dial(u, DialConfig{}); !errors.Is(err, ErrNoCreds) || nc != nil {
+		t.Errorf("Dial without credentials = %v, %v; want ErrNoCreds", nc, err)
+	}
+	admin := authKeyCreds(t, authRand(t), KindAdmin, uuid.Nil)
+	withUser := strings.Replace(u, "nats://", "nats://admin:s3cret@", 1)
+	nc, err := Dial(withUser, DialConfig{Creds: admin})
+	if err == nil {
+		nc.Close()
+		t.Fatal("Dial with credentials in the URL succeeded")
+	}
+	if strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), "credential file") {
+		t.Errorf("Dial with credentials in the URL: %q; want the password left out and the credential file named", err)
 	}
 }

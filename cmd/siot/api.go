@@ -66,7 +66,7 @@ func (c *client) root(ctx context.Context) (uuid.UUID, error) {
 
 func (c *client) status(ctx context.Context) (transport.Status, error) {
 	var st transport.Status
-	err := c.call(ctx, transport.SubjectStatus, transport.StatusRequest{}, &st)
+	err := c.call(ctx, transport.NameStatus, transport.StatusRequest{}, &st)
 	return st, err
 }
 
@@ -76,7 +76,7 @@ var errUnknownNode = errors.New("unknown node")
 // mustKnow returns an error naming id unless the server knows the node.
 func (c *client) mustKnow(ctx context.Context, id uuid.UUID) error {
 	var page transport.NodePage
-	if err := c.call(ctx, transport.SubjectNode, transport.NodeRequest{Node: id, MaxBytes: 1}, &page); err != nil {
+	if err := c.call(ctx, transport.NameNode, transport.NodeRequest{Node: id, MaxBytes: 1}, &page); err != nil {
 		return err
 	}
 	if !page.Known {
@@ -91,7 +91,7 @@ func (c *client) nodePoints(ctx context.Context, id uuid.UUID, fn func(*crdt.Poi
 	req := transport.NodeRequest{Node: id}
 	for {
 		var page transport.NodePage
-		if err := c.call(ctx, transport.SubjectNode, req, &page); err != nil {
+		if err := c.call(ctx, transport.NameNode, req, &page); err != nil {
 			return err
 		}
 		if !page.Known {
@@ -150,7 +150,7 @@ func (c *client) edges(ctx context.Context, id uuid.UUID, up bool) (labels, []ed
 	req := transport.EdgesRequest{Node: id, Up: up}
 	for {
 		var page transport.EdgesPage
-		if err := c.call(ctx, transport.SubjectEdges, req, &page); err != nil {
+		if err := c.call(ctx, transport.NameEdges, req, &page); err != nil {
 			return self, nil, err
 		}
 		pts, err := crdt.DecodeBatch(page.Points, 0)
@@ -190,7 +190,7 @@ func (c *client) edges(ctx context.Context, id uuid.UUID, up bool) (labels, []ed
 // write writes pts, unstamped, as one operation: one HLC for all.
 func (c *client) write(ctx context.Context, pts []crdt.Point) (transport.ImportResult, error) {
 	var res transport.ImportResult
-	err := c.call(ctx, transport.SubjectImport, transport.Import{Points: crdt.AppendBatch(nil, pts), OneTime: true}, &res)
+	err := c.call(ctx, transport.NameImport, transport.Import{Points: crdt.AppendBatch(nil, pts), OneTime: true}, &res)
 	return res, err
 }
 

@@ -56,7 +56,7 @@ func recordsFile(tb testing.TB, root string, n int) string {
 func runCLI(tb testing.TB, out io.Writer, args ...string) string {
 	tb.Helper()
 	var errOut strings.Builder
-	m := &Main{Stdin: strings.NewReader(""), Stdout: out, Stderr: &errOut, Getenv: func(string) string { return "" }}
+	m := &Main{Stdin: strings.NewReader(""), Stdout: out, Stderr: &errOut, Getenv: testGetenv(args)}
 	if err := m.Run(context.Background(), args); err != nil {
 		tb.Fatalf("siot %s: %v\n%s", strings.Join(args, " "), err, errOut.String())
 	}

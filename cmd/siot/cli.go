@@ -40,13 +40,19 @@ Commands:
   watch       print changes as they arrive, with their origin
   import      write point records (JSON Lines) into a running server
   export      print a running server's points as JSON Lines
+  device      provision and revoke devices (device add|rm)
+  user        add and revoke users (user add|rm)
+  peer        create and revoke peer credentials (peer add|rm)
+  login       sign in as a user: a short-lived credential
   version     print the version of this build
 
 Every command but serve and version talks to a running server: --server
 URL (default nats://127.0.0.1:4222, or the SIOT_SERVER environment
-variable) and --timeout (how long to wait for each reply). Commands that
-print take --json for output a program can read. Flags may come before or
-after the arguments.
+variable), --creds FILE (env SIOT_CREDS; default ./siot-data/admin.creds
+when it exists: servers refuse anonymous clients), --tls-ca FILE for a
+server with TLS, and --timeout (how long to wait for each reply).
+Commands that print take --json for output a program can read. Flags may
+come before or after the arguments.
 
 Run "siot <command> --help" for a command's flags and examples.
 Exit status: 0 on success (and when watch or status --watch are
@@ -65,8 +71,36 @@ type command interface {
 // commandNames lists every command as it is typed, sub-commands included.
 var commandNames = []string{
 	"serve", "status", "node add", "node rm", "node mv", "node ls", "set", "get", "watch",
-	"import", "export", "version",
+	"import", "export", "device add", "device rm", "user add", "user rm", "peer add", "peer rm",
+	"login", "version",
 }
+
+// groups are the commands that take a sub-command, with their usage.
+var groups = map[string]string{"node": nodeUsage, "device": deviceUsage, "user": userUsage, "peer": peerUsage}
+
+const deviceUsage = `Usage: siot device add|rm ...
+
+  device add   provision a device: its node and a credential file
+  device rm    revoke a device's credentials
+
+Run "siot device add --help" for its flags and examples.
+`
+
+const userUsage = `Usage: siot user add|rm ...
+
+  user add     add a user who signs in with an email address and a password
+  user rm      revoke a user
+
+Run "siot user add --help" for its flags and examples.
+`
+
+const peerUsage = `Usage: siot peer add|rm ...
+
+  peer add     create a credential another instance links as a peer with
+  peer rm      revoke a peer credential
+
+Run "siot peer add --help" for its flags and examples.
+`
 
 // command returns the command called name, or nil.
 func (m *Main) command(name string) command {
@@ -96,6 +130,20 @@ func (m *Main) command(name string) command {
 		return &getCmd{clientCmd: cc}
 	case "watch":
 		return &watchCmd{clientCmd: cc}
+	case "device add":
+		return &deviceAddCmd{clientCmd: cc}
+	case "device rm":
+		return &keyRmCmd{clientCmd: cc, what: "device"}
+	case "peer add":
+		return &peerAddCmd{clientCmd: cc}
+	case "peer rm":
+		return &keyRmCmd{clientCmd: cc, what: "peer"}
+	case "user add":
+		return &userAddCmd{clientCmd: cc}
+	case "user rm":
+		return &userRmCmd{clientCmd: cc}
+	case "login":
+		return &loginCmd{m: m}
 	}
 	return nil
 }
@@ -122,21 +170,23 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		fmt.Fprint(m.Stdout, mainUsage)
 		return nil
 	}
-	if name == "node" {
+	group := ""
+	if gu, ok := groups[name]; ok {
+		group = name
 		if len(rest) == 0 || isHelp(rest[0]) {
 			if len(rest) == 0 {
-				fmt.Fprint(m.Stderr, nodeUsage)
-				return &UsageError{Msg: "node: no sub-command given (add, rm, mv or ls)"}
+				fmt.Fprint(m.Stderr, gu)
+				return &UsageError{Msg: name + ": no sub-command given"}
 			}
-			fmt.Fprint(m.Stdout, nodeUsage)
+			fmt.Fprint(m.Stdout, gu)
 			return nil
 		}
-		name, rest = "node "+rest[0], rest[1:]
+		name, rest = name+" "+rest[0], rest[1:]
 	}
 	c := m.command(name)
 	if c == nil {
-		if strings.HasPrefix(name, "node ") {
-			fmt.Fprint(m.Stderr, nodeUsage)
+		if group != "" {
+			fmt.Fprint(m.Stderr, groups[group])
 		} else {
 			fmt.Fprint(m.Stderr, mainUsage)
 		}

@@ -2,8 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"flag"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -14,41 +18,102 @@ import (
 // clientFlags are the flags every command that talks to a server shares.
 type clientFlags struct {
 	server  string
+	creds   string
+	tlsCA   string
 	timeout time.Duration
 }
 
-const defaultServer = "nats://127.0.0.1:4222"
+const (
+	defaultServer = "nats://127.0.0.1:4222"
+	// defaultCreds is the local administrator's credential file of a
+	// server started with the default --data, used when it exists.
+	defaultCreds = "./siot-data/admin.creds"
+)
 
 func (f *clientFlags) register(fs *flag.FlagSet, getenv func(string) string) {
 	fs.StringVar(&f.server, "server", envOr(getenv, "SIOT_SERVER", defaultServer), "NATS URL of the siot server (env SIOT_SERVER)")
+	fs.StringVar(&f.creds, "creds", envOr(getenv, "SIOT_CREDS", ""), "credential file (env SIOT_CREDS; default "+defaultCreds+" when it exists)")
+	fs.StringVar(&f.tlsCA, "tls-ca", envOr(getenv, "SIOT_TLS_CA", ""), "PEM file of the CAs the server's TLS certificate must chain to (env SIOT_TLS_CA)")
 	fs.DurationVar(&f.timeout, "timeout", 30*time.Second, "how long to wait for each reply")
 }
 
 // client is a connection to a running server's local API.
 type client struct {
 	nc      *nats.Conn
+	id      transport.Identity // who the server knows us as: requests go under its prefix
 	timeout time.Duration
 }
 
-func (f *clientFlags) dial() (*client, error) {
-	nc, err := transport.Dial(f.server, transport.DialConfig{Name: "siot cli", Timeout: min(f.timeout, 10*time.Second)})
+// loadCreds reads the credential file the flags name, or the default one.
+func (f *clientFlags) loadCreds() (*transport.Creds, error) {
+	path := f.creds
+	if path == "" {
+		if _, err := os.Stat(defaultCreds); err != nil {
+			return nil, errors.New("no credentials: give --creds FILE or SIOT_CREDS (a server writes its administrator's to DATA/admin.creds)")
+		}
+		path = defaultCreds
+	}
+	return transport.ReadCreds(path)
+}
+
+// loadTLS returns the TLS configuration of --tls-ca, or nil.
+func loadTLS(caFile string) (*tls.Config, error) {
+	if caFile == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(caFile)
 	if err != nil {
+		return nil, fmt.Errorf("--tls-ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("--tls-ca %s: no PEM certificate in it", caFile)
+	}
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
+}
+
+func (f *clientFlags) dial() (*client, error) {
+	creds, err := f.loadCreds()
+	if err != nil {
+		return nil, err
+	}
+	return f.dialAs(creds)
+}
+
+// dialAs connects with creds.
+func (f *clientFlags) dialAs(creds *transport.Creds) (*client, error) {
+	id, err := creds.Identity()
+	if err != nil {
+		return nil, err
+	}
+	tc, err := loadTLS(f.tlsCA)
+	if err != nil {
+		return nil, err
+	}
+	nc, err := transport.Dial(f.server, transport.DialConfig{Name: "siot cli", Timeout: min(f.timeout, 10*time.Second),
+		Creds: creds, TLS: tc})
+	if err != nil {
+		if errors.Is(err, nats.ErrAuthorization) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("%w (is `siot serve` running there? set --server or SIOT_SERVER)", err)
 	}
-	return &client{nc: nc, timeout: f.timeout}, nil
+	return &client{nc: nc, id: id, timeout: f.timeout}, nil
 }
 
 func (c *client) close() { c.nc.Close() }
 
-// call sends req on subject and decodes the reply into resp. It waits
-// for the reply up to the client's timeout, or until ctx is done.
-func (c *client) call(ctx context.Context, subject string, req, resp any) error {
-	return c.callWait(ctx, subject, req, resp, 0)
+// call sends req as request name (transport.NameStatus...) and decodes
+// the reply into resp. It waits for the reply up to the client's timeout,
+// or until ctx is done.
+func (c *client) call(ctx context.Context, name string, req, resp any) error {
+	return c.callWait(ctx, name, req, resp, 0)
 }
 
 // callWait is call for a request the server may hold for up to extra
 // (a watch): the reply is awaited for the timeout plus extra.
-func (c *client) callWait(ctx context.Context, subject string, req, resp any, extra time.Duration) error {
+func (c *client) callWait(ctx context.Context, name string, req, resp any, extra time.Duration) error {
+	subject := transport.Subject(c.id, name)
 	b, err := transport.Encode(req)
 	if err != nil {
 		return err

@@ -182,7 +182,7 @@ func (p *e2eProc) startOnce() error {
 	}
 	args := []string{"serve", "--data", p.data, "--listen", "127.0.0.1:" + strconv.Itoa(p.port), "--http", httpAddr,
 		"--min-free", "0", "--log-format", "json"}
-	args = append(args, p.extra...)
+	args = withLinkCreds(p.t, append(args, p.extra...))
 	cmd := exec.Command(e2eBinary(p.t), args...)
 	var run e2eBuffer
 	fmt.Fprintf(&p.all, "==== %s: siot %s\n", time.Now().Format("15:04:05.000"), strings.Join(args, " "))
@@ -202,6 +202,7 @@ func (p *e2eProc) startOnce() error {
 		out := run.String()
 		var ok bool
 		if p.id, p.url, p.http, ok = servingLine(out); ok {
+			registerCreds(p.url, p.data)
 			if want := "nats://127.0.0.1:" + strconv.Itoa(p.port); p.url != want {
 				result = fmt.Errorf("serving on %s, want %s", p.url, want)
 			}
@@ -307,6 +308,7 @@ func siot(stdin string, args ...string) (stdout, stderr string, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, e2eBin, args...)
+	cmd.Env = append(os.Environ(), "SIOT_CREDS="+credsFor(argValue(args, "--server")))
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -625,7 +627,13 @@ func TestE2EPeeredCloudsSurviveKill(t *testing.T) {
 	if b.id != a.id {
 		t.Fatalf("peer with empty data has root %s, want A's %s", b.id, a.id)
 	}
-	e := newProc(t, "edge", "--upstream", a.url, "--upstream", b.url)
+	// The device is provisioned on A; its key syncs to B, so both accept
+	// it.
+	waitLinks(t, b, a.url)
+	devCreds := filepath.Join(t.TempDir(), "edge.creds")
+	mustSiot(t, "", "device", "add", "--server", a.url, "--out", devCreds)
+	waitLinks(t, b, a.url)
+	e := newProc(t, "edge", "--upstream", a.url, "--upstream", b.url, "--creds", devCreds)
 	e.start()
 	if e.id == a.id {
 		t.Fatal("edge has the clouds' root")

@@ -69,7 +69,7 @@ func (c *exportCmd) run(ctx context.Context, args []string) error {
 	defer bar.done()
 	for {
 		var page transport.ExportPage
-		if err := cl.call(ctx, transport.SubjectExport, req, &page); err != nil {
+		if err := cl.call(ctx, transport.NameExport, req, &page); err != nil {
 			return err
 		}
 		pts, err := crdt.DecodeBatch(page.Points, 0)

@@ -153,7 +153,7 @@ func (c *importCmd) run(ctx context.Context, args []string) error {
 			return fmt.Errorf("spool: %w", err)
 		}
 		var res transport.ImportResult
-		if err := cl.call(ctx, transport.SubjectImport, transport.Import{Points: b}, &res); err != nil {
+		if err := cl.call(ctx, transport.NameImport, transport.Import{Points: b}, &res); err != nil {
 			return importError(err, name, lines)
 		}
 		applied += res.Applied

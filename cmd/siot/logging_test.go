@@ -4,8 +4,13 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/google/uuid"
+
+	"siot/transport"
 )
 
 // logRecords returns the JSON log records of inst with message msg.
@@ -27,6 +32,17 @@ func logRecords(inst *instance, msg string) []map[string]any {
 // summed up in one line.
 func TestLinkLogsOnceWithFigures(t *testing.T) {
 	cloudAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	// The cloud is not up yet: its administrator credentials are made
+	// ahead, in its data directory, where serve takes them.
+	cloudData := t.TempDir()
+	admin, err := transport.NewKeyCreds(transport.KindAdmin, uuid.Nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := transport.WriteCreds(filepath.Join(cloudData, "admin.creds"), admin, false); err != nil {
+		t.Fatal(err)
+	}
+	registerCreds("nats://"+cloudAddr, cloudData)
 	edge := serve(t, "--data", t.TempDir(), "--listen", "127.0.0.1:0", "--http", "", "--log-level", "debug",
 		"--upstream", "nats://"+cloudAddr)
 	waitUntil(t, "three failed attempts", func() bool { return len(logRecords(edge, "link attempt failed")) >= 2 })
@@ -35,7 +51,7 @@ func TestLinkLogsOnceWithFigures(t *testing.T) {
 	}
 	mustCLI(t, sensorRecords("6ba7b810-9dad-11d1-80b4-00c04fd430c8", edge.id, 99), "import", "--server", edge.nats)
 
-	serve(t, "--data", t.TempDir(), "--listen", cloudAddr, "--http", "")
+	serve(t, "--data", cloudData, "--listen", cloudAddr, "--http", "")
 	waitUntil(t, "the backlog sent", func() bool { return len(logRecords(edge, "link caught up")) > 0 })
 	up := logRecords(edge, "link up")
 	if len(up) != 1 || up[0]["down_for"] == nil || up[0]["attempts"].(float64) < 2 {

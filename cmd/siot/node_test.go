@@ -235,7 +235,7 @@ func TestBadInputWritesNothing(t *testing.T) {
 // error.
 func lockedRun(ctx context.Context, args ...string) (*syncBuffer, func() error) {
 	out, errOut := &syncBuffer{}, &syncBuffer{}
-	m := &Main{Stdin: strings.NewReader(""), Stdout: out, Stderr: errOut, Getenv: func(string) string { return "" }}
+	m := &Main{Stdin: strings.NewReader(""), Stdout: out, Stderr: errOut, Getenv: testGetenv(args)}
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx, args) }()
 	return out, func() error {

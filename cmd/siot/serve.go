@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	crand "crypto/rand"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -12,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -34,14 +37,23 @@ of another instance with the same root. SIGINT or SIGTERM stops it cleanly
 (exit status 0).
 
 On first start the root node's ID is --id, or the peer's root when the data
-directory is empty and --peer is given, or a new random ID; it is kept in
-the data directory and --id must match it afterwards.
+directory is empty and --peer is given, or, with --upstream and --creds of a
+device, the device's node, or a new random ID; it is kept in the data
+directory and --id must match it afterwards.
+
+Every connection authenticates. On first start (and whenever the file is
+missing) serve writes the local administrator's credentials to
+DATA/admin.creds, mode 0600: client commands use them by default from
+./siot-data. Links sign in with --creds (upstreams: a device's file from
+"siot device add") and --peer-creds (peers: "siot peer add" on the peer).
+A listener on an address other than loopback needs TLS (--tls-cert,
+--tls-key) unless --insecure says otherwise.
 
 Examples:
   siot serve
-  siot serve --data /var/lib/siot --listen 0.0.0.0:4222
-  siot serve --data ./edge --listen 127.0.0.1:4223 --http 127.0.0.1:8119 --upstream nats://cloud.example.com:4222
-  siot serve --data ./cloud2 --listen 127.0.0.1:4224 --peer nats://127.0.0.1:4222
+  siot serve --data /var/lib/siot --listen 0.0.0.0:4222 --tls-cert cert.pem --tls-key key.pem
+  siot serve --data ./edge --listen 127.0.0.1:4223 --http 127.0.0.1:8119 --upstream tls://cloud.example.com:4222 --creds device.creds --tls-ca ca.pem
+  siot serve --data ./cloud2 --listen 127.0.0.1:4224 --peer nats://127.0.0.1:4222 --peer-creds peer.creds
 
 Flags:
 `
@@ -63,6 +75,8 @@ type serveFlags struct {
 	data, listen, httpAddr, id, profile, logLevel, logFormat string
 	upstreams, peers                                         stringList
 	minFree                                                  uint64
+	creds, peerCreds, tlsCert, tlsKey, tlsCA                 string
+	insecure                                                 bool
 }
 
 func (c *serveCmd) usage() string { return serveUsage }
@@ -79,6 +93,12 @@ func (c *serveCmd) flags(fs *flag.FlagSet) {
 	fs.Uint64Var(&f.minFree, "min-free", 256<<20, "refuse writes when free disk space under --data falls below this many bytes")
 	fs.StringVar(&f.logLevel, "log-level", envOr(m.Getenv, "SIOT_LOG_LEVEL", "info"), "debug, info, warn or error (env SIOT_LOG_LEVEL)")
 	fs.StringVar(&f.logFormat, "log-format", "", `"text" or "json" (default: text on a terminal, json otherwise)`)
+	fs.StringVar(&f.creds, "creds", envOr(m.Getenv, "SIOT_LINK_CREDS", ""), "credential file the --upstream links sign in with: a device's (siot device add) (env SIOT_LINK_CREDS)")
+	fs.StringVar(&f.peerCreds, "peer-creds", "", "credential file the --peer links sign in with (siot peer add on the peer)")
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate (chain) of the NATS listener; with --tls-key, clients must use TLS")
+	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
+	fs.StringVar(&f.tlsCA, "tls-ca", envOr(m.Getenv, "SIOT_TLS_CA", ""), "PEM file of the CAs the upstreams' and peers' certificates must chain to (env SIOT_TLS_CA)")
+	fs.BoolVar(&f.insecure, "insecure", false, "allow a listener on a non-loopback address without TLS (logged)")
 }
 
 func (c *serveCmd) run(ctx context.Context, args []string) error {
@@ -115,19 +135,144 @@ func (c *serveCmd) run(ctx context.Context, args []string) error {
 	if err != nil {
 		return &UsageError{Msg: err.Error()}
 	}
+	if (f.tlsCert == "") != (f.tlsKey == "") {
+		return &UsageError{Msg: "--tls-cert and --tls-key go together"}
+	}
+	if len(f.upstreams) > 0 && f.creds == "" {
+		return &UsageError{Msg: "--upstream needs --creds: the upstream refuses anonymous links (siot device add on the upstream writes one)"}
+	}
+	if len(f.peers) > 0 && f.peerCreds == "" {
+		return &UsageError{Msg: "--peer needs --peer-creds: the peer refuses anonymous links (siot peer add on the peer writes one)"}
+	}
+	if host, _, err := net.SplitHostPort(f.listen); err == nil && !isLoopback(host) && f.tlsCert == "" {
+		if !f.insecure {
+			return &UsageError{Msg: fmt.Sprintf("--listen %s is not a loopback address: give --tls-cert and --tls-key, or --insecure to send credentials and data in clear", f.listen)}
+		}
+		log.Warn("listening without TLS on a non-loopback address (--insecure): credentials and data cross the network in clear", "listen", f.listen)
+	}
 	return c.serve(ctx, f, root, profile, log)
+}
+
+// isLoopback reports whether host names only the loopback interface.
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// linkSecurity loads the link credentials and TLS settings of the flags.
+func linkSecurity(f serveFlags) (up, peer *transport.Creds, tc *tls.Config, err error) {
+	if f.creds != "" {
+		if up, err = transport.ReadCreds(f.creds); err != nil {
+			return nil, nil, nil, fmt.Errorf("--creds: %w", err)
+		}
+		if up.Kind == transport.KindUser {
+			return nil, nil, nil, errors.New("--creds: a user's login token cannot link an instance: use a device's credentials")
+		}
+	}
+	if f.peerCreds != "" {
+		if peer, err = transport.ReadCreds(f.peerCreds); err != nil {
+			return nil, nil, nil, fmt.Errorf("--peer-creds: %w", err)
+		}
+	}
+	tc, err = loadTLS(f.tlsCA)
+	return up, peer, tc, err
+}
+
+// serverTLS loads the listener's certificate, or returns nil without one.
+func serverTLS(f serveFlags) (*tls.Config, error) {
+	if f.tlsCert == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+}
+
+// adminCreds returns the local administrator's credentials in dir
+// (admin.creds), writing new ones when the file is missing: deleting it
+// and restarting rotates the key.
+func adminCreds(dir string, log *slog.Logger) (*transport.Creds, error) {
+	path := filepath.Join(dir, "admin.creds")
+	c, err := transport.ReadCreds(path)
+	if err == nil {
+		if c.Kind != transport.KindAdmin {
+			return nil, fmt.Errorf("%s: not administrator credentials", path)
+		}
+		return c, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	if c, err = transport.NewKeyCreds(transport.KindAdmin, uuid.Nil); err != nil {
+		return nil, err
+	}
+	if err := transport.WriteCreds(path, c, false); err != nil {
+		return nil, err
+	}
+	log.Info("administrator credentials written", "file", path)
+	return c, nil
+}
+
+// tokenKey returns the key login tokens are signed with, kept in
+// DATA/token.key (mode 0600) so tokens survive a restart; deleting it
+// invalidates every token.
+func tokenKey(dir string) ([]byte, error) {
+	path := filepath.Join(dir, "token.key")
+	b, err := os.ReadFile(path)
+	if err == nil && len(b) == 32 {
+		return b, nil
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("token key: %w", err)
+	}
+	b = make([]byte, 32)
+	_, _ = crand.Read(b)
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		return nil, fmt.Errorf("token key: %w", err)
+	}
+	return b, nil
 }
 
 func (c *serveCmd) serve(ctx context.Context, f serveFlags, root uuid.UUID, profile store.Profile, log *slog.Logger) error {
 	if err := os.MkdirAll(f.data, 0o750); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
-	if root == uuid.Nil && len(f.peers) > 0 && isEmptyDir(f.data) {
-		r, err := learnRoot(ctx, f.peers, log)
+	upCreds, peerCreds, linkTLS, err := linkSecurity(f)
+	if err != nil {
+		return err
+	}
+	stls, err := serverTLS(f)
+	if err != nil {
+		return err
+	}
+	empty := isEmptyDir(f.data)
+	if root == uuid.Nil && len(f.peers) > 0 && empty {
+		r, err := learnRoot(ctx, f.peers, peerCreds, linkTLS, log)
 		if err != nil {
 			return err
 		}
 		root = r
+	}
+	if root == uuid.Nil && len(f.upstreams) > 0 && empty && upCreds.Kind == transport.KindKey {
+		// A provisioned device: its root is the node its key is on.
+		root = upCreds.Node
+	}
+	admin, err := adminCreds(f.data, log)
+	if err != nil {
+		return err
+	}
+	adminPub, err := admin.PublicKey()
+	if err != nil {
+		return err
+	}
+	tkey, err := tokenKey(f.data)
+	if err != nil {
+		return err
 	}
 	if c.m.Getenv("GOMEMLIMIT") == "" {
 		// Badger's buffers are large and short-lived: without a soft
@@ -145,7 +290,7 @@ func (c *serveCmd) serve(ctx context.Context, f serveFlags, root uuid.UUID, prof
 			log.Error("close store", "err", err)
 		}
 	}()
-	srv, err := transport.StartServer(transport.ServerConfig{Listen: f.listen, Logger: log})
+	srv, err := transport.StartServer(transport.ServerConfig{Listen: f.listen, Logger: log, TLS: stls})
 	if err != nil {
 		return err
 	}
@@ -155,6 +300,7 @@ func (c *serveCmd) serve(ctx context.Context, f serveFlags, root uuid.UUID, prof
 		return err
 	}
 	rep, err := replica.Open(replica.Config{Store: st, Clock: clock, Server: srv, Upstreams: f.upstreams, Peers: f.peers,
+		UpstreamCreds: upCreds, PeerCreds: peerCreds, LinkTLS: linkTLS, AdminKey: adminPub, TokenKey: tkey,
 		Logger: log, Version: buildVersion().version})
 	if err != nil {
 		return err
@@ -211,16 +357,16 @@ func (c *serveCmd) serve(ctx context.Context, f serveFlags, root uuid.UUID, prof
 
 // learnRoot asks the peers for their root, retrying until one answers or
 // ctx ends: an instance with empty data started with --peer takes it.
-func learnRoot(ctx context.Context, peers []string, log *slog.Logger) (uuid.UUID, error) {
+func learnRoot(ctx context.Context, peers []string, creds *transport.Creds, tc *tls.Config, log *slog.Logger) (uuid.UUID, error) {
 	wait := 250 * time.Millisecond
 	for {
 		for _, u := range peers {
-			root, err := askRoot(u)
+			root, err := askRoot(u, creds, tc)
 			if err == nil {
-				log.Info("root taken from peer", "peer", u, "id", root)
+				log.Info("root taken from peer", "peer", transport.RedactURL(u), "id", root)
 				return root, nil
 			}
-			log.Warn("waiting for a peer to learn the root", "peer", u, "err", err)
+			log.Warn("waiting for a peer to learn the root", "peer", transport.RedactURL(u), "err", err)
 		}
 		t := time.NewTimer(wait/2 + rand.N(wait/2))
 		select {
@@ -233,8 +379,12 @@ func learnRoot(ctx context.Context, peers []string, log *slog.Logger) (uuid.UUID
 	}
 }
 
-func askRoot(url string) (uuid.UUID, error) {
-	nc, err := transport.Dial(url, transport.DialConfig{Name: "siot root probe", Timeout: 10 * time.Second})
+func askRoot(url string, creds *transport.Creds, tc *tls.Config) (uuid.UUID, error) {
+	id, err := creds.Identity()
+	if err != nil {
+		return uuid.Nil, err
+	}
+	nc, err := transport.Dial(url, transport.DialConfig{Name: "siot root probe", Timeout: 10 * time.Second, Creds: creds, TLS: tc})
 	if err != nil {
 		return uuid.Nil, err
 	}
@@ -245,7 +395,7 @@ func askRoot(url string) (uuid.UUID, error) {
 	if err != nil {
 		return uuid.Nil, err
 	}
-	reply, err := nc.Request(transport.SubjectHello, b, 10*time.Second)
+	reply, err := nc.Request(transport.Subject(id, transport.NameHello), b, 10*time.Second)
 	if err != nil {
 		return uuid.Nil, err
 	}

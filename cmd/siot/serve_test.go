@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"siot/transport"
 )
 
 // syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
@@ -52,6 +54,7 @@ type instance struct {
 // "siot serving" log line to learn its addresses.
 func serve(t testing.TB, args ...string) *instance {
 	t.Helper()
+	args = withLinkCreds(t, args)
 	ctx, cancel := context.WithCancel(context.Background())
 	log := &syncBuffer{}
 	// GOMEMLIMIT set: serve leaves the test process's memory limit alone.
@@ -99,6 +102,8 @@ func serve(t testing.TB, args ...string) *instance {
 	if !started {
 		t.Fatalf("serve did not start:\n%s", log.String())
 	}
+	inst.dataDir = argValue(args, "--data")
+	registerCreds(inst.nats, inst.dataDir)
 	return inst
 }
 
@@ -135,7 +140,7 @@ func poll(timeout, interval time.Duration, step func() bool) bool {
 func cli(t *testing.T, stdin string, args ...string) (string, string, error) {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	m := &Main{Stdin: strings.NewReader(stdin), Stdout: &out, Stderr: &errOut, Getenv: func(string) string { return "" }}
+	m := &Main{Stdin: strings.NewReader(stdin), Stdout: &out, Stderr: &errOut, Getenv: testGetenv(args)}
 	err := m.Run(context.Background(), args)
 	return out.String(), errOut.String(), err
 }
@@ -329,7 +334,18 @@ func TestServeUsageErrors(t *testing.T) {
 			t.Errorf("%v: err = %v, want a usage error", args, err)
 		}
 	}
-	if _, _, err := cli(t, "", "status", "--server", "nats://127.0.0.1:1", "--timeout", "2s"); err == nil || !strings.Contains(err.Error(), "siot serve") {
+	creds := filepath.Join(t.TempDir(), "admin.creds")
+	c, err := transport.NewKeyCreds(transport.KindAdmin, uuid.Nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := transport.WriteCreds(creds, c, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := cli(t, "", "status", "--server", "nats://127.0.0.1:1", "--timeout", "2s", "--creds", creds); err == nil || !strings.Contains(err.Error(), "siot serve") {
 		t.Errorf("status with no server: %v", err)
+	}
+	if _, _, err := cli(t, "", "status", "--server", "nats://127.0.0.1:1", "--timeout", "2s"); err == nil || !strings.Contains(err.Error(), "no credentials") {
+		t.Errorf("status without credentials: %v", err)
 	}
 }

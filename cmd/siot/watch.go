@@ -90,7 +90,7 @@ func (c *watchCmd) run(ctx context.Context, args []string) error {
 	for ctx.Err() == nil {
 		var rep transport.WatchReply
 		req := transport.WatchRequest{After: after, Root: root, Wait: watchWait.Milliseconds()}
-		if err := cl.callWait(ctx, transport.SubjectWatch, req, &rep, watchWait); err != nil {
+		if err := cl.callWait(ctx, transport.NameWatch, req, &rep, watchWait); err != nil {
 			if ctx.Err() != nil {
 				break
 			}
