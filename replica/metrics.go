@@ -184,7 +184,7 @@ type Metrics struct {
 	LinksRefused    uint64  // hellos refused
 	RequestsRefused []Count // API requests refused before they did anything, by reason (forbidden, limited, invalid...)
 	LoginFailures   uint64  // password sign-ins refused
-	Links        []LinkMetrics
+	Links           []LinkMetrics
 
 	LastSeq   uint64 // the store's last change number
 	DiskBytes int64  // Badger's files, as Badger last measured them
