@@ -137,6 +137,11 @@ func (s *session) handlePush(m *nats.Msg) {
 		return
 	}
 	have := max(s.have, p.Through)
+	if p.From == 0 {
+		// The sender starts its feed over (its store is new, or it found
+		// our mark past anything it wrote): its numbering is the truth.
+		have = p.Through
+	}
 	refused, why := 0, ""
 	if s.ingress != nil {
 		if pts, refused, why, err = s.ingress.keep(pts); err != nil {

@@ -1,0 +1,407 @@
+package replica
+
+import (
+	"crypto/rand"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+
+	"siot/crdt"
+	"siot/store"
+	"siot/transport"
+)
+
+// request sends v as request name of identity id on nc and decodes the
+// reply into out.
+func request(t *testing.T, nc *nats.Conn, id transport.Identity, name string, v, out any) error {
+	t.Helper()
+	b, err := transport.Encode(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := nc.Request(transport.Subject(id, name), b, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	return transport.Decode(m.Data, 0, out)
+}
+
+func keyID(c *transport.Creds) transport.Identity {
+	id, _ := c.Identity()
+	return id
+}
+
+// TestAnonymousAndUnknownClientsAreRefused: no credentials, an unknown key,
+// a forged administrator key and a garbage token are all refused at
+// connect, on the TCP listener.
+func TestAnonymousAndUnknownClientsAreRefused(t *testing.T) {
+	n := startNode(t, "server", nodeOpts{})
+	if nc, err := nats.Connect(n.url(), nats.NoReconnect()); err == nil {
+		nc.Close()
+		t.Fatal("an anonymous client connected")
+	} else if !errors.Is(err, nats.ErrAuthorization) {
+		t.Fatalf("anonymous: %v, want an authorization violation", err)
+	}
+	stranger, _ := transport.NewKeyCreds(transport.KindKey, uuid.New())
+	forged, _ := transport.NewKeyCreds(transport.KindAdmin, uuid.Nil)
+	tok := transport.NewToken([]byte("not the server's key, 32 bytes.."), uuid.New(), 1, time.Now().Add(time.Hour))
+	user := &transport.Creds{Kind: transport.KindUser, Node: uuid.New(), Token: tok}
+	for name, c := range map[string]*transport.Creds{"unknown key": stranger, "forged admin": forged, "foreign token": user} {
+		_, err := transport.Dial(n.url(), transport.DialConfig{Creds: c, Timeout: 5 * time.Second})
+		if !errors.Is(err, nats.ErrAuthorization) {
+			t.Errorf("%s: %v, want refused", name, err)
+		}
+	}
+	if got := n.srv.Refused()["refused"]; got < 4 {
+		t.Errorf("refusals counted: %d, want at least 4", got)
+	}
+	// URL user information is refused before anything is sent.
+	_, err := transport.Dial("nats://u:secret@"+n.addr, transport.DialConfig{Creds: n.admin})
+	if err == nil || strings.Contains(err.Error(), "secret") {
+		t.Errorf("URL with a password: %v", err)
+	}
+}
+
+// TestDeviceCannotClaimAnotherRoot: a device's hello as any other node, as
+// a peer, or a flood of hellos with random roots is refused and adopts
+// nothing.
+func TestDeviceCannotClaimAnotherRoot(t *testing.T) {
+	cloud := startNode(t, "cloud", nodeOpts{})
+	dev, other := uuid.New(), uuid.New()
+	cloud.write(edgePt(cloud.root, other), valPt(other, "secret", 1))
+	creds := cloud.deviceCreds(dev)
+	nc := cloud.dial(creds)
+	id := keyID(creds)
+	before, refused := cloud.st.LastSeq(), cloud.rep.Metrics().LinksRefused
+	hello := func(root uuid.UUID, role string) error {
+		var w transport.Welcome
+		return request(t, nc, id, transport.NameHello, transport.Hello{Proto: transport.LinkProto, Instance: uuid.New(), Root: root, Role: role, Time: time.Now().UnixMilli()}, &w)
+	}
+	for i := range 200 {
+		root := uuid.New()
+		if i == 0 {
+			root = other
+		}
+		if err := hello(root, transport.RoleEdge); err == nil || !strings.Contains(err.Error(), "permission denied") {
+			t.Fatalf("hello as %v: %v, want permission denied", root, err)
+		}
+	}
+	for _, root := range []uuid.UUID{cloud.root, uuid.Nil} {
+		if err := hello(root, transport.RolePeer); err == nil || !strings.Contains(err.Error(), "permission denied") {
+			t.Fatalf("peer hello with root %v: %v, want permission denied", root, err)
+		}
+	}
+	if got := cloud.st.LastSeq(); got != before {
+		t.Fatalf("refused hellos changed the store: %d changes", got-before)
+	}
+	if got := cloud.rep.Metrics().LinksRefused - refused; got != 202 {
+		t.Fatalf("%d refusals counted, want 202", got)
+	}
+	// Its own root is accepted, and adopted once.
+	if err := hello(dev, transport.RoleEdge); err != nil {
+		t.Fatalf("hello as its own root: %v", err)
+	}
+	if p := cloud.get(dev, cloud.root, crdt.TypeEdge, "0"); p.Time == 0 {
+		t.Fatal("the device was not adopted")
+	}
+}
+
+// TestPoserCannotMoveAnEdgesResumeMark: another device claiming a linked
+// edge's instance ID neither ends the real session nor moves its mark;
+// the real edge's writes keep arriving by push.
+func TestPoserCannotMoveAnEdgesResumeMark(t *testing.T) {
+	cloud := startNode(t, "cloud", nodeOpts{tune: func(c *Config) { c.RepairInterval = time.Hour }})
+	dev := uuid.New()
+	edge := startNode(t, "edge", nodeOpts{root: dev, upstreams: []string{cloud.url()}, upstreamCreds: cloud.deviceCreds(dev),
+		tune: func(c *Config) { c.RepairInterval = time.Hour }})
+	edge.waitInSync(cloud.url())
+	mark := recvMark(edge.st.Instance()) + "@" + dev.String()
+	real, _ := cloud.st.Mark(mark)
+
+	poser := cloud.deviceCreds(uuid.New())
+	nc := cloud.dial(poser)
+	var w transport.Welcome
+	err := request(t, nc, keyID(poser), transport.NameHello, transport.Hello{Proto: transport.LinkProto,
+		Instance: edge.st.Instance(), Root: poser.Node, Role: transport.RoleEdge, Time: time.Now().UnixMilli()}, &w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subj, _ := transport.Subjects(keyID(poser), w.Session)
+	push, _ := transport.Encode(transport.Push{From: 0, Through: 1e12})
+	if _, err := nc.Request(subj.Up, push, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := cloud.st.Mark(mark); got != real {
+		t.Fatalf("the poser moved the real edge's mark from %d to %d", real, got)
+	}
+	if !edge.link(cloud.url()).Connected {
+		t.Fatal("the poser ended the real edge's session")
+	}
+	s := uuid.New()
+	edge.write(edgePt(dev, s), valPt(s, "temp", 3))
+	waitFor(t, "push after the poser", 5*time.Second, func() bool { return cloud.get(s, uuid.Nil, "temp", "0").Value == 3 })
+}
+
+// TestResumeNeverPassesWhatWasSent: an acceptor whose mark claims more of
+// the edge's feed than the edge ever wrote gets everything again.
+func TestResumeNeverPassesWhatWasSent(t *testing.T) {
+	cloud := startNode(t, "cloud", nodeOpts{tune: func(c *Config) { c.RepairInterval = time.Hour }})
+	edge := startNode(t, "edge", nodeOpts{upstreams: []string{cloud.url()}, tune: func(c *Config) { c.RepairInterval = time.Hour }})
+	edge.waitInSync(cloud.url())
+	s := uuid.New()
+	edge.write(edgePt(edge.root, s), valPt(s, "temp", 1))
+	cloud.waitValue(s, "temp", 1)
+	cloud.stop()
+	edge.write(valPt(s, "temp", 2))
+	cloud.start()
+	if err := cloud.st.SetMarks(map[string]uint64{recvMark(edge.st.Instance()): 1e12}); err != nil {
+		t.Fatal(err)
+	}
+	cloud.waitValue(s, "temp", 2)
+	// The mark follows what the edge sent, and later writes go by push
+	// (repair does not run again within the test).
+	edge.write(valPt(s, "temp", 3))
+	cloud.waitValue(s, "temp", 3)
+	if m, _ := cloud.st.Mark(recvMark(edge.st.Instance())); m > edge.st.LastSeq() {
+		t.Fatalf("the cloud's mark %d passes the edge's last change %d", m, edge.st.LastSeq())
+	}
+}
+
+// TestPushRoutesByArrivalNotOrigin: a point written on the cloud with the
+// edge's instance as its origin still reaches the edge.
+func TestPushRoutesByArrivalNotOrigin(t *testing.T) {
+	cloud := startNode(t, "cloud", nodeOpts{tune: func(c *Config) { c.RepairInterval = time.Hour }})
+	edge := startNode(t, "edge", nodeOpts{upstreams: []string{cloud.url()}, tune: func(c *Config) { c.RepairInterval = time.Hour }})
+	edge.waitInSync(cloud.url())
+	s := uuid.New()
+	edge.write(edgePt(edge.root, s))
+	cloud.waitInSyncNode(s)
+	p := valPt(s, "setpoint", 7)
+	p.Origin = edge.st.Instance()
+	cloud.write(p)
+	edge.waitValue(s, "setpoint", 7)
+}
+
+// waitInSyncNode waits until the node holds an edge to id.
+func (n *node) waitInSyncNode(id uuid.UUID) {
+	n.t.Helper()
+	waitFor(n.t, "node "+id.String(), 10*time.Second, func() bool {
+		found := false
+		_ = n.st.Parents(id, func(store.Child) error { found = true; return nil })
+		return found
+	})
+}
+
+// TestRevokedDeviceIsDisconnectedEverywhere: a device linked to cloud 1
+// whose key is tombstoned on cloud 2 (a peer) is disconnected from cloud 1
+// within seconds and cannot reconnect.
+func TestRevokedDeviceIsDisconnectedEverywhere(t *testing.T) {
+	tune := func(c *Config) { c.RevalidateInterval = 200 * time.Millisecond }
+	c1 := startNode(t, "cloud1", nodeOpts{tune: tune})
+	c2 := startNode(t, "cloud2", nodeOpts{root: c1.root, peers: []string{c1.url()}, tune: tune})
+	dev := uuid.New()
+	creds := c1.deviceCreds(dev)
+	edge := startNode(t, "edge", nodeOpts{root: dev, upstreams: []string{c1.url()}, upstreamCreds: creds})
+	edge.waitInSync(c1.url())
+	pub := mustPub(t, creds)
+	waitFor(t, "the key on cloud 2", 10*time.Second, func() bool { return c2.get(dev, uuid.Nil, crdt.TypeAuthKey, pub).Time != 0 })
+	revoked := time.Now()
+	c2.write(crdt.Point{Node: dev, Type: crdt.TypeAuthKey, Key: pub, Tombstone: true})
+	waitFor(t, "the device disconnected from cloud 1", 10*time.Second, func() bool { return !edge.link(c1.url()).Connected })
+	t.Logf("revoked on cloud 2, disconnected from cloud 1 after %v", time.Since(revoked).Round(time.Millisecond))
+	// Reconnects are refused, with an error that says so.
+	waitFor(t, "a refused reconnect", 10*time.Second, func() bool {
+		return strings.Contains(edge.link(c1.url()).LastError, "Authorization Violation")
+	})
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) {
+		if edge.link(c1.url()).Connected {
+			t.Fatal("a revoked device reconnected")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := transport.Dial(c1.url(), transport.DialConfig{Creds: creds, Timeout: 5 * time.Second}); !errors.Is(err, nats.ErrAuthorization) {
+		t.Fatalf("a revoked key dialed: %v", err)
+	}
+}
+
+// addUser writes a user under parent who signs in with email and
+// password, an administrator there when admin is set.
+func addUser(t *testing.T, n *node, parent uuid.UUID, email, password string, admin bool) uuid.UUID {
+	t.Helper()
+	hash, err := transport.HashPassword(password, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := uuid.New()
+	pts := []crdt.Point{edgePt(parent, u), {Node: u, Type: crdt.TypeNodeType, Text: "user"},
+		{Node: u, Type: crdt.TypeEmail, Text: email}, {Node: u, Type: crdt.TypePassword, Text: hash}}
+	if admin {
+		pts = append(pts, crdt.Point{Node: u, Parent: parent, Type: crdt.TypeRole, Text: crdt.RoleAdmin})
+	}
+	n.write(pts...)
+	return u
+}
+
+// login signs in over TCP and returns the user's token credentials.
+func login(t *testing.T, n *node, email, password string) (*transport.Creds, error) {
+	t.Helper()
+	l := &transport.Login{Email: email, Password: password}
+	nc, err := transport.Dial(n.url(), transport.DialConfig{Login: l, Timeout: 15 * time.Second})
+	if err != nil {
+		return nil, err
+	}
+	defer nc.Close()
+	var tok transport.TokenReply
+	if err := request(t, nc, l.Identity(), transport.NameToken, transport.TokenRequest{}, &tok); err != nil {
+		return nil, err
+	}
+	return &transport.Creds{Kind: transport.KindUser, Node: tok.User, Token: tok.Token, Expires: time.UnixMilli(tok.Expires)}, nil
+}
+
+// TestLoginTokenAndRevocation: a user signs in with a password, uses the
+// token, and loses its session when its password is tombstoned; a login
+// connection may do nothing but ask for its token.
+func TestLoginTokenAndRevocation(t *testing.T) {
+	n := startNode(t, "cloud", nodeOpts{tune: func(c *Config) { c.RevalidateInterval = 200 * time.Millisecond }})
+	site, other := uuid.New(), uuid.New()
+	n.write(edgePt(n.root, site), edgePt(n.root, other), valPt(site, "temp", 1), valPt(other, "temp", 2))
+	u := addUser(t, n, site, "Ann@Example.com", "correct horse", false)
+	creds, err := login(t, n, "ann@example.com ", "correct horse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if creds.Node != u {
+		t.Fatalf("token for %v, want %v", creds.Node, u)
+	}
+	nc := n.dial(creds)
+	id := keyID(creds)
+	var page transport.NodePage
+	if err := request(t, nc, id, transport.NameNode, transport.NodeRequest{Node: site}, &page); err != nil || !page.Known {
+		t.Fatalf("the user reads its site: %v", err)
+	}
+	if err := request(t, nc, id, transport.NameNode, transport.NodeRequest{Node: other}, &page); err == nil || !strings.Contains(err.Error(), "permission denied") {
+		t.Fatalf("the user reads another site: %v", err)
+	}
+	// Its own node shows no password or key.
+	if err := request(t, nc, id, transport.NameNode, transport.NodeRequest{Node: u}, &page); err != nil {
+		t.Fatal(err)
+	}
+	pts, _ := crdt.DecodeBatch(page.Points, 0)
+	for _, p := range pts {
+		if crdt.IsSecret(p.Type) {
+			t.Fatalf("the user read a secret: %s", p.Type)
+		}
+	}
+	// A login connection asks for a token and nothing else.
+	l := &transport.Login{Email: "ann@example.com", Password: "correct horse"}
+	lc, err := transport.Dial(n.url(), transport.DialConfig{Login: l, Timeout: 15 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lc.Close()
+	if _, err := lc.Request(transport.Subject(l.Identity(), transport.NameNode), nil, time.Second); err == nil {
+		t.Fatal("a login connection made an API request")
+	}
+	// A wrong password, an unknown address: refused alike.
+	for _, c := range [][2]string{{"ann@example.com", "wrong"}, {"nobody@example.com", "correct horse"}} {
+		if _, err := login(t, n, c[0], c[1]); !errors.Is(err, nats.ErrAuthorization) {
+			t.Fatalf("login %s: %v, want refused", c[0], err)
+		}
+	}
+	// Revocation: the password tombstoned, the session ends and the
+	// token is refused.
+	n.write(crdt.Point{Node: u, Type: crdt.TypePassword, Tombstone: true})
+	waitFor(t, "the user's connection closed", 10*time.Second, func() bool { return nc.IsClosed() })
+	if _, err := transport.Dial(n.url(), transport.DialConfig{Creds: creds, Timeout: 5 * time.Second}); !errors.Is(err, nats.ErrAuthorization) {
+		t.Fatalf("a revoked user's token dialed: %v", err)
+	}
+}
+
+// TestFailedLoginsSlowDown measures the slowdown: after two failures from
+// one source each attempt waits 250 ms, then 500 ms, ... before it is
+// checked, even with the right password; a success clears it.
+func TestFailedLoginsSlowDown(t *testing.T) {
+	n := startNode(t, "cloud", nodeOpts{})
+	addUser(t, n, n.root, "bob@example.com", "right", false)
+	timed := func(pw string) (time.Duration, error) {
+		start := time.Now()
+		_, err := login(t, n, "bob@example.com", pw)
+		return time.Since(start), err
+	}
+	base, err := timed("right")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var took []time.Duration
+	for range 4 {
+		d, err := timed("wrong")
+		if !errors.Is(err, nats.ErrAuthorization) {
+			t.Fatalf("wrong password: %v", err)
+		}
+		took = append(took, d)
+	}
+	d, err := timed("right")
+	if err != nil {
+		t.Fatal(err)
+	}
+	took = append(took, d)
+	t.Logf("a good login took %v; then four failures and a good one: %v", base, took)
+	// The 3rd failure waited 250 ms, the 4th 500 ms, the next login 1 s.
+	for i, want := range []time.Duration{0, 0, 250 * time.Millisecond, 500 * time.Millisecond, time.Second} {
+		if took[i] < want {
+			t.Errorf("attempt %d took %v, want at least %v", i+1, took[i], want)
+		}
+	}
+	if d, err := timed("right"); err != nil || d >= 250*time.Millisecond+base*4 {
+		t.Errorf("after a success: %v %v, want no slowdown", d, err)
+	}
+	if got := n.rep.Metrics().LoginFailures; got != 4 {
+		t.Errorf("login failures counted: %d, want 4", got)
+	}
+}
+
+// TestPerIdentityLimits: one device cannot hold more than its share of
+// watchers or connections.
+func TestPerIdentityLimits(t *testing.T) {
+	n := startNode(t, "cloud", nodeOpts{tune: func(c *Config) { c.MaxWatchersPerIdentity = 2 }})
+	dev := uuid.New()
+	n.write(edgePt(n.root, dev))
+	creds := n.deviceCreds(dev)
+	nc := n.dial(creds)
+	id := keyID(creds)
+	req, _ := transport.Encode(transport.WatchRequest{Root: dev, After: n.st.LastSeq(), Wait: transport.MaxWatchWait})
+	var held []*nats.Msg
+	for range 2 {
+		inbox := nc.NewRespInbox()
+		sub, err := nc.SubscribeSync(inbox)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Unsubscribe()
+		if err := nc.PublishRequest(transport.Subject(id, transport.NameWatch), inbox, req); err != nil {
+			t.Fatal(err)
+		}
+		_ = held
+	}
+	waitFor(t, "two watchers held", 5*time.Second, func() bool {
+		n.rep.apiMu.Lock()
+		defer n.rep.apiMu.Unlock()
+		return n.rep.watchers == 2
+	})
+	m, err := nc.Request(transport.Subject(id, transport.NameWatch), req, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := transport.Decode(m.Data, 0, &transport.WatchReply{}); err == nil || !strings.Contains(err.Error(), "limit") {
+		t.Fatalf("third watcher: %v, want refused for the limit", err)
+	}
+	// The administrator is not bound by the device's limit.
+	if err := request(t, n.dial(nil), adminID, transport.NameStatus, transport.StatusRequest{}, &transport.Status{}); err != nil {
+		t.Fatal(err)
+	}
+}
