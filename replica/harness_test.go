@@ -33,6 +33,7 @@ type node struct {
 	addr     string // listen address, kept across restarts
 	physical func() time.Time
 	admin    *transport.Creds // the local administrator's, kept across restarts
+	bypass   bool             // nodeOpts.bypass
 }
 
 // adminByAddr maps a test node's listen address to its administrator
@@ -71,6 +72,9 @@ type nodeOpts struct {
 	// upstreamCreds and peerCreds sign the node's links in; nil: as the
 	// administrator of the first upstream's (peer's) node.
 	upstreamCreds, peerCreds *transport.Creds
+	// bypass turns authorization checks and subject permissions off, for
+	// the benchmarks that measure what they cost.
+	bypass bool
 }
 
 // testTuning shortens timers so failures are detected in test time.
@@ -102,6 +106,7 @@ func startNode(t testing.TB, name string, o nodeOpts) *node {
 	}
 	n.admin = admin
 	n.cfg.AdminKey = mustPub(t, admin)
+	n.cfg.noChecks, n.bypass = o.bypass, o.bypass
 	testTuning(&n.cfg)
 	if o.tune != nil {
 		o.tune(&n.cfg)
@@ -124,7 +129,7 @@ func (n *node) start() {
 		t.Fatalf("%s: %v", n.name, err)
 	}
 	n.root = st.Root()
-	srv, err := transport.StartServer(transport.ServerConfig{Listen: n.addr})
+	srv, err := transport.StartServer(transport.ServerConfig{Listen: n.addr, NoPermissions: n.bypass})
 	if err != nil {
 		st.Close()
 		t.Fatalf("%s: %v", n.name, err)

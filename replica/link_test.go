@@ -201,7 +201,10 @@ func TestSlowLinkAdaptsWithoutTimeouts(t *testing.T) {
 	px := proxyTo(t, cloud)
 	px.SetRate(60_000)
 	px.SetLatency(100 * time.Millisecond)
-	edge := startNode(t, "edge", nodeOpts{upstreams: []string{px.URL()}})
+	// The handshake crosses the slow link too (TLS-less here, but an
+	// nkey signature and a few round trips of 100 ms): under a loaded
+	// machine the test tuning's 3 s would time out the first attempt.
+	edge := startNode(t, "edge", nodeOpts{upstreams: []string{px.URL()}, tune: func(c *Config) { c.HelloTimeout = 15 * time.Second }})
 	edge.waitInSync(px.URL())
 	s := uuid.New()
 	edge.write(edgePt(edge.root, s))

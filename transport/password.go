@@ -75,8 +75,8 @@ var phcB64 = base64.RawStdEncoding.Strict()
 // HashPassword hashes password with a new 16-byte salt read from rnd
 // (crypto/rand.Reader outside tests) and returns the PHC string. It
 // refuses an empty password and one longer than MaxPasswordLen bytes, and
-// fails if rnd does. It allocates about 19 MiB and takes tens of
-// milliseconds.
+// fails if rnd does. It allocates about 19 MiB and takes tens to a few
+// hundred milliseconds of CPU, depending on the machine.
 func HashPassword(password string, rnd io.Reader) (string, error) {
 	if password == "" {
 		return "", errors.New("password: empty")
@@ -101,8 +101,8 @@ func HashPassword(password string, rnd io.Reader) (string, error) {
 // ErrPasswordHash only when phc is malformed or out of bounds (see
 // ParsePasswordHash); a wrong password, an empty one or one longer than
 // MaxPasswordLen is false without an error. Its cost is the hash's: up to
-// 64 MiB and 10 passes over it, so a caller that verifies on behalf of
-// the network bounds how many run at once.
+// 64 MiB and 10 passes over it (about a second of CPU), so a caller that
+// verifies on behalf of the network bounds how many run at once.
 func VerifyPassword(phc, password string) (bool, error) {
 	h, err := ParsePasswordHash(phc)
 	if err != nil {
@@ -122,7 +122,8 @@ func VerifyPassword(phc, password string) (bool, error) {
 // the declared parameters ask for: a string over 256 bytes; memory over
 // 65536 KiB (64 MiB) or under 8 KiB per thread (argon2 would round it
 // up); time 0 or over 10; threads 0 or over 4; a salt under 8 or over 64
-// bytes; a key under 16 or over 64 bytes. Whatever it accepts re-encodes to phc exactly.
+// bytes; a key under 16 or over 64 bytes. Whatever it accepts re-encodes
+// to phc exactly.
 func ParsePasswordHash(phc string) (PasswordHash, error) {
 	if len(phc) > maxPasswordHashLen {
 		return PasswordHash{}, fmt.Errorf("%w: %d bytes, more than %d", ErrPasswordHash, len(phc), maxPasswordHashLen)

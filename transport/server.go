@@ -41,6 +41,11 @@ type ServerConfig struct {
 	// MaxConnsPerIdentity bounds the open connections of one identity;
 	// more are refused. Zero means 64.
 	MaxConnsPerIdentity int
+	// NoPermissions grants authenticated connections no subject
+	// permissions: any of them may publish and subscribe anywhere. Only
+	// for the benchmarks that measure what permissions cost; siot serve
+	// never sets it.
+	NoPermissions bool
 }
 
 // Authenticator decides who a connection is. The server calls
@@ -85,6 +90,7 @@ type Server struct {
 	log *slog.Logger
 
 	maxConns int
+	noPerms  bool
 
 	mu    sync.Mutex
 	auth  Authenticator
@@ -121,7 +127,7 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("transport: system key: %w", err)
 	}
-	s := &Server{sys: sys, log: logger, auth: cfg.Auth, maxConns: cfg.MaxConnsPerIdentity,
+	s := &Server{sys: sys, log: logger, auth: cfg.Auth, maxConns: cfg.MaxConnsPerIdentity, noPerms: cfg.NoPermissions,
 		conns: make(map[uint64]Grant), refused: make(map[string]uint64)}
 	opts := &server.Options{
 		Host:       host,
@@ -271,7 +277,11 @@ func (a serverAuth) Check(c server.ClientAuthentication) bool {
 	}
 	s.conns[c.GetID()] = g
 	s.mu.Unlock()
-	c.RegisterUser(&server.User{Username: id.String(), Permissions: permissions(id), ConnectionDeadline: g.Deadline})
+	perms := permissions(id)
+	if s.noPerms {
+		perms = nil
+	}
+	c.RegisterUser(&server.User{Username: id.String(), Permissions: perms, ConnectionDeadline: g.Deadline})
 	return true
 }
 
