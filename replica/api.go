@@ -3,6 +3,7 @@ package replica
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
@@ -14,6 +15,9 @@ import (
 
 // The local API: request/reply on this instance's server. Every reply is
 // one frame under crdt.MaxMessageSize; large results are paged.
+
+// maxStatusScope bounds the scope roots a status lists.
+const maxStatusScope = 256
 
 // DefaultPageBytes is the encoded size an export page aims for.
 const DefaultPageBytes = 512 << 10
@@ -110,10 +114,24 @@ func (r *Replica) handleStatus(m *nats.Msg) {
 		return
 	}
 	st := r.Status()
-	if id.Kind != transport.KindSystem && id.Kind != transport.KindAdmin && !(id.Kind == transport.KindKey && id.Node == r.st.Root()) {
+	st.You = id.String()
+	acc, err := r.accessOf(id)
+	if err != nil {
+		replyErr(m, err)
+		return
+	}
+	if !acc.all {
 		// The links name other instances and their addresses: an
 		// operator's, not a scoped identity's, business.
 		st.Links, st.Accepted, st.Disk = []transport.LinkStatus{}, nil, 0
+		st.Scope = []string{}
+		for n := range acc.read.roots {
+			st.Scope = append(st.Scope, n.String())
+			if len(st.Scope) == maxStatusScope {
+				break
+			}
+		}
+		slices.Sort(st.Scope)
 	}
 	reply(m, st)
 }

@@ -400,6 +400,31 @@ func TestPerIdentityLimits(t *testing.T) {
 	if err := transport.Decode(m.Data, 0, &transport.WatchReply{}); err == nil || !strings.Contains(err.Error(), "limit") {
 		t.Fatalf("third watcher: %v, want refused for the limit", err)
 	}
+	// Connections: 64 per identity; a closed one frees its place.
+	var conns []*nats.Conn
+	for len(conns) < 63 { // nc above is the first
+		c, err := transport.Dial(n.url(), transport.DialConfig{Creds: creds, Timeout: 5 * time.Second})
+		if err != nil {
+			t.Fatalf("connection %d: %v", len(conns)+2, err)
+		}
+		conns = append(conns, c)
+		defer c.Close()
+	}
+	if c, err := transport.Dial(n.url(), transport.DialConfig{Creds: creds, Timeout: 5 * time.Second}); !errors.Is(err, nats.ErrAuthorization) {
+		if c != nil {
+			c.Close()
+		}
+		t.Fatalf("connection 65: %v, want refused", err)
+	}
+	conns[0].Close()
+	waitFor(t, "a place freed", 5*time.Second, func() bool {
+		c, err := transport.Dial(n.url(), transport.DialConfig{Creds: creds, Timeout: 5 * time.Second})
+		if err != nil {
+			return false
+		}
+		c.Close()
+		return true
+	})
 	// The administrator is not bound by the device's limit.
 	if err := request(t, n.dial(nil), adminID, transport.NameStatus, transport.StatusRequest{}, &transport.Status{}); err != nil {
 		t.Fatal(err)

@@ -464,8 +464,10 @@ func TestAuthorizationMatrix(t *testing.T) {
 		inOut("write", func(t *testing.T, u uuid.UUID, allow bool) { f.write(t, w, u, allow) })
 		inOut("export", func(t *testing.T, u uuid.UUID, allow bool) { f.export(t, w, u, allow) })
 		inOut("watch", func(t *testing.T, u uuid.UUID, allow bool) { f.watch(t, w, u, allow) })
+		inOut("edges", func(t *testing.T, u uuid.UUID, allow bool) { f.edges(t, w, u, allow) })
 		add(w.name+"/export/all-of-its-scope", func(t *testing.T) { f.exportAll(t, s) })
 		add(w.name+"/watch/all-of-its-scope", func(t *testing.T) { f.watchAll(t, s) })
+		add(fmt.Sprintf("%s/edges/above:%s", w.name, f.name(s.in[0])), func(t *testing.T) { f.edgesUp(t, s, s.in[0]) })
 
 		ns := f.name
 		add(fmt.Sprintf("%s/add-node/in:under-%s", w.name, ns(s.sIn)), func(t *testing.T) { f.addOp(t, w, s.sIn, s.inStructOK) })
@@ -517,6 +519,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 		}
 		if s.device {
 			add(w.name+"/push/outside-its-subtree", func(t *testing.T) { f.push(t, s) })
+			add(fmt.Sprintf("%s/push/node-moved-from-%s-to-%s", w.name, ns(s.sIn), ns(s.sOut)), func(t *testing.T) { f.pushMovedAway(t, s) })
 		}
 	}
 	anon := f.anonymousCells(t)
@@ -878,15 +881,16 @@ func (f *mxFixture) spoof(t *testing.T, w *mxWho, u uuid.UUID) {
 	}
 }
 
-// push opens a session as the device's own root and pushes one point
-// inside its subtree and five outside: the five are rejected, reported
-// and counted, the one applied.
-func (f *mxFixture) push(t *testing.T, s mxSpec) {
+// pushPts opens a session as the device's own root and pushes pts,
+// stamped now, as one push: the points at the indexes in applied must be
+// applied, every other one rejected, reported in the ack and counted, and
+// its register left as it was.
+func (f *mxFixture) pushPts(t *testing.T, s mxSpec, pts []crdt.Point, applied ...int) {
+	t.Helper()
 	w := s.who
-	dev := s.helloOwn
 	inst := mxUUID(f.rng)
 	var wl transport.Welcome
-	if err := mxCall(w, transport.NameHello, transport.Hello{Proto: transport.LinkProto, Instance: inst, Root: dev,
+	if err := mxCall(w, transport.NameHello, transport.Hello{Proto: transport.LinkProto, Instance: inst, Root: s.helloOwn,
 		Role: transport.RoleEdge, Time: time.Now().UnixMilli()}, &wl); err != nil {
 		t.Fatalf("hello as its own root: %v", err)
 	}
@@ -894,21 +898,10 @@ func (f *mxFixture) push(t *testing.T, s mxSpec) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	now := crdt.NewTimestamp(time.Now().UnixMilli(), 0)
-	typ := fmt.Sprintf("push%d", f.next())
-	detach := edgePt(f.siteA, dev)
-	detach.Tombstone = true
-	pts := []crdt.Point{
-		valPt(s.sIn, typ, 1),    // inside: applied
-		valPt(s.out[0], typ, 2), // another device's sensor
-		valPt(f.siteA, typ, 3),  // its parent
-		valPt(f.sB, typ, 4),     // another site
-		edgePt(s.sIn, s.out[0]), // pulls an outside node under itself
-		detach,                  // the edge above its root
-	}
+	now := f.n.clock.Now()
 	old := make([]crdt.Point, len(pts))
 	for i := range pts {
-		pts[i].Time, pts[i].Origin = now+crdt.Timestamp(i), inst
+		pts[i].Time, pts[i].Origin = now+crdt.Timestamp(i+1), inst
 		old[i] = f.getReg(pts[i])
 	}
 	b, err := transport.Encode(transport.Push{From: 0, Through: uint64(len(pts)), Points: crdt.AppendBatch(nil, pts)})
@@ -924,17 +917,94 @@ func (f *mxFixture) push(t *testing.T, s mxSpec) {
 	if err := transport.Decode(m.Data, 0, &ack); err != nil {
 		t.Fatalf("push: %v", err)
 	}
-	if ack.Rejected != 5 || ack.Have != uint64(len(pts)) || ack.Gap || !strings.Contains(ack.Reason, "subtree") {
-		t.Errorf("ack %+v, want 5 rejected, have %d", ack, len(pts))
+	rejected := len(pts) - len(applied)
+	if ack.Rejected != rejected || ack.Have != uint64(len(pts)) || ack.Gap || !strings.Contains(ack.Reason, "subtree") {
+		t.Errorf("ack %+v, want %d rejected for being outside the subtree, have %d", ack, rejected, len(pts))
 	}
-	f.wantDelta(t, before, mxCounts{"seq": 1, "points rejected/outside_scope": 5})
-	if got := f.getReg(pts[0]); got.Value != 1 || got.Time != pts[0].Time {
-		t.Errorf("the point inside was not applied: %+v", got)
-	}
-	for i := 1; i < len(pts); i++ {
-		if got := f.getReg(pts[i]); got != old[i] {
-			t.Errorf("point %d outside the subtree changed the store: %v", i, f.fmtPts([]crdt.Point{got}))
+	f.wantDelta(t, before, mxCounts{"seq": uint64(len(applied)), "points rejected/outside_scope": uint64(rejected)})
+	for i := range pts {
+		got := f.getReg(pts[i])
+		switch {
+		case slices.Contains(applied, i) && got != pts[i]:
+			t.Errorf("point %d, inside, was not applied: store holds %v", i, f.fmtPts([]crdt.Point{got}))
+		case !slices.Contains(applied, i) && got != old[i]:
+			t.Errorf("point %d, outside, changed the store: %v", i, f.fmtPts([]crdt.Point{got}))
 		}
+	}
+}
+
+// push pushes one point inside the device's subtree and five outside:
+// on a sensor of another device, on its parent, on another site, an edge
+// pulling an outside node under itself, and the tombstone of the edge
+// above its root.
+func (f *mxFixture) push(t *testing.T, s mxSpec) {
+	typ := fmt.Sprintf("push%d", f.next())
+	detach := edgePt(f.siteA, s.helloOwn)
+	detach.Tombstone = true
+	f.pushPts(t, s, []crdt.Point{
+		valPt(s.sIn, typ, 1),
+		valPt(s.out[0], typ, 2),
+		valPt(f.siteA, typ, 3),
+		valPt(f.sB, typ, 4),
+		edgePt(s.sIn, s.out[0]),
+		detach,
+	}, 0)
+}
+
+// pushMovedAway: the administrator moves a node of the device's subtree
+// into another device's; the device can then neither write the node's
+// points nor pull it back under itself by push, as it cannot by the API.
+func (f *mxFixture) pushMovedAway(t *testing.T, s mxSpec) {
+	l := f.leaf(s.sIn)
+	old := edgePt(s.sIn, l)
+	old.Tombstone, old.Value = true, crdt.EdgeMoved
+	if _, err := f.n.rep.WriteOne([]crdt.Point{edgePt(s.sOut, l), old}); err != nil {
+		t.Fatal(err)
+	}
+	f.read(t, s, l, false)
+	f.pushPts(t, s, []crdt.Point{valPt(l, fmt.Sprintf("push%d", f.next()), 1), edgePt(s.sIn, l)})
+}
+
+// edges asks for the edges below u: allowed, exactly what the system
+// reads (every edge below a node in scope is in scope).
+func (f *mxFixture) edges(t *testing.T, w *mxWho, u uuid.UUID, allow bool) {
+	before := f.counts()
+	var page transport.EdgesPage
+	err := mxCall(w, transport.NameEdges, transport.EdgesRequest{Node: u}, &page)
+	if !allow {
+		wantDenied(t, err)
+		f.wantDelta(t, before, mxCounts{"requests refused/forbidden": 1})
+		return
+	}
+	if err != nil {
+		t.Fatalf("edges below %s: %v", f.name(u), err)
+	}
+	f.wantDelta(t, before, nil)
+	sys, err := f.n.rep.EdgesPage(transport.EdgesRequest{Node: u})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.wantPts(t, "edges below "+f.name(u), mxDecode(t, page.Points), mxDecode(t, sys.Points))
+	if string(page.Active) != string(sys.Active) || page.Next != sys.Next || page.More || sys.More {
+		t.Errorf("active %v next %s more %v, system %v %s %v", page.Active, f.name(page.Next), page.More, sys.Active, f.name(sys.Next), sys.More)
+	}
+}
+
+// edgesUp asks for the edges above u: those from parents outside the scope
+// are left out, and nothing in the reply names such a parent.
+func (f *mxFixture) edgesUp(t *testing.T, s mxSpec, u uuid.UUID) {
+	in := f.scopeSet(t, s.roots)
+	var page transport.EdgesPage
+	if err := mxCall(s.who, transport.NameEdges, transport.EdgesRequest{Node: u, Up: true}, &page); err != nil {
+		t.Fatalf("edges above %s: %v", f.name(u), err)
+	}
+	for _, p := range mxDecode(t, page.Points) {
+		if in != nil && (p.IsEdge() && !in[p.Parent] || !p.IsEdge() && !in[p.Node]) {
+			t.Errorf("the reply holds %v, outside the scope", f.fmtPts([]crdt.Point{p}))
+		}
+	}
+	if in != nil && page.Next != uuid.Nil && !in[page.Next] {
+		t.Errorf("the reply's cursor Next names %s, a parent outside the scope", f.name(page.Next))
 	}
 }
 

@@ -115,6 +115,12 @@ type Status struct {
 	Accepted LinkStatuses `msgpack:"accepted" json:"accepted"`
 	// Refused counts link handshakes this server refused.
 	Refused uint64 `msgpack:"refused" json:"refused"`
+	// You is the identity the server knows the requester as ("admin",
+	// "key:<node>", "user:<node>").
+	You string `msgpack:"you,omitempty" json:"you,omitempty"`
+	// Scope lists the roots of the subtrees the requester may reach;
+	// empty when it reaches the whole tree.
+	Scope []string `msgpack:"scope,omitempty" json:"scope,omitempty"`
 }
 
 // MaxLinks bounds each link list of a Status a decoder accepts. Encode

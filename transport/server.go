@@ -261,20 +261,16 @@ func (a serverAuth) Check(c server.ClientAuthentication) bool {
 		}
 	}
 	id := g.Identity
-	s.mu.Lock()
-	if id.Kind != KindSystem {
-		n := 0
-		for _, other := range s.conns {
-			if other.Identity == id {
-				n++
-			}
-		}
-		if n >= s.maxConns {
-			s.mu.Unlock()
+	if id.Kind != KindSystem && s.count(id) >= s.maxConns {
+		// Closed connections linger in the registry until pruned:
+		// prune, then count again.
+		s.prune()
+		if n := s.count(id); n >= s.maxConns {
 			s.refuse(c, "connection limit", fmt.Errorf("%s has %d connections open, the limit", id, n))
 			return false
 		}
 	}
+	s.mu.Lock()
 	s.conns[c.GetID()] = g
 	s.mu.Unlock()
 	perms := permissions(id)
@@ -362,21 +358,10 @@ func (s *Server) Refused() map[string]uint64 {
 // those of a revoked key. It forgets connections that have closed. It
 // returns the number of connections it closed.
 func (s *Server) Revalidate(valid func(Grant) error) int {
-	cz, err := s.ns.Connz(&server.ConnzOptions{Limit: 1 << 30})
-	if err != nil {
-		return 0
-	}
-	open := make(map[uint64]bool, len(cz.Conns))
-	for _, ci := range cz.Conns {
-		open[ci.Cid] = true
-	}
+	s.prune()
 	s.mu.Lock()
 	conns := make(map[uint64]Grant, len(s.conns))
 	for cid, g := range s.conns {
-		if !open[cid] {
-			delete(s.conns, cid)
-			continue
-		}
 		conns[cid] = g
 	}
 	s.mu.Unlock()
@@ -405,6 +390,43 @@ func (s *Server) Revalidate(valid func(Grant) error) int {
 		}
 	}
 	return closed
+}
+
+// count returns the registered connections of id.
+func (s *Server) count(id Identity) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, g := range s.conns {
+		if g.Identity == id {
+			n++
+		}
+	}
+	return n
+}
+
+// prune forgets the registered connections that have closed. A client is
+// listed by the server from its creation, before it authenticates, and
+// client IDs only grow: a registered ID above the highest listed one is a
+// connection newer than the listing, not a closed one.
+func (s *Server) prune() {
+	cz, err := s.ns.Connz(&server.ConnzOptions{Limit: 1 << 30})
+	if err != nil {
+		return
+	}
+	open := make(map[uint64]bool, len(cz.Conns))
+	var top uint64
+	for _, ci := range cz.Conns {
+		open[ci.Cid] = true
+		top = max(top, ci.Cid)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for cid := range s.conns {
+		if cid <= top && !open[cid] {
+			delete(s.conns, cid)
+		}
+	}
 }
 
 // Connections returns the number of open connections of each identity, as

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"strings"
 
 	"github.com/google/uuid"
 
@@ -51,11 +52,38 @@ func optionalNode(what string, args []string) (uuid.UUID, error) {
 	return parseNode(what, args[0])
 }
 
-// root returns the server's root node.
+// serverRoot returns the server's root node, whatever the credentials
+// reach.
+func (c *client) serverRoot(ctx context.Context) (uuid.UUID, error) {
+	st, err := c.status(ctx)
+	if err != nil {
+		return uuid.Nil, err
+	}
+	id, err := crdt.ParseID(st.ID)
+	if err != nil {
+		return uuid.Nil, fmt.Errorf("server root: %w", err)
+	}
+	return id, nil
+}
+
+// root returns the node commands start from by default: the server's
+// root, or, for credentials that reach one subtree (a device, a user with
+// one parent), that subtree's root.
 func (c *client) root(ctx context.Context) (uuid.UUID, error) {
 	st, err := c.status(ctx)
 	if err != nil {
 		return uuid.Nil, err
+	}
+	switch len(st.Scope) {
+	case 0:
+	case 1:
+		id, err := crdt.ParseID(st.Scope[0])
+		if err != nil {
+			return uuid.Nil, fmt.Errorf("server scope: %w", err)
+		}
+		return id, nil
+	default:
+		return uuid.Nil, fmt.Errorf("these credentials reach %d subtrees (%s): name one", len(st.Scope), strings.Join(st.Scope, ", "))
 	}
 	id, err := crdt.ParseID(st.ID)
 	if err != nil {

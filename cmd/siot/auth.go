@@ -188,7 +188,7 @@ func (c *keyRmCmd) run(ctx context.Context, args []string) error {
 	}
 	defer cl.close()
 	if c.what == "peer" {
-		if node, err = cl.root(ctx); err != nil {
+		if node, err = cl.serverRoot(ctx); err != nil {
 			return err
 		}
 	}
@@ -271,7 +271,7 @@ func (c *peerAddCmd) run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer cl.close()
-	root, err := cl.root(ctx)
+	root, err := cl.serverRoot(ctx)
 	if err != nil {
 		return err
 	}

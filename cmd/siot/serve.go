@@ -13,6 +13,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -116,7 +117,10 @@ func (c *serveCmd) run(ctx context.Context, args []string) error {
 	}
 	for _, u := range append(append([]string(nil), f.upstreams...), f.peers...) {
 		if !strings.HasPrefix(u, "nats://") && !strings.HasPrefix(u, "tls://") {
-			return &UsageError{Msg: fmt.Sprintf("link URL %q: want nats://host:port or tls://host:port", u)}
+			return &UsageError{Msg: fmt.Sprintf("link URL %q: want nats://host:port or tls://host:port", transport.RedactURL(u))}
+		}
+		if pu, err := url.Parse(u); err != nil || pu.User != nil {
+			return &UsageError{Msg: fmt.Sprintf("link URL %s: credentials go in a file (--creds, --peer-creds), never in the URL", transport.RedactURL(u))}
 		}
 	}
 	profile := store.ProfileCloud

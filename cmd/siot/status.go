@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -161,6 +162,12 @@ func (c *statusCmd) print(w io.Writer, st transport.Status, prev *statusSample) 
 		fmt.Fprintf(w, " (%.0f/s)", float64(st.LastSeq-min(prev.st.LastSeq, st.LastSeq))/dt)
 	}
 	fmt.Fprintln(w)
+	if st.You != "" {
+		fmt.Fprintf(w, "you       %s\n", st.You)
+	}
+	if len(st.Scope) > 0 {
+		fmt.Fprintf(w, "scope     %s\n", strings.Join(st.Scope, ", "))
+	}
 	if len(st.Links)+len(st.Accepted) == 0 {
 		fmt.Fprintln(w, "links     none")
 		return nil
