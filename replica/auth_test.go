@@ -3,6 +3,7 @@ package replica
 import (
 	"crypto/rand"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -429,4 +430,62 @@ func TestPerIdentityLimits(t *testing.T) {
 	if err := request(t, n.dial(nil), adminID, transport.NameStatus, transport.StatusRequest{}, &transport.Status{}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestImportFloodIsBoundedPerIdentity: a device that sends many large
+// imports at once has all but MaxTransfersPerIdentity refused at once, and
+// another device's import goes through meanwhile.
+func TestImportFloodIsBoundedPerIdentity(t *testing.T) {
+	n := startNode(t, "cloud", nodeOpts{})
+	a, b := uuid.New(), uuid.New()
+	n.write(edgePt(n.root, a), edgePt(n.root, b))
+	ca, cb := n.deviceCreds(a), n.deviceCreds(b)
+	nca, ncb := n.dial(ca), n.dial(cb)
+	text := strings.Repeat("x", 240)
+	var pts []crdt.Point
+	for i := range 3500 {
+		pts = append(pts, crdt.Point{Node: a, Type: "log", Key: strconv.Itoa(i), Text: text})
+	}
+	big, err := transport.Encode(transport.Import{Points: crdt.AppendBatch(nil, pts)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(big) < 800<<10 {
+		t.Fatalf("flood import of %d bytes, want about 1 MiB", len(big))
+	}
+	inbox := nca.NewRespInbox()
+	replies, err := nca.SubscribeSync(inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const flood = 12
+	for range flood {
+		if err := nca.PublishRequest(transport.Subject(keyID(ca), transport.NameImport), inbox, big); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var res transport.ImportResult
+	small := transport.Import{Points: crdt.AppendBatch(nil, []crdt.Point{valPt(b, "temp", 1)})}
+	if err := request(t, ncb, keyID(cb), transport.NameImport, small, &res); err != nil || res.Applied != 1 {
+		t.Fatalf("the other device's import: %+v %v", res, err)
+	}
+	ok, limited := 0, 0
+	for range flood {
+		m, err := replies.NextMsg(30 * time.Second)
+		if err != nil {
+			t.Fatalf("after %d replies: %v", ok+limited, err)
+		}
+		switch err := transport.Decode(m.Data, 0, &transport.ImportResult{}); {
+		case err == nil:
+			ok++
+		case strings.Contains(err.Error(), "limit"):
+			limited++
+		default:
+			t.Fatalf("flood reply: %v", err)
+		}
+	}
+	if ok < 2 || limited == 0 || ok+limited != flood {
+		t.Fatalf("flood: %d applied, %d refused for the limit", ok, limited)
+	}
+	t.Logf("flood of %d imports of %d KiB: %d applied, %d refused at once", flood, len(big)>>10, ok, limited)
 }

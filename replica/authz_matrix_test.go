@@ -865,10 +865,25 @@ func (f *mxFixture) spoof(t *testing.T, w *mxWho, u uuid.UUID) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	violation := make(chan error, 1)
+	w.nc.SetErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		select {
+		case violation <- err:
+		default:
+		}
+	})
 	before := f.counts()
 	_, err = w.nc.Request(adminSubject(transport.NameImport), b, 300*time.Millisecond)
-	if !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, nats.ErrPermissionViolation) {
+	if !errors.Is(err, nats.ErrTimeout) {
 		t.Errorf("request under the admin's prefix: %v, want no reply", err)
+	}
+	select {
+	case err := <-violation:
+		if !errors.Is(err, nats.ErrPermissionViolation) || !strings.Contains(err.Error(), adminSubject(transport.NameImport)) {
+			t.Errorf("the server reported %v, want a permissions violation for the admin's subject", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("the server reported no permissions violation")
 	}
 	f.wantDelta(t, before, nil)
 	if got := f.getReg(p); got.Time != 0 {

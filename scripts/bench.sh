@@ -19,5 +19,10 @@ others=$(go list ./... | grep -v -e '^siot/store$' -e '^siot/replica$')
 	# Replication: propagation samples 3,000 writes; resume and repair
 	# time one whole scenario per op (fixtures of up to 10^6 points).
 	go test -run '^$' -bench Propagation -benchtime 3000x -count "$COUNT" ./replica/
+	# What authentication and checks cost, against the same work with them
+	# bypassed in the same run: 300 pairs of 1,000-point imports, 2,000
+	# pairs of propagated writes.
+	go test -run '^$' -bench 'AuthCost/ingest' -benchtime 300x -count "$COUNT" ./replica/
+	go test -run '^$' -bench 'AuthCost/propagation' -benchtime 2000x -count "$COUNT" ./replica/
 	go test -run '^$' -bench 'Resume|Repair' -benchtime 1x -count "$COUNT" -timeout 60m ./replica/
 } | tee bench.out
