@@ -1,7 +1,9 @@
 package replica
 
 import (
+	"crypto/rand"
 	"crypto/subtle"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -70,6 +72,9 @@ type authority struct {
 
 	emailMu sync.Mutex
 	emails  emailIndex
+
+	dummyOnce sync.Once
+	dummyHash string
 }
 
 func newAuthority(r *Replica) *authority {
@@ -217,9 +222,17 @@ func (a *authority) evictOldestFail() {
 	delete(a.fails, oldest)
 }
 
-// dummyHash is verified when no user has the address, so that a miss
-// costs what a wrong password costs and does not reveal the address.
-const dummyHash = "$argon2id$v=19$m=19456,t=2,p=1$c2lvdC1ub3QtYS11c2Vy$3i2W0zZ1x8cI0d8pR3s6W4mC2r8m0S1e9JkqzF0aJ2c"
+// dummy returns a hash of a random password, made once, verified when no
+// user has the address: a miss costs what a wrong password costs and does
+// not reveal whether the address exists.
+func (a *authority) dummy() string {
+	a.dummyOnce.Do(func() {
+		var pw [16]byte
+		_, _ = rand.Read(pw[:])
+		a.dummyHash, _ = transport.HashPassword(hex.EncodeToString(pw[:]), rand.Reader)
+	})
+	return a.dummyHash
+}
 
 // checkPassword returns the user whose address and password these are.
 func (a *authority) checkPassword(email, password string) (uuid.UUID, error) {
@@ -230,7 +243,7 @@ func (a *authority) checkPassword(email, password string) (uuid.UUID, error) {
 	if err != nil {
 		return uuid.Nil, fmt.Errorf("%w: %v", errAuth, err)
 	}
-	hash, user := dummyHash, uuid.Nil
+	hash, user := a.dummy(), uuid.Nil
 	if len(users) == 1 {
 		p, ok, err := a.r.st.Get(crdt.Register{Node: users[0], Type: crdt.TypePassword, Key: crdt.DefaultKey})
 		if err != nil {

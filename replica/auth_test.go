@@ -489,3 +489,16 @@ func TestImportFloodIsBoundedPerIdentity(t *testing.T) {
 	}
 	t.Logf("flood of %d imports of %d KiB: %d applied, %d refused at once", flood, len(big)>>10, ok, limited)
 }
+
+// TestUnknownAddressCostsAHash: a login for an address nobody has verifies
+// a real hash, so it costs what a wrong password costs.
+func TestUnknownAddressCostsAHash(t *testing.T) {
+	n := startNode(t, "cloud", nodeOpts{})
+	h, err := transport.ParsePasswordHash(n.rep.auth.dummy())
+	if err != nil {
+		t.Fatalf("the stand-in hash does not parse: %v", err)
+	}
+	if h.Memory < 19456 || h.Time < 2 {
+		t.Fatalf("the stand-in hash is cheaper than a user's: %+v", h)
+	}
+}
