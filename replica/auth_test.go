@@ -502,3 +502,47 @@ func TestUnknownAddressCostsAHash(t *testing.T) {
 		t.Fatalf("the stand-in hash is cheaper than a user's: %+v", h)
 	}
 }
+
+// TestRequestRateAndSubscriptionLimits: a device over its request rate is
+// told to slow down; a connection holding too many subscriptions is
+// closed.
+func TestRequestRateAndSubscriptionLimits(t *testing.T) {
+	n := startNode(t, "cloud", nodeOpts{tune: func(c *Config) {
+		c.RequestRate, c.RevalidateInterval = 5, 100*time.Millisecond
+	}})
+	dev := uuid.New()
+	n.write(edgePt(n.root, dev))
+	creds := n.deviceCreds(dev)
+	nc := n.dial(creds)
+	id := keyID(creds)
+	limited := 0
+	for range 30 {
+		err := request(t, nc, id, transport.NameNode, transport.NodeRequest{Node: dev}, &transport.NodePage{})
+		if err != nil {
+			if !strings.Contains(err.Error(), "slow down") {
+				t.Fatal(err)
+			}
+			limited++
+		}
+	}
+	// A burst of 10, then 5 a second: most of 30 quick requests wait.
+	if limited < 10 {
+		t.Fatalf("%d of 30 requests limited at 5/s, want most", limited)
+	}
+	if refused := n.rep.Metrics().RequestsRefused; refused[reasonIndex(ReasonLimited)].Value != uint64(limited) {
+		t.Fatalf("refusals counted: %+v, want %d limited", refused, limited)
+	}
+	heavy := n.dial(creds)
+	for i := range 1001 {
+		if _, err := heavy.SubscribeSync(id.Prefix() + ".x." + strconv.Itoa(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := heavy.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the heavy connection closed", 10*time.Second, heavy.IsClosed)
+	if nc.IsClosed() {
+		t.Fatal("the device's other connection was closed too")
+	}
+}

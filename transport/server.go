@@ -41,6 +41,10 @@ type ServerConfig struct {
 	// MaxConnsPerIdentity bounds the open connections of one identity;
 	// more are refused. Zero means 64.
 	MaxConnsPerIdentity int
+	// MaxSubsPerConn bounds the subscriptions of a connection other than
+	// the system's; Revalidate closes one that holds more. Zero means
+	// 1,000.
+	MaxSubsPerConn int
 	// NoPermissions grants authenticated connections no subject
 	// permissions: any of them may publish and subscribe anywhere. Only
 	// for the benchmarks that measure what permissions cost; siot serve
@@ -90,6 +94,7 @@ type Server struct {
 	log *slog.Logger
 
 	maxConns int
+	maxSubs  int
 	noPerms  bool
 
 	mu    sync.Mutex
@@ -119,6 +124,9 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	if cfg.MaxConnsPerIdentity <= 0 {
 		cfg.MaxConnsPerIdentity = 64
 	}
+	if cfg.MaxSubsPerConn <= 0 {
+		cfg.MaxSubsPerConn = 1000
+	}
 	logger := cfg.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -127,7 +135,7 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("transport: system key: %w", err)
 	}
-	s := &Server{sys: sys, log: logger, auth: cfg.Auth, maxConns: cfg.MaxConnsPerIdentity, noPerms: cfg.NoPermissions,
+	s := &Server{sys: sys, log: logger, auth: cfg.Auth, maxConns: cfg.MaxConnsPerIdentity, maxSubs: cfg.MaxSubsPerConn, noPerms: cfg.NoPermissions,
 		conns: make(map[uint64]Grant), refused: make(map[string]uint64)}
 	opts := &server.Options{
 		Host:       host,
@@ -358,7 +366,7 @@ func (s *Server) Refused() map[string]uint64 {
 // those of a revoked key. It forgets connections that have closed. It
 // returns the number of connections it closed.
 func (s *Server) Revalidate(valid func(Grant) error) int {
-	s.prune()
+	heavy := s.prune()
 	s.mu.Lock()
 	conns := make(map[uint64]Grant, len(s.conns))
 	for cid, g := range s.conns {
@@ -380,6 +388,9 @@ func (s *Server) Revalidate(valid func(Grant) error) int {
 		if !ok {
 			err = valid(g)
 			verdict[k] = err
+		}
+		if n, over := heavy[cid]; over && err == nil {
+			err = fmt.Errorf("%d subscriptions on one connection, more than %d", n, s.maxSubs)
 		}
 		if err != nil && s.ns.DisconnectClientByID(cid) == nil {
 			s.mu.Lock()
@@ -409,16 +420,26 @@ func (s *Server) count(id Identity) int {
 // listed by the server from its creation, before it authenticates, and
 // client IDs only grow: a registered ID above the highest listed one is a
 // connection newer than the listing, not a closed one.
-func (s *Server) prune() {
+//
+// It returns the connections that hold more than MaxSubsPerConn
+// subscriptions, with their number (the system's included: Revalidate
+// skips it).
+func (s *Server) prune() (heavy map[uint64]uint32) {
 	cz, err := s.ns.Connz(&server.ConnzOptions{Limit: 1 << 30})
 	if err != nil {
-		return
+		return nil
 	}
 	open := make(map[uint64]bool, len(cz.Conns))
 	var top uint64
 	for _, ci := range cz.Conns {
 		open[ci.Cid] = true
 		top = max(top, ci.Cid)
+		if int(ci.NumSubs) > s.maxSubs {
+			if heavy == nil {
+				heavy = map[uint64]uint32{}
+			}
+			heavy[ci.Cid] = ci.NumSubs
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -427,6 +448,7 @@ func (s *Server) prune() {
 			delete(s.conns, cid)
 		}
 	}
+	return heavy
 }
 
 // Connections returns the number of open connections of each identity, as
