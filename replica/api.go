@@ -302,6 +302,20 @@ func (r *Replica) exportPage(id transport.Identity, req transport.ExportRequest)
 	return page, nil
 }
 
+// emailTaken reports whether a user other than user signs in as email.
+func (r *Replica) emailTaken(email string, user uuid.UUID) (bool, error) {
+	users, err := r.auth.lookupEmail(email)
+	if err != nil {
+		return false, err
+	}
+	for _, u := range users {
+		if u != user {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 // checkEmails refuses a sign-in address that another user has already:
 // sign-in needs one user per address. (Two replicas that each accept the
 // same address offline both keep it; sign-in then refuses it until an

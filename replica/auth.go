@@ -157,8 +157,8 @@ func (a *authority) revalidate(g transport.Grant) error {
 		}
 		return nil
 	case transport.KindLogin:
-		// A login connection lives a minute: long enough to ask for
-		// its token.
+		// A login connection lives two minutes (its deadline): long
+		// enough to ask for its token.
 		return nil
 	}
 	return fmt.Errorf("%w: identity %v", errAuth, id)

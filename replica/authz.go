@@ -40,11 +40,12 @@ type access struct {
 	read    *scope // when !all: what it may read and write points of
 	admin   *scope // when !all: where it may change structure
 	st      *store.Store
+	root    uuid.UUID // the store's root
 }
 
 // accessOf returns what id may reach now.
 func (r *Replica) accessOf(id transport.Identity) (*access, error) {
-	a := &access{id: id, st: r.st}
+	a := &access{id: id, st: r.st, root: r.st.Root()}
 	switch id.Kind {
 	case transport.KindSystem, transport.KindAdmin:
 		a.all, a.secrets = true, true
@@ -85,7 +86,17 @@ func (r *Replica) accessOf(id transport.Identity) (*access, error) {
 
 // fullAccess is the system's access.
 func (r *Replica) fullAccess() *access {
-	return &access{id: transport.Identity{Kind: transport.KindSystem}, all: true, secrets: true, st: r.st}
+	return &access{id: transport.Identity{Kind: transport.KindSystem}, all: true, secrets: true, st: r.st, root: r.st.Root()}
+}
+
+// invalidate forgets memoized membership; call it when an edge changed.
+func (a *access) invalidate() {
+	if a.read != nil {
+		a.read.invalidate()
+	}
+	if a.admin != nil {
+		a.admin.invalidate()
+	}
 }
 
 // canReadNode reports whether a may read node n's points.
@@ -231,6 +242,12 @@ func (a *access) writeRefusal(p *crdt.Point, created map[uuid.UUID]bool, inAdmin
 		return "a credential needs the admin role over its node", err
 	}
 	if p.Type == crdt.TypeAuthKey {
+		if p.Node == a.root {
+			// A key on the root is a peer's: it reads credentials,
+			// which no scoped identity may, even one that administers
+			// every node.
+			return "a key on the root (a peer's) needs the local administrator", nil
+		}
 		return "", nil
 	}
 	why := ""

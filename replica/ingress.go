@@ -28,14 +28,34 @@ import (
 type subtreeFilter struct {
 	st   *store.Store
 	root uuid.UUID
+	// emailTaken reports whether another user than user signs in as
+	// email (nil: not checked).
+	emailTaken func(email string, user uuid.UUID) (bool, error)
 }
 
 func (f subtreeFilter) keep(pts []crdt.Point) (kept []crdt.Point, rejected int, reason string, err error) {
 	// Membership over any edge, deleted ones too: while replicas
 	// diverge, a node the device placed under one it deleted, or that the
 	// upstream deleted, is still the device's.
+	//
+	// But a node the upstream placed elsewhere in the live tree, outside
+	// the subtree (moved to another device or site), is no longer the
+	// device's: a device writes only its own subtree, and cannot take a
+	// node back by writing to it or an edge above it. So: in the subtree
+	// now, or in it before and in no live part of the tree since.
+	cur := newScope(f.st, f.root)
 	sc := newHistoricScope(f.st, f.root)
-	in := func(n uuid.UUID) (bool, error) { return sc.containsNode(n) }
+	live := newScope(f.st, f.st.Root())
+	in := func(n uuid.UUID) (bool, error) {
+		if ok, err := cur.containsNode(n); err != nil || ok {
+			return ok, err
+		}
+		if ok, err := sc.containsNode(n); err != nil || !ok {
+			return false, err
+		}
+		placed, err := live.containsNode(n)
+		return !placed, err
+	}
 	foreign := func(n uuid.UUID) (bool, error) {
 		// Placed, now or before, under a node outside the subtree: the
 		// upstream's, not the device's. A node the device deleted from
@@ -111,6 +131,11 @@ func (f subtreeFilter) keep(pts []crdt.Point) (kept []crdt.Point, rejected int, 
 				return nil, 0, "", err
 			}
 			ok, why = nodeIn || created[p.Node], "node outside the device's subtree"
+			if ok && crdt.IsCredential(p.Type) {
+				if ok, why, err = f.credentialOK(p, in, created); err != nil {
+					return nil, 0, "", err
+				}
+			}
 		}
 		if ok {
 			kept = append(kept, *p)
@@ -122,4 +147,42 @@ func (f subtreeFilter) keep(pts []crdt.Point) (kept []crdt.Point, rejected int, 
 		rejected++
 	}
 	return kept, rejected, reason, nil
+}
+
+// credentialOK applies the API's rule for credentials to a device's push:
+// a password or sign-in address grants what the user's parents reach, so
+// every parent must be in the device's subtree; an address another user
+// signs in with already is refused (it would lock that user out).
+func (f subtreeFilter) credentialOK(p *crdt.Point, in func(uuid.UUID) (bool, error), created map[uuid.UUID]bool) (bool, string, error) {
+	if p.Type == crdt.TypeAuthKey {
+		return true, "", nil // grants the node's subtree: inside the device's
+	}
+	why := ""
+	err := f.st.Parents(p.Node, func(c store.Child) error {
+		pin, err := in(c.ID)
+		if err != nil {
+			return err
+		}
+		if !pin && !created[c.ID] {
+			why = fmt.Sprintf("credential of a user also under %v, outside the device's subtree", c.ID)
+			return store.ErrStop
+		}
+		return nil
+	})
+	if err != nil && err != store.ErrStop {
+		return false, "", err
+	}
+	if why != "" {
+		return false, why, nil
+	}
+	if p.Type == crdt.TypeEmail && !p.Tombstone && p.Text != "" && f.emailTaken != nil {
+		taken, err := f.emailTaken(p.Text, p.Node)
+		if err != nil {
+			return false, "", err
+		}
+		if taken {
+			return false, "another user signs in with this address", nil
+		}
+	}
+	return true, "", nil
 }

@@ -2,6 +2,7 @@ package replica
 
 import (
 	"errors"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -184,6 +185,10 @@ type Metrics struct {
 	LinksRefused    uint64  // hellos refused
 	RequestsRefused []Count // API requests refused before they did anything, by reason (forbidden, limited, invalid...)
 	LoginFailures   uint64  // password sign-ins refused
+	// ConnectionsRefused counts connections the server refused at
+	// sign-in, by reason ("refused": unknown, revoked or expired
+	// credentials; "connection limit"; "bad signature").
+	ConnectionsRefused []Count
 	Links           []LinkMetrics
 
 	LastSeq   uint64 // the store's last change number
@@ -231,6 +236,10 @@ func (r *Replica) Metrics() Metrics {
 		out.RequestsRefused = append(out.RequestsRefused, Count{rs, m.refusedRequests[i].Load()})
 	}
 	out.LoginFailures = m.loginFailures.Load()
+	refusedConns := r.cfg.Server.Refused()
+	for _, reason := range slices.Sorted(maps.Keys(refusedConns)) {
+		out.ConnectionsRefused = append(out.ConnectionsRefused, Count{reason, refusedConns[reason]})
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.lastRemote == nil {

@@ -162,11 +162,15 @@ func (r *Replica) edgesPage(id transport.Identity, req transport.EdgesRequest) (
 	if req.Up {
 		scan = r.st.Parents
 	}
+	// The parents a scoped identity may not read are left out before
+	// paging, so no cursor ever names one: collect them all (a node has
+	// few parents), keep the readable ones, then page.
+	filterUp := req.Up && !acc.all
 	err = scan(req.Node, func(c store.Child) error {
 		if req.After != uuid.Nil && compareIDs(c.ID, req.After) <= 0 {
 			return nil
 		}
-		if len(ends) == n {
+		if len(ends) == n && !filterUp || len(ends) == maxParentsListed {
 			more = true
 			return store.ErrStop
 		}
@@ -175,6 +179,22 @@ func (r *Replica) edgesPage(id transport.Identity, req transport.EdgesRequest) (
 	})
 	if err != nil {
 		return transport.EdgesPage{}, err
+	}
+	if filterUp {
+		kept := ends[:0]
+		for _, c := range ends {
+			ok, err := acc.canRead(&crdt.Point{Node: req.Node, Parent: c.ID, Type: crdt.TypeEdge})
+			if err != nil {
+				return transport.EdgesPage{}, err
+			}
+			if ok {
+				kept = append(kept, c)
+			}
+		}
+		ends = kept
+		if len(ends) > n {
+			ends, more = ends[:n], true
+		}
 	}
 	var page transport.EdgesPage
 	var pts []crdt.Point
@@ -201,13 +221,7 @@ func (r *Replica) edgesPage(id transport.Identity, req transport.EdgesRequest) (
 		if !ok {
 			continue
 		}
-		if req.Up {
-			if in, err := acc.canRead(&p); err != nil {
-				return page, err
-			} else if !in {
-				continue // a parent outside the scope
-			}
-		}
+
 		start := len(pts)
 		pts = append(pts, p)
 		if pts, err = r.nodeLabels(pts, c.ID); err != nil {
@@ -236,6 +250,10 @@ func (r *Replica) nodeLabels(pts []crdt.Point, n uuid.UUID) ([]crdt.Point, error
 	}
 	return pts, nil
 }
+
+// maxParentsListed bounds the parents one edges request of a scoped
+// identity reads, before it filters them.
+const maxParentsListed = 100_000
 
 // TypeDescription is the node point whose text describes a node for people.
 const TypeDescription = "description"
@@ -372,6 +390,12 @@ func (r *Replica) changes(acc *access, after uint64, root uuid.UUID, limit int) 
 		}
 		scanned++
 		rep.Next = c.Seq
+		if c.Point.Type == crdt.TypeEdge {
+			// Membership may have changed: a held watch outlives
+			// moves.
+			sc.invalidate()
+			acc.invalidate()
+		}
 		in, err := sc.contains(&c.Point)
 		if err != nil || !in {
 			return err

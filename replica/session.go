@@ -28,7 +28,8 @@ type session struct {
 	scope    *scope                    // what we send
 	conn     *nats.Conn                // the connection pushes go out on
 	pushSubj string                    // where our pushes go
-	ackPfx   string                    // our pushes' reply subjects: ackPfx.<through>
+	ackPfx   string                    // our pushes' reply subjects: ackPfx.<through>-<n>
+	pushN    atomic.Uint64             // n of the reply subjects: each push's is new
 	onEdge   func(p *crdt.Point) error // called for every edge change the sender reads; an error ends the session
 	ingress  *subtreeFilter            // when set, incoming points outside it are refused (an edge's upstream)
 	mark     string                    // the mark of how far we hold the remote's feed
@@ -196,7 +197,8 @@ func (s *session) runSender(ctx context.Context, have uint64) error {
 	sub, err := s.conn.Subscribe(s.ackPfx+".*", func(m *nats.Msg) {
 		s.bytesRecv.Add(uint64(len(m.Data)))
 		s.touch()
-		through, perr := strconv.ParseUint(m.Subject[strings.LastIndexByte(m.Subject, '.')+1:], 10, 64)
+		tok, _, _ := strings.Cut(m.Subject[strings.LastIndexByte(m.Subject, '.')+1:], "-")
+		through, perr := strconv.ParseUint(tok, 10, 64)
 		var a transport.Ack
 		err := transport.Decode(m.Data, 0, &a)
 		if perr != nil {
@@ -283,7 +285,7 @@ func (s *session) runSender(ctx context.Context, have uint64) error {
 }
 
 // sendPush encodes push with pts and publishes it, its reply subject
-// naming the position it covers.
+// naming the position it covers and the push.
 func (s *session) sendPush(push transport.Push, pts []crdt.Point) error {
 	push.Points = crdt.AppendBatch(nil, pts)
 	s.pointsSent.Add(uint64(len(pts)))
@@ -291,7 +293,12 @@ func (s *session) sendPush(push transport.Push, pts []crdt.Point) error {
 	if err != nil {
 		return err
 	}
-	if err := s.publish(s.pushSubj, s.ackPfx+"."+strconv.FormatUint(push.Through, 10), b); err != nil {
+	// Every push has a reply subject of its own, even a resent one: the
+	// remote may answer each reply subject once (its connection's
+	// response permission), and two pushes in flight with one subject
+	// would have the second answer refused.
+	reply := s.ackPfx + "." + strconv.FormatUint(push.Through, 10) + "-" + strconv.FormatUint(s.pushN.Add(1), 10)
+	if err := s.publish(s.pushSubj, reply, b); err != nil {
 		return fmt.Errorf("push: %w", err)
 	}
 	return nil

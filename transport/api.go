@@ -7,11 +7,10 @@ import (
 // Messages of the local API beyond status, import and export: one node's
 // points, the edges around a node, and the change feed for watchers.
 //
-// There is no authentication yet (docs/protocol.md, "Not yet"). Each request
-// will gain an identity or scope field when it comes; decoders ignore unknown
-// keys, so adding one needs no new version.
+// No request carries an identity: the server reads it from the request's
+// subject, under the prefix the connection was granted (Identity.Prefix).
 
-// NodeRequest asks for one page of one node's points (SubjectNode): its node
+// NodeRequest asks for one page of one node's points (NameNode): its node
 // points, then the points of the edges above it, sorted by parent, type and
 // key, starting after the register After (an opaque cursor from a previous
 // NodePage; empty: from the start). MaxBytes bounds the page's encoded
@@ -32,7 +31,7 @@ type NodePage struct {
 	More   bool   `msgpack:"more"`
 }
 
-// EdgesRequest asks for the edges below Node (SubjectEdges), or above it
+// EdgesRequest asks for the edges below Node (NameEdges), or above it
 // when Up is set, one page at a time in order of the other end's ID,
 // starting after the node After (uuid.Nil: from the first). Max bounds the
 // edges per page (0: the server's default; never above its limit).
@@ -59,7 +58,7 @@ type EdgesPage struct {
 }
 
 // WatchRequest asks for the changes after change number After
-// (SubjectWatch), limited to the subtree of Root when it is not nil (as it
+// (NameWatch), limited to the subtree of Root when it is not nil (as it
 // is when each change is read). When there are none the server holds the
 // request up to Wait milliseconds (bounded by the server, at most
 // MaxWatchWait) and answers as soon as one arrives, or empty. MaxBytes

@@ -25,7 +25,7 @@ const (
 	RolePeer = "peer" // same root, full scope both ways
 )
 
-// Hello opens a link (subject SubjectHello): the dialer introduces itself.
+// Hello opens a link (request NameHello): the dialer introduces itself.
 type Hello struct {
 	Proto    int       `msgpack:"v"`
 	Instance uuid.UUID `msgpack:"inst"`
@@ -103,7 +103,7 @@ type LinkStatus struct {
 	Rejected  uint64 `msgpack:"rejected" json:"rejected"`
 }
 
-// Status answers a status request (SubjectStatus).
+// Status answers a status request (NameStatus).
 type Status struct {
 	ID       string       `msgpack:"id" json:"id"`
 	Instance string       `msgpack:"instance" json:"instance"`
@@ -162,7 +162,7 @@ func (l *LinkStatuses) DecodeMsgpack(d *msgpack.Decoder) error {
 // StatusRequest asks for a Status.
 type StatusRequest struct{}
 
-// Import asks the server to write points (SubjectImport). Points is a batch
+// Import asks the server to write points (NameImport). Points is a batch
 // that may hold unstamped points (crdt.DecodeBatchUnstamped): a zero time
 // is stamped on arrival in batch order, a nil origin becomes the server's
 // instance.
@@ -182,7 +182,7 @@ type ImportResult struct {
 	Stale   int `msgpack:"stale"`
 }
 
-// ExportRequest asks for one page of points (SubjectExport), sorted by
+// ExportRequest asks for one page of points (NameExport), sorted by
 // node, parent, type and key, starting after the register After (empty:
 // from the start). Root, when set, limits the export to that node's
 // subtree. MaxBytes bounds the page's encoded points (0: the server's

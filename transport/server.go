@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -38,8 +39,8 @@ type ServerConfig struct {
 	Auth Authenticator
 	// TLS, when set, is required of every client on the listener.
 	TLS *tls.Config
-	// MaxConnsPerIdentity bounds the open connections of one identity;
-	// more are refused. Zero means 64.
+	// MaxConnsPerIdentity bounds the open connections of one identity
+	// (the local administrator's aside); more are refused. Zero means 64.
 	MaxConnsPerIdentity int
 	// MaxSubsPerConn bounds the subscriptions of a connection other than
 	// the system's; Revalidate closes one that holds more. Zero means
@@ -101,7 +102,8 @@ type Server struct {
 	auth  Authenticator
 	conns map[uint64]Grant // authenticated connections by client ID; closed ones pruned by Revalidate
 	// refused counts connections refused, by reason class.
-	refused map[string]uint64
+	refused    map[string]uint64
+	refusedLog map[string]refusedLine // by source and reason
 }
 
 // StartServer starts an embedded NATS server and waits until it accepts
@@ -136,7 +138,7 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		return nil, fmt.Errorf("transport: system key: %w", err)
 	}
 	s := &Server{sys: sys, log: logger, auth: cfg.Auth, maxConns: cfg.MaxConnsPerIdentity, maxSubs: cfg.MaxSubsPerConn, noPerms: cfg.NoPermissions,
-		conns: make(map[uint64]Grant), refused: make(map[string]uint64)}
+		conns: make(map[uint64]Grant), refused: make(map[string]uint64), refusedLog: map[string]refusedLine{}}
 	opts := &server.Options{
 		Host:       host,
 		Port:       port,
@@ -269,7 +271,7 @@ func (a serverAuth) Check(c server.ClientAuthentication) bool {
 		}
 	}
 	id := g.Identity
-	if id.Kind != KindSystem && s.count(id) >= s.maxConns {
+	if id.Kind != KindSystem && id.Kind != KindAdmin && s.count(id) >= s.maxConns {
 		// Closed connections linger in the registry until pruned:
 		// prune, then count again.
 		s.prune()
@@ -340,14 +342,42 @@ func permissions(id Identity) *server.Permissions {
 }
 
 func (s *Server) refuse(c server.ClientAuthentication, class string, err error) {
+	host := ""
+	if a := c.RemoteAddress(); a != nil {
+		host = a.String()
+		if h, _, e := net.SplitHostPort(host); e == nil {
+			host = h
+		}
+	}
+	// One line a minute per source and reason: a revoked device that
+	// keeps retrying does not flood the log.
+	now := time.Now()
+	key := host + " " + class
 	s.mu.Lock()
 	s.refused[class]++
-	s.mu.Unlock()
-	remote := ""
-	if a := c.RemoteAddress(); a != nil {
-		remote = a.String()
+	last, seen := s.refusedLog[key]
+	log := !seen || now.Sub(last.at) >= time.Minute
+	held := last.held
+	if log {
+		if len(s.refusedLog) >= 10_000 {
+			clear(s.refusedLog)
+		}
+		s.refusedLog[key] = refusedLine{at: now}
+	} else {
+		last.held++
+		s.refusedLog[key] = last
 	}
-	s.log.Warn("connection refused", "remote", remote, "reason", class, "err", err)
+	s.mu.Unlock()
+	if log {
+		s.log.Warn("connection refused", "remote", host, "reason", class, "err", err, "repeats_not_logged", held)
+	}
+}
+
+// refusedLine is when a refusal was last logged for one source and
+// reason, and how many since were not.
+type refusedLine struct {
+	at   time.Time
+	held int
 }
 
 // Refused returns how many connections were refused, by reason.
@@ -497,7 +527,11 @@ func (n natsLogger) Fatalf(f string, a ...any) {
 	}
 }
 func (n natsLogger) Errorf(f string, a ...any) {
-	n.l.Error("nats: " + fmt.Sprintf(f, a...))
+	msg := fmt.Sprintf(f, a...)
+	if strings.Contains(msg, "authentication error") {
+		return // the Server's own, rate-limited line says why
+	}
+	n.l.Error("nats: " + msg)
 }
 func (n natsLogger) Debugf(string, ...any) {}
 func (n natsLogger) Tracef(string, ...any) {}

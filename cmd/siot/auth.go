@@ -485,6 +485,9 @@ func (c *loginCmd) run(ctx context.Context, args []string) error {
 	if c.email == "" {
 		return &UsageError{Msg: "login needs --email ADDR"}
 	}
+	if c.ttl < 0 || c.ttl > 0 && c.ttl < time.Second {
+		return &UsageError{Msg: "--ttl: at least 1s"}
+	}
 	password, err := readPassword(c.m, "Password for "+c.email+": ", false)
 	if err != nil {
 		return err

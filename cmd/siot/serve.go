@@ -228,10 +228,12 @@ func adminCreds(dir string, log *slog.Logger) (*transport.Creds, error) {
 func tokenKey(dir string) ([]byte, error) {
 	path := filepath.Join(dir, "token.key")
 	b, err := os.ReadFile(path)
-	if err == nil && len(b) == 32 {
+	switch {
+	case err == nil && len(b) == 32:
 		return b, nil
-	}
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
+	case err == nil:
+		return nil, fmt.Errorf("token key %s: %d bytes, want 32 (delete it to make a new one; every token then stops working)", path, len(b))
+	case !errors.Is(err, os.ErrNotExist):
 		return nil, fmt.Errorf("token key: %w", err)
 	}
 	b = make([]byte, 32)
