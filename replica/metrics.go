@@ -189,7 +189,7 @@ type Metrics struct {
 	// sign-in, by reason ("refused": unknown, revoked or expired
 	// credentials; "connection limit"; "bad signature").
 	ConnectionsRefused []Count
-	Links           []LinkMetrics
+	Links              []LinkMetrics
 
 	LastSeq   uint64 // the store's last change number
 	DiskBytes int64  // Badger's files, as Badger last measured them
