@@ -118,16 +118,19 @@ func TestDocumentedFlagsExist(t *testing.T) {
 }
 
 // tourScript returns the shell block of README.md's five-minute tour.
-func tourScript(t *testing.T) string {
+func tourScript(t *testing.T) string { return readmeScript(t, "## A five-minute tour") }
+
+// readmeScript returns the first sh block under heading in README.md.
+func readmeScript(t *testing.T, heading string) string {
 	t.Helper()
 	b, err := os.ReadFile("../../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
 	readme := string(b)
-	i := strings.Index(readme, "## A five-minute tour")
+	i := strings.Index(readme, heading)
 	if i < 0 {
-		t.Fatal("README.md has no five-minute tour")
+		t.Fatalf("README.md has no %q", heading)
 	}
 	start := strings.Index(readme[i:], "```sh\n")
 	if start < 0 {
@@ -196,5 +199,46 @@ func TestE2EReadmeTour(t *testing.T) {
 		if n := len(regexp.MustCompile(re).FindAllString(stdout, -1)); n != 2 {
 			t.Errorf("%s: %d get tables show it, want 2 (edge and cloud):\n%s", re, n, stdout)
 		}
+	}
+}
+
+// TestE2EReadmeSecureTour runs the README's TLS, device and user recipe as
+// written, and checks what it claims: the user reads the device's reading
+// over TLS and is refused the other site.
+func TestE2EReadmeSecureTour(t *testing.T) {
+	bin := e2eBinary(t)
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("no bash")
+	}
+	if _, err := exec.LookPath("openssl"); err != nil {
+		t.Fatal("the recipe needs openssl (.ci/run installs it)")
+	}
+	script := readmeScript(t, "## Secure it")
+	script = strings.TrimPrefix(script, "make build\n")
+	script = strings.ReplaceAll(script, "bin/siot ", bin+" ")
+	for _, port := range []string{"4222", "4223"} {
+		script = strings.ReplaceAll(script, "127.0.0.1:"+port, "127.0.0.1:"+strconv.Itoa(freePort(t)))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bash, "-e", "-c", script)
+	cmd.Dir = t.TempDir()
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + cmd.Dir, "TMPDIR=" + t.TempDir()}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("recipe: %v\nstdout:\n%s\nstderr:\n%s", err, out.String(), errb.String())
+	}
+	stdout, stderr := out.String(), errb.String()
+	for _, re := range []string{`(?m)^you\s+user:\S+$`, `(?m)^scope\s+\S+$`, `pump 7`, `(?m)^flow\s+0\s+12\.5\s`, `(?m)^south plant: refused$`} {
+		if !regexpMatch(re, stdout) {
+			t.Errorf("recipe output does not match %s:\n%s", re, stdout)
+		}
+	}
+	if strings.Contains(stdout, "south plant\"") || !strings.Contains(stderr, "permission denied") {
+		t.Errorf("the user saw the other site:\nstdout:\n%s\nstderr:\n%s", stdout, stderr)
 	}
 }
