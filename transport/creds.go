@@ -175,6 +175,14 @@ func ParseCreds(b []byte) (*Creds, error) {
 		if t.User != c.Node {
 			return nil, fmt.Errorf("%w: token is for user %v, file says %v", ErrCreds, t.User, c.Node)
 		}
+		if j.Expires != "" {
+			// Informational (the token says when it expires), but a
+			// file that says something else is not one we wrote.
+			e, err := time.Parse(time.RFC3339, j.Expires)
+			if err != nil || e.Unix() != t.Expires.Unix() {
+				return nil, fmt.Errorf("%w: expires %q does not match the token's", ErrCreds, truncate(j.Expires, 40))
+			}
+		}
 		c.Token, c.Expires = j.Token, t.Expires
 	}
 	return c, nil

@@ -583,7 +583,9 @@ func Dial(serverURL string, cfg DialConfig) (*nats.Conn, error) {
 	if cfg.Creds == nil && cfg.Login == nil {
 		return nil, ErrNoCreds
 	}
-	if pu, err := url.Parse(serverURL); err != nil || pu.User != nil {
+	if pu, err := url.Parse(serverURL); err != nil {
+		return nil, fmt.Errorf("transport: dial %s: not a URL", RedactURL(serverURL))
+	} else if pu.User != nil {
 		// nats.go would send a URL's user information instead of the
 		// credentials, and it would show in logs and status.
 		return nil, fmt.Errorf("transport: dial %s: put credentials in a credential file, not in the URL", RedactURL(serverURL))

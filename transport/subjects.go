@@ -69,6 +69,9 @@ func NewSessionID() string {
 // an id that is not 32 lowercase hex digits, so a hostile Welcome cannot
 // point a dialer at other subjects (wildcards, other namespaces).
 func Subjects(dialer Identity, id string) (SessionSubjects, error) {
+	if !dialer.valid() {
+		return SessionSubjects{}, fmt.Errorf("transport: bad dialer identity %q", dialer)
+	}
 	if len(id) != 32 || strings.Trim(id, "0123456789abcdef") != "" {
 		return SessionSubjects{}, fmt.Errorf("transport: bad session id %q", truncate(id, 40))
 	}
