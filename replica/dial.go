@@ -87,6 +87,7 @@ func (d *dialLink) session(parent context.Context) error {
 		OnDisconnect: func(err error) { cancel(fmt.Errorf("disconnected: %v", err)) },
 		Creds:        d.creds,
 		TLS:          r.cfg.LinkTLS,
+		PingInterval: r.cfg.KeepAlive,
 	})
 	if err != nil {
 		return err
@@ -217,7 +218,8 @@ func (d *dialLink) correctClock(remoteMs int64, rtt time.Duration) {
 }
 
 // repairLoop runs digest repair on the session: once the initial resume is
-// done (or at once without push), then every RepairInterval with jitter.
+// done (or at once without push), then every RepairInterval with jitter,
+// stretched on an idle link in sync up to RepairMaxInterval.
 // A round that found differences is followed at once by another, until
 // one finds the scopes equal (at most a few: writes racing a round only
 // add one).
@@ -243,7 +245,9 @@ func (d *dialLink) repairLoop(ctx context.Context, s *session, rp *repairer) err
 		}
 		t.Stop()
 	}
+	wait, traffic := cfg.RepairInterval, s.traffic()
 	for {
+		equal := false
 		for try := 0; try < 3; try++ {
 			st, err := rp.round(ctx)
 			if err != nil {
@@ -268,12 +272,20 @@ func (d *dialLink) repairLoop(ctx context.Context, s *session, rp *repairer) err
 					"sent", st.Sent, "bytes_out", st.BytesOut, "bytes_in", st.BytesIn, "took", st.Took.Round(time.Millisecond))
 			}
 			if st.Equal {
+				equal = true
 				break
 			}
 		}
-		wait := cfg.RepairInterval
-		wait += time.Duration(rand.Int64N(int64(wait)/5+1)) - wait/10
-		t := time.NewTimer(wait)
+		// An idle link in sync is checked less and less often, up to
+		// RepairMaxInterval: each check costs bytes on a metered link.
+		// A difference or any push since the last round starts over.
+		if now := s.traffic(); equal && now == traffic {
+			wait = min(2*wait, cfg.RepairMaxInterval)
+		} else {
+			wait, traffic = cfg.RepairInterval, now
+		}
+		jittered := wait + time.Duration(rand.Int64N(int64(wait)/5+1)) - wait/10
+		t := time.NewTimer(jittered)
 		select {
 		case <-ctx.Done():
 			t.Stop()

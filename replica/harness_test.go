@@ -34,6 +34,7 @@ type node struct {
 	physical func() time.Time
 	admin    *transport.Creds // the local administrator's, kept across restarts
 	bypass   bool             // nodeOpts.bypass
+	srvPing  time.Duration    // nodeOpts.serverPing
 }
 
 // adminByAddr maps a test node's listen address to its administrator
@@ -75,6 +76,8 @@ type nodeOpts struct {
 	// bypass turns authorization checks and subject permissions off, for
 	// the benchmarks that measure what they cost.
 	bypass bool
+	// serverPing is the NATS server's keepalive (0: its default).
+	serverPing time.Duration
 }
 
 // testTuning shortens timers so failures are detected in test time.
@@ -82,6 +85,9 @@ func testTuning(c *Config) {
 	c.RetryMin, c.RetryMax = 20*time.Millisecond, 200*time.Millisecond
 	c.PingInterval, c.SessionTimeout, c.AckTimeout = 200*time.Millisecond, 6*time.Second, 4*time.Second
 	c.HelloTimeout = 3 * time.Second
+	// Repair stretches on idle links up to 2 s, not an hour: tests that
+	// plant a difference wait for the next round.
+	c.RepairMaxInterval = 2 * time.Second
 }
 
 func startNode(t testing.TB, name string, o nodeOpts) *node {
@@ -106,7 +112,7 @@ func startNode(t testing.TB, name string, o nodeOpts) *node {
 	}
 	n.admin = admin
 	n.cfg.AdminKey = mustPub(t, admin)
-	n.cfg.noChecks, n.bypass = o.bypass, o.bypass
+	n.cfg.noChecks, n.bypass, n.srvPing = o.bypass, o.bypass, o.serverPing
 	testTuning(&n.cfg)
 	if o.tune != nil {
 		o.tune(&n.cfg)
@@ -129,7 +135,7 @@ func (n *node) start() {
 		t.Fatalf("%s: %v", n.name, err)
 	}
 	n.root = st.Root()
-	srv, err := transport.StartServer(transport.ServerConfig{Listen: n.addr, NoPermissions: n.bypass})
+	srv, err := transport.StartServer(transport.ServerConfig{Listen: n.addr, NoPermissions: n.bypass, PingInterval: n.srvPing})
 	if err != nil {
 		st.Close()
 		t.Fatalf("%s: %v", n.name, err)

@@ -51,8 +51,9 @@ type Config struct {
 
 	// Tuning; zero values take the defaults in parentheses.
 	AckTimeout     time.Duration // a push unacknowledged this long ends the session (30 s)
-	PingInterval   time.Duration // a dialer's keepalive (15 s)
-	SessionTimeout time.Duration // an acceptor drops a session silent this long (60 s)
+	PingInterval   time.Duration // a dialer's session ping, sent when the remote said nothing for this long (30 min)
+	KeepAlive      time.Duration // the NATS keepalive of a dialed link's connection (2 min)
+	SessionTimeout time.Duration // an acceptor drops a session silent this long (3 h; sooner when its dialer's connections are gone)
 	HelloTimeout   time.Duration // handshake request timeout (20 s)
 	RetryMin       time.Duration // first reconnect delay (250 ms)
 	RetryMax       time.Duration // longest reconnect delay (2 s): a link that returns is used within it
@@ -60,6 +61,11 @@ type Config struct {
 	MaxPushBytes   int           // largest push, encoded, about (512 KiB); pushes adapt to the link below it
 	MaxPushPoints  int           // points per push (16384)
 	RepairInterval time.Duration // digest repair runs on every connect and then this often, ±20% (60 s)
+	// RepairMaxInterval stretches the repair interval of an idle link: each
+	// round that finds the scopes equal with no push either way since the
+	// last doubles the wait, up to this; a difference or a push resets it
+	// to RepairInterval (1 h).
+	RepairMaxInterval time.Duration
 	MaxWatchers    int           // watch requests held at once; more are refused (256)
 
 	// Per identity, except the system and the local administrator.
@@ -88,12 +94,20 @@ func (c *Config) setDefaults() {
 		}
 	}
 	def(&c.AckTimeout, 30*time.Second)
-	def(&c.PingInterval, 15*time.Second)
-	def(&c.SessionTimeout, 60*time.Second)
+	// An idle link costs bytes on a metered cellular link: the NATS
+	// keepalive detects a dead connection, the repair rounds (stretched
+	// on idle links) and the session ping keep the acceptor's session,
+	// and an acceptor also ends a session whose dialer's connections
+	// closed (revalidateLoop). See docs/operations.md, "Idle cost".
+	def(&c.PingInterval, 30*time.Minute)
+	def(&c.KeepAlive, 2*time.Minute)
+	def(&c.SessionTimeout, 3*time.Hour)
 	def(&c.HelloTimeout, 20*time.Second)
 	def(&c.RetryMin, 250*time.Millisecond)
 	def(&c.RetryMax, 2*time.Second)
 	def(&c.RepairInterval, 60*time.Second)
+	def(&c.RepairMaxInterval, time.Hour)
+	c.RepairMaxInterval = max(c.RepairMaxInterval, c.RepairInterval)
 	if c.Window <= 0 {
 		c.Window = 4
 	}

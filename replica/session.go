@@ -43,6 +43,7 @@ type session struct {
 	rate       atomic.Uint64
 	repairing  atomic.Bool
 	pointsSent atomic.Uint64 // by the sender's pushes
+	pointsRecv atomic.Uint64 // by the remote's pushes
 
 	mu          sync.Mutex  // guards the receiver and the status snapshot
 	have        uint64      // how far we hold the remote's feed
@@ -137,6 +138,7 @@ func (s *session) handlePush(m *nats.Msg) {
 		s.respondMsg(m, transport.Ack{Have: s.have})
 		return
 	}
+	s.pointsRecv.Add(uint64(len(pts)))
 	have := max(s.have, p.Through)
 	if p.From == 0 {
 		// The sender starts its feed over (its store is new, or it found
@@ -421,3 +423,7 @@ func (s *session) transferTimeout(n int) time.Duration {
 	rate := max(s.rate.Load()/2, minLinkRate)
 	return s.r.cfg.AckTimeout + time.Duration(float64(n)/float64(rate)*float64(time.Second))
 }
+
+// traffic counts the points pushed either way: a repair loop that sees it
+// unchanged knows the link was idle.
+func (s *session) traffic() uint64 { return s.pointsSent.Load() + s.pointsRecv.Load() }

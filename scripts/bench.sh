@@ -24,5 +24,7 @@ others=$(go list ./... | grep -v -e '^siot/store$' -e '^siot/replica$')
 	# pairs of propagated writes.
 	go test -run '^$' -bench 'AuthCost/ingest' -benchtime 300x -count "$COUNT" ./replica/
 	go test -run '^$' -bench 'AuthCost/propagation' -benchtime 2000x -count "$COUNT" ./replica/
+	# An idle link's bytes, in compressed time (a minute per count).
+	go test -run '^$' -bench IdleLink -benchtime 1x -count "$COUNT" ./replica/
 	go test -run '^$' -bench 'Resume|Repair' -benchtime 1x -count "$COUNT" -timeout 60m ./replica/
 } | tee bench.out

@@ -42,6 +42,10 @@ type ServerConfig struct {
 	// MaxConnsPerIdentity bounds the open connections of one identity
 	// (the local administrator's aside); more are refused. Zero means 64.
 	MaxConnsPerIdentity int
+	// PingInterval is how often the server pings a client it has heard
+	// nothing from (NATS keepalive; a client that pings as often is never
+	// pinged). Zero means 2 minutes.
+	PingInterval time.Duration
 	// MaxSubsPerConn bounds the subscriptions of a connection other than
 	// the system's; Revalidate closes one that holds more. Zero means
 	// 1,000.
@@ -129,6 +133,9 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	if cfg.MaxSubsPerConn <= 0 {
 		cfg.MaxSubsPerConn = 1000
 	}
+	if cfg.PingInterval <= 0 {
+		cfg.PingInterval = 2 * time.Minute
+	}
 	logger := cfg.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -146,7 +153,10 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		MaxPayload: MaxPayload,
 		// A link on a slow cellular path is expected; its messages are
 		// small and acknowledged, so the default pending limit holds.
-		PingInterval: 30 * time.Second,
+		// Keepalive costs bytes on a metered link: a client that pings
+		// (a link does, at its own interval) is not pinged as well.
+		PingInterval: cfg.PingInterval,
+		MaxPingsOut:  3,
 		// Every connection authenticates: nkeys sign this nonce.
 		AlwaysEnableNonce:          true,
 		CustomClientAuthentication: serverAuth{s},
@@ -543,6 +553,9 @@ type DialConfig struct {
 	// Timeout bounds the TCP connect and NATS handshake. Zero means 20 s:
 	// a TLS handshake can take 4 s on a cellular link.
 	Timeout time.Duration
+	// PingInterval is the NATS keepalive: a ping this often, and the
+	// connection is dropped after two unanswered. Zero means 30 s.
+	PingInterval time.Duration
 	// OnDisconnect is called (from a NATS goroutine) when the connection
 	// drops; the connection does not reconnect by itself.
 	OnDisconnect func(error)
@@ -583,6 +596,9 @@ func Dial(serverURL string, cfg DialConfig) (*nats.Conn, error) {
 	if cfg.Creds == nil && cfg.Login == nil {
 		return nil, ErrNoCreds
 	}
+	if cfg.PingInterval <= 0 {
+		cfg.PingInterval = 30 * time.Second
+	}
 	if pu, err := url.Parse(serverURL); err != nil {
 		return nil, fmt.Errorf("transport: dial %s: not a URL", RedactURL(serverURL))
 	} else if pu.User != nil {
@@ -601,8 +617,8 @@ func Dial(serverURL string, cfg DialConfig) (*nats.Conn, error) {
 		nats.Name(cfg.Name),
 		nats.Timeout(cfg.Timeout),
 		nats.NoReconnect(),
-		nats.PingInterval(30 * time.Second),
-		nats.MaxPingsOutstanding(3),
+		nats.PingInterval(cfg.PingInterval),
+		nats.MaxPingsOutstanding(2),
 	}
 	opts = append(opts, copts...)
 	if cfg.TLS != nil {

@@ -78,6 +78,7 @@ type serveFlags struct {
 	minFree                                                  uint64
 	creds, peerCreds, tlsCert, tlsKey, tlsCA                 string
 	insecure                                                 bool
+	keepAlive, sessionPing, repairInterval, repairMax        time.Duration
 }
 
 func (c *serveCmd) usage() string { return serveUsage }
@@ -100,6 +101,10 @@ func (c *serveCmd) flags(fs *flag.FlagSet) {
 	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 	fs.StringVar(&f.tlsCA, "tls-ca", envOr(m.Getenv, "SIOT_TLS_CA", ""), "PEM file of the CAs the upstreams' and peers' certificates must chain to (env SIOT_TLS_CA)")
 	fs.BoolVar(&f.insecure, "insecure", false, "allow a listener on a non-loopback address without TLS (logged)")
+	fs.DurationVar(&f.keepAlive, "keepalive", 2*time.Minute, "NATS keepalive of the links this instance dials and of its listener's clients (12 B each; about 0.26 MB a month per link at 2m)")
+	fs.DurationVar(&f.sessionPing, "session-ping", 30*time.Minute, "a dialed link's session ping when nothing else crossed for this long (about 0.2 KB each)")
+	fs.DurationVar(&f.repairInterval, "repair-interval", time.Minute, "digest repair of a dialed link after a change (about 0.4 KB a round when in sync)")
+	fs.DurationVar(&f.repairMax, "repair-max-interval", time.Hour, "the longest repair interval of an idle link in sync: it doubles from --repair-interval")
 }
 
 func (c *serveCmd) run(ctx context.Context, args []string) error {
@@ -138,6 +143,15 @@ func (c *serveCmd) run(ctx context.Context, args []string) error {
 	log, err := newLogger(m.Stderr, f.logLevel, f.logFormat)
 	if err != nil {
 		return &UsageError{Msg: err.Error()}
+	}
+	for name, d := range map[string]time.Duration{"--keepalive": f.keepAlive, "--session-ping": f.sessionPing,
+		"--repair-interval": f.repairInterval, "--repair-max-interval": f.repairMax} {
+		if d < time.Second {
+			return &UsageError{Msg: name + ": at least 1s"}
+		}
+	}
+	if f.repairMax < f.repairInterval {
+		return &UsageError{Msg: "--repair-max-interval is shorter than --repair-interval"}
 	}
 	if (f.tlsCert == "") != (f.tlsKey == "") {
 		return &UsageError{Msg: "--tls-cert and --tls-key go together"}
@@ -296,7 +310,7 @@ func (c *serveCmd) serve(ctx context.Context, f serveFlags, root uuid.UUID, prof
 			log.Error("close store", "err", err)
 		}
 	}()
-	srv, err := transport.StartServer(transport.ServerConfig{Listen: f.listen, Logger: log, TLS: stls})
+	srv, err := transport.StartServer(transport.ServerConfig{Listen: f.listen, Logger: log, TLS: stls, PingInterval: f.keepAlive})
 	if err != nil {
 		return err
 	}
@@ -307,6 +321,8 @@ func (c *serveCmd) serve(ctx context.Context, f serveFlags, root uuid.UUID, prof
 	}
 	rep, err := replica.Open(replica.Config{Store: st, Clock: clock, Server: srv, Upstreams: f.upstreams, Peers: f.peers,
 		UpstreamCreds: upCreds, PeerCreds: peerCreds, LinkTLS: linkTLS, AdminKey: adminPub, TokenKey: tkey,
+		KeepAlive: f.keepAlive, PingInterval: f.sessionPing, RepairInterval: f.repairInterval, RepairMaxInterval: f.repairMax,
+		SessionTimeout: max(3*time.Hour, 3*f.sessionPing, 3*f.repairMax),
 		Logger: log, Version: buildVersion().version})
 	if err != nil {
 		return err
