@@ -66,7 +66,7 @@ type Config struct {
 	// last doubles the wait, up to this; a difference or a push resets it
 	// to RepairInterval (1 h).
 	RepairMaxInterval time.Duration
-	MaxWatchers    int           // watch requests held at once; more are refused (256)
+	MaxWatchers       int // watch requests held at once; more are refused (256)
 
 	// Per identity, except the system and the local administrator.
 	RequestRate             float64       // API requests a second, with bursts of twice as many (200)

@@ -323,7 +323,7 @@ func (c *serveCmd) serve(ctx context.Context, f serveFlags, root uuid.UUID, prof
 		UpstreamCreds: upCreds, PeerCreds: peerCreds, LinkTLS: linkTLS, AdminKey: adminPub, TokenKey: tkey,
 		KeepAlive: f.keepAlive, PingInterval: f.sessionPing, RepairInterval: f.repairInterval, RepairMaxInterval: f.repairMax,
 		SessionTimeout: max(3*time.Hour, 3*f.sessionPing, 3*f.repairMax),
-		Logger: log, Version: buildVersion().version})
+		Logger:         log, Version: buildVersion().version})
 	if err != nil {
 		return err
 	}
