@@ -146,7 +146,8 @@ func (a *acceptor) hello(m *nats.Msg) (transport.Welcome, error) {
 	as.s.mark = mark
 	if h.Role == transport.RoleEdge {
 		root := h.Root
-		as.s.ingress = &subtreeFilter{st: r.st, root: root, emailTaken: r.emailTaken}
+		as.s.ingress = &subtreeFilter{st: r.st, root: root, emailTaken: r.emailTaken,
+			keys: id.Kind == transport.KindSystem || id.Kind == transport.KindAdmin}
 		as.s.onEdge = func(p *crdt.Point) error {
 			if p.Node != root {
 				return nil

@@ -546,3 +546,104 @@ func TestRequestRateAndSubscriptionLimits(t *testing.T) {
 		t.Fatal("the device's other connection was closed too")
 	}
 }
+
+// openEdgeSession signs in with creds and opens an edge session as root;
+// it returns the connection, the session's subjects.
+func openEdgeSession(t *testing.T, n *node, creds *transport.Creds, root uuid.UUID) (*nats.Conn, transport.SessionSubjects) {
+	t.Helper()
+	nc := n.dial(creds)
+	var w transport.Welcome
+	if err := request(t, nc, keyID(creds), transport.NameHello, transport.Hello{Proto: transport.LinkProto, Instance: uuid.New(),
+		Root: root, Role: transport.RoleEdge, Time: time.Now().UnixMilli()}, &w); err != nil {
+		t.Fatal(err)
+	}
+	subj, err := transport.Subjects(keyID(creds), w.Session)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, subj
+}
+
+// TestDeviceCannotTakeTheRootOrMintKeys: a device's push that hangs the
+// root under itself and writes a key there, or writes a key anywhere in
+// its own subtree, is refused: keys are the local administrator's.
+func TestDeviceCannotTakeTheRootOrMintKeys(t *testing.T) {
+	cloud := startNode(t, "cloud", nodeOpts{})
+	dev, child := uuid.New(), uuid.New()
+	cloud.write(edgePt(cloud.root, dev), edgePt(dev, child))
+	creds := cloud.deviceCreds(dev)
+	nc, subj := openEdgeSession(t, cloud, creds, dev)
+	now := crdt.NewTimestamp(time.Now().UnixMilli(), 0)
+	mine, _ := transport.NewKeyCreds(transport.KindKey, cloud.root)
+	pts := []crdt.Point{
+		{Node: cloud.root, Parent: dev, Type: crdt.TypeEdge, Key: "0", Value: 1, Time: now, Origin: uuid.New()},
+		{Node: cloud.root, Type: crdt.TypeAuthKey, Key: mustPub(t, mine), Value: 1, Time: now + 1, Origin: uuid.New()},
+		{Node: child, Type: crdt.TypeAuthKey, Key: mustPub(t, mine), Value: 1, Time: now + 2, Origin: uuid.New()},
+	}
+	b, _ := transport.Encode(transport.Push{From: 0, Through: 3, Points: crdt.AppendBatch(nil, pts)})
+	m, err := nc.Request(subj.Up, b, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ack transport.Ack
+	if err := transport.Decode(m.Data, 0, &ack); err != nil {
+		t.Fatal(err)
+	}
+	if ack.Rejected != 3 {
+		t.Fatalf("ack %+v, want all 3 refused", ack)
+	}
+	if p := cloud.get(cloud.root, uuid.Nil, crdt.TypeAuthKey, mustPub(t, mine)); p.Time != 0 {
+		t.Fatal("a device planted a key on the root")
+	}
+	if _, err := transport.Dial(cloud.url(), transport.DialConfig{Creds: mine, Timeout: 5 * time.Second}); !errors.Is(err, nats.ErrAuthorization) {
+		t.Fatalf("the planted key signs in: %v", err)
+	}
+}
+
+// TestRepairAnswersNothingMovedAway: a node moved from one device to
+// another is no longer answered to the first device's repair requests.
+func TestRepairAnswersNothingMovedAway(t *testing.T) {
+	cloud := startNode(t, "cloud", nodeOpts{})
+	devA, devB, leaf := uuid.New(), uuid.New(), uuid.New()
+	cloud.write(edgePt(cloud.root, devA), edgePt(cloud.root, devB), edgePt(devA, leaf), valPt(leaf, "temp", 1))
+	creds := cloud.deviceCreds(devA)
+	nc, subj := openEdgeSession(t, cloud, creds, devA)
+	fetch := func() int {
+		t.Helper()
+		b, err := transport.EncodeRepairRequest(&transport.RepairRequest{Root: devA,
+			Fetch: []transport.FetchQuery{{Node: leaf, Hashes: []uint64{transport.RegisterHash("temp", "0"), transport.RegisterHash(crdt.TypePassword, "0")}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := nc.Request(subj.Repair, b, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep, err := transport.DecodeRepairReply(m.Data, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rep.Points) == 0 {
+			return 0
+		}
+		pts, err := crdt.DecodeBatch(rep.Points, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(pts)
+	}
+	if n := fetch(); n != 1 {
+		t.Fatalf("its own leaf: %d points, want 1", n)
+	}
+	// The leaf moves to the other device, and gets a password there.
+	move := edgePt(devA, leaf)
+	move.Tombstone, move.Value = true, 1
+	if _, err := cloud.rep.WriteOne([]crdt.Point{edgePt(devB, leaf), move}); err != nil {
+		t.Fatal(err)
+	}
+	hash, _ := transport.HashPassword("pw", rand.Reader)
+	cloud.write(crdt.Point{Node: leaf, Type: crdt.TypePassword, Text: hash})
+	if n := fetch(); n != 0 {
+		t.Fatalf("a moved-away node: %d points answered, want none", n)
+	}
+}

@@ -119,18 +119,7 @@ func (a *access) canRead(p *crdt.Point) (bool, error) {
 }
 
 // hasState reports whether node n has any point or edge in the store.
-func (a *access) hasState(n uuid.UUID) (bool, error) {
-	found := false
-	stop := func(store.Child) error { found = true; return store.ErrStop }
-	if err := a.st.Parents(n, stop); err != nil || found {
-		return found, err
-	}
-	if err := a.st.Children(n, stop); err != nil || found {
-		return found, err
-	}
-	pts, _, err := a.st.PageNode(n, "", "", 1)
-	return len(pts) > 0, err
-}
+func (a *access) hasState(n uuid.UUID) (bool, error) { return nodeHasState(a.st, n) }
 
 // checkWrite returns nil when a may write every point of pts, or an error
 // wrapping ErrForbidden that names the first it may not and how many it
@@ -167,7 +156,7 @@ func (a *access) checkWrite(pts []crdt.Point) error {
 			if err != nil {
 				return err
 			}
-			if !old {
+			if !old && p.Node != a.root {
 				created[p.Node] = true
 				changed = true
 			}
@@ -223,6 +212,12 @@ func (a *access) writeRefusal(p *crdt.Point, created map[uuid.UUID]bool, inAdmin
 		}
 		return "the child is a node outside what you administer", nil
 	}
+	if p.Type == crdt.TypeAuthKey {
+		// Keys are the operator's: a key minted by a scoped identity
+		// would read the credentials of users its node holds, and
+		// outlive the revocation of the identity that minted it.
+		return "keys are the local administrator's to write (siot device add, siot peer add)", nil
+	}
 	if created[p.Node] {
 		return "", nil
 	}
@@ -240,15 +235,6 @@ func (a *access) writeRefusal(p *crdt.Point, created map[uuid.UUID]bool, inAdmin
 	// the parents' subtrees for a user.
 	if in, err := inAdmin(p.Node); err != nil || !in {
 		return "a credential needs the admin role over its node", err
-	}
-	if p.Type == crdt.TypeAuthKey {
-		if p.Node == a.root {
-			// A key on the root is a peer's: it reads credentials,
-			// which no scoped identity may, even one that administers
-			// every node.
-			return "a key on the root (a peer's) needs the local administrator", nil
-		}
-		return "", nil
 	}
 	why := ""
 	err = a.st.Parents(p.Node, func(c store.Child) error {

@@ -31,6 +31,10 @@ type subtreeFilter struct {
 	// emailTaken reports whether another user than user signs in as
 	// email (nil: not checked).
 	emailTaken func(email string, user uuid.UUID) (bool, error)
+	// keys allows authKey points: only for a link signed in as the local
+	// administrator. A device may not mint credentials, not even below
+	// itself: a key it made would outlive its own revocation.
+	keys bool
 }
 
 func (f subtreeFilter) keep(pts []crdt.Point) (kept []crdt.Point, rejected int, reason string, err error) {
@@ -43,19 +47,8 @@ func (f subtreeFilter) keep(pts []crdt.Point) (kept []crdt.Point, rejected int, 
 	// device's: a device writes only its own subtree, and cannot take a
 	// node back by writing to it or an edge above it. So: in the subtree
 	// now, or in it before and in no live part of the tree since.
-	cur := newScope(f.st, f.root)
-	sc := newHistoricScope(f.st, f.root)
-	live := newScope(f.st, f.st.Root())
-	in := func(n uuid.UUID) (bool, error) {
-		if ok, err := cur.containsNode(n); err != nil || ok {
-			return ok, err
-		}
-		if ok, err := sc.containsNode(n); err != nil || !ok {
-			return false, err
-		}
-		placed, err := live.containsNode(n)
-		return !placed, err
-	}
+	sc := newDeviceScope(f.st, f.root)
+	in := func(n uuid.UUID) (bool, error) { return sc.containsNode(n) }
 	foreign := func(n uuid.UUID) (bool, error) {
 		// Placed, now or before, under a node outside the subtree: the
 		// upstream's, not the device's. A node the device deleted from
@@ -84,7 +77,7 @@ func (f subtreeFilter) keep(pts []crdt.Point) (kept []crdt.Point, rejected int, 
 		changed = false
 		for i := range pts {
 			p := &pts[i]
-			if p.Type != crdt.TypeEdge || p.Tombstone || created[p.Node] || p.Node == f.root {
+			if p.Type != crdt.TypeEdge || p.Tombstone || created[p.Node] || p.Node == f.root || p.Node == f.st.Root() {
 				continue
 			}
 			ok := created[p.Parent]
@@ -96,11 +89,18 @@ func (f subtreeFilter) keep(pts []crdt.Point) (kept []crdt.Point, rejected int, 
 			if !ok {
 				continue
 			}
-			alien, err := foreign(p.Node)
+			// New to this store: no point, no edge. A node that
+			// exists here and is not the device's (the root, a node
+			// with no parent yet) is not the device's to take.
+			old, err := nodeHasState(f.st, p.Node)
 			if err != nil {
 				return nil, 0, "", err
 			}
-			if !alien {
+			inNow, err := in(p.Node)
+			if err != nil {
+				return nil, 0, "", err
+			}
+			if !old || inNow {
 				created[p.Node] = true
 				changed = true
 			}
@@ -155,7 +155,10 @@ func (f subtreeFilter) keep(pts []crdt.Point) (kept []crdt.Point, rejected int, 
 // signs in with already is refused (it would lock that user out).
 func (f subtreeFilter) credentialOK(p *crdt.Point, in func(uuid.UUID) (bool, error), created map[uuid.UUID]bool) (bool, string, error) {
 	if p.Type == crdt.TypeAuthKey {
-		return true, "", nil // grants the node's subtree: inside the device's
+		if !f.keys || p.Node == f.st.Root() {
+			return false, "keys are the local administrator's to write", nil
+		}
+		return true, "", nil
 	}
 	why := ""
 	err := f.st.Parents(p.Node, func(c store.Child) error {
@@ -185,4 +188,18 @@ func (f subtreeFilter) credentialOK(p *crdt.Point, in func(uuid.UUID) (bool, err
 		}
 	}
 	return true, "", nil
+}
+
+// nodeHasState reports whether node n has any point or edge in st.
+func nodeHasState(st *store.Store, n uuid.UUID) (bool, error) {
+	found := false
+	stop := func(store.Child) error { found = true; return store.ErrStop }
+	if err := st.Parents(n, stop); err != nil || found {
+		return found, err
+	}
+	if err := st.Children(n, stop); err != nil || found {
+		return found, err
+	}
+	pts, _, err := st.PageNode(n, "", "", 1)
+	return len(pts) > 0, err
 }

@@ -478,13 +478,14 @@ func (a *acceptor) handleRepair(as *acceptedSession, m *nats.Msg) {
 		return
 	}
 	// A fresh scope: its memo must see the tree as it is now, and the
-	// sender goroutine owns the session's. It is the subtree as it is or
-	// ever was (over deleted edges too), like what the session accepts:
-	// differences below a deleted node can change which edges are active
-	// elsewhere, and both sides must be able to compare them.
+	// sender goroutine owns the session's. It is what the device owns, as
+	// the session accepts it (newDeviceScope): its subtree over deleted
+	// edges too, since differences below a deleted node can change which
+	// edges are active elsewhere and both sides must compare them; but
+	// not a node moved away to another part of the tree.
 	sc := newScope(a.r.st, uuid.Nil)
 	if !s.scope.full() {
-		sc = newHistoricScope(a.r.st, s.scope.root)
+		sc = newDeviceScope(a.r.st, s.scope.root)
 	}
 	reply, err := answerRepair(a.r.st, sc, req, a.r.cfg.repairLimits)
 	if err != nil {

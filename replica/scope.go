@@ -27,6 +27,10 @@ type scope struct {
 	// roots, when not nil, replaces root: the union of the subtrees of
 	// several nodes (newRootsScope), empty for a scope that holds nothing.
 	roots map[uuid.UUID]bool
+	// cur and live, when set, make this historic scope a device's
+	// (newDeviceScope): nodes in cur, or in the historic subtree and in
+	// no part of live.
+	cur, live *scope
 }
 
 func newScope(st *store.Store, root uuid.UUID) *scope {
@@ -39,6 +43,18 @@ func newScope(st *store.Store, root uuid.UUID) *scope {
 func newHistoricScope(st *store.Store, root uuid.UUID) *scope {
 	sc := newScope(st, root)
 	sc.anyEdge = true
+	return sc
+}
+
+// newDeviceScope returns what a device whose root is root owns: the nodes
+// of its subtree now, and the nodes that were in it and have since been
+// placed in no live part of the tree (deleted, not moved elsewhere). While
+// replicas diverge a device still owns what it made and what it deleted;
+// a node the upstream moved to another device is no longer its own. Link
+// ingress and repair answers use it: what a device may write and read.
+func newDeviceScope(st *store.Store, root uuid.UUID) *scope {
+	sc := newHistoricScope(st, root)
+	sc.cur, sc.live = newScope(st, root), newScope(st, st.Root())
 	return sc
 }
 
@@ -80,10 +96,31 @@ func (s *scope) invalidate() {
 	if len(s.cache) > 0 {
 		clear(s.cache)
 	}
+	if s.cur != nil {
+		s.cur.invalidate()
+		s.live.invalidate()
+	}
 }
 
-// containsNode reports whether n is root or below it over active edges.
+// containsNode reports whether n is root or below it over active edges
+// (any edges for a historic scope; see newDeviceScope for a device's).
 func (s *scope) containsNode(n uuid.UUID) (bool, error) {
+	if s.cur == nil {
+		return s.walk(n)
+	}
+	if in, err := s.cur.containsNode(n); err != nil || in {
+		return in, err
+	}
+	if in, err := s.walk(n); err != nil || !in {
+		return false, err
+	}
+	placed, err := s.live.containsNode(n)
+	return !placed, err
+}
+
+// walk reports whether n is root or below it, walking up the edges the
+// scope follows.
+func (s *scope) walk(n uuid.UUID) (bool, error) {
 	if s.full() || s.isRoot(n) {
 		return true, nil
 	}

@@ -235,7 +235,7 @@ func (s *session) runSender(ctx context.Context, have uint64) error {
 			}
 		}
 		for len(s.backfill) == 0 && st.wantRead(last) {
-			pts, size, through, idle, err := s.readBatch(st.cursor, st.budget())
+			pts, size, through, idle, err := s.readBatch(ctx, st.cursor, st.budget())
 			if err != nil {
 				return err
 			}
@@ -309,15 +309,17 @@ func (s *session) sendPush(push transport.Push, pts []crdt.Point) error {
 // readBatch reads the feed after cursor and returns the points for the
 // remote (about size bytes encoded, at most budget), the position read
 // through, and whether it reached the end.
-func (s *session) readBatch(cursor uint64, budget int) (pts []crdt.Point, size int, through uint64, idle bool, err error) {
+func (s *session) readBatch(ctx context.Context, cursor uint64, budget int) (pts []crdt.Point, size int, through uint64, idle bool, err error) {
 	cfg := &s.r.cfg
 	const maxScan = 50_000 // changes looked at per batch, so one read stays short
 	through, idle = cursor, true
 	scanned := 0
-	err = s.r.st.Feed(cursor, func(c *store.Change) error {
-		if len(pts) >= cfg.MaxPushPoints || size >= budget || scanned >= maxScan {
+	// The scope is decided on the change's identity alone, before its
+	// register is read: a device's link drops most of a cloud's changes.
+	keep := func(c *store.Change) (bool, error) {
+		if len(pts) >= cfg.MaxPushPoints || size >= budget || scanned >= maxScan || scanned%1024 == 1023 && ctx.Err() != nil {
 			idle = false
-			return store.ErrStop
+			return false, store.ErrStop
 		}
 		scanned++
 		through = c.Seq
@@ -326,7 +328,7 @@ func (s *session) readBatch(cursor uint64, budget int) (pts []crdt.Point, size i
 			s.scope.invalidate()
 			if s.onEdge != nil {
 				if err := s.onEdge(p); err != nil {
-					return err
+					return false, err
 				}
 			}
 		}
@@ -334,12 +336,12 @@ func (s *session) readBatch(cursor uint64, budget int) (pts []crdt.Point, size i
 			// It came by this link. Routing goes by the link a change
 			// arrived on, never by its origin: an origin is data anyone
 			// may write.
-			return nil
+			return false, nil
 		}
-		in, err := s.scope.contains(p)
-		if err != nil || !in {
-			return err
-		}
+		return s.scope.contains(p)
+	}
+	err = s.r.st.FeedWhere(cursor, keep, func(c *store.Change) error {
+		p := &c.Point
 		pts = append(pts, *p)
 		size += pointCost(p)
 		if !s.scope.full() && p.Type == crdt.TypeEdge && !p.Tombstone {

@@ -169,6 +169,17 @@ func (s *Store) ChangesSince(after uint64, fn func(seq uint64, p *crdt.Point) er
 // ErrStop ends the scan without error. The scan reads one consistent
 // snapshot.
 func (s *Store) Feed(after uint64, fn func(c *Change) error) error {
+	return s.FeedWhere(after, nil, fn)
+}
+
+// FeedWhere is Feed for the changes keep accepts. keep sees each change
+// before its register is read: its number, its source and the register's
+// identity (the point's Node, Parent, Type and Key; nothing else is set).
+// fn gets only the changes keep kept, whole. Reading a register is a
+// lookup per change: a reader that drops most changes by their identity
+// (a link whose scope is one device's subtree) skips it. keep and fn must
+// not retain c; either may return ErrStop. A nil keep keeps everything.
+func (s *Store) FeedWhere(after uint64, keep func(c *Change) (bool, error), fn func(c *Change) error) error {
 	if after == 1<<64-1 {
 		return nil
 	}
@@ -203,6 +214,15 @@ func (s *Store) Feed(after uint64, fn func(c *Change) error) error {
 			p := &c.Point
 			if err := parseRegKey(k[9:], p); err != nil {
 				return err
+			}
+			if keep != nil {
+				ok, err := keep(&c)
+				if err != nil {
+					return err
+				}
+				if !ok {
+					continue
+				}
 			}
 			reg, err := txn.Get(pointKey(p))
 			if err != nil {

@@ -537,3 +537,33 @@ func TestWriteCacheForgetsRegisterWithLongText(t *testing.T) {
 		t.Fatalf("change feed holds %d changes of one register, want 1", n)
 	}
 }
+
+// TestFeedWhereDecidesOnIdentity: keep sees a change's number, source and
+// register identity with no value; fn gets the kept changes whole, in
+// order; ErrStop from keep ends the scan.
+func TestFeedWhereDecidesOnIdentity(t *testing.T) {
+	s := openTest(t, "")
+	for i := range 6 {
+		mustApply(t, s, pt(i, "temp", float64(i+1), crdt.Timestamp(10+i)))
+	}
+	var seen, kept []string
+	err := s.FeedWhere(0, func(c *Change) (bool, error) {
+		if c.Point.Value != 0 || c.Point.Time != 0 {
+			t.Fatalf("keep saw a value: %+v", c.Point)
+		}
+		if c.Seq == 6 {
+			return false, ErrStop
+		}
+		seen = append(seen, fmt.Sprint(c.Seq))
+		return c.Point.Node == id(1) || c.Point.Node == id(3), nil
+	}, func(c *Change) error {
+		kept = append(kept, fmt.Sprintf("%d=%v", c.Seq, c.Point.Value))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(seen) != "[1 2 3 4 5]" || fmt.Sprint(kept) != "[2=2 4=4]" {
+		t.Fatalf("seen %v, kept %v", seen, kept)
+	}
+}
