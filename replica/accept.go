@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,6 +16,10 @@ import (
 	"siot/store"
 	"siot/transport"
 )
+
+// maxSessionsPerIdentity bounds the link sessions of one identity (the
+// local administrator's aside).
+const maxSessionsPerIdentity = 4
 
 // ErrDetached refuses an edge whose edge upstream was deleted: it keeps
 // running on its own and is not re-added until the edge is undeleted.
@@ -53,6 +58,10 @@ func newAcceptor(r *Replica) *acceptor {
 // handleHello opens a session for a dialer. Refusals are MsgError replies
 // that say why.
 func (a *acceptor) handleHello(m *nats.Msg) {
+	if id, _, err := transport.ParseSubject(m.Subject); err == nil && !replyOK(id, m.Reply) {
+		a.refused.Add(1) // no answer: it would go to another's subjects
+		return
+	}
 	w, err := a.hello(m)
 	var b []byte
 	if err != nil {
@@ -72,6 +81,9 @@ func (a *acceptor) hello(m *nats.Msg) (transport.Welcome, error) {
 	id, _, err := transport.ParseSubject(m.Subject)
 	if err != nil {
 		return transport.Welcome{}, err
+	}
+	if !replyOK(id, m.Reply) {
+		return transport.Welcome{}, errors.New("hello: the reply subject is not the dialer's inbox")
 	}
 	if err := r.limits.allow(id, time.Now()); err != nil {
 		return transport.Welcome{}, err
@@ -144,6 +156,9 @@ func (a *acceptor) hello(m *nats.Msg) (transport.Welcome, error) {
 	as := &acceptedSession{id: sid, subj: subj, ctx: ctx, cancel: cancel, since: time.Now(), dialer: id}
 	as.s = newSession(r, h.Instance, h.Role, sc, r.nc, subj.Down, have, func(err error) { a.end(as, err) })
 	as.s.mark = mark
+	if id.Kind != transport.KindSystem {
+		as.s.replyPfx = id.Inbox() + "."
+	}
 	if h.Role == transport.RoleEdge {
 		root := h.Root
 		as.s.ingress = &subtreeFilter{st: r.st, root: root, emailTaken: r.emailTaken,
@@ -181,11 +196,21 @@ func (a *acceptor) hello(m *nats.Msg) (transport.Welcome, error) {
 	}
 	// A dialer that reconnects replaces its old sessions: the same
 	// instance under the same identity, never another identity's.
-	var old []*acceptedSession
+	// An identity other than the administrator's holds at most
+	// maxSessionsPerIdentity sessions: each costs subscriptions and a
+	// sender, and a device needs one. The oldest go first.
+	var old, same []*acceptedSession
 	for _, o := range a.sessions {
-		if o.s.remote == h.Instance && o.dialer == id {
+		switch {
+		case o.s.remote == h.Instance && o.dialer == id:
 			old = append(old, o)
+		case o.dialer == id:
+			same = append(same, o)
 		}
+	}
+	if !exempt(id) && len(same) >= maxSessionsPerIdentity {
+		slices.SortFunc(same, func(x, y *acceptedSession) int { return x.since.Compare(y.since) })
+		old = append(old, same[:len(same)-maxSessionsPerIdentity+1]...)
 	}
 	a.sessions[sid] = as
 	a.mu.Unlock()

@@ -332,7 +332,9 @@ func (r *Replica) checkEmails(pts []crdt.Point) error {
 		}
 		for _, u := range users {
 			if u != p.Node {
-				return fmt.Errorf("%w: point %d: user %v signs in as %q already", store.ErrInvalid, i, u, transport.NormalizeEmail(p.Text))
+				// Not naming the user: it may be outside the writer's
+				// scope.
+				return fmt.Errorf("%w: point %d: another user signs in as %q already", store.ErrInvalid, i, transport.NormalizeEmail(p.Text))
 			}
 		}
 	}

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -54,8 +56,22 @@ func loginSlowdown(fails int) time.Duration {
 const maxLoginSources = 10_000
 
 type loginFails struct {
-	n    int
-	last time.Time
+	n        int // failures in a row
+	inflight int // sign-ins being checked now
+	last     time.Time
+}
+
+// maxLoginsPerSource bounds the sign-ins one source has checked at once:
+// parallel guesses would each wait only the slowdown of the failures
+// before them.
+const maxLoginsPerSource = 2
+
+// loginRecord is a password sign-in the server accepted: the user and the
+// password point it matched, until the login connection's deadline.
+type loginRecord struct {
+	user  uuid.UUID
+	pw    uint64 // HLC of the password point the sign-in matched
+	until time.Time
 }
 
 // authority is the replica's Authenticator.
@@ -63,12 +79,13 @@ type authority struct {
 	r        *Replica
 	adminKey string
 	tokenKey []byte
-	sleep    func(time.Duration) // time.Sleep; tests may shorten it
+	sleep    func(time.Duration) // time.Sleep; tests may replace it (under mu)
 
 	hashes chan struct{} // bounds concurrent password hashes (each takes ~19 MiB)
 
-	mu    sync.Mutex
-	fails map[string]*loginFails // by source host
+	mu     sync.Mutex
+	fails  map[string]*loginFails     // by source host
+	logins map[uuid.UUID]loginRecord // accepted sign-ins, by EmailID
 
 	emailMu sync.Mutex
 	emails  emailIndex
@@ -79,7 +96,7 @@ type authority struct {
 
 func newAuthority(r *Replica) *authority {
 	return &authority{r: r, adminKey: r.cfg.AdminKey, tokenKey: r.cfg.TokenKey, sleep: time.Sleep,
-		hashes: make(chan struct{}, 2), fails: map[string]*loginFails{}}
+		hashes: make(chan struct{}, 2), fails: map[string]*loginFails{}, logins: map[uuid.UUID]loginRecord{}}
 }
 
 var _ transport.Authenticator = (*authority)(nil)
@@ -157,8 +174,21 @@ func (a *authority) revalidate(g transport.Grant) error {
 		}
 		return nil
 	case transport.KindLogin:
-		// A login connection lives two minutes (its deadline): long
-		// enough to ask for its token.
+		// A login connection lives two minutes (its deadline), long
+		// enough to ask for its token, and only while the password it
+		// matched is the user's.
+		u, pw, ok := strings.Cut(g.Credential, "/")
+		user, err := uuid.Parse(u)
+		if !ok || err != nil {
+			return fmt.Errorf("%w: login credential", errAuth)
+		}
+		p, found, err := a.r.st.Get(crdt.Register{Node: user, Type: crdt.TypePassword, Key: crdt.DefaultKey})
+		if err != nil {
+			return fmt.Errorf("%w: %v", errAuth, err)
+		}
+		if !found || p.Tombstone || strconv.FormatUint(uint64(p.Time), 10) != pw {
+			return fmt.Errorf("%w: the password of user %v changed since it signed in", errAuth, user)
+		}
 		return nil
 	}
 	return fmt.Errorf("%w: identity %v", errAuth, id)
@@ -176,45 +206,63 @@ func (a *authority) login(req transport.AuthRequest) (transport.Grant, error) {
 	}
 	a.mu.Lock()
 	f := a.fails[src]
-	var wait time.Duration
-	if f != nil {
-		if time.Since(f.last) > 15*time.Minute {
-			delete(a.fails, src)
-			f = nil
-		} else {
-			wait = loginSlowdown(f.n)
-		}
+	if f != nil && f.inflight == 0 && time.Since(f.last) > 15*time.Minute {
+		delete(a.fails, src)
+		f = nil
 	}
+	if f == nil {
+		if len(a.fails) >= maxLoginSources {
+			a.evictOldestFail()
+		}
+		f = &loginFails{last: time.Now()}
+		a.fails[src] = f
+	}
+	if f.inflight >= maxLoginsPerSource {
+		a.mu.Unlock()
+		a.r.metrics.loginFailed()
+		return transport.Grant{}, fmt.Errorf("%w: %d sign-ins from %s in progress already", errAuth, f.inflight, src)
+	}
+	// Sign-ins in progress count as failures for the wait: parallel
+	// guesses wait as long as sequential ones.
+	wait := loginSlowdown(f.n + f.inflight)
+	f.inflight++
+	sleep := a.sleep
 	a.mu.Unlock()
 	if wait > 0 {
-		a.sleep(wait)
+		sleep(wait)
 	}
-	user, err := a.checkPassword(req.User, req.Password)
+	user, pw, err := a.checkPassword(req.User, req.Password)
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	f.inflight--
 	if err != nil {
-		f = a.fails[src]
-		if f == nil {
-			if len(a.fails) >= maxLoginSources {
-				a.evictOldestFail()
-			}
-			f = &loginFails{}
-			a.fails[src] = f
-		}
 		f.n++
 		f.last = time.Now()
 		a.r.metrics.loginFailed()
 		return transport.Grant{}, err
 	}
-	delete(a.fails, src)
+	f.n = 0
+	if f.inflight == 0 {
+		delete(a.fails, src)
+	}
 	id := transport.Identity{Kind: transport.KindLogin, Node: transport.EmailID(req.User)}
-	return transport.Grant{Identity: id, Deadline: time.Now().Add(2 * time.Minute), Credential: user.String()}, nil
+	until := time.Now().Add(2 * time.Minute)
+	for k, rec := range a.logins {
+		if time.Now().After(rec.until) {
+			delete(a.logins, k)
+		}
+	}
+	a.logins[id.Node] = loginRecord{user: user, pw: pw, until: until}
+	return transport.Grant{Identity: id, Deadline: until, Credential: fmt.Sprintf("%s/%d", user, pw)}, nil
 }
 
 func (a *authority) evictOldestFail() {
 	var oldest string
 	var at time.Time
 	for k, f := range a.fails {
+		if f.inflight > 0 {
+			continue
+		}
 		if oldest == "" || f.last.Before(at) {
 			oldest, at = k, f.last
 		}
@@ -234,39 +282,46 @@ func (a *authority) dummy() string {
 	return a.dummyHash
 }
 
-// checkPassword returns the user whose address and password these are.
-func (a *authority) checkPassword(email, password string) (uuid.UUID, error) {
+// checkPassword returns the user whose address and password these are,
+// and the HLC of the password point they matched.
+func (a *authority) checkPassword(email, password string) (uuid.UUID, uint64, error) {
 	if len(email) > 254 || len(password) > 1024 {
-		return uuid.Nil, fmt.Errorf("%w: email or password too long", errAuth)
+		return uuid.Nil, 0, fmt.Errorf("%w: email or password too long", errAuth)
 	}
 	users, err := a.lookupEmail(email)
 	if err != nil {
-		return uuid.Nil, fmt.Errorf("%w: %v", errAuth, err)
+		return uuid.Nil, 0, fmt.Errorf("%w: %v", errAuth, err)
 	}
-	hash, user := a.dummy(), uuid.Nil
+	hash, user, pw := a.dummy(), uuid.Nil, uint64(0)
 	if len(users) == 1 {
 		p, ok, err := a.r.st.Get(crdt.Register{Node: users[0], Type: crdt.TypePassword, Key: crdt.DefaultKey})
 		if err != nil {
-			return uuid.Nil, fmt.Errorf("%w: %v", errAuth, err)
+			return uuid.Nil, 0, fmt.Errorf("%w: %v", errAuth, err)
 		}
 		if ok && !p.Tombstone {
-			hash, user = p.Text, users[0]
+			hash, user, pw = p.Text, users[0], uint64(p.Time)
 		}
 	}
-	a.hashes <- struct{}{}
+	// A hash slot, or a refusal: sign-ins queued without end would hold
+	// every client that tries.
+	select {
+	case a.hashes <- struct{}{}:
+	case <-time.After(5 * time.Second):
+		return uuid.Nil, 0, fmt.Errorf("%w: too many sign-ins being checked; try again", errAuth)
+	}
 	ok, verr := transport.VerifyPassword(hash, password)
 	<-a.hashes
 	switch {
 	case len(users) > 1:
-		return uuid.Nil, fmt.Errorf("%w: %d users sign in as %q: ask an administrator to remove all but one", errAuth, len(users), email)
+		return uuid.Nil, 0, fmt.Errorf("%w: %d users sign in as %q: ask an administrator to remove all but one", errAuth, len(users), email)
 	case user == uuid.Nil:
-		return uuid.Nil, fmt.Errorf("%w: wrong email or password", errAuth)
+		return uuid.Nil, 0, fmt.Errorf("%w: wrong email or password", errAuth)
 	case verr != nil:
-		return uuid.Nil, fmt.Errorf("%w: user %v: stored hash: %v", errAuth, user, verr)
+		return uuid.Nil, 0, fmt.Errorf("%w: user %v: stored hash: %v", errAuth, user, verr)
 	case !ok:
-		return uuid.Nil, fmt.Errorf("%w: wrong email or password", errAuth)
+		return uuid.Nil, 0, fmt.Errorf("%w: wrong email or password", errAuth)
 	}
-	return user, nil
+	return user, pw, nil
 }
 
 // lookupEmail returns the users whose live email point is email. The index
@@ -341,44 +396,32 @@ func (x *emailIndex) set(p *crdt.Point) {
 	x.byUser[p.Node] = e
 }
 
-// issueToken answers a login connection's TokenRequest.
+// issueToken answers a login connection's TokenRequest: a token for the
+// user its sign-in matched, bound to the password it matched, refused when
+// that password changed since.
 func (a *authority) issueToken(id transport.Identity, req transport.TokenRequest) (transport.TokenReply, error) {
 	if id.Kind != transport.KindLogin {
 		return transport.TokenReply{}, fmt.Errorf("%w: only a connection signed in with a password gets a token", ErrForbidden)
 	}
-	// The connection proved its password when it connected; find the
-	// user again (the subject names the address's EmailID).
-	a.emailMu.Lock()
-	err := a.emails.refresh(a.r.st)
-	var users []uuid.UUID
-	for e, us := range a.emails.byEmail {
-		if transport.EmailID(e) == id.Node {
-			for u := range us {
-				users = append(users, u)
-			}
-		}
+	a.mu.Lock()
+	rec, ok := a.logins[id.Node]
+	a.mu.Unlock()
+	if !ok || time.Now().After(rec.until) {
+		return transport.TokenReply{}, fmt.Errorf("%w: no sign-in of this address in the last two minutes", ErrForbidden)
 	}
-	a.emailMu.Unlock()
+	pw, found, err := a.r.st.Get(crdt.Register{Node: rec.user, Type: crdt.TypePassword, Key: crdt.DefaultKey})
 	if err != nil {
 		return transport.TokenReply{}, err
 	}
-	if len(users) != 1 {
-		return transport.TokenReply{}, fmt.Errorf("%w: the address signs in %d users", ErrForbidden, len(users))
-	}
-	u := users[0]
-	pw, ok, err := a.r.st.Get(crdt.Register{Node: u, Type: crdt.TypePassword, Key: crdt.DefaultKey})
-	if err != nil {
-		return transport.TokenReply{}, err
-	}
-	if !ok || pw.Tombstone {
-		return transport.TokenReply{}, fmt.Errorf("%w: user %v is revoked", ErrForbidden, u)
+	if !found || pw.Tombstone || uint64(pw.Time) != rec.pw {
+		return transport.TokenReply{}, fmt.Errorf("%w: the password changed since this sign-in", ErrForbidden)
 	}
 	ttl := a.r.cfg.TokenTTL
 	if req.TTL > 0 && time.Duration(req.TTL)*time.Second < ttl {
 		ttl = time.Duration(req.TTL) * time.Second
 	}
 	exp := a.r.physicalNow().Add(ttl)
-	return transport.TokenReply{Token: transport.NewToken(a.tokenKey, u, uint64(pw.Time), exp), User: u, Expires: exp.UnixMilli()}, nil
+	return transport.TokenReply{Token: transport.NewToken(a.tokenKey, rec.user, rec.pw, exp), User: rec.user, Expires: exp.UnixMilli()}, nil
 }
 
 func shortKey(k string) string {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -645,5 +646,66 @@ func TestRepairAnswersNothingMovedAway(t *testing.T) {
 	cloud.write(crdt.Point{Node: leaf, Type: crdt.TypePassword, Text: hash})
 	if n := fetch(); n != 0 {
 		t.Fatalf("a moved-away node: %d points answered, want none", n)
+	}
+}
+
+// TestTokenNotIssuedAfterPasswordChange: a sign-in with a password that
+// is replaced before the token is asked for gets no token, and its login
+// connection is closed.
+func TestTokenNotIssuedAfterPasswordChange(t *testing.T) {
+	n := startNode(t, "cloud", nodeOpts{tune: func(c *Config) { c.RevalidateInterval = time.Hour }})
+	u := addUser(t, n, n.root, "cy@example.com", "old password", false)
+	l := &transport.Login{Email: "cy@example.com", Password: "old password"}
+	lc, err := transport.Dial(n.url(), transport.DialConfig{Login: l, Timeout: 15 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lc.Close()
+	hash, _ := transport.HashPassword("new password", rand.Reader)
+	n.write(crdt.Point{Node: u, Type: crdt.TypePassword, Text: hash})
+	var tok transport.TokenReply
+	if err := request(t, lc, l.Identity(), transport.NameToken, transport.TokenRequest{}, &tok); err == nil || !strings.Contains(err.Error(), "password changed") {
+		t.Fatalf("token after a password change: %+v %v", tok, err)
+	}
+	if err := n.rep.auth.revalidate(transport.Grant{Identity: l.Identity(), Credential: u.String() + "/1"}); err == nil {
+		t.Fatal("a login matched against an old password revalidates")
+	}
+}
+
+// TestParallelLoginsFromOneSourceAreBounded: guesses sent in parallel from
+// one source are not checked more than two at a time; the others are
+// refused at once and counted.
+func TestParallelLoginsFromOneSourceAreBounded(t *testing.T) {
+	n := startNode(t, "cloud", nodeOpts{})
+	addUser(t, n, n.root, "dee@example.com", "right", false)
+	a := n.rep.auth
+	release := make(chan struct{})
+	a.mu.Lock()
+	a.sleep = func(time.Duration) { <-release } // hold the checks in their wait
+	a.mu.Unlock()
+	for range 2 {
+		_, _ = login(t, n, "dee@example.com", "wrong") // two failures: the next ones wait
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 6)
+	for range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := login(t, n, "dee@example.com", "wrong")
+			errs <- err
+		}()
+	}
+	waitFor(t, "four refused at once", 10*time.Second, func() bool { return len(errs) >= 4 })
+	close(release)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if !errors.Is(err, nats.ErrAuthorization) {
+			t.Fatalf("a parallel guess: %v", err)
+		}
+	}
+	if got := n.rep.Metrics().LoginFailures; got != 8 {
+		t.Fatalf("%d failures counted, want 8", got)
 	}
 }

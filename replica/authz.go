@@ -2,6 +2,7 @@ package replica
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -365,6 +366,13 @@ func (r *Replica) requester(m *nats.Msg) (transport.Identity, bool) {
 		replyErr(m, err)
 		return id, false
 	}
+	if !replyOK(id, m.Reply) {
+		// The answer would go elsewhere than the requester's inbox:
+		// the server answers anywhere it is told, so it must not be
+		// told to answer into another identity's subjects.
+		r.metrics.refuse(opOf(m.Subject), ReasonInvalid)
+		return id, false
+	}
 	if err := r.limits.allow(id, time.Now()); err != nil {
 		r.metrics.refuse(opOf(m.Subject), "limited")
 		replyErr(m, err)
@@ -380,4 +388,10 @@ func opOf(subject string) string {
 		return "unknown"
 	}
 	return name
+}
+
+// replyOK reports whether a request of id asks for its answer in id's own
+// inbox (the system may ask anywhere).
+func replyOK(id transport.Identity, reply string) bool {
+	return id.Kind == transport.KindSystem || strings.HasPrefix(reply, id.Inbox()+".")
 }

@@ -118,12 +118,31 @@ func (f subtreeFilter) keep(pts []crdt.Point) (kept []crdt.Point, rejected int, 
 				why = "the edge above the device's root is the upstream's"
 			case !parentIn && !created[p.Parent]:
 				why = "parent outside the device's subtree"
+			case p.Node == f.st.Root():
+				why = "the child is the upstream's root"
 			default:
+				// The child is the device's (now, or deleted from its
+				// subtree and placed nowhere since), created by this
+				// push, or new to this store. Nothing else: a device
+				// cannot pull other nodes, and their data, under itself.
 				alien, err := foreign(p.Node)
 				if err != nil {
 					return nil, 0, "", err
 				}
 				ok, why = !alien, "child is a node outside the device's subtree"
+				if ok && !created[p.Node] {
+					nodeIn, err := in(p.Node)
+					if err != nil {
+						return nil, 0, "", err
+					}
+					if !nodeIn {
+						old, err := nodeHasState(f.st, p.Node)
+						if err != nil {
+							return nil, 0, "", err
+						}
+						ok = !old
+					}
+				}
 			}
 		} else {
 			nodeIn, err := in(p.Node)
@@ -155,7 +174,10 @@ func (f subtreeFilter) keep(pts []crdt.Point) (kept []crdt.Point, rejected int, 
 // signs in with already is refused (it would lock that user out).
 func (f subtreeFilter) credentialOK(p *crdt.Point, in func(uuid.UUID) (bool, error), created map[uuid.UUID]bool) (bool, string, error) {
 	if p.Type == crdt.TypeAuthKey {
-		if !f.keys || p.Node == f.st.Root() {
+		// A device may pass on a revocation, nothing else: a live
+		// version could mint a key, revive a revoked one, or (with a
+		// later time) outrun a revocation on its way.
+		if !f.keys && !p.Tombstone || p.Node == f.st.Root() {
 			return false, "keys are the local administrator's to write", nil
 		}
 		return true, "", nil

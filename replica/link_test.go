@@ -235,7 +235,8 @@ func TestDeadLinkBlocksNothing(t *testing.T) {
 	// Two unrelated clouds: each holds the device's key.
 	dev := uuid.New()
 	creds := c1.deviceCreds(dev)
-	c2.write(crdt.Point{Node: dev, Type: crdt.TypeAuthKey, Key: mustPub(t, creds), Value: 1})
+	// The same key point on both: a device passes on no live key.
+	c2.write(c1.get(dev, uuid.Nil, crdt.TypeAuthKey, mustPub(t, creds)))
 	edge := startNode(t, "edge", nodeOpts{root: dev, upstreams: []string{px.URL(), c2.url()}, upstreamCreds: creds})
 	edge.waitInSync(px.URL())
 	edge.waitInSync(c2.url())

@@ -33,6 +33,7 @@ type session struct {
 	onEdge   func(p *crdt.Point) error // called for every edge change the sender reads; an error ends the session
 	ingress  *subtreeFilter            // when set, incoming points outside it are refused (an edge's upstream)
 	mark     string                    // the mark of how far we hold the remote's feed
+	replyPfx string                    // when set, answers go only to reply subjects under it (the dialer's inbox)
 
 	fail     func(error)  // ends the session with an error (first one wins)
 	lastSeen atomic.Int64 // unix ns of the last message from the other side
@@ -90,6 +91,9 @@ func (s *session) publish(subj, reply string, data []byte) error {
 func (s *session) respond(m *nats.Msg, data []byte) {
 	if m.Reply == "" {
 		return // a message that wants no answer (a ping while busy)
+	}
+	if s.replyPfx != "" && !strings.HasPrefix(m.Reply, s.replyPfx) {
+		return // it would go to another identity's subjects
 	}
 	s.bytesSent.Add(uint64(len(data)))
 	_ = m.Respond(data)
