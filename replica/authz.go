@@ -213,10 +213,11 @@ func (a *access) writeRefusal(p *crdt.Point, created map[uuid.UUID]bool, inAdmin
 		}
 		return "the child is a node outside what you administer", nil
 	}
-	if p.Type == crdt.TypeAuthKey {
+	if p.Type == crdt.TypeAuthKey && !p.Tombstone {
 		// Keys are the operator's: a key minted by a scoped identity
 		// would read the credentials of users its node holds, and
-		// outlive the revocation of the identity that minted it.
+		// outlive the revocation of the identity that minted it. A
+		// revocation (a tombstone) only takes the admin role.
 		return "keys are the local administrator's to write (siot device add, siot peer add)", nil
 	}
 	if created[p.Node] {
@@ -236,6 +237,9 @@ func (a *access) writeRefusal(p *crdt.Point, created map[uuid.UUID]bool, inAdmin
 	// the parents' subtrees for a user.
 	if in, err := inAdmin(p.Node); err != nil || !in {
 		return "a credential needs the admin role over its node", err
+	}
+	if p.Type == crdt.TypeAuthKey {
+		return "", nil // a revocation, below
 	}
 	why := ""
 	err = a.st.Parents(p.Node, func(c store.Child) error {

@@ -26,7 +26,8 @@ const deviceAddUsage = `Usage: siot device add [--parent NODE] [--id UUID] [--de
 
 Provision a device on this server (its upstream): create the device node
 under --parent (default: the root) and a key for it, and write the key's
-credential file to FILE (mode 0600; it must not exist). Start the device
+credential file to FILE (mode 0600; it must not exist). Keys are the local
+administrator's to create: run it with the server's admin.creds. Start the device
 with it on an empty data directory: it takes the device node as its root.
 
   siot serve --upstream URL --creds FILE
@@ -311,8 +312,10 @@ Create a user under NODE who signs in with ADDR and a password, read from
 standard input (its first line) or asked for on a terminal. The password
 is hashed (argon2id) here: the server never sees it. The user may read and
 write NODE and everything below it (its parents' subtrees, when it has
-several); with --admin it may also add, move and delete nodes there, and
-add devices and users. Sign in with "siot login"; "siot user rm" revokes.
+several); with --admin it may also add, move and delete nodes there, add
+users and revoke devices' keys (keys themselves are the local
+administrator's to create). Sign in with "siot login"; "siot user rm"
+revokes.
 
 Examples:
   echo 'correct horse battery staple' | siot user add --parent 6f1c0c55-6bb4-4a63-9a8d-7d0f0c8f3a1e --email ann@example.com
