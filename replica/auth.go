@@ -84,7 +84,7 @@ type authority struct {
 	hashes chan struct{} // bounds concurrent password hashes (each takes ~19 MiB)
 
 	mu     sync.Mutex
-	fails  map[string]*loginFails     // by source host
+	fails  map[string]*loginFails    // by source host
 	logins map[uuid.UUID]loginRecord // accepted sign-ins, by EmailID
 
 	emailMu sync.Mutex
