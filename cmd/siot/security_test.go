@@ -180,3 +180,25 @@ func TestServeRefusesInsecureListenersAndURLSecrets(t *testing.T) {
 		t.Fatalf("a password in a link URL: %v %s", err, errOut)
 	}
 }
+
+// TestPeerCredentialLinksAndRevokes: a peer credential from "peer add"
+// lets an empty instance take the first's root and sync; "peer rm"
+// revokes it: the peer's link is closed and refused.
+func TestPeerCredentialLinksAndRevokes(t *testing.T) {
+	a := serve(t, "--data", t.TempDir(), "--listen", "127.0.0.1:0", "--http", "")
+	peerCreds := filepath.Join(t.TempDir(), "peer.creds")
+	key := strings.TrimSpace(mustCLI(t, "", "peer", "add", "--server", a.nats, "--desc", "cloud 2", "--out", peerCreds))
+	b := serve(t, "--data", t.TempDir(), "--listen", "127.0.0.1:0", "--http", "", "--peer", a.nats, "--peer-creds", peerCreds)
+	if b.id != a.id {
+		t.Fatalf("the peer's root is %s, want %s", b.id, a.id)
+	}
+	waitUntil(t, "the peer in sync", func() bool {
+		st := status(t, b.nats)
+		return len(st.Links) == 1 && st.Links[0].InSync
+	})
+	mustCLI(t, "", "peer", "rm", key, "--server", a.nats)
+	waitUntil(t, "the peer refused", func() bool {
+		st := status(t, b.nats)
+		return len(st.Links) == 1 && !st.Links[0].Connected && strings.Contains(st.Links[0].LastError, "Authorization")
+	})
+}
