@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -16,6 +17,13 @@ import (
 	"siot/store"
 	"siot/transport"
 )
+
+// ErrBusy refuses a hello while too many link sessions are in their
+// initial sync; its text says when to retry ("retry after 12s").
+var ErrBusy = errors.New("busy")
+
+// busyText comes before the seconds to wait in an ErrBusy refusal.
+const busyText = "retry after "
 
 // maxSessionsPerIdentity bounds the link sessions of one identity (the
 // local administrator's aside).
@@ -98,6 +106,13 @@ func (a *acceptor) hello(m *nats.Msg) (transport.Welcome, error) {
 	}
 	if h.Instance == uuid.Nil || h.Instance == r.st.Instance() {
 		return w, fmt.Errorf("hello: instance %v: cannot link to itself or to nil", h.Instance)
+	}
+	if h.Root != uuid.Nil && !exempt(id) {
+		if n := a.starting(); n >= r.cfg.MaxStartingSessions {
+			// Shed politely, before anything is written: each refused
+			// dialer waits its own while.
+			return w, fmt.Errorf("%w: %d links in their initial sync; %s%ds", ErrBusy, n, busyText, 5+rand.IntN(26))
+		}
 	}
 	// Who may link how: a peer holds everything, so it takes an
 	// administrator of everything (the local administrator's credentials
@@ -220,6 +235,26 @@ func (a *acceptor) hello(m *nats.Msg) (transport.Welcome, error) {
 	w.Session, w.Have = sid, have
 	r.log.Info("link accepted", "remote", h.Instance, "identity", id.String(), "role", h.Role, "root", h.Root, "have", have)
 	return w, nil
+}
+
+// starting counts the sessions not yet through their initial sync: one
+// side or the other still has changes to send.
+func (a *acceptor) starting() int {
+	a.mu.Lock()
+	all := make([]*acceptedSession, 0, len(a.sessions))
+	for _, as := range a.sessions {
+		all = append(all, as)
+	}
+	a.mu.Unlock()
+	n := 0
+	for _, as := range all {
+		as.s.mu.Lock()
+		if !(as.s.sendIdle && as.s.remoteIdle) {
+			n++
+		}
+		as.s.mu.Unlock()
+	}
+	return n
 }
 
 // endOrphans ends the sessions whose dialer's identity has no open

@@ -709,3 +709,64 @@ func TestParallelLoginsFromOneSourceAreBounded(t *testing.T) {
 		t.Fatalf("%d failures counted, want 8", got)
 	}
 }
+
+// TestRetryWaitGrowsWithTheOutage: the reconnect wait doubles to 2 s in an
+// outage's first minute, then to a tenth of the outage, at most 5 min,
+// always within [backoff/2, backoff]; a refusal's "retry after" wins.
+func TestRetryWaitGrowsWithTheOutage(t *testing.T) {
+	lo, hi, long := 250*time.Millisecond, 2*time.Second, 5*time.Minute
+	cases := []struct {
+		downFor, backoff, after time.Duration
+		u                       float64
+		wait, next              time.Duration
+	}{
+		{0, lo, 0, 0, lo / 2, 2 * lo},
+		{10 * time.Second, hi, 0, 0.999999, 1999999 * time.Microsecond, hi},
+		{30 * time.Second, hi, 0, 0, hi / 2, hi},
+		{10 * time.Minute, hi, 0, 0, hi / 2, 4 * time.Second},
+		{10 * time.Minute, time.Minute, 0, 0, 30 * time.Second, time.Minute},
+		{2 * time.Hour, 4 * time.Minute, 0, 0, 2 * time.Minute, long},
+		{2 * time.Hour, long, 0, 0.5, long/2 + long/4, long},
+		{0, lo, 12 * time.Second, 1, 18 * time.Second, lo},
+	}
+	for i, c := range cases {
+		wait, next := retryWait(lo, hi, long, c.downFor, c.backoff, c.after, c.u)
+		if wait != c.wait || next != c.next {
+			t.Errorf("case %d: wait %v next %v, want %v %v", i, wait, next, c.wait, c.next)
+		}
+	}
+	for msg, want := range map[string]time.Duration{
+		"remote: busy: 3 links in their initial sync; retry after 12s": 12 * time.Second,
+		"remote: retry after 99999s":                                   0,
+		"remote: retry after xs":                                       0,
+		"hello: timeout":                                               0,
+	} {
+		if got := retryAfter(errors.New(msg)); got != want {
+			t.Errorf("retryAfter(%q) = %v, want %v", msg, got, want)
+		}
+	}
+}
+
+// TestBusyAcceptorShedsHellos: with MaxStartingSessions sessions in their
+// initial sync, another device's hello is refused with a time to retry,
+// before anything is written; the administrator is not shed.
+func TestBusyAcceptorShedsHellos(t *testing.T) {
+	cloud := startNode(t, "cloud", nodeOpts{tune: func(c *Config) { c.MaxStartingSessions = 1 }})
+	d1, d2 := uuid.New(), uuid.New()
+	c1, c2 := cloud.deviceCreds(d1), cloud.deviceCreds(d2)
+	openEdgeSession(t, cloud, c1, d1) // holds one session that never starts
+	before := cloud.st.LastSeq()
+	var w transport.Welcome
+	err := request(t, cloud.dial(c2), keyID(c2), transport.NameHello, transport.Hello{Proto: transport.LinkProto,
+		Instance: uuid.New(), Root: d2, Role: transport.RoleEdge, Time: time.Now().UnixMilli()}, &w)
+	if d := retryAfter(err); d < 5*time.Second || d > 30*time.Second {
+		t.Fatalf("hello to a busy acceptor: %v (retry after %v)", err, d)
+	}
+	if got := cloud.st.LastSeq(); got != before {
+		t.Fatalf("a shed hello wrote %d changes", got-before)
+	}
+	if err := request(t, cloud.dial(nil), adminID, transport.NameHello, transport.Hello{Proto: transport.LinkProto,
+		Instance: uuid.New(), Root: uuid.New(), Role: transport.RoleEdge, Time: time.Now().UnixMilli()}, &w); err != nil {
+		t.Fatalf("the administrator was shed: %v", err)
+	}
+}

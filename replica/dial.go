@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -44,7 +46,9 @@ func newDialLink(r *Replica, url, role string, creds *transport.Creds) *dialLink
 }
 
 func (d *dialLink) run(ctx context.Context) {
-	backoff := d.r.cfg.RetryMin
+	cfg := &d.r.cfg
+	backoff := cfg.RetryMin
+	var downSince time.Time
 	for ctx.Err() == nil {
 		started := time.Now()
 		before := d.status()
@@ -60,11 +64,12 @@ func (d *dialLink) run(ctx context.Context) {
 		d.connected = false
 		d.mu.Unlock()
 		d.down.ended(d, err, started, before, d.status())
-		if time.Since(started) > time.Minute {
-			backoff = d.r.cfg.RetryMin
+		now := time.Now()
+		if now.Sub(started) > time.Minute || downSince.IsZero() {
+			backoff, downSince = cfg.RetryMin, now
 		}
-		wait := backoff/2 + rand.N(backoff/2+1)
-		backoff = min(2*backoff, d.r.cfg.RetryMax)
+		var wait time.Duration
+		wait, backoff = retryWait(cfg.RetryMin, cfg.RetryMax, cfg.RetryLongMax, now.Sub(downSince), backoff, retryAfter(err), rand.Float64())
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -73,6 +78,50 @@ func (d *dialLink) run(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// retryWait is the wait before the next attempt of a link down for
+// downFor, and the backoff after it; u is uniform in [0, 1). The backoff
+// doubles from lo up to a cap that grows with the outage: hi (2 s) for
+// its first minute, a tenth of the outage after that, at most longMax
+// (5 min). A thousand edges that lost their cloud for an hour then come
+// back spread over minutes, not in one second. The wait is drawn from
+// [backoff/2, backoff]. A refusal that said when to retry (after) waits
+// that long, plus up to half of it.
+func retryWait(lo, hi, longMax, downFor, backoff, after time.Duration, u float64) (wait, next time.Duration) {
+	if after > 0 {
+		return after + time.Duration(u*float64(after/2)), backoff
+	}
+	limit := hi
+	if downFor > time.Minute {
+		limit = min(longMax, max(hi, downFor/10))
+	}
+	backoff = min(max(backoff, lo), limit)
+	wait = backoff/2 + time.Duration(u*float64(backoff/2))
+	return wait, min(2*backoff, limit)
+}
+
+// retryAfter returns the wait a refusal asked for ("retry after 12s"),
+// or 0.
+func retryAfter(err error) time.Duration {
+	if err == nil || !errors.Is(err, ErrBusy) && !strings.Contains(err.Error(), busyText) {
+		return 0
+	}
+	msg := err.Error()
+	i := strings.Index(msg, busyText)
+	if i < 0 {
+		return 0
+	}
+	rest := msg[i+len(busyText):]
+	j := strings.IndexByte(rest, 's')
+	if j <= 0 {
+		return 0
+	}
+	secs, err := strconv.Atoi(rest[:j])
+	if err != nil || secs <= 0 || secs > 3600 {
+		return 0
+	}
+	return time.Duration(secs) * time.Second
 }
 
 // session runs one connection: handshake, then push both ways until an

@@ -146,8 +146,21 @@ func runFleet(t testing.TB, cloud *node, fleet []*fakeEdge, timeout time.Duratio
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := e.link(cloud.url()); err != nil {
-				errs <- fmt.Errorf("edge %v: %w", e.dev, err)
+			for {
+				err := e.link(cloud.url())
+				if d := retryAfter(err); d > 0 {
+					// Shed by a busy cloud: come back when it says,
+					// as a real edge does.
+					if e.nc != nil {
+						e.nc.Close()
+					}
+					time.Sleep(d)
+					continue
+				}
+				if err != nil {
+					errs <- fmt.Errorf("edge %v: %w", e.dev, err)
+				}
+				return
 			}
 		}()
 	}

@@ -56,11 +56,17 @@ type Config struct {
 	SessionTimeout time.Duration // an acceptor drops a session silent this long (3 h; sooner when its dialer's connections are gone)
 	HelloTimeout   time.Duration // handshake request timeout (20 s)
 	RetryMin       time.Duration // first reconnect delay (250 ms)
-	RetryMax       time.Duration // longest reconnect delay (2 s): a link that returns is used within it
-	Window         int           // pushes in flight per session (4)
-	MaxPushBytes   int           // largest push, encoded, about (512 KiB); pushes adapt to the link below it
-	MaxPushPoints  int           // points per push (16384)
-	RepairInterval time.Duration // digest repair runs on every connect and then this often, ±20% (60 s)
+	RetryMax       time.Duration // longest reconnect delay in an outage's first minute (2 s): a link that returns is used within it
+	RetryLongMax   time.Duration // longest reconnect delay of a long outage, which grows to it by a tenth of the outage (5 min)
+	// MaxStartingSessions bounds the link sessions this acceptor holds
+	// in their initial sync; a hello beyond it is refused with a time to
+	// retry after, so a cloud that restarts under a fleet takes it back
+	// in waves (128).
+	MaxStartingSessions int
+	Window              int           // pushes in flight per session (4)
+	MaxPushBytes        int           // largest push, encoded, about (512 KiB); pushes adapt to the link below it
+	MaxPushPoints       int           // points per push (16384)
+	RepairInterval      time.Duration // digest repair runs on every connect and then this often, ±20% (60 s)
 	// RepairMaxInterval stretches the repair interval of an idle link: each
 	// round that finds the scopes equal with no push either way since the
 	// last doubles the wait, up to this; a difference or a push resets it
@@ -105,6 +111,11 @@ func (c *Config) setDefaults() {
 	def(&c.HelloTimeout, 20*time.Second)
 	def(&c.RetryMin, 250*time.Millisecond)
 	def(&c.RetryMax, 2*time.Second)
+	def(&c.RetryLongMax, 5*time.Minute)
+	c.RetryLongMax = max(c.RetryLongMax, c.RetryMax)
+	if c.MaxStartingSessions <= 0 {
+		c.MaxStartingSessions = 128
+	}
 	def(&c.RepairInterval, 60*time.Second)
 	def(&c.RepairMaxInterval, time.Hour)
 	c.RepairMaxInterval = max(c.RepairMaxInterval, c.RepairInterval)
