@@ -28,9 +28,11 @@ import (
 // A scoped identity reads the points of the nodes in its scope and the
 // edges below them, never a credential's secret. It writes a node point
 // of a node in its scope; an edge point when it administers the parent
-// and the child is in its administered scope or new; a credential point
-// (crdt.IsCredential) only when it administers every parent of the node
-// as well, so nobody grants more than it holds.
+// and the child is in its administered scope or new; a user's password or
+// address only when it administers every parent of the user as well, so
+// nobody grants more than it holds; and a key (authKey) never, but for
+// its revocation (a tombstone) where it administers: keys are the local
+// administrator's to write.
 
 // access is what one identity may reach. It caches tree walks for the
 // length of one request: build a new one for each request.
