@@ -217,10 +217,10 @@ func (a *authority) login(req transport.AuthRequest) (transport.Grant, error) {
 		f = &loginFails{last: time.Now()}
 		a.fails[src] = f
 	}
-	if f.inflight >= maxLoginsPerSource {
+	if n := f.inflight; n >= maxLoginsPerSource {
 		a.mu.Unlock()
 		a.r.metrics.loginFailed()
-		return transport.Grant{}, fmt.Errorf("%w: %d sign-ins from %s in progress already", errAuth, f.inflight, src)
+		return transport.Grant{}, fmt.Errorf("%w: %d sign-ins from %s in progress already", errAuth, n, src)
 	}
 	// Sign-ins in progress count as failures for the wait: parallel
 	// guesses wait as long as sequential ones.
