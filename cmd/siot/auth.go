@@ -115,22 +115,31 @@ func (c *deviceAddCmd) run(ctx context.Context, args []string) error {
 		return err
 	}
 	pts = append(pts, crdt.Point{Node: id, Type: crdt.TypeAuthKey, Key: pub, Value: 1, Text: "device"})
-	if err := validate(pts); err != nil {
-		return err
-	}
-	// The file first: a server that refuses leaves no key without a file,
-	// and an existing file is never overwritten.
-	if err := transport.WriteCreds(c.out, creds, false); err != nil {
-		return err
-	}
-	if _, err := cl.write(ctx, pts); err != nil {
-		os.Remove(c.out)
+	if err := provisionKey(ctx, cl, c.out, creds, pts); err != nil {
 		return err
 	}
 	if c.asJSON {
 		return printJSON(c.m.Stdout, map[string]string{"node": id.String(), "parent": parent.String(), "key": pub})
 	}
 	fmt.Fprintln(c.m.Stdout, id)
+	return nil
+}
+
+// provisionKey writes creds to the file out, then pts (the key's point
+// and the rest of the operation) as one operation. The file comes first:
+// a server that refuses leaves no key without its file (the file is
+// removed), and an existing file is never overwritten.
+func provisionKey(ctx context.Context, cl *client, out string, creds *transport.Creds, pts []crdt.Point) error {
+	if err := validate(pts); err != nil {
+		return err
+	}
+	if err := transport.WriteCreds(out, creds, false); err != nil {
+		return err
+	}
+	if _, err := cl.write(ctx, pts); err != nil {
+		os.Remove(out)
+		return err
+	}
 	return nil
 }
 
@@ -289,14 +298,7 @@ func (c *peerAddCmd) run(ctx context.Context, args []string) error {
 		text = "peer: " + c.desc
 	}
 	pts := []crdt.Point{{Node: root, Type: crdt.TypeAuthKey, Key: pub, Value: 1, Text: text}}
-	if err := validate(pts); err != nil {
-		return err
-	}
-	if err := transport.WriteCreds(c.out, creds, false); err != nil {
-		return err
-	}
-	if _, err := cl.write(ctx, pts); err != nil {
-		os.Remove(c.out)
+	if err := provisionKey(ctx, cl, c.out, creds, pts); err != nil {
 		return err
 	}
 	if c.asJSON {

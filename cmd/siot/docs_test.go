@@ -120,6 +120,29 @@ func TestDocumentedFlagsExist(t *testing.T) {
 // tourScript returns the shell block of README.md's five-minute tour.
 func tourScript(t *testing.T) string { return readmeScript(t, "## A five-minute tour") }
 
+// runScript runs a README script with bash -e, the test's binary for
+// bin/siot and a free port for each of ports on 127.0.0.1, and returns
+// its output. The script's servers run in its process group: a timeout
+// kills them all.
+func runScript(t *testing.T, bash, bin, script string, ports ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	script = strings.ReplaceAll(script, "bin/siot ", bin+" ")
+	for _, port := range ports {
+		script = strings.ReplaceAll(script, "127.0.0.1:"+port, "127.0.0.1:"+strconv.Itoa(freePort(t)))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bash, "-e", "-c", script)
+	cmd.Dir = t.TempDir()
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + cmd.Dir, "TMPDIR=" + t.TempDir()}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err = cmd.Run()
+	return out.String(), errb.String(), err
+}
+
 // readmeScript returns the first sh block under heading in README.md.
 func readmeScript(t *testing.T, heading string) string {
 	t.Helper()
@@ -158,29 +181,12 @@ func TestE2EReadmeTour(t *testing.T) {
 	if !strings.HasPrefix(script, "make build\n") {
 		t.Fatalf("the tour does not start with make build:\n%s", script)
 	}
-	script = strings.TrimPrefix(script, "make build\n")
-	script = strings.ReplaceAll(script, "bin/siot ", bin+" ")
-	for _, port := range []string{"4222", "4223", "8118", "8119"} {
-		script = strings.ReplaceAll(script, "127.0.0.1:"+port, "127.0.0.1:"+strconv.Itoa(freePort(t)))
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bash, "-e", "-c", script)
-	cmd.Dir = t.TempDir()
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + cmd.Dir, "TMPDIR=" + t.TempDir()}
-	// The tour's servers and watcher run in its process group: a timeout
-	// kills them all.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err = cmd.Run()
-	stdout := out.String()
+	stdout, stderr, err := runScript(t, bash, bin, strings.TrimPrefix(script, "make build\n"), "4222", "4223", "8118", "8119")
 	if testing.Verbose() {
 		t.Logf("tour output:\n%s", stdout)
 	}
 	if err != nil {
-		t.Fatalf("tour: %v\nstdout:\n%s\nstderr:\n%s", err, stdout, errb.String())
+		t.Fatalf("tour: %v\nstdout:\n%s\nstderr:\n%s", err, stdout, stderr)
 	}
 	edge := regexp.MustCompile(`(?m)^instance\s+(\S+)$`).FindStringSubmatch(stdout)
 	if edge == nil {
@@ -215,24 +221,13 @@ func TestE2EReadmeSecureTour(t *testing.T) {
 		t.Fatal("the recipe needs openssl (.ci/run installs it)")
 	}
 	script := readmeScript(t, "## Secure it")
-	script = strings.TrimPrefix(script, "make build\n")
-	script = strings.ReplaceAll(script, "bin/siot ", bin+" ")
-	for _, port := range []string{"4222", "4223"} {
-		script = strings.ReplaceAll(script, "127.0.0.1:"+port, "127.0.0.1:"+strconv.Itoa(freePort(t)))
+	if !strings.HasPrefix(script, "make build\n") {
+		t.Fatalf("the recipe does not start with make build:\n%s", script)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bash, "-e", "-c", script)
-	cmd.Dir = t.TempDir()
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + cmd.Dir, "TMPDIR=" + t.TempDir()}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("recipe: %v\nstdout:\n%s\nstderr:\n%s", err, out.String(), errb.String())
+	stdout, stderr, err := runScript(t, bash, bin, strings.TrimPrefix(script, "make build\n"), "4222", "4223")
+	if err != nil {
+		t.Fatalf("recipe: %v\nstdout:\n%s\nstderr:\n%s", err, stdout, stderr)
 	}
-	stdout, stderr := out.String(), errb.String()
 	for _, re := range []string{`(?m)^you\s+user:\S+$`, `(?m)^scope\s+\S+$`, `pump 7`, `(?m)^flow\s+0\s+12\.5\s`, `(?m)^south plant: refused$`} {
 		if !regexpMatch(re, stdout) {
 			t.Errorf("recipe output does not match %s:\n%s", re, stdout)
