@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"siot/crdt"
 	"siot/transport/faultproxy"
 )
 
@@ -90,5 +91,58 @@ func BenchmarkIdleLink(b *testing.B) {
 				b.ReportMetric(float64(s2.ClientToTarget-s1.ClientToTarget)*720/1e6, "up-MB/month")
 			}
 		})
+	}
+}
+
+// BenchmarkPointBytes measures the bytes a changed point costs on an edge
+// link (both ways, NATS framing included, TCP/IP headers not): an edge
+// with a device key writes one point at a time, each sent in a push of
+// its own and acknowledged before the next (as one reading a second is),
+// then ten at a time. Repair is kept out of the count (1 h interval).
+func BenchmarkPointBytes(b *testing.B) {
+	for _, per := range []int{1, 10} {
+		b.Run(strconv.Itoa(per)+"-per-write", func(b *testing.B) {
+			tune := func(c *Config) { c.RepairInterval, c.PingInterval = time.Hour, time.Hour }
+			cloud := startNode(b, "cloud", nodeOpts{tune: tune})
+			px := proxyTo(b, cloud)
+			dev := uuid.New()
+			edge := startNode(b, "edge", nodeOpts{root: dev, upstreams: []string{px.URL()}, upstreamCreds: cloud.deviceCreds(dev), tune: tune})
+			edge.waitInSync(px.URL())
+			s := uuid.New()
+			edge.write(edgePt(dev, s))
+			waitFor(b, "the sensor on the cloud", 10*time.Second, func() bool { return cloud.get(s, dev, crdt.TypeEdge, "0").Time != 0 })
+			kick := cloud.rep.hub.register()
+			defer cloud.rep.hub.unregister(kick)
+			const writes = 200
+			s0 := px.Stats()
+			for i := range writes {
+				pts := make([]crdt.Point, per)
+				for k := range pts {
+					pts[k] = crdt.Point{Node: s, Type: "temp", Key: strconv.Itoa(k), Value: float64(i + 1)}
+				}
+				edge.write(pts...)
+				waitAppliedKey(b, cloud, kick, s, "temp", strconv.Itoa(per-1), float64(i+1))
+			}
+			s1 := px.Stats()
+			up := float64(s1.ClientToTarget - s0.ClientToTarget)
+			down := float64(s1.TargetToClient - s0.TargetToClient)
+			b.ReportMetric(up/float64(writes*per), "up-B/point")
+			b.ReportMetric(down/float64(writes*per), "down-B/point")
+		})
+	}
+}
+
+// waitAppliedKey waits until n holds value v at id/typ/key.
+func waitAppliedKey(b *testing.B, n *node, kick chan struct{}, id uuid.UUID, typ, key string, v float64) {
+	deadline := time.After(10 * time.Second)
+	for {
+		if p := n.get(id, uuid.Nil, typ, key); p.Time != 0 && p.Value == v {
+			return
+		}
+		select {
+		case <-kick:
+		case <-deadline:
+			b.Fatalf("%s: %v never arrived", n.name, v)
+		}
 	}
 }

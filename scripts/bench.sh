@@ -25,7 +25,7 @@ others=$(go list ./... | grep -v -e '^siot/store$' -e '^siot/replica$')
 	go test -run '^$' -bench 'AuthCost/ingest' -benchtime 300x -count "$COUNT" ./replica/
 	go test -run '^$' -bench 'AuthCost/propagation' -benchtime 2000x -count "$COUNT" ./replica/
 	# An idle link's bytes, in compressed time (a minute per count).
-	go test -run '^$' -bench IdleLink -benchtime 1x -count "$COUNT" ./replica/
+	go test -run '^$' -bench 'IdleLink|PointBytes' -benchtime 1x -count "$COUNT" ./replica/
 	# A fleet of simulated edges linking to one cloud at once
 	# (SIOT_FLEET sets the sizes; default 50,100,200).
 	go test -run '^$' -bench Fleet -benchtime 1x -count 1 -timeout 60m ./replica/
