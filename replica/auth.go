@@ -349,8 +349,10 @@ type emailIndex struct {
 }
 
 // maxEmailCatchUp is the most changes refresh reads from the feed; with
-// more behind, it scans the store again.
-const maxEmailCatchUp = 200_000
+// more behind, it scans the store again. Catching up reads the changes'
+// keys and only the email registers' values, a few million changes a
+// second.
+const maxEmailCatchUp = 2_000_000
 
 func (x *emailIndex) refresh(st *store.Store) error {
 	if x.built && st.LastSeq()-x.seq > maxEmailCatchUp {
@@ -367,11 +369,19 @@ func (x *emailIndex) refresh(st *store.Store) error {
 		}
 		x.built = true
 	}
-	return st.ChangesSince(x.seq, func(seq uint64, p *crdt.Point) error {
-		x.set(p)
-		x.seq = seq
+	last := x.seq
+	err := st.FeedWhere(x.seq, func(c *store.Change) (bool, error) {
+		last = c.Seq
+		return c.Point.Type == crdt.TypeEmail && !c.Point.IsEdge(), nil
+	}, func(c *store.Change) error {
+		x.set(&c.Point)
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	x.seq = last
+	return nil
 }
 
 func (x *emailIndex) set(p *crdt.Point) {

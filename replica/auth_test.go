@@ -774,3 +774,23 @@ func TestBusyAcceptorShedsHellos(t *testing.T) {
 		t.Fatalf("the administrator was shed: %v", err)
 	}
 }
+
+// TestSignInFollowsAddressChanges: the sign-in index, built at the first
+// login, follows later changes of addresses from the change feed.
+func TestSignInFollowsAddressChanges(t *testing.T) {
+	n := startNode(t, "cloud", nodeOpts{})
+	u := addUser(t, n, n.root, "eve@example.com", "pw one", false)
+	if _, err := login(t, n, "eve@example.com", "pw one"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 { // unrelated changes between the two logins
+		n.write(valPt(n.root, "noise", float64(i)))
+	}
+	n.write(crdt.Point{Node: u, Type: crdt.TypeEmail, Text: "eve@example.org"})
+	if _, err := login(t, n, "eve@example.com", "pw one"); !errors.Is(err, nats.ErrAuthorization) {
+		t.Fatalf("the old address signs in: %v", err)
+	}
+	if c, err := login(t, n, "EVE@example.org", "pw one"); err != nil || c.Node != u {
+		t.Fatalf("the new address: %v", err)
+	}
+}
