@@ -47,14 +47,14 @@ func serve[Req, Resp any](r *Replica, fn func(transport.Identity, Req) (Resp, er
 		}
 		var req Req
 		if err := transport.Decode(m.Data, 0, &req); err != nil {
-			r.metrics.refuse(opOf(m.Subject), ReasonInvalid)
+			r.metrics.refuse(ReasonInvalid)
 			replyErr(m, err)
 			return
 		}
 		resp, err := fn(id, req)
 		if err != nil {
 			if errors.Is(err, ErrForbidden) || errors.Is(err, ErrLimited) {
-				r.metrics.refuse(opOf(m.Subject), rejectReason(err))
+				r.metrics.refuse(rejectReason(err))
 			}
 			replyErr(m, err)
 			return
@@ -144,7 +144,7 @@ func (r *Replica) transfer(m *nats.Msg, fn func(transport.Identity)) {
 		return
 	}
 	if err := r.limits.take(id, false); err != nil {
-		r.metrics.refuse(opOf(m.Subject), ReasonLimited)
+		r.metrics.refuse(ReasonLimited)
 		replyErr(m, err)
 		return
 	}
@@ -167,7 +167,7 @@ func (r *Replica) handleExport(m *nats.Msg) {
 		page, err := r.exportPage(id, req)
 		if err != nil {
 			if errors.Is(err, ErrForbidden) {
-				r.metrics.refuse("export", ReasonForbidden)
+				r.metrics.refuse(ReasonForbidden)
 			}
 			replyErr(m, err)
 			return

@@ -376,24 +376,15 @@ func (r *Replica) requester(m *nats.Msg) (transport.Identity, bool) {
 		// The answer would go elsewhere than the requester's inbox:
 		// the server answers anywhere it is told, so it must not be
 		// told to answer into another identity's subjects.
-		r.metrics.refuse(opOf(m.Subject), ReasonInvalid)
+		r.metrics.refuse(ReasonInvalid)
 		return id, false
 	}
 	if err := r.limits.allow(id, time.Now()); err != nil {
-		r.metrics.refuse(opOf(m.Subject), "limited")
+		r.metrics.refuse(ReasonLimited)
 		replyErr(m, err)
 		return id, false
 	}
 	return id, true
-}
-
-// opOf names the API operation of a request subject for metrics.
-func opOf(subject string) string {
-	_, name, err := transport.ParseSubject(subject)
-	if err != nil {
-		return "unknown"
-	}
-	return name
 }
 
 // replyOK reports whether a request of id asks for its answer in id's own

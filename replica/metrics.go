@@ -140,10 +140,9 @@ func (m *metrics) rejectWrite(reason string, n int) {
 	m.rejectPoints(reason, n)
 }
 
-// refuse counts an API request (of operation op) refused for reason,
-// before it did anything.
-func (m *metrics) refuse(op, reason string) {
-	_ = op
+// refuse counts an API request refused for reason, before it did
+// anything.
+func (m *metrics) refuse(reason string) {
 	m.refusedRequests[reasonIndex(reason)].Add(1)
 }
 

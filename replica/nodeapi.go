@@ -299,14 +299,14 @@ func (r *Replica) handleWatch(m *nats.Msg) {
 		if ok, err := acc.canReadNode(req.Root); err != nil || !ok {
 			if err == nil {
 				err = forbidden(id, req.Root)
-				r.metrics.refuse("watch", ReasonForbidden)
+				r.metrics.refuse(ReasonForbidden)
 			}
 			replyErr(m, err)
 			return
 		}
 	}
 	if err := r.limits.take(id, true); err != nil {
-		r.metrics.refuse("watch", ReasonLimited)
+		r.metrics.refuse(ReasonLimited)
 		replyErr(m, err)
 		return
 	}

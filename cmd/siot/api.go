@@ -43,6 +43,23 @@ func parseNode(what, s string) (uuid.UUID, error) {
 	return id, nil
 }
 
+// newNodeFlags parses the --id and --parent of a command that creates a
+// node: id is random without --id, parent uuid.Nil without --parent.
+func newNodeFlags(idFlag, parentFlag string) (id, parent uuid.UUID, err error) {
+	id = uuid.New()
+	if idFlag != "" {
+		if id, err = parseNode("--id", idFlag); err != nil {
+			return uuid.Nil, uuid.Nil, err
+		}
+	}
+	if parentFlag != "" {
+		if parent, err = parseNode("--parent", parentFlag); err != nil {
+			return uuid.Nil, uuid.Nil, err
+		}
+	}
+	return id, parent, nil
+}
+
 // optionalNode parses args, at most one node ID (what names it): uuid.Nil
 // when there is none.
 func optionalNode(what string, args []string) (uuid.UUID, error) {

@@ -65,18 +65,9 @@ func (c *deviceAddCmd) run(ctx context.Context, args []string) error {
 	if c.out == "" {
 		return &UsageError{Msg: "device add needs --out FILE: where to write the device's credentials"}
 	}
-	id := uuid.New()
-	var parent uuid.UUID
-	var err error
-	if c.id != "" {
-		if id, err = parseNode("--id", c.id); err != nil {
-			return err
-		}
-	}
-	if c.parent != "" {
-		if parent, err = parseNode("--parent", c.parent); err != nil {
-			return err
-		}
+	id, parent, err := newNodeFlags(c.id, c.parent)
+	if err != nil {
+		return err
 	}
 	cl, err := c.cf.dial()
 	if err != nil {
@@ -351,15 +342,9 @@ func (c *userAddCmd) run(ctx context.Context, args []string) error {
 	if !strings.Contains(email, "@") || len(email) > 254 || strings.ContainsAny(email, " \t\r\n") {
 		return &UsageError{Msg: fmt.Sprintf("--email %q: not an email address", c.email)}
 	}
-	parent, err := parseNode("--parent", c.parent)
+	id, parent, err := newNodeFlags(c.id, c.parent) // --parent is required, checked above
 	if err != nil {
 		return err
-	}
-	id := uuid.New()
-	if c.id != "" {
-		if id, err = parseNode("--id", c.id); err != nil {
-			return err
-		}
 	}
 	password, err := readPassword(c.m, "Password for "+email+": ", true)
 	if err != nil {

@@ -64,18 +64,9 @@ func (c *nodeAddCmd) run(ctx context.Context, args []string) error {
 	if len(args) > 0 {
 		return &UsageError{Msg: "node add takes no arguments (use --parent, --type, --desc)"}
 	}
-	id := uuid.New()
-	var parent uuid.UUID
-	var err error
-	if c.id != "" {
-		if id, err = parseNode("--id", c.id); err != nil {
-			return err
-		}
-	}
-	if c.parent != "" {
-		if parent, err = parseNode("--parent", c.parent); err != nil {
-			return err
-		}
+	id, parent, err := newNodeFlags(c.id, c.parent)
+	if err != nil {
+		return err
 	}
 	if parent == id {
 		return &UsageError{Msg: "--id and --parent are the same node"}
