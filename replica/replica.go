@@ -189,6 +189,7 @@ type Replica struct {
 	nc    *nats.Conn // in-process connection to this instance's server
 
 	hub      hub
+	router   *router // routes the feed to subtree links
 	metrics  metrics
 	logLimit limiter // repeated warnings: once a minute per key
 	auth     *authority
@@ -223,6 +224,12 @@ func Open(cfg Config) (*Replica, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &Replica{cfg: cfg, st: cfg.Store, clock: cfg.Clock, log: cfg.Logger, nc: nc, ctx: ctx, cancel: cancel}
 	r.hub.init()
+	r.router = newRouter(cfg.Store, r.hub.register())
+	if err := r.router.load(); err != nil {
+		cancel()
+		nc.Close()
+		return nil, err
+	}
 	r.limits.init(&r.cfg)
 	r.auth = newAuthority(r)
 	r.acceptor = newAcceptor(r)
@@ -232,10 +239,19 @@ func Open(cfg Config) (*Replica, error) {
 		return nil, err
 	}
 	cfg.Server.SetAuth(r.auth)
-	r.wg.Add(2)
+	r.wg.Add(3)
 	go func() {
 		defer r.wg.Done()
 		r.acceptor.expire(ctx)
+	}()
+	go func() {
+		defer r.wg.Done()
+		if err := r.router.run(ctx); err != nil {
+			// The store failed under it: routed links stop getting
+			// changes; they are ended so their remotes see the fault.
+			r.log.Error("router stopped", "err", err)
+			r.acceptor.closeAll()
+		}
 	}()
 	go func() {
 		defer r.wg.Done()

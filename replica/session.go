@@ -55,10 +55,17 @@ type session struct {
 	lastRepair  RepairStats // the last repair round
 	lastDiff    RepairStats // the last repair round that found differences
 
-	// backfill (owned by the sender goroutine): subtrees that entered the
-	// remote's scope, sent whole since their older points were skipped.
-	backfill   []backfillNode // nodes still to send
-	backfillAt *crdt.Register // where the first node's scan stopped
+	// backfill (owned by the sender goroutine): subtrees to send from the
+	// store, for a catch-up or because they entered the remote's scope.
+	backfill     []backfillNode     // nodes still to send
+	backfillAt   *crdt.Register     // where the first node's scan stopped
+	backfillSeen map[uuid.UUID]bool // nodes queued by this backfill
+
+	// A routed sender's state (owned by the sender goroutine; see
+	// routed.go): its route, the end of a catch-up scan of the feed, and
+	// the position a catch-up from the subtree covers.
+	route         *route
+	scanTo, floor uint64
 }
 
 func newSession(r *Replica, remote uuid.UUID, role string, sc *scope, conn *nats.Conn, pushSubj string, have uint64, fail func(error)) *session {
@@ -198,7 +205,33 @@ func (s *session) runSender(ctx context.Context, have uint64) error {
 		have = 0
 	}
 	cfg := &s.r.cfg
-	st := newPushState(have, cfg.Window, 50_000, cfg.MaxPushBytes)
+	// A link that holds everything reads the feed; a subtree's link is
+	// routed. Its remote's mark of our feed moves only with the changes
+	// it gets: a catch-up after a reconnect reads the subtree, whatever
+	// the mark, so no empty push need cross a cellular link to move it.
+	routed := !s.scope.full()
+	emptyEvery := uint64(50_000)
+	var kick chan struct{}
+	if routed {
+		rte, pos := s.r.router.add(s.scope.root, s.remote)
+		defer s.r.router.remove(rte)
+		s.route, kick, emptyEvery = rte, rte.kick, 1<<64-1
+		s.catchUp(have, pos)
+	} else {
+		kick = s.r.hub.register()
+		defer s.r.hub.unregister(kick)
+	}
+	lastPos := func(cursor uint64) uint64 {
+		if routed {
+			return s.routedLast(cursor)
+		}
+		return s.r.st.LastSeq()
+	}
+	read := s.readBatch
+	if routed {
+		read = s.readRouted
+	}
+	st := newPushState(have, cfg.Window, emptyEvery, cfg.MaxPushBytes)
 	acks := make(chan ackMsg, cfg.Window+1)
 	sub, err := s.conn.Subscribe(s.ackPfx+".*", func(m *nats.Msg) {
 		s.bytesRecv.Add(uint64(len(m.Data)))
@@ -219,13 +252,11 @@ func (s *session) runSender(ctx context.Context, have uint64) error {
 		return fmt.Errorf("subscribe acks: %w", err)
 	}
 	defer sub.Unsubscribe()
-	kick := s.r.hub.register()
-	defer s.r.hub.unregister(kick)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	resumed := newResumeLog(s, have)
 	for {
-		last := s.r.st.LastSeq()
+		last := lastPos(st.cursor)
 		for len(s.backfill) > 0 && st.room() {
 			pts, size, err := s.readBackfill(st.budget())
 			if err != nil {
@@ -239,7 +270,7 @@ func (s *session) runSender(ctx context.Context, have uint64) error {
 			}
 		}
 		for len(s.backfill) == 0 && st.wantRead(last) {
-			pts, size, through, idle, err := s.readBatch(ctx, st.cursor, st.budget())
+			pts, size, through, idle, err := read(ctx, st.cursor, st.budget())
 			if err != nil {
 				return err
 			}
@@ -250,7 +281,10 @@ func (s *session) runSender(ctx context.Context, have uint64) error {
 			if err := s.sendPush(push, pts); err != nil {
 				return err
 			}
-			last = s.r.st.LastSeq()
+			last = lastPos(st.cursor)
+		}
+		if routed {
+			last = lastPos(st.cursor)
 		}
 		if len(s.backfill) == 0 && st.idle(last) && !st.lastIdle {
 			// Caught up after a push that said otherwise: say so.
@@ -278,7 +312,14 @@ func (s *session) runSender(ctx context.Context, have uint64) error {
 					s.r.log.Warn("remote rejected points", "remote", s.remote, "count", a.ack.Rejected, "first", a.ack.Reason, "earlier_acks_not_logged", held)
 				}
 			}
-			if err := st.ack(a.ack, a.through, time.Now()); err != nil && !errors.Is(err, errGap) {
+			sent := st.lastThrough
+			if err := st.ack(a.ack, a.through, time.Now()); errors.Is(err, errGap) {
+				if routed {
+					// The routed changes sent after the receiver's
+					// position left the queue: read them again.
+					s.catchUp(st.cursor, sent)
+				}
+			} else if err != nil {
 				return err
 			}
 			s.rate.Store(uint64(st.rate))
@@ -312,7 +353,8 @@ func (s *session) sendPush(push transport.Push, pts []crdt.Point) error {
 
 // readBatch reads the feed after cursor and returns the points for the
 // remote (about size bytes encoded, at most budget), the position read
-// through, and whether it reached the end.
+// through, and whether it reached the end. It serves a link that holds
+// everything; a subtree's link is routed (readRouted).
 func (s *session) readBatch(ctx context.Context, cursor uint64, budget int) (pts []crdt.Point, size int, through uint64, idle bool, err error) {
 	cfg := &s.r.cfg
 	const maxScan = 50_000 // changes looked at per batch, so one read stays short
@@ -328,87 +370,21 @@ func (s *session) readBatch(ctx context.Context, cursor uint64, budget int) (pts
 		scanned++
 		through = c.Seq
 		p := &c.Point
-		if p.Type == crdt.TypeEdge {
-			s.scope.invalidate()
-			if s.onEdge != nil {
-				if err := s.onEdge(p); err != nil {
-					return false, err
-				}
+		if p.Type == crdt.TypeEdge && s.onEdge != nil {
+			if err := s.onEdge(p); err != nil {
+				return false, err
 			}
 		}
-		if c.Source == s.remote {
-			// It came by this link. Routing goes by the link a change
-			// arrived on, never by its origin: an origin is data anyone
-			// may write.
-			return false, nil
-		}
-		return s.scope.contains(p)
+		// Routing goes by the link a change arrived on, never by its
+		// origin: an origin is data anyone may write.
+		return c.Source != s.remote, nil
 	}
 	err = s.r.st.FeedWhere(cursor, keep, func(c *store.Change) error {
-		p := &c.Point
-		pts = append(pts, *p)
-		size += pointCost(p)
-		if !s.scope.full() && p.Type == crdt.TypeEdge && !p.Tombstone {
-			// p.Node may just have entered the remote's scope (created,
-			// moved or undeleted under it): its subtree's older points
-			// were skipped while it was outside, so send it whole.
-			// Duplicates merge as stale.
-			s.backfill = append(s.backfill, backfillNode{id: p.Node, expand: true})
-		}
+		pts = append(pts, c.Point)
+		size += pointCost(&c.Point)
 		return nil
 	})
 	return pts, size, through, idle, err
-}
-
-// backfillNode is a node whose points a backfill sends; expand says its
-// descendants are still to be queued.
-type backfillNode struct {
-	id     uuid.UUID
-	expand bool
-}
-
-// readBackfill reads up to budget bytes of the backfill: the points of the
-// queued nodes and of their descendants, in the remote's scope.
-func (s *session) readBackfill(budget int) (pts []crdt.Point, size int, err error) {
-	for len(s.backfill) > 0 && size < budget {
-		n := s.backfill[0].id
-		if s.backfill[0].expand {
-			// Queue the subtree below over active edges, each node once.
-			s.backfill[0].expand = false
-			err := s.r.st.Descendants(n, func(d uuid.UUID) error {
-				if d != n {
-					s.backfill = append(s.backfill, backfillNode{id: d})
-				}
-				return nil
-			})
-			if err != nil {
-				return nil, 0, err
-			}
-		}
-		done := true
-		err := s.r.st.ScanNodeFrom(n, s.backfillAt, func(p *crdt.Point) error {
-			if size >= budget {
-				done = false
-				return store.ErrStop
-			}
-			in, err := s.scope.contains(p)
-			if err != nil || !in {
-				return err
-			}
-			pts = append(pts, *p)
-			size += pointCost(p)
-			r := p.Register()
-			s.backfillAt = &r
-			return nil
-		})
-		if err != nil {
-			return nil, 0, err
-		}
-		if done {
-			s.backfill, s.backfillAt = s.backfill[1:], nil
-		}
-	}
-	return pts, size, nil
 }
 
 // pointCost estimates a point's share of a batch's encoded size: a batch

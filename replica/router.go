@@ -1,0 +1,361 @@
+package replica
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/google/uuid"
+
+	"siot/crdt"
+	"siot/store"
+)
+
+// maxRouteQueue bounds the changes queued for one route: a link that
+// falls this far behind (a cellular edge while its site writes fast) is
+// dropped from routing and catches up from the store instead.
+const maxRouteQueue = 1 << 16
+
+// router is the one reader of the change feed for the links whose scope
+// is a subtree (an edge's): it keeps the live tree's parent links in
+// memory, and for each change walks up from the change's node to find
+// the routes whose root is above it, and queues the change's number on
+// them. The cost is O(changes × depth), whatever the number of links;
+// a link's sender reads only the changes queued for it.
+//
+// The tree in memory follows the feed: an edge change refreshes the
+// child's parents from the store, and so does any edge whose active state
+// flipped without its register changing (store.IrregularEdges). It may be
+// newer than the change being routed, never older than the changes routed
+// before it; a subtree that enters a scope is sent whole by the link's
+// sender when it reads the edge change (see backfill), so nothing depends
+// on the routing of older changes to moved nodes.
+type router struct {
+	st   *store.Store
+	kick chan struct{} // the hub's: the store changed
+
+	mu        sync.Mutex
+	parent    map[uuid.UUID]uuid.UUID   // the active parent of a node with one
+	parents   map[uuid.UUID][]uuid.UUID // all active parents of a node with several
+	irregular map[crdt.Edge]bool        // as the store last reported
+	routes    map[uuid.UUID][]*route    // by root
+	pos       uint64                    // every change through pos is routed
+
+	position atomic.Uint64 // pos, for readers without the lock
+}
+
+// route is one link's share of the feed: the numbers of the changes in
+// its root's subtree, in feed order, that did not come from its remote.
+type route struct {
+	root   uuid.UUID
+	source uuid.UUID     // the remote: changes that arrived from it are not routed back
+	kick   chan struct{} // receives (coalesced) when the queue grows
+
+	mu       sync.Mutex
+	seqs     []uint64
+	overflow bool // the queue outgrew maxRouteQueue and was dropped
+}
+
+func newRouter(st *store.Store, kick chan struct{}) *router {
+	return &router{st: st, kick: kick, parent: make(map[uuid.UUID]uuid.UUID),
+		parents: make(map[uuid.UUID][]uuid.UUID), irregular: make(map[crdt.Edge]bool),
+		routes: make(map[uuid.UUID][]*route)}
+}
+
+// load reads the live tree from the store and sets the position to the
+// feed's end as it was before the read.
+func (rt *router) load() error {
+	pos := rt.st.LastSeq()
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	err := rt.st.ActiveEdges(func(child, parent uuid.UUID) error {
+		rt.addParent(child, parent)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("router: load tree: %w", err)
+	}
+	irr, err := rt.st.IrregularEdges()
+	if err != nil {
+		return fmt.Errorf("router: load tree: %w", err)
+	}
+	for _, e := range irr {
+		rt.irregular[e] = true
+	}
+	rt.pos = pos
+	rt.position.Store(pos)
+	return nil
+}
+
+func (rt *router) addParent(child, parent uuid.UUID) {
+	if ps, ok := rt.parents[child]; ok {
+		rt.parents[child] = append(ps, parent)
+		return
+	}
+	if p, ok := rt.parent[child]; ok {
+		delete(rt.parent, child)
+		rt.parents[child] = []uuid.UUID{p, parent}
+		return
+	}
+	rt.parent[child] = parent
+}
+
+// refresh reads child's active parents from the store.
+func (rt *router) refresh(child uuid.UUID) error {
+	delete(rt.parent, child)
+	delete(rt.parents, child)
+	return rt.st.Parents(child, func(c store.Child) error {
+		if c.Active {
+			rt.addParent(child, c.ID)
+		}
+		return nil
+	})
+}
+
+// run routes the feed as it grows until ctx ends.
+func (rt *router) run(ctx context.Context) error {
+	for {
+		if err := rt.step(ctx); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-rt.kick:
+		}
+	}
+}
+
+// step routes every change after the position.
+func (rt *router) step(ctx context.Context) error {
+	n := 0
+	keep := func(c *store.Change) (bool, error) {
+		if n++; n%4096 == 0 && ctx.Err() != nil {
+			return false, store.ErrStop
+		}
+		rt.mu.Lock()
+		defer rt.mu.Unlock()
+		p := &c.Point
+		if p.Type == crdt.TypeEdge {
+			if err := rt.edgeChanged(p.Node); err != nil {
+				return false, err
+			}
+		}
+		if len(rt.routes) > 0 {
+			rt.route(c)
+		}
+		rt.pos = c.Seq
+		rt.position.Store(c.Seq)
+		return false, nil
+	}
+	rt.mu.Lock()
+	pos := rt.pos
+	rt.mu.Unlock()
+	if err := rt.st.FeedWhere(pos, keep, nil); err != nil {
+		return fmt.Errorf("router: %w", err)
+	}
+	return nil
+}
+
+// edgeChanged refreshes the parents of child and of every edge whose
+// active state may have flipped with it. Called with mu held.
+func (rt *router) edgeChanged(child uuid.UUID) error {
+	if err := rt.refresh(child); err != nil {
+		return err
+	}
+	irr, err := rt.st.IrregularEdges()
+	if err != nil {
+		return err
+	}
+	now := make(map[crdt.Edge]bool, len(irr))
+	for _, e := range irr {
+		now[e] = true
+	}
+	for e := range rt.irregular {
+		if !now[e] {
+			if err := rt.refresh(e.Child); err != nil {
+				return err
+			}
+		}
+	}
+	for e := range now {
+		if !rt.irregular[e] {
+			if err := rt.refresh(e.Child); err != nil {
+				return err
+			}
+		}
+	}
+	rt.irregular = now
+	return nil
+}
+
+// route queues c on every route whose root is at or above its node (an
+// edge point's parent), and on the routes of an edge's child when it is
+// a root (the link watches its root's own edges). Called with mu held.
+func (rt *router) route(c *store.Change) {
+	p := &c.Point
+	target := p.Node
+	if p.IsEdge() {
+		target = p.Parent
+		if p.Type == crdt.TypeEdge {
+			rt.deliver(rt.routes[p.Node], c)
+		}
+	}
+	rt.walkUp(target, func(n uuid.UUID) bool {
+		rt.deliver(rt.routes[n], c)
+		return true
+	})
+}
+
+func (rt *router) deliver(routes []*route, c *store.Change) {
+	for _, r := range routes {
+		if r.source != c.Source {
+			r.push(c.Seq)
+		}
+	}
+}
+
+// walkUp calls fn for n and every node above it over active edges, each
+// once, until fn returns false. Called with mu held.
+func (rt *router) walkUp(n uuid.UUID, fn func(uuid.UUID) bool) {
+	if !fn(n) {
+		return
+	}
+	// The common case, one parent each and a shallow tree, needs no
+	// memory. The tree in memory is refreshed one child at a time, so it
+	// may hold a cycle for a moment: past a depth no real tree has, the
+	// walk remembers what it visited.
+	for depth := 0; depth < 64; depth++ {
+		if _, multi := rt.parents[n]; multi {
+			break
+		}
+		p, ok := rt.parent[n]
+		if !ok {
+			return
+		}
+		if !fn(p) {
+			return
+		}
+		n = p
+	}
+	seen := map[uuid.UUID]bool{n: true}
+	stack := append([]uuid.UUID(nil), rt.parents[n]...)
+	if p, ok := rt.parent[n]; ok {
+		stack = append(stack, p)
+	}
+	for len(stack) > 0 {
+		m := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if seen[m] {
+			continue
+		}
+		seen[m] = true
+		if !fn(m) {
+			return
+		}
+		if p, ok := rt.parent[m]; ok {
+			stack = append(stack, p)
+		} else {
+			stack = append(stack, rt.parents[m]...)
+		}
+	}
+}
+
+// holds reports whether n is root or below it in the live tree.
+func (rt *router) holds(root, n uuid.UUID) bool {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	found := false
+	rt.walkUp(n, func(m uuid.UUID) bool {
+		found = m == root
+		return !found
+	})
+	return found
+}
+
+// add registers a route for the subtree of root, for a link whose remote
+// is source, and returns it with the position from which it receives
+// every change: the caller reads what came before from the store.
+func (rt *router) add(root, source uuid.UUID) (*route, uint64) {
+	r := &route{root: root, source: source, kick: make(chan struct{}, 1)}
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	rt.routes[root] = append(rt.routes[root], r)
+	return r, rt.pos
+}
+
+// remove unregisters r.
+func (rt *router) remove(r *route) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	rs := rt.routes[r.root]
+	for i, x := range rs {
+		if x == r {
+			rs = append(rs[:i:i], rs[i+1:]...)
+			break
+		}
+	}
+	if len(rs) == 0 {
+		delete(rt.routes, r.root)
+	} else {
+		rt.routes[r.root] = rs
+	}
+}
+
+// restart empties r's queue after an overflow and returns the position
+// from which it receives every change again.
+func (rt *router) restart(r *route) uint64 {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.seqs, r.overflow = nil, false
+	return rt.pos
+}
+
+func (r *route) push(seq uint64) {
+	r.mu.Lock()
+	if !r.overflow {
+		if len(r.seqs) >= maxRouteQueue {
+			r.seqs, r.overflow = nil, true
+		} else {
+			r.seqs = append(r.seqs, seq)
+		}
+	}
+	r.mu.Unlock()
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// peek returns up to n queued numbers (a copy) and whether the queue
+// overflowed.
+func (r *route) peek(n int) ([]uint64, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]uint64(nil), r.seqs[:min(n, len(r.seqs))]...), r.overflow
+}
+
+// drop removes the first n queued numbers and reports how many remain.
+func (r *route) drop(n int) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.overflow {
+		return 0
+	}
+	n = min(n, len(r.seqs))
+	r.seqs = r.seqs[n:]
+	if len(r.seqs) == 0 {
+		r.seqs = nil // let a long queue's array go
+	}
+	return len(r.seqs)
+}
+
+// queued reports how many numbers wait.
+func (r *route) queued() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.seqs)
+}
