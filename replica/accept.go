@@ -110,8 +110,10 @@ func (a *acceptor) hello(m *nats.Msg) (transport.Welcome, error) {
 	if h.Root != uuid.Nil && !exempt(id) {
 		if n := a.starting(); n >= r.cfg.MaxStartingSessions {
 			// Shed politely, before anything is written: each refused
-			// dialer waits its own while.
-			return w, fmt.Errorf("%w: %d links in their initial sync; %s%ds", ErrBusy, n, busyText, 5+rand.IntN(26))
+			// dialer waits its own while, longer as the backlog grows
+			// (an initial sync takes a few hundred ms of the cloud's
+			// time: 128 drain in seconds).
+			return w, fmt.Errorf("%w: %d links in their initial sync; %s%ds", ErrBusy, n, busyText, 1+rand.IntN(2+n/32))
 		}
 	}
 	// Who may link how: a peer holds everything, so it takes an

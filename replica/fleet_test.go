@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -24,13 +27,21 @@ import (
 // its own (hello as its device key, start, one push of its points, acks for
 // the cloud's pushes) and holds only counters.
 
-// fakeEdge is one simulated edge.
+// fakeEdge is one simulated edge. Its feed is its points, numbered 1 to
+// n, then one more change for each write; it remembers how far it holds
+// the cloud's feed, so it resumes after a reconnect as a real edge does.
 type fakeEdge struct {
 	dev   uuid.UUID
+	inst  uuid.UUID
 	creds *transport.Creds
-	pts   []crdt.Point
+	batch []byte     // its points, encoded
+	n     uint64     // how many
+	last  crdt.Point // the last of them
 
 	nc       *nats.Conn
+	up       string        // the session's up subject
+	sent     atomic.Uint64 // our feed's end
+	have     atomic.Uint64 // how far we hold the cloud's feed
 	acked    atomic.Bool   // the cloud acknowledged our points
 	idle     atomic.Bool   // the cloud said it has nothing more for us
 	received atomic.Uint64 // points the cloud pushed to us
@@ -60,21 +71,26 @@ func newFleet(t testing.TB, cloud *node, n, perEdge int) []*fakeEdge {
 			}
 			pts = append(pts, crdt.Point{Node: sensor, Type: "reading", Key: strconv.Itoa(k), Value: float64(k), Time: now, Origin: inst})
 		}
-		fleet[i] = &fakeEdge{dev: dev, creds: c, pts: pts}
+		fleet[i] = &fakeEdge{dev: dev, inst: inst, creds: c, batch: crdt.AppendBatch(nil, pts), n: uint64(len(pts)), last: pts[len(pts)-1]}
+		fleet[i].sent.Store(uint64(len(pts)))
 	}
 	return fleet
 }
 
-// link connects e to url and runs the handshake and its one push; the
+// link connects e to url and runs the handshake and the push of what the
+// cloud lacks of its points (all of them, or none after a reconnect); the
 // cloud's pushes are acknowledged by the subscription until e closes.
 func (e *fakeEdge) link(url string) error {
+	e.close()
+	e.acked.Store(false)
+	e.idle.Store(false)
 	id, _ := e.creds.Identity()
 	nc, err := transport.Dial(url, transport.DialConfig{Creds: e.creds, Timeout: 60 * time.Second})
 	if err != nil {
 		return err
 	}
 	e.nc = nc
-	hello, _ := transport.Encode(transport.Hello{Proto: transport.LinkProto, Instance: uuid.New(), Root: e.dev,
+	hello, _ := transport.Encode(transport.Hello{Proto: transport.LinkProto, Instance: e.inst, Root: e.dev,
 		Role: transport.RoleEdge, Time: time.Now().UnixMilli()})
 	m, err := nc.Request(transport.Subject(id, transport.NameHello), hello, 60*time.Second)
 	if err != nil {
@@ -88,6 +104,7 @@ func (e *fakeEdge) link(url string) error {
 	if err != nil {
 		return err
 	}
+	e.up = subj.Up
 	if _, err := nc.Subscribe(subj.Down, func(m *nats.Msg) {
 		var p transport.Push
 		if err := transport.Decode(m.Data, 0, &p); err != nil {
@@ -100,6 +117,9 @@ func (e *fakeEdge) link(url string) error {
 			return
 		}
 		e.received.Add(uint64(len(pts)))
+		if p.Through > e.have.Load() {
+			e.have.Store(p.Through)
+		}
 		if p.Idle {
 			e.idle.Store(true)
 		}
@@ -108,12 +128,20 @@ func (e *fakeEdge) link(url string) error {
 	}); err != nil {
 		return err
 	}
-	start, _ := transport.Encode(transport.Start{})
+	start, _ := transport.Encode(transport.Start{Have: e.have.Load()})
 	if _, err := nc.Request(subj.Start, start, 60*time.Second); err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
-	push, _ := transport.Encode(transport.Push{From: w.Have, Through: uint64(len(e.pts)), Idle: true, Points: crdt.AppendBatch(nil, e.pts)})
-	m, err = nc.Request(subj.Up, push, 60*time.Second)
+	var push transport.Push
+	switch sent := e.sent.Load(); {
+	case w.Have == 0:
+		push = transport.Push{Through: e.n, Idle: sent == e.n, Points: e.batch}
+	case w.Have >= sent:
+		push = transport.Push{From: w.Have, Through: w.Have, Idle: true, Points: crdt.AppendBatch(nil, nil)}
+	default:
+		return fmt.Errorf("the cloud holds %d of %d changes: the fake edge cannot resend single writes", w.Have, sent)
+	}
+	m, err = nc.Request(subj.Up, mustEncode(push), 60*time.Second)
 	if err != nil {
 		return fmt.Errorf("push: %w", err)
 	}
@@ -125,8 +153,58 @@ func (e *fakeEdge) link(url string) error {
 	return nil
 }
 
+func mustEncode(v any) []byte {
+	b, err := transport.Encode(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// write pushes one point as the next change of e's feed and waits for
+// the cloud's ack: the point is in the cloud's store when it returns.
+func (e *fakeEdge) write(p crdt.Point) error {
+	from := e.sent.Load()
+	push := transport.Push{From: from, Through: from + 1, Idle: true, Points: crdt.AppendBatch(nil, []crdt.Point{p})}
+	m, err := e.nc.Request(e.up, mustEncode(push), 30*time.Second)
+	if err != nil {
+		return err
+	}
+	var a transport.Ack
+	if err := transport.Decode(m.Data, 0, &a); err != nil || a.Rejected > 0 || a.Have != from+1 {
+		return fmt.Errorf("write: %+v %v", a, err)
+	}
+	e.sent.Store(from + 1)
+	return nil
+}
+
+// close ends e's connection (a dropped link, as the cloud sees it).
+func (e *fakeEdge) close() {
+	if e.nc != nil {
+		e.nc.Close()
+	}
+}
+
 // inSync: our points are the cloud's and the cloud has nothing more for us.
 func (e *fakeEdge) inSync() bool { return e.acked.Load() && e.idle.Load() }
+
+// resetPeakRSS starts the kernel's count of the process's peak resident
+// memory over (clear_refs 5); peakRSS reads it, in MB.
+func resetPeakRSS() { _ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }
+
+func peakRSS() float64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
+			return float64(kb) / 1024
+		}
+	}
+	return 0
+}
 
 func cpuTime() time.Duration {
 	var ru syscall.Rusage
@@ -137,9 +215,10 @@ func cpuTime() time.Duration {
 // runFleet links every edge of fleet to cloud at once and waits until all
 // are in sync, or timeout. It returns how long that took and the process
 // CPU time spent (the cloud's, and the fake edges' small share).
-func runFleet(t testing.TB, cloud *node, fleet []*fakeEdge, timeout time.Duration) (time.Duration, time.Duration) {
+func runFleet(t testing.TB, cloud *node, fleet []*fakeEdge, timeout time.Duration) fleetRun {
 	t.Helper()
 	cpu0, t0 := cpuTime(), time.Now()
+	var shed atomic.Int64
 	var wg sync.WaitGroup
 	errs := make(chan error, len(fleet))
 	for _, e := range fleet {
@@ -151,6 +230,7 @@ func runFleet(t testing.TB, cloud *node, fleet []*fakeEdge, timeout time.Duratio
 				if d := retryAfter(err); d > 0 {
 					// Shed by a busy cloud: come back when it says,
 					// as a real edge does.
+					shed.Add(1)
 					if e.nc != nil {
 						e.nc.Close()
 					}
@@ -196,7 +276,20 @@ func runFleet(t testing.TB, cloud *node, fleet []*fakeEdge, timeout time.Duratio
 		time.Sleep(50 * time.Millisecond)
 	}
 	wg.Wait()
-	return time.Since(t0), cpuTime() - cpu0
+	return fleetRun{took: time.Since(t0), cpu: cpuTime() - cpu0, shed: int(shed.Load())}
+}
+
+// fleetRun is what runFleet measured: the time until all were in sync,
+// the process CPU spent, and how many hellos the cloud shed.
+type fleetRun struct {
+	took, cpu time.Duration
+	shed      int
+}
+
+func (f fleetRun) report(b *testing.B, n int) {
+	b.ReportMetric(f.took.Seconds(), "in-sync-s")
+	b.ReportMetric(f.cpu.Seconds()*1000/float64(n), "cpu-ms/edge")
+	b.ReportMetric(float64(f.shed), "shed")
 }
 
 // TestFleetSmall links 20 edges of 1,200 points at once: every edge gets
@@ -208,11 +301,10 @@ func TestFleetSmall(t *testing.T) {
 	// 4 s, and this test is about syncing, not about detecting dead links.
 	cloud := startNode(t, "cloud", nodeOpts{tune: func(c *Config) { c.AckTimeout = 30 * time.Second }})
 	fleet := newFleet(t, cloud, 20, 1200)
-	took, cpu := runFleet(t, cloud, fleet, 60*time.Second)
-	t.Logf("20 edges in sync in %v, %v CPU", took.Round(time.Millisecond), cpu.Round(time.Millisecond))
+	run := runFleet(t, cloud, fleet, 60*time.Second)
+	t.Logf("20 edges in sync in %v, %v CPU", run.took.Round(time.Millisecond), run.cpu.Round(time.Millisecond))
 	for _, e := range fleet {
-		last := e.pts[len(e.pts)-1]
-		if p := cloud.get(last.Node, uuid.Nil, last.Type, last.Key); p.Time != last.Time {
+		if p := cloud.get(e.last.Node, uuid.Nil, e.last.Type, e.last.Key); p.Time != e.last.Time {
 			t.Fatalf("edge %v: its last point did not reach the cloud", e.dev)
 		}
 	}
@@ -231,29 +323,126 @@ func TestFleetSmall(t *testing.T) {
 	t.Logf("stopped in %v", time.Since(start).Round(time.Millisecond))
 }
 
-// BenchmarkFleet links N edges of 1,200 points each (SIOT_FLEET, default
-// 50,100,200) to one cloud at once. Reported: the time until all are in
-// sync and the process CPU per edge.
-func BenchmarkFleet(b *testing.B) {
-	sizes := []int{50, 100, 200}
-	if v := os.Getenv("SIOT_FLEET"); v != "" {
-		sizes = nil
-		for _, f := range splitComma(v) {
-			n, err := strconv.Atoi(f)
-			if err != nil {
-				b.Fatalf("SIOT_FLEET: %v", err)
-			}
-			sizes = append(sizes, n)
-		}
+// fleetSizes reads the sizes from env (a comma-separated list), or def.
+func fleetSizes(b *testing.B, env string, def ...int) []int {
+	v := os.Getenv(env)
+	if v == "" {
+		return def
 	}
-	for _, n := range sizes {
+	var sizes []int
+	for _, f := range splitComma(v) {
+		n, err := strconv.Atoi(f)
+		if err != nil {
+			b.Fatalf("%s: %v", env, err)
+		}
+		sizes = append(sizes, n)
+	}
+	return sizes
+}
+
+// BenchmarkFleet links N edges of 1,200 points each (SIOT_FLEET, default
+// 200,1000) to one cloud at once. Reported: the time until all are in
+// sync, the process CPU per edge, and the process's peak resident memory
+// from the start of the linking (the fake edges' share included).
+func BenchmarkFleet(b *testing.B) {
+	for _, n := range fleetSizes(b, "SIOT_FLEET", 200, 1000) {
 		b.Run(strconv.Itoa(n), func(b *testing.B) {
 			for range b.N {
 				cloud := startNode(b, "cloud", nodeOpts{tune: benchTuning})
 				fleet := newFleet(b, cloud, n, 1200)
-				took, cpu := runFleet(b, cloud, fleet, 15*time.Minute)
-				b.ReportMetric(took.Seconds(), "in-sync-s")
-				b.ReportMetric(cpu.Seconds()*1000/float64(n), "cpu-ms/edge")
+				runtime.GC()
+				resetPeakRSS()
+				runFleet(b, cloud, fleet, 15*time.Minute).report(b, n)
+				b.ReportMetric(peakRSS(), "peak-rss-MB")
+			}
+		})
+	}
+}
+
+// BenchmarkFleetRestart syncs N edges (SIOT_FLEET_RESTART, default
+// 1,000), restarts the cloud on its data, and relinks every edge at once,
+// each resuming from its marks. Reported: the time until all are back in
+// sync, and the CPU per edge for it.
+func BenchmarkFleetRestart(b *testing.B) {
+	for _, n := range fleetSizes(b, "SIOT_FLEET_RESTART", 1000) {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			for range b.N {
+				cloud := startNode(b, "cloud", nodeOpts{tune: benchTuning})
+				fleet := newFleet(b, cloud, n, 1200)
+				runFleet(b, cloud, fleet, 15*time.Minute)
+				for _, e := range fleet {
+					e.close()
+				}
+				cloud.restart()
+				run := runFleet(b, cloud, fleet, 15*time.Minute)
+				for _, e := range fleet {
+					if got := e.received.Load(); got > 100 {
+						b.Fatalf("edge %v: the cloud pushed %d points to it; it lacked none", e.dev, got)
+					}
+				}
+				run.report(b, n)
+			}
+		})
+	}
+}
+
+// BenchmarkFleetFanIn links N edges (SIOT_FANIN, default 1,000), then
+// each writes one point a second, at evenly spread phases, for
+// SIOT_FANIN_SECONDS (default 30). Reported: the latency from a write's
+// push to the cloud's ack (the point is in the cloud's store) at p50 and
+// p99, and the process CPU as a share of one core.
+func BenchmarkFleetFanIn(b *testing.B) {
+	secs := 30
+	if v := os.Getenv("SIOT_FANIN_SECONDS"); v != "" {
+		var err error
+		if secs, err = strconv.Atoi(v); err != nil {
+			b.Fatalf("SIOT_FANIN_SECONDS: %v", err)
+		}
+	}
+	for _, n := range fleetSizes(b, "SIOT_FANIN", 1000) {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			for range b.N {
+				cloud := startNode(b, "cloud", nodeOpts{tune: benchTuning})
+				fleet := newFleet(b, cloud, n, 1200)
+				runFleet(b, cloud, fleet, 15*time.Minute)
+				lat := make([][]time.Duration, n)
+				errs := make(chan error, n)
+				var wg sync.WaitGroup
+				cpu0, t0 := cpuTime(), time.Now()
+				for i, e := range fleet {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						phase := time.Duration(i) * time.Second / time.Duration(n)
+						for k := range secs {
+							at := t0.Add(phase + time.Duration(k)*time.Second)
+							time.Sleep(time.Until(at))
+							p := crdt.Point{Node: e.last.Node, Type: "live", Key: "0", Value: float64(k),
+								Time: crdt.NewTimestamp(time.Now().UnixMilli(), 0), Origin: e.inst}
+							sent := time.Now()
+							if err := e.write(p); err != nil {
+								errs <- fmt.Errorf("edge %v: %w", e.dev, err)
+								return
+							}
+							lat[i] = append(lat[i], time.Since(sent))
+						}
+					}()
+				}
+				wg.Wait()
+				wall, cpu := time.Since(t0), cpuTime()-cpu0
+				select {
+				case err := <-errs:
+					b.Fatal(err)
+				default:
+				}
+				var all []time.Duration
+				for _, l := range lat {
+					all = append(all, l...)
+				}
+				slices.Sort(all)
+				b.ReportMetric(float64(all[len(all)/2].Microseconds())/1000, "p50-ms")
+				b.ReportMetric(float64(all[len(all)*99/100].Microseconds())/1000, "p99-ms")
+				b.ReportMetric(100*cpu.Seconds()/wall.Seconds(), "cpu-%core")
 			}
 		})
 	}

@@ -36,11 +36,10 @@ func (s *session) catchUp(from, to uint64) {
 	s.floor = max(s.floor, to)
 }
 
-// routedLast is the position a routed sender may read up to: the end of a
-// catch-up, past the queued changes, or the router's position (reading up
-// to it sends nothing and moves the sender's cursor).
+// routedLast is the position a routed sender has work up to: the end of a
+// catch-up, or past the queued changes.
 func (s *session) routedLast(cursor uint64) uint64 {
-	last := max(s.scanTo, s.floor, s.r.router.position.Load(), cursor)
+	last := max(s.scanTo, s.floor, cursor)
 	if n := s.route.queued(); n > 0 {
 		last = max(last, cursor+uint64(n))
 	}

@@ -3,6 +3,7 @@ package replica
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -39,6 +40,7 @@ type router struct {
 	parent    map[uuid.UUID]uuid.UUID   // the active parent of a node with one
 	parents   map[uuid.UUID][]uuid.UUID // all active parents of a node with several
 	irregular map[crdt.Edge]bool        // as the store last reported
+	gen       uint64                    // the store's IrregularGen when it did
 	routes    map[uuid.UUID][]*route    // by root
 	pos       uint64                    // every change through pos is routed
 
@@ -69,6 +71,7 @@ func (rt *router) load() error {
 	pos := rt.st.LastSeq()
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
+	rt.gen = rt.st.IrregularGen()
 	err := rt.st.ActiveEdges(func(child, parent uuid.UUID) error {
 		rt.addParent(child, parent)
 		return nil
@@ -90,15 +93,49 @@ func (rt *router) load() error {
 
 func (rt *router) addParent(child, parent uuid.UUID) {
 	if ps, ok := rt.parents[child]; ok {
-		rt.parents[child] = append(ps, parent)
+		if !slices.Contains(ps, parent) {
+			rt.parents[child] = append(ps, parent)
+		}
 		return
 	}
 	if p, ok := rt.parent[child]; ok {
-		delete(rt.parent, child)
-		rt.parents[child] = []uuid.UUID{p, parent}
+		if p != parent {
+			delete(rt.parent, child)
+			rt.parents[child] = []uuid.UUID{p, parent}
+		}
 		return
 	}
 	rt.parent[child] = parent
+}
+
+func (rt *router) removeParent(child, parent uuid.UUID) {
+	if p, ok := rt.parent[child]; ok {
+		if p == parent {
+			delete(rt.parent, child)
+		}
+		return
+	}
+	ps := slices.DeleteFunc(rt.parents[child], func(p uuid.UUID) bool { return p == parent })
+	switch len(ps) {
+	case 0:
+		delete(rt.parents, child)
+	case 1:
+		delete(rt.parents, child)
+		rt.parent[child] = ps[0]
+	default:
+		rt.parents[child] = ps
+	}
+}
+
+// setEdge records an edge's register as the feed reports it: active when
+// live, unless a broken cycle made it irregular. Called with mu held.
+func (rt *router) setEdge(p *crdt.Point) {
+	e := crdt.Edge{Parent: p.Parent, Child: p.Node}
+	if active := !p.Tombstone != rt.irregular[e]; active {
+		rt.addParent(e.Child, e.Parent)
+	} else {
+		rt.removeParent(e.Child, e.Parent)
+	}
 }
 
 // refresh reads child's active parents from the store.
@@ -127,7 +164,9 @@ func (rt *router) run(ctx context.Context) error {
 	}
 }
 
-// step routes every change after the position.
+// step routes every change after the position. An edge change is read
+// whole (its tombstone says whether it is live); other changes are routed
+// by their identity alone.
 func (rt *router) step(ctx context.Context) error {
 	n := 0
 	keep := func(c *store.Change) (bool, error) {
@@ -136,34 +175,52 @@ func (rt *router) step(ctx context.Context) error {
 		}
 		rt.mu.Lock()
 		defer rt.mu.Unlock()
-		p := &c.Point
-		if p.Type == crdt.TypeEdge {
-			if err := rt.edgeChanged(p.Node); err != nil {
-				return false, err
-			}
-		}
 		if len(rt.routes) > 0 {
 			rt.route(c)
 		}
-		rt.pos = c.Seq
-		rt.position.Store(c.Seq)
+		if c.Point.Type == crdt.TypeEdge {
+			return true, nil // the position moves once the tree has it
+		}
+		rt.advance(c.Seq)
 		return false, nil
+	}
+	edge := func(c *store.Change) error {
+		rt.mu.Lock()
+		defer rt.mu.Unlock()
+		if err := rt.checkIrregular(); err != nil {
+			return err
+		}
+		rt.setEdge(&c.Point)
+		rt.advance(c.Seq)
+		return nil
 	}
 	rt.mu.Lock()
 	pos := rt.pos
+	err := rt.checkIrregular()
 	rt.mu.Unlock()
-	if err := rt.st.FeedWhere(pos, keep, nil); err != nil {
+	if err == nil {
+		err = rt.st.FeedWhere(pos, keep, edge)
+	}
+	if err != nil {
 		return fmt.Errorf("router: %w", err)
 	}
 	return nil
 }
 
-// edgeChanged refreshes the parents of child and of every edge whose
-// active state may have flipped with it. Called with mu held.
-func (rt *router) edgeChanged(child uuid.UUID) error {
-	if err := rt.refresh(child); err != nil {
-		return err
+func (rt *router) advance(seq uint64) {
+	rt.pos = seq
+	rt.position.Store(seq)
+}
+
+// checkIrregular refreshes the edges that became, or stopped being,
+// irregular since the store's count last changed: their active state
+// flipped with no change of their own in the feed. Called with mu held.
+func (rt *router) checkIrregular() error {
+	gen := rt.st.IrregularGen()
+	if gen == rt.gen {
+		return nil
 	}
+	rt.gen = gen
 	irr, err := rt.st.IrregularEdges()
 	if err != nil {
 		return err

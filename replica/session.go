@@ -221,11 +221,18 @@ func (s *session) runSender(ctx context.Context, have uint64) error {
 		kick = s.r.hub.register()
 		defer s.r.hub.unregister(kick)
 	}
-	lastPos := func(cursor uint64) uint64 {
-		if routed {
-			return s.routedLast(cursor)
+	// lastPos is where the sender may read up to; for a routed sender
+	// with moving on (to the router's position) included or not: moving
+	// on sends nothing, and the router moving is no work for this link.
+	lastPos := func(cursor uint64, moveOn bool) uint64 {
+		if !routed {
+			return s.r.st.LastSeq()
 		}
-		return s.r.st.LastSeq()
+		last := s.routedLast(cursor)
+		if moveOn {
+			last = max(last, s.r.router.position.Load())
+		}
+		return last
 	}
 	read := s.readBatch
 	if routed {
@@ -256,7 +263,7 @@ func (s *session) runSender(ctx context.Context, have uint64) error {
 	defer tick.Stop()
 	resumed := newResumeLog(s, have)
 	for {
-		last := lastPos(st.cursor)
+		last := lastPos(st.cursor, true)
 		for len(s.backfill) > 0 && st.room() {
 			pts, size, err := s.readBackfill(st.budget())
 			if err != nil {
@@ -281,11 +288,9 @@ func (s *session) runSender(ctx context.Context, have uint64) error {
 			if err := s.sendPush(push, pts); err != nil {
 				return err
 			}
-			last = lastPos(st.cursor)
+			last = lastPos(st.cursor, true)
 		}
-		if routed {
-			last = lastPos(st.cursor)
-		}
+		last = lastPos(st.cursor, false)
 		if len(s.backfill) == 0 && st.idle(last) && !st.lastIdle {
 			// Caught up after a push that said otherwise: say so.
 			if push, ok := st.read(st.cursor, 0, 0, true, time.Now()); ok {

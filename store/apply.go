@@ -149,6 +149,9 @@ func (s *Store) ApplyWith(opts ApplyOptions, pts []crdt.Point) (Result, error) {
 	}
 	s.maxTime.Store(uint64(maxTime))
 	s.seq.Store(b.seq)
+	if b.irregularChanged {
+		s.irregularGen.Add(1)
+	}
 	b.remember()
 	return res, nil
 }
@@ -181,6 +184,8 @@ type batch struct {
 	regEdges  map[crdt.Edge]bool // edges whose TypeEdge register changed
 
 	irregular map[crdt.Edge]bool // 'i' keys to set (true) or delete (false)
+	// irregularChanged: the batch adds or removes an irregular edge.
+	irregularChanged bool
 }
 
 type bucketID struct {
@@ -619,6 +624,15 @@ func (b *batch) resolveTree() (map[crdt.Edge]bool, error) {
 			changes[e] = a
 		}
 		b.irregular[e] = a != st.live()
+	}
+	was := make(map[crdt.Edge]bool, len(irregular))
+	for _, e := range irregular {
+		was[e] = true
+	}
+	for e, irr := range b.irregular {
+		if irr != was[e] {
+			b.irregularChanged = true
+		}
 	}
 	return changes, nil
 }

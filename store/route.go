@@ -80,6 +80,12 @@ func (s *Store) IrregularEdges() ([]crdt.Edge, error) {
 	return out, err
 }
 
+// IrregularGen counts the commits that changed the set IrregularEdges
+// returns, since the store opened: a reader that saw a count need not read
+// the set again until it changes. Apply raises it before it returns; a
+// reader of the feed may see the commit's changes a moment before.
+func (s *Store) IrregularGen() uint64 { return s.irregularGen.Load() }
+
 // FeedAt calls fn for the changes numbered seqs (ascending), as Feed
 // reports them, in one consistent snapshot. A number the feed no longer
 // holds (its register changed again since: the later change has a number

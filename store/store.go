@@ -228,9 +228,12 @@ type Store struct {
 	life   sync.RWMutex
 	closed bool
 
-	mu    sync.Mutex    // serializes writers
-	seq   atomic.Uint64 // the last change number assigned; written under mu
-	cache *writeCache   // the writer's tree records; used under mu
+	mu  sync.Mutex    // serializes writers
+	seq atomic.Uint64 // the last change number assigned; written under mu
+	// irregularGen counts the commits that changed the set of irregular
+	// edges (IrregularEdges).
+	irregularGen atomic.Uint64
+	cache        *writeCache // the writer's tree records; used under mu
 }
 
 // Open opens or creates the store in cfg.Dir. On first open it creates the
