@@ -26,8 +26,10 @@ others=$(go list ./... | grep -v -e '^siot/store$' -e '^siot/replica$')
 	go test -run '^$' -bench 'AuthCost/propagation' -benchtime 2000x -count "$COUNT" ./replica/
 	# An idle link's bytes, in compressed time (a minute per count).
 	go test -run '^$' -bench 'IdleLink|PointBytes' -benchtime 1x -count "$COUNT" ./replica/
-	# A fleet of simulated edges linking to one cloud at once
-	# (SIOT_FLEET sets the sizes; default 50,100,200).
+	# A fleet of simulated edges linking to one cloud at once (SIOT_FLEET
+	# sets the sizes; default 200,1000), the cloud restarted under 1,000
+	# (SIOT_FLEET_RESTART) and 1,000 writing a point a second (SIOT_FANIN).
+	# scripts/fleet-plot.py < bench.out draws docs/fleet-scaling.svg.
 	go test -run '^$' -bench Fleet -benchtime 1x -count 1 -timeout 60m ./replica/
 	go test -run '^$' -bench 'Resume|Repair' -benchtime 1x -count "$COUNT" -timeout 60m ./replica/
 } | tee bench.out
