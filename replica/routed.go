@@ -73,6 +73,18 @@ func (s *session) sendable(c *store.Change) (bool, error) {
 	return true, nil
 }
 
+// collect appends c's point to pts when it is sendable, adding its cost
+// to size.
+func (s *session) collect(c *store.Change, pts *[]crdt.Point, size *int) error {
+	ok, err := s.sendable(c)
+	if err != nil || !ok {
+		return err
+	}
+	*pts = append(*pts, c.Point)
+	*size += pointCost(&c.Point)
+	return nil
+}
+
 // readRouted is readBatch for a routed sender: the catch-up scan first,
 // then the queue.
 func (s *session) readRouted(ctx context.Context, cursor uint64, budget int) (pts []crdt.Point, size int, through uint64, idle bool, err error) {
@@ -98,13 +110,7 @@ func (s *session) readRouted(ctx context.Context, cursor uint64, budget int) (pt
 			stoppedAt = c.Seq
 			return store.ErrStop
 		}
-		ok, err := s.sendable(c)
-		if err != nil || !ok {
-			return err
-		}
-		pts = append(pts, c.Point)
-		size += pointCost(&c.Point)
-		return nil
+		return s.collect(c, &pts, &size)
 	})
 	if err != nil {
 		return nil, 0, cursor, false, err
@@ -153,13 +159,7 @@ func (s *session) scanRange(ctx context.Context, cursor, to uint64, budget int) 
 		return s.r.router.holds(s.scope.root, target), nil
 	}
 	err = s.r.st.FeedWhere(cursor, keep, func(c *store.Change) error {
-		ok, err := s.sendable(c)
-		if err != nil || !ok {
-			return err
-		}
-		pts = append(pts, c.Point)
-		size += pointCost(&c.Point)
-		return nil
+		return s.collect(c, &pts, &size)
 	})
 	if done {
 		through = to

@@ -473,14 +473,8 @@ func (b *batch) allParents(n uuid.UUID) ([]uuid.UUID, error) {
 		}
 		var p uuid.UUID
 		copy(p[:], k[17:33])
-		var active bool
-		if err := item.Value(func(v []byte) error {
-			if len(v) != 1 {
-				return fmt.Errorf("%w: parent flag of %d bytes", errCorrupt, len(v))
-			}
-			active = v[0] == 1
-			return nil
-		}); err != nil {
+		active, err := parentFlag(item)
+		if err != nil {
 			return nil, err
 		}
 		ps = append(ps, p)

@@ -193,26 +193,7 @@ func (s *Store) FeedWhere(after uint64, keep func(c *Change) (bool, error), fn f
 		defer it.Close()
 		var c Change
 		for it.Seek(start); it.Valid(); it.Next() {
-			item := it.Item()
-			k := item.Key()
-			if len(k) < 1+8+34 {
-				return fmt.Errorf("%w: change key of %d bytes", errCorrupt, len(k))
-			}
-			c = Change{Seq: beUint64(k[1:9])}
-			if err := item.Value(func(v []byte) error {
-				switch len(v) {
-				case 0:
-				case 16:
-					copy(c.Source[:], v)
-				default:
-					return fmt.Errorf("%w: change %d source of %d bytes", errCorrupt, c.Seq, len(v))
-				}
-				return nil
-			}); err != nil {
-				return err
-			}
-			p := &c.Point
-			if err := parseRegKey(k[9:], p); err != nil {
+			if err := changeIdentity(it.Item(), &c); err != nil {
 				return err
 			}
 			if keep != nil {
@@ -224,11 +205,7 @@ func (s *Store) FeedWhere(after uint64, keep func(c *Change) (bool, error), fn f
 					continue
 				}
 			}
-			reg, err := txn.Get(pointKey(p))
-			if err != nil {
-				return fmt.Errorf("%w: change %d names a missing register: %v", errCorrupt, c.Seq, err)
-			}
-			if err := reg.Value(func(v []byte) error { _, err := decodeRegister(v, p); return err }); err != nil {
+			if err := changeRegister(txn, &c); err != nil {
 				return err
 			}
 			if err := fn(&c); err != nil {
@@ -237,6 +214,38 @@ func (s *Store) FeedWhere(after uint64, keep func(c *Change) (bool, error), fn f
 		}
 		return nil
 	})
+}
+
+// changeIdentity sets c from a change-feed item: its number, its source
+// and the identity of its register (the point's value is not read).
+func changeIdentity(item *badger.Item, c *Change) error {
+	k := item.Key()
+	if len(k) < 1+8+34 {
+		return fmt.Errorf("%w: change key of %d bytes", errCorrupt, len(k))
+	}
+	*c = Change{Seq: beUint64(k[1:9])}
+	if err := item.Value(func(v []byte) error {
+		switch len(v) {
+		case 0:
+		case 16:
+			copy(c.Source[:], v)
+		default:
+			return fmt.Errorf("%w: change %d source of %d bytes", errCorrupt, c.Seq, len(v))
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	return parseRegKey(k[9:], &c.Point)
+}
+
+// changeRegister reads the winner of c's register into c.Point.
+func changeRegister(txn *badger.Txn, c *Change) error {
+	reg, err := txn.Get(pointKey(&c.Point))
+	if err != nil {
+		return fmt.Errorf("%w: change %d names a missing register: %v", errCorrupt, c.Seq, err)
+	}
+	return reg.Value(func(v []byte) error { _, err := decodeRegister(v, &c.Point); return err })
 }
 
 // Child is one edge below a node, as Children reports it.

@@ -28,14 +28,8 @@ func (s *Store) ActiveEdges(fn func(child, parent uuid.UUID) error) error {
 			if len(k) != 33 {
 				return fmt.Errorf("%w: parent key of %d bytes", errCorrupt, len(k))
 			}
-			active := false
-			if err := item.Value(func(v []byte) error {
-				if len(v) != 1 {
-					return fmt.Errorf("%w: parent flag of %d bytes", errCorrupt, len(v))
-				}
-				active = v[0] == 1
-				return nil
-			}); err != nil {
+			active, err := parentFlag(item)
+			if err != nil {
 				return err
 			}
 			if !active {
@@ -50,6 +44,18 @@ func (s *Store) ActiveEdges(fn func(child, parent uuid.UUID) error) error {
 		}
 		return nil
 	})
+}
+
+// parentFlag decodes a parent-index value: whether the edge is active.
+func parentFlag(item *badger.Item) (active bool, err error) {
+	err = item.Value(func(v []byte) error {
+		if len(v) != 1 {
+			return fmt.Errorf("%w: parent flag of %d bytes", errCorrupt, len(v))
+		}
+		active = v[0] == 1
+		return nil
+	})
+	return active, err
 }
 
 // IrregularEdges returns the edges whose active state differs from their
@@ -108,36 +114,13 @@ func (s *Store) FeedAt(seqs []uint64, fn func(c *Change) error) error {
 			if !it.Valid() {
 				return nil
 			}
-			item := it.Item()
-			k := item.Key()
-			if len(k) < 1+8+34 {
-				return fmt.Errorf("%w: change key of %d bytes", errCorrupt, len(k))
+			if err := changeIdentity(it.Item(), &c); err != nil {
+				return err
 			}
-			if beUint64(k[1:9]) != seq {
+			if c.Seq != seq {
 				continue
 			}
-			c = Change{Seq: seq}
-			if err := item.Value(func(v []byte) error {
-				switch len(v) {
-				case 0:
-				case 16:
-					copy(c.Source[:], v)
-				default:
-					return fmt.Errorf("%w: change %d source of %d bytes", errCorrupt, seq, len(v))
-				}
-				return nil
-			}); err != nil {
-				return err
-			}
-			p := &c.Point
-			if err := parseRegKey(k[9:], p); err != nil {
-				return err
-			}
-			reg, err := txn.Get(pointKey(p))
-			if err != nil {
-				return fmt.Errorf("%w: change %d names a missing register: %v", errCorrupt, seq, err)
-			}
-			if err := reg.Value(func(v []byte) error { _, err := decodeRegister(v, p); return err }); err != nil {
+			if err := changeRegister(txn, &c); err != nil {
 				return err
 			}
 			if err := fn(&c); err != nil {
