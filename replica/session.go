@@ -30,7 +30,7 @@ type session struct {
 	pushSubj string                    // where our pushes go
 	ackPfx   string                    // our pushes' reply subjects: ackPfx.<through>-<n>
 	pushN    atomic.Uint64             // n of the reply subjects: each push's is new
-	onEdge   func(p *crdt.Point) error // called for every edge change the sender reads; an error ends the session
+	onEdge   func(p *crdt.Point) error // called for every edge change a routed sender reads; an error ends the session
 	ingress  *subtreeFilter            // when set, incoming points outside it are refused (an edge's upstream)
 	mark     string                    // the mark of how far we hold the remote's feed
 	replyPfx string                    // when set, answers go only to reply subjects under it (the dialer's inbox)
@@ -365,8 +365,8 @@ func (s *session) readBatch(ctx context.Context, cursor uint64, budget int) (pts
 	const maxScan = 50_000 // changes looked at per batch, so one read stays short
 	through, idle = cursor, true
 	scanned := 0
-	// The scope is decided on the change's identity alone, before its
-	// register is read: a device's link drops most of a cloud's changes.
+	// What to send is decided on the change's identity alone, before its
+	// register is read: the changes that came by this link are dropped.
 	keep := func(c *store.Change) (bool, error) {
 		if len(pts) >= cfg.MaxPushPoints || size >= budget || scanned >= maxScan || scanned%1024 == 1023 && ctx.Err() != nil {
 			idle = false
@@ -374,12 +374,6 @@ func (s *session) readBatch(ctx context.Context, cursor uint64, budget int) (pts
 		}
 		scanned++
 		through = c.Seq
-		p := &c.Point
-		if p.Type == crdt.TypeEdge && s.onEdge != nil {
-			if err := s.onEdge(p); err != nil {
-				return false, err
-			}
-		}
 		// Routing goes by the link a change arrived on, never by its
 		// origin: an origin is data anyone may write.
 		return c.Source != s.remote, nil

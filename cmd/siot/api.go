@@ -60,6 +60,15 @@ func newNodeFlags(idFlag, parentFlag string) (id, parent uuid.UUID, err error) {
 	return id, parent, nil
 }
 
+// oneNode parses the single argument of command cmd, a node named what
+// (NODE, USER): a usage error when there is not exactly one.
+func oneNode(cmd, what string, args []string) (uuid.UUID, error) {
+	if len(args) != 1 {
+		return uuid.Nil, &UsageError{Msg: fmt.Sprintf("%s takes one %s", cmd, what)}
+	}
+	return parseNode(what, args[0])
+}
+
 // optionalNode parses args, at most one node ID (what names it): uuid.Nil
 // when there is none.
 func optionalNode(what string, args []string) (uuid.UUID, error) {

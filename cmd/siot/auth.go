@@ -171,10 +171,7 @@ func (c *keyRmCmd) run(ctx context.Context, args []string) error {
 	var node uuid.UUID
 	var err error
 	if c.what == "device" {
-		if len(args) != 1 {
-			return &UsageError{Msg: "device rm takes one NODE"}
-		}
-		if node, err = parseNode("NODE", args[0]); err != nil {
+		if node, err = oneNode("device rm", "NODE", args); err != nil {
 			return err
 		}
 	} else {
@@ -402,10 +399,7 @@ func (c *userRmCmd) usage() string { return userRmUsage }
 func (c *userRmCmd) flags(fs *flag.FlagSet) { c.register(fs, `print {"node"}`) }
 
 func (c *userRmCmd) run(ctx context.Context, args []string) error {
-	if len(args) != 1 {
-		return &UsageError{Msg: "user rm takes one USER"}
-	}
-	id, err := parseNode("USER", args[0])
+	id, err := oneNode("user rm", "USER", args)
 	if err != nil {
 		return err
 	}

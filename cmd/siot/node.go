@@ -148,10 +148,7 @@ func (c *nodeRmCmd) flags(fs *flag.FlagSet) {
 }
 
 func (c *nodeRmCmd) run(ctx context.Context, args []string) error {
-	if len(args) != 1 {
-		return &UsageError{Msg: "node rm takes one NODE"}
-	}
-	id, err := parseNode("NODE", args[0])
+	id, err := oneNode("node rm", "NODE", args)
 	if err != nil {
 		return err
 	}

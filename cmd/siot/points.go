@@ -144,10 +144,7 @@ func (c *getCmd) flags(fs *flag.FlagSet) {
 }
 
 func (c *getCmd) run(ctx context.Context, args []string) error {
-	if len(args) != 1 {
-		return &UsageError{Msg: "get takes one NODE"}
-	}
-	id, err := parseNode("NODE", args[0])
+	id, err := oneNode("get", "NODE", args)
 	if err != nil {
 		return err
 	}
