@@ -251,14 +251,14 @@ func runFleet(t testing.TB, cloud *node, fleet []*fakeEdge, timeout time.Duratio
 			}
 		}
 	})
-	deadline := time.Now().Add(timeout)
-	for {
+	synced := 0
+	waitExplained(t, timeout, func() bool {
 		select {
 		case err := <-errs:
 			t.Fatal(err)
 		default:
 		}
-		synced := 0
+		synced = 0
 		for _, e := range fleet {
 			if err, _ := e.failed.Load().(error); err != nil {
 				t.Fatalf("edge %v: %v", e.dev, err)
@@ -267,14 +267,8 @@ func runFleet(t testing.TB, cloud *node, fleet []*fakeEdge, timeout time.Duratio
 				synced++
 			}
 		}
-		if synced == len(fleet) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d edges in sync after %v", synced, len(fleet), timeout)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return synced == len(fleet)
+	}, func() string { return fmt.Sprintf("%d of %d edges in sync after %v", synced, len(fleet), timeout) })
 	wg.Wait()
 	return fleetRun{took: time.Since(t0), cpu: cpuTime() - cpu0, shed: int(shed.Load())}
 }
