@@ -452,3 +452,41 @@ func TestSketchPointsOnceANode(t *testing.T) {
 		t.Fatal("the node's points are not in the sketch")
 	}
 }
+
+// TestRepairPushKeepsTheResumePosition: points a repair round sends carry
+// no position of the sender's feed; the receiver keeps its position, so
+// the next push joins it instead of sending the whole feed again.
+func TestRepairPushKeepsTheResumePosition(t *testing.T) {
+	fast := func(c *Config) { testTuning(c); c.RepairInterval = 150 * time.Millisecond }
+	a := startNode(t, "a", nodeOpts{tune: fast})
+	b := startNode(t, "b", nodeOpts{tune: fast, root: a.root, peers: []string{a.url()}})
+	s := uuid.New()
+	var pts []crdt.Point
+	pts = append(pts, edgePt(b.root, s))
+	for i := range 500 {
+		pts = append(pts, crdt.Point{Node: s, Type: "reading", Key: strconv.Itoa(i), Value: float64(i)})
+	}
+	b.write(pts...)
+	b.waitInSync(a.url())
+	mark := recvMark(b.st.Instance())
+	before, err := a.st.Mark(mark)
+	if err != nil || before == 0 {
+		t.Fatalf("a's position in b's feed: %d, %v", before, err)
+	}
+	// b holds points it believes came from a: only repair sends them.
+	hidden := []crdt.Point{{Node: s, Type: "hidden", Key: "0", Value: 1, Time: b.clock.Now(), Origin: b.st.Instance()}}
+	if _, err := b.st.ApplyWith(store.ApplyOptions{Source: a.st.Instance()}, hidden); err != nil {
+		t.Fatal(err)
+	}
+	a.waitValue(s, "hidden", 1)
+	if got, err := a.st.Mark(mark); err != nil || got < before {
+		t.Fatalf("a's position in b's feed went from %d to %d after a repair push (%v)", before, got, err)
+	}
+	sent := b.link(a.url()).BytesSent
+	b.write(valPt(s, "after", 1))
+	a.waitValue(s, "after", 1)
+	b.waitInSync(a.url())
+	if d := b.link(a.url()).BytesSent - sent; d > 4096 {
+		t.Fatalf("one write after a repair push cost %d bytes: the feed was sent again", d)
+	}
+}

@@ -151,9 +151,11 @@ func (s *session) handlePush(m *nats.Msg) {
 	}
 	s.pointsRecv.Add(uint64(len(pts)))
 	have := max(s.have, p.Through)
-	if p.From == 0 {
+	if p.From == 0 && p.Through > 0 {
 		// The sender starts its feed over (its store is new, or it found
 		// our mark past anything it wrote): its numbering is the truth.
+		// A push that covers no position (0 to 0: points a repair round
+		// sends, or a subtree sent whole) says nothing of it.
 		have = p.Through
 	}
 	refused, why := 0, ""
