@@ -164,6 +164,14 @@ func (a *acceptor) hello(m *nats.Msg) (transport.Welcome, error) {
 	if err != nil {
 		return w, err
 	}
+	w.Last = r.st.LastSeq()
+	scopeRoot := sc.root
+	if sc.full() {
+		scopeRoot = r.st.Root()
+	}
+	if w.Holds, err = holdsTree(r.st, scopeRoot); err != nil {
+		return w, err
+	}
 	sid := transport.NewSessionID()
 	subj, err := transport.Subjects(id, sid)
 	if err != nil {

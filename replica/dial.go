@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 
+	"siot/crdt"
 	"siot/transport"
 )
 
@@ -162,6 +163,11 @@ func (d *dialLink) session(parent context.Context) error {
 		return fmt.Errorf("subscribe: %w", err)
 	}
 	defer down.Unsubscribe()
+	rp := &repairer{s: s, root: r.st.Root(), subject: subj.Repair, pushTo: subj.Up}
+	from := w.Have
+	if from, have, err = d.compareFirst(ctx, s, rp, w, have); err != nil {
+		return err
+	}
 	b, _ := transport.Encode(transport.Start{Have: have})
 	s.bytesSent.Add(uint64(len(b)))
 	reply, err := nc.Request(subj.Start, b, r.cfg.HelloTimeout)
@@ -194,13 +200,12 @@ func (d *dialLink) session(parent context.Context) error {
 		if r.cfg.NoPush {
 			return
 		}
-		if err := s.runSender(ctx, w.Have); err != nil {
+		if err := s.runSender(ctx, from); err != nil {
 			cancel(err)
 		}
 	}()
 	go func() {
 		defer wg.Done()
-		rp := &repairer{s: s, root: r.st.Root(), subject: subj.Repair, pushTo: subj.Up}
 		if err := d.repairLoop(ctx, s, rp); err != nil {
 			cancel(err)
 		}
@@ -217,6 +222,84 @@ func (d *dialLink) session(parent context.Context) error {
 		return nil
 	}
 	return context.Cause(ctx)
+}
+
+// compareFirst starts a first link between replicas that both hold data
+// by comparing before anything is pushed: a peer seeded from a backup, or
+// an edge whose positions were lost, would otherwise send its whole feed
+// and get the other's. When both hold a tree (Welcome.Holds, holdsTree)
+// and either position is 0, it captures both feeds' ends, runs digest
+// repair rounds until one finds the scopes equal (every difference found
+// is fixed both ways), then moves each position to the end it captured:
+// ours in the acceptor by a push from 0 with no points, theirs in our
+// store. It returns where our sender starts and our position in the
+// acceptor's feed. Otherwise, or when the rounds never find the scopes
+// equal (writes racing them on both sides), the link starts as usual.
+func (d *dialLink) compareFirst(ctx context.Context, s *session, rp *repairer, w transport.Welcome, have uint64) (from, newHave uint64, err error) {
+	r := d.r
+	if r.cfg.plainFirstLink || !w.Holds || (have > 0 && w.Have > 0) {
+		return w.Have, have, nil
+	}
+	holds, err := holdsTree(r.st, r.st.Root())
+	if err != nil || !holds {
+		return w.Have, have, err
+	}
+	ours := r.st.LastSeq()
+	var last RepairStats
+	for try := 0; try < 4 && !last.Equal; try++ {
+		if last, err = rp.round(ctx); err != nil {
+			return 0, 0, fmt.Errorf("compare before the first push: %w", err)
+		}
+		s.noteRepair(last)
+		r.log.Info("first link: compared before pushing", "url", d.shown, "equal", last.Equal,
+			"fetched", last.Fetched, "sent", last.Sent, "bytes_out", last.BytesOut, "bytes_in", last.BytesIn)
+	}
+	if !last.Equal {
+		return w.Have, have, nil
+	}
+	from, newHave = w.Have, have
+	if w.Have == 0 && ours > 0 {
+		b, err := transport.Encode(transport.Push{Through: ours, Points: crdt.AppendBatch(nil, nil)})
+		if err != nil {
+			return 0, 0, err
+		}
+		s.bytesSent.Add(uint64(len(b)))
+		m, err := s.conn.Request(s.pushSubj, b, r.cfg.AckTimeout)
+		if err != nil {
+			return 0, 0, fmt.Errorf("compare before the first push: position: %w", err)
+		}
+		s.bytesRecv.Add(uint64(len(m.Data)))
+		var a transport.Ack
+		if err := transport.Decode(m.Data, 0, &a); err != nil {
+			return 0, 0, fmt.Errorf("compare before the first push: position: %w", err)
+		}
+		if a.Have != ours {
+			return 0, 0, fmt.Errorf("compare before the first push: the acceptor holds %d of our feed, not %d", a.Have, ours)
+		}
+		from = ours
+	}
+	if have == 0 && w.Last > 0 {
+		if err := r.st.SetMarks(map[string]uint64{s.mark: w.Last}); err != nil {
+			return 0, 0, err
+		}
+		s.mu.Lock()
+		s.have = w.Last
+		s.mu.Unlock()
+		newHave = w.Last
+	}
+	return from, newHave, nil
+}
+
+// noteRepair records a repair round's outcome in the session's status
+// and the metrics.
+func (s *session) noteRepair(st RepairStats) {
+	s.mu.Lock()
+	s.repairEqual, s.lastRepair = st.Equal, st
+	if !st.Equal {
+		s.lastDiff = st
+	}
+	s.mu.Unlock()
+	s.r.metrics.repairRound(st)
 }
 
 // hello sends the Hello and checks the Welcome.
@@ -305,13 +388,7 @@ func (d *dialLink) repairLoop(ctx context.Context, s *session, rp *repairer) err
 				}
 				return err
 			}
-			s.mu.Lock()
-			s.repairEqual, s.lastRepair = st.Equal, st
-			if !st.Equal {
-				s.lastDiff = st
-			}
-			s.mu.Unlock()
-			d.r.metrics.repairRound(st)
+			s.noteRepair(st)
 			if st.Equal {
 				d.r.log.Debug("repair", "url", d.shown, "equal", true, "round_trips", st.RoundTrips,
 					"bytes_out", st.BytesOut, "bytes_in", st.BytesIn, "took", st.Took.Round(time.Millisecond))

@@ -91,6 +91,9 @@ type Config struct {
 	// noChecks bypasses authorization, for the benchmarks that measure
 	// what it costs; never set outside them.
 	noChecks bool
+	// plainFirstLink turns the comparison before a first link's pushes
+	// off, for the benchmark that measures what it saves.
+	plainFirstLink bool
 }
 
 func (c *Config) setDefaults() {

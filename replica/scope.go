@@ -173,3 +173,15 @@ func (s *scope) walk(n uuid.UUID) (bool, error) {
 	}
 	return found, nil
 }
+
+// holdsTree reports whether the subtree of root holds more than root's
+// own points: nodes below it. A link between two replicas that both do
+// compares before it sends (see Welcome.Holds); a new device's node,
+// provisioned with its key and description only, does not.
+func holdsTree(st *store.Store, root uuid.UUID) (bool, error) {
+	d, err := st.NodeDigest(root)
+	if err != nil {
+		return false, err
+	}
+	return d.Sub != d.Own, nil
+}

@@ -31,5 +31,5 @@ others=$(go list ./... | grep -v -e '^siot/store$' -e '^siot/replica$')
 	# (SIOT_FLEET_RESTART) and 1,000 writing a point a second (SIOT_FANIN).
 	# scripts/fleet-plot.py < bench.out draws docs/fleet-scaling.svg.
 	go test -run '^$' -bench Fleet -benchtime 1x -count 1 -timeout 60m ./replica/
-	go test -run '^$' -bench 'Resume|Repair' -benchtime 1x -count "$COUNT" -timeout 60m ./replica/
+	go test -run '^$' -bench 'Resume|Repair|FirstLink' -benchtime 1x -count "$COUNT" -timeout 60m ./replica/
 } | tee bench.out

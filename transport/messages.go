@@ -51,6 +51,13 @@ type Welcome struct {
 	// Have is how far the acceptor holds the dialer's change feed: the
 	// dialer starts pushing after it.
 	Have uint64 `msgpack:"have"`
+	// Holds says the acceptor holds data in the session's scope, and Last
+	// is the end of its feed when it answered. A dialer that also holds
+	// data, and whose position in either feed is 0, compares the scopes
+	// by digest repair before either side pushes, then starts each side
+	// at the feed's end it captured before the comparison.
+	Holds bool   `msgpack:"holds,omitempty"`
+	Last  uint64 `msgpack:"last,omitempty"`
 }
 
 // Start is the dialer's first session message, sent once it listens on
