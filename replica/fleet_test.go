@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -48,19 +49,26 @@ type fakeEdge struct {
 	failed   atomic.Value  // error: the session ended
 }
 
-// newFleet provisions n devices on cloud, each with a key and an edge of
-// perEdge points (sensors of 100 readings), stamped now.
-func newFleet(t testing.TB, cloud *node, n, perEdge int) []*fakeEdge {
+// newFleet provisions n devices below root with provision (a device
+// node's edge and key points, a few hundred devices a call), each with a
+// key and an edge of perEdge points (sensors of 100 readings), stamped
+// now.
+func newFleet(t testing.TB, root uuid.UUID, provision func([]crdt.Point), n, perEdge int) []*fakeEdge {
 	t.Helper()
 	now := crdt.NewTimestamp(time.Now().UnixMilli(), 0)
 	fleet := make([]*fakeEdge, n)
+	var keys []crdt.Point
 	for i := range fleet {
 		dev := uuid.New()
 		c, err := transport.NewKeyCreds(transport.KindKey, dev)
 		if err != nil {
 			t.Fatal(err)
 		}
-		cloud.write(edgePt(cloud.root, dev), crdt.Point{Node: dev, Type: crdt.TypeAuthKey, Key: mustPub(t, c), Value: 1})
+		keys = append(keys, edgePt(root, dev), crdt.Point{Node: dev, Type: crdt.TypeAuthKey, Key: mustPub(t, c), Value: 1})
+		if len(keys) >= 1000 || i == n-1 {
+			provision(keys)
+			keys = keys[:0]
+		}
 		inst := uuid.New()
 		var pts []crdt.Point
 		var sensor uuid.UUID
@@ -215,7 +223,7 @@ func cpuTime() time.Duration {
 // runFleet links every edge of fleet to cloud at once and waits until all
 // are in sync, or timeout. It returns how long that took and the process
 // CPU time spent (the cloud's, and the fake edges' small share).
-func runFleet(t testing.TB, cloud *node, fleet []*fakeEdge, timeout time.Duration) fleetRun {
+func runFleet(t testing.TB, url string, fleet []*fakeEdge, timeout time.Duration) fleetRun {
 	t.Helper()
 	cpu0, t0 := cpuTime(), time.Now()
 	var shed atomic.Int64
@@ -226,7 +234,7 @@ func runFleet(t testing.TB, cloud *node, fleet []*fakeEdge, timeout time.Duratio
 		go func() {
 			defer wg.Done()
 			for {
-				err := e.link(cloud.url())
+				err := e.link(url)
 				if d := retryAfter(err); d > 0 {
 					// Shed by a busy cloud: come back when it says,
 					// as a real edge does.
@@ -251,7 +259,7 @@ func runFleet(t testing.TB, cloud *node, fleet []*fakeEdge, timeout time.Duratio
 			}
 		}
 	})
-	synced := 0
+	synced, heapWritten := 0, false
 	waitExplained(t, timeout, func() bool {
 		select {
 		case err := <-errs:
@@ -267,11 +275,22 @@ func runFleet(t testing.TB, cloud *node, fleet []*fakeEdge, timeout time.Duratio
 				synced++
 			}
 		}
+		if path := os.Getenv("SIOT_FLEET_HEAP"); path != "" && synced >= len(fleet)/2 && !heapWritten {
+			// Half way: the in-use heap while sessions sync.
+			heapWritten = true
+			if f, err := os.Create(path); err == nil {
+				_ = pprof.WriteHeapProfile(f)
+				f.Close()
+			}
+		}
 		return synced == len(fleet)
 	}, func() string { return fmt.Sprintf("%d of %d edges in sync after %v", synced, len(fleet), timeout) })
 	wg.Wait()
 	return fleetRun{took: time.Since(t0), cpu: cpuTime() - cpu0, shed: int(shed.Load())}
 }
+
+// provision writes pts on n: newFleet's provisioning.
+func (n *node) provision(pts []crdt.Point) { n.write(pts...) }
 
 // fleetRun is what runFleet measured: the time until all were in sync,
 // the process CPU spent, and how many hellos the cloud shed.
@@ -294,8 +313,8 @@ func TestFleetSmall(t *testing.T) {
 	// race detector on two cores can hold an ack past the test tuning's
 	// 4 s, and this test is about syncing, not about detecting dead links.
 	cloud := startNode(t, "cloud", nodeOpts{tune: func(c *Config) { c.AckTimeout = 30 * time.Second }})
-	fleet := newFleet(t, cloud, 20, 1200)
-	run := runFleet(t, cloud, fleet, 60*time.Second)
+	fleet := newFleet(t, cloud.root, cloud.provision, 20, 1200)
+	run := runFleet(t, cloud.url(), fleet, 60*time.Second)
 	t.Logf("20 edges in sync in %v, %v CPU", run.took.Round(time.Millisecond), run.cpu.Round(time.Millisecond))
 	for _, e := range fleet {
 		if p := cloud.get(e.last.Node, uuid.Nil, e.last.Type, e.last.Key); p.Time != e.last.Time {
@@ -343,10 +362,10 @@ func BenchmarkFleet(b *testing.B) {
 		b.Run(strconv.Itoa(n), func(b *testing.B) {
 			for range b.N {
 				cloud := startNode(b, "cloud", nodeOpts{tune: benchTuning})
-				fleet := newFleet(b, cloud, n, 1200)
+				fleet := newFleet(b, cloud.root, cloud.provision, n, 1200)
 				runtime.GC()
 				resetPeakRSS()
-				runFleet(b, cloud, fleet, 15*time.Minute).report(b, n)
+				runFleet(b, cloud.url(), fleet, 15*time.Minute).report(b, n)
 				b.ReportMetric(peakRSS(), "peak-rss-MB")
 			}
 		})
@@ -362,13 +381,13 @@ func BenchmarkFleetRestart(b *testing.B) {
 		b.Run(strconv.Itoa(n), func(b *testing.B) {
 			for range b.N {
 				cloud := startNode(b, "cloud", nodeOpts{tune: benchTuning})
-				fleet := newFleet(b, cloud, n, 1200)
-				runFleet(b, cloud, fleet, 15*time.Minute)
+				fleet := newFleet(b, cloud.root, cloud.provision, n, 1200)
+				runFleet(b, cloud.url(), fleet, 15*time.Minute)
 				for _, e := range fleet {
 					e.close()
 				}
 				cloud.restart()
-				run := runFleet(b, cloud, fleet, 15*time.Minute)
+				run := runFleet(b, cloud.url(), fleet, 15*time.Minute)
 				for _, e := range fleet {
 					if got := e.received.Load(); got > 100 {
 						b.Fatalf("edge %v: the cloud pushed %d points to it; it lacked none", e.dev, got)
@@ -397,8 +416,8 @@ func BenchmarkFleetFanIn(b *testing.B) {
 		b.Run(strconv.Itoa(n), func(b *testing.B) {
 			for range b.N {
 				cloud := startNode(b, "cloud", nodeOpts{tune: benchTuning})
-				fleet := newFleet(b, cloud, n, 1200)
-				runFleet(b, cloud, fleet, 15*time.Minute)
+				fleet := newFleet(b, cloud.root, cloud.provision, n, 1200)
+				runFleet(b, cloud.url(), fleet, 15*time.Minute)
 				lat := make([][]time.Duration, n)
 				errs := make(chan error, n)
 				var wg sync.WaitGroup

@@ -28,7 +28,9 @@ others=$(go list ./... | grep -v -e '^siot/store$' -e '^siot/replica$')
 	go test -run '^$' -bench 'IdleLink|PointBytes' -benchtime 1x -count "$COUNT" ./replica/
 	# A fleet of simulated edges linking to one cloud at once (SIOT_FLEET
 	# sets the sizes; default 200,1000), the cloud restarted under 1,000
-	# (SIOT_FLEET_RESTART) and 1,000 writing a point a second (SIOT_FANIN).
+	# (SIOT_FLEET_RESTART), 1,000 writing a point a second (SIOT_FANIN), and
+	# 1,000 against `siot serve` in a process of its own (SIOT_FLEET_PROC;
+	# SIOT_CLOUD_GOMEMLIMIT sets its GOMEMLIMIT).
 	# scripts/fleet-plot.py < bench.out draws docs/fleet-scaling.svg.
 	go test -run '^$' -bench Fleet -benchtime 1x -count 1 -timeout 60m ./replica/
 	go test -run '^$' -bench 'Resume|Repair|FirstLink' -benchtime 1x -count "$COUNT" -timeout 60m ./replica/
