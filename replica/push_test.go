@@ -2,6 +2,7 @@ package replica
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -142,5 +143,24 @@ func TestPushStateOverdueMeansNoProgress(t *testing.T) {
 	}
 	if !s.overdue(t0.Add(56*time.Second), 30*time.Second) {
 		t.Fatal("no progress for 31 s not overdue")
+	}
+}
+
+// TestAckPrefixesAreDistinct: the sessions on one connection (an
+// acceptor's, shared by all its links) each get acks of their own.
+func TestAckPrefixesAreDistinct(t *testing.T) {
+	n := startNode(t, "cloud", nodeOpts{})
+	inbox := n.rep.nc.NewInbox()
+	inbox = inbox[:strings.LastIndexByte(inbox, '.')+1]
+	seen := make(map[string]bool)
+	for range 1000 {
+		p := ackPrefix(n.rep.nc)
+		if !strings.HasPrefix(p, inbox) || len(p) != len(inbox)+8 || strings.ContainsAny(p[len(inbox):], ".*> ") {
+			t.Fatalf("ack prefix %q: want %q and 8 subject-safe characters", p, inbox)
+		}
+		if seen[p] {
+			t.Fatalf("ack prefix %q given twice", p)
+		}
+		seen[p] = true
 	}
 }

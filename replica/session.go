@@ -2,6 +2,8 @@ package replica
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"strconv"
@@ -70,9 +72,21 @@ type session struct {
 
 func newSession(r *Replica, remote uuid.UUID, role string, sc *scope, conn *nats.Conn, pushSubj string, have uint64, fail func(error)) *session {
 	s := &session{r: r, remote: remote, role: role, scope: sc, conn: conn, pushSubj: pushSubj,
-		ackPfx: conn.NewRespInbox(), have: have, fail: fail, mark: recvMark(remote)}
+		ackPfx: ackPrefix(conn), have: have, fail: fail, mark: recvMark(remote)}
 	s.touch()
 	return s
+}
+
+// ackPrefix returns a prefix for a session's ack subjects under conn's
+// inbox: the inbox and 8 random characters (48 bits; a collision needs
+// millions of sessions on one connection). Each ack subject crosses the
+// link twice (a push's reply subject, then the ack's subject): nats.go's
+// own reply inboxes are 23 characters longer.
+func ackPrefix(conn *nats.Conn) string {
+	in := conn.NewInbox() // <inbox prefix>.<nuid>
+	var b [6]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
+	return in[:strings.LastIndexByte(in, '.')+1] + base64.RawURLEncoding.EncodeToString(b[:])
 }
 
 func (s *session) touch() { s.lastSeen.Store(time.Now().UnixNano()) }

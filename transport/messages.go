@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"reflect"
@@ -318,12 +319,20 @@ func Encode(v any) ([]byte, error) {
 	return encodeWire(t, v)
 }
 
+// encodeWire encodes v after the frame header. Integers take the fewest
+// bytes that hold them (a change number under 128 is one byte, not
+// nine): every msgpack decoder reads any width, and a cellular link pays
+// for each byte of every push and ack.
 func encodeWire(t MsgType, v any) ([]byte, error) {
-	b, err := msgpack.Marshal(v)
-	if err != nil {
+	buf := bytes.NewBuffer(AppendFrameHeader(make([]byte, 0, 64), t))
+	enc := msgpack.GetEncoder()
+	defer msgpack.PutEncoder(enc)
+	enc.Reset(buf)
+	enc.UseCompactInts(true)
+	if err := enc.Encode(v); err != nil {
 		return nil, fmt.Errorf("transport: encode %s: %w", t, err)
 	}
-	return append(AppendFrameHeader(make([]byte, 0, headerLen+len(b)), t), b...), nil
+	return buf.Bytes(), nil
 }
 
 // EncodeError returns a MsgError frame carrying err's text.
