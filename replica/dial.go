@@ -1,10 +1,13 @@
 package replica
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,6 +42,39 @@ type dialLink struct {
 	sentBefore, recvBefore, rejBefore uint64
 
 	down downLog // owned by run's goroutine
+	// missed counts the attempts since the last welcome: each starts one
+	// server further down the order (serverOrder). Owned by run's
+	// goroutine.
+	missed int
+}
+
+// serverOrder returns the servers of a link URL (one, or a cluster's
+// members separated by commas) in the order this instance tries them:
+// by a hash of the instance and the server (rendezvous hashing), so the
+// edges of a fleet spread evenly over the members, each returns to the
+// same member after a reconnect (its resume positions are that member's),
+// and the edges of a member that is down spread evenly over the rest.
+// skip rotates the order: attempts that got no welcome start further
+// down, so a member whose server is up but whose replica does not answer
+// is passed over.
+func serverOrder(instance uuid.UUID, servers []string, skip int) []string {
+	type ranked struct {
+		url  string
+		rank uint64
+	}
+	rs := make([]ranked, len(servers))
+	for i, u := range servers {
+		h := fnv.New64a()
+		h.Write(instance[:])
+		h.Write([]byte(u))
+		rs[i] = ranked{u, h.Sum64()}
+	}
+	slices.SortStableFunc(rs, func(a, b ranked) int { return cmp.Compare(b.rank, a.rank) })
+	out := make([]string, len(rs))
+	for i := range rs {
+		out[i] = rs[(i+skip)%len(rs)].url
+	}
+	return out
 }
 
 func newDialLink(r *Replica, url, role string, creds *transport.Creds) *dialLink {
@@ -131,10 +167,21 @@ func (d *dialLink) session(parent context.Context) error {
 	r := d.r
 	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
-	nc, err := transport.Dial(d.url, transport.DialConfig{
+	servers, err := transport.SplitServers(d.url)
+	if err != nil {
+		return err
+	}
+	d.missed++ // until a welcome comes
+	servers = serverOrder(r.st.Instance(), servers, d.missed-1)
+	nc, err := transport.Dial(strings.Join(servers, ","), transport.DialConfig{
 		Name:         "siot " + r.st.Instance().String(),
 		Timeout:      r.cfg.HelloTimeout,
 		OnDisconnect: func(err error) { cancel(fmt.Errorf("disconnected: %v", err)) },
+		OnError: func(err error) {
+			if ok, held := r.logLimit.allow("link nats "+d.shown+" "+err.Error(), time.Minute); ok {
+				r.log.Warn("link connection", "url", d.shown, "err", err, "repeats_not_logged", held)
+			}
+		},
 		Creds:        d.creds,
 		TLS:          r.cfg.LinkTLS,
 		PingInterval: r.cfg.KeepAlive,
@@ -148,6 +195,7 @@ func (d *dialLink) session(parent context.Context) error {
 	if err != nil {
 		return err
 	}
+	d.missed = 0
 	subj, err := transport.Subjects(d.id, w.Session)
 	if err != nil {
 		return err
@@ -312,7 +360,9 @@ func (d *dialLink) hello(nc *nats.Conn) (transport.Welcome, error) {
 		return transport.Welcome{}, err
 	}
 	sent := time.Now()
-	reply, err := nc.Request(transport.Subject(d.id, transport.NameHello), b, r.cfg.HelloTimeout)
+	// The member of a cluster this link reached serves it, so the
+	// session ends with that member's connection and moves with it.
+	reply, err := nc.Request(transport.SubjectOn(nc, d.id, transport.NameHello), b, r.cfg.HelloTimeout)
 	if err != nil {
 		return transport.Welcome{}, fmt.Errorf("hello: %w", err)
 	}
@@ -354,30 +404,18 @@ func (d *dialLink) correctClock(remoteMs int64, rtt time.Duration) {
 // stretched on an idle link in sync up to RepairMaxInterval.
 // A round that found differences is followed at once by another, until
 // one finds the scopes equal (at most a few: writes racing a round only
-// add one).
+// add one); when three did not, the rounds run once more as soon as the
+// link is idle, and after that at the interval.
 func (d *dialLink) repairLoop(ctx context.Context, s *session, rp *repairer) error {
 	cfg := &d.r.cfg
 	if !cfg.NoPush {
 		// Let push and resume carry the bulk first.
-		t := time.NewTicker(20 * time.Millisecond)
-		deadline := time.Now().Add(cfg.RepairInterval)
-		for {
-			s.mu.Lock()
-			idle := s.sendIdle && s.remoteIdle
-			s.mu.Unlock()
-			if idle || time.Now().After(deadline) {
-				break
-			}
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return nil
-			case <-t.C:
-			}
+		if !d.waitIdle(ctx, s, cfg.RepairInterval) {
+			return nil
 		}
-		t.Stop()
 	}
 	wait, traffic := cfg.RepairInterval, s.traffic()
+	raced := false // the last rounds found differences and the retry on idle is spent
 	for {
 		equal := false
 		for try := 0; try < 3; try++ {
@@ -402,6 +440,19 @@ func (d *dialLink) repairLoop(ctx context.Context, s *session, rp *repairer) err
 				break
 			}
 		}
+		if !equal && !raced && !cfg.NoPush {
+			// Writes racing the rounds show as differences (points in
+			// flight). Check again as soon as the pushes are acknowledged,
+			// once: the status says in sync only after a round finds the
+			// scopes equal, and it should not wait a whole interval. A
+			// difference that outlives that waits the interval.
+			raced = true
+			if !d.waitIdle(ctx, s, cfg.RepairInterval) {
+				return nil
+			}
+			continue
+		}
+		raced = false
 		// An idle link in sync is checked less and less often, up to
 		// RepairMaxInterval: each check costs bytes on a metered link.
 		// A difference or any push since the last round starts over.
@@ -416,6 +467,27 @@ func (d *dialLink) repairLoop(ctx context.Context, s *session, rp *repairer) err
 		case <-ctx.Done():
 			t.Stop()
 			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// waitIdle waits until the session's pushes both ways are caught up and
+// acknowledged, or for at most limit. It reports false when ctx ended.
+func (d *dialLink) waitIdle(ctx context.Context, s *session, limit time.Duration) bool {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	deadline := time.Now().Add(limit)
+	for {
+		s.mu.Lock()
+		idle := s.sendIdle && s.remoteIdle
+		s.mu.Unlock()
+		if idle || time.Now().After(deadline) {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
 		case <-t.C:
 		}
 	}

@@ -35,6 +35,7 @@ type node struct {
 	admin    *transport.Creds // the local administrator's, kept across restarts
 	bypass   bool             // nodeOpts.bypass
 	srvPing  time.Duration    // nodeOpts.serverPing
+	cluster  transport.ClusterConfig
 }
 
 // adminByAddr maps a test node's listen address to its administrator
@@ -78,7 +79,14 @@ type nodeOpts struct {
 	bypass bool
 	// serverPing is the NATS server's keepalive (0: its default).
 	serverPing time.Duration
+	// cluster, when set, makes the node's server a cluster member with
+	// these routes (nats://host:port of other members' route listeners;
+	// none for the first). Its route port is kept across restarts.
+	cluster []string
 }
+
+// clusterSecret is the route secret of the test clusters.
+const clusterSecret = "test-cluster-secret-0123456789abcdef"
 
 // testTuning shortens timers so failures are detected in test time.
 func testTuning(c *Config) {
@@ -113,6 +121,9 @@ func startNode(t testing.TB, name string, o nodeOpts) *node {
 	n.admin = admin
 	n.cfg.AdminKey = mustPub(t, admin)
 	n.cfg.noChecks, n.bypass, n.srvPing = o.bypass, o.bypass, o.serverPing
+	if o.cluster != nil {
+		n.cluster = transport.ClusterConfig{Listen: "127.0.0.1:0", Routes: o.cluster, Secret: clusterSecret}
+	}
 	testTuning(&n.cfg)
 	if o.tune != nil {
 		o.tune(&n.cfg)
@@ -135,10 +146,13 @@ func (n *node) start() {
 		t.Fatalf("%s: %v", n.name, err)
 	}
 	n.root = st.Root()
-	srv, err := transport.StartServer(transport.ServerConfig{Listen: n.addr, NoPermissions: n.bypass, PingInterval: n.srvPing})
+	srv, err := transport.StartServer(transport.ServerConfig{Listen: n.addr, NoPermissions: n.bypass, PingInterval: n.srvPing, Cluster: n.cluster})
 	if err != nil {
 		st.Close()
 		t.Fatalf("%s: %v", n.name, err)
+	}
+	if n.cluster.Listen == "127.0.0.1:0" {
+		n.cluster.Listen = srv.ClusterAddr()
 	}
 	if n.addr == "127.0.0.1:0" {
 		n.addr = srv.ClientURL()[len("nats://"):]
@@ -178,12 +192,26 @@ func (n *node) stop() {
 	n.rep = nil
 }
 
+// kill stops n as a crash looks from outside: its server goes first, so
+// every connection and route drops and nothing the replica does on its
+// way out reaches anyone; then the replica and the store close.
+func (n *node) kill() {
+	if n.rep == nil {
+		return
+	}
+	n.srv.Shutdown()
+	n.stop()
+}
+
 func (n *node) restart() {
 	n.stop()
 	n.start()
 }
 
 func (n *node) url() string { return "nats://" + n.addr }
+
+// routeURL is the node's route listener, for other cluster members.
+func (n *node) routeURL() string { return "nats://" + n.cluster.Listen }
 
 // dial connects to the node's listener over TCP with creds (nil: as its
 // administrator).

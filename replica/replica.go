@@ -25,7 +25,9 @@ type Config struct {
 	Server *transport.Server // this instance's NATS server: links are accepted and the API served on it
 
 	// Upstreams are NATS URLs this instance links to as an edge: its root
-	// goes under the upstream's root and its subtree syncs both ways.
+	// goes under the upstream's root and its subtree syncs both ways. A
+	// URL may list the members of a cluster, separated by commas: the
+	// link is one session with one member at a time (serverOrder).
 	Upstreams []string
 	// Peers are NATS URLs of instances with the same root: everything
 	// syncs both ways.
@@ -169,6 +171,9 @@ func (c *Config) validate() error {
 		if u == "" {
 			return errors.New("replica: empty link URL")
 		}
+		if _, err := transport.SplitServers(u); err != nil {
+			return fmt.Errorf("replica: link URL: %w", err)
+		}
 	}
 	if len(c.Upstreams) > 0 && c.UpstreamCreds == nil {
 		return errors.New("replica: upstream links need Config.UpstreamCreds")
@@ -276,6 +281,9 @@ func Open(cfg Config) (*Replica, error) {
 	return r, nil
 }
 
+// queueGroup is the queue group of the members of a cluster.
+const queueGroup = "siot"
+
 func (r *Replica) subscribe() error {
 	handlers := map[string]nats.MsgHandler{
 		transport.NameHello:  r.acceptor.handleHello,
@@ -287,9 +295,17 @@ func (r *Replica) subscribe() error {
 		transport.NameWatch:  r.handleWatch,
 		transport.NameToken:  serve(r, r.auth.issueToken),
 	}
+	// In a cluster the members answer requests that name no server as
+	// one queue group, and each answers those that name its own server
+	// (transport.SubjectOn).
+	server := r.nc.ConnectedServerName()
 	for name, h := range handlers {
-		sub, err := r.nc.Subscribe(transport.AnyIdentity(name), h)
+		sub, err := r.nc.QueueSubscribe(transport.AnyIdentity(name), queueGroup, h)
 		if err != nil {
+			return fmt.Errorf("replica: subscribe %s: %w", name, err)
+		}
+		r.subs = append(r.subs, sub)
+		if sub, err = r.nc.Subscribe(transport.AtServer(name, server), h); err != nil {
 			return fmt.Errorf("replica: subscribe %s: %w", name, err)
 		}
 		r.subs = append(r.subs, sub)

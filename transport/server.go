@@ -55,6 +55,93 @@ type ServerConfig struct {
 	// for the benchmarks that measure what permissions cost; siot serve
 	// never sets it.
 	NoPermissions bool
+	// Cluster, when its Listen is set, makes this server a member of a
+	// NATS cluster with the servers of other siot instances (scale-out:
+	// docs/operations.md). Zero: a server of its own.
+	Cluster ClusterConfig
+}
+
+// ClusterConfig joins an embedded server to a NATS cluster. The members
+// exchange every message over routes, so a client connected to any of
+// them reaches the subscribers of all; each member still authenticates
+// its own clients, with its own replica's store.
+type ClusterConfig struct {
+	// Listen is the route listen address, host:port (port 0: a free port).
+	Listen string
+	// Routes are other members' route addresses, nats://host:port. One
+	// is enough: members tell each other about the rest.
+	Routes []string
+	// Secret is what every member's routes sign in with, the same on all
+	// of them (siot serve reads it from --cluster-secret). At least
+	// MinClusterSecret bytes. A route that presents another is refused.
+	Secret string
+	// Name is the cluster's name, the same on every member; empty means
+	// "siot".
+	Name string
+}
+
+// MinClusterSecret is the shortest ClusterConfig.Secret accepted.
+const MinClusterSecret = 32
+
+// clusterUser is the user name routes sign in with; the secret is the
+// password.
+const clusterUser = "siot-route"
+
+// clusterOptions sets up opts for cfg: the route listener, the routes to
+// dial (carrying the secret) and the secret routes must present.
+func clusterOptions(opts *server.Options, cfg ClusterConfig) error {
+	host, port, err := splitListen(cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("transport: cluster listen address: %w", err)
+	}
+	if len(cfg.Secret) < MinClusterSecret {
+		return fmt.Errorf("transport: cluster secret of %d bytes: at least %d", len(cfg.Secret), MinClusterSecret)
+	}
+	if strings.ContainsAny(cfg.Secret, " \t\r\n") {
+		return errors.New("transport: cluster secret holds white space")
+	}
+	name := cfg.Name
+	if name == "" {
+		name = "siot"
+	}
+	opts.Cluster = server.ClusterOpts{
+		Name: name, Host: host, Port: port,
+		Username: clusterUser, Password: cfg.Secret,
+		AuthTimeout: 5,
+		// Clients are not told the members' client addresses: a link
+		// dials the list it was configured with (siot serve
+		// --upstream nats://a,nats://b), and a hostile client learns
+		// nothing of the cluster's inside.
+		NoAdvertise: true,
+	}
+	for _, r := range cfg.Routes {
+		u, err := url.Parse(r)
+		if err != nil || u.Host == "" || u.User != nil || u.Path != "" && u.Path != "/" {
+			return fmt.Errorf("transport: route %q: want nats://host:port", RedactURL(r))
+		}
+		if u.Scheme != "nats" && u.Scheme != "nats-route" {
+			return fmt.Errorf("transport: route %q: want nats://host:port", RedactURL(r))
+		}
+		u.User = url.UserPassword(clusterUser, cfg.Secret)
+		opts.Routes = append(opts.Routes, u)
+	}
+	return nil
+}
+
+// splitListen parses host:port; port 0 picks a free port.
+func splitListen(addr string) (string, int, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, fmt.Errorf("%q: %w", addr, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("%q: bad port", addr)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	return host, port, nil
 }
 
 // Authenticator decides who a connection is. The server calls
@@ -113,16 +200,9 @@ type Server struct {
 // StartServer starts an embedded NATS server and waits until it accepts
 // connections. The caller must call Shutdown.
 func StartServer(cfg ServerConfig) (*Server, error) {
-	host, portStr, err := net.SplitHostPort(cfg.Listen)
+	host, port, err := splitListen(cfg.Listen)
 	if err != nil {
-		return nil, fmt.Errorf("transport: listen address %q: %w", cfg.Listen, err)
-	}
-	port, err := strconv.Atoi(portStr)
-	if err != nil || port < 0 || port > 65535 {
-		return nil, fmt.Errorf("transport: listen address %q: bad port", cfg.Listen)
-	}
-	if port == 0 {
-		port = server.RANDOM_PORT
+		return nil, fmt.Errorf("transport: listen address %w", err)
 	}
 	if cfg.ReadyTimeout == 0 {
 		cfg.ReadyTimeout = 10 * time.Second
@@ -169,6 +249,11 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		opts.TLS = true
 		opts.TLSTimeout = 10
 	}
+	if cfg.Cluster.Listen != "" {
+		if err := clusterOptions(opts, cfg.Cluster); err != nil {
+			return nil, err
+		}
+	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("transport: nats server: %w", err)
@@ -202,13 +287,33 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 // ClientURL returns the nats:// URL clients dial.
 func (s *Server) ClientURL() string { return s.ns.ClientURL() }
 
+// ClusterAddr returns the route listener's host:port, or "" without a
+// cluster.
+func (s *Server) ClusterAddr() string {
+	if a := s.ns.ClusterAddr(); a != nil {
+		return a.String()
+	}
+	return ""
+}
+
+// Routes returns the number of routes to other cluster members (a
+// member may hold several to each).
+func (s *Server) Routes() int { return s.ns.NumRoutes() }
+
 // Connect opens an in-process client connection (no TCP) named name, as
 // the system identity: it may publish and subscribe anywhere. The caller
 // closes it.
 func (s *Server) Connect(name string) (*nats.Conn, error) {
 	pub, _ := s.sys.PublicKey()
 	nc, err := nats.Connect("", nats.InProcessServer(s.ns), nats.Name(name), nats.NoReconnect(),
-		nats.UserInfo(string(KindSystem), ""), nats.Nkey(pub, s.sys.Sign))
+		nats.UserInfo(string(KindSystem), ""), nats.Nkey(pub, s.sys.Sign),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subject := ""
+			if sub != nil {
+				subject = sub.Subject
+			}
+			s.log.Warn("nats client", "conn", name, "subject", subject, "err", err)
+		}))
 	if err != nil {
 		return nil, fmt.Errorf("transport: in-process connection: %w", err)
 	}
@@ -242,8 +347,9 @@ type serverAuth struct{ s *Server }
 
 // Check authenticates one connection: it verifies an nkey's signature of
 // the nonce, asks the Authenticator who the client is, and grants the
-// identity's permissions. It refuses routes, leaf nodes and gateways:
-// siot configures none.
+// identity's permissions. It refuses leaf nodes and gateways: siot
+// configures none. Routes never reach it: the server checks them against
+// ClusterConfig.Secret.
 func (a serverAuth) Check(c server.ClientAuthentication) bool {
 	s := a.s
 	o := c.GetOpts()
@@ -507,14 +613,44 @@ func (s *Server) Connections() map[Identity]int {
 // "redacted", for logs and status. A string that is not a URL is returned
 // as "invalid URL".
 func RedactURL(u string) string {
-	pu, err := url.Parse(u)
-	if err != nil {
-		return "invalid URL"
+	parts := strings.Split(u, ",")
+	for i, part := range parts {
+		pu, err := url.Parse(strings.TrimSpace(part))
+		if err != nil {
+			parts[i] = "invalid URL"
+			continue
+		}
+		if pu.User != nil {
+			pu.User = url.User("redacted")
+		}
+		parts[i] = pu.String()
 	}
-	if pu.User != nil {
-		pu.User = url.User("redacted")
+	return strings.Join(parts, ",")
+}
+
+// SplitServers splits a link URL into the servers it names: one NATS URL,
+// or several separated by commas (the members of a cluster). It refuses
+// an empty entry, one that is not a nats:// or tls:// URL with a host,
+// and credentials in a URL: nats.go would send them instead of the
+// credential file's, and they would show in logs and status.
+func SplitServers(serverURL string) ([]string, error) { return splitServers(serverURL) }
+
+func splitServers(serverURL string) ([]string, error) {
+	var out []string
+	for _, part := range strings.Split(serverURL, ",") {
+		part = strings.TrimSpace(part)
+		pu, err := url.Parse(part)
+		switch {
+		case part == "":
+			return nil, fmt.Errorf("transport: dial %s: an empty server in the list", RedactURL(serverURL))
+		case err != nil || pu.Host == "" || pu.Scheme != "nats" && pu.Scheme != "tls":
+			return nil, fmt.Errorf("transport: dial %s: not a URL", RedactURL(part))
+		case pu.User != nil:
+			return nil, fmt.Errorf("transport: dial %s: put credentials in a credential file, not in the URL", RedactURL(part))
+		}
+		out = append(out, part)
 	}
-	return pu.String()
+	return out, nil
 }
 
 // natsLogger adapts slog to the NATS server's logger: warnings and errors
@@ -558,6 +694,10 @@ type DialConfig struct {
 	PingInterval time.Duration
 	// OnDisconnect is called (from a NATS goroutine) when the connection
 	// drops; the connection does not reconnect by itself.
+	// OnError receives the connection's asynchronous errors (a slow
+	// consumer, a write to a peer that went away); nil drops them.
+	// nats.go would write them to stderr, past the caller's logger.
+	OnError func(error)
 	OnDisconnect func(error)
 	// Creds authenticate the connection. Required, unless Login is set:
 	// servers refuse anonymous clients.
@@ -599,15 +739,11 @@ func Dial(serverURL string, cfg DialConfig) (*nats.Conn, error) {
 	if cfg.PingInterval <= 0 {
 		cfg.PingInterval = 30 * time.Second
 	}
-	if pu, err := url.Parse(serverURL); err != nil {
-		return nil, fmt.Errorf("transport: dial %s: not a URL", RedactURL(serverURL))
-	} else if pu.User != nil {
-		// nats.go would send a URL's user information instead of the
-		// credentials, and it would show in logs and status.
-		return nil, fmt.Errorf("transport: dial %s: put credentials in a credential file, not in the URL", RedactURL(serverURL))
+	servers, err := splitServers(serverURL)
+	if err != nil {
+		return nil, err
 	}
 	var copts []nats.Option
-	var err error
 	if cfg.Login != nil {
 		copts = []nats.Option{nats.CustomInboxPrefix(cfg.Login.Identity().Inbox()), nats.UserInfo(cfg.Login.Email, cfg.Login.Password)}
 	} else if copts, err = cfg.Creds.options(); err != nil {
@@ -617,6 +753,11 @@ func Dial(serverURL string, cfg DialConfig) (*nats.Conn, error) {
 		nats.Name(cfg.Name),
 		nats.Timeout(cfg.Timeout),
 		nats.NoReconnect(),
+		// The servers are tried in the order given (a link orders its
+		// cluster's members itself), and only those: a server's list of
+		// others is not trusted to send credentials to.
+		nats.DontRandomize(),
+		nats.IgnoreDiscoveredServers(),
 		nats.PingInterval(cfg.PingInterval),
 		nats.MaxPingsOutstanding(2),
 	}
@@ -624,6 +765,12 @@ func Dial(serverURL string, cfg DialConfig) (*nats.Conn, error) {
 	if cfg.TLS != nil {
 		opts = append(opts, nats.Secure(cfg.TLS))
 	}
+	onErr := cfg.OnError
+	opts = append(opts, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		if onErr != nil {
+			onErr(err)
+		}
+	}))
 	if cfg.OnDisconnect != nil {
 		f := cfg.OnDisconnect
 		opts = append(opts, nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
@@ -636,7 +783,7 @@ func Dial(serverURL string, cfg DialConfig) (*nats.Conn, error) {
 			f(err)
 		}))
 	}
-	nc, err := nats.Connect(serverURL, opts...)
+	nc, err := nats.Connect(strings.Join(servers, ","), opts...)
 	if err != nil {
 		if errors.Is(err, nats.ErrAuthorization) {
 			err = fmt.Errorf("%w: the server refused these credentials (unknown, revoked or expired; the server's log says which)", err)

@@ -5,6 +5,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strings"
+
+	"github.com/nats-io/nats.go"
 )
 
 // Names of the link protocol's and the local API's requests. A request's
@@ -40,6 +42,43 @@ func Subject(id Identity, name string) string { return id.Prefix() + "." + name 
 // AnyIdentity returns the subject that matches request name sent by any
 // identity: what the server subscribes to.
 func AnyIdentity(name string) string { return "siot.*.*." + name }
+
+// A request may name the server it is for: Subject followed by the
+// server's name (SubjectOn). In a cluster every member's replica answers
+// requests on Subject as one queue group, so any one of them may answer;
+// only the member whose server is named answers a request that names one
+// (AtServer). Clients name the server they are connected to, so a link is
+// served by the member it reached and ends with that member, and
+// siot status describes the server it was pointed at.
+
+// SubjectOn returns the subject of request name sent by identity id to
+// the server nc is connected to. A server name that is not one plain
+// subject token (a hostile server's) is left out.
+func SubjectOn(nc *nats.Conn, id Identity, name string) string {
+	subj := Subject(id, name)
+	if srv := nc.ConnectedServerName(); plainToken(srv) {
+		subj += "." + srv
+	}
+	return subj
+}
+
+// AtServer returns the subject that matches request name sent by any
+// identity to the server named server.
+func AtServer(name, server string) string { return AnyIdentity(name) + "." + server }
+
+// plainToken reports whether s is 1 to 64 letters, digits, '-' or '_':
+// a subject token with no wildcard, separator or space.
+func plainToken(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
 
 // SessionSubjects are the subjects of one link session, all under the
 // dialer's prefix: "<prefix>.link.<session>.". Only the dialer's identity

@@ -120,7 +120,8 @@ func (c *client) callWait(ctx context.Context, name string, req, resp any, extra
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout+extra)
 	defer cancel()
-	m, err := c.nc.RequestWithContext(ctx, subject, b)
+	// To the server this client dialed, not any member of its cluster.
+	m, err := c.nc.RequestWithContext(ctx, transport.SubjectOn(c.nc, c.id, name), b)
 	if err != nil {
 		return fmt.Errorf("%s: %w", subject, err)
 	}

@@ -417,7 +417,7 @@ func askRoot(url string, creds *transport.Creds, tc *tls.Config) (uuid.UUID, err
 	if err != nil {
 		return uuid.Nil, err
 	}
-	reply, err := nc.Request(transport.Subject(id, transport.NameHello), b, 10*time.Second)
+	reply, err := nc.Request(transport.SubjectOn(nc, id, transport.NameHello), b, 10*time.Second)
 	if err != nil {
 		return uuid.Nil, err
 	}
