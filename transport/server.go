@@ -697,7 +697,7 @@ type DialConfig struct {
 	// OnError receives the connection's asynchronous errors (a slow
 	// consumer, a write to a peer that went away); nil drops them.
 	// nats.go would write them to stderr, past the caller's logger.
-	OnError func(error)
+	OnError      func(error)
 	OnDisconnect func(error)
 	// Creds authenticate the connection. Required, unless Login is set:
 	// servers refuse anonymous clients.
