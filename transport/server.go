@@ -448,7 +448,8 @@ func permissions(id Identity) *server.Permissions {
 	pfx := id.Prefix()
 	pub := []string{pfx + ".>"}
 	if id.Kind == KindLogin {
-		pub = []string{Subject(id, NameToken)}
+		// A token request, to any server or to a named one (SubjectOn).
+		pub = []string{Subject(id, NameToken), Subject(id, NameToken) + ".*"}
 	}
 	return &server.Permissions{
 		Publish:   &server.SubjectPermission{Allow: pub},

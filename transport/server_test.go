@@ -874,7 +874,8 @@ func TestServerAuthentication(t *testing.T) {
 	lid := Identity{Kind: KindLogin, Node: EmailID(email)}
 	lerrs := make(chan error, 16)
 	login := srvDialErrs(t, u, lerrs, nats.UserInfo(email, password), nats.CustomInboxPrefix(lid.Inbox()))
-	for _, subj := range []string{Subject(lid, NameStatus), Subject(lid, NameHello), lid.Prefix() + ".link.s.up"} {
+	for _, subj := range []string{Subject(lid, NameStatus), Subject(lid, NameHello), lid.Prefix() + ".link.s.up",
+		SubjectOn(login, lid, NameStatus), Subject(lid, NameToken) + ".a.b"} {
 		if err := login.Publish(subj, nil); err != nil {
 			t.Fatal(err)
 		}
@@ -890,6 +891,18 @@ func TestServerAuthentication(t *testing.T) {
 	}
 	if m, err := login.Request(Subject(lid, NameToken), nil, srvWait); err != nil || string(m.Data) != "token for "+Subject(lid, NameToken) {
 		t.Fatalf("login's token request: %v, %v", m, err)
+	}
+	// The same request naming the server (as siot login sends it).
+	named, err := sys.Subscribe(AtServer(NameToken, sys.ConnectedServerName()), func(m *nats.Msg) { _ = m.Respond([]byte("named")) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer named.Unsubscribe()
+	if err := sys.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := login.Request(SubjectOn(login, lid, NameToken), nil, srvWait); err != nil || string(m.Data) != "named" {
+		t.Fatalf("login's token request naming the server: %v, %v", m, err)
 	}
 }
 

@@ -481,11 +481,12 @@ func (c *loginCmd) run(ctx context.Context, args []string) error {
 		return err
 	}
 	login := &transport.Login{Email: c.email, Password: password}
-	nc, err := transport.Dial(c.cf.server, transport.DialConfig{Name: "siot login", Timeout: c.cf.timeout, Login: login, TLS: tc})
+	async := &asyncErrors{}
+	nc, err := transport.Dial(c.cf.server, transport.DialConfig{Name: "siot login", Timeout: c.cf.timeout, Login: login, TLS: tc, OnError: async.note})
 	if err != nil {
 		return fmt.Errorf("login: %w", err)
 	}
-	cl := &client{nc: nc, id: login.Identity(), timeout: c.cf.timeout}
+	cl := &client{nc: nc, id: login.Identity(), timeout: c.cf.timeout, async: async}
 	defer cl.close()
 	var tok transport.TokenReply
 	if err := cl.call(ctx, transport.NameToken, transport.TokenRequest{TTL: int64(c.ttl / time.Second)}, &tok); err != nil {

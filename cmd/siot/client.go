@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -42,6 +43,25 @@ type client struct {
 	nc      *nats.Conn
 	id      transport.Identity // who the server knows us as: requests go under its prefix
 	timeout time.Duration
+	async   *asyncErrors
+}
+
+// asyncErrors keeps the last error the server sent outside a reply (a
+// permissions violation): a request it refused that way only times out,
+// and the timeout should say why.
+type asyncErrors struct{ last atomic.Pointer[error] }
+
+func (a *asyncErrors) note(err error) { a.last.Store(&err) }
+
+// explain adds the last asynchronous error to err.
+func (a *asyncErrors) explain(err error) error {
+	if a == nil {
+		return err
+	}
+	if p := a.last.Load(); p != nil {
+		return fmt.Errorf("%w (the server said: %v)", err, *p)
+	}
+	return err
 }
 
 // loadCreds reads the credential file the flags name, or the default one.
@@ -90,15 +110,16 @@ func (f *clientFlags) dialAs(creds *transport.Creds) (*client, error) {
 	if err != nil {
 		return nil, err
 	}
+	async := &asyncErrors{}
 	nc, err := transport.Dial(f.server, transport.DialConfig{Name: "siot cli", Timeout: min(f.timeout, 10*time.Second),
-		Creds: creds, TLS: tc})
+		Creds: creds, TLS: tc, OnError: async.note})
 	if err != nil {
 		if errors.Is(err, nats.ErrAuthorization) {
 			return nil, err
 		}
 		return nil, fmt.Errorf("%w (is `siot serve` running there? set --server or SIOT_SERVER)", err)
 	}
-	return &client{nc: nc, id: id, timeout: f.timeout}, nil
+	return &client{nc: nc, id: id, timeout: f.timeout, async: async}, nil
 }
 
 func (c *client) close() { c.nc.Close() }
@@ -123,7 +144,7 @@ func (c *client) callWait(ctx context.Context, name string, req, resp any, extra
 	// To the server this client dialed, not any member of its cluster.
 	m, err := c.nc.RequestWithContext(ctx, transport.SubjectOn(c.nc, c.id, name), b)
 	if err != nil {
-		return fmt.Errorf("%s: %w", subject, err)
+		return fmt.Errorf("%s: %w", subject, c.async.explain(err))
 	}
 	if err := transport.Decode(m.Data, 0, resp); err != nil {
 		return fmt.Errorf("%s: %w", subject, err)

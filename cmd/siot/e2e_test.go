@@ -1029,3 +1029,119 @@ func TestE2ERestartEveryRoleResumes(t *testing.T) {
 		requireAll(t, "after new writes: edge", sub, r)
 	}
 }
+
+// TestE2EClusterMemberKilled runs the scale-out topology as an operator
+// would: three clouds whose embedded servers form a NATS cluster
+// (--cluster, --route, --cluster-secret) and whose replicas are peered,
+// and edges that dial the list of all three. The cloud that serves the
+// most edges is SIGKILLed: its edges move to the others, everything the
+// edges wrote before and after is on both clouds that are up, and the
+// killed one catches up when it comes back. A status request reaches the
+// member it was sent to, not any member of the cluster.
+func TestE2EClusterMemberKilled(t *testing.T) {
+	e2eBinary(t)
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "cluster.secret")
+	routeA := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	a := newProc(t, "cloudA", "--cluster", routeA, "--cluster-secret", secret)
+	a.start()
+	if fi, err := os.Stat(secret); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("the first member did not write its secret with mode 0600: %v %v", fi, err)
+	}
+	peerCreds := filepath.Join(dir, "peer.creds")
+	mustSiot(t, "", "peer", "add", "--server", a.url, "--out", peerCreds)
+	clusterFlags := func() []string {
+		return []string{"--cluster", "127.0.0.1:" + strconv.Itoa(freePort(t)), "--route", "nats://" + routeA, "--cluster-secret", secret}
+	}
+	b := newProc(t, "cloudB", append(clusterFlags(), "--peer", a.url, "--peer-creds", peerCreds)...)
+	b.start()
+	waitLinks(t, b, a.url)
+	c := newProc(t, "cloudC", append(clusterFlags(), "--peer", a.url, "--peer", b.url, "--peer-creds", peerCreds)...)
+	c.start()
+	waitLinks(t, c, a.url, b.url)
+	clouds := []*e2eProc{a, b, c}
+	byInstance := map[string]*e2eProc{}
+	for _, cl := range clouds {
+		// Each member answers its own status: the request names it.
+		for range 5 {
+			if st := cl.mustStatus(); st.Instance == "" || (byInstance[st.Instance] != nil && byInstance[st.Instance] != cl) {
+				t.Fatalf("status through %s answered by another member", cl.name)
+			} else {
+				byInstance[st.Instance] = cl
+			}
+		}
+	}
+	if len(byInstance) != 3 {
+		t.Fatalf("%d distinct instances answered status through three members", len(byInstance))
+	}
+
+	list := a.url + "," + b.url + "," + c.url
+	const nEdges = 4
+	var edges []*e2eProc
+	for i := range nEdges {
+		creds := filepath.Join(dir, fmt.Sprintf("edge%d.creds", i))
+		mustSiot(t, "", "device", "add", "--server", a.url, "--out", creds)
+		e := newProc(t, fmt.Sprintf("edge%d", i), "--upstream", list, "--creds", creds)
+		e.start()
+		edges = append(edges, e)
+	}
+	served := func() map[*e2eProc][]*e2eProc {
+		out := map[*e2eProc][]*e2eProc{}
+		for _, e := range edges {
+			st := waitLinks(t, e, list)
+			l, _ := e.link(st, list)
+			out[byInstance[l.Remote]] = append(out[byInstance[l.Remote]], e)
+		}
+		return out
+	}
+	before := served()
+	victim := a
+	for _, cl := range clouds {
+		if len(before[cl]) > len(before[victim]) {
+			victim = cl
+		}
+	}
+	var up []*e2eProc
+	for _, cl := range clouds {
+		if cl != victim {
+			up = append(up, cl)
+		}
+	}
+	t.Logf("edges per cloud: A %d, B %d, C %d; killing %s", len(before[a]), len(before[b]), len(before[c]), victim.name)
+
+	var batch1, batch2 [][]e2eRec
+	var sensorIDs [][]string
+	for _, e := range edges {
+		recs, ids := sensors(e.id, 5, 3, 100)
+		e.importRecords(recs)
+		batch1, sensorIDs = append(batch1, recs), append(sensorIDs, ids)
+	}
+	for _, e := range edges {
+		waitSame(t, e.name+"'s subtree on every cloud", func() string { return e.export("") },
+			func() string { return a.export(e.id) }, func() string { return b.export(e.id) }, func() string { return c.export(e.id) })
+	}
+
+	if err := victim.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-victim.exited
+	for i, e := range edges {
+		recs, _ := sensors(e.id, 3, 3, 300)
+		e.importRecords(recs)
+		batch2 = append(batch2, recs)
+		up[0].importRecords(setpoints(sensorIDs[i], 7))
+	}
+	after := served()
+	if len(after[victim]) != 0 || len(after[up[0]])+len(after[up[1]]) != nEdges {
+		t.Fatalf("after the kill: %d edges on %s, %d and %d on the others", len(after[victim]), victim.name, len(after[up[0]]), len(after[up[1]]))
+	}
+	for i, e := range edges {
+		exp := waitSame(t, e.name+"'s subtree on the clouds that are up", func() string { return e.export("") },
+			func() string { return up[0].export(e.id) }, func() string { return up[1].export(e.id) })
+		requireAll(t, e.name, exp, append(append(append([]e2eRec{}, batch1[i]...), batch2[i]...), setpoints(sensorIDs[i], 7)...))
+	}
+
+	victim.start()
+	waitSame(t, victim.name+" caught up", func() string { return victim.export("") },
+		func() string { return up[0].export("") }, func() string { return up[1].export("") })
+}

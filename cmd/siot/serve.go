@@ -4,6 +4,7 @@ import (
 	"context"
 	crand "crypto/rand"
 	"crypto/tls"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -13,7 +14,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -50,11 +50,20 @@ DATA/admin.creds, mode 0600: client commands use them by default from
 A listener on an address other than loopback needs TLS (--tls-cert,
 --tls-key) unless --insecure says otherwise.
 
+Clouds scale out as a NATS cluster: each is started with --cluster (its
+route address), --cluster-secret (the same file on every member; the first
+member, without --route, writes it when missing) and, but for the first,
+--route to a member; each is also a --peer of the others. An edge names
+every member in one --upstream, separated by commas, and is served by one
+member at a time.
+
 Examples:
   siot serve
   siot serve --data /var/lib/siot --listen 0.0.0.0:4222 --tls-cert cert.pem --tls-key key.pem
   siot serve --data ./edge --listen 127.0.0.1:4223 --http 127.0.0.1:8119 --upstream tls://cloud.example.com:4222 --creds device.creds --tls-ca ca.pem
   siot serve --data ./cloud2 --listen 127.0.0.1:4224 --peer nats://127.0.0.1:4222 --peer-creds peer.creds
+  siot serve --data ./cloud2 --listen 127.0.0.1:4224 --cluster 127.0.0.1:6224 --route nats://127.0.0.1:6222 --cluster-secret cluster.secret --peer nats://127.0.0.1:4222 --peer-creds peer.creds
+  siot serve --data ./edge --listen 127.0.0.1:4223 --upstream nats://127.0.0.1:4222,nats://127.0.0.1:4224 --creds device.creds
 
 Flags:
 `
@@ -77,6 +86,8 @@ type serveFlags struct {
 	upstreams, peers                                         stringList
 	minFree                                                  uint64
 	creds, peerCreds, tlsCert, tlsKey, tlsCA                 string
+	cluster, clusterSecret                                   string
+	routes                                                   stringList
 	insecure                                                 bool
 	keepAlive, sessionPing, repairInterval, repairMax        time.Duration
 }
@@ -89,7 +100,7 @@ func (c *serveCmd) flags(fs *flag.FlagSet) {
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:4222", "NATS listen address, host:port")
 	fs.StringVar(&f.httpAddr, "http", "127.0.0.1:8118", "HTTP address for /healthz, /readyz, /status and /metrics; empty to disable")
 	fs.StringVar(&f.id, "id", "", "the root node's UUID, set on first start")
-	fs.Var(&f.upstreams, "upstream", "NATS URL of an upstream to link to as an edge (repeatable)")
+	fs.Var(&f.upstreams, "upstream", "NATS URL of an upstream to link to as an edge, or the members of a cluster separated by commas (repeatable)")
 	fs.Var(&f.peers, "peer", "NATS URL of a peer with the same root (repeatable)")
 	fs.StringVar(&f.profile, "profile", "", `store memory profile: "cloud" or "edge" (default: edge with --upstream and no --peer, else cloud)`)
 	fs.Uint64Var(&f.minFree, "min-free", 256<<20, "refuse writes when free disk space under --data falls below this many bytes")
@@ -97,6 +108,9 @@ func (c *serveCmd) flags(fs *flag.FlagSet) {
 	fs.StringVar(&f.logFormat, "log-format", "", `"text" or "json" (default: text on a terminal, json otherwise)`)
 	fs.StringVar(&f.creds, "creds", envOr(m.Getenv, "SIOT_LINK_CREDS", ""), "credential file the --upstream links sign in with: a device's (siot device add) (env SIOT_LINK_CREDS)")
 	fs.StringVar(&f.peerCreds, "peer-creds", "", "credential file the --peer links sign in with (siot peer add on the peer)")
+	fs.StringVar(&f.cluster, "cluster", "", "route listen address, host:port: join a NATS cluster of siot clouds (scale-out; docs/operations.md)")
+	fs.Var(&f.routes, "route", "nats://host:port of another cluster member's --cluster address (repeatable; one is enough)")
+	fs.StringVar(&f.clusterSecret, "cluster-secret", "", "file of the secret every cluster member's routes sign in with; made on the first member (no --route) when missing, then copied to the others")
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate (chain) of the NATS listener; with --tls-key, clients must use TLS")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 	fs.StringVar(&f.tlsCA, "tls-ca", envOr(m.Getenv, "SIOT_TLS_CA", ""), "PEM file of the CAs the upstreams' and peers' certificates must chain to (env SIOT_TLS_CA)")
@@ -121,12 +135,15 @@ func (c *serveCmd) run(ctx context.Context, args []string) error {
 		root = id
 	}
 	for _, u := range append(append([]string(nil), f.upstreams...), f.peers...) {
-		if !strings.HasPrefix(u, "nats://") && !strings.HasPrefix(u, "tls://") {
-			return &UsageError{Msg: fmt.Sprintf("link URL %q: want nats://host:port or tls://host:port", transport.RedactURL(u))}
+		if _, err := transport.SplitServers(u); err != nil {
+			return &UsageError{Msg: fmt.Sprintf("link URL %s: want nats://host:port or tls://host:port, or a list of them separated by commas (a cluster's members); credentials go in a file (--creds, --peer-creds), never in the URL", transport.RedactURL(u))}
 		}
-		if pu, err := url.Parse(u); err != nil || pu.User != nil {
-			return &UsageError{Msg: fmt.Sprintf("link URL %s: credentials go in a file (--creds, --peer-creds), never in the URL", transport.RedactURL(u))}
-		}
+	}
+	if f.cluster == "" && (len(f.routes) > 0 || f.clusterSecret != "") {
+		return &UsageError{Msg: "--route and --cluster-secret need --cluster"}
+	}
+	if f.cluster != "" && f.clusterSecret == "" {
+		return &UsageError{Msg: "--cluster needs --cluster-secret: routes sign in with it"}
 	}
 	profile := store.ProfileCloud
 	switch f.profile {
@@ -167,6 +184,12 @@ func (c *serveCmd) run(ctx context.Context, args []string) error {
 			return &UsageError{Msg: fmt.Sprintf("--listen %s is not a loopback address: give --tls-cert and --tls-key, or --insecure to send credentials and data in clear", f.listen)}
 		}
 		log.Warn("listening without TLS on a non-loopback address (--insecure): credentials and data cross the network in clear", "listen", f.listen)
+	}
+	if host, _, err := net.SplitHostPort(f.cluster); err == nil && !isLoopback(host) {
+		if !f.insecure {
+			return &UsageError{Msg: fmt.Sprintf("--cluster %s is not a loopback address: routes carry every message and the cluster secret without TLS; keep them on a private network and say so with --insecure", f.cluster)}
+		}
+		log.Warn("cluster routes without TLS on a non-loopback address (--insecure): keep them on a private network", "cluster", f.cluster)
 	}
 	return c.serve(ctx, f, root, profile, log)
 }
@@ -234,6 +257,42 @@ func adminCreds(dir string, log *slog.Logger) (*transport.Creds, error) {
 	}
 	log.Info("administrator credentials written", "file", path)
 	return c, nil
+}
+
+// clusterSecret reads the cluster's route secret from path. When the
+// file is missing and first is set (a member with no --route: the first of
+// its cluster) it writes a new random one, mode 0600, to be copied to the
+// other members; a member that routes to others must be given theirs.
+func clusterSecret(path string, first bool, log *slog.Logger) (string, error) {
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		secret := strings.TrimSpace(string(b))
+		if len(secret) < transport.MinClusterSecret || strings.ContainsAny(secret, " \t\r\n") {
+			return "", fmt.Errorf("--cluster-secret %s: want one line of at least %d characters without spaces", path, transport.MinClusterSecret)
+		}
+		return secret, nil
+	case !errors.Is(err, os.ErrNotExist):
+		return "", fmt.Errorf("--cluster-secret: %w", err)
+	case !first:
+		return "", fmt.Errorf("--cluster-secret %s: no such file; copy it from a member of the cluster (the first member writes it)", path)
+	}
+	raw := make([]byte, 32)
+	_, _ = crand.Read(raw)
+	secret := base64.RawURLEncoding.EncodeToString(raw)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("--cluster-secret: %w", err)
+	}
+	if _, err := f.WriteString(secret + "\n"); err != nil {
+		f.Close()
+		return "", fmt.Errorf("--cluster-secret: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return "", fmt.Errorf("--cluster-secret: %w", err)
+	}
+	log.Info("cluster secret written: copy it to every member", "file", path)
+	return secret, nil
 }
 
 // tokenKey returns the key login tokens are signed with, kept in
@@ -310,7 +369,15 @@ func (c *serveCmd) serve(ctx context.Context, f serveFlags, root uuid.UUID, prof
 			log.Error("close store", "err", err)
 		}
 	}()
-	srv, err := transport.StartServer(transport.ServerConfig{Listen: f.listen, Logger: log, TLS: stls, PingInterval: f.keepAlive})
+	var cluster transport.ClusterConfig
+	if f.cluster != "" {
+		secret, err := clusterSecret(f.clusterSecret, len(f.routes) == 0, log)
+		if err != nil {
+			return err
+		}
+		cluster = transport.ClusterConfig{Listen: f.cluster, Routes: f.routes, Secret: secret}
+	}
+	srv, err := transport.StartServer(transport.ServerConfig{Listen: f.listen, Logger: log, TLS: stls, PingInterval: f.keepAlive, Cluster: cluster})
 	if err != nil {
 		return err
 	}
@@ -354,7 +421,7 @@ func (c *serveCmd) serve(ctx context.Context, f serveFlags, root uuid.UUID, prof
 		}()
 	}
 	log.Info("siot serving", "id", st.Root(), "instance", st.Instance(), "nats", srv.ClientURL(), "http", httpAddr,
-		"data", f.data, "upstreams", len(f.upstreams), "peers", len(f.peers))
+		"data", f.data, "upstreams", len(f.upstreams), "peers", len(f.peers), "cluster", srv.ClusterAddr())
 	if c.ready != nil {
 		c.ready(st.Root(), srv.ClientURL(), httpAddr)
 	}
