@@ -42,6 +42,7 @@ fuzz-short:
 
 fuzz:
 	@FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
+	$(GO) test -count=1 -run 'PlacementSimulation' ./crdt/ -rapid.checks=50000
 
 bench:
 	scripts/bench.sh

@@ -23,16 +23,22 @@ const EdgeMoved = 1
 type EdgeRegister struct {
 	Parent, Child uuid.UUID
 	Tombstone     bool
-	Moved         bool // a tombstone written by a move (value EdgeMoved)
-	Time          Timestamp
-	Origin        uuid.UUID
+	// Moved: the write has value EdgeMoved. On a tombstone, a move wrote
+	// it on the edge it took the child away from; on a live edge (in the
+	// placement format, with Place), a move placed the child there.
+	Moved bool
+	// Place is the write's text: the placement ids a move or a deletion
+	// names (ResolvePlacements); empty on a plain edge.
+	Place  string
+	Time   Timestamp
+	Origin uuid.UUID
 }
 
 // EdgeRegisterOf returns the EdgeRegister that the TypeEdge point p holds.
 // The caller checks p.Type == TypeEdge.
 func EdgeRegisterOf(p *Point) EdgeRegister {
 	return EdgeRegister{Parent: p.Parent, Child: p.Node, Tombstone: p.Tombstone,
-		Moved: p.Tombstone && p.Value == EdgeMoved, Time: p.Time, Origin: p.Origin}
+		Moved: p.Value == EdgeMoved, Place: p.Text, Time: p.Time, Origin: p.Origin}
 }
 
 // Edge returns the edge r describes.
@@ -68,7 +74,10 @@ func winsEdge(a, b *EdgeRegister) bool {
 	if a.Tombstone != b.Tombstone {
 		return a.Tombstone
 	}
-	return a.Moved && !b.Moved
+	if a.Moved != b.Moved {
+		return a.Moved
+	}
+	return a.Place > b.Place
 }
 
 type moveKey struct {

@@ -249,7 +249,7 @@ func (b *batch) apply(pts []crdt.Point) (Result, error) {
 			}
 			if p.Type == crdt.TypeEdge {
 				r := crdt.EdgeRegisterOf(p)
-				st.hasReg, st.tombstone, st.moved, st.time, st.origin = true, r.Tombstone, r.Moved, r.Time, r.Origin
+				st.hasReg, st.tombstone, st.moved, st.time, st.origin = true, r.Tombstone, r.Moved && r.Tombstone, r.Time, r.Origin
 				b.regEdges[e] = true
 			}
 			b.edgeDirty[e] = true

@@ -59,7 +59,7 @@ func (s *Store) Verify() error {
 				st.digest = st.digest.Add(d)
 				if p.Type == crdt.TypeEdge {
 					r := crdt.EdgeRegisterOf(p)
-					st.hasReg, st.tombstone, st.moved, st.time, st.origin = true, r.Tombstone, r.Moved, r.Time, r.Origin
+					st.hasReg, st.tombstone, st.moved, st.time, st.origin = true, r.Tombstone, r.Moved && r.Tombstone, r.Time, r.Origin
 				}
 			} else {
 				own[p.Node] = own[p.Node].Add(d)
