@@ -87,6 +87,17 @@ func (r *EdgeRegister) Places() []string {
 	return nil
 }
 
+// PlaceOf returns the placement id that the live edge point p holds its
+// child in: the one its text names when a move placed it there (value
+// EdgeMoved), else the one it starts. A move of the child away from p and
+// a deletion of p name it in their text.
+func PlaceOf(p *Point) string {
+	if _, ok := ParsePlaces(p.Text); ok && p.Value == EdgeMoved {
+		return p.Text
+	}
+	return PlaceID(p.Parent, p.Time)
+}
+
 // plain reports whether r is a live edge written without a move in the
 // placement format: it starts a placement of its own.
 func (r *EdgeRegister) plain() bool {

@@ -163,11 +163,13 @@ func (c *nodeRmCmd) run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer cl.close()
-	old, err := liveParent(ctx, cl, id, from, "--parent")
+	oldEdge, err := liveParent(ctx, cl, id, from, "--parent")
 	if err != nil {
 		return err
 	}
-	pts := []crdt.Point{{Node: id, Parent: old, Type: crdt.TypeEdge, Tombstone: true}}
+	old := oldEdge.Parent
+	// The deletion names the placement it ends (docs/design.md).
+	pts := []crdt.Point{{Node: id, Parent: old, Type: crdt.TypeEdge, Tombstone: true, Text: crdt.PlaceOf(&oldEdge)}}
 	if _, err := cl.write(ctx, pts); err != nil {
 		return err
 	}
@@ -178,36 +180,36 @@ func (c *nodeRmCmd) run(ctx context.Context, args []string) error {
 	return nil
 }
 
-// liveParent returns the parent of id whose edge to it is live: want when
-// set (an error unless that edge is live), else the only one (an error
+// liveParent returns the edge point of id's parent whose edge is live:
+// want when set (an error unless that edge is live), else the only one (an error
 // when there are none or several, naming them and the flag that chooses).
-func liveParent(ctx context.Context, cl *client, id, want uuid.UUID, flagName string) (uuid.UUID, error) {
+func liveParent(ctx context.Context, cl *client, id, want uuid.UUID, flagName string) (crdt.Point, error) {
 	if err := cl.mustKnow(ctx, id); err != nil {
-		return uuid.Nil, err
+		return crdt.Point{}, err
 	}
 	_, ups, err := cl.edges(ctx, id, true)
 	if err != nil {
-		return uuid.Nil, err
+		return crdt.Point{}, err
 	}
 	var live []string
-	var only uuid.UUID
+	var only crdt.Point
 	for _, e := range ups {
 		if !e.live() {
 			continue
 		}
 		if e.other == want {
-			return want, nil
+			return e.point, nil
 		}
 		live = append(live, e.other.String())
-		only = e.other
+		only = e.point
 	}
 	switch {
 	case want != uuid.Nil:
-		return uuid.Nil, fmt.Errorf("%s has no live edge from %s (its parents: %s)", id, want, listOrNone(live))
+		return crdt.Point{}, fmt.Errorf("%s has no live edge from %s (its parents: %s)", id, want, listOrNone(live))
 	case len(live) == 0:
-		return uuid.Nil, fmt.Errorf("%s has no live edge above it: it is a root or was removed already", id)
+		return crdt.Point{}, fmt.Errorf("%s has no live edge above it: it is a root or was removed already", id)
 	case len(live) > 1:
-		return uuid.Nil, fmt.Errorf("%s has %d parents (%s): choose one with %s", id, len(live), strings.Join(live, ", "), flagName)
+		return crdt.Point{}, fmt.Errorf("%s has %d parents (%s): choose one with %s", id, len(live), strings.Join(live, ", "), flagName)
 	}
 	return only, nil
 }
@@ -277,10 +279,11 @@ func (c *nodeMvCmd) run(ctx context.Context, args []string) error {
 	if err := cl.mustKnow(ctx, to); err != nil {
 		return fmt.Errorf("NEWPARENT: %w", err)
 	}
-	old, err := liveParent(ctx, cl, id, from, "--from")
+	oldEdge, err := liveParent(ctx, cl, id, from, "--from")
 	if err != nil {
 		return err
 	}
+	old := oldEdge.Parent
 	if old == to {
 		return fmt.Errorf("%s is under %s already", id, to)
 	}
@@ -289,9 +292,14 @@ func (c *nodeMvCmd) run(ctx context.Context, args []string) error {
 	} else if below {
 		return fmt.Errorf("%s is below %s: the move would make a cycle", to, id)
 	}
+	// Both points name the placement the move moves (docs/design.md,
+	// "Tree rules: placements"): a concurrent move of the same placement
+	// elsewhere then loses to the later one instead of leaving the node
+	// in two places.
+	place := crdt.PlaceOf(&oldEdge)
 	pts := []crdt.Point{
-		{Node: id, Parent: to, Type: crdt.TypeEdge},
-		{Node: id, Parent: old, Type: crdt.TypeEdge, Tombstone: true, Value: crdt.EdgeMoved},
+		{Node: id, Parent: to, Type: crdt.TypeEdge, Value: crdt.EdgeMoved, Text: place},
+		{Node: id, Parent: old, Type: crdt.TypeEdge, Tombstone: true, Value: crdt.EdgeMoved, Text: place},
 	}
 	if _, err := cl.write(ctx, pts); err != nil {
 		return err

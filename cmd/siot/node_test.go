@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"siot/crdt"
 )
 
 // getRecords returns `siot get NODE --json` as records.
@@ -87,7 +89,15 @@ func TestNodeAddLsRmMv(t *testing.T) {
 	if err == nil || errors.As(err, &ue) || !strings.Contains(err.Error(), "2 parents") || !strings.Contains(err.Error(), "--parent") {
 		t.Fatalf("rm of a node with two parents: %v", err)
 	}
+	placed, _ := findRecord(getRecords(t, srv.nats, sensor), site, "edge", "0")
 	mustCLI(t, "", append([]string{"node", "rm", sensor, "--parent", site}, s...)...)
+	placedAt, err := crdt.ParseTimestamp(placed.HLC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if del, _ := findRecord(getRecords(t, srv.nats, sensor), site, "edge", "0"); !del.Tombstone || *del.Value != 0 || del.Text != crdt.PlaceID(uuid.MustParse(site), placedAt) {
+		t.Fatalf("the deletion does not name the placement it ends: %+v", del)
+	}
 	if tree := mustCLI(t, "", append([]string{"node", "ls"}, s...)...); strings.Count(tree, sensor) != 1 {
 		t.Errorf("after rm the node is listed %d times:\n%s", strings.Count(tree, sensor), tree)
 	}
@@ -95,13 +105,23 @@ func TestNodeAddLsRmMv(t *testing.T) {
 		t.Errorf("node ls --all does not show the deleted edge:\n%s", tree)
 	}
 
-	// mv writes the new edge and the old edge's tombstone with one HLC.
+	// mv writes the new edge and the old edge's tombstone with one HLC,
+	// both naming the placement it moves: the one the edge site→dev began
+	// (its parent and HLC).
+	created, _ := findRecord(getRecords(t, srv.nats, dev), site, "edge", "0")
 	mustCLI(t, "", append([]string{"node", "mv", dev, other}, s...)...)
 	recs := getRecords(t, srv.nats, dev)
 	nw, ok1 := findRecord(recs, other, "edge", "0")
 	old, ok2 := findRecord(recs, site, "edge", "0")
 	if !ok1 || !ok2 || nw.Tombstone || !old.Tombstone || *old.Value != 1 || nw.HLC != old.HLC || nw.Origin != old.Origin {
 		t.Fatalf("move records: new %+v, old %+v", nw, old)
+	}
+	createdAt, err := crdt.ParseTimestamp(created.HLC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if place := crdt.PlaceID(uuid.MustParse(site), createdAt); *nw.Value != 1 || nw.Text != place || old.Text != place {
+		t.Fatalf("move records do not name the placement %s: new %+v, old %+v", place, nw, old)
 	}
 	ls := lsLines(t, s...)
 	parentOf := map[string]string{}
