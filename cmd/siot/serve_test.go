@@ -349,3 +349,41 @@ func TestServeUsageErrors(t *testing.T) {
 		t.Errorf("status without credentials: %v", err)
 	}
 }
+
+// TestServeClusterFlagsRefused: the cluster flags' unhappy paths, each
+// refused before anything listens, and a secret never shown.
+func TestServeClusterFlagsRefused(t *testing.T) {
+	dir := t.TempDir()
+	short := filepath.Join(dir, "short.secret")
+	if err := os.WriteFile(short, []byte("too short\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(dir, "missing.secret")
+	var ue *UsageError
+	for _, tc := range []struct {
+		args  []string
+		usage bool
+		want  string
+	}{
+		{[]string{"--cluster", "127.0.0.1:0"}, true, "needs --cluster-secret"},
+		{[]string{"--route", "nats://127.0.0.1:6222"}, true, "need --cluster"},
+		{[]string{"--cluster-secret", short}, true, "need --cluster"},
+		{[]string{"--cluster", "10.255.255.1:6222", "--cluster-secret", short}, true, "not a loopback address"},
+		{[]string{"--cluster", "127.0.0.1:0", "--cluster-secret", short}, false, "at least 32"},
+		{[]string{"--cluster", "127.0.0.1:0", "--cluster-secret", missing, "--route", "nats://127.0.0.1:6222"}, false, "copy it from a member"},
+		{[]string{"--upstream", "nats://127.0.0.1:1,", "--creds", short}, true, "a list of them"},
+		{[]string{"--upstream", "nats://127.0.0.1:1,nats://u:p@127.0.0.1:2", "--creds", short}, true, "never in the URL"},
+	} {
+		args := append([]string{"serve", "--data", t.TempDir(), "--listen", "127.0.0.1:0", "--http", ""}, tc.args...)
+		_, _, err := cli(t, "", args...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || errors.As(err, &ue) != tc.usage {
+			t.Errorf("%v: %v, want a usage error %v saying %q", tc.args, err, tc.usage, tc.want)
+		}
+		if err != nil && strings.Contains(err.Error(), ":p@") {
+			t.Errorf("%v: the error shows a password: %v", tc.args, err)
+		}
+	}
+	if _, err := os.Stat(missing); !os.IsNotExist(err) {
+		t.Errorf("a member with --route wrote a secret of its own: %v", err)
+	}
+}
