@@ -135,8 +135,11 @@ type holder struct {
 	reg *EdgeRegister
 }
 
-// resolver is the state of one ResolvePlacements run.
+// resolver is the state of one ResolvePlacements or ResolveRegion run.
 type resolver struct {
+	view    TreeRegion // nil: every child is loaded up front
+	loaded  map[uuid.UUID]bool
+	known   map[Edge]bool // edges of the loaded children that have a register
 	places  []*place // sorted by key
 	byChild map[uuid.UUID][]*place
 	parents map[uuid.UUID]int // active edges into each node
@@ -186,38 +189,20 @@ func ResolvePlacements(regs []EdgeRegister) []Edge {
 // resolvePlacements runs the rules and returns their final state.
 func resolvePlacements(regs []EdgeRegister) *resolver {
 	all := mergeEdgeRegisters(regs)
-	rs := &resolver{active: make(map[Edge]*EdgeRegister), holders: make(map[Edge][]holder),
-		oldTombs: make(map[uuid.UUID][]*EdgeRegister), byChild: make(map[uuid.UUID][]*place), parents: make(map[uuid.UUID]int)}
-	byKey := make(map[placeKey]*place)
+	rs := newResolver(nil)
+	// all is sorted by (parent, child): group by child in child order.
+	byChild := make(map[uuid.UUID][]*EdgeRegister)
+	var children []uuid.UUID
 	for i := range all {
 		r := &all[i]
-		ids := r.Places()
-		if len(ids) == 0 && r.Tombstone && r.Moved {
-			rs.oldTombs[r.Child] = append(rs.oldTombs[r.Child], r)
+		if byChild[r.Child] == nil {
+			children = append(children, r.Child)
 		}
-		for _, id := range ids {
-			k := placeKey{r.Child, id}
-			pl := byKey[k]
-			if pl == nil {
-				pl = &place{key: k, withdrawn: make(map[Edge]bool)}
-				byKey[k] = pl
-				rs.places = append(rs.places, pl)
-			}
-			pl.regs = append(pl.regs, r)
-		}
+		byChild[r.Child] = append(byChild[r.Child], r)
 	}
-	slices.SortFunc(rs.places, func(a, b *place) int {
-		if c := bytes.Compare(a.key.child[:], b.key.child[:]); c != 0 {
-			return c
-		}
-		return strings.Compare(a.key.id, b.key.id)
-	})
-	for _, pl := range rs.places {
-		rs.byChild[pl.key.child] = append(rs.byChild[pl.key.child], pl)
-		slices.SortFunc(pl.regs, func(a, b *EdgeRegister) int { return rankCompare(b, a) })
-		if c := pl.current(); c != nil {
-			rs.hold(pl, c)
-		}
+	slices.SortFunc(children, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
+	for _, c := range children {
+		rs.addChild(c, byChild[c])
 	}
 	for {
 		comps := cyclicComponents(rs.active)
@@ -276,7 +261,7 @@ func (rs *resolver) victim(comp map[uuid.UUID]bool) Edge {
 // that holds nothing now and would revive (withdraw).
 func (rs *resolver) fallsOutside(e Edge, comp map[uuid.UUID]bool) bool {
 	outside := func(pl *place) bool {
-		if o := pl.origin(); !comp[o] && o != pl.key.child && !pl.withdrawn[Edge{Parent: o, Child: pl.key.child}] {
+		if o := pl.origin(); !comp[o] && rs.known[Edge{Parent: o, Child: pl.key.child}] && !pl.withdrawn[Edge{Parent: o, Child: pl.key.child}] {
 			return true
 		}
 		return slices.ContainsFunc(pl.regs, func(x *EdgeRegister) bool {
@@ -304,6 +289,48 @@ func (rs *resolver) fallsOutside(e Edge, comp map[uuid.UUID]bool) bool {
 func (pl *place) origin() uuid.UUID {
 	p, _, _ := parsePlaceID(pl.key.id)
 	return p
+}
+
+func newResolver(view TreeRegion) *resolver {
+	return &resolver{view: view, loaded: make(map[uuid.UUID]bool), known: make(map[Edge]bool),
+		active: make(map[Edge]*EdgeRegister), holders: make(map[Edge][]holder),
+		oldTombs: make(map[uuid.UUID][]*EdgeRegister), byChild: make(map[uuid.UUID][]*place), parents: make(map[uuid.UUID]int)}
+}
+
+// addChild loads the registers of every edge into child (one per edge):
+// its placements, each holding its current operation's edge (rules 1, 2).
+func (rs *resolver) addChild(child uuid.UUID, regs []*EdgeRegister) {
+	rs.loaded[child] = true
+	byKey := make(map[string]*place)
+	var places []*place
+	for _, r := range regs {
+		if r.Child != child || r.Parent == child {
+			continue
+		}
+		rs.known[r.Edge()] = true
+		ids := r.Places()
+		if len(ids) == 0 && r.Tombstone && r.Moved {
+			rs.oldTombs[child] = append(rs.oldTombs[child], r)
+		}
+		for _, id := range ids {
+			pl := byKey[id]
+			if pl == nil {
+				pl = &place{key: placeKey{child, id}, withdrawn: make(map[Edge]bool)}
+				byKey[id] = pl
+				places = append(places, pl)
+			}
+			pl.regs = append(pl.regs, r)
+		}
+	}
+	slices.SortFunc(places, func(a, b *place) int { return strings.Compare(a.key.id, b.key.id) })
+	for _, pl := range places {
+		rs.places = append(rs.places, pl)
+		rs.byChild[child] = append(rs.byChild[child], pl)
+		slices.SortFunc(pl.regs, func(a, b *EdgeRegister) int { return rankCompare(b, a) })
+		if c := pl.current(); c != nil {
+			rs.hold(pl, c)
+		}
+	}
 }
 
 // mergeEdgeRegisters keeps one register per edge, the LWW winner, sorted
@@ -447,8 +474,10 @@ func (rs *resolver) fallback(pl *place, r *EdgeRegister) []*EdgeRegister {
 			return []*EdgeRegister{x}
 		}
 	}
-	// 4. The parent its id names, ranked as the write that started it.
-	if parent, t, ok := parsePlaceID(pl.key.id); ok {
+	// 4. The parent its id names, ranked as the write that started it,
+	// when that edge has a register: a text cannot attach a node to a
+	// parent it was never under.
+	if parent, t, ok := parsePlaceID(pl.key.id); ok && rs.known[Edge{Parent: parent, Child: pl.key.child}] {
 		x := &EdgeRegister{Parent: parent, Child: pl.key.child, Time: t}
 		if usable(x) {
 			return []*EdgeRegister{x}

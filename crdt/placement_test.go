@@ -187,15 +187,80 @@ func rapidShuffle(s []EdgeRegister) {
 	}
 }
 
-// plReplica is one replica's edge registers in the placement simulation.
+// plReplica is one replica's edge registers in the placement simulation,
+// and the active edges it decided by regional resolution, as a store
+// does: changed notes the children whose registers changed since.
 type plReplica struct {
-	id   int
-	regs map[Edge]EdgeRegister
+	id      int
+	regs    map[Edge]EdgeRegister
+	active  map[Edge]bool
+	changed map[uuid.UUID]bool
 }
 
 func (r *plReplica) write(reg EdgeRegister) {
 	if cur, ok := r.regs[reg.Edge()]; !ok || winsEdge(&reg, &cur) {
 		r.regs[reg.Edge()] = reg
+		if r.changed == nil {
+			r.changed = make(map[uuid.UUID]bool)
+		}
+		r.changed[reg.Child] = true
+	}
+}
+
+// Into and ActiveParents make the replica a TreeRegion.
+func (r *plReplica) Into(child uuid.UUID) ([]EdgeRegister, error) {
+	var out []EdgeRegister
+	for e, reg := range r.regs {
+		if e.Child == child {
+			out = append(out, reg)
+		}
+	}
+	return out, nil
+}
+
+func (r *plReplica) ActiveParents(child uuid.UUID) ([]uuid.UUID, error) {
+	var out []uuid.UUID
+	for e, a := range r.active {
+		if a && e.Child == child {
+			out = append(out, e.Parent)
+		}
+	}
+	return out, nil
+}
+
+// settle runs regional resolution over the changed children and the
+// irregular ones, as the store will, and checks it against a global
+// resolution of every register.
+func (r *plReplica) settle(t *rapid.T) {
+	if r.active == nil {
+		r.active = make(map[Edge]bool)
+	}
+	seeds := make([]uuid.UUID, 0, len(r.changed))
+	for c := range r.changed {
+		seeds = append(seeds, c)
+	}
+	for e, a := range r.active {
+		if reg, ok := r.regs[e]; !ok || a == reg.Tombstone {
+			seeds = append(seeds, e.Child)
+		}
+	}
+	got, err := ResolveRegion(r, seeds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for e, a := range got {
+		r.active[e] = a
+	}
+	clear(r.changed)
+	var mine []Edge
+	for e, a := range r.active {
+		if a {
+			mine = append(mine, e)
+		}
+	}
+	slices.SortFunc(mine, compareEdges)
+	if want := ResolvePlacements(r.list()); !slices.Equal(mine, want) {
+		t.Fatalf("replica %d: regional resolution differs from global:\n%s\n%s\n%s", r.id, edgesString(mine), edgesString(want), regsString(r.list()))
 	}
 }
 
@@ -233,6 +298,9 @@ func TestPlacementSimulation(t *testing.T) {
 				r.write(reg)
 			}
 		}
+		for _, r := range reps {
+			r.settle(t)
+		}
 		steps := rapid.IntRange(1, 40).Draw(t, "steps")
 		for range steps {
 			r := reps[rapid.IntRange(0, nReplicas-1).Draw(t, "replica")]
@@ -242,6 +310,7 @@ func TestPlacementSimulation(t *testing.T) {
 				for _, reg := range other.regs {
 					r.write(reg)
 				}
+				r.settle(t)
 				continue
 			}
 			clock++
@@ -260,6 +329,7 @@ func TestPlacementSimulation(t *testing.T) {
 				}
 				d := dels[rapid.IntRange(0, len(dels)-1).Draw(t, "undelete")]
 				r.write(EdgeRegister{Parent: d.Parent, Child: d.Child, Moved: true, Place: d.Place, Time: clock, Origin: origin})
+				r.settle(t)
 				continue
 			}
 			active := ResolvePlacements(r.list())
@@ -293,6 +363,7 @@ func TestPlacementSimulation(t *testing.T) {
 				f := from[rapid.IntRange(0, len(from)-1).Draw(t, "deleteFrom")]
 				r.write(EdgeRegister{Parent: f.Parent, Child: child, Tombstone: true, Place: strings.Join(f.Places(), ","), Time: clock, Origin: origin})
 			}
+			r.settle(t)
 			if hasCycle(ResolvePlacements(r.list())) {
 				t.Fatalf("replica %d: a local operation left a cycle", r.id)
 			}
