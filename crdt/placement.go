@@ -140,7 +140,7 @@ type resolver struct {
 	view    TreeRegion // nil: every child is loaded up front
 	loaded  map[uuid.UUID]bool
 	known   map[Edge]bool // edges of the loaded children that have a register
-	places  []*place // sorted by key
+	places  []*place      // sorted by key
 	byChild map[uuid.UUID][]*place
 	parents map[uuid.UUID]int // active edges into each node
 	active  map[Edge]*EdgeRegister
