@@ -249,7 +249,7 @@ func (b *batch) apply(pts []crdt.Point) (Result, error) {
 			}
 			if p.Type == crdt.TypeEdge {
 				r := crdt.EdgeRegisterOf(p)
-				st.hasReg, st.tombstone, st.moved, st.time, st.origin = true, r.Tombstone, r.Moved && r.Tombstone, r.Time, r.Origin
+				st.hasReg, st.tombstone, st.moved, st.place, st.time, st.origin = true, r.Tombstone, r.Moved, r.Place, r.Time, r.Origin
 				b.regEdges[e] = true
 			}
 			b.edgeDirty[e] = true
@@ -561,52 +561,35 @@ func (b *batch) bucket(parent uuid.UUID, child uuid.UUID) (*crdt.Digest, error) 
 	return d, nil
 }
 
-// resolveTree decides the new active state of every edge whose register
-// changed, and of the edges around any cycle they close. It returns the
-// edges whose active state flips, with the new state; it does not apply
-// them.
+// resolveTree decides the new active state of the edges into every node
+// whose edge registers changed, by the tree rules of placements
+// (crdt.ResolveRegion), seeded also by the nodes of the irregular edges
+// (withdrawn from a cycle, fallen back, or a move superseded by a later
+// one) and widened to the cycles through them. It returns the edges whose
+// active state flips, with the new state; it does not apply them. The
+// cost is the registers of those nodes and their ancestors, never the
+// whole tree.
 func (b *batch) resolveTree() (map[crdt.Edge]bool, error) {
 	if len(b.regEdges) == 0 {
 		return nil, nil
 	}
-	order := make([]crdt.Edge, 0, len(b.regEdges))
-	for e := range b.regEdges {
-		order = append(order, e)
-	}
-	slices.SortFunc(order, compareEdge)
-	// First the plain rule: an edge is active when live.
-	overlay := make(map[crdt.Edge]bool)
-	for _, e := range order {
-		st, err := b.edge(e, false)
-		if err != nil {
-			return nil, err
-		}
-		overlay[e] = st.live()
-	}
-	// Where a cycle closes, or where one was broken before, the tree rules
-	// decide over the whole region above the edges involved.
 	irregular, err := b.loadIrregular()
 	if err != nil {
 		return nil, err
 	}
-	need := len(irregular) > 0
-	for _, e := range order {
-		if need {
-			break
-		}
-		if overlay[e] {
-			if need, err = b.reachesUp(e.Parent, e.Child, overlay); err != nil {
-				return nil, err
-			}
-		}
+	seeds := make([]uuid.UUID, 0, len(b.regEdges)+len(irregular))
+	for e := range b.regEdges {
+		seeds = append(seeds, e.Child)
 	}
-	if need {
-		if err := b.resolveAll(overlay); err != nil {
-			return nil, err
-		}
+	for _, e := range irregular {
+		seeds = append(seeds, e.Child)
+	}
+	final, err := crdt.ResolveRegion(batchRegion{b}, seeds)
+	if err != nil {
+		return nil, err
 	}
 	changes := make(map[crdt.Edge]bool)
-	for e, a := range overlay {
+	for e, a := range final {
 		st, err := b.edge(e, false)
 		if err != nil {
 			return nil, err
@@ -629,6 +612,37 @@ func (b *batch) resolveTree() (map[crdt.Edge]bool, error) {
 		}
 	}
 	return changes, nil
+}
+
+// batchRegion is the store's tree as the batch sees it, for
+// crdt.ResolveRegion: registers as the batch left them, active states as
+// they were committed before it.
+type batchRegion struct{ b *batch }
+
+func (r batchRegion) Into(child uuid.UUID) ([]crdt.EdgeRegister, error) {
+	ps, err := r.b.allParents(child)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]crdt.EdgeRegister, 0, len(ps))
+	for _, p := range ps {
+		e := crdt.Edge{Parent: p, Child: child}
+		st, err := r.b.edge(e, false)
+		if err != nil {
+			return nil, err
+		}
+		if st == nil {
+			continue
+		}
+		if reg, ok := st.register(e); ok {
+			out = append(out, reg)
+		}
+	}
+	return out, nil
+}
+
+func (r batchRegion) ActiveParents(child uuid.UUID) ([]uuid.UUID, error) {
+	return r.b.activeParents(child, nil)
 }
 
 func compareEdge(a, b crdt.Edge) int {
@@ -658,81 +672,6 @@ func (b *batch) loadIrregular() ([]crdt.Edge, error) {
 		out = append(out, e)
 	}
 	return out, nil
-}
-
-// reachesUp reports whether target is an ancestor of (or equal to) from over
-// active edges as overlay says.
-func (b *batch) reachesUp(from, target uuid.UUID, overlay map[crdt.Edge]bool) (bool, error) {
-	seen := map[uuid.UUID]bool{from: true}
-	stack := []uuid.UUID{from}
-	for len(stack) > 0 {
-		n := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
-		if n == target {
-			return true, nil
-		}
-		ps, err := b.activeParents(n, overlay)
-		if err != nil {
-			return false, err
-		}
-		for _, p := range ps {
-			if !seen[p] {
-				seen[p] = true
-				stack = append(stack, p)
-			}
-		}
-	}
-	return false, nil
-}
-
-// resolveAll runs crdt.ResolveEdges over every edge register of the store
-// and records the result in overlay for every edge. It is the slow path,
-// taken only while live edges form a cycle or a broken cycle has left its
-// trace (an irregular edge): O(edges) per batch that changes an edge then.
-// Deciding over the region around the cycle instead is future work; it has
-// to give exactly the global answer.
-func (b *batch) resolveAll(overlay map[crdt.Edge]bool) error {
-	var regs []crdt.EdgeRegister
-	var all []crdt.Edge
-	add := func(e crdt.Edge, st *edgeState) {
-		all = append(all, e)
-		if st.hasReg {
-			regs = append(regs, crdt.EdgeRegister{Parent: e.Parent, Child: e.Child, Tombstone: st.tombstone, Moved: st.moved, Time: st.time, Origin: st.origin})
-		}
-	}
-	opts := badger.DefaultIteratorOptions
-	opts.Prefix = []byte{pfxChild}
-	it := b.txn.NewIterator(opts)
-	for it.Rewind(); it.Valid(); it.Next() {
-		k := it.Item().Key()
-		var e crdt.Edge
-		copy(e.Parent[:], k[1:17])
-		copy(e.Child[:], k[17:33])
-		if _, ok := b.edges[e]; ok {
-			continue // loaded: the batch's copy is newer
-		}
-		var st edgeState
-		err := it.Item().Value(func(v []byte) (err error) { st, err = decodeEdgeState(v); return err })
-		if err != nil {
-			it.Close()
-			return err
-		}
-		add(e, &st)
-	}
-	it.Close()
-	for e, st := range b.edges {
-		if st != nil {
-			add(e, st)
-		}
-	}
-	live := make(map[crdt.Edge]bool)
-	for _, e := range crdt.ResolveEdges(regs) {
-		live[e] = true
-	}
-	for _, e := range all {
-		overlay[e] = live[e]
-	}
-	return nil
 }
 
 // updateDigests applies the batch's digest deltas and the active-state

@@ -147,11 +147,12 @@ func bucketKey(parent uuid.UUID, bucket byte) []byte {
 type edgeState struct {
 	hasReg    bool // a TypeEdge register exists
 	tombstone bool // ... and it is a tombstone
-	moved     bool // ... written by a move
+	moved     bool // ... with value crdt.EdgeMoved (a move wrote it)
 	active    bool // the edge is part of the tree
 	time      crdt.Timestamp
 	origin    uuid.UUID
 	digest    crdt.Digest // sum of the digests of the edge's points
+	place     string      // ... and its text: the placements it names
 }
 
 const (
@@ -161,10 +162,13 @@ const (
 	esActive
 )
 
+// edgeStateLen is the fixed part of an encoded edge state; the register's
+// text (its placements) follows it. A state written before placements has
+// no text.
 const edgeStateLen = 1 + 8 + 16 + 16
 
 func (s *edgeState) encode() []byte {
-	v := make([]byte, edgeStateLen)
+	v := make([]byte, edgeStateLen, edgeStateLen+len(s.place))
 	var f byte
 	if s.hasReg {
 		f |= esHasReg
@@ -183,11 +187,11 @@ func (s *edgeState) encode() []byte {
 	copy(v[9:25], s.origin[:])
 	d := s.digest.Bytes()
 	copy(v[25:], d[:])
-	return v
+	return append(v, s.place...)
 }
 
 func decodeEdgeState(v []byte) (edgeState, error) {
-	if len(v) != edgeStateLen {
+	if len(v) < edgeStateLen || len(v) > edgeStateLen+crdt.MaxTextLen {
 		return edgeState{}, fmt.Errorf("%w: edge state of %d bytes", errCorrupt, len(v))
 	}
 	f := v[0]
@@ -197,11 +201,22 @@ func decodeEdgeState(v []byte) (edgeState, error) {
 	var d [16]byte
 	copy(d[:], v[25:])
 	s.digest = crdt.DigestFromBytes(d)
+	s.place = string(v[edgeStateLen:])
 	return s, nil
 }
 
 // live reports whether the edge's register says it exists.
 func (s *edgeState) live() bool { return s.hasReg && !s.tombstone }
+
+// register returns the edge register e's state holds; ok is false when
+// the edge has no TypeEdge register.
+func (s *edgeState) register(e crdt.Edge) (r crdt.EdgeRegister, ok bool) {
+	if !s.hasReg {
+		return r, false
+	}
+	return crdt.EdgeRegister{Parent: e.Parent, Child: e.Child, Tombstone: s.tombstone, Moved: s.moved,
+		Place: s.place, Time: s.time, Origin: s.origin}, true
+}
 
 // nodeMeta holds a node's digests.
 type nodeMeta struct {

@@ -155,8 +155,11 @@ func TestCycleFromConcurrentMoves(t *testing.T) {
 }
 
 // TestRandomScenarioVerifies applies random batches of node points, edge
-// adds, deletes and moves (cycles included) and checks after each batch
-// that every maintained index and digest matches a full recomputation.
+// adds, deletes and moves (cycles included, in the placement format too)
+// and checks after each batch that every maintained index and digest
+// matches a full recomputation: the tree's active edges, decided
+// regionally batch by batch, against crdt.ResolvePlacements over all
+// registers.
 func TestRandomScenarioVerifies(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
@@ -175,7 +178,7 @@ func TestRandomScenarioVerifies(t *testing.T) {
 				// Concurrent writers: times may go backwards (stale) or tie.
 				wt := ts - crdt.Timestamp(rng.IntN(3))
 				o := uuid.UUID{15: byte(rng.IntN(3) + 1)}
-				switch rng.IntN(5) {
+				switch rng.IntN(7) {
 				case 0, 1:
 					p := pt(rng.IntN(nNodes+1), []string{"temp", "desc", "x"}[rng.IntN(3)], float64(rng.IntN(4)), wt)
 					p.Origin = o
@@ -209,6 +212,25 @@ func TestRandomScenarioVerifies(t *testing.T) {
 					e := edgePt(a, c, false, wt)
 					e.Type, e.Origin = "role", o
 					batch = append(batch, e)
+				case 5, 6:
+					// A move or a deletion in the placement format, naming
+					// one of a few placements per node, so that moves of one
+					// placement meet (docs/design.md).
+					c, from, to := 1+rng.IntN(nNodes), rng.IntN(nNodes+1), rng.IntN(nNodes+1)
+					if c == from || c == to || from == to {
+						continue
+					}
+					place := crdt.PlaceID(id(rng.IntN(nNodes+1)), crdt.Timestamp(1+rng.IntN(3)))
+					old := edgePt(from, c, true, wt)
+					old.Origin, old.Text = o, place
+					if rng.IntN(2) == 0 {
+						batch = append(batch, old) // a deletion
+						continue
+					}
+					old.Value = crdt.EdgeMoved
+					nw := edgePt(to, c, false, wt)
+					nw.Origin, nw.Value, nw.Text = o, crdt.EdgeMoved, place
+					batch = append(batch, nw, old)
 				}
 			}
 			ts += 3

@@ -59,7 +59,7 @@ func (s *Store) Verify() error {
 				st.digest = st.digest.Add(d)
 				if p.Type == crdt.TypeEdge {
 					r := crdt.EdgeRegisterOf(p)
-					st.hasReg, st.tombstone, st.moved, st.time, st.origin = true, r.Tombstone, r.Moved && r.Tombstone, r.Time, r.Origin
+					st.hasReg, st.tombstone, st.moved, st.place, st.time, st.origin = true, r.Tombstone, r.Moved, r.Place, r.Time, r.Origin
 				}
 			} else {
 				own[p.Node] = own[p.Node].Add(d)
@@ -245,27 +245,18 @@ func (s *Store) Verify() error {
 	return nil
 }
 
-// expectedActive applies the store's tree rule to a full set of edge
-// states: an edge is active when live, unless live edges form a cycle, in
-// which case crdt.ResolveEdges over all registers decides.
+// expectedActive applies the tree rules of placements to a full set of
+// edge states: crdt.ResolvePlacements over every edge register, the rules
+// regional resolution must match.
 func expectedActive(edges map[crdt.Edge]*edgeState) map[crdt.Edge]bool {
-	out := make(map[crdt.Edge]bool, len(edges))
-	var live []crdt.Edge
-	var regs []crdt.EdgeRegister
+	regs := make([]crdt.EdgeRegister, 0, len(edges))
 	for e, st := range edges {
-		if st.live() {
-			live = append(live, e)
-			out[e] = true
-		}
-		if st.hasReg {
-			regs = append(regs, crdt.EdgeRegister{Parent: e.Parent, Child: e.Child, Tombstone: st.tombstone, Moved: st.moved, Time: st.time, Origin: st.origin})
+		if reg, ok := st.register(e); ok {
+			regs = append(regs, reg)
 		}
 	}
-	if len(crdt.CyclicComponents(live)) == 0 {
-		return out
-	}
-	out = make(map[crdt.Edge]bool, len(edges))
-	for _, e := range crdt.ResolveEdges(regs) {
+	out := make(map[crdt.Edge]bool, len(edges))
+	for _, e := range crdt.ResolvePlacements(regs) {
 		out[e] = true
 	}
 	return out
