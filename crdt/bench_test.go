@@ -102,13 +102,13 @@ func BenchmarkPointDigest(b *testing.B) {
 	}
 }
 
-func BenchmarkResolveEdgesTree1000(b *testing.B) {
+func BenchmarkResolvePlacementsTree1000(b *testing.B) {
 	regs := make([]EdgeRegister, 1000)
 	for i := range regs {
 		regs[i] = EdgeRegister{Parent: nodeID(i / 10), Child: nodeID(i + 1), Time: Timestamp(i + 1), Origin: originID(0)}
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		ResolveEdges(regs)
+		ResolvePlacements(regs)
 	}
 }

@@ -17,9 +17,9 @@ import (
 // are exclusive: of two concurrent moves of a node out of the same parent
 // the greater wins and the node ends in one place.
 //
-// These rules replace ResolveEdges' once the store and the CLI write and
-// read placements; until then nothing outside this package's tests calls
-// ResolvePlacements.
+// ResolvePlacements decides over a whole set of registers; ResolveRegion
+// (region.go) decides after a change over the part it touched, as the
+// store does, and gives the same result.
 
 // maxPlaces bounds the placement ids one edge write may name (a move that
 // merges several placements): more makes the write's text invalid.
@@ -138,6 +138,7 @@ type holder struct {
 // resolver is the state of one ResolvePlacements or ResolveRegion run.
 type resolver struct {
 	view    TreeRegion // nil: every child is loaded up front
+	err     error      // the first error the view returned inside a predicate
 	loaded  map[uuid.UUID]bool
 	known   map[Edge]bool // edges of the loaded children that have a register
 	places  []*place      // sorted by key
@@ -186,6 +187,14 @@ func ResolvePlacements(regs []EdgeRegister) []Edge {
 	return out
 }
 
+// DecidePlacements is ResolvePlacements with the Decision on every edge
+// that has a register (and on an active edge that has none): what a
+// replica that resolves regionally must hold after any sequence of
+// changes.
+func DecidePlacements(regs []EdgeRegister) map[Edge]Decision {
+	return resolvePlacements(regs).decisions()
+}
+
 // resolvePlacements runs the rules and returns their final state.
 func resolvePlacements(regs []EdgeRegister) *resolver {
 	all := mergeEdgeRegisters(regs)
@@ -218,6 +227,7 @@ func resolvePlacements(regs []EdgeRegister) *resolver {
 			rs.withdraw(e)
 		}
 	}
+	_ = rs.rescue() // a global run reads no view: no error
 	return rs
 }
 
@@ -242,10 +252,11 @@ func (rs *resolver) victim(comp map[uuid.UUID]bool) Edge {
 			continue
 		}
 		class := 0
-		switch {
-		case entered[e.Child]:
+		if entered[e.Child] {
+			class = 3
+		} else if out, safe := rs.fallsOutside(e, comp); safe {
 			class = 2
-		case rs.fallsOutside(e, comp):
+		} else if out {
 			class = 1
 		}
 		if class > bestClass || class == bestClass && (rankCompare(r, best) > 0 || rankCompare(r, best) == 0 && compareEdges(e, be) > 0) {
@@ -256,32 +267,75 @@ func (rs *resolver) victim(comp map[uuid.UUID]bool) Edge {
 }
 
 // fallsOutside reports whether e's child, were e withdrawn, has a place
-// to fall back to outside comp, at any step of rule 3's fallback order:
-// through a placement that held e, or through a placement of the child
-// that holds nothing now and would revive (withdraw).
-func (rs *resolver) fallsOutside(e Edge, comp map[uuid.UUID]bool) bool {
-	outside := func(pl *place) bool {
-		if o := pl.origin(); !comp[o] && rs.known[Edge{Parent: o, Child: pl.key.child}] && !pl.withdrawn[Edge{Parent: o, Child: pl.key.child}] {
-			return true
+// to fall back to outside comp (out), and one that is not below the child
+// either (safe: falling back there closes no cycle, judged over the edges
+// as they are, e included, which can only say no too often), at any step
+// of rule 3's fallback order: through a placement that held e, or through
+// a placement of the child that holds nothing now and would revive
+// (withdraw).
+func (rs *resolver) fallsOutside(e Edge, comp map[uuid.UUID]bool) (out, safe bool) {
+	check := func(pl *place, r *EdgeRegister) {
+		for _, x := range rs.fallbackAll(pl, r, e) {
+			if comp[x.Parent] {
+				continue
+			}
+			out = true
+			below, err := rs.isAncestor(e.Child, x.Parent)
+			if err != nil {
+				rs.err = err
+				return
+			}
+			if !below {
+				safe = true
+				return
+			}
 		}
-		return slices.ContainsFunc(pl.regs, func(x *EdgeRegister) bool {
-			return !comp[x.Parent] && (!x.Tombstone || x.Moved) && !pl.withdrawn[Edge{Parent: x.Parent, Child: pl.key.child}]
-		})
 	}
 	for _, h := range rs.holders[e] {
-		if outside(h.pl) {
-			return true
+		if check(h.pl, h.reg); safe {
+			return out, safe
 		}
 	}
 	if rs.parents[e.Child] > 1 {
-		return false // no revival: the child keeps an edge inside comp
+		return out, safe // no revival: the child keeps an edge inside comp
 	}
 	for _, pl := range rs.byChild[e.Child] {
-		if len(pl.regs) > 0 && pl.held == 0 && !pl.deleted() && outside(pl) {
-			return true
+		if len(pl.regs) > 0 && pl.held == 0 && !pl.deleted() {
+			if check(pl, pl.regs[0]); safe {
+				return out, safe
+			}
 		}
 	}
-	return false
+	return out, safe
+}
+
+// fallbackAll returns every place rule 3 could make pl fall back to, at
+// any of its steps, were its edge held through r withdrawn along with
+// edge without. It leaves pl as it found it.
+func (rs *resolver) fallbackAll(pl *place, r *EdgeRegister, without Edge) []*EdgeRegister {
+	var added []Edge
+	mark := func(e Edge) {
+		if !pl.withdrawn[e] {
+			pl.withdrawn[e] = true
+			added = append(added, e)
+		}
+	}
+	mark(without)
+	var out []*EdgeRegister
+	for len(out) <= len(pl.regs)+len(rs.oldTombs[pl.key.child])+1 {
+		got := rs.fallback(pl, r)
+		if len(got) == 0 {
+			break
+		}
+		out = append(out, got...)
+		for _, x := range got {
+			mark(Edge{Parent: x.Parent, Child: pl.key.child})
+		}
+	}
+	for _, e := range added {
+		delete(pl.withdrawn, e)
+	}
+	return out
 }
 
 // origin returns the parent pl's id names (uuid.Nil for a malformed id,
@@ -415,6 +469,14 @@ func (rs *resolver) withdraw(e Edge) {
 	}
 }
 
+// oldFormat reports whether pl holds no register a placement-format move
+// wrote: a plain edge, which a move written before placements may have
+// placed, so the child's tombstones that name no placement are its
+// history too.
+func (pl *place) oldFormat() bool {
+	return !slices.ContainsFunc(pl.regs, func(r *EdgeRegister) bool { return r.Moved })
+}
+
 // deleted reports whether pl's current operation deletes it.
 func (pl *place) deleted() bool {
 	for _, r := range pl.regs {
@@ -458,7 +520,7 @@ func (rs *resolver) fallback(pl *place, r *EdgeRegister) []*EdgeRegister {
 			out = append(out, x)
 		}
 	}
-	if r.plain() {
+	if pl.oldFormat() {
 		for _, x := range rs.oldTombs[pl.key.child] {
 			if sameOp(x, r) && usable(x) {
 				out = append(out, x)
@@ -468,11 +530,25 @@ func (rs *resolver) fallback(pl *place, r *EdgeRegister) []*EdgeRegister {
 	if len(out) > 0 {
 		return out
 	}
-	// 3. Its greatest moved-away tombstone.
+	// 3. Its greatest moved-away tombstone; for a plain edge (which an
+	// older move may have written), also the greatest moved-away
+	// tombstone of the child that names no placement.
+	var best *EdgeRegister
 	for _, x := range pl.regs {
 		if x.Tombstone && x.Moved && usable(x) {
-			return []*EdgeRegister{x}
+			best = x
+			break
 		}
+	}
+	if pl.oldFormat() {
+		for _, x := range rs.oldTombs[pl.key.child] {
+			if usable(x) && (best == nil || rankCompare(x, best) > 0) {
+				best = x
+			}
+		}
+	}
+	if best != nil {
+		return []*EdgeRegister{best}
 	}
 	// 4. The parent its id names, ranked as the write that started it,
 	// when that edge has a register: a text cannot attach a node to a

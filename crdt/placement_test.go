@@ -191,10 +191,11 @@ func rapidShuffle(s []EdgeRegister) {
 // and the active edges it decided by regional resolution, as a store
 // does: changed notes the children whose registers changed since.
 type plReplica struct {
-	id      int
-	regs    map[Edge]EdgeRegister
-	active  map[Edge]bool
-	changed map[uuid.UUID]bool
+	id        int
+	regs      map[Edge]EdgeRegister
+	active    map[Edge]bool
+	irregular map[Edge]bool
+	changed   map[uuid.UUID]bool
 }
 
 func (r *plReplica) write(reg EdgeRegister) {
@@ -233,23 +234,26 @@ func (r *plReplica) ActiveParents(child uuid.UUID) ([]uuid.UUID, error) {
 // resolution of every register.
 func (r *plReplica) settle(t *rapid.T) {
 	if r.active == nil {
-		r.active = make(map[Edge]bool)
+		r.active, r.irregular = make(map[Edge]bool), make(map[Edge]bool)
 	}
 	seeds := make([]uuid.UUID, 0, len(r.changed))
 	for c := range r.changed {
 		seeds = append(seeds, c)
 	}
-	for e, a := range r.active {
-		if reg, ok := r.regs[e]; !ok || a == reg.Tombstone {
-			seeds = append(seeds, e.Child)
-		}
+	for e := range r.irregular {
+		seeds = append(seeds, e.Child)
 	}
 	got, err := ResolveRegion(r, seeds)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for e, a := range got {
-		r.active[e] = a
+	for e, d := range got {
+		r.active[e] = d.Active
+		if d.Irregular {
+			r.irregular[e] = true
+		} else {
+			delete(r.irregular, e)
+		}
 	}
 	clear(r.changed)
 	var mine []Edge

@@ -24,18 +24,17 @@ type TreeRegion interface {
 //   - the active edges the region reports for the nodes outside seeds are
 //     what ResolvePlacements gave before the change (an acyclic tree);
 //   - seeds holds every node with an edge whose register changed, and
-//     every node with an edge that was withdrawn from a cycle or fell
-//     back (the irregular edges: active while tombstoned, or inactive
-//     while live).
+//     every node with an edge the last decision called irregular
+//     (Decision.Irregular).
 //
 // It loads the seeds' registers and resets their placements to their
 // current operations; a cycle can then only pass through a seed, and it
 // is found by walking up from it. Each cycle's nodes are loaded too and
 // rule 3 runs on exactly the components the global run would find. It
-// returns the active state of every edge into every node it loaded; the
+// returns the decision on every edge into every node it loaded; the
 // edges into other nodes keep theirs. The cost is the seeds' registers
 // and their ancestors, not the tree.
-func ResolveRegion(view TreeRegion, seeds []uuid.UUID) (map[Edge]bool, error) {
+func ResolveRegion(view TreeRegion, seeds []uuid.UUID) (map[Edge]Decision, error) {
 	rs := newResolver(view)
 	seeds = slices.Clone(seeds)
 	slices.SortFunc(seeds, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
@@ -70,19 +69,63 @@ func ResolveRegion(view TreeRegion, seeds []uuid.UUID) (map[Edge]bool, error) {
 		for _, comp := range comps {
 			victims = append(victims, rs.victim(comp))
 		}
+		if rs.err != nil {
+			return nil, rs.err
+		}
 		slices.SortFunc(victims, compareEdges)
 		for _, e := range victims {
 			rs.withdraw(e)
 		}
 	}
-	out := make(map[Edge]bool)
+	if err := rs.rescue(); err != nil {
+		return nil, err
+	}
+	return rs.decisions(), nil
+}
+
+// Decision is the outcome for one edge into a loaded node.
+type Decision struct {
+	// Active: the edge is part of the tree.
+	Active bool
+	// Irregular: the state is not what the edge's register says by
+	// itself — active while tombstoned or not the current operation of
+	// its placement (fallen back, rescued), inactive while live — or the
+	// edge is into a node left with no place. A later change must look at
+	// the edge's node again (ResolveRegion's seeds).
+	Irregular bool
+}
+
+// decisions returns the Decision of every edge into a loaded node.
+func (rs *resolver) decisions() map[Edge]Decision {
+	natural := make(map[Edge]bool)
+	live := make(map[Edge]bool)
+	for n := range rs.loaded {
+		for _, pl := range rs.byChild[n] {
+			if c := pl.current(); c != nil {
+				natural[c.Edge()] = true
+			}
+			for _, r := range pl.regs {
+				if !r.Tombstone {
+					live[r.Edge()] = true
+				}
+			}
+		}
+	}
+	lost := make(map[uuid.UUID]bool)
+	for _, n := range rs.lostNodes() {
+		lost[n] = true
+	}
+	out := make(map[Edge]Decision)
 	for e := range rs.known {
-		out[e] = false
+		a := rs.active[e] != nil
+		out[e] = Decision{Active: a, Irregular: a != live[e] || a != natural[e] || lost[e.Child]}
 	}
 	for e := range rs.active {
-		out[e] = true
+		if _, ok := out[e]; !ok {
+			out[e] = Decision{Active: true, Irregular: true}
+		}
 	}
-	return out, nil
+	return out
 }
 
 // load reads child's registers from the view and loads them.
@@ -106,6 +149,9 @@ func (rs *resolver) load(child uuid.UUID) error {
 // node, the view's for another.
 func (rs *resolver) activeParents(n uuid.UUID) ([]uuid.UUID, error) {
 	if !rs.loaded[n] {
+		if rs.view == nil {
+			return nil, nil // a global run loads every node with a register
+		}
 		return rs.view.ActiveParents(n)
 	}
 	var out []uuid.UUID
@@ -166,4 +212,105 @@ func (rs *resolver) regionComponents() ([]map[uuid.UUID]bool, error) {
 		}
 	}
 	return comps, nil
+}
+
+// rescue is the last step of rule 3: a loaded node left with no active
+// edge, though not every placement of it is deleted, is placed by its
+// greatest register (a deletion aside) that closes no cycle. Its
+// placements' histories were overwritten past what the fallback order
+// reaches (moves written before placements name none). Nodes go in byte
+// order; each check walks up from the candidate parent. A node that no
+// register can place stays where nothing reaches it, and is reported by
+// lost so that the next change looks at it again.
+func (rs *resolver) rescue() error {
+	for _, n := range rs.lostNodes() {
+		var regs []*EdgeRegister
+		seen := make(map[*EdgeRegister]bool)
+		for _, pl := range rs.byChild[n] {
+			for _, r := range pl.regs {
+				if !seen[r] && !r.deletion() {
+					seen[r] = true
+					regs = append(regs, r)
+				}
+			}
+		}
+		for _, r := range rs.oldTombs[n] {
+			if !seen[r] {
+				seen[r] = true
+				regs = append(regs, r)
+			}
+		}
+		slices.SortFunc(regs, func(a, b *EdgeRegister) int {
+			if c := rankCompare(b, a); c != 0 {
+				return c
+			}
+			return compareEdges(a.Edge(), b.Edge())
+		})
+		for _, r := range regs {
+			below, err := rs.isAncestor(n, r.Parent)
+			if err != nil {
+				return err
+			}
+			if !below {
+				if len(rs.byChild[n]) == 0 {
+					rs.byChild[n] = []*place{{key: placeKey{n, ""}, withdrawn: make(map[Edge]bool)}}
+				}
+				rs.hold(rs.byChild[n][0], r)
+				break
+			}
+		}
+	}
+	return nil
+}
+
+// lostNodes returns the loaded nodes that have no active edge though they
+// should have one (placeable), in byte order.
+func (rs *resolver) lostNodes() []uuid.UUID {
+	var lost []uuid.UUID
+	for n := range rs.loaded {
+		if rs.parents[n] == 0 && rs.placeable(n) {
+			lost = append(lost, n)
+		}
+	}
+	slices.SortFunc(lost, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
+	return lost
+}
+
+// placeable reports whether n should have a place: a placement of it is
+// not deleted, or an older move's tombstone names a place it held.
+func (rs *resolver) placeable(n uuid.UUID) bool {
+	if len(rs.oldTombs[n]) > 0 {
+		return true
+	}
+	for _, pl := range rs.byChild[n] {
+		if len(pl.regs) > 0 && !pl.deleted() {
+			return true
+		}
+	}
+	return false
+}
+
+// isAncestor reports whether a is p or one of p's ancestors over active
+// edges.
+func (rs *resolver) isAncestor(a, p uuid.UUID) (bool, error) {
+	seen := map[uuid.UUID]bool{p: true}
+	stack := []uuid.UUID{p}
+	for len(stack) > 0 {
+		x := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if x == a {
+			return true, nil
+		}
+		ps, err := rs.activeParents(x)
+		if err != nil {
+			return false, err
+		}
+		for _, q := range ps {
+			if !seen[q] {
+				seen[q] = true
+				stack = append(stack, q)
+			}
+		}
+	}
+	return false, nil
 }

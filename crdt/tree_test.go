@@ -119,7 +119,7 @@ func TestTreeMovesConverge(t *testing.T) {
 			}
 			// Move a node, on r's own view: from one of its live parents to
 			// a node outside its subtree.
-			live := ResolveEdges(r.list())
+			live := ResolvePlacements(r.list())
 			child := nodeID(rapid.IntRange(1, nNodes).Draw(t, "child"))
 			parents := parentsOf(live)[child]
 			if len(parents) == 0 {
@@ -142,7 +142,7 @@ func TestTreeMovesConverge(t *testing.T) {
 			t.Logf("t%d: replica %d moves %x from %x to %x", clock, r.id, child[15], from[15], to[15])
 			r.write(EdgeRegister{Parent: to, Child: child, Time: clock, Origin: origin})
 			r.write(EdgeRegister{Parent: from, Child: child, Tombstone: true, Moved: true, Time: clock, Origin: origin})
-			if got := ResolveEdges(r.list()); hasCycle(got) {
+			if got := ResolvePlacements(r.list()); hasCycle(got) {
 				t.Fatalf("replica %d: a local move made a cycle", r.id)
 			}
 		}
@@ -151,19 +151,19 @@ func TestTreeMovesConverge(t *testing.T) {
 		for _, r := range reps {
 			all = append(all, r.list()...)
 		}
-		want := ResolveEdges(all)
+		want := ResolvePlacements(all)
 		if hasCycle(want) {
 			t.Fatalf("resolved tree has a cycle: %v", want)
 		}
 		reach := descendants(want, root)
 		for i := 0; i <= nNodes; i++ {
 			if !reach[nodeID(i)] {
-				t.Fatalf("node %d dropped out of the tree: %v", i, want)
+				t.Fatalf("node %d dropped out of the tree: %v\n%s", i, edgesString(want), regsString(mergeEdgeRegisters(all)))
 			}
 		}
 		for i := range reps {
 			perm := rapid.Permutation(all).Draw(t, fmt.Sprintf("perm%d", i))
-			if got := ResolveEdges(perm); !slices.Equal(got, want) {
+			if got := ResolvePlacements(perm); !slices.Equal(got, want) {
 				t.Fatalf("order changed the tree:\n%v\n%v", got, want)
 			}
 		}
@@ -190,7 +190,7 @@ func TestTreeAnyRegistersNoCycle(t *testing.T) {
 				Origin:    originID(rapid.IntRange(0, 2).Draw(t, "origin")),
 			}
 		}
-		want := ResolveEdges(regs)
+		want := ResolvePlacements(regs)
 		if hasCycle(want) {
 			t.Fatalf("cycle left: %v", want)
 		}
@@ -200,7 +200,7 @@ func TestTreeAnyRegistersNoCycle(t *testing.T) {
 			}
 		}
 		perm := rapid.Permutation(regs).Draw(t, "perm")
-		if got := ResolveEdges(perm); !slices.Equal(got, want) {
+		if got := ResolvePlacements(perm); !slices.Equal(got, want) {
 			t.Fatalf("order changed the result")
 		}
 	})
@@ -220,7 +220,7 @@ func TestTreeTwoCycleUndoesGreaterMove(t *testing.T) {
 		EdgeRegister{Parent: a, Child: b, Time: 11, Origin: r2},
 		EdgeRegister{Parent: root, Child: b, Tombstone: true, Moved: true, Time: 11, Origin: r2},
 	)
-	got := ResolveEdges(regs)
+	got := ResolvePlacements(regs)
 	want := []Edge{{Parent: root, Child: b}, {Parent: b, Child: a}}
 	slices.SortFunc(want, compareEdges)
 	if !slices.Equal(got, want) {

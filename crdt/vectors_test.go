@@ -30,6 +30,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"siot/crdt"
 )
 
@@ -929,6 +931,7 @@ type vecEdgeReg struct {
 	Child     string `json:"child"`
 	Tombstone bool   `json:"tombstone"`
 	Moved     bool   `json:"moved"`
+	Place     string `json:"place,omitempty"`
 	HLC       string `json:"hlc"`
 	Origin    string `json:"origin"`
 }
@@ -965,6 +968,31 @@ func vecE(parent, child, kind string, hlc uint64, origin string) vecEdgeReg {
 	}
 	return vecEdgeReg{Parent: vecN(parent), Child: vecN(child), Tombstone: kind != "live", Moved: kind == "moved",
 		HLC: strconv.FormatUint(hlc, 10), Origin: vecN(origin)}
+}
+
+// vecPl is the id of the placement a plain edge parent→child written at
+// hlc starts.
+func vecPl(parent string, hlc uint64) string {
+	return crdt.PlaceID(uuid.MustParse(vecN(parent)), crdt.Timestamp(hlc))
+}
+
+// vecMv is a move of child from one parent to another in the placement
+// format: the new edge (value 1) and the moved-away tombstone, both naming
+// place.
+func vecMv(child, from, to, place string, hlc uint64, origin string) []vecEdgeReg {
+	in := vecE(to, child, "live", hlc, origin)
+	in.Moved, in.Place = true, place
+	away := vecE(from, child, "moved", hlc, origin)
+	away.Place = place
+	return []vecEdgeReg{in, away}
+}
+
+// vecDel is a deletion of child from parent that names the placement it
+// ends.
+func vecDel(child, from, place string, hlc uint64, origin string) vecEdgeReg {
+	d := vecE(from, child, "deleted", hlc, origin)
+	d.Place = place
+	return d
 }
 
 func vecTreeTable() []vecTreeCase {
@@ -1015,13 +1043,13 @@ func vecTreeTable() []vecTreeCase {
 				vecE("D", "C", live, 20, "O1"), vecE("B", "C", moved, 20, "O1"),
 			)},
 		{Name: "2-cycle, move of B is greater",
-			Note: "concurrently A moved under B (hlc 10) and B under A (hlc 11): the greater move (B under A) is undone: A→B inactive, B brought back by its paired tombstone R→B",
+			Note: "concurrently A moved under B (hlc 10) and B under A (hlc 11): the greater move (B under A) is undone: A→B inactive, B falls back to its paired tombstone R→B",
 			Registers: with(base("A", "B"),
 				vecE("B", "A", live, 10, "O1"), vecE("R", "A", moved, 10, "O1"),
 				vecE("A", "B", live, 11, "O2"), vecE("R", "B", moved, 11, "O2"),
 			)},
 		{Name: "2-cycle, move of A is greater",
-			Note: "as above with the hlcs swapped: the move of A under B is undone: B→A inactive, R→A brought back",
+			Note: "as above with the hlcs swapped: the move of A under B is undone: B→A inactive, A falls back to R→A",
 			Registers: with(base("A", "B"),
 				vecE("B", "A", live, 11, "O1"), vecE("R", "A", moved, 11, "O1"),
 				vecE("A", "B", live, 10, "O2"), vecE("R", "B", moved, 10, "O2"),
@@ -1039,7 +1067,7 @@ func vecTreeTable() []vecTreeCase {
 				vecE("A", "B", live, big, "O2"), vecE("R", "B", moved, big, "O2"),
 			)},
 		{Name: "3-cycle",
-			Note: "concurrently A under B (10), B under C (11), C under A (12): the cycle A→C→B→A undoes the greatest move (C under A) and brings C back under R; result R→C→B→A",
+			Note: "concurrently A under B (10), B under C (11), C under A (12): the cycle A→C→B→A undoes the greatest move (C under A) and C falls back under R; result R→C→B→A",
 			Registers: with(base("A", "B", "C"),
 				vecE("B", "A", live, 10, "O1"), vecE("R", "A", moved, 10, "O1"),
 				vecE("C", "B", live, 11, "O2"), vecE("R", "B", moved, 11, "O2"),
@@ -1059,8 +1087,8 @@ func vecTreeTable() []vecTreeCase {
 				vecE("R", "A", live, 1, "O1"), vecE("A", "B", live, 2, "O1"), vecE("B", "A", live, 10, "O2"),
 			}},
 		{Name: "concurrent moves of one node to two parents",
-			Note: "D moved from C to A (hlc 10) and concurrently from C to B (hlc 11). A→D and B→D are different registers and both live, " +
-				"and nothing limits a node to one parent (the tree is a DAG), so D ends under both; the two tombstones of C→D merge by LWW into the one of hlc 11",
+			Note: "moves written before placements (no text): D moved from C to A (hlc 10) and concurrently from C to B (hlc 11). A→D and B→D are plain edges, " +
+				"placements of their own, so D ends under both. The same moves in the placement format end D under B only (case \"placements: concurrent moves out of one parent\")",
 			Registers: with(base("A", "B", "C"), vecE("C", "D", live, 4, "O1"),
 				vecE("A", "D", live, 10, "O1"), vecE("C", "D", moved, 10, "O1"),
 				vecE("B", "D", live, 11, "O2"), vecE("C", "D", moved, 11, "O2"),
@@ -1080,49 +1108,48 @@ func vecTreeTable() []vecTreeCase {
 				vecE("A", "C", live, 20, "O3"),
 			)},
 		{Name: "undo brings back only the moved node",
-			Note: "one operation (10, O1) moved A under B and deleted D from R. Undoing the move (cycle with B under A at 9) brings A back under R; D stays deleted",
+			Note: "one operation (10, O1) moved A under B and deleted D from R. Undoing the move (cycle with B under A at 9) puts A back under R; D stays deleted",
 			Registers: with(base("A", "B", "D"),
 				vecE("B", "A", live, 10, "O1"), vecE("R", "A", moved, 10, "O1"), vecE("R", "D", deleted, 10, "O1"),
 				vecE("A", "B", live, 9, "O2"), vecE("R", "B", moved, 9, "O2"),
 			)},
 		{Name: "undone move of a node with two parents",
-			Note: "D was under A and B and moved under C (10), tombstoning both; concurrently C moved under D (9). The move of D is undone and D is brought back " +
-				"by one edge: the paired tombstones A→D and B→D tie on (hlc, origin), parent bytes decide (B), and once D is reachable A→D is not needed",
+			Note: "D was under A and B and moved under C (10), tombstoning both; concurrently C moved under D (9). The move of D is undone and restores " +
+				"every parent edge it took away: D is under A and B again",
 			Registers: with(base("A", "B", "C"), vecE("A", "D", live, 4, "O1"), vecE("B", "D", live, 5, "O1"),
 				vecE("C", "D", live, 10, "O1"), vecE("A", "D", moved, 10, "O1"), vecE("B", "D", moved, 10, "O1"),
 				vecE("D", "C", live, 9, "O2"), vecE("R", "C", moved, 9, "O2"),
 			)},
 		{Name: "undoing the second of two sequential moves",
-			Note: "C moved A→B (10) then B→D (20); concurrently D moved under C (15). Undoing the move at 20 brings C back by its paired tombstone B→C: where it was before that move",
+			Note: "C moved A→B (10) then B→D (20); concurrently D moved under C (15). Undoing the move at 20 puts C back by its paired tombstone B→C: where it was before that move",
 			Registers: with(base("A", "B", "D"), vecE("A", "C", live, 4, "O1"),
 				vecE("B", "C", live, 10, "O1"), vecE("A", "C", moved, 10, "O1"),
 				vecE("D", "C", live, 20, "O1"), vecE("B", "C", moved, 20, "O1"),
 				vecE("C", "D", live, 15, "O2"), vecE("R", "D", moved, 15, "O2"),
 			)},
 		{Name: "moved into a concurrently deleted node",
-			Note: "C moved from A into B (10) while B was deleted (11). No cycle, so step 4 of the rules does not run: C stays under the deleted B, unreachable from R. See README.md open questions",
+			Note: "C moved from A into B (10) while B was deleted (11): C stays under B, hidden with it; undeleting B shows both again",
 			Registers: with(base("A", "B"), vecE("A", "C", live, 3, "O1"),
 				vecE("B", "C", live, 10, "O1"), vecE("A", "C", moved, 10, "O1"),
 				vecE("R", "B", deleted, 11, "O2"),
 			)},
 		{Name: "moved into a concurrently deleted node, with an unrelated cycle",
-			Note: "the same registers plus an unrelated cycle E↔F: now step 4 runs and also brings C back under A by its moved tombstone. See README.md open questions",
+			Note: "the same registers plus an unrelated cycle E↔F: the result for C is the same (locality); the cycle is broken on its own",
 			Registers: with(base("A", "B"), slices.Concat([]vecEdgeReg{vecE("A", "C", live, 3, "O1"),
 				vecE("B", "C", live, 10, "O1"), vecE("A", "C", moved, 10, "O1"),
 				vecE("R", "B", deleted, 11, "O2"),
 			}, unrelatedCycle)...)},
 		{Name: "re-stamped move edge",
-			Note: "A moved under B (10) and B→A was later written live again (40); concurrently B moved under A (30). B→A (40) is the greatest edge on the cycle " +
-				"but has no paired tombstone. Bringing back: R→B first (B is unreachable, R reachable), then B→A, which would close a cycle through A→B, " +
-				"so A→B (the edge by which the unreachable A enters the reachable part) is cut first",
+			Note: "A moved under B (10) and B→A was later written live again (40); concurrently B moved under A (30). Both edges on the cycle can fall back outside it; " +
+				"B→A (40) is the greater and is withdrawn: A falls back to the older move's tombstone R→A, and B stays under A",
 			Registers: with(base("A", "B"),
 				vecE("B", "A", live, 10, "O1"), vecE("R", "A", moved, 10, "O1"),
 				vecE("B", "A", live, 40, "O1"),
 				vecE("A", "B", live, 30, "O2"), vecE("R", "B", moved, 30, "O2"),
 			)},
 		{Name: "bringing back re-adds an undone edge",
-			Note: "inconsistent input (C under A, yet A moved under C at 20): the 3-cycle A→B→C→A undoes B→C (30). A, B, C are unreachable; " +
-				"the paired tombstone A→C cannot be used (A unreachable), so R→B (25) comes first, then B→C (30, the undone edge), cutting A→B. Result R→B→C→A",
+			Note: "inconsistent input (C under A, yet A moved under C at 20): the 3-cycle A→B→C→A is broken where the child falls back to a place that closes no cycle " +
+				"(B to R→B); result R→B→C→A",
 			Registers: []vecEdgeReg{
 				vecE("R", "A", live, 1, "O1"), vecE("A", "C", live, 2, "O1"), vecE("R", "B", live, 3, "O1"),
 				vecE("B", "C", live, 30, "O1"), vecE("A", "C", moved, 30, "O1"),
@@ -1130,14 +1157,54 @@ func vecTreeTable() []vecTreeCase {
 				vecE("A", "B", live, 25, "O3"), vecE("R", "B", moved, 25, "O3"),
 			}},
 		{Name: "cycles with no root",
-			Note: "inconsistent input in which every node has a register into it: there is no root, so no node is placed and nothing is brought back after the cycles are broken",
+			Note: "inconsistent input in which every node has a register into it: the cycles are broken and nothing reaches the nodes, as there is no root",
 			Registers: []vecEdgeReg{
 				vecE("C", "B", live, 50, "O1"), vecE("A", "B", moved, 50, "O1"),
 				vecE("D", "A", live, 60, "O2"), vecE("B", "A", moved, 60, "O2"),
 				vecE("B", "C", live, 10, "O3"), vecE("A", "D", live, 10, "O3"),
 			}},
+		{Name: "placements: concurrent moves out of one parent",
+			Note:      "the scenario of issue 18: C under R (hlc 3); one replica moves it to A (10), another to B (11), each naming its placement R/3. The later move wins: C is under B only, A→C is live but inactive",
+			Registers: with(base("A", "B", "C"), slices.Concat(vecMv("C", "R", "A", vecPl("R", 3), 10, "O1"), vecMv("C", "R", "B", vecPl("R", 3), 11, "O2"))...)},
+		{Name: "placements: a chain of moves against a concurrent one",
+			Note: "C moved R→A (10) then A→D (30) on one replica, R→B (20) on another, all of placement R/4: the latest operation (30) wins, as in Kleppmann's order",
+			Registers: with(base("A", "B", "D", "C"), slices.Concat(vecMv("C", "R", "A", vecPl("R", 4), 10, "O1"),
+				vecMv("C", "A", "D", vecPl("R", 4), 30, "O1"), vecMv("C", "R", "B", vecPl("R", 4), 20, "O2"))...)},
+		{Name: "placements: a mirror is a placement of its own",
+			Note: "C under R (3) and mirrored under A (5). Concurrently one replica moves the R placement to B (10), another the A placement to D (11): C ends under B and D",
+			Registers: with(base("A", "B", "C", "D"), slices.Concat([]vecEdgeReg{vecE("A", "C", live, 5, "O1")},
+				vecMv("C", "R", "B", vecPl("R", 3), 10, "O1"), vecMv("C", "A", "D", vecPl("A", 5), 11, "O2"))...)},
+		{Name: "placements: a delete, then a later concurrent move",
+			Note: "C under R (2); deleted by one replica (10, naming R/2), moved to A by another (11): the later operation wins, C is under A",
+			Registers: with(base("A", "C"), slices.Concat([]vecEdgeReg{vecDel("C", "R", vecPl("R", 2), 10, "O1")},
+				vecMv("C", "R", "A", vecPl("R", 2), 11, "O2"))...)},
+		{Name: "placements: a move, then a later concurrent delete",
+			Note: "as above with the times swapped: the delete (11) is the later operation, C is deleted; A→C is live but inactive",
+			Registers: with(base("A", "C"), slices.Concat([]vecEdgeReg{vecDel("C", "R", vecPl("R", 2), 11, "O1")},
+				vecMv("C", "R", "A", vecPl("R", 2), 10, "O2"))...)},
+		{Name: "placements: moved into a deleted node, with an unrelated cycle",
+			Note: "C moved from A into B (10) while B was deleted (11), plus an unrelated cycle E↔F: C stays under B, hidden with it; the cycle elsewhere changes nothing for C (locality)",
+			Registers: with(base("A", "B"), slices.Concat([]vecEdgeReg{vecE("A", "C", live, 3, "O1")},
+				vecMv("C", "A", "B", vecPl("A", 3), 10, "O1"),
+				[]vecEdgeReg{vecDel("B", "R", vecPl("R", 2), 11, "O2")}, unrelatedCycle)...)},
+		{Name: "placements: an undone merging move restores every parent",
+			Note: "D under A (4) and B (5) moved under C (10) in one operation that merges both placements; concurrently C moved under D (9). The move of D is undone and D goes back under both A and B",
+			Registers: with(base("A", "B", "C"), []vecEdgeReg{
+				vecE("A", "D", live, 4, "O1"), vecE("B", "D", live, 5, "O1"),
+				{Parent: vecN("C"), Child: vecN("D"), Moved: true, Place: vecPl("A", 4) + "," + vecPl("B", 5), HLC: "10", Origin: vecN("O1")},
+				{Parent: vecN("A"), Child: vecN("D"), Tombstone: true, Moved: true, Place: vecPl("A", 4), HLC: "10", Origin: vecN("O1")},
+				{Parent: vecN("B"), Child: vecN("D"), Tombstone: true, Moved: true, Place: vecPl("B", 5), HLC: "10", Origin: vecN("O1")},
+				vecMv("C", "R", "D", vecPl("R", 3), 9, "O2")[0], vecMv("C", "R", "D", vecPl("R", 3), 9, "O2")[1],
+			}...)},
+		{Name: "placements: a text that is not a placement list",
+			Note: "hostile text on a moved edge: it names no placement, so the edge is plain and the move is of the older kind (C under both A and B)",
+			Registers: with(base("A", "B", "C"), []vecEdgeReg{
+				{Parent: vecN("A"), Child: vecN("C"), Moved: true, Place: "not a placement", HLC: "10", Origin: vecN("O1")},
+				{Parent: vecN("R"), Child: vecN("C"), Tombstone: true, Moved: true, Place: vecPl("R", 3), HLC: "10", Origin: vecN("O1")},
+				vecMv("C", "R", "B", vecPl("R", 3), 11, "O2")[0],
+			}...)},
 		{Name: "equal hlc and origin on a cycle",
-			Note: "hostile input: two edges of one cycle share hlc and origin; rank then compares parent bytes, so B→A is undone and A brought back by R→A",
+			Note: "hostile input: two edges of one cycle share hlc and origin; rank then compares parent bytes, so B→A is undone and A falls back to R→A",
 			Registers: with(base("A", "B"),
 				vecE("A", "B", live, 10, "O1"), vecE("B", "A", live, 10, "O1"),
 				vecE("R", "A", moved, 10, "O1"), vecE("R", "B", moved, 10, "O1"),
@@ -1162,10 +1229,7 @@ func vecTreeCompute(c *vecTreeCase) error {
 		if reg.Origin, err = vecID("origin", r.Origin); err != nil {
 			return fmt.Errorf("register %d: %w", i, err)
 		}
-		if r.Moved && !r.Tombstone {
-			return fmt.Errorf("register %d: moved without tombstone", i)
-		}
-		reg.Tombstone, reg.Moved = r.Tombstone, r.Moved
+		reg.Tombstone, reg.Moved, reg.Place = r.Tombstone, r.Moved, r.Place
 	}
 	var want []crdt.Edge
 	perms := vecPermutations(len(regs))
@@ -1174,7 +1238,7 @@ func vecTreeCompute(c *vecTreeCase) error {
 		for i, j := range perm {
 			in[i] = regs[j]
 		}
-		got := crdt.ResolveEdges(in)
+		got := crdt.ResolvePlacements(in)
 		if n == 0 {
 			want = got
 		} else if !slices.Equal(got, want) {
@@ -1191,7 +1255,7 @@ func vecTreeCompute(c *vecTreeCase) error {
 func TestVectorTree(t *testing.T) {
 	vecRun(t, vecSpec[vecTreeCase]{
 		file: "tree.json",
-		description: "Tree rules (crdt.ResolveEdges): edge registers (the edge point of parent→child) to the live edges, " +
+		description: "Tree rules of placements (crdt.ResolvePlacements; docs/design.md): edge registers (the edge point of parent→child) to the active edges, " +
 			"sorted by parent bytes then child bytes, whatever the order of the registers. IDs: R (root) …01, A to F …0a to …0f, " +
 			"origins O1 to O3 …e1 to …e3 (all 00000000-0000-0000-0000-0000000000xx). See README.md.",
 		table:   vecTreeTable(),

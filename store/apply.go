@@ -564,8 +564,9 @@ func (b *batch) bucket(parent uuid.UUID, child uuid.UUID) (*crdt.Digest, error) 
 // resolveTree decides the new active state of the edges into every node
 // whose edge registers changed, by the tree rules of placements
 // (crdt.ResolveRegion), seeded also by the nodes of the irregular edges
-// (withdrawn from a cycle, fallen back, or a move superseded by a later
-// one) and widened to the cycles through them. It returns the edges whose
+// (crdt.Decision: withdrawn from a cycle, fallen back, rescued, a move
+// superseded by a later one, or into a node left with no place) and
+// widened to the cycles through them. It returns the edges whose
 // active state flips, with the new state; it does not apply them. The
 // cost is the registers of those nodes and their ancestors, never the
 // whole tree.
@@ -589,7 +590,7 @@ func (b *batch) resolveTree() (map[crdt.Edge]bool, error) {
 		return nil, err
 	}
 	changes := make(map[crdt.Edge]bool)
-	for e, a := range final {
+	for e, d := range final {
 		st, err := b.edge(e, false)
 		if err != nil {
 			return nil, err
@@ -597,10 +598,10 @@ func (b *batch) resolveTree() (map[crdt.Edge]bool, error) {
 		if st == nil {
 			continue
 		}
-		if st.active != a {
-			changes[e] = a
+		if st.active != d.Active {
+			changes[e] = d.Active
 		}
-		b.irregular[e] = a != st.live()
+		b.irregular[e] = d.Irregular
 	}
 	was := make(map[crdt.Edge]bool, len(irregular))
 	for _, e := range irregular {

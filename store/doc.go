@@ -36,10 +36,12 @@
 //
 // # Tree
 //
-// An edge is active when its TypeEdge register is live, unless live edges
-// form a cycle: then crdt.ResolveEdges over every edge register decides, as
-// it does while the trace of a broken cycle remains (an irregular edge).
-// That path costs O(edges) per batch that changes an edge; it is taken only
-// after concurrent moves formed a cycle. Active edges never form a cycle, so
-// every walk of the tree ends.
+// The active edges follow the tree rules of placements
+// (crdt.ResolvePlacements; docs/design.md): a batch that changes edge
+// registers decides, with crdt.ResolveRegion, the edges into the nodes it
+// touched and into the nodes of the irregular edges (whose state the
+// register alone does not explain: few or none), widened to the cycles
+// through them. That costs those nodes' registers and ancestors, never the
+// whole tree. Active edges never form a cycle, so every walk of the tree
+// ends.
 package store

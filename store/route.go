@@ -58,8 +58,11 @@ func parentFlag(item *badger.Item) (active bool, err error) {
 	return active, err
 }
 
-// IrregularEdges returns the edges whose active state differs from their
-// register (a live edge turned off to break a cycle): few or none. An edge
+// IrregularEdges returns the edges whose active state the register does
+// not explain by itself (crdt.Decision.Irregular: a live edge turned off
+// to break a cycle or superseded by a later move of its placement, a
+// tombstone turned on by a fallback, an edge into a node left with no
+// place): few or none. An edge
 // whose active state flips without its register changing enters or leaves
 // this set, so a reader that follows the feed and this set sees every
 // change of the active tree.

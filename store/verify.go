@@ -85,7 +85,7 @@ func (s *Store) Verify() error {
 		}
 
 		// Expected active edges: live, except in the regions above cycles.
-		expected := expectedActive(edges)
+		expected := expectedTree(edges)
 
 		// Stored edge states and their mirrors.
 		stored := make(map[crdt.Edge]edgeState)
@@ -109,7 +109,7 @@ func (s *Store) Verify() error {
 				continue
 			}
 			w := *want
-			w.active = expected[e]
+			w.active = expected[e].Active
 			if got != w {
 				report("edge %v→%v: stored %+v, recomputed %+v", e.Parent, e.Child, got, w)
 			}
@@ -149,8 +149,8 @@ func (s *Store) Verify() error {
 		}); err != nil {
 			return err
 		}
-		for e, st := range edges {
-			if want := expected[e] != st.live(); irregular[e] != want {
+		for e := range edges {
+			if want := expected[e].Irregular; irregular[e] != want {
 				report("edge %v→%v: irregular mark %v, want %v", e.Parent, e.Child, irregular[e], want)
 			}
 		}
@@ -175,7 +175,7 @@ func (s *Store) Verify() error {
 			d := own[n]
 			for _, e := range kids[n] {
 				c := edges[e].digest
-				if expected[e] {
+				if expected[e].Active {
 					c = c.Add(compute(e.Child))
 				}
 				id := bucketID{parent: n, bucket: e.Child[0]}
@@ -245,21 +245,18 @@ func (s *Store) Verify() error {
 	return nil
 }
 
-// expectedActive applies the tree rules of placements to a full set of
-// edge states: crdt.ResolvePlacements over every edge register, the rules
-// regional resolution must match.
-func expectedActive(edges map[crdt.Edge]*edgeState) map[crdt.Edge]bool {
+// expectedTree applies the tree rules of placements to a full set of
+// edge states: crdt.DecidePlacements over every edge register, what
+// regional resolution must match (an edge with no decision is inactive
+// and regular).
+func expectedTree(edges map[crdt.Edge]*edgeState) map[crdt.Edge]crdt.Decision {
 	regs := make([]crdt.EdgeRegister, 0, len(edges))
 	for e, st := range edges {
 		if reg, ok := st.register(e); ok {
 			regs = append(regs, reg)
 		}
 	}
-	out := make(map[crdt.Edge]bool, len(edges))
-	for _, e := range crdt.ResolvePlacements(regs) {
-		out[e] = true
-	}
-	return out
+	return crdt.DecidePlacements(regs)
 }
 
 func eachKey(txn *badger.Txn, pfx byte, fn func(k, v []byte) error) error {
