@@ -237,6 +237,12 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		// (a link does, at its own interval) is not pinged as well.
 		PingInterval: cfg.PingInterval,
 		MaxPingsOut:  3,
+		// The server's first PING to a client would otherwise come 2 s
+		// after it connects, and a sign-in the Authenticator slows down
+		// (failed logins, a slow hash, a loaded machine) takes longer: the
+		// PING then reaches the client before the answer to its CONNECT,
+		// and nats.go gives up ("expected 'PONG', got 'PING'").
+		DisableShortFirstPing: true,
 		// Every connection authenticates: nkeys sign this nonce.
 		AlwaysEnableNonce:          true,
 		CustomClientAuthentication: serverAuth{s},

@@ -1008,3 +1008,28 @@ func TestDialNeedsCreds(t *testing.T) {
 		t.Errorf("Dial with credentials in the URL: %q; want the password left out and the credential file named", err)
 	}
 }
+
+// slowAuth is an Authenticator that takes its time: a slowed-down login.
+type slowAuth struct {
+	Authenticator
+	delay time.Duration
+}
+
+func (a slowAuth) Authenticate(req AuthRequest) (Grant, error) {
+	time.Sleep(a.delay) // the sign-in's own slowness is what is under test
+	return a.Authenticator.Authenticate(req)
+}
+
+// TestSlowSignInConnects: a sign-in that takes longer than nats-server's
+// short first PING (2 s) still connects. The server used to send that
+// PING before the answer to CONNECT, and the client gave up ("expected
+// 'PONG', got 'PING'").
+func TestSlowSignInConnects(t *testing.T) {
+	srvCheckLeaks(t)
+	admin := authKeyCreds(t, authRand(t), KindAdmin, uuid.Nil)
+	s := srvStart(t, ServerConfig{Auth: slowAuth{srvAuthFor(t, admin), 2500 * time.Millisecond}})
+	nc := srvDial(t, s.ClientURL(), DialConfig{Creds: admin})
+	if !nc.IsConnected() {
+		t.Fatal("not connected")
+	}
+}

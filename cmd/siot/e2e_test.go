@@ -1145,3 +1145,53 @@ func TestE2EClusterMemberKilled(t *testing.T) {
 	waitSame(t, victim.name+" caught up", func() string { return victim.export("") },
 		func() string { return up[0].export("") }, func() string { return up[1].export("") })
 }
+
+// TestE2EConcurrentMovesEndInOnePlace is issue 18's scenario through the
+// CLI: an edge holds a, b and x while its cloud is down and moves x under
+// a; then the edge is down and the cloud moves x under b. Once both are
+// back and in sync, x is under exactly one of a and b, the same on both:
+// the later move (the cloud's) wins, and the edge's a→x is live but
+// inactive.
+func TestE2EConcurrentMovesEndInOnePlace(t *testing.T) {
+	e2eBinary(t)
+	cloud := newProc(t, "cloud")
+	cloud.start()
+	creds := filepath.Join(t.TempDir(), "edge.creds")
+	mustSiot(t, "", "device", "add", "--server", cloud.url, "--out", creds)
+	edge := newProc(t, "edge", "--upstream", cloud.url, "--creds", creds)
+	edge.start()
+	add := func(typ string) string {
+		return strings.TrimSpace(mustSiot(t, "", "node", "add", "--server", edge.url, "--parent", edge.id, "--type", typ))
+	}
+	a, b, x := add("site"), add("site"), add("device")
+	waitSame(t, "the cloud holds the edge's nodes", func() string { return edge.export("") }, func() string { return cloud.export(edge.id) })
+
+	if code, _ := cloud.stop(syscall.SIGTERM, 10*time.Second); code != 0 {
+		t.Fatalf("cloud exit %d", code)
+	}
+	mustSiot(t, "", "node", "mv", x, a, "--server", edge.url)
+	if code, _ := edge.stop(syscall.SIGTERM, 10*time.Second); code != 0 {
+		t.Fatalf("edge exit %d", code)
+	}
+	cloud.start()
+	mustSiot(t, "", "node", "mv", x, b, "--server", cloud.url)
+	edge.start()
+	waitLinks(t, edge, cloud.url)
+	waitSame(t, "edge and cloud agree", func() string { return edge.export("") }, func() string { return cloud.export(edge.id) })
+
+	for _, p := range []*e2eProc{edge, cloud} {
+		var parents []string
+		for _, line := range strings.Split(strings.TrimSpace(mustSiot(t, "", "node", "ls", edge.id, "--json", "--server", p.url)), "\n") {
+			var l struct{ Node, Parent string }
+			if err := json.Unmarshal([]byte(line), &l); err != nil {
+				t.Fatalf("%s: node ls --json line %q: %v", p.name, line, err)
+			}
+			if l.Node == x {
+				parents = append(parents, l.Parent)
+			}
+		}
+		if len(parents) != 1 || parents[0] != b {
+			t.Fatalf("%s: x is under %v, want exactly b (%s); a is %s", p.name, parents, b, a)
+		}
+	}
+}
