@@ -98,13 +98,6 @@ func PlaceOf(p *Point) string {
 	return PlaceID(p.Parent, p.Time)
 }
 
-// plain reports whether r is a live edge written without a move in the
-// placement format: it starts a placement of its own.
-func (r *EdgeRegister) plain() bool {
-	_, ok := ParsePlaces(r.Place)
-	return !r.Tombstone && !(r.Moved && ok)
-}
-
 // deletion reports whether r is a tombstone that deletes (not one a move
 // wrote).
 func (r *EdgeRegister) deletion() bool { return r.Tombstone && !r.Moved }
@@ -143,7 +136,8 @@ type resolver struct {
 	known   map[Edge]bool // edges of the loaded children that have a register
 	places  []*place      // sorted by key
 	byChild map[uuid.UUID][]*place
-	parents map[uuid.UUID]int // active edges into each node
+	parents map[uuid.UUID]int                // active edges into each node
+	up      map[uuid.UUID]map[uuid.UUID]bool // the parents of those edges
 	active  map[Edge]*EdgeRegister
 	holders map[Edge][]holder
 	// oldTombs are the moved-away tombstones that name no placement (moves
@@ -338,17 +332,11 @@ func (rs *resolver) fallbackAll(pl *place, r *EdgeRegister, without Edge) []*Edg
 	return out
 }
 
-// origin returns the parent pl's id names (uuid.Nil for a malformed id,
-// which ParsePlaces never lets through).
-func (pl *place) origin() uuid.UUID {
-	p, _, _ := parsePlaceID(pl.key.id)
-	return p
-}
-
 func newResolver(view TreeRegion) *resolver {
 	return &resolver{view: view, loaded: make(map[uuid.UUID]bool), known: make(map[Edge]bool),
 		active: make(map[Edge]*EdgeRegister), holders: make(map[Edge][]holder),
-		oldTombs: make(map[uuid.UUID][]*EdgeRegister), byChild: make(map[uuid.UUID][]*place), parents: make(map[uuid.UUID]int)}
+		oldTombs: make(map[uuid.UUID][]*EdgeRegister), byChild: make(map[uuid.UUID][]*place), parents: make(map[uuid.UUID]int),
+		up: make(map[uuid.UUID]map[uuid.UUID]bool)}
 }
 
 // addChild loads the registers of every edge into child (one per edge):
@@ -430,6 +418,10 @@ func (rs *resolver) hold(pl *place, r *EdgeRegister) {
 	cur, ok := rs.active[e]
 	if !ok {
 		rs.parents[e.Child]++
+		if rs.up[e.Child] == nil {
+			rs.up[e.Child] = make(map[uuid.UUID]bool)
+		}
+		rs.up[e.Child][e.Parent] = true
 	}
 	if !ok || rankCompare(r, cur) > 0 {
 		rs.active[e] = r
@@ -445,6 +437,7 @@ func (rs *resolver) withdraw(e Edge) {
 	delete(rs.active, e)
 	delete(rs.holders, e)
 	rs.parents[e.Child]--
+	delete(rs.up[e.Child], e.Parent)
 	for _, h := range hs {
 		h.pl.held--
 		h.pl.withdrawn[e] = true

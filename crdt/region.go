@@ -154,11 +154,9 @@ func (rs *resolver) activeParents(n uuid.UUID) ([]uuid.UUID, error) {
 		}
 		return rs.view.ActiveParents(n)
 	}
-	var out []uuid.UUID
-	for e := range rs.active {
-		if e.Child == n {
-			out = append(out, e.Parent)
-		}
+	out := make([]uuid.UUID, 0, len(rs.up[n]))
+	for p := range rs.up[n] {
+		out = append(out, p)
 	}
 	slices.SortFunc(out, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
 	return out, nil

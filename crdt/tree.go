@@ -166,26 +166,3 @@ func cyclicComponents(active map[Edge]*EdgeRegister) []map[uuid.UUID]bool {
 	}
 	return comps
 }
-
-// CyclicComponents returns the node sets of the strongly connected
-// components of edges that contain a cycle, each sorted by ID, ordered by
-// their first ID. A tree or DAG has none.
-func CyclicComponents(edges []Edge) [][]uuid.UUID {
-	active := make(map[Edge]*EdgeRegister, len(edges))
-	for _, e := range edges {
-		if e.Parent != e.Child {
-			active[e] = nil
-		}
-	}
-	var out [][]uuid.UUID
-	for _, comp := range cyclicComponents(active) {
-		ns := make([]uuid.UUID, 0, len(comp))
-		for n := range comp {
-			ns = append(ns, n)
-		}
-		slices.SortFunc(ns, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
-		out = append(out, ns)
-	}
-	slices.SortFunc(out, func(a, b []uuid.UUID) int { return bytes.Compare(a[0][:], b[0][:]) })
-	return out
-}
