@@ -249,6 +249,9 @@ func Open(cfg Config) (*Store, error) {
 		if err := removeEmptyLogs(cfg.Dir); err != nil {
 			return nil, err
 		}
+		if err := checkFiles(cfg.Dir, cfg.badgerOptions()); err != nil {
+			return nil, fmt.Errorf("store: open %s: %w", cfg.Dir, err)
+		}
 	}
 	db, err := badger.Open(cfg.badgerOptions())
 	if err != nil {

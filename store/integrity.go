@@ -1,0 +1,146 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+	"github.com/dgraph-io/badger/v4/table"
+	"github.com/dgraph-io/ristretto/v2/z"
+)
+
+// ErrCorrupt is wrapped by the error Open, the reads and Verify return when
+// a file of the data directory is damaged (a checksum that does not match,
+// a truncated file, a structure Badger cannot decode). The error names the
+// file. Nothing read from a damaged file is served; the remedy is to
+// restore the directory from a backup or re-sync it from upstream
+// (docs/operations.md, "Recovery").
+var ErrCorrupt = errors.New("store: data directory corrupt")
+
+// checkFiles checks the files Badger reads at open, before Badger does:
+// Badger trusts them, and on a damaged one it serves wrong data (a table
+// whose block checksum fails is dropped with a log line, a flipped bit in
+// a data block is decoded as it is) or panics in a goroutine of its own,
+// where no caller can recover. checkFiles replays the MANIFEST and reads
+// every table it lists in full, verifying the checksums of the index and
+// of every block; a panic of Badger's decoders on a damaged file is
+// recovered here and reported as an error naming the file. It costs one
+// read of every table at open (BENCHMARKS.md, "Checksums").
+//
+// It returns nil for a directory Badger has not created yet.
+func checkFiles(dir string, opt badger.Options) error {
+	path := filepath.Join(dir, badger.ManifestFilename)
+	tables, err := readManifest(path, opt)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	ids := make([]uint64, 0, len(tables))
+	for id := range tables {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		if err := checkTable(table.NewFilename(id, dir), tables[id], opt); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readManifest replays the MANIFEST at path and returns the tables it
+// lists with their compression.
+func readManifest(path string, opt badger.Options) (tables map[uint64]options.CompressionType, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	defer recoverCorrupt(path, &err)
+	m, end, err := badger.ReplayManifestFile(f, opt.ExternalMagicVersion, opt)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrCorrupt, path, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("store: stat %s: %w", path, err)
+	}
+	if end < fi.Size() {
+		// Badger would cut the tail off and delete the tables only it
+		// lists. A torn append (a crash mid-write) can leave such a tail:
+		// Badger writes a change with one write and an fsync, so only a
+		// power cut mid-append does, and the data of the tables it added
+		// is then still in the memtable logs.
+		if orphans := orphanTables(filepath.Dir(path), m.Tables); len(orphans) > 0 {
+			return nil, fmt.Errorf("%w: %s: %d of %d bytes hold whole records, and tables %v are not listed in it (truncated?)",
+				ErrCorrupt, path, end, fi.Size(), orphans)
+		}
+	}
+	tables = make(map[uint64]options.CompressionType, len(m.Tables))
+	for id, t := range m.Tables {
+		tables[id] = t.Compression
+	}
+	return tables, nil
+}
+
+// orphanTables returns the names of the table files in dir that listed
+// does not hold.
+func orphanTables(dir string, listed map[uint64]badger.TableManifest) []string {
+	names, _ := filepath.Glob(filepath.Join(dir, "*.sst"))
+	var orphans []string
+	for _, n := range names {
+		id, ok := table.ParseFileID(n)
+		if _, in := listed[id]; ok && !in {
+			orphans = append(orphans, filepath.Base(n))
+		}
+	}
+	return orphans
+}
+
+// checkTable opens the table at path read-only and verifies the checksums
+// of its index and of every block.
+func checkTable(path string, c options.CompressionType, opt badger.Options) (err error) {
+	mf, err := z.OpenMmapFile(path, os.O_RDONLY, 0)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("%w: %s: listed in the MANIFEST but missing", ErrCorrupt, path)
+		}
+		return fmt.Errorf("store: open %s: %w", path, err)
+	}
+	// OpenTable closes the file on some of its errors, not all; close it
+	// here whatever happened (a second close fails harmlessly).
+	defer func() {
+		_ = z.Munmap(mf.Data)
+		_ = mf.Fd.Close()
+	}()
+	defer recoverCorrupt(path, &err)
+	t, err := table.OpenTable(mf, table.Options{
+		ChkMode:     options.NoVerification, // VerifyChecksum below checks every block once
+		Compression: c,
+		BlockSize:   opt.BlockSize,
+		TableSize:   uint64(opt.BaseTableSize),
+	})
+	if err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrCorrupt, path, err)
+	}
+	if err := t.VerifyChecksum(); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrCorrupt, path, err)
+	}
+	return nil
+}
+
+// recoverCorrupt turns a panic of Badger's decoders, reading the file at
+// path, into an error naming it. Use it deferred, directly in the function
+// that reads only that file.
+func recoverCorrupt(path string, err *error) {
+	if r := recover(); r != nil {
+		*err = fmt.Errorf("%w: %s: cannot be decoded: %v", ErrCorrupt, path, r)
+	}
+}
