@@ -147,7 +147,7 @@ func (w *workload) fill(dst []crdt.Point, from, pass int) {
 func benchStore(tb testing.TB, dir string, profile Profile, root uuid.UUID) *Store {
 	tb.Helper()
 	cfg := DefaultConfig(dir)
-	cfg.MinFreeBytes, cfg.Profile, cfg.Root = 0, profile, root
+	cfg.MinFreeBytes, cfg.Profile, cfg.Root, cfg.NoBallast = 0, profile, root, true
 	s, err := Open(cfg)
 	if err != nil {
 		tb.Fatal(err)

@@ -26,26 +26,26 @@ import (
 const (
 	diskFullEnvDir = "SIOT_DISKFULL_CHILD" // the mount point; set only in the child
 
-	diskFullTmpfs  = 64 << 20 // the device
-	diskFullFiller = 32 << 20 // written before the store opens, removed to free space
-	// diskFullFloor is Config.MinFreeBytes: what a small device with the
-	// edge profile keeps free for the files Badger writes in the background
-	// (memtable flushes, compactions), each before it deletes old ones.
-	// With every value in the LSM tree, 4 MiB was too little on this device
-	// (SIGBUS after the refusal); 16 MiB leaves a margin.
-	diskFullFloor = 16 << 20
+	diskFullTmpfs = 128 << 20 // the device
+	// diskFullRoom is what the store may fill above its floor: the filler
+	// written after Open leaves this much above the floor.
+	diskFullRoom = 20 << 20
 
 	diskFullPoints = 64   // points per batch
 	diskFullText   = 4096 // the most bytes of text per point (both sides of Badger's value threshold)
 	tmpfsMagic     = 0x01021994
 )
 
-// TestDiskFull fills a real 64 MiB tmpfs through the store and checks that
-// the store refuses writes with ErrDiskFull before Badger can die of SIGBUS,
-// that everything acknowledged stays readable and consistent, and that
-// writes resume once space is freed. It needs root and unshare(1) to mount
-// the tmpfs privately; TestDiskFloorRefusesAndRecovers covers the same
-// contract with an injected FreeSpace.
+// TestDiskFull fills a real 128 MiB tmpfs through a store configured with
+// MinFreeBytes 0 and checks that the store still refuses writes with
+// ErrDiskFull before Badger can die of SIGBUS (the floor is raised to
+// FloorBytes), that everything acknowledged stays readable and consistent,
+// that writes resume once space is freed, and that once the disk is full to
+// the last byte the store opens again after the ballast is deleted, as
+// docs/operations.md tells an operator to do. It needs root and unshare(1)
+// to mount the tmpfs privately; TestDiskFloorRefusesAndRecovers and
+// TestFloorRaisedAndBallast cover the same contract with an injected
+// FreeSpace.
 func TestDiskFull(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: the child mounts a tmpfs in a private mount namespace (unshare -m)")
@@ -85,7 +85,7 @@ func TestDiskFull(t *testing.T) {
 		}
 		fail("child failed: %v", err)
 	}
-	for _, want := range []string{"diskfull: refused after ", "diskfull: writes resumed", "diskfull: reopened", "--- PASS: TestDiskFullChild"} {
+	for _, want := range []string{"diskfull: refused after ", "diskfull: writes resumed", "diskfull: disk full, reopened", "diskfull: ballast back", "--- PASS: TestDiskFullChild"} {
 		if !strings.Contains(string(out), want) {
 			fail("child exited 0 but did not print %q", want)
 		}
@@ -123,19 +123,25 @@ func TestDiskFullChild(t *testing.T) {
 		t.Fatalf("%s is not the %d-byte tmpfs just mounted (type %#x, %d bytes): refusing to fill it",
 			mnt, diskFullTmpfs, st.Type, st.Blocks*uint64(st.Bsize))
 	}
-	filler := filepath.Join(mnt, "filler")
-	if err := os.WriteFile(filler, make([]byte, diskFullFiller), 0o600); err != nil {
-		t.Fatal(err)
-	}
 
 	cfg := store.DefaultConfig(filepath.Join(mnt, "data"))
 	cfg.Profile = store.ProfileEdge
-	cfg.MinFreeBytes = diskFullFloor
+	cfg.MinFreeBytes = 0 // raised to FloorBytes
+	floor := cfg.FloorBytes()
+	ballast := filepath.Join(cfg.Dir, store.BallastName)
 	s, err := store.Open(cfg)
 	if err != nil {
 		t.Fatalf("open with the edge profile: %v", err)
 	}
 	defer func() { s.Close() }() // after a failure; the success path closes it itself
+	if fi, err := os.Stat(ballast); err != nil || fi.Size() != int64(floor) {
+		t.Fatalf("ballast after the first open: %v %v, want %d bytes", fi, err, floor)
+	}
+	// Something else takes the disk but diskFullRoom above the floor.
+	filler := filepath.Join(mnt, "filler")
+	if err := os.WriteFile(filler, make([]byte, diskFullFree(t, mnt)-floor-diskFullRoom), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	w := &diskFullWriter{t: t, rng: rand.New(rand.NewPCG(1, 2)), origin: uuid.New()}
 
 	// Fill the device until the store refuses.
@@ -155,8 +161,8 @@ func TestDiskFullChild(t *testing.T) {
 			t.Fatalf("batch %d: want nil or ErrDiskFull, got %v", w.n, err)
 		}
 	}
-	fmt.Printf("diskfull: refused after %d acked batches (%d points); %d MiB free, the store's files take %d MiB\n",
-		w.n-1, len(w.acked), diskFullFree(t, mnt)>>20, diskFullUsed(t, cfg.Dir)>>20)
+	fmt.Printf("diskfull: refused after %d acked batches (%d points); floor %d MiB, %d MiB free, the store's files take %d MiB\n",
+		w.n-1, len(w.acked), floor>>20, diskFullFree(t, mnt)>>20, diskFullUsed(t, cfg.Dir)>>20)
 	for _, p := range refused {
 		if _, ok, err := s.Get(p.Register()); err != nil || ok {
 			t.Fatalf("refused batch wrote register %+v (found %v, err %v)", p.Register(), ok, err)
@@ -171,7 +177,7 @@ func TestDiskFullChild(t *testing.T) {
 	for range 20 {
 		b := w.batch()
 		if _, err := s.Apply(b); err != nil {
-			t.Fatalf("batch %d after freeing %d MiB (%d MiB free): %v", w.n, diskFullFiller>>20, diskFullFree(t, mnt)>>20, err)
+			t.Fatalf("batch %d after freeing the filler (%d MiB free): %v", w.n, diskFullFree(t, mnt)>>20, err)
 		}
 		w.acked = append(w.acked, b...)
 	}
@@ -181,15 +187,66 @@ func TestDiskFullChild(t *testing.T) {
 		t.Fatalf("close: %v", err)
 	}
 
+	// Something else fills the disk to the last byte while the store is
+	// down. The operator deletes the ballast, as docs/operations.md says,
+	// and the store opens and serves everything.
+	diskFullFillUp(t, filler)
+	if err := os.Remove(ballast); err != nil {
+		t.Fatal(err)
+	}
+	s, err = store.Open(cfg)
+	if err != nil {
+		t.Fatalf("reopen on a full disk with the ballast deleted: %v", err)
+	}
+	w.check(s, "after reopening on a full disk")
+	if _, err := os.Stat(ballast); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("ballast made again with no room for it: %v", err)
+	}
+	fmt.Printf("diskfull: disk full, reopened after deleting the ballast, all %d acked points readable, Verify passed; %d MiB free\n",
+		len(w.acked), diskFullFree(t, mnt)>>20)
+	if err := s.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+
+	// Room again: the next open makes the ballast again.
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
 	s, err = store.Open(cfg)
 	if err != nil {
 		t.Fatalf("reopen: %v", err)
 	}
-	w.check(s, "after reopening")
+	if fi, err := os.Stat(ballast); err != nil || fi.Size() != int64(floor) {
+		t.Fatalf("ballast once there is room: %v %v, want %d bytes", fi, err, floor)
+	}
+	w.check(s, "after freeing the disk")
 	if err := s.Close(); err != nil {
 		t.Fatalf("close: %v", err)
 	}
-	fmt.Printf("diskfull: reopened, all %d acked points readable, Verify passed; %d MiB free\n", len(w.acked), diskFullFree(t, mnt)>>20)
+	fmt.Printf("diskfull: ballast back (%d MiB), %d MiB free\n", floor>>20, diskFullFree(t, mnt)>>20)
+}
+
+// diskFullFillUp writes path until the device is full.
+func diskFullFillUp(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 64<<10)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			if errors.Is(err, syscall.ENOSPC) {
+				if len(buf) == 1 {
+					return
+				}
+				buf = buf[:len(buf)/2]
+				continue
+			}
+			t.Fatal(err)
+		}
+	}
 }
 
 // diskFullWriter makes batches of new registers with random text (1 byte

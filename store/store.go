@@ -93,8 +93,13 @@ type Config struct {
 	// MinFreeBytes is the free-space floor under Dir below which Apply
 	// refuses writes with ErrDiskFull. Badger dies with SIGBUS when the disk
 	// fills up mid-write instead of returning an error, so the store stops
-	// well before that.
+	// well before that. A floor below FloorBytes (what Badger needs to
+	// write its next files), 0 included, is raised to it at Open, with a
+	// warning in the log.
 	MinFreeBytes uint64
+	// NoBallast skips the ballast file (BallastName): for tests and
+	// throwaway replicas.
+	NoBallast bool
 	// FreeSpace reports the bytes available under a directory. Nil uses
 	// statfs(2). Tests inject their own.
 	FreeSpace func(dir string) (uint64, error)
@@ -115,6 +120,24 @@ func (c *Config) validate() error {
 		return fmt.Errorf("store: unknown profile %d", c.Profile)
 	}
 	return nil
+}
+
+// BallastName is the ballast file Open keeps in the data directory: a
+// file of FloorBytes that holds nothing. When the disk is full (filled by
+// something else, or the store was given no room) an operator deletes it
+// to free room to restart and recover; Open creates it again once there
+// is room for it above the floor.
+const BallastName = "ballast"
+
+// FloorBytes returns the least free space the store keeps under Dir, from
+// its Badger options: the log of the next memtable (created at twice the
+// memtable size), the table that memtable is flushed to, one level-base's
+// worth of tables per compactor (a compaction writes its new tables before
+// it deletes the old ones) and one value-log file. 36 MiB for ProfileEdge,
+// 180 MiB for ProfileCloud. It is also the ballast's size.
+func (c *Config) FloorBytes() uint64 {
+	opt := c.badgerOptions()
+	return uint64(3*opt.MemTableSize + int64(opt.NumCompactors)*opt.BaseLevelSize + opt.ValueLogFileSize)
 }
 
 func (c *Config) badgerOptions() badger.Options {
@@ -245,6 +268,13 @@ func Open(cfg Config) (*Store, error) {
 	if cfg.FreeSpace == nil {
 		cfg.FreeSpace = statfsFree
 	}
+	if floor := cfg.FloorBytes(); !cfg.InMemory && cfg.MinFreeBytes < floor {
+		if cfg.Logger != nil {
+			cfg.Logger.Warn("free-space floor raised to what the store needs to write its next files",
+				"configured", cfg.MinFreeBytes, "floor", floor)
+		}
+		cfg.MinFreeBytes = floor
+	}
 	if !cfg.InMemory {
 		if err := removeEmptyLogs(cfg.Dir); err != nil {
 			return nil, err
@@ -262,7 +292,73 @@ func Open(cfg Config) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
+	if !cfg.InMemory && !cfg.NoBallast {
+		if err := s.keepBallast(); err != nil {
+			db.Close()
+			return nil, err
+		}
+	}
 	return s, nil
+}
+
+// MinFreeBytes returns the free-space floor in force: Config.MinFreeBytes
+// or FloorBytes, whichever is greater.
+func (s *Store) MinFreeBytes() uint64 { return s.cfg.MinFreeBytes }
+
+// keepBallast creates the ballast file when it is missing and there is
+// room for it above the floor; it logs a warning when there is not.
+func (s *Store) keepBallast() error {
+	path := filepath.Join(s.cfg.Dir, BallastName)
+	size := s.cfg.FloorBytes()
+	if fi, err := os.Stat(path); err == nil && fi.Size() == int64(size) {
+		return nil
+	}
+	free, err := s.cfg.FreeSpace(s.cfg.Dir)
+	if err != nil {
+		return fmt.Errorf("store: free space of %s: %w", s.cfg.Dir, err)
+	}
+	if free < s.cfg.MinFreeBytes+size {
+		if s.cfg.Logger != nil {
+			s.cfg.Logger.Warn("no room for the ballast file: it is created once the disk has room",
+				"path", path, "size", size, "free", free, "floor", s.cfg.MinFreeBytes)
+		}
+		return nil
+	}
+	if err := writeBallast(path, int64(size)); err != nil {
+		return fmt.Errorf("store: ballast %s: %w", path, err)
+	}
+	return nil
+}
+
+// writeBallast allocates a file of size bytes at path (blocks reserved,
+// not a sparse file), through a temporary name so that a crash leaves no
+// short ballast.
+func writeBallast(path string, size int64) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if err = allocate(f, size); err != nil {
+		// A file system without fallocate: write zeros.
+		zeros := make([]byte, 1<<20)
+		for off := int64(0); err == nil && off < size; off += int64(len(zeros)) {
+			_, err = f.WriteAt(zeros[:min(int64(len(zeros)), size-off)], off)
+		}
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
 }
 
 func (s *Store) init() error {
@@ -402,7 +498,7 @@ func (s *Store) Close() error {
 
 // checkSpace refuses writes when free space is below the floor.
 func (s *Store) checkSpace() error {
-	if s.cfg.InMemory || s.cfg.MinFreeBytes == 0 {
+	if s.cfg.InMemory {
 		return nil
 	}
 	free, err := s.cfg.FreeSpace(s.cfg.Dir)

@@ -4,6 +4,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -587,5 +590,60 @@ func TestFeedWhereDecidesOnIdentity(t *testing.T) {
 	}
 	if fmt.Sprint(seen) != "[1 2 3 4 5]" || fmt.Sprint(kept) != "[2=2 4=4]" {
 		t.Fatalf("seen %v, kept %v", seen, kept)
+	}
+}
+
+// TestFloorRaisedAndBallast checks that a floor below what Badger needs to
+// write its next files (0 included) is raised to FloorBytes, and that Open
+// keeps a ballast file of that size when there is room for it above the
+// floor, and only then.
+func TestFloorRaisedAndBallast(t *testing.T) {
+	for _, profile := range []Profile{ProfileEdge, ProfileCloud} {
+		var mu sync.Mutex
+		var free uint64
+		setFree := func(n uint64) { mu.Lock(); free = n; mu.Unlock() }
+		cfg := DefaultConfig(t.TempDir())
+		cfg.Profile, cfg.MinFreeBytes = profile, 0
+		cfg.FreeSpace = func(string) (uint64, error) { mu.Lock(); defer mu.Unlock(); return free, nil }
+		floor := cfg.FloorBytes()
+		want := map[Profile]uint64{ProfileEdge: 36 << 20, ProfileCloud: 180 << 20}[profile]
+		if floor != want {
+			t.Fatalf("profile %d: FloorBytes = %d, documented %d", profile, floor, want)
+		}
+		ballast := filepath.Join(cfg.Dir, BallastName)
+
+		// No room for the ballast above the floor: none is made.
+		setFree(floor + floor/2)
+		s, err := Open(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.MinFreeBytes(); got != floor {
+			t.Fatalf("profile %d: floor in force %d, want %d", profile, got, floor)
+		}
+		if _, err := os.Stat(ballast); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("profile %d: ballast made with no room for it: %v", profile, err)
+		}
+		mustApply(t, s, pt(1, "temp", 1, 1))
+		setFree(floor - 1)
+		if _, err := s.Apply([]crdt.Point{pt(1, "temp", 2, 2)}); !errors.Is(err, ErrDiskFull) {
+			t.Fatalf("profile %d: MinFreeBytes 0, %d bytes free: err = %v, want ErrDiskFull", profile, floor-1, err)
+		}
+		s.Close()
+
+		// Room: the ballast is made, of FloorBytes.
+		setFree(3 * floor)
+		s, err = Open(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fi, err := os.Stat(ballast)
+		if err != nil || fi.Size() != int64(floor) {
+			t.Fatalf("profile %d: ballast %v, err %v; want %d bytes", profile, fi, err, floor)
+		}
+		if got, ok, err := s.Get(crdt.Register{Node: id(1), Type: "temp"}); err != nil || !ok || got.Value != 1 {
+			t.Fatalf("profile %d: after reopening: %+v %v %v", profile, got, ok, err)
+		}
+		s.Close()
 	}
 }

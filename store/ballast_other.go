@@ -1,0 +1,12 @@
+//go:build !linux
+
+package store
+
+import (
+	"errors"
+	"os"
+)
+
+// allocate reports that this system has no fallocate: the caller writes
+// the bytes instead.
+func allocate(*os.File, int64) error { return errors.ErrUnsupported }
