@@ -144,3 +144,22 @@ func recoverCorrupt(path string, err *error) {
 		*err = fmt.Errorf("%w: %s: cannot be decoded: %v", ErrCorrupt, path, r)
 	}
 }
+
+// lockFree returns ErrLocked when another process holds the lock Badger
+// takes on dir (a running server), so that nothing reads files that
+// process may be rewriting. The lock is released again: Badger takes it
+// in Open.
+func lockFree(dir string) error {
+	f, err := os.Open(filepath.Join(dir, "LOCK"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("store: open %s: %w", dir, err)
+	}
+	defer f.Close()
+	if err := flockTry(f); err != nil {
+		return fmt.Errorf("%w: %s (a running server?)", ErrLocked, dir)
+	}
+	return nil
+}

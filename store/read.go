@@ -24,12 +24,22 @@ var ErrSkip = errors.New("store: skip node")
 // the whole scan, which is allowed but wasteful). A callback error other
 // than ErrStop ends the scan and is returned wrapped.
 
-func (s *Store) view(fn func(txn *badger.Txn) error) error {
+//
+// A panic while reading (Badger's decoders on a table damaged after Open
+// checked it) is returned as an error wrapping ErrCorrupt; the damaged
+// file is found offline (siot verify), where reading every table is safe.
+func (s *Store) view(fn func(txn *badger.Txn) error) (err error) {
 	if err := s.enter(); err != nil {
 		return err
 	}
 	defer s.leave()
-	err := s.db.View(fn)
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %s: a read failed (%v): stop the server and run siot verify --data %s to find the damaged file",
+				ErrCorrupt, s.cfg.Dir, r, s.cfg.Dir)
+		}
+	}()
+	err = s.db.View(fn)
 	if errors.Is(err, ErrStop) {
 		return nil
 	}

@@ -34,6 +34,9 @@ var (
 	// ErrRootMismatch is returned by Open when Config.Root names a root
 	// other than the one already in the data directory.
 	ErrRootMismatch = errors.New("store: data directory holds another root")
+	// ErrLocked is returned by Open when another process (a running
+	// server) holds the data directory's lock.
+	ErrLocked = errors.New("store: data directory in use by another process")
 )
 
 // Profile selects Badger's memory settings. BENCHMARKS.md gives the
@@ -105,6 +108,12 @@ type Config struct {
 	FreeSpace func(dir string) (uint64, error)
 	// Logger receives Badger's warnings and errors. Nil discards them.
 	Logger *slog.Logger
+
+	// noBlockChecks turns off Badger's checksum verification of each
+	// table block it reads (BenchmarkChecksums measures both).
+	noBlockChecks bool
+	// skipFileCheck skips checkFiles at Open (BenchmarkChecksums).
+	skipFileCheck bool
 }
 
 // DefaultConfig returns a durable cloud-profile configuration for dir.
@@ -156,7 +165,14 @@ func (c *Config) badgerOptions() badger.Options {
 		WithValueThreshold(128 << 10).
 		// Two compactors: the machines are small (the cloud benchmark
 		// box has 2 cores) and writes must not starve.
-		WithNumCompactors(2)
+		WithNumCompactors(2).
+		// A block whose checksum fails is never decoded: Badger skips
+		// it (it reads as absent) instead of serving what a flipped bit
+		// made of it.
+		WithChecksumVerificationMode(options.OnBlockRead)
+	if c.noBlockChecks {
+		opt = opt.WithChecksumVerificationMode(options.NoVerification)
+	}
 	// All levels use tables of the base size: a table builder holds its
 	// whole table in memory (and Badger pools up to 8 builders), so small
 	// tables keep compaction's memory small.
@@ -279,12 +295,20 @@ func Open(cfg Config) (*Store, error) {
 		if err := removeEmptyLogs(cfg.Dir); err != nil {
 			return nil, err
 		}
-		if err := checkFiles(cfg.Dir, cfg.badgerOptions()); err != nil {
-			return nil, fmt.Errorf("store: open %s: %w", cfg.Dir, err)
+		if err := lockFree(cfg.Dir); err != nil {
+			return nil, err
+		}
+		if !cfg.skipFileCheck {
+			if err := checkFiles(cfg.Dir, cfg.badgerOptions()); err != nil {
+				return nil, fmt.Errorf("store: open %s: %w", cfg.Dir, err)
+			}
 		}
 	}
 	db, err := badger.Open(cfg.badgerOptions())
 	if err != nil {
+		if strings.Contains(err.Error(), "Cannot acquire directory lock") {
+			return nil, fmt.Errorf("%w: %s (a running server?)", ErrLocked, cfg.Dir)
+		}
 		return nil, fmt.Errorf("store: open %s: %w", cfg.Dir, err)
 	}
 	s := &Store{cfg: cfg, db: db, cache: newWriteCache(cfg.writeCacheRecords(), cfg.writeCacheRegisters())}
