@@ -24,7 +24,6 @@ var ErrSkip = errors.New("store: skip node")
 // the whole scan, which is allowed but wasteful). A callback error other
 // than ErrStop ends the scan and is returned wrapped.
 
-//
 // A panic while reading (Badger's decoders on a table damaged after Open
 // checked it) is returned as an error wrapping ErrCorrupt; the damaged
 // file is found offline (siot verify), where reading every table is safe.
