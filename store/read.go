@@ -24,9 +24,10 @@ var ErrSkip = errors.New("store: skip node")
 // the whole scan, which is allowed but wasteful). A callback error other
 // than ErrStop ends the scan and is returned wrapped.
 
-// A panic while reading (Badger's decoders on a table damaged after Open
-// checked it) is returned as an error wrapping ErrCorrupt; the damaged
-// file is found offline (siot verify), where reading every table is safe.
+// view runs fn in a read-only transaction. A panic while reading
+// (Badger's decoders on a table damaged after Open checked it) is returned
+// as an error wrapping ErrCorrupt; the damaged file is found offline (siot
+// verify), where reading every table is safe.
 func (s *Store) view(fn func(txn *badger.Txn) error) (err error) {
 	if err := s.enter(); err != nil {
 		return err
