@@ -32,15 +32,16 @@ var ErrCorrupt = errors.New("store: data directory corrupt")
 // recovered here and reported as an error naming the file. It costs one
 // read of every table at open (BENCHMARKS.md, "Checksums").
 //
-// It returns nil for a directory Badger has not created yet.
-func checkFiles(dir string, opt badger.Options) error {
+// It checks nothing in a directory Badger has not created yet.
+func checkFiles(dir string, opt badger.Options) (FileCheck, error) {
+	var c FileCheck
 	path := filepath.Join(dir, badger.ManifestFilename)
 	tables, err := readManifest(path, opt)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil
+		return c, nil
 	}
 	if err != nil {
-		return err
+		return c, err
 	}
 	ids := make([]uint64, 0, len(tables))
 	for id := range tables {
@@ -48,11 +49,21 @@ func checkFiles(dir string, opt badger.Options) error {
 	}
 	slices.Sort(ids)
 	for _, id := range ids {
-		if err := checkTable(table.NewFilename(id, dir), tables[id], opt); err != nil {
-			return err
+		n, err := checkTable(table.NewFilename(id, dir), tables[id], opt)
+		if err != nil {
+			return c, err
 		}
+		c.Tables++
+		c.Bytes += n
 	}
-	return nil
+	return c, nil
+}
+
+// FileCheck counts what Open checked: the tables listed in the MANIFEST
+// and their bytes.
+type FileCheck struct {
+	Tables int
+	Bytes  int64
 }
 
 // readManifest replays the MANIFEST at path and returns the tables it
@@ -105,15 +116,16 @@ func orphanTables(dir string, listed map[uint64]badger.TableManifest) []string {
 }
 
 // checkTable opens the table at path read-only and verifies the checksums
-// of its index and of every block.
-func checkTable(path string, c options.CompressionType, opt badger.Options) (err error) {
+// of its index and of every block. It returns the table's size.
+func checkTable(path string, c options.CompressionType, opt badger.Options) (size int64, err error) {
 	mf, err := z.OpenMmapFile(path, os.O_RDONLY, 0)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("%w: %s: listed in the MANIFEST but missing", ErrCorrupt, path)
+			return 0, fmt.Errorf("%w: %s: listed in the MANIFEST but missing", ErrCorrupt, path)
 		}
-		return fmt.Errorf("store: open %s: %w", path, err)
+		return 0, fmt.Errorf("store: open %s: %w", path, err)
 	}
+	size = int64(len(mf.Data))
 	// OpenTable closes the file on some of its errors, not all; close it
 	// here whatever happened (a second close fails harmlessly).
 	defer func() {
@@ -128,12 +140,12 @@ func checkTable(path string, c options.CompressionType, opt badger.Options) (err
 		TableSize:   uint64(opt.BaseTableSize),
 	})
 	if err != nil {
-		return fmt.Errorf("%w: %s: %w", ErrCorrupt, path, err)
+		return 0, fmt.Errorf("%w: %s: %w", ErrCorrupt, path, err)
 	}
 	if err := t.VerifyChecksum(); err != nil {
-		return fmt.Errorf("%w: %s: %w", ErrCorrupt, path, err)
+		return 0, fmt.Errorf("%w: %s: %w", ErrCorrupt, path, err)
 	}
-	return nil
+	return size, nil
 }
 
 // recoverCorrupt turns a panic of Badger's decoders, reading the file at

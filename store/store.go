@@ -257,6 +257,7 @@ func (c *Config) writeCacheRegisters() int {
 type Store struct {
 	cfg      Config
 	db       *badger.DB
+	checked  FileCheck // what Open checked
 	root     uuid.UUID
 	instance uuid.UUID
 	maxTime  atomic.Uint64 // the greatest HLC held
@@ -291,6 +292,7 @@ func Open(cfg Config) (*Store, error) {
 		}
 		cfg.MinFreeBytes = floor
 	}
+	var checked FileCheck
 	if !cfg.InMemory {
 		if err := removeEmptyLogs(cfg.Dir); err != nil {
 			return nil, err
@@ -299,7 +301,8 @@ func Open(cfg Config) (*Store, error) {
 			return nil, err
 		}
 		if !cfg.skipFileCheck {
-			if err := checkFiles(cfg.Dir, cfg.badgerOptions()); err != nil {
+			var err error
+			if checked, err = checkFiles(cfg.Dir, cfg.badgerOptions()); err != nil {
 				return nil, fmt.Errorf("store: open %s: %w", cfg.Dir, err)
 			}
 		}
@@ -311,7 +314,7 @@ func Open(cfg Config) (*Store, error) {
 		}
 		return nil, fmt.Errorf("store: open %s: %w", cfg.Dir, err)
 	}
-	s := &Store{cfg: cfg, db: db, cache: newWriteCache(cfg.writeCacheRecords(), cfg.writeCacheRegisters())}
+	s := &Store{cfg: cfg, db: db, checked: checked, cache: newWriteCache(cfg.writeCacheRecords(), cfg.writeCacheRegisters())}
 	if err := s.init(); err != nil {
 		db.Close()
 		return nil, err
@@ -324,6 +327,11 @@ func Open(cfg Config) (*Store, error) {
 	}
 	return s, nil
 }
+
+// Checked returns what Open checked: every table the MANIFEST lists, its
+// index and block checksums verified (nothing for a new or in-memory
+// store).
+func (s *Store) Checked() FileCheck { return s.checked }
 
 // MinFreeBytes returns the free-space floor in force: Config.MinFreeBytes
 // or FloorBytes, whichever is greater.

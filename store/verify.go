@@ -25,8 +25,25 @@ var ErrMismatch = errors.New("store: verify mismatch")
 // (about 100 bytes per node and edge, not per point); it is for tests and
 // for an operator's check, not for the write path.
 func (s *Store) Verify() error {
+	_, err := s.VerifyCount()
+	return err
+}
+
+// VerifySummary counts what VerifyCount read.
+type VerifySummary struct {
+	Registers int // registers (winning points), tombstones included
+	Nodes     int // nodes with points or edges
+	Edges     int // edges with points
+	Problems  int // mismatches found; the error lists the first 20
+}
+
+// VerifyCount is Verify that also counts what it read. The summary is
+// filled as far as the check went when it returns an error.
+func (s *Store) VerifyCount() (VerifySummary, error) {
+	var sum VerifySummary
 	var problems []string
 	report := func(format string, args ...any) {
+		sum.Problems++
 		if len(problems) < 20 {
 			problems = append(problems, fmt.Sprintf(format, args...))
 		}
@@ -39,7 +56,9 @@ func (s *Store) Verify() error {
 		maxSeq = 0
 
 		// Registers: digests, edge registers, expected change-feed keys.
+		sum = VerifySummary{}
 		err := scanRegisters(txn, []byte{pfxPoint}, nil, func(p *crdt.Point, seq uint64) error {
+			sum.Registers++
 			if err := p.Validate(); err != nil {
 				report("register %v/%v/%s/%s holds an invalid point: %v", p.Node, p.Parent, p.Type, p.Key, err)
 			}
@@ -188,6 +207,7 @@ func (s *Store) Verify() error {
 		for n := range nodes {
 			compute(n)
 		}
+		sum.Nodes, sum.Edges = len(nodes), len(edges)
 		seen := make(map[uuid.UUID]bool)
 		if err := eachKey(txn, pfxNode, func(k, v []byte) error {
 			var n uuid.UUID
@@ -233,16 +253,23 @@ func (s *Store) Verify() error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("store: verify: %w", err)
+		return sum, fmt.Errorf("store: verify: %w", err)
 	}
 	// Read after the snapshot, so it is at least every number in it.
 	if last := s.LastSeq(); maxSeq > last {
 		report("a register has change number %d, last assigned %d", maxSeq, last)
 	}
-	if len(problems) > 0 {
-		return fmt.Errorf("%w: %d problem(s):\n  %s", ErrMismatch, len(problems), joinLines(problems))
+	if sum.Problems > 0 {
+		return sum, fmt.Errorf("%w: %d problem(s)%s:\n  %s", ErrMismatch, sum.Problems, firstOf(sum.Problems, len(problems)), joinLines(problems))
 	}
-	return nil
+	return sum, nil
+}
+
+func firstOf(total, listed int) string {
+	if total > listed {
+		return fmt.Sprintf(", the first %d", listed)
+	}
+	return ""
 }
 
 // expectedTree applies the tree rules of placements to a full set of

@@ -40,13 +40,14 @@ Commands:
   watch       print changes as they arrive, with their origin
   import      write point records (JSON Lines) into a running server
   export      print a running server's points as JSON Lines
+  verify      check a stopped server's data directory (checksums, digests)
   device      provision and revoke devices (device add|rm)
   user        add and revoke users (user add|rm)
   peer        create and revoke peer credentials (peer add|rm)
   login       sign in as a user: a short-lived credential
   version     print the version of this build
 
-Every command but serve and version talks to a running server: --server
+Every command but serve, verify and version talks to a running server: --server
 URL (default nats://127.0.0.1:4222, or the SIOT_SERVER environment
 variable), --creds FILE (env SIOT_CREDS; default ./siot-data/admin.creds
 when it exists: servers refuse anonymous clients), --tls-ca FILE for a
@@ -72,7 +73,7 @@ type command interface {
 var commandNames = []string{
 	"serve", "status", "node add", "node rm", "node mv", "node ls", "set", "get", "watch",
 	"import", "export", "device add", "device rm", "user add", "user rm", "peer add", "peer rm",
-	"login", "version",
+	"login", "version", "verify",
 }
 
 // groups are the commands that take a sub-command, with their usage.
@@ -144,6 +145,8 @@ func (m *Main) command(name string) command {
 		return &userRmCmd{clientCmd: cc}
 	case "login":
 		return &loginCmd{m: m}
+	case "verify":
+		return &verifyCmd{m: m}
 	}
 	return nil
 }
