@@ -103,7 +103,7 @@ func (c *serveCmd) flags(fs *flag.FlagSet) {
 	fs.Var(&f.upstreams, "upstream", "NATS URL of an upstream to link to as an edge, or the members of a cluster separated by commas (repeatable)")
 	fs.Var(&f.peers, "peer", "NATS URL of a peer with the same root (repeatable)")
 	fs.StringVar(&f.profile, "profile", "", `store memory profile: "cloud" or "edge" (default: edge with --upstream and no --peer, else cloud)`)
-	fs.Uint64Var(&f.minFree, "min-free", 256<<20, "refuse writes when free disk space under --data falls below this many bytes")
+	fs.Uint64Var(&f.minFree, "min-free", 256<<20, "refuse writes when free disk space under --data falls below this many bytes (raised to what the store needs to write its next files: 36 MiB edge, 180 MiB cloud)")
 	fs.StringVar(&f.logLevel, "log-level", envOr(m.Getenv, "SIOT_LOG_LEVEL", "info"), "debug, info, warn or error (env SIOT_LOG_LEVEL)")
 	fs.StringVar(&f.logFormat, "log-format", "", `"text" or "json" (default: text on a terminal, json otherwise)`)
 	fs.StringVar(&f.creds, "creds", envOr(m.Getenv, "SIOT_LINK_CREDS", ""), "credential file the --upstream links sign in with: a device's (siot device add) (env SIOT_LINK_CREDS)")
