@@ -6,6 +6,9 @@
 # writes 1,000,000 points (and, for ingest, the raw Badger baseline
 # interleaved with it), so the store package takes about a minute per
 # count. STORE_COUNT (default COUNT) sets its count apart from the rest.
+# BenchmarkChecksums (in the store run) compares each workload with and
+# without checksum verification in one run and reports the ratio; its
+# ingest ops write 200,000 points twice (SIOT_BENCH_POINTS shortens it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BENCHTIME=${BENCHTIME:-1s}

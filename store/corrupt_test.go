@@ -23,18 +23,19 @@ import (
 // corruptFixture is a closed edge-profile store written in two sessions
 // (two L0 tables), and the points it holds.
 type corruptFixture struct {
-	dir  string
-	root uuid.UUID
-	want map[crdt.Register]crdt.Point
+	profile Profile
+	dir     string
+	root    uuid.UUID
+	want    map[crdt.Register]crdt.Point
 }
 
-func newCorruptFixture(t *testing.T, rng *rand.Rand) *corruptFixture {
+func newCorruptFixture(t *testing.T, rng *rand.Rand, profile Profile) *corruptFixture {
 	t.Helper()
-	f := &corruptFixture{dir: t.TempDir(), want: make(map[crdt.Register]crdt.Point)}
+	f := &corruptFixture{profile: profile, dir: t.TempDir(), want: make(map[crdt.Register]crdt.Point)}
 	node := 0
 	for session := range 2 {
 		cfg := DefaultConfig(f.dir)
-		cfg.Profile, cfg.MinFreeBytes, cfg.SyncWrites = ProfileEdge, 0, false
+		cfg.Profile, cfg.NoBallast, cfg.SyncWrites = profile, true, false
 		s, err := Open(cfg)
 		if err != nil {
 			t.Fatal(err)
@@ -214,15 +215,17 @@ func TestCorruptFiles(t *testing.T) {
 	seed := corruptSeed(t)
 	t.Logf("seed %d (replay with SIOT_CORRUPT_SEED=%d)", seed, seed)
 	rng := rand.New(rand.NewPCG(seed, 13))
-	f := newCorruptFixture(t, rng)
-	const positions = 4
-	for _, c := range corruptions {
-		for i := range positions {
-			t.Run(fmt.Sprintf("%s/%d", c.name, i), func(t *testing.T) {
-				dir := f.copyDir(t)
-				file, what := c.do(t, f, dir, rng)
-				checkCorrupt(t, f, dir, file, what)
-			})
+	for _, profile := range []Profile{ProfileEdge, ProfileCloud} { // uncompressed, Snappy
+		f := newCorruptFixture(t, rng, profile)
+		const positions = 4
+		for _, c := range corruptions {
+			for i := range positions {
+				t.Run(fmt.Sprintf("%d/%s/%d", profile, c.name, i), func(t *testing.T) {
+					dir := f.copyDir(t)
+					file, what := c.do(t, f, dir, rng)
+					checkCorrupt(t, f, dir, file, what)
+				})
+			}
 		}
 	}
 }
@@ -247,7 +250,7 @@ func checkCorrupt(t *testing.T, f *corruptFixture, dir, file, what string) {
 		return true
 	}
 	cfg := DefaultConfig(dir)
-	cfg.Profile, cfg.MinFreeBytes = ProfileEdge, 0
+	cfg.Profile, cfg.NoBallast = f.profile, true
 	s, err := Open(cfg)
 	if named("open", err) {
 		return
@@ -299,7 +302,7 @@ func TestCorruptWhileOpen(t *testing.T) {
 	seed := corruptSeed(t)
 	t.Logf("seed %d (replay with SIOT_CORRUPT_SEED=%d)", seed, seed)
 	rng := rand.New(rand.NewPCG(seed, 14))
-	f := newCorruptFixture(t, rng)
+	f := newCorruptFixture(t, rng, ProfileEdge)
 	dir := f.copyDir(t)
 	cfg := DefaultConfig(dir)
 	cfg.Profile, cfg.MinFreeBytes, cfg.NoBallast = ProfileEdge, 0, true
