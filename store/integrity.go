@@ -83,16 +83,18 @@ func readManifest(path string, opt badger.Options) (tables map[uint64]options.Co
 	if err != nil {
 		return nil, fmt.Errorf("store: stat %s: %w", path, err)
 	}
-	if end < fi.Size() {
-		// Badger would cut the tail off and delete the tables only it
-		// lists. A torn append (a crash mid-write) can leave such a tail:
-		// Badger writes a change with one write and an fsync, so only a
-		// power cut mid-append does, and the data of the tables it added
-		// is then still in the memtable logs.
-		if orphans := orphanTables(filepath.Dir(path), m.Tables); len(orphans) > 0 {
-			return nil, fmt.Errorf("%w: %s: %d of %d bytes hold whole records, and tables %v are not listed in it (truncated?)",
-				ErrCorrupt, path, end, fi.Size(), orphans)
-		}
+	// Badger deletes the tables the MANIFEST does not list, and cuts off
+	// a partial record at its end. A crash leaves such tables (written,
+	// not yet listed) only while their data is still elsewhere: in a
+	// memtable log, which a crash always leaves (Badger removes the last
+	// one on a clean close), or in the tables a compaction was merging.
+	// Unlisted tables with no memtable log, or after a partial record,
+	// mean a MANIFEST that lost its end: refuse rather than let Badger
+	// delete data.
+	dir := filepath.Dir(path)
+	if orphans := orphanTables(dir, m.Tables); len(orphans) > 0 && (end < fi.Size() || !hasMemtableLog(dir)) {
+		return nil, fmt.Errorf("%w: %s: tables %v are not listed in it (%d of %d bytes hold whole records): the MANIFEST lost its end",
+			ErrCorrupt, path, orphans, end, fi.Size())
 	}
 	tables = make(map[uint64]options.CompressionType, len(m.Tables))
 	for id, t := range m.Tables {
@@ -113,6 +115,18 @@ func orphanTables(dir string, listed map[uint64]badger.TableManifest) []string {
 		}
 	}
 	return orphans
+}
+
+// hasMemtableLog reports whether dir holds a memtable log (a .mem file
+// that is not empty).
+func hasMemtableLog(dir string) bool {
+	names, _ := filepath.Glob(filepath.Join(dir, "*.mem"))
+	for _, n := range names {
+		if fi, err := os.Stat(n); err == nil && fi.Size() > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // checkTable opens the table at path read-only and verifies the checksums
