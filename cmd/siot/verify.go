@@ -25,11 +25,13 @@ docs/operations.md for what to do then.
 
 verify runs offline only: it refuses a directory a running server holds
 (stop the server first). A server checks every table's checksums the same
-way each time it starts, and refuses to start on a damaged file. Reading
+way each time it starts, and refuses to start on a damaged file. Checking
 the tables of a running server is not safe: Badger truncates a table it
 has merged away before deleting it, and a reader of that table's memory
-map would then crash; and a recomputation over a live store could not
-see a damaged block (Badger reads one as absent).
+map would then crash. The recomputation alone would be safe on a live
+store (it reads one snapshot), but without the file check it cannot tell
+a damaged block (which Badger reads as absent) from points never written,
+so it is not offered online either.
 
 verify opens the store as serve does (Badger may replay its write-ahead
 logs into tables) and writes nothing else.
