@@ -32,6 +32,11 @@ var ErrCorrupt = errors.New("store: data directory corrupt")
 // recovered here and reported as an error naming the file. It costs one
 // read of every table at open (BENCHMARKS.md, "Checksums").
 //
+// The value log needs no such check: every value stays in the LSM tree
+// (Config's value threshold is above the largest register), so the value
+// log holds only its header, which Badger checks itself; and the memtable
+// logs' entries carry checksums Badger verifies when it replays them.
+//
 // It checks nothing in a directory Badger has not created yet.
 func checkFiles(dir string, opt badger.Options) (FileCheck, error) {
 	var c FileCheck
