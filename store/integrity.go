@@ -34,8 +34,11 @@ var ErrCorrupt = errors.New("store: data directory corrupt")
 //
 // The value log needs no such check: every value stays in the LSM tree
 // (Config's value threshold is above the largest register), so the value
-// log holds only its header, which Badger checks itself; and the memtable
-// logs' entries carry checksums Badger verifies when it replays them.
+// log holds only its header, which Badger checks itself. The memtable
+// logs' entries carry checksums Badger verifies when it replays them; it
+// stops at the first bad one, as at the torn end a crash leaves, so a
+// flipped bit there loses the later writes of that log (never more than
+// one memtable's worth) rather than serving them wrong.
 //
 // It checks nothing in a directory Badger has not created yet.
 func checkFiles(dir string, opt badger.Options) (FileCheck, error) {
