@@ -83,7 +83,11 @@ type ApplyOptions struct {
 
 // ApplyWith is Apply with a source and marks. A batch with no points but
 // with marks commits the marks alone.
-func (s *Store) ApplyWith(opts ApplyOptions, pts []crdt.Point) (Result, error) {
+//
+// A panic while reading (Badger's decoders on a table damaged after Open
+// checked it) is returned as an error wrapping ErrCorrupt; nothing of the
+// batch is written.
+func (s *Store) ApplyWith(opts ApplyOptions, pts []crdt.Point) (res Result, err error) {
 	var marks [][2][]byte
 	for name, v := range opts.Marks {
 		k, err := markKey(name)
@@ -107,6 +111,11 @@ func (s *Store) ApplyWith(opts ApplyOptions, pts []crdt.Point) (Result, error) {
 	defer s.leave()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer func() {
+		if r := recover(); r != nil {
+			res, err = Result{}, s.inDir(readPanic(r))
+		}
+	}()
 	if err := s.checkSpace(); err != nil {
 		return Result{}, err
 	}
@@ -117,9 +126,9 @@ func (s *Store) ApplyWith(opts ApplyOptions, pts []crdt.Point) (Result, error) {
 		b.source = opts.Source[:]
 	}
 	if err := b.prefetch(s.db, batchPts); err != nil {
-		return Result{}, err
+		return Result{}, s.inDir(err)
 	}
-	res, err := b.apply(batchPts)
+	res, err = b.apply(batchPts)
 	if err != nil {
 		return Result{}, err
 	}
@@ -400,6 +409,11 @@ func (b *batch) prefetch(db *badger.DB, pts []crdt.Point) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		defer func() {
+			if r := recover(); r != nil {
+				err2 = readPanic(r)
+			}
+		}()
 		err2 = read(rtxn, jobs[half:])
 	}()
 	err1 := read(b.txn, jobs[:half])

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dgraph-io/badger/v4/fb"
 	"github.com/google/uuid"
 
 	"siot/crdt"
@@ -374,4 +375,78 @@ func TestOpenLockedRefused(t *testing.T) {
 	if !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), dir) {
 		t.Fatalf("second open: %v, want ErrLocked naming %s", err, dir)
 	}
+}
+
+// TestPanicWhileOpenIsError damages the entry count of every block of
+// every table of an open store, which Badger reads before it verifies the
+// block's checksum (it then slices out of range and panics): each read and
+// each Apply that reads the tables returns an error wrapping ErrCorrupt
+// that names the data directory, nothing of the batch is written, and the
+// process goes on.
+func TestPanicWhileOpenIsError(t *testing.T) {
+	f := newCorruptFixture(t, rand.New(rand.NewPCG(1, 2)), ProfileEdge)
+	dir := f.copyDir(t)
+	cfg := DefaultConfig(dir)
+	cfg.Profile, cfg.NoBallast = ProfileEdge, true
+	s, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, name := range f.files(t, "*.sst") {
+		path := filepath.Join(dir, name)
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fh, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A block ends with its entry count, its checksum and the
+		// checksum's length; the index lists where each block is.
+		start, end := sstRegions(t, b)
+		idx := fb.GetRootAsTableIndex(b[start:end], 0)
+		var ko fb.BlockOffset
+		for i := range idx.OffsetsLength() {
+			if !idx.Offsets(&ko, i) {
+				t.Fatalf("%s: block %d not in the index", name, i)
+			}
+			blockEnd := int(ko.Offset() + ko.Len())
+			chkLen := int(binary.BigEndian.Uint32(b[blockEnd-4 : blockEnd]))
+			if _, err := fh.WriteAt([]byte{0x7f, 0xff, 0xff, 0xff}, int64(blockEnd-4-chkLen-4)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		fh.Close()
+	}
+	want := func(what string, err error) {
+		t.Helper()
+		if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), dir) {
+			t.Fatalf("%s over damaged blocks: %v, want ErrCorrupt naming %s", what, err, dir)
+		}
+	}
+	var some crdt.Point
+	for _, p := range f.want {
+		some = p
+		break
+	}
+	_, _, err = s.Get(some.Register())
+	want("Get", err)
+	want("ScanAll", s.ScanAll(func(*crdt.Point) error { return nil }))
+	want("Verify", s.Verify())
+	// A batch that reads its registers from the tables, in two goroutines.
+	var batch []crdt.Point
+	for _, p := range f.want {
+		p.Time++
+		batch = append(batch, p)
+		if len(batch) == 500 {
+			break
+		}
+	}
+	_, err = s.Apply(batch)
+	want("Apply", err)
+	_, err = s.Apply(batch[:1])
+	want("Apply of one point", err)
+	t.Log(err)
 }

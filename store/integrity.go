@@ -14,10 +14,12 @@ import (
 	"github.com/dgraph-io/ristretto/v2/z"
 )
 
-// ErrCorrupt is wrapped by the error Open, the reads and Verify return when
-// a file of the data directory is damaged (a checksum that does not match,
-// a truncated file, a structure Badger cannot decode). The error names the
-// file. Nothing read from a damaged file is served; the remedy is to
+// ErrCorrupt is wrapped by the error Open, the reads, Apply and Verify
+// return when a file of the data directory is damaged (a checksum that
+// does not match, a truncated file, a structure Badger cannot decode).
+// Open's error names the file; a read or Apply that fails on damage done
+// after Open names the data directory (siot verify, offline, finds the
+// file). Nothing read from a damaged file is served; the remedy is to
 // restore the directory from a backup or re-sync it from upstream
 // (docs/operations.md, "Recovery").
 var ErrCorrupt = errors.New("store: data directory corrupt")

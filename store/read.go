@@ -24,6 +24,22 @@ var ErrSkip = errors.New("store: skip node")
 // the whole scan, which is allowed but wasteful). A callback error other
 // than ErrStop ends the scan and is returned wrapped.
 
+// readPanic is the error for a panic recovered from a read.
+func readPanic(r any) error {
+	return fmt.Errorf("%w: a read failed (%v)", ErrCorrupt, r)
+}
+
+// inDir names the data directory in an ErrCorrupt error that does not
+// name a file, and says how to find the file; it returns other errors as
+// they are.
+func (s *Store) inDir(err error) error {
+	if err == nil || !errors.Is(err, ErrCorrupt) {
+		return err
+	}
+	return fmt.Errorf("store: %s: %w: stop the server and run siot verify --data %s to find the damaged file",
+		s.cfg.Dir, err, s.cfg.Dir)
+}
+
 // view runs fn in a read-only transaction. A panic while reading
 // (Badger's decoders on a table damaged after Open checked it) is returned
 // as an error wrapping ErrCorrupt; the damaged file is found offline (siot
@@ -35,8 +51,7 @@ func (s *Store) view(fn func(txn *badger.Txn) error) (err error) {
 	defer s.leave()
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: %s: a read failed (%v): stop the server and run siot verify --data %s to find the damaged file",
-				ErrCorrupt, s.cfg.Dir, r, s.cfg.Dir)
+			err = s.inDir(readPanic(r))
 		}
 	}()
 	err = s.db.View(fn)
