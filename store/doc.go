@@ -44,4 +44,16 @@
 // through them. That costs those nodes' registers and ancestors, never the
 // whole tree. Active edges never form a cycle, so every walk of the tree
 // ends.
+//
+// # Data at rest
+//
+// Open reads every table the MANIFEST lists and verifies its checksums
+// before Badger opens the directory (Badger would serve a flipped bit, drop
+// a table whose checksum fails, or panic in its own goroutines on a
+// truncated one); a damaged file is ErrCorrupt naming it. While open,
+// Badger verifies each block it reads, and a panic of its decoders is
+// recovered at the store's boundary (view, Apply) as ErrCorrupt. Writes
+// stop at a free-space floor (Config.FloorBytes at least) before Badger
+// can die of SIGBUS on a full disk, and a ballast file (BallastName) gives
+// an operator room to start again when the disk filled up anyway.
 package store
