@@ -203,7 +203,10 @@ func TestServeSettingsErrors(t *testing.T) {
 		}
 		getenv := func(k string) string { return tc.env[k] }
 		m := &Main{Stdin: strings.NewReader(""), Stdout: io.Discard, Stderr: io.Discard, Getenv: getenv}
-		err := m.Run(context.Background(), args)
+		// A regression would serve: the deadline ends it.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := m.Run(ctx, args)
+		cancel()
 		var ue *UsageError
 		if !errors.As(err, &ue) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v %v %q: %v, want a usage error saying %q", tc.env, tc.args, tc.file, err, tc.want)
