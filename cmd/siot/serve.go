@@ -39,6 +39,18 @@ whose tree appears under the upstream's root; with --peer it is a full copy
 of another instance with the same root. SIGINT or SIGTERM stops it cleanly
 (exit status 0).
 
+Every flag can also be set by an environment variable, SIOT_ and the flag's
+name in capitals with underscores (SIOT_MIN_FREE for --min-free; but
+SIOT_LINK_CREDS for --creds), or in the --config file, one "name = value"
+a line (min-free = 1GiB; # starts a comment line). A flag beats the
+environment, which beats the file. Repeatable flags take several values in
+their variable separated by blanks, and repeat their key in the file. A
+size takes a unit: KiB, MiB, GiB, TiB (1024) or kB, MB, GB, TB (1000). A
+bad value, an unknown key or a malformed host:port is a usage error
+(exit status 2) naming the flag, the variable or the file and line.
+SIGHUP re-reads the settings: it applies --log-level and the --tls-cert
+and --tls-key files, and logs what changed and what needs a restart.
+
 On first start the root node's ID is --id, or the peer's root when the data
 directory is empty and --peer is given, or, with --upstream and --creds of a
 device, the device's node, or a new random ID; it is kept in the data
@@ -66,6 +78,8 @@ Examples:
   siot serve --data ./cloud2 --listen 127.0.0.1:4224 --peer nats://127.0.0.1:4222 --peer-creds peer.creds
   siot serve --data ./cloud2 --listen 127.0.0.1:4224 --cluster 127.0.0.1:6224 --route nats://127.0.0.1:6222 --cluster-secret cluster.secret --peer nats://127.0.0.1:4222 --peer-creds peer.creds
   siot serve --data ./edge --listen 127.0.0.1:4223 --upstream nats://127.0.0.1:4222,nats://127.0.0.1:4224 --creds device.creds
+  siot serve --config /etc/siot/siot.conf --log-level debug
+  SIOT_DATA=/var/lib/siot SIOT_MIN_FREE=1GiB siot serve
 
 Flags:
 `
