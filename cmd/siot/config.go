@@ -148,14 +148,14 @@ func applySources(fs *flag.FlagSet, cmdline map[string]bool, getenv func(string)
 }
 
 // readConfig reads and parses the configuration file at path ("" for
-// none).
-func readConfig(path string, fs *flag.FlagSet) ([]configSetting, error) {
+// none); origin names where path came from, for an error.
+func readConfig(origin, path string, fs *flag.FlagSet) ([]configSetting, error) {
 	if path == "" {
 		return nil, nil
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("--config: %w", err)
+		return nil, fmt.Errorf("%s: %w", origin, err)
 	}
 	return parseConfig(path, b, fs)
 }

@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -184,7 +186,8 @@ func TestServeSettingsErrors(t *testing.T) {
 		{env: map[string]string{"SIOT_LOG_FORMAT": "xml"}, want: "SIOT_LOG_FORMAT: \"xml\": want text or json"},
 		{env: map[string]string{"SIOT_HTTP": "localhost:http"}, want: "SIOT_HTTP: \"localhost:http\": port \"http\""},
 		{env: map[string]string{"SIOT_REPAIR_INTERVAL": "10ms"}, want: "SIOT_REPAIR_INTERVAL: at least 1s"},
-		{env: map[string]string{"SIOT_CONFIG": filepath.Join(dir, "missing.conf")}, want: "--config: open"},
+		{env: map[string]string{"SIOT_CONFIG": filepath.Join(dir, "missing.conf")}, want: "SIOT_CONFIG: open"},
+		{args: []string{"--config", filepath.Join(dir, "missing.conf")}, want: "--config: open"},
 		{args: []string{"--listen", "nonsense"}, want: "--listen: \"nonsense\": want host:port"},
 		{args: []string{"--listen", "127.0.0.1:99999"}, want: "--listen: \"127.0.0.1:99999\": port"},
 		{args: []string{"--http", "127.0.0.1:-1"}, want: "--http: \"127.0.0.1:-1\": port"},
@@ -417,5 +420,37 @@ func TestE2EMalformedListenExits2(t *testing.T) {
 		if _, err := os.Stat(data); !os.IsNotExist(err) {
 			t.Errorf("%v: the data directory was created", args)
 		}
+	}
+}
+
+// TestServeHelpNamesEnv: serve --help names each flag's environment
+// variable, and none is a client command's (SIOT_SERVER, SIOT_CREDS).
+func TestServeHelpNamesEnv(t *testing.T) {
+	out, _, err := cli(t, "", "serve", "--help")
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := map[string]bool{}
+	newFlagSet("status", (&Main{Getenv: func(string) string { return "" }}).command("status")).VisitAll(func(fl *flag.Flag) {
+		for _, env := range regexp.MustCompile(`SIOT_[A-Z_]+`).FindAllString(fl.Usage, -1) {
+			client[env] = true
+		}
+	})
+	if !client["SIOT_SERVER"] || !client["SIOT_CREDS"] {
+		t.Fatalf("the client's variables: %v", client)
+	}
+	n := 0
+	flagSets()["serve"].VisitAll(func(fl *flag.Flag) {
+		n++
+		env := serveEnv(fl.Name)
+		if !strings.Contains(out, "(env "+env+")") {
+			t.Errorf("serve --help does not name %s for --%s", env, fl.Name)
+		}
+		if client[env] && env != "SIOT_TLS_CA" {
+			t.Errorf("--%s's %s is also a client command's", fl.Name, env)
+		}
+	})
+	if n < 20 {
+		t.Errorf("%d serve flags", n)
 	}
 }

@@ -159,10 +159,11 @@ func (c *serveCmd) loadSources() error {
 	if getenv == nil {
 		getenv = func(string) string { return "" }
 	}
+	origin := "--config"
 	if !c.cmdline["config"] {
-		c.f.config = getenv(serveEnv("config"))
+		c.f.config, origin = getenv(serveEnv("config")), serveEnv("config")
 	}
-	file, err := readConfig(c.f.config, c.fs)
+	file, err := readConfig(origin, c.f.config, c.fs)
 	if err != nil {
 		return err
 	}
