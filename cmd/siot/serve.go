@@ -209,10 +209,13 @@ func (c *serveCmd) run(ctx context.Context, args []string) error {
 		}
 		root = id
 	}
-	for _, name := range []string{"upstream", "peer"} {
-		for _, u := range *c.fs.Lookup(name).Value.(*stringList) {
+	for _, links := range []struct {
+		name string
+		urls []string
+	}{{"upstream", f.upstreams}, {"peer", f.peers}} {
+		for _, u := range links.urls {
 			if _, err := transport.SplitServers(u); err != nil {
-				return &UsageError{Msg: fmt.Sprintf("%s: link URL %s: want nats://host:port or tls://host:port, or a list of them separated by commas (a cluster's members); credentials go in a file (--creds, --peer-creds), never in the URL", c.origin(name), transport.RedactURL(u))}
+				return &UsageError{Msg: fmt.Sprintf("%s: link URL %s: want nats://host:port or tls://host:port, or a list of them separated by commas (a cluster's members); credentials go in a file (--creds, --peer-creds), never in the URL", c.origin(links.name), transport.RedactURL(u))}
 			}
 		}
 	}
