@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 	"runtime/debug"
 	"strings"
@@ -24,6 +25,9 @@ type Main struct {
 	Stdout io.Writer
 	Stderr io.Writer
 	Getenv func(string) string
+	// Hangup, when set, delivers SIGHUP to serve, which reloads its
+	// settings; nil never delivers.
+	Hangup <-chan os.Signal
 }
 
 const mainUsage = `siot: a replication engine for IoT systems.
