@@ -486,7 +486,7 @@ func (c *loginCmd) run(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("login: %w", err)
 	}
-	cl := &client{nc: nc, id: login.Identity(), timeout: c.cf.timeout, async: async}
+	cl := &client{nc: nc, url: transport.RedactURL(c.cf.server), id: login.Identity(), timeout: c.cf.timeout, async: async}
 	defer cl.close()
 	var tok transport.TokenReply
 	if err := cl.call(ctx, transport.NameToken, transport.TokenRequest{TTL: int64(c.ttl / time.Second)}, &tok); err != nil {

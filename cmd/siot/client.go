@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -41,6 +42,7 @@ func (f *clientFlags) register(fs *flag.FlagSet, getenv func(string) string) {
 // client is a connection to a running server's local API.
 type client struct {
 	nc      *nats.Conn
+	url     string             // the server's URL, without secrets, for errors
 	id      transport.Identity // who the server knows us as: requests go under its prefix
 	timeout time.Duration
 	async   *asyncErrors
@@ -117,9 +119,12 @@ func (f *clientFlags) dialAs(creds *transport.Creds) (*client, error) {
 		if errors.Is(err, nats.ErrAuthorization) {
 			return nil, err
 		}
+		if errors.Is(err, nats.ErrNkeysNotSupported) {
+			return nil, fmt.Errorf("no siot server answered at %s: a NATS server is there, but it takes no siot credentials, so no `siot serve` (check --server)", transport.RedactURL(f.server))
+		}
 		return nil, fmt.Errorf("%w (is `siot serve` running there? set --server or SIOT_SERVER)", err)
 	}
-	return &client{nc: nc, id: id, timeout: f.timeout, async: async}, nil
+	return &client{nc: nc, url: transport.RedactURL(f.server), id: id, timeout: f.timeout, async: async}, nil
 }
 
 func (c *client) close() { c.nc.Close() }
@@ -134,20 +139,66 @@ func (c *client) call(ctx context.Context, name string, req, resp any) error {
 // callWait is call for a request the server may hold for up to extra
 // (a watch): the reply is awaited for the timeout plus extra.
 func (c *client) callWait(ctx context.Context, name string, req, resp any, extra time.Duration) error {
-	subject := transport.Subject(c.id, name)
 	b, err := transport.Encode(req)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.timeout+extra)
+	wait := c.timeout + extra
+	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	// To the server this client dialed, not any member of its cluster.
 	m, err := c.nc.RequestWithContext(ctx, transport.SubjectOn(c.nc, c.id, name), b)
 	if err != nil {
-		return fmt.Errorf("%s: %w", subject, c.async.explain(err))
+		return c.requestError(err, wait)
 	}
 	if err := transport.Decode(m.Data, 0, resp); err != nil {
-		return fmt.Errorf("%s: %w", subject, err)
+		var re *transport.RemoteError
+		if errors.As(err, &re) {
+			return refusal(re.Msg)
+		}
+		return fmt.Errorf("unreadable reply from %s: %w", c.url, err)
 	}
 	return nil
 }
+
+// requestError says, in the user's terms, why a request sent to c's
+// server got no reply: nobody there answers the siot API, the server
+// refused it as a permissions violation, or no reply came in time.
+func (c *client) requestError(err error, wait time.Duration) error {
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		return fmt.Errorf("no siot server answered at %s: a NATS server is there, but no `siot serve` behind it (check --server)", c.url)
+	case errors.Is(err, context.Canceled):
+		return fmt.Errorf("interrupted: %w", err)
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
+		if p := c.async.last.Load(); p != nil {
+			return fmt.Errorf("permission denied: the server at %s refused the request (it said: %v)", c.url, *p)
+		}
+		return fmt.Errorf("no reply from the server at %s within %v (--timeout)", c.url, wait)
+	}
+	return fmt.Errorf("request to %s: %w", c.url, c.async.explain(err))
+}
+
+// refusal is the error of a request the server answered with an error:
+// what it refused and why, in words, without the server's internal
+// prefixes.
+func refusal(msg string) error {
+	switch {
+	case strings.Contains(msg, "free disk space below the configured floor"):
+		_, detail, _ := strings.Cut(msg, "floor: ")
+		if detail != "" {
+			detail = " (" + detail + ")"
+		}
+		return &refusedError{why: "the server refuses writes: disk below its floor" + detail, raw: msg}
+	case strings.HasPrefix(msg, "permission denied"):
+		return &refusedError{why: "the server refused: " + msg, raw: msg}
+	case strings.HasPrefix(msg, "limit reached"):
+		return &refusedError{why: "the server refused: " + msg + " (retry later)", raw: msg}
+	}
+	return &refusedError{why: "the server refused: " + msg, raw: msg}
+}
+
+// refusedError is a request the server refused; raw is its own text.
+type refusedError struct{ why, raw string }
+
+func (e *refusedError) Error() string { return e.why }
