@@ -346,15 +346,21 @@ func (c *versionCmd) run(_ context.Context, args []string) error {
 		fmt.Fprintf(c.m.Stdout, "{\"version\":%q,\"revision\":%q,\"go\":%q}\n", v.version, v.revision, v.goVersion)
 		return nil
 	}
-	rev := ""
-	if v.revision != "" {
-		rev = " (" + v.revision + ")"
-	}
-	fmt.Fprintf(c.m.Stdout, "siot %s%s %s\n", v.version, rev, v.goVersion)
+	fmt.Fprintf(c.m.Stdout, "siot %s\n", v)
 	return nil
 }
 
 type versionInfo struct{ version, revision, goVersion string }
+
+// String is the version as siot version prints it after "siot ", and as
+// the "siot serving" log line carries it: "devel (0123456789ab) go1.26.0".
+func (v versionInfo) String() string {
+	rev := ""
+	if v.revision != "" {
+		rev = " (" + v.revision + ")"
+	}
+	return v.version + rev + " " + v.goVersion
+}
 
 func buildVersion() versionInfo {
 	v := versionInfo{version: "devel", goVersion: runtime.Version()}

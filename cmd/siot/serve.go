@@ -420,7 +420,7 @@ func (c *serveCmd) serve(ctx context.Context, f serveFlags, root uuid.UUID, prof
 			close(errc)
 		}()
 	}
-	log.Info("siot serving", "id", st.Root(), "instance", st.Instance(), "nats", srv.ClientURL(), "http", httpAddr,
+	log.Info("siot serving", "version", buildVersion().String(), "id", st.Root(), "instance", st.Instance(), "nats", srv.ClientURL(), "http", httpAddr,
 		"data", f.data, "upstreams", len(f.upstreams), "peers", len(f.peers), "cluster", srv.ClusterAddr())
 	if c.ready != nil {
 		c.ready(st.Root(), srv.ClientURL(), httpAddr)
@@ -543,13 +543,13 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
 	}
-	opts := &slog.HandlerOptions{Level: lv}
 	if format == "" {
 		format = "json"
 		if isTerminal(w) {
 			format = "text"
 		}
 	}
+	opts := &slog.HandlerOptions{Level: lv, ReplaceAttr: logAttr(format)}
 	switch format {
 	case "text":
 		return slog.New(slog.NewTextHandler(w, opts)), nil
