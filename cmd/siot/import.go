@@ -36,6 +36,8 @@ them, so importing an export reproduces it.
 The first pass keeps the checked records, encoded, in a temporary file
 (much smaller than the input; in $TMPDIR), and the second sends them. On a
 terminal, standard error shows the progress of both passes (--quiet: not).
+At the end it prints a summary on standard error (--json: as a JSON
+object on standard output).
 
 Examples:
   siot import points.jsonl
@@ -53,6 +55,7 @@ type importCmd struct {
 	cf    clientFlags
 	batch int
 	quiet bool
+	json  bool // --json
 }
 
 func (c *importCmd) usage() string { return importUsage }
@@ -61,6 +64,7 @@ func (c *importCmd) flags(fs *flag.FlagSet) {
 	c.cf.register(fs, c.m.Getenv)
 	fs.IntVar(&c.batch, "batch", 2000, "records per request")
 	fs.BoolVar(&c.quiet, "quiet", false, "no progress bar (there is none either when standard error is not a terminal)")
+	fs.BoolVar(&c.json, "json", false, `print the summary on standard output as {"records","file","applied","stale","seconds"}`)
 }
 
 func (c *importCmd) run(ctx context.Context, args []string) error {
@@ -162,6 +166,9 @@ func (c *importCmd) run(ctx context.Context, args []string) error {
 	}
 	bar.done()
 	el := time.Since(start)
+	if c.json {
+		return printJSON(m.Stdout, map[string]any{"records": n, "file": name, "applied": applied, "stale": stale, "seconds": el.Seconds()})
+	}
 	fmt.Fprintf(m.Stderr, "imported %d records from %s: %d applied, %d stale, in %v (%.0f records/s)\n",
 		n, name, applied, stale, el.Round(time.Millisecond), float64(n)/max(el.Seconds(), 1e-9))
 	return nil
