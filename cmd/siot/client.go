@@ -167,17 +167,29 @@ func (c *client) callWait(ctx context.Context, name string, req, resp any, extra
 func (c *client) requestError(err error, wait time.Duration) error {
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
-		return fmt.Errorf("no siot server answered at %s: a NATS server is there, but no `siot serve` behind it (check --server)", c.url)
+		return &requestErr{fmt.Sprintf("no siot server answered at %s: a NATS server is there, but no `siot serve` behind it (check --server)", c.url), err}
 	case errors.Is(err, context.Canceled):
-		return fmt.Errorf("interrupted: %w", err)
+		return &requestErr{"interrupted", err}
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
 		if p := c.async.last.Load(); p != nil {
-			return fmt.Errorf("permission denied: the server at %s refused the request (it said: %v)", c.url, *p)
+			return &requestErr{fmt.Sprintf("permission denied: the server at %s refused the request (it said: %v)", c.url, *p), err}
 		}
-		return fmt.Errorf("no reply from the server at %s within %v (--timeout)", c.url, wait)
+		return &requestErr{fmt.Sprintf("no reply from the server at %s within %v (--timeout)", c.url, wait), err}
+	case errors.Is(err, nats.ErrConnectionClosed):
+		return &requestErr{fmt.Sprintf("the connection to %s closed (the server stopped?)", c.url), err}
 	}
 	return fmt.Errorf("request to %s: %w", c.url, c.async.explain(err))
 }
+
+// requestErr is a failed request said in the user's terms; it wraps the
+// NATS error, so callers can still tell a timeout from a refusal.
+type requestErr struct {
+	msg string
+	err error
+}
+
+func (e *requestErr) Error() string { return e.msg }
+func (e *requestErr) Unwrap() error { return e.err }
 
 // refusal is the error of a request the server answered with an error:
 // what it refused and why, in words, without the server's internal
