@@ -98,6 +98,9 @@ func (c *watchCmd) run(ctx context.Context, args []string) error {
 	if c.after < 0 {
 		after = st.LastSeq
 	}
+	if after > st.LastSeq {
+		return c.cannotResume(cl.url, st.LastSeq, after)
+	}
 	for ctx.Err() == nil {
 		var rep transport.WatchReply
 		req := transport.WatchRequest{After: after, Root: root, Wait: watchWait.Milliseconds()}
