@@ -487,7 +487,7 @@ func (c *loginCmd) run(ctx context.Context, args []string) error {
 	async := &asyncErrors{}
 	nc, err := transport.Dial(c.cf.server, transport.DialConfig{Name: "siot login", Timeout: c.cf.timeout, Login: login, TLS: tc, OnError: async.note})
 	if err != nil {
-		return fmt.Errorf("login: %w", err)
+		return dialError(c.cf.server, err)
 	}
 	cl := &client{nc: nc, url: transport.RedactURL(c.cf.server), id: login.Identity(), timeout: c.cf.timeout, async: async}
 	defer cl.close()

@@ -116,15 +116,27 @@ func (f *clientFlags) dialAs(creds *transport.Creds) (*client, error) {
 	nc, err := transport.Dial(f.server, transport.DialConfig{Name: "siot cli", Timeout: min(f.timeout, 10*time.Second),
 		Creds: creds, TLS: tc, OnError: async.note})
 	if err != nil {
-		if errors.Is(err, nats.ErrAuthorization) {
-			return nil, err
-		}
-		if errors.Is(err, nats.ErrNkeysNotSupported) {
-			return nil, fmt.Errorf("no siot server answered at %s: a NATS server is there, but it takes no siot credentials, so no `siot serve` (check --server)", transport.RedactURL(f.server))
-		}
-		return nil, fmt.Errorf("%w (is `siot serve` running there? set --server or SIOT_SERVER)", err)
+		return nil, dialError(f.server, err)
 	}
 	return &client{nc: nc, url: transport.RedactURL(f.server), id: id, timeout: f.timeout, async: async}, nil
+}
+
+// dialError says why connecting to server failed, naming its URL without
+// secrets: credentials refused, a NATS server that is no siot server, or
+// nothing there. It wraps the cause.
+func dialError(server string, err error) error {
+	url := transport.RedactURL(server)
+	cause := errors.Unwrap(err) // past "transport: dial URL"
+	if cause == nil {
+		cause = err
+	}
+	switch {
+	case errors.Is(err, nats.ErrAuthorization):
+		return &requestErr{fmt.Sprintf("cannot sign in at %s: %v", url, cause), err}
+	case errors.Is(err, nats.ErrNkeysNotSupported):
+		return &requestErr{fmt.Sprintf("no siot server answered at %s: a NATS server is there, but it takes no siot credentials, so no `siot serve` (check --server)", url), err}
+	}
+	return &requestErr{fmt.Sprintf("cannot connect to %s: %v (is `siot serve` running there? set --server or SIOT_SERVER)", url, cause), err}
 }
 
 func (c *client) close() { c.nc.Close() }

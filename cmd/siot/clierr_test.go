@@ -14,10 +14,15 @@ import (
 )
 
 // plainNATS starts a NATS server with no siot behind it, on a random
-// loopback port, and returns its URL.
-func plainNATS(t *testing.T) string {
+// loopback port, and returns its URL. With nkey set, it takes that user
+// nkey (as a siot server takes its administrator's); else no credentials.
+func plainNATS(t *testing.T, nkey string) string {
 	t.Helper()
-	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true})
+	opts := &natsserver.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true}
+	if nkey != "" {
+		opts.Nkeys = []*natsserver.NkeyUser{{Nkey: nkey}}
+	}
+	ns, err := natsserver.NewServer(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,8 +72,9 @@ func clientCommandArgs(dir string) []struct {
 
 // Pointed at a NATS server with no siot behind it, every client command
 // says so, naming the URL, and its error starts with the command's name.
+// Both kinds: one that refuses siot's credentials, and one that takes
+// them, where no one answers the requests.
 func TestClientCommandsAtAPlainNATSServer(t *testing.T) {
-	url := plainNATS(t)
 	dir := t.TempDir()
 	admin, err := transport.NewKeyCreds(transport.KindAdmin, uuid.Nil)
 	if err != nil {
@@ -78,7 +84,24 @@ func TestClientCommandsAtAPlainNATSServer(t *testing.T) {
 	if err := transport.WriteCreds(creds, admin, false); err != nil {
 		t.Fatal(err)
 	}
+	pub, err := admin.PublicKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientCommandsAt(t, plainNATS(t, ""), creds, dir, "")
+	// That one refuses a login's email and password.
+	clientCommandsAt(t, plainNATS(t, pub), creds, dir, "login")
+}
+
+// clientCommandsAt runs every client command at url, a NATS server with
+// no siot behind it; refuser is the command whose credentials it refuses.
+func clientCommandsAt(t *testing.T, url, creds, dir, refuser string) {
+	t.Helper()
 	for _, c := range clientCommandArgs(dir) {
+		want := "no siot server answered at " + url
+		if c.name == refuser {
+			want = "cannot sign in at " + url + ": nats: Authorization Violation: the server refused"
+		}
 		args := append(c.args, "--server", url, "--timeout", "5s")
 		if c.name != "login" {
 			args = append(args, "--creds", creds)
@@ -93,8 +116,8 @@ func TestClientCommandsAtAPlainNATSServer(t *testing.T) {
 			t.Errorf("%s: usage error %v", c.name, err)
 		case !strings.HasPrefix(err.Error(), c.name+": "):
 			t.Errorf("%s: error does not start with the command's name: %v", c.name, err)
-		case !strings.Contains(err.Error(), "no siot server answered at "+url):
-			t.Errorf("%s: error does not say no siot server answered at %s: %v", c.name, url, err)
+		case !strings.Contains(err.Error(), want):
+			t.Errorf("%s: error does not say %q: %v", c.name, want, err)
 		case strings.Contains(err.Error(), "siot.api"):
 			t.Errorf("%s: error names an internal subject: %v", c.name, err)
 		case time.Since(start) > 4*time.Second:
@@ -111,5 +134,41 @@ func TestRefusedWriteNamesTheCommand(t *testing.T) {
 	if err == nil || !strings.HasPrefix(err.Error(), "node add: the server refuses writes: disk below its floor") ||
 		strings.Contains(err.Error(), "remote:") || strings.Contains(err.Error(), "siot.api") {
 		t.Fatalf("node add on a full disk: %v", err)
+	}
+}
+
+// A server that takes the request and never answers: the error says no
+// reply came from that URL within --timeout, under the command's name.
+func TestClientTimeoutSaysSo(t *testing.T) {
+	dir := t.TempDir()
+	admin, err := transport.NewKeyCreds(transport.KindAdmin, uuid.Nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds := filepath.Join(dir, "admin.creds")
+	if err := transport.WriteCreds(creds, admin, false); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := admin.PublicKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := plainNATS(t, pub)
+	nc, err := transport.Dial(url, transport.DialConfig{Name: "silent", Creds: admin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	sub, err := nc.SubscribeSync(">") // takes every request, answers none
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = cli(t, "", "node", "ls", "--server", url, "--creds", creds, "--timeout", "300ms")
+	if err == nil || err.Error() != "node ls: no reply from the server at "+url+" within 300ms (--timeout)" {
+		t.Fatalf("node ls at a silent server: %v", err)
 	}
 }
