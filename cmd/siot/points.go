@@ -142,10 +142,11 @@ func (c *setCmd) run(ctx context.Context, args []string) error {
 	return nil
 }
 
-// isText reports whether p holds a text rather than a value: a text that
-// is not empty, with the value 0 that set and import give it. (An empty
-// text is not told apart from the value 0.)
-func isText(p *crdt.Point) bool { return p.Text != "" && p.Value == 0 }
+// isText reports whether node point p holds a text rather than a value: a
+// text that is not empty, with the value 0 that set and import give it.
+// (An empty text is not told apart from the value 0.) An edge point is
+// never one: its text and value are the placement and state of the edge.
+func isText(p *crdt.Point) bool { return !p.IsEdge() && p.Text != "" && p.Value == 0 }
 
 // assignment shows what a point holds and its kind (text or value), as
 // set prints it: `temp = 21.5 (value)`, `mode = "auto" (text)`,
