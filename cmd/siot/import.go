@@ -272,11 +272,17 @@ func trimSpace(b []byte) []byte {
 var pointIndex = regexp.MustCompile(`point (\d+)`)
 
 // importError names the input line of a point the server refused.
+// A batch that failed otherwise (no reply, the server gone) was not
+// refused: the error says what happened to it.
 func importError(err error, name string, lines []int) error {
-	if mm := pointIndex.FindStringSubmatch(err.Error()); mm != nil {
+	var re *refusedError
+	if !errors.As(err, &re) {
+		return fmt.Errorf("%s, lines %d-%d: %w", name, lines[0], lines[len(lines)-1], err)
+	}
+	if mm := pointIndex.FindStringSubmatch(re.raw); mm != nil {
 		if i, convErr := strconv.Atoi(mm[1]); convErr == nil && i < len(lines) {
-			return fmt.Errorf("%s, line %d: server refused the record: %w", name, lines[i], err)
+			return fmt.Errorf("%s, line %d: %w", name, lines[i], err)
 		}
 	}
-	return fmt.Errorf("%s, lines %d-%d: server refused the batch: %w", name, lines[0], lines[len(lines)-1], err)
+	return fmt.Errorf("%s, lines %d-%d: %w", name, lines[0], lines[len(lines)-1], err)
 }
