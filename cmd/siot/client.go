@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -49,11 +50,39 @@ type client struct {
 }
 
 // asyncErrors keeps the last error the server sent outside a reply (a
-// permissions violation): a request it refused that way only times out,
-// and the timeout should say why.
-type asyncErrors struct{ last atomic.Pointer[error] }
+// permissions violation): a request it refused that way gets no reply, so
+// a permissions violation ends the request in flight at once, with it as
+// the cause, rather than let it time out. Safe for concurrent use: note is
+// called from a NATS goroutine.
+type asyncErrors struct {
+	last   atomic.Pointer[error]
+	mu     sync.Mutex
+	denied context.CancelCauseFunc // of the request in flight, or nil
+}
 
-func (a *asyncErrors) note(err error) { a.last.Store(&err) }
+func (a *asyncErrors) note(err error) {
+	a.last.Store(&err)
+	if errors.Is(err, nats.ErrPermissionViolation) {
+		a.mu.Lock()
+		if a.denied != nil {
+			a.denied(err)
+		}
+		a.mu.Unlock()
+	}
+}
+
+// inFlight makes cancel the request in flight's, until the returned
+// function is called.
+func (a *asyncErrors) inFlight(cancel context.CancelCauseFunc) (done func()) {
+	a.mu.Lock()
+	a.denied = cancel
+	a.mu.Unlock()
+	return func() {
+		a.mu.Lock()
+		a.denied = nil
+		a.mu.Unlock()
+	}
+}
 
 // explain adds the last asynchronous error to err.
 func (a *asyncErrors) explain(err error) error {
@@ -156,11 +185,17 @@ func (c *client) callWait(ctx context.Context, name string, req, resp any, extra
 		return err
 	}
 	wait := c.timeout + extra
-	ctx, cancel := context.WithTimeout(ctx, wait)
+	denied, deny := context.WithCancelCause(ctx)
+	defer deny(nil)
+	defer c.async.inFlight(deny)()
+	ctx, cancel := context.WithTimeout(denied, wait)
 	defer cancel()
 	// To the server this client dialed, not any member of its cluster.
 	m, err := c.nc.RequestWithContext(ctx, transport.SubjectOn(c.nc, c.id, name), b)
 	if err != nil {
+		if cause := context.Cause(denied); errors.Is(cause, nats.ErrPermissionViolation) {
+			return &requestErr{fmt.Sprintf("permission denied: the server at %s refused the request (%v)", c.url, cause), cause}
+		}
 		return c.requestError(err, wait)
 	}
 	if err := transport.Decode(m.Data, 0, resp); err != nil {

@@ -15,12 +15,17 @@ import (
 
 // plainNATS starts a NATS server with no siot behind it, on a random
 // loopback port, and returns its URL. With nkey set, it takes that user
-// nkey (as a siot server takes its administrator's); else no credentials.
-func plainNATS(t *testing.T, nkey string) string {
+// nkey (as a siot server takes its administrator's), with perms; else no
+// credentials.
+func plainNATS(t *testing.T, nkey string, perms ...*natsserver.Permissions) string {
 	t.Helper()
 	opts := &natsserver.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true}
 	if nkey != "" {
-		opts.Nkeys = []*natsserver.NkeyUser{{Nkey: nkey}}
+		u := &natsserver.NkeyUser{Nkey: nkey}
+		if len(perms) > 0 {
+			u.Permissions = perms[0]
+		}
+		opts.Nkeys = []*natsserver.NkeyUser{u}
 	}
 	ns, err := natsserver.NewServer(opts)
 	if err != nil {
@@ -176,5 +181,32 @@ func TestClientTimeoutSaysSo(t *testing.T) {
 	_, _, err = cli(t, rec, "import", "--server", url, "--creds", creds, "--timeout", "300ms")
 	if err == nil || err.Error() != "import: standard input, lines 1-1: no reply from the server at "+url+" within 300ms (--timeout)" {
 		t.Fatalf("import at a silent server: %v", err)
+	}
+}
+
+// A request the NATS server refuses as a permissions violation fails at
+// once, saying so, rather than wait for --timeout.
+func TestClientPermissionViolationSaysSo(t *testing.T) {
+	dir := t.TempDir()
+	admin, err := transport.NewKeyCreds(transport.KindAdmin, uuid.Nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds := filepath.Join(dir, "admin.creds")
+	if err := transport.WriteCreds(creds, admin, false); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := admin.PublicKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := plainNATS(t, pub, &natsserver.Permissions{Publish: &natsserver.SubjectPermission{Deny: []string{">"}}})
+	start := time.Now()
+	_, _, err = cli(t, "", "status", "--server", url, "--creds", creds, "--timeout", "20s")
+	if err == nil || !strings.HasPrefix(err.Error(), "status: permission denied: the server at "+url+" refused the request (nats: permissions violation") {
+		t.Fatalf("status without permission to publish: %v", err)
+	}
+	if el := time.Since(start); el > 10*time.Second {
+		t.Errorf("took %v: waited for the timeout", el)
 	}
 }
