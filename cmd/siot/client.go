@@ -250,7 +250,7 @@ func refusal(msg string) error {
 		}
 		return &refusedError{why: "the server refuses writes: disk below its floor" + detail, raw: msg}
 	case strings.HasPrefix(msg, "permission denied"):
-		return &refusedError{why: "the server refused: " + msg, raw: msg}
+		return &refusedError{why: msg, raw: msg} // "permission denied: node … is outside what … may read"
 	case strings.HasPrefix(msg, "limit reached"):
 		return &refusedError{why: "the server refused: " + msg + " (retry later)", raw: msg}
 	}
