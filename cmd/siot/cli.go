@@ -250,6 +250,10 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return &UsageError{Msg: fmt.Sprintf("unknown command %q", name)}
 	}
 	fs := newFlagSet(name, c)
+	if name == "serve" && len(global) > 0 {
+		// serve's --creds and --tls-ca are its links', not a client's.
+		return &UsageError{Msg: "siot serve takes its flags after \"serve\", not before"}
+	}
 	for i := 0; i < len(global); i++ {
 		f := strings.TrimLeft(global[i], "-")
 		if fs.Lookup(f) == nil {

@@ -126,6 +126,8 @@ func TestGlobalFlagsBeforeTheCommand(t *testing.T) {
 		{"--nope", "status"},
 		{"--server"},
 		{"--json", "serve"},
+		{"--creds", creds, "serve"}, // serve's --creds is its links'
+		{"--creds", creds, "login", "--email", "a@example.com"},
 		{"--server", srv.nats, "version"},
 		{"-x"},
 	} {
