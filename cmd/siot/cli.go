@@ -54,9 +54,9 @@ variable), --creds FILE (env SIOT_CREDS; default ./siot-data/admin.creds
 when it exists: servers refuse anonymous clients), --tls-ca FILE for a
 server with TLS, and --timeout (how long to wait for each reply).
 Every command but serve (--log-format json) and export (JSON Lines
-always) takes --json for output a program can read. These
-flags may also come before the command ("siot --server URL status"), for
-the commands that have them; an unknown flag there is a usage error.
+always) takes --json for output a program can read. The client flags and
+--json may also come before the command ("siot --server URL status"),
+for the commands that have them; an unknown flag there is a usage error.
 Flags may come before or after the arguments.
 
 Run "siot <command> --help" or "siot help <command>" for a command's flags
