@@ -306,7 +306,7 @@ func parseArgs(fs *flag.FlagSet, args []string, out io.Writer) ([]string, error)
 			if errors.Is(err, flag.ErrHelp) {
 				return nil, errHelp
 			}
-			return nil, &UsageError{Msg: err.Error()}
+			return nil, &UsageError{Msg: fs.Name() + ": " + err.Error()}
 		}
 		rest := fs.Args()
 		if used := len(args) - len(rest); used > 0 && args[used-1] == "--" {

@@ -40,8 +40,11 @@ func TestUsageErrors(t *testing.T) {
 	if _, errOut, err := run(t, "frobnicate"); !errors.As(err, &ue) || !strings.Contains(errOut, "Commands:") {
 		t.Fatalf("unknown command: %v", err)
 	}
-	if _, _, err := run(t, "version", "--nope"); !errors.As(err, &ue) {
+	if _, _, err := run(t, "version", "--nope"); !errors.As(err, &ue) || !strings.HasPrefix(err.Error(), "version: flag provided but not defined") {
 		t.Fatalf("unknown flag: %v", err)
+	}
+	if _, _, err := run(t, "node", "ls", "--depth", "x"); !errors.As(err, &ue) || !strings.HasPrefix(err.Error(), "node ls: invalid value") {
+		t.Fatalf("bad flag value: %v", err)
 	}
 	if _, _, err := run(t, "version", "extra"); !errors.As(err, &ue) {
 		t.Fatalf("extra argument: %v", err)
