@@ -115,7 +115,7 @@ func (c *watchCmd) run(ctx context.Context, args []string) error {
 			if !lostServer(err) {
 				return err
 			}
-			fmt.Fprintf(c.m.Stderr, "watch: lost the server at %s (%v); reconnecting to resume after change #%d\n", cl.url, err, after)
+			fmt.Fprintf(c.m.Stderr, "watch: lost the server at %s: %v; reconnecting to resume after change #%d\n", cl.url, err, after)
 			cl.close()
 			again, err := c.reconnect(ctx, instance, after)
 			if err != nil {
@@ -136,7 +136,8 @@ func (c *watchCmd) run(ctx context.Context, args []string) error {
 	return nil
 }
 
-// reconnectBackoff bounds the wait between two reconnection attempts.
+// The wait between two reconnection attempts: the first, and the most it
+// doubles to.
 const (
 	reconnectFirst = 100 * time.Millisecond
 	reconnectMax   = 2 * time.Second
@@ -160,8 +161,8 @@ func lostServer(err error) bool {
 // waiting between attempts from reconnectFirst doubling up to
 // reconnectMax, and checks that its feed continues the one watched: the
 // same instance, with a last change at or beyond after. An error otherwise
-// (another server or data directory, credentials refused): a watch never
-// resumes across a gap.
+// (another server or data directory, credentials or a request refused): a
+// watch never resumes across a gap.
 func (c *watchCmd) reconnect(ctx context.Context, instance string, after uint64) (*client, error) {
 	wait := reconnectFirst
 	for {
@@ -180,6 +181,9 @@ func (c *watchCmd) reconnect(ctx context.Context, instance string, after uint64)
 				return cl, nil
 			}
 			cl.close()
+			if !lostServer(err) { // a refusal: trying again changes nothing
+				return nil, fmt.Errorf("reconnecting: %w", err)
+			}
 		}
 		if errors.Is(err, nats.ErrAuthorization) {
 			return nil, fmt.Errorf("reconnecting: %w", err)
