@@ -255,7 +255,7 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return &UsageError{Msg: "siot serve takes its flags after \"serve\", not before"}
 	}
 	for i := 0; i < len(global); i++ {
-		f := strings.TrimLeft(global[i], "-")
+		f, _, _ := strings.Cut(strings.TrimLeft(global[i], "-"), "=")
 		if fs.Lookup(f) == nil {
 			return &UsageError{Msg: fmt.Sprintf("siot %s has no flag --%s (given before the command)", name, f)}
 		}

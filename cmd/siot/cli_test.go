@@ -120,7 +120,7 @@ func TestGlobalFlagsBeforeTheCommand(t *testing.T) {
 	if _, _, err := run(t, "--server", "nats://127.0.0.1:1", "--creds", creds, "status", "--server", srv.nats); err != nil {
 		t.Fatalf("the command's own --server: %v", err)
 	}
-	out, _, err = run(t, "--json", "version")
+	out, _, err = run(t, "--json=true", "version")
 	if err != nil || json.Unmarshal([]byte(out), &st) != nil {
 		t.Fatalf("siot --json version: %v %q", err, out)
 	}
