@@ -169,8 +169,8 @@ func (c *importCmd) run(ctx context.Context, args []string) error {
 	if c.json {
 		return printJSON(m.Stdout, map[string]any{"records": n, "file": name, "applied": applied, "stale": stale, "seconds": el.Seconds()})
 	}
-	fmt.Fprintf(m.Stderr, "imported %d records from %s: %d applied, %d stale, in %v (%.0f records/s)\n",
-		n, name, applied, stale, el.Round(time.Millisecond), float64(n)/max(el.Seconds(), 1e-9))
+	fmt.Fprintf(m.Stderr, "imported %d records from %s: %d applied, %d stale, in %v (%s records/s)\n",
+		n, name, applied, stale, el.Round(time.Millisecond), humanCount(float64(n)/max(el.Seconds(), 1e-9)))
 	return nil
 }
 
