@@ -36,6 +36,8 @@ them, so importing an export reproduces it.
 The first pass keeps the checked records, encoded, in a temporary file
 (much smaller than the input; in $TMPDIR), and the second sends them. On a
 terminal, standard error shows the progress of both passes (--quiet: not).
+At the end it prints a summary on standard error (--json: as a JSON
+object on standard output).
 
 Examples:
   siot import points.jsonl
@@ -53,6 +55,7 @@ type importCmd struct {
 	cf    clientFlags
 	batch int
 	quiet bool
+	json  bool // --json
 }
 
 func (c *importCmd) usage() string { return importUsage }
@@ -61,6 +64,7 @@ func (c *importCmd) flags(fs *flag.FlagSet) {
 	c.cf.register(fs, c.m.Getenv)
 	fs.IntVar(&c.batch, "batch", 2000, "records per request")
 	fs.BoolVar(&c.quiet, "quiet", false, "no progress bar (there is none either when standard error is not a terminal)")
+	fs.BoolVar(&c.json, "json", false, `print the summary on standard output as {"records","file","applied","stale","seconds"}`)
 }
 
 func (c *importCmd) run(ctx context.Context, args []string) error {
@@ -162,8 +166,11 @@ func (c *importCmd) run(ctx context.Context, args []string) error {
 	}
 	bar.done()
 	el := time.Since(start)
-	fmt.Fprintf(m.Stderr, "imported %d records from %s: %d applied, %d stale, in %v (%.0f records/s)\n",
-		n, name, applied, stale, el.Round(time.Millisecond), float64(n)/max(el.Seconds(), 1e-9))
+	if c.json {
+		return printJSON(m.Stdout, map[string]any{"records": n, "file": name, "applied": applied, "stale": stale, "seconds": el.Seconds()})
+	}
+	fmt.Fprintf(m.Stderr, "imported %d records from %s: %d applied, %d stale, in %v (%s records/s)\n",
+		n, name, applied, stale, el.Round(time.Millisecond), humanCount(float64(n)/max(el.Seconds(), 1e-9)))
 	return nil
 }
 
@@ -265,11 +272,17 @@ func trimSpace(b []byte) []byte {
 var pointIndex = regexp.MustCompile(`point (\d+)`)
 
 // importError names the input line of a point the server refused.
+// A batch that failed otherwise (no reply, the server gone) was not
+// refused: the error says what happened to it.
 func importError(err error, name string, lines []int) error {
-	if mm := pointIndex.FindStringSubmatch(err.Error()); mm != nil {
+	var re *refusedError
+	if !errors.As(err, &re) {
+		return fmt.Errorf("%s, lines %d-%d: %w", name, lines[0], lines[len(lines)-1], err)
+	}
+	if mm := pointIndex.FindStringSubmatch(re.raw); mm != nil {
 		if i, convErr := strconv.Atoi(mm[1]); convErr == nil && i < len(lines) {
-			return fmt.Errorf("%s, line %d: server refused the record: %w", name, lines[i], err)
+			return fmt.Errorf("%s, line %d: %w", name, lines[i], err)
 		}
 	}
-	return fmt.Errorf("%s, lines %d-%d: server refused the batch: %w", name, lines[0], lines[len(lines)-1], err)
+	return fmt.Errorf("%s, lines %d-%d: %w", name, lines[0], lines[len(lines)-1], err)
 }

@@ -26,7 +26,7 @@ type record struct {
 	Parent    string   `json:"parent,omitempty"`
 	Type      string   `json:"type"`
 	Key       string   `json:"key"`
-	Value     *float64 `json:"value"`
+	Value     *float64 `json:"value,omitempty"` // nil: get and watch show a text point
 	Text      string   `json:"text,omitempty"`
 	Tombstone bool     `json:"tombstone"`
 	HLC       string   `json:"hlc,omitempty"`

@@ -524,7 +524,7 @@ func (c *serveCmd) serve(ctx context.Context, f serveFlags, root uuid.UUID, prof
 			close(errc)
 		}()
 	}
-	log.Info("siot serving", "id", st.Root(), "instance", st.Instance(), "nats", srv.ClientURL(), "http", httpAddr,
+	log.Info("siot serving", "version", buildVersion().String(), "id", st.Root(), "instance", st.Instance(), "nats", srv.ClientURL(), "http", httpAddr,
 		"data", f.data, "upstreams", len(f.upstreams), "peers", len(f.peers), "cluster", srv.ClusterAddr())
 	if c.ready != nil {
 		c.ready(st.Root(), srv.ClientURL(), httpAddr)
@@ -649,13 +649,13 @@ func httpHandler(rep *replica.Replica) http.Handler {
 // newLogger returns a slog logger on w that logs from level up: text on a
 // terminal, JSON otherwise, unless format says.
 func newLogger(w io.Writer, level slog.Leveler, format string) (*slog.Logger, error) {
-	opts := &slog.HandlerOptions{Level: level}
 	if format == "" {
 		format = "json"
 		if isTerminal(w) {
 			format = "text"
 		}
 	}
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: logAttr(format)}
 	switch format {
 	case "text":
 		return slog.New(slog.NewTextHandler(w, opts)), nil
