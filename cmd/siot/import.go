@@ -11,6 +11,7 @@ import (
 	"os"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"siot/crdt"
@@ -34,33 +35,55 @@ order, so a later line beats an earlier one for the same point; one without
 them, so importing an export reproduces it.
 
 The first pass keeps the checked records, encoded, in a temporary file
-(much smaller than the input; in $TMPDIR), and the second sends them. On a
-terminal, standard error shows the progress of both passes (--quiet: not).
+(much smaller than the input; in $TMPDIR), and the second sends them, in
+batches of --batch records, one at a time, each written by the server as
+a whole or not at all. On a terminal, standard error shows the progress of
+both passes (--quiet: not).
+
+An import is not atomic: one interrupted in its second pass (the server
+stops, a reply times out, the server refuses a batch) has written the
+batches the server acknowledged, and exits with status 1 saying exactly
+that: the last durable line (every record up to it is written), the batch
+in flight and whether the server refused it (it answered no: not written)
+or did not answer (unknown: it may or may not be written), and the command
+that resumes: the same one with --from-line, the first line of that batch.
+--from-line N skips the input's lines before N; line numbers stay those of
+the whole input. Importing a line twice is harmless when the record has
+"hlc" and "origin" (a backup's records do): it is the same version of its
+point, counted stale. A record without "hlc" is stamped again: the same
+value, as a newer version (a later write, replicated again, that beats
+writes made to that point since the first import).
 
 Examples:
   siot import points.jsonl
+  siot import --from-line 120001 backup.jsonl
   siot export --server nats://old:4222 | siot import --server nats://new:4222
 
 Flags:
 `
+
+// defaultImportBatch is --batch's default: records per request.
+const defaultImportBatch = 2000
 
 // maxRecordLine bounds one input line: a point's text is at most 64 KiB,
 // which JSON escaping can grow six-fold.
 const maxRecordLine = 512 << 10
 
 type importCmd struct {
-	m     *Main
-	cf    clientFlags
-	batch int
-	quiet bool
+	m        *Main
+	cf       clientFlags
+	batch    int
+	quiet    bool
+	fromLine int
 }
 
 func (c *importCmd) usage() string { return importUsage }
 
 func (c *importCmd) flags(fs *flag.FlagSet) {
 	c.cf.register(fs, c.m.Getenv)
-	fs.IntVar(&c.batch, "batch", 2000, "records per request")
+	fs.IntVar(&c.batch, "batch", defaultImportBatch, "records per request")
 	fs.BoolVar(&c.quiet, "quiet", false, "no progress bar (there is none either when standard error is not a terminal)")
+	fs.IntVar(&c.fromLine, "from-line", 1, "skip the input's lines before line `N` (to resume an interrupted import; line numbers stay those of the whole input)")
 }
 
 func (c *importCmd) run(ctx context.Context, args []string) error {
@@ -70,6 +93,9 @@ func (c *importCmd) run(ctx context.Context, args []string) error {
 	}
 	if *batch < 1 || *batch > 100_000 {
 		return &UsageError{Msg: "--batch must be 1 to 100000"}
+	}
+	if c.fromLine < 1 {
+		return &UsageError{Msg: "--from-line must be 1 or more"}
 	}
 	var in io.Reader = m.Stdin
 	name := ""
@@ -116,7 +142,7 @@ func (c *importCmd) run(ctx context.Context, args []string) error {
 		_, err := sw.Write(frame)
 		return err
 	}
-	n, err := eachRecord(countingReader{in, bar}, name, func(line int, p crdt.Point) error {
+	n, err := eachRecord(countingReader{in, bar}, name, c.fromLine, func(line int, p crdt.Point) error {
 		pts = append(pts, p)
 		lines = append(lines, line)
 		if len(pts) >= *batch {
@@ -147,6 +173,9 @@ func (c *importCmd) run(ctx context.Context, args []string) error {
 	defer bar.done()
 	sr := bufio.NewReaderSize(spool, 256<<10)
 	var applied, stale int
+	// The batches go one at a time: when one fails, those before it are
+	// acknowledged and those after it were never sent.
+	ack := importProgress{name: name, from: c.fromLine}
 	for range batches {
 		b, lines, err := readSpoolFrame(sr)
 		if err != nil {
@@ -154,16 +183,23 @@ func (c *importCmd) run(ctx context.Context, args []string) error {
 		}
 		var res transport.ImportResult
 		if err := cl.call(ctx, transport.NameImport, transport.Import{Points: b}, &res); err != nil {
-			return importError(err, name, lines)
+			bar.done()
+			return ack.interrupted(m.Stderr, err, lines, c.resumeArgs(args))
 		}
 		applied += res.Applied
 		stale += res.Stale
+		ack.records += len(lines)
+		ack.through = lines[len(lines)-1]
 		bar.add(int64(len(lines)))
 	}
 	bar.done()
 	el := time.Since(start)
+	from := name
+	if c.fromLine > 1 {
+		from = fmt.Sprintf("%s (from line %d)", name, c.fromLine)
+	}
 	fmt.Fprintf(m.Stderr, "imported %d records from %s: %d applied, %d stale, in %v (%.0f records/s)\n",
-		n, name, applied, stale, el.Round(time.Millisecond), float64(n)/max(el.Seconds(), 1e-9))
+		n, from, applied, stale, el.Round(time.Millisecond), float64(n)/max(el.Seconds(), 1e-9))
 	return nil
 }
 
@@ -222,16 +258,17 @@ func (c countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// eachRecord calls fn with every record of r and its line number, skipping
-// blank lines. It stops at the first invalid record, naming the line.
-func eachRecord(r io.Reader, name string, fn func(line int, p crdt.Point) error) (int, error) {
+// eachRecord calls fn with every record of r from line from on and its
+// line number, skipping blank lines; the lines before from are not parsed.
+// It stops at the first invalid record, naming the line.
+func eachRecord(r io.Reader, name string, from int, fn func(line int, p crdt.Point) error) (int, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), maxRecordLine)
 	line, n := 0, 0
 	for sc.Scan() {
 		line++
 		b := sc.Bytes()
-		if len(trimSpace(b)) == 0 {
+		if line < from || len(trimSpace(b)) == 0 {
 			continue
 		}
 		p, err := parseRecord(b)
@@ -264,12 +301,89 @@ func trimSpace(b []byte) []byte {
 
 var pointIndex = regexp.MustCompile(`point (\d+)`)
 
+// importProgress is what an import's second pass knows the server has
+// written: the records of every acknowledged batch.
+type importProgress struct {
+	name    string // the input, for messages
+	from    int    // the first line read (--from-line)
+	through int    // the last line of the last acknowledged batch; 0: none
+	records int    // records in acknowledged batches
+}
+
+// interrupted reports a batch (of input lines) whose write failed with
+// err: on w, what is written, what is not known and the command that
+// resumes; as the error, the batch and why. A reply from the server that
+// refuses the batch means it wrote none of it; no reply (a timeout, a
+// closed connection) leaves the batch unknown: written or not.
+func (a importProgress) interrupted(w io.Writer, err error, lines []int, resume string) error {
+	first, last := lines[0], lines[len(lines)-1]
+	span := fmt.Sprintf("lines %d-%d", a.from, a.through)
+	if a.from > 1 {
+		span = fmt.Sprintf("lines %d-%d (from --from-line %d)", a.from, a.through, a.from)
+	}
+	if a.through == 0 {
+		fmt.Fprintf(w, "import interrupted: no batch was acknowledged, nothing from line %d on is known written\n", a.from)
+	} else {
+		fmt.Fprintf(w, "import interrupted: %d records on %s are written (acknowledged by the server); the last durable line is %d\n",
+			a.records, span, a.through)
+	}
+	var out error
+	if transport.IsRemote(err) {
+		fmt.Fprintf(w, "lines %d-%d (%d records): refused by the server, not written; nothing after line %d was sent\n", first, last, len(lines), last)
+		out = importError(err, a.name, lines)
+	} else {
+		fmt.Fprintf(w, "lines %d-%d (%d records): no reply from the server, so they may or may not be written; nothing after line %d was sent\n",
+			first, last, len(lines), last)
+		out = fmt.Errorf("%s, lines %d-%d: no reply from the server (the batch may or may not be written): %w", a.name, first, last, err)
+	}
+	fmt.Fprintf(w, "resume with: %s\n", fmt.Sprintf(resume, first))
+	return out
+}
+
+// resumeArgs returns the command line that imports the same input from a
+// line on (a %d in it), with this command's flags made explicit.
+func (c *importCmd) resumeArgs(args []string) string {
+	cmd := []string{"siot", "import", "--from-line", "%d", "--server", shellQuote(c.cf.server)}
+	if c.cf.creds != "" {
+		cmd = append(cmd, "--creds", shellQuote(c.cf.creds))
+	}
+	if c.cf.tlsCA != "" {
+		cmd = append(cmd, "--tls-ca", shellQuote(c.cf.tlsCA))
+	}
+	if c.batch != defaultImportBatch {
+		cmd = append(cmd, "--batch", strconv.Itoa(c.batch))
+	}
+	if c.cf.timeout != 30*time.Second { // --timeout's default
+
+		cmd = append(cmd, "--timeout", c.cf.timeout.String())
+	}
+	if c.quiet {
+		cmd = append(cmd, "--quiet")
+	}
+	if len(args) == 0 || args[0] == "-" {
+		cmd = append(cmd, "-  # the same input on standard input")
+	} else {
+		cmd = append(cmd, shellQuote(args[0]))
+	}
+	return strings.Join(cmd, " ")
+}
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:@,+=", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
 // importError names the input line of a point the server refused.
 func importError(err error, name string, lines []int) error {
 	if mm := pointIndex.FindStringSubmatch(err.Error()); mm != nil {
 		if i, convErr := strconv.Atoi(mm[1]); convErr == nil && i < len(lines) {
-			return fmt.Errorf("%s, line %d: server refused the record: %w", name, lines[i], err)
+			return fmt.Errorf("%s, line %d: server refused the record (its batch, lines %d-%d, is not written): %w", name, lines[i], lines[0], lines[len(lines)-1], err)
 		}
 	}
-	return fmt.Errorf("%s, lines %d-%d: server refused the batch: %w", name, lines[0], lines[len(lines)-1], err)
+	return fmt.Errorf("%s, lines %d-%d: server refused the batch (not written): %w", name, lines[0], lines[len(lines)-1], err)
 }
