@@ -1,6 +1,8 @@
 package replica
 
 import (
+	"bytes"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -70,5 +72,48 @@ func TestServerRefusesNonUTF8Text(t *testing.T) {
 	}
 	if p := srv.get(n, srv.root, crdt.TypeEdge, "0"); p.Time != 0 {
 		t.Fatal("stored the edge written with the refused text")
+	}
+}
+
+// TestTreeNodesAnswersWithinScope: the nodes request says which nodes the
+// tree has (the root, a node with an edge above it, live or deleted), not
+// a node that only has points or only edges below it; a scoped identity
+// learns nothing of nodes outside its scope, which exist or not.
+func TestTreeNodesAnswersWithinScope(t *testing.T) {
+	rng := rand.New(rand.NewPCG(seed(t), 0x6e6f646573))
+	f := newMxFixture(t, rng)
+	n := f.n
+	pointsOnly, parentOnly, deleted, child := mxUUID(rng), mxUUID(rng), mxUUID(rng), mxUUID(rng)
+	tomb := edgePt(f.siteA, deleted)
+	tomb.Tombstone = true
+	n.write(valPt(pointsOnly, "temp", 1), edgePt(parentOnly, child), tomb)
+	ask := []uuid.UUID{n.root, f.siteA, f.devA, f.sA1, f.siteB, f.sB, pointsOnly, parentOnly, child, deleted, mxUUID(rng), uuid.Nil}
+	var req transport.NodesRequest
+	for _, u := range ask {
+		req.Nodes = append(req.Nodes, u[:]...)
+	}
+	for _, c := range []struct {
+		who  *mxWho
+		want []byte
+	}{
+		{f.connect(t, "admin", nil), []byte{1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 0, 0}},
+		// A deleted node is outside every scope: scopes follow live edges.
+		{f.connect(t, "userA", f.userCreds(t, f.userA)), []byte{0, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0}},
+		{f.connect(t, "deviceA", n.deviceCreds(f.devA)), []byte{0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0}},
+	} {
+		var rep transport.NodesReply
+		if err := mxCall(c.who, transport.NameNodes, req, &rep); err != nil {
+			t.Fatalf("%s: %v", c.who.name, err)
+		}
+		if !bytes.Equal(rep.Known, c.want) {
+			t.Errorf("%s: known %v, want %v (root siteA devA sA1 siteB sB pointsOnly parentOnly child deleted stranger nil)", c.who.name, rep.Known, c.want)
+		}
+	}
+	// A request of more than the limit, or not whole IDs, is refused.
+	admin := f.connect(t, "admin", nil)
+	for _, nodes := range [][]byte{make([]byte, 17), make([]byte, 16*(transport.MaxNodesAsked+1))} {
+		if err := mxCall(admin, transport.NameNodes, transport.NodesRequest{Nodes: nodes}, &transport.NodesReply{}); !transport.IsRemote(err) {
+			t.Errorf("nodes request of %d bytes: %v, want refused", len(nodes), err)
+		}
 	}
 }

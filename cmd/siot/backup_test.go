@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -122,5 +123,79 @@ func TestImportRefusesInvalidUTF8(t *testing.T) {
 	}
 	if out := mustCLI(t, "", "export", "--server", srv.nats); out != "" {
 		t.Fatalf("refused imports wrote:\n%s", out)
+	}
+}
+
+// TestImportRefusesRecordsOutsideTheTree: a restore without --id, whose
+// records all hang under another root, is refused before anything is
+// written, with counts, examples and what to do; so is one point of a
+// node the tree does not have among good records. Edge records of the
+// input attach nodes, through chains and deleted edges too. With
+// --allow-orphans the records are written and the counts printed.
+func TestImportRefusesRecordsOutsideTheTree(t *testing.T) {
+	a := serve(t, "--data", t.TempDir(), "--listen", "127.0.0.1:0", "--http", "")
+	var in strings.Builder
+	site, dev := uuid.NewString(), uuid.NewString()
+	fmt.Fprintf(&in, "{\"node\":%q,\"type\":\"description\",\"text\":\"old root\"}\n", a.id)
+	fmt.Fprintf(&in, "{\"node\":%q,\"parent\":%q,\"type\":\"edge\"}\n", site, a.id)
+	fmt.Fprintf(&in, "{\"node\":%q,\"parent\":%q,\"type\":\"edge\"}\n", dev, site)
+	fmt.Fprintf(&in, "{\"node\":%q,\"type\":\"temp\",\"value\":1}\n", dev)
+	mustCLI(t, in.String(), "import", "--server", a.nats)
+	backup := mustCLI(t, "", "export", "--server", a.nats)
+
+	b := serve(t, "--data", t.TempDir(), "--listen", "127.0.0.1:0", "--http", "")
+	_, _, err := cli(t, backup, "import", "--server", b.nats)
+	if err == nil {
+		t.Fatal("a backup of another root was imported without --id")
+	}
+	for _, want := range []string{"4 records hang on 3 nodes outside this server's tree (root " + b.id,
+		"node " + a.id + " (line ", "they all hang under node " + a.id, "nothing was written", "siot serve --id " + a.id, "--allow-orphans"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("refusal does not say %q:\n%v", want, err)
+		}
+	}
+	if out := mustCLI(t, "", "export", "--server", b.nats); out != "" {
+		t.Fatalf("a refused import wrote:\n%s", out)
+	}
+
+	// In the tree: the root, a node the server has, nodes the input
+	// attaches (a chain, a deleted edge). Outside: a point of a stranger.
+	known := strings.TrimSpace(mustCLI(t, "", "node", "add", "--server", b.nats, "--json"))
+	var added struct {
+		ID string `json:"node"`
+	}
+	if err := json.Unmarshal([]byte(known), &added); err != nil || added.ID == "" {
+		t.Fatalf("node add --json: %q %v", known, err)
+	}
+	x, y, gone, stranger := uuid.NewString(), uuid.NewString(), uuid.NewString(), uuid.NewString()
+	good := strings.Join([]string{
+		fmt.Sprintf(`{"node":%q,"type":"temp","value":2}`, b.id),
+		fmt.Sprintf(`{"node":%q,"type":"temp","value":3}`, added.ID),
+		fmt.Sprintf(`{"node":%q,"type":"temp","value":4}`, y),
+		fmt.Sprintf(`{"node":%q,"parent":%q,"type":"edge"}`, y, x),
+		fmt.Sprintf(`{"node":%q,"parent":%q,"type":"edge"}`, x, added.ID),
+		fmt.Sprintf(`{"node":%q,"parent":%q,"type":"edge","tombstone":true}`, gone, b.id),
+		fmt.Sprintf(`{"node":%q,"type":"temp","value":5}`, gone),
+	}, "\n") + "\n"
+	bad := good + fmt.Sprintf(`{"node":%q,"type":"temp","value":6}`, stranger) + "\n"
+	_, _, err = cli(t, bad, "import", "--server", b.nats)
+	if err == nil || !strings.Contains(err.Error(), "1 record hangs on 1 node") || !strings.Contains(err.Error(), "node "+stranger+" (line 8)") {
+		t.Fatalf("a point of a stranger among good records: %v", err)
+	}
+	if out := mustCLI(t, "", "export", "--server", b.nats); strings.Count(out, "\n") != 1 {
+		t.Fatalf("a refused import wrote:\n%s", out)
+	}
+	_, errOut, err := cli(t, good, "import", "--server", b.nats)
+	if err != nil || strings.Contains(errOut, "warning") {
+		t.Fatalf("records the tree or the input attaches: %v %s", err, errOut)
+	}
+
+	// --allow-orphans writes them and says how many.
+	_, errOut, err = cli(t, backup, "import", "--server", b.nats, "--allow-orphans")
+	if err != nil || !strings.Contains(errOut, "warning: standard input: 4 records hang on 3 nodes outside") || !strings.Contains(errOut, "imported 4 records") {
+		t.Fatalf("--allow-orphans: %v\n%s", err, errOut)
+	}
+	if out := mustCLI(t, "", "export", "--server", b.nats, "--root", a.id); strings.Count(out, "\n") != 4 {
+		t.Fatalf("--allow-orphans wrote:\n%s", out)
 	}
 }

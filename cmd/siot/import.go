@@ -75,6 +75,7 @@ type importCmd struct {
 	batch    int
 	quiet    bool
 	fromLine int
+	orphans  bool
 }
 
 func (c *importCmd) usage() string { return importUsage }
@@ -83,6 +84,7 @@ func (c *importCmd) flags(fs *flag.FlagSet) {
 	c.cf.register(fs, c.m.Getenv)
 	fs.IntVar(&c.batch, "batch", defaultImportBatch, "records per request")
 	fs.BoolVar(&c.quiet, "quiet", false, "no progress bar (there is none either when standard error is not a terminal)")
+	fs.BoolVar(&c.orphans, "allow-orphans", false, "write records outside the server's tree too (with a warning) instead of refusing the import")
 	fs.IntVar(&c.fromLine, "from-line", 1, "skip the input's lines before line `N` (to resume an interrupted import; line numbers stay those of the whole input)")
 }
 
@@ -142,7 +144,9 @@ func (c *importCmd) run(ctx context.Context, args []string) error {
 		_, err := sw.Write(frame)
 		return err
 	}
+	tree := newTreeIndex()
 	n, err := eachRecord(countingReader{in, bar}, name, c.fromLine, func(line int, p crdt.Point) error {
+		tree.add(line, &p)
 		pts = append(pts, p)
 		lines = append(lines, line)
 		if len(pts) >= *batch {
@@ -168,6 +172,21 @@ func (c *importCmd) run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer cl.close()
+	// Before anything is written: every record in the server's tree?
+	out, err := tree.check(ctx, cl)
+	if err != nil {
+		return err
+	}
+	if out.records > 0 {
+		root, err := cl.serverRoot(ctx)
+		if err != nil {
+			return err
+		}
+		if !c.orphans {
+			return fmt.Errorf("%s; %s", out.describe(name, root), out.hint())
+		}
+		fmt.Fprintf(m.Stderr, "warning: %s; writing them (--allow-orphans)\n", out.describe(name, root))
+	}
 	start := time.Now()
 	bar = newProgress(m.Stderr, !*quiet, "importing", int64(n))
 	defer bar.done()
@@ -359,6 +378,9 @@ func (c *importCmd) resumeArgs(args []string) string {
 	}
 	if c.quiet {
 		cmd = append(cmd, "--quiet")
+	}
+	if c.orphans {
+		cmd = append(cmd, "--allow-orphans")
 	}
 	if len(args) == 0 || args[0] == "-" {
 		cmd = append(cmd, "-  # the same input on standard input")
