@@ -199,3 +199,21 @@ func TestImportRefusesRecordsOutsideTheTree(t *testing.T) {
 		t.Fatalf("--allow-orphans wrote:\n%s", out)
 	}
 }
+
+// TestImportSplitsBatchesOfLongTexts: 2,000 records (one --batch) of 1 KB
+// texts do not fit in one request; the import sends them in batches
+// under the request limit.
+func TestImportSplitsBatchesOfLongTexts(t *testing.T) {
+	srv := serve(t, "--data", t.TempDir(), "--listen", "127.0.0.1:0", "--http", "")
+	var in strings.Builder
+	text := strings.Repeat("x", 1000)
+	for i := range 2000 {
+		fmt.Fprintf(&in, "{\"node\":%q,\"type\":\"blob\",\"key\":\"%d\",\"text\":%q}\n", srv.id, i, text)
+	}
+	if _, errOut, err := cli(t, in.String(), "import", "--server", srv.nats); err != nil {
+		t.Fatalf("import: %v\n%s", err, errOut)
+	}
+	if out := mustCLI(t, "", "export", "--server", srv.nats); strings.Count(out, "\n") != 2000 {
+		t.Fatalf("export has %d lines, want 2000", strings.Count(out, "\n"))
+	}
+}

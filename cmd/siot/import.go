@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"siot/crdt"
 	"siot/transport"
 )
@@ -36,7 +38,8 @@ them, so importing an export reproduces it.
 
 The first pass keeps the checked records, encoded, in a temporary file
 (much smaller than the input; in $TMPDIR), and the second sends them, in
-batches of --batch records, one at a time, each written by the server as
+batches of --batch records (fewer when their texts are long: a batch
+stays under 512 KiB), one at a time, each written by the server as
 a whole or not at all. On a terminal, standard error shows the progress of
 both passes (--quiet: not).
 
@@ -64,6 +67,11 @@ Flags:
 
 // defaultImportBatch is --batch's default: records per request.
 const defaultImportBatch = 2000
+
+// maxBatchBytes bounds the encoded records of one batch, far under a
+// request's limit (crdt.MaxMessageSize, 1 MiB): 2000 records with long
+// texts would not fit in one.
+const maxBatchBytes = 512 << 10
 
 // maxRecordLine bounds one input line: a point's text is at most 64 KiB,
 // which JSON escaping can grow six-fold.
@@ -133,13 +141,13 @@ func (c *importCmd) run(ctx context.Context, args []string) error {
 	var pts []crdt.Point
 	var lines []int
 	var frame []byte
-	batches := 0
+	batches, batchSize := 0, 0
 	spoolBatch := func() error {
 		if len(pts) == 0 {
 			return nil
 		}
 		frame = appendSpoolFrame(frame[:0], pts, lines)
-		pts, lines = pts[:0], lines[:0]
+		pts, lines, batchSize = pts[:0], lines[:0], 0
 		batches++
 		_, err := sw.Write(frame)
 		return err
@@ -149,7 +157,8 @@ func (c *importCmd) run(ctx context.Context, args []string) error {
 		tree.add(line, &p)
 		pts = append(pts, p)
 		lines = append(lines, line)
-		if len(pts) >= *batch {
+		batchSize += 64 + len(p.Type) + len(p.Key) + len(p.Text) // bounds its encoding
+		if len(pts) >= *batch || batchSize >= maxBatchBytes {
 			return spoolBatch()
 		}
 		return nil
@@ -347,7 +356,10 @@ func (a importProgress) interrupted(w io.Writer, err error, lines []int, resume 
 			a.records, span, a.through)
 	}
 	var out error
-	if transport.IsRemote(err) {
+	if errors.Is(err, nats.ErrMaxPayload) {
+		fmt.Fprintf(w, "lines %d-%d (%d records): not sent (too large for one request), not written\n", first, last, len(lines))
+		out = fmt.Errorf("%s, lines %d-%d: batch not sent: %w", a.name, first, last, err)
+	} else if transport.IsRemote(err) {
 		fmt.Fprintf(w, "lines %d-%d (%d records): refused by the server, not written; nothing after line %d was sent\n", first, last, len(lines), last)
 		out = importError(err, a.name, lines)
 	} else {
