@@ -31,10 +31,26 @@ defaults to standard input ("-").
 
 Every record is checked before anything is written: an invalid record stops
 the import with exit status 1, naming its line and the reason, and nothing is
-written. A record without "hlc" is stamped by the server on arrival, in input
+written. A text must be valid UTF-8, without an escaped lone surrogate
+("\ud800"): such a line is refused, not stored with U+FFFD.
+
+A record without "hlc" is stamped by the server on arrival, in input
 order, so a later line beats an earlier one for the same point; one without
 "origin" gets the server's instance ID. Records with "hlc" and "origin" keep
 them, so importing an export reproduces it.
+
+Every record must belong to the server's tree: a node point to a node in
+the tree, an edge point to a parent in the tree. A node is in the tree when
+the server has it there (its root, or a node with an edge above it, within
+what the credentials may read) or when edge records of the same input,
+live or deleted, attach it to such a node. Records outside the tree (a
+backup of another instance restored into a server not started with its
+root; points of a node that does not exist) make the import fail before
+anything is written, with their count, a few of their nodes and lines,
+and what to do. With --allow-orphans the import writes them anyway and
+prints their count as a warning. A backup restores into a new instance
+started on empty data with the backed-up root: siot serve --id ROOT. The
+server is asked about all the nodes at once (10,000 per request).
 
 The first pass keeps the checked records, encoded, in a temporary file
 (much smaller than the input; in $TMPDIR), and the second sends them, in
@@ -60,6 +76,7 @@ writes made to that point since the first import).
 Examples:
   siot import points.jsonl
   siot import --from-line 120001 backup.jsonl
+  siot import --allow-orphans detached.jsonl
   siot export --server nats://old:4222 | siot import --server nats://new:4222
 
 Flags:
