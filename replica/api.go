@@ -302,12 +302,6 @@ func (r *Replica) exportPage(id transport.Identity, req transport.ExportRequest)
 	return page, nil
 }
 
-// TreeNodes answers which of req's nodes are in the tree (treeNodes), for
-// the system identity.
-func (r *Replica) TreeNodes(req transport.NodesRequest) (transport.NodesReply, error) {
-	return r.treeNodes(transport.Identity{Kind: transport.KindSystem}, req)
-}
-
 // treeNodes answers which of req's nodes are in the server's tree and in
 // what id may read: the root, or a node with an edge above it (live or
 // deleted). A node that only has points, or only edges below it, is not:
