@@ -6,10 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/uuid"
+
+	"siot/crdt"
 )
 
 // TestExportUnknownRootFails: export --root of a node the server does not
@@ -215,5 +218,56 @@ func TestImportSplitsBatchesOfLongTexts(t *testing.T) {
 	}
 	if out := mustCLI(t, "", "export", "--server", srv.nats); strings.Count(out, "\n") != 2000 {
 		t.Fatalf("export has %d lines, want 2000", strings.Count(out, "\n"))
+	}
+}
+
+// TestTreeIndexOutside: the pure core of the orphan check. Known nodes
+// and what input edges attach to them, through chains and deleted edges,
+// are in; a detached part is counted with its top, a cycle of its own
+// has none.
+func TestTreeIndexOutside(t *testing.T) {
+	ids := make([]uuid.UUID, 10)
+	for i := range ids {
+		ids[i] = uuid.UUID{15: byte(i + 1)}
+	}
+	root, a, b, c, foreign, f1, f2, cy1, cy2, lone := ids[0], ids[1], ids[2], ids[3], ids[4], ids[5], ids[6], ids[7], ids[8], ids[9]
+	x := newTreeIndex()
+	line := 0
+	add := func(p crdt.Point) { line++; x.add(line, &p) }
+	edge := func(child, parent uuid.UUID, tomb bool) crdt.Point {
+		return crdt.Point{Node: child, Parent: parent, Type: crdt.TypeEdge, Tombstone: tomb}
+	}
+	val := func(n uuid.UUID) crdt.Point { return crdt.Point{Node: n, Type: "temp"} }
+	add(val(root))                // 1: in (known)
+	add(val(c))                   // 2: in, through b and a
+	add(edge(c, b, false))        // 3
+	add(edge(b, a, true))         // 4: a deleted edge attaches too
+	add(edge(a, root, false))     // 5
+	add(val(f2))                  // 6: out, under foreign
+	add(edge(f2, f1, false))      // 7: out (hangs on f1)
+	add(edge(f1, foreign, false)) // 8: out (hangs on foreign)
+	add(val(foreign))             // 9: out
+	add(edge(cy1, cy2, false))    // 10: out, a cycle of its own
+	add(edge(cy2, cy1, false))    // 11: out
+	add(val(lone))                // 12: out, a top of its own
+	known := make([]bool, len(x.nodes))
+	known[x.ids[root]] = true
+	o := x.outside(known)
+	if o.records != 7 || o.nodes != 6 {
+		t.Fatalf("outside: %d records of %d nodes, want 7 of 6", o.records, o.nodes)
+	}
+	wantEx := []orphanNode{{f2, 6}, {f1, 7}, {foreign, 8}}
+	if !slices.Equal(o.examples, wantEx) {
+		t.Errorf("examples %v, want %v", o.examples, wantEx)
+	}
+	if o.ntops != 2 || !slices.Equal(o.tops, []uuid.UUID{foreign, lone}) {
+		t.Errorf("tops %v (%d), want foreign and lone", o.tops, o.ntops)
+	}
+	// Everything known: nothing outside.
+	for i := range known {
+		known[i] = true
+	}
+	if o := x.outside(known); o.records != 0 || o.nodes != 0 || o.ntops != 0 {
+		t.Errorf("all known: %+v", o)
 	}
 }
