@@ -2,11 +2,45 @@ package crdt
 
 import (
 	"bytes"
+	"math"
 	"math/rand/v2"
+	"os"
+	"strconv"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 )
+
+// testSeed returns the seed of a randomized test, and logs it: SIOT_SEED
+// when set, or the clock. A failure is repeated by setting SIOT_SEED to
+// the logged seed.
+func testSeed(t *testing.T) uint64 {
+	t.Helper()
+	s := uint64(time.Now().UnixNano())
+	if v := os.Getenv("SIOT_SEED"); v != "" {
+		var err error
+		if s, err = strconv.ParseUint(v, 10, 64); err != nil {
+			t.Fatalf("SIOT_SEED: %v", err)
+		}
+	}
+	t.Logf("seed %d (set SIOT_SEED to repeat)", s)
+	return s
+}
+
+// randUUID draws a version 4 UUID from r, so that a seed fixes it.
+func randUUID(r *rand.Rand) uuid.UUID {
+	var u uuid.UUID
+	for i := 0; i < len(u); i += 8 {
+		v := r.Uint64()
+		for j := range 8 {
+			u[i+j] = byte(v >> (8 * j))
+		}
+	}
+	u[6] = u[6]&0x0f | 0x40
+	u[8] = u[8]&0x3f | 0x80
+	return u
+}
 
 func randKey(r *rand.Rand, keyLen int) (k SketchKey) {
 	for i := range keyLen {
@@ -79,19 +113,31 @@ func TestSketchFindsSmallDifferences(t *testing.T) {
 // TestSketchLargeDifferences decodes thousands of differing point keys
 // from a table of 1.5 cells per key, the load repair sizes for. The keys
 // are real PointKeys, whose HLC bytes are nearly equal: cells must still
-// spread.
+// spread. Every key, node IDs included, comes from the printed seed.
+//
+// A decode can fail by chance: its main cause is two differing keys that
+// land in the same cell of each of the SketchHashes parts, which no
+// peeling separates. For d keys in m cells that happens with probability
+// about C(d,2)·(SketchHashes/m)^SketchHashes, 4/d at m = 1.5d (measured:
+// 126 failures in 40,000 trials of d uniform in 500..2500, where the
+// formula gives 0.32%). The test allows as many failed trials as keep the
+// chance of a spurious failure below 1e-6, computed from that probability
+// with a margin of 1.5 for larger stopping sets.
 func TestSketchLargeDifferences(t *testing.T) {
-	r := rand.New(rand.NewPCG(7, 8))
-	origin := uuid.New()
-	failed := 0
+	r := rand.New(rand.NewPCG(testSeed(t), 8))
+	origin := randUUID(r)
 	const trials = 20
+	var pFail []float64
+	failed := 0
 	for range trials {
 		d := 500 + r.IntN(2000)
-		a, b := NewSketch(d*3/2+30, PointKeyLen), NewSketch(d*3/2+30, PointKeyLen)
+		cells := d*3/2 + 30
+		a, b := NewSketch(cells, PointKeyLen), NewSketch(cells, PointKeyLen)
+		pFail = append(pFail, 1.5*pairCollision(d, a.Cells()))
 		want := map[SketchKey]int{}
 		base := Timestamp(1_800_000_000_000 << 16)
 		for i := range 20_000 {
-			p := Point{Node: uuid.New(), Type: "reading", Key: "0", Time: base + Timestamp(i), Origin: origin}
+			p := Point{Node: randUUID(r), Type: "reading", Key: "0", Time: base + Timestamp(i), Origin: origin}
 			k := PointKey(&p)
 			switch {
 			case i < d/2:
@@ -113,8 +159,55 @@ func TestSketchLargeDifferences(t *testing.T) {
 		}
 		checkDecoded(t, "large", plus, minus, want)
 	}
-	if failed > 1 {
-		t.Fatalf("%d of %d large sketches failed to decode at 1.5 cells per key", failed, trials)
+	allowed := tolerance(pFail, 1e-6)
+	t.Logf("%d of %d decodes failed (allowed: %d)", failed, trials, allowed)
+	if failed > allowed {
+		t.Fatalf("%d of %d large sketches failed to decode at 1.5 cells per key (allowed %d)", failed, trials, allowed)
+	}
+}
+
+// pairCollision is the probability that some two of d keys share their
+// cell in every part of a sketch of cells cells.
+func pairCollision(d, cells int) float64 {
+	part := float64(cells / SketchHashes)
+	return min(1, float64(d)*float64(d-1)/2*math.Pow(1/part, SketchHashes))
+}
+
+// tolerance returns the least k such that independent trials failing with
+// probabilities p fail more than k times with probability below risk.
+func tolerance(p []float64, risk float64) int {
+	dist := []float64{1} // dist[k]: probability of k failures so far
+	for _, q := range p {
+		next := make([]float64, len(dist)+1)
+		for k, v := range dist {
+			next[k] += v * (1 - q)
+			next[k+1] += v * q
+		}
+		dist = next
+	}
+	tail := 1.0
+	for k, v := range dist {
+		if tail -= v; tail < risk {
+			return k
+		}
+	}
+	return len(p)
+}
+
+func TestTolerance(t *testing.T) {
+	// 20 trials at 1%: P(more than 4) = 1.4e-6, P(more than 5) = 3.4e-8.
+	p := make([]float64, 20)
+	for i := range p {
+		p[i] = 0.01
+	}
+	if k := tolerance(p, 1e-6); k != 5 {
+		t.Fatalf("tolerance = %d, want 5", k)
+	}
+	if k := tolerance([]float64{0, 0}, 1e-6); k != 0 {
+		t.Fatalf("tolerance of certain successes = %d", k)
+	}
+	if k := tolerance([]float64{1, 1}, 1e-6); k != 2 {
+		t.Fatalf("tolerance of certain failures = %d", k)
 	}
 }
 

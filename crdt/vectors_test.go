@@ -234,7 +234,7 @@ func vecPermutations(n int) [][]int {
 // ---------------------------------------------------------------------------
 // Shared vocabulary.
 
-// vecPoint is a point in the public record style (DESIGN.md §4). Every
+// vecPoint is a point in the public record style (docs/design.md, "The data model"). Every
 // field is written out; parent is omitted for node points.
 type vecPoint struct {
 	Node      string  `json:"node"`

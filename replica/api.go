@@ -302,6 +302,48 @@ func (r *Replica) exportPage(id transport.Identity, req transport.ExportRequest)
 	return page, nil
 }
 
+// treeNodes answers which of req's nodes are in the server's tree and in
+// what id may read: the root, or a node with an edge above it (live or
+// deleted). A node that only has points, or only edges below it, is not:
+// nothing attaches it to the root. A node outside id's scope is reported
+// absent, whether the server has it or not, so the answer tells a scoped
+// identity nothing beyond its scope.
+func (r *Replica) treeNodes(id transport.Identity, req transport.NodesRequest) (transport.NodesReply, error) {
+	if len(req.Nodes)%16 != 0 || len(req.Nodes) > 16*transport.MaxNodesAsked {
+		return transport.NodesReply{}, fmt.Errorf("nodes: %d bytes: want up to %d node IDs of 16 bytes", len(req.Nodes), transport.MaxNodesAsked)
+	}
+	acc, err := r.access(id)
+	if err != nil {
+		return transport.NodesReply{}, err
+	}
+	out := transport.NodesReply{Known: make([]byte, len(req.Nodes)/16)}
+	root := r.st.Root()
+	found := false
+	stop := func(store.Child) error { found = true; return store.ErrStop }
+	for i := range out.Known {
+		n := uuid.UUID(req.Nodes[16*i : 16*i+16])
+		if n == uuid.Nil {
+			continue
+		}
+		if ok, err := acc.canReadNode(n); err != nil || !ok {
+			if err != nil {
+				return transport.NodesReply{}, err
+			}
+			continue
+		}
+		found = n == root
+		if !found {
+			if err := r.st.Parents(n, stop); err != nil && !errors.Is(err, store.ErrStop) {
+				return transport.NodesReply{}, fmt.Errorf("nodes: %w", err)
+			}
+		}
+		if found {
+			out.Known[i] = 1
+		}
+	}
+	return out, nil
+}
+
 // emailTaken reports whether a user other than user signs in as email.
 func (r *Replica) emailTaken(email string, user uuid.UUID) (bool, error) {
 	users, err := r.auth.lookupEmail(email)

@@ -57,6 +57,20 @@ func seed(t *testing.T) uint64 {
 	return s
 }
 
+// randUUID draws a version 4 UUID from rng, so that the seed fixes it.
+func randUUID(rng *rand.Rand) uuid.UUID {
+	var u uuid.UUID
+	for i := 0; i < len(u); i += 8 {
+		v := rng.Uint64()
+		for j := range 8 {
+			u[i+j] = byte(v >> (8 * j))
+		}
+	}
+	u[6] = u[6]&0x0f | 0x40
+	u[8] = u[8]&0x3f | 0x80
+	return u
+}
+
 // randomOps applies n random writes, moves and deletes on the nodes of
 // pool below root, through the local write path (push is off).
 func randomOps(rng *rand.Rand, nd *node, root uuid.UUID, pool []uuid.UUID, n int) {
@@ -144,7 +158,7 @@ func TestRepairAloneConverges(t *testing.T) {
 			root := b.root
 			pool := make([]uuid.UUID, 30)
 			for i := range pool {
-				pool[i] = uuid.New()
+				pool[i] = randUUID(rng)
 				b.write(edgePt(root, pool[i]), valPt(pool[i], "temp", float64(i)))
 			}
 			waitFor(t, "initial repair", 20*time.Second, func() bool { return converged(a, b, root) })

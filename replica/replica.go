@@ -294,6 +294,7 @@ func (r *Replica) subscribe() error {
 		transport.NameEdges:  serve(r, r.edgesPage),
 		transport.NameWatch:  r.handleWatch,
 		transport.NameToken:  serve(r, r.auth.issueToken),
+		transport.NameNodes:  serve(r, r.treeNodes),
 	}
 	// In a cluster the members answer requests that name no server as
 	// one queue group, and each answers those that name its own server

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -165,7 +166,13 @@ func TestCycleFromConcurrentMoves(t *testing.T) {
 // registers.
 func TestRandomScenarioVerifies(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
+	if v := os.Getenv("SIOT_SEED"); v != "" {
+		var err error
+		if seed, err = strconv.ParseUint(v, 10, 64); err != nil {
+			t.Fatalf("SIOT_SEED: %v", err)
+		}
+	}
+	t.Logf("seed %d (set SIOT_SEED to repeat)", seed)
 	for round := 0; round < 8; round++ {
 		rng := rand.New(rand.NewPCG(seed, uint64(round)))
 		s := openTest(t, "")

@@ -91,3 +91,21 @@ type WatchReply struct {
 	Next    uint64 `msgpack:"next"`
 	Last    uint64 `msgpack:"last"`
 }
+
+// MaxNodesAsked bounds the nodes of one NodesRequest (16 bytes each).
+const MaxNodesAsked = 10_000
+
+// NodesRequest asks which of Nodes the server has (NameNodes): Nodes is
+// node IDs, 16 bytes each, at most MaxNodesAsked of them.
+type NodesRequest struct {
+	Nodes []byte `msgpack:"nodes"`
+}
+
+// NodesReply answers a NodesRequest: Known holds one byte per node asked,
+// in order, 1 when the node is the server's root or has an edge there
+// (live or deleted, as NodePage.Known) and the requester may read it, else
+// 0. A node outside the requester's scope is 0, whether the server has it
+// or not.
+type NodesReply struct {
+	Known []byte `msgpack:"known"`
+}

@@ -248,7 +248,9 @@ const (
 	MsgWatchReply    MsgType = 22
 	MsgTokenRequest  MsgType = 23
 	MsgTokenReply    MsgType = 24
-	msgTypeEnd               = 25 // one past the last known type
+	MsgNodesRequest  MsgType = 25
+	MsgNodesReply    MsgType = 26
+	msgTypeEnd               = 27 // one past the last known type
 )
 
 var msgNames = [...]string{
@@ -260,6 +262,7 @@ var msgNames = [...]string{
 	MsgNodeRequest: "node-request", MsgNodePage: "node-page", MsgEdgesRequest: "edges-request",
 	MsgEdgesPage: "edges-page", MsgWatchRequest: "watch-request", MsgWatchReply: "watch-reply",
 	MsgTokenRequest: "token-request", MsgTokenReply: "token-reply",
+	MsgNodesRequest: "nodes-request", MsgNodesReply: "nodes-reply",
 }
 
 // typeOf returns the MsgType of a message value.
@@ -305,6 +308,10 @@ func typeOf(v any) (MsgType, error) {
 		return MsgTokenRequest, nil
 	case *TokenReply, TokenReply:
 		return MsgTokenReply, nil
+	case *NodesRequest, NodesRequest:
+		return MsgNodesRequest, nil
+	case *NodesReply, NodesReply:
+		return MsgNodesReply, nil
 	}
 	return MsgInvalid, fmt.Errorf("transport: %T is not a message", v)
 }

@@ -54,6 +54,8 @@ func msgSamples() []any {
 		WatchReply{Points: pts, Changes: bytes.Repeat([]byte{7}, 3*WatchChangeLen), Next: 80, Last: 1 << 40},
 		TokenRequest{TTL: 3600},
 		TokenReply{Token: "v1.payload.mac", User: inst, Expires: 1_900_000_000_123},
+		NodesRequest{Nodes: append(inst[:], root[:]...)},
+		NodesReply{Known: []byte{1, 0}},
 	}
 }
 
@@ -101,14 +103,15 @@ func TestMessageTypesWireContract(t *testing.T) {
 		{MsgNodeRequest, 17, "node-request"}, {MsgNodePage, 18, "node-page"}, {MsgEdgesRequest, 19, "edges-request"},
 		{MsgEdgesPage, 20, "edges-page"}, {MsgWatchRequest, 21, "watch-request"}, {MsgWatchReply, 22, "watch-reply"},
 		{MsgTokenRequest, 23, "token-request"}, {MsgTokenReply, 24, "token-reply"},
+		{MsgNodesRequest, 25, "nodes-request"}, {MsgNodesReply, 26, "nodes-reply"},
 	}
 	for _, w := range want {
 		if uint8(w.typ) != w.num || w.typ.String() != w.name {
 			t.Errorf("%s = %d, want %s = %d (the enum is append-only)", w.typ, uint8(w.typ), w.name, w.num)
 		}
 	}
-	if msgTypeEnd != 25 {
-		t.Errorf("msgTypeEnd = %d, want 25: a new type needs a test here and a seed in FuzzDecode", msgTypeEnd)
+	if msgTypeEnd != 27 {
+		t.Errorf("msgTypeEnd = %d, want 27: a new type needs a test here and a seed in FuzzDecode", msgTypeEnd)
 	}
 	if LinkProto != 1 {
 		t.Errorf("LinkProto = %d: changing it breaks every deployed peer", LinkProto)
@@ -159,6 +162,8 @@ func TestMessageKeys(t *testing.T) {
 		MsgWatchReply:    {"chg", "last", "next", "pts"},
 		MsgTokenRequest:  {"ttl"},
 		MsgTokenReply:    {"exp", "token", "user"},
+		MsgNodesRequest:  {"nodes"},
+		MsgNodesReply:    {"known"},
 	}
 	linkKeys := []string{"bytesReceived", "bytesSent", "connected", "inSync", "lastError", "pending", "rejected", "remote", "role", "url"}
 	for _, v := range msgSamples() {

@@ -34,6 +34,9 @@ const (
 	// NameToken answers a TokenRequest with a Token: a user signed in
 	// with a password gets a short-lived credential (siot login).
 	NameToken = "api.token"
+	// NameNodes answers a NodesRequest with a NodesReply: which of many
+	// nodes the server has (siot import's check of its records).
+	NameNodes = "api.nodes"
 )
 
 // Subject returns the subject of request name sent by identity id.

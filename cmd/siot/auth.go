@@ -428,12 +428,13 @@ func (c *userRmCmd) run(ctx context.Context, args []string) error {
 	return nil
 }
 
-const loginUsage = `Usage: siot login --email ADDR [--out FILE] [--ttl DURATION] [--server URL]
+const loginUsage = `Usage: siot login --email ADDR [--out FILE] [--ttl DURATION] [--server URL] [--json]
 
 Sign in as a user: the password is read from standard input (its first
 line) or asked for on a terminal, and the server answers with a
 short-lived credential for client commands (--ttl, at most the server's
-limit of 12h by default). It is written to FILE (mode 0600), or printed.
+limit of 12h by default). It is written to FILE (mode 0600), or printed
+(a JSON object). With --out and --json, print {"user","expires","file"}.
 Failed attempts slow down the next ones from the same address.
 
 Examples:
@@ -448,6 +449,7 @@ type loginCmd struct {
 	out     string
 	ttl     time.Duration
 	replace bool
+	asJSON  bool
 }
 
 func (c *loginCmd) usage() string { return loginUsage }
@@ -460,6 +462,7 @@ func (c *loginCmd) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.out, "out", "", "write the credential to this file (mode 0600) instead of printing it")
 	fs.DurationVar(&c.ttl, "ttl", 0, "how long the credential lasts (default and limit: the server's)")
 	fs.BoolVar(&c.replace, "replace", false, "overwrite --out if it exists")
+	fs.BoolVar(&c.asJSON, "json", false, `with --out, print {"user","expires","file"} (without, the credential printed is JSON already)`)
 }
 
 func (c *loginCmd) run(ctx context.Context, args []string) error {
@@ -484,9 +487,9 @@ func (c *loginCmd) run(ctx context.Context, args []string) error {
 	async := &asyncErrors{}
 	nc, err := transport.Dial(c.cf.server, transport.DialConfig{Name: "siot login", Timeout: c.cf.timeout, Login: login, TLS: tc, OnError: async.note})
 	if err != nil {
-		return fmt.Errorf("login: %w", err)
+		return dialError(c.cf.server, err)
 	}
-	cl := &client{nc: nc, id: login.Identity(), timeout: c.cf.timeout, async: async}
+	cl := &client{nc: nc, url: transport.RedactURL(c.cf.server), id: login.Identity(), timeout: c.cf.timeout, async: async}
 	defer cl.close()
 	var tok transport.TokenReply
 	if err := cl.call(ctx, transport.NameToken, transport.TokenRequest{TTL: int64(c.ttl / time.Second)}, &tok); err != nil {
@@ -503,6 +506,9 @@ func (c *loginCmd) run(ctx context.Context, args []string) error {
 	}
 	if err := transport.WriteCreds(c.out, creds, c.replace); err != nil {
 		return err
+	}
+	if c.asJSON {
+		return printJSON(c.m.Stdout, map[string]string{"user": tok.User.String(), "expires": creds.Expires.UTC().Format(time.RFC3339), "file": c.out})
 	}
 	fmt.Fprintf(c.m.Stderr, "signed in as user %v until %s; credential in %s\n", tok.User, creds.Expires.Format(time.RFC3339), c.out)
 	return nil

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 	"runtime/debug"
 	"strings"
@@ -24,12 +25,17 @@ type Main struct {
 	Stdout io.Writer
 	Stderr io.Writer
 	Getenv func(string) string
+	// Hangup, when set, delivers SIGHUP to serve, which reloads its
+	// settings; nil never delivers.
+	Hangup <-chan os.Signal
 }
 
 const mainUsage = `siot: a replication engine for IoT systems.
 
 Usage:
-  siot <command> [flags] [arguments]
+  siot [--server URL] [--creds FILE] [--tls-ca FILE] [--timeout D] [--json] <command> [flags] [arguments]
+  siot --version
+  siot help <command>
 
 Commands:
   serve       run an instance: NATS server, store, links, local API
@@ -52,10 +58,14 @@ URL (default nats://127.0.0.1:4222, or the SIOT_SERVER environment
 variable), --creds FILE (env SIOT_CREDS; default ./siot-data/admin.creds
 when it exists: servers refuse anonymous clients), --tls-ca FILE for a
 server with TLS, and --timeout (how long to wait for each reply).
-Commands that print take --json for output a program can read. Flags may
-come before or after the arguments.
+Every command but serve (--log-format json) and export (JSON Lines
+always) takes --json for output a program can read. The client flags and
+--json may also come before the command ("siot --server URL status"),
+for the commands that have them; an unknown flag there is a usage error.
+Flags may come before or after the arguments.
 
-Run "siot <command> --help" for a command's flags and examples.
+Run "siot <command> --help" or "siot help <command>" for a command's flags
+and examples; "siot --version" is "siot version".
 Exit status: 0 on success (and when watch or status --watch are
 interrupted), 1 on an error, 2 on a usage error.
 `
@@ -162,14 +172,65 @@ func isHelp(arg string) bool {
 	return arg == "-h" || arg == "--help" || arg == "-help" || arg == "help"
 }
 
+// globalFlags are the flags "siot" takes before the command name; each is
+// handed to the command, which must have it ("siot --server X status" is
+// "siot status --server X"). The bool ones take no value.
+var globalFlags = map[string]bool{"server": false, "creds": false, "tls-ca": false, "timeout": false, "json": true}
+
+// splitGlobal splits the flags before the command name from args: it
+// returns them (as "--name", "value" pairs or lone "--json"), the
+// remaining arguments, and whether --version was given. An unknown flag
+// or one without its value is a usage error.
+func splitGlobal(args []string) (global, rest []string, version bool, err error) {
+	for len(args) > 0 && strings.HasPrefix(args[0], "-") && args[0] != "-" {
+		a := args[0]
+		if isHelp(a) {
+			return global, args, version, nil
+		}
+		if a == "--" {
+			return global, args[1:], version, nil
+		}
+		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if name == "version" && !hasVal {
+			version, args = true, args[1:]
+			continue
+		}
+		isBool, ok := globalFlags[name]
+		switch {
+		case !ok:
+			return nil, nil, false, &UsageError{Msg: fmt.Sprintf("unknown flag %s before the command (siot takes --server, --creds, --tls-ca, --timeout, --json and --version there)", a)}
+		case isBool:
+			global, args = append(global, a), args[1:]
+		case hasVal:
+			global, args = append(global, "--"+name, val), args[1:]
+		case len(args) < 2:
+			return nil, nil, false, &UsageError{Msg: fmt.Sprintf("flag %s needs a value", a)}
+		default:
+			global, args = append(global, "--"+name, args[1]), args[2:]
+		}
+	}
+	return global, args, version, nil
+}
+
 // Run runs the command line args (without the program name).
 func (m *Main) Run(ctx context.Context, args []string) error {
+	global, args, version, err := splitGlobal(args)
+	if err != nil {
+		fmt.Fprint(m.Stderr, mainUsage)
+		return err
+	}
+	if version {
+		args = append([]string{"version"}, args...)
+	}
 	if len(args) == 0 {
 		fmt.Fprint(m.Stderr, mainUsage)
 		return &UsageError{Msg: "no command given"}
 	}
 	name, rest := args[0], args[1:]
-	if isHelp(name) {
+	if name == "help" && len(rest) > 0 && !isHelp(rest[0]) {
+		// "siot help CMD [SUB]" is "siot CMD [SUB] --help".
+		name, rest = rest[0], append(rest[1:len(rest):len(rest)], "--help")
+	} else if isHelp(name) {
 		fmt.Fprint(m.Stdout, mainUsage)
 		return nil
 	}
@@ -196,6 +257,19 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return &UsageError{Msg: fmt.Sprintf("unknown command %q", name)}
 	}
 	fs := newFlagSet(name, c)
+	if name == "serve" && len(global) > 0 {
+		// serve's --creds and --tls-ca are its links', not a client's.
+		return &UsageError{Msg: "siot serve takes its flags after \"serve\", not before"}
+	}
+	for i := 0; i < len(global); i++ {
+		f, _, _ := strings.Cut(strings.TrimLeft(global[i], "-"), "=")
+		if fs.Lookup(f) == nil {
+			return &UsageError{Msg: fmt.Sprintf("siot %s has no flag --%s (given before the command)", name, f)}
+		}
+		if !globalFlags[f] {
+			i++ // its value
+		}
+	}
 	fs.Usage = func() {
 		fmt.Fprint(m.Stdout, c.usage())
 		if !strings.HasSuffix(c.usage(), "Flags:\n") {
@@ -203,14 +277,29 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		}
 		fs.PrintDefaults()
 	}
-	pos, err := parseArgs(fs, rest, m.Stdout)
+	// The global flags come first: the command's own, after, win.
+	pos, err := parseArgs(fs, append(global, rest...), m.Stdout)
 	if err == errHelp {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	return c.run(ctx, pos)
+	if err := c.run(ctx, pos); err != nil {
+		return named(name, err)
+	}
+	return nil
+}
+
+// named prefixes err with the command's name, unless it is a usage error
+// or names it already: every error a command returns says which
+// operation failed.
+func named(name string, err error) error {
+	var ue *UsageError
+	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), name+":") {
+		return err
+	}
+	return fmt.Errorf("%s: %w", name, err)
 }
 
 // parseArgs parses args with fs, allowing flags after the arguments
@@ -224,7 +313,7 @@ func parseArgs(fs *flag.FlagSet, args []string, out io.Writer) ([]string, error)
 			if errors.Is(err, flag.ErrHelp) {
 				return nil, errHelp
 			}
-			return nil, &UsageError{Msg: err.Error()}
+			return nil, &UsageError{Msg: fs.Name() + ": " + err.Error()}
 		}
 		rest := fs.Args()
 		if used := len(args) - len(rest); used > 0 && args[used-1] == "--" {
@@ -269,15 +358,21 @@ func (c *versionCmd) run(_ context.Context, args []string) error {
 		fmt.Fprintf(c.m.Stdout, "{\"version\":%q,\"revision\":%q,\"go\":%q}\n", v.version, v.revision, v.goVersion)
 		return nil
 	}
-	rev := ""
-	if v.revision != "" {
-		rev = " (" + v.revision + ")"
-	}
-	fmt.Fprintf(c.m.Stdout, "siot %s%s %s\n", v.version, rev, v.goVersion)
+	fmt.Fprintf(c.m.Stdout, "siot %s\n", v)
 	return nil
 }
 
 type versionInfo struct{ version, revision, goVersion string }
+
+// String is the version as siot version prints it after "siot ", and as
+// the "siot serving" log line carries it: "devel (0123456789ab) go1.26.0".
+func (v versionInfo) String() string {
+	rev := ""
+	if v.revision != "" {
+		rev = " (" + v.revision + ")"
+	}
+	return v.version + rev + " " + v.goVersion
+}
 
 func buildVersion() versionInfo {
 	v := versionInfo{version: "devel", goVersion: runtime.Version()}

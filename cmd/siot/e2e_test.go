@@ -2,7 +2,7 @@ package main
 
 // End-to-end tests: the real siot binary, built once, run as child
 // processes on loopback, each with its own data directory. They drive the
-// public contracts only (DESIGN.md §4): serve flags and signals, and the
+// public contracts only (README.md and docs/operations.md): serve flags and signals, and the
 // import, export and status commands.
 
 import (

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"flag"
 	"fmt"
@@ -21,6 +20,14 @@ node's subtree: its own points, its descendants' points and the edges below
 them. Two replicas holding the same state print byte-identical output. The
 export streams page by page, so it works for millions of points. On a
 terminal, standard error shows its progress (--quiet: not).
+
+When it completes, the export prints "exported N records" on standard
+error, N being exactly the lines it wrote (with --quiet too): a backup
+script compares it with wc -l. An export that fails (the server stops, a
+reply times out, --root names a node the server does not have) exits with
+status 1, and its output ends on a whole record: it writes page by page,
+each page whole, never part of a line. Such an output is not a backup:
+docs/operations.md has a recipe that keeps only complete ones.
 
 Examples:
   siot export > backup.jsonl
@@ -62,35 +69,47 @@ func (c *exportCmd) run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer cl.close()
-	w := bufio.NewWriterSize(m.Stdout, 256<<10)
+	if root != uuid.Nil {
+		// An empty export of a node the server does not have would look
+		// like the backup of an empty subtree.
+		if err := cl.mustKnow(ctx, root); err != nil {
+			return fmt.Errorf("export --root: %w", err)
+		}
+	}
 	req := transport.ExportRequest{Root: root}
-	var line []byte
+	var buf []byte
+	written := 0
 	bar := newProgress(m.Stderr, !*quiet, "exporting", 0)
 	defer bar.done()
 	for {
 		var page transport.ExportPage
 		if err := cl.call(ctx, transport.NameExport, req, &page); err != nil {
-			return err
+			return fmt.Errorf("export: after %d records: %w", written, err)
 		}
 		pts, err := crdt.DecodeBatch(page.Points, 0)
 		if err != nil {
-			return fmt.Errorf("export page: %w", err)
+			return fmt.Errorf("export: page after %d records: %w", written, err)
 		}
+		// The page goes out whole, in one write, so an export cut off
+		// between pages ends on a whole record.
+		buf = buf[:0]
 		for i := range pts {
-			line = appendRecord(line[:0], &pts[i])
-			if _, err := w.Write(line); err != nil {
-				return err
-			}
+			buf = appendRecord(buf, &pts[i])
 		}
+		if _, err := m.Stdout.Write(buf); err != nil {
+			return fmt.Errorf("export: write after %d records: %w", written, err)
+		}
+		written += len(pts)
 		bar.add(int64(len(pts)))
 		if !page.More {
 			break
 		}
 		if len(page.Next) == 0 {
-			return fmt.Errorf("export: server sent a page without a cursor")
+			return fmt.Errorf("export: server sent a page without a cursor (after %d records)", written)
 		}
 		req.After = page.Next
 	}
 	bar.done()
-	return w.Flush()
+	fmt.Fprintf(m.Stderr, "exported %d records\n", written)
+	return nil
 }

@@ -11,7 +11,10 @@ import (
 	"os"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"siot/crdt"
 	"siot/transport"
@@ -28,39 +31,89 @@ defaults to standard input ("-").
 
 Every record is checked before anything is written: an invalid record stops
 the import with exit status 1, naming its line and the reason, and nothing is
-written. A record without "hlc" is stamped by the server on arrival, in input
+written. A text must be valid UTF-8, without an escaped lone surrogate
+("\ud800"): such a line is refused, not stored with U+FFFD.
+
+A record without "hlc" is stamped by the server on arrival, in input
 order, so a later line beats an earlier one for the same point; one without
 "origin" gets the server's instance ID. Records with "hlc" and "origin" keep
 them, so importing an export reproduces it.
 
+Every record must belong to the server's tree: a node point to a node in
+the tree, an edge point to a parent in the tree. A node is in the tree when
+the server has it there (its root, or a node with an edge above it, within
+what the credentials may read) or when edge records of the same input,
+live or deleted, attach it to such a node. Records outside the tree (a
+backup of another instance restored into a server not started with its
+root; points of a node that does not exist) make the import fail before
+anything is written, with their count, a few of their nodes and lines,
+and what to do. With --allow-orphans the import writes them anyway and
+prints their count as a warning. A backup restores into a new instance
+started on empty data with the backed-up root: siot serve --id ROOT. The
+server is asked about all the nodes at once (10,000 per request).
+
 The first pass keeps the checked records, encoded, in a temporary file
-(much smaller than the input; in $TMPDIR), and the second sends them. On a
-terminal, standard error shows the progress of both passes (--quiet: not).
+(much smaller than the input; in $TMPDIR), and the second sends them, in
+batches of --batch records (fewer when their texts are long: a batch
+stays under 512 KiB), one at a time, each written by the server as
+a whole or not at all. On a terminal, standard error shows the progress of
+both passes (--quiet: not). At the end it prints a summary on standard
+error (--json: as a JSON object on standard output).
+
+An import is not atomic: one interrupted in its second pass (the server
+stops, a reply times out, the server refuses a batch) has written the
+batches the server acknowledged, and exits with status 1 saying exactly
+that: the last durable line (every record up to it is written), the batch
+in flight and whether the server refused it (it answered no: not written)
+or did not answer (unknown: it may or may not be written), and the command
+that resumes: the same one with --from-line, the first line of that batch.
+--from-line N skips the input's lines before N; line numbers stay those of
+the whole input. Importing a line twice is harmless when the record has
+"hlc" and "origin" (a backup's records do): it is the same version of its
+point, counted stale. A record without "hlc" is stamped again: the same
+value, as a newer version (a later write, replicated again, that beats
+writes made to that point since the first import).
 
 Examples:
   siot import points.jsonl
+  siot import --from-line 120001 backup.jsonl
+  siot import --allow-orphans detached.jsonl
   siot export --server nats://old:4222 | siot import --server nats://new:4222
 
 Flags:
 `
+
+// defaultImportBatch is --batch's default: records per request.
+const defaultImportBatch = 2000
+
+// maxBatchBytes bounds the encoded records of one batch, far under a
+// request's limit (crdt.MaxMessageSize, 1 MiB): 2000 records with long
+// texts would not fit in one.
+const maxBatchBytes = 512 << 10
 
 // maxRecordLine bounds one input line: a point's text is at most 64 KiB,
 // which JSON escaping can grow six-fold.
 const maxRecordLine = 512 << 10
 
 type importCmd struct {
-	m     *Main
-	cf    clientFlags
-	batch int
-	quiet bool
+	m        *Main
+	cf       clientFlags
+	batch    int
+	quiet    bool
+	json     bool // --json
+	fromLine int
+	orphans  bool
 }
 
 func (c *importCmd) usage() string { return importUsage }
 
 func (c *importCmd) flags(fs *flag.FlagSet) {
 	c.cf.register(fs, c.m.Getenv)
-	fs.IntVar(&c.batch, "batch", 2000, "records per request")
+	fs.IntVar(&c.batch, "batch", defaultImportBatch, "records per request")
 	fs.BoolVar(&c.quiet, "quiet", false, "no progress bar (there is none either when standard error is not a terminal)")
+	fs.BoolVar(&c.json, "json", false, `print the summary on standard output as {"records","file","fromLine","applied","stale","seconds"}`)
+	fs.BoolVar(&c.orphans, "allow-orphans", false, "write records outside the server's tree too (with a warning) instead of refusing the import")
+	fs.IntVar(&c.fromLine, "from-line", 1, "skip the input's lines before line `N` (to resume an interrupted import; line numbers stay those of the whole input)")
 }
 
 func (c *importCmd) run(ctx context.Context, args []string) error {
@@ -70,6 +123,9 @@ func (c *importCmd) run(ctx context.Context, args []string) error {
 	}
 	if *batch < 1 || *batch > 100_000 {
 		return &UsageError{Msg: "--batch must be 1 to 100000"}
+	}
+	if c.fromLine < 1 {
+		return &UsageError{Msg: "--from-line must be 1 or more"}
 	}
 	var in io.Reader = m.Stdin
 	name := ""
@@ -105,21 +161,24 @@ func (c *importCmd) run(ctx context.Context, args []string) error {
 	var pts []crdt.Point
 	var lines []int
 	var frame []byte
-	batches := 0
+	batches, batchSize := 0, 0
 	spoolBatch := func() error {
 		if len(pts) == 0 {
 			return nil
 		}
 		frame = appendSpoolFrame(frame[:0], pts, lines)
-		pts, lines = pts[:0], lines[:0]
+		pts, lines, batchSize = pts[:0], lines[:0], 0
 		batches++
 		_, err := sw.Write(frame)
 		return err
 	}
-	n, err := eachRecord(countingReader{in, bar}, name, func(line int, p crdt.Point) error {
+	tree := newTreeIndex()
+	n, err := eachRecord(countingReader{in, bar}, name, c.fromLine, func(line int, p crdt.Point) error {
+		tree.add(line, &p)
 		pts = append(pts, p)
 		lines = append(lines, line)
-		if len(pts) >= *batch {
+		batchSize += 64 + len(p.Type) + len(p.Key) + len(p.Text) // bounds its encoding
+		if len(pts) >= *batch || batchSize >= maxBatchBytes {
 			return spoolBatch()
 		}
 		return nil
@@ -142,11 +201,29 @@ func (c *importCmd) run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer cl.close()
+	// Before anything is written: every record in the server's tree?
+	out, err := tree.check(ctx, cl)
+	if err != nil {
+		return err
+	}
+	if out.records > 0 {
+		root, err := cl.serverRoot(ctx)
+		if err != nil {
+			return err
+		}
+		if !c.orphans {
+			return fmt.Errorf("%s; %s", out.describe(name, root), out.hint())
+		}
+		fmt.Fprintf(m.Stderr, "warning: %s; writing them (--allow-orphans)\n", out.describe(name, root))
+	}
 	start := time.Now()
 	bar = newProgress(m.Stderr, !*quiet, "importing", int64(n))
 	defer bar.done()
 	sr := bufio.NewReaderSize(spool, 256<<10)
 	var applied, stale int
+	// The batches go one at a time: when one fails, those before it are
+	// acknowledged and those after it were never sent.
+	ack := importProgress{name: name, from: c.fromLine}
 	for range batches {
 		b, lines, err := readSpoolFrame(sr)
 		if err != nil {
@@ -154,16 +231,26 @@ func (c *importCmd) run(ctx context.Context, args []string) error {
 		}
 		var res transport.ImportResult
 		if err := cl.call(ctx, transport.NameImport, transport.Import{Points: b}, &res); err != nil {
-			return importError(err, name, lines)
+			bar.done()
+			return ack.interrupted(m.Stderr, err, lines, c.resumeArgs(args))
 		}
 		applied += res.Applied
 		stale += res.Stale
+		ack.records += len(lines)
+		ack.through = lines[len(lines)-1]
 		bar.add(int64(len(lines)))
 	}
 	bar.done()
 	el := time.Since(start)
-	fmt.Fprintf(m.Stderr, "imported %d records from %s: %d applied, %d stale, in %v (%.0f records/s)\n",
-		n, name, applied, stale, el.Round(time.Millisecond), float64(n)/max(el.Seconds(), 1e-9))
+	from := name
+	if c.fromLine > 1 {
+		from = fmt.Sprintf("%s (from line %d)", name, c.fromLine)
+	}
+	if c.json {
+		return printJSON(m.Stdout, map[string]any{"records": n, "file": name, "fromLine": c.fromLine, "applied": applied, "stale": stale, "seconds": el.Seconds()})
+	}
+	fmt.Fprintf(m.Stderr, "imported %d records from %s: %d applied, %d stale, in %v (%s records/s)\n",
+		n, from, applied, stale, el.Round(time.Millisecond), humanCount(float64(n)/max(el.Seconds(), 1e-9)))
 	return nil
 }
 
@@ -222,16 +309,17 @@ func (c countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// eachRecord calls fn with every record of r and its line number, skipping
-// blank lines. It stops at the first invalid record, naming the line.
-func eachRecord(r io.Reader, name string, fn func(line int, p crdt.Point) error) (int, error) {
+// eachRecord calls fn with every record of r from line from on and its
+// line number, skipping blank lines; the lines before from are not parsed.
+// It stops at the first invalid record, naming the line.
+func eachRecord(r io.Reader, name string, from int, fn func(line int, p crdt.Point) error) (int, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), maxRecordLine)
 	line, n := 0, 0
 	for sc.Scan() {
 		line++
 		b := sc.Bytes()
-		if len(trimSpace(b)) == 0 {
+		if line < from || len(trimSpace(b)) == 0 {
 			continue
 		}
 		p, err := parseRecord(b)
@@ -264,12 +352,101 @@ func trimSpace(b []byte) []byte {
 
 var pointIndex = regexp.MustCompile(`point (\d+)`)
 
+// importProgress is what an import's second pass knows the server has
+// written: the records of every acknowledged batch.
+type importProgress struct {
+	name    string // the input, for messages
+	from    int    // the first line read (--from-line)
+	through int    // the last line of the last acknowledged batch; 0: none
+	records int    // records in acknowledged batches
+}
+
+// interrupted reports a batch (of input lines) whose write failed with
+// err: on w, what is written, what is not known and the command that
+// resumes; as the error, the batch and why. A reply from the server that
+// refuses the batch means it wrote none of it; no reply (a timeout, a
+// closed connection) leaves the batch unknown: written or not.
+func (a importProgress) interrupted(w io.Writer, err error, lines []int, resume string) error {
+	first, last := lines[0], lines[len(lines)-1]
+	span := fmt.Sprintf("lines %d-%d", a.from, a.through)
+	if a.from > 1 {
+		span = fmt.Sprintf("lines %d-%d (from --from-line %d)", a.from, a.through, a.from)
+	}
+	if a.through == 0 {
+		fmt.Fprintf(w, "import interrupted: no batch was acknowledged, nothing from line %d on is known written\n", a.from)
+	} else {
+		fmt.Fprintf(w, "import interrupted: %d records on %s are written (acknowledged by the server); the last durable line is %d\n",
+			a.records, span, a.through)
+	}
+	var out error
+	if errors.Is(err, nats.ErrMaxPayload) {
+		fmt.Fprintf(w, "lines %d-%d (%d records): not sent (too large for one request), not written\n", first, last, len(lines))
+		out = fmt.Errorf("%s, lines %d-%d: batch not sent: %w", a.name, first, last, err)
+	} else if re := (*refusedError)(nil); errors.As(err, &re) {
+		fmt.Fprintf(w, "lines %d-%d (%d records): refused by the server, not written; nothing after line %d was sent\n", first, last, len(lines), last)
+		out = importError(err, a.name, lines)
+	} else {
+		fmt.Fprintf(w, "lines %d-%d (%d records): no reply from the server, so they may or may not be written; nothing after line %d was sent\n",
+			first, last, len(lines), last)
+		out = fmt.Errorf("%s, lines %d-%d: no reply from the server (the batch may or may not be written): %w", a.name, first, last, err)
+	}
+	fmt.Fprintf(w, "resume with: %s\n", fmt.Sprintf(resume, first))
+	return out
+}
+
+// resumeArgs returns the command line that imports the same input from a
+// line on (a %d in it), with this command's flags made explicit.
+func (c *importCmd) resumeArgs(args []string) string {
+	cmd := []string{"siot", "import", "--from-line", "%d", "--server", shellQuote(c.cf.server)}
+	if c.cf.creds != "" {
+		cmd = append(cmd, "--creds", shellQuote(c.cf.creds))
+	}
+	if c.cf.tlsCA != "" {
+		cmd = append(cmd, "--tls-ca", shellQuote(c.cf.tlsCA))
+	}
+	if c.batch != defaultImportBatch {
+		cmd = append(cmd, "--batch", strconv.Itoa(c.batch))
+	}
+	if c.cf.timeout != 30*time.Second { // --timeout's default
+
+		cmd = append(cmd, "--timeout", c.cf.timeout.String())
+	}
+	if c.quiet {
+		cmd = append(cmd, "--quiet")
+	}
+	if c.orphans {
+		cmd = append(cmd, "--allow-orphans")
+	}
+	if len(args) == 0 || args[0] == "-" {
+		cmd = append(cmd, "-  # the same input on standard input")
+	} else {
+		cmd = append(cmd, shellQuote(args[0]))
+	}
+	return strings.Join(cmd, " ")
+}
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:@,+=", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
 // importError names the input line of a point the server refused.
+// A batch that failed otherwise (no reply, the server gone) was not
+// refused: the error says what happened to it.
 func importError(err error, name string, lines []int) error {
-	if mm := pointIndex.FindStringSubmatch(err.Error()); mm != nil {
+	var re *refusedError
+	if !errors.As(err, &re) {
+		return fmt.Errorf("%s, lines %d-%d: %w", name, lines[0], lines[len(lines)-1], err)
+	}
+	if mm := pointIndex.FindStringSubmatch(re.raw); mm != nil {
 		if i, convErr := strconv.Atoi(mm[1]); convErr == nil && i < len(lines) {
-			return fmt.Errorf("%s, line %d: server refused the record: %w", name, lines[i], err)
+			return fmt.Errorf("%s, line %d: server refused the record (its batch, lines %d-%d, is not written): %w", name, lines[i], lines[0], lines[len(lines)-1], err)
 		}
 	}
-	return fmt.Errorf("%s, lines %d-%d: server refused the batch: %w", name, lines[0], lines[len(lines)-1], err)
+	return fmt.Errorf("%s, lines %d-%d: server refused the batch (not written): %w", name, lines[0], lines[len(lines)-1], err)
 }

@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -63,5 +65,44 @@ func TestLinkLogsOnceWithFigures(t *testing.T) {
 	}
 	for _, rec := range logRecords(edge, "points rejected") {
 		t.Errorf("unexpected: %v", rec)
+	}
+}
+
+// JSON logs write durations as seconds, a number with the key unchanged;
+// text logs as slog writes them ("1.5s").
+func TestJSONLogDurationsInSeconds(t *testing.T) {
+	var buf syncBuffer
+	log, err := newLogger(&buf, slog.LevelInfo, "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Info("link up", "down_for", 1500*time.Millisecond, "attempts", 3, slog.Group("g", "took", 250*time.Microsecond))
+	var rec map[string]any
+	if err := json.Unmarshal([]byte(buf.String()), &rec); err != nil {
+		t.Fatal(err)
+	}
+	if rec["down_for"] != 1.5 || rec["attempts"] != 3.0 || rec["g"].(map[string]any)["took"] != 0.00025 {
+		t.Fatalf("JSON record %s", buf.String())
+	}
+	var text syncBuffer
+	if log, err = newLogger(&text, slog.LevelInfo, "text"); err != nil {
+		t.Fatal(err)
+	}
+	log.Info("link up", "down_for", 1500*time.Millisecond)
+	if !strings.Contains(text.String(), "down_for=1.5s") {
+		t.Fatalf("text record %s", text.String())
+	}
+}
+
+// The "siot serving" line carries the version siot version prints.
+func TestServingLineHasTheVersion(t *testing.T) {
+	srv := serve(t, "--data", t.TempDir(), "--listen", "127.0.0.1:0", "--http", "")
+	out, _, err := run(t, "version")
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := logRecords(srv, "siot serving")
+	if len(recs) != 1 || "siot "+fmt.Sprint(recs[0]["version"])+"\n" != out {
+		t.Fatalf("serving line %v, siot version %q", recs, out)
 	}
 }

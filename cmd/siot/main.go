@@ -14,6 +14,13 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	m := &Main{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv}
+	if len(os.Args) > 1 && os.Args[1] == "serve" {
+		// SIGHUP reloads serve's settings instead of ending it; other
+		// commands keep the default (a closed terminal ends them).
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		m.Hangup = hup
+	}
 	err := m.Run(ctx, os.Args[1:])
 	stop()
 	if err != nil {

@@ -158,8 +158,8 @@ func TestSetGet(t *testing.T) {
 	mustCLI(t, "", append([]string{"set", n, "serial=0042", "--text"}, s...)...)
 	recs := getRecords(t, srv.nats, n)
 	want := map[string]string{ // type.key: value|text
-		"temp.0": "21.5|", "mode.0": "0|auto", "ip.eth0": "0|10.0.0.7", "neg.0": "-3|", "exp.0": "1000|", "empty.0": "0|",
-		"serial.0": "0|0042", "nodeType.0": "0|sensor",
+		"temp.0": "21.5|", "mode.0": "-|auto", "ip.eth0": "-|10.0.0.7", "neg.0": "-3|", "exp.0": "1000|", "empty.0": "0|",
+		"serial.0": "-|0042", "nodeType.0": "-|sensor",
 	}
 	hlcs := map[string]bool{}
 	for _, r := range recs {
@@ -167,7 +167,11 @@ func TestSetGet(t *testing.T) {
 			continue
 		}
 		k := r.Type + "." + r.Key
-		if got := fmt.Sprintf("%v|%s", *r.Value, r.Text); got != want[k] {
+		value := "-" // a text point's record has no value
+		if r.Value != nil {
+			value = fmt.Sprint(*r.Value)
+		}
+		if got := value + "|" + r.Text; got != want[k] {
 			t.Errorf("%s = %s, want %s", k, got, want[k])
 		}
 		delete(want, k)
@@ -184,7 +188,7 @@ func TestSetGet(t *testing.T) {
 	// A tombstoned point is shown and marked.
 	mustCLI(t, fmt.Sprintf(`{"node":%q,"type":"old","tombstone":true}`+"\n", n), append([]string{"import"}, s...)...)
 	out := mustCLI(t, "", append([]string{"get", n}, s...)...)
-	for _, re := range []string{`(?m)^temp\s+0\s+21\.5\s`, `(?m)^mode\s+0\s+0\s+"auto"`, `(?m)^old\s+0\s+0\s+deleted`, `(?m)^PARENT\s+EDGE`, `(?m)^` + srv.id + `\s+live`} {
+	for _, re := range []string{`(?m)^temp\s+0\s+21\.5\s`, `(?m)^mode\s+0\s+"auto"`, `(?m)^old\s+0\s+0\s+deleted`, `(?m)^PARENT\s+EDGE`, `(?m)^` + srv.id + `\s+live`} {
 		if !regexpMatch(re, out) {
 			t.Errorf("get output does not match %s:\n%s", re, out)
 		}
@@ -349,5 +353,71 @@ func TestStatusWatchRefreshesUntilInterrupted(t *testing.T) {
 	}
 	if s := out.String(); !strings.Contains(s, cloud.nats) || !regexpMatch(`changes\s+\d+ \(\d+/s\)`, s) {
 		t.Fatalf("status --watch output:\n%s", s)
+	}
+}
+
+// set prints each point it wrote with its kind; a value with a decimal
+// comma is refused unless --text; get shows a text point as text, in
+// both outputs.
+func TestSetPrintsKindsAndGetShowsText(t *testing.T) {
+	srv := serve(t, "--data", t.TempDir(), "--listen", "127.0.0.1:0", "--http", "")
+	s := []string{"--server", srv.nats}
+	n := strings.TrimSpace(mustCLI(t, "", append([]string{"node", "add"}, s...)...))
+
+	var ue *UsageError
+	for _, v := range []string{"21,5", "-0,25", "1,000", ",5"} {
+		if _, _, err := cli(t, "", append([]string{"set", n, "temp=" + v}, s...)...); !errors.As(err, &ue) || !strings.Contains(err.Error(), "decimal comma") {
+			t.Errorf("set temp=%s: %v, want a usage error", v, err)
+		}
+	}
+	if recs := getRecords(t, srv.nats, n); len(recs) != 1 { // the edge only
+		t.Fatalf("a refused set wrote: %v", recs)
+	}
+	out := mustCLI(t, "", append([]string{"set", n, "temp=21.5", "mode=auto", "ip.eth0=10.0.0.7"}, s...)...)
+	if want := "temp = 21.5 (value)\nmode = \"auto\" (text)\nip.eth0 = \"10.0.0.7\" (text)\n"; out != want {
+		t.Errorf("set printed %q, want %q", out, want)
+	}
+	out = mustCLI(t, "", append([]string{"set", n, "label=21,5", "--text"}, s...)...)
+	if want := "label = \"21,5\" (text)\n"; out != want {
+		t.Errorf("set --text printed %q, want %q", out, want)
+	}
+	out = mustCLI(t, "", append([]string{"set", n, "label=21,5", "code=3", "--text", "--json"}, s...)...)
+	var js struct {
+		Applied int      `json:"applied"`
+		Points  []record `json:"points"`
+	}
+	if err := json.Unmarshal([]byte(out), &js); err != nil || js.Applied != 2 || len(js.Points) != 2 ||
+		js.Points[0].Value != nil || js.Points[0].Text != "21,5" || js.Points[1].Text != "3" {
+		t.Errorf("set --json: %v %s", err, out)
+	}
+
+	// get: the text point has no value, in the table and in JSON.
+	out = mustCLI(t, "", append([]string{"get", n}, s...)...)
+	for _, re := range []string{`(?m)^temp\s+0\s+21\.5\s`, `(?m)^mode\s+0\s+"auto"\s`, `(?m)^label\s+0\s+"21,5"\s`} {
+		if !regexpMatch(re, out) {
+			t.Errorf("get output does not match %s:\n%s", re, out)
+		}
+	}
+	out = mustCLI(t, "", append([]string{"get", n, "--json"}, s...)...)
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var r map[string]any
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("get --json: %v: %q", err, line)
+		}
+		switch r["type"] {
+		case "mode", "label":
+			if _, has := r["value"]; has || r["text"] == nil {
+				t.Errorf("text point shown with a value: %s", line)
+			}
+		case "temp":
+			if r["value"] != 21.5 {
+				t.Errorf("value point: %s", line)
+			}
+		}
+	}
+	// What get --json prints, import takes back as the same points.
+	mustCLI(t, out, append([]string{"import"}, s...)...)
+	if again := mustCLI(t, "", append([]string{"get", n, "--json"}, s...)...); again != out {
+		t.Errorf("get --json after importing it:\n%s\nwant\n%s", again, out)
 	}
 }

@@ -24,6 +24,11 @@ printable ASCII characters without "=" (default "0"), so "temp=21" and
 (including an empty VALUE) as its text. --text writes every VALUE as text,
 numbers too. Text is at most 64 KiB. NODE must exist (siot node add).
 
+A VALUE that looks like a number with a decimal comma ("21,5", "-0,25",
+"1,000") is refused, as neither is sure: write "21.5" for the number, or
+give --text to store the text as it is. set prints each point it wrote
+with its kind, one a line: temp = 21.5 (value), mode = "auto" (text).
+
 Examples:
   siot set 6ba7b811-9dad-11d1-80b4-00c04fd430c8 temp=21.5
   siot set 6ba7b811-9dad-11d1-80b4-00c04fd430c8 setpoint=19 mode=auto description="boiler room"
@@ -41,12 +46,16 @@ type setCmd struct {
 func (c *setCmd) usage() string { return setUsage }
 
 func (c *setCmd) flags(fs *flag.FlagSet) {
-	c.register(fs, `print {"node","applied","stale"}`)
+	c.register(fs, `print {"node","applied","stale","points"}: points as written, a text one without "value"`)
 	fs.BoolVar(&c.text, "text", false, "write every VALUE as text, numbers too")
 }
 
 // number is the syntax of a VALUE written as a number.
 var number = regexp.MustCompile(`^[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$`)
+
+// commaDecimal is the syntax of a VALUE that looks like a number written
+// with a decimal comma (or a thousands separator): refused without --text.
+var commaDecimal = regexp.MustCompile(`^[-+]?[0-9]*(,[0-9]+)+([eE][-+]?[0-9]+)?$`)
 
 // parseAssignment parses TYPE[.KEY]=VALUE into a point of node id.
 func parseAssignment(id uuid.UUID, arg string, text bool) (crdt.Point, error) {
@@ -66,6 +75,9 @@ func parseAssignment(id uuid.UUID, arg string, text bool) (crdt.Point, error) {
 		}
 		p.Value = v
 	} else {
+		if !text && commaDecimal.MatchString(val) {
+			return p, &UsageError{Msg: fmt.Sprintf("%s: %q looks like a number with a decimal comma: write it with a \".\" for a number, or give --text to store it as text", lhs, oneLine(val, 40))}
+		}
 		p.Text = val
 	}
 	p.Normalize()
@@ -85,6 +97,7 @@ func (c *setCmd) run(ctx context.Context, args []string) error {
 	}
 	pts := make([]crdt.Point, 0, len(args)-1)
 	seen := map[crdt.Register]bool{}
+	texts := make([]bool, 0, len(args)-1) // whether pts[i] is written as text
 	for _, a := range args[1:] {
 		p, err := parseAssignment(id, a, c.text)
 		if err != nil {
@@ -95,6 +108,8 @@ func (c *setCmd) run(ctx context.Context, args []string) error {
 		}
 		seen[p.Register()] = true
 		pts = append(pts, p)
+		_, val, _ := strings.Cut(a, "=")
+		texts = append(texts, c.text || !number.MatchString(val))
 	}
 	cl, err := c.cf.dial()
 	if err != nil {
@@ -109,11 +124,53 @@ func (c *setCmd) run(ctx context.Context, args []string) error {
 		return err
 	}
 	if c.asJSON {
-		return printJSON(c.m.Stdout, map[string]any{"node": id.String(), "applied": res.Applied, "stale": res.Stale})
+		recs := make([]record, len(pts))
+		for i := range pts {
+			recs[i] = toRecord(&pts[i])
+			recs[i].HLC, recs[i].Origin = "", "" // stamped by the server
+			if texts[i] {
+				recs[i].Value = nil
+			}
+		}
+		return printJSON(c.m.Stdout, map[string]any{"node": id.String(), "applied": res.Applied, "stale": res.Stale, "points": recs})
+	}
+	for i := range pts {
+		fmt.Fprintln(c.m.Stdout, assignment(&pts[i], texts[i]))
 	}
 	n := res.Applied + res.Stale
 	fmt.Fprintf(c.m.Stderr, "set %d point%s of %s\n", n, map[bool]string{true: "s"}[n != 1], id)
 	return nil
+}
+
+// isText reports whether node point p holds a text rather than a value: a
+// text that is not empty, with the value 0 that set and import give it.
+// (An empty text is not told apart from the value 0.) An edge point is
+// never one: its text and value are the placement and state of the edge.
+func isText(p *crdt.Point) bool { return !p.IsEdge() && p.Text != "" && p.Value == 0 }
+
+// assignment shows what a point holds and its kind (text or value), as
+// set prints it: `temp = 21.5 (value)`, `mode = "auto" (text)`,
+// `ip.eth0 = "10.0.0.7" (text)`.
+func assignment(p *crdt.Point, text bool) string {
+	name := p.Type
+	if p.Key != crdt.DefaultKey {
+		name += "." + p.Key
+	}
+	if text {
+		return fmt.Sprintf("%s = %s (text)", name, strconv.Quote(oneLine(p.Text, 60)))
+	}
+	return fmt.Sprintf("%s = %s (value)", name, strconv.FormatFloat(p.Value, 'g', -1, 64))
+}
+
+// shownRecord is the record of p as get and watch print it: a text point
+// without its "value" 0, so that it reads as text (import takes it back
+// as the same point).
+func shownRecord(p *crdt.Point) record {
+	r := toRecord(p)
+	if isText(p) {
+		r.Value = nil
+	}
+	return r
 }
 
 const getUsage = `Usage: siot get NODE [--json]
@@ -123,8 +180,11 @@ and by whom they were written), then the edges above it (one per parent).
 Tombstoned points are shown and marked "deleted". A node with millions of
 points is read page by page.
 
+A text point shows its text, and no value (its value is 0).
+
 With --json, print one point record per line, in the format of siot
-export and siot import (tombstoned ones have "tombstone":true).
+export and siot import (tombstoned ones have "tombstone":true); a text
+point's record has "text" and no "value".
 
 Examples:
   siot get 6ba7b811-9dad-11d1-80b4-00c04fd430c8
@@ -155,11 +215,8 @@ func (c *getCmd) run(ctx context.Context, args []string) error {
 	defer cl.close()
 	out := c.m.Stdout
 	if c.asJSON {
-		var line []byte
 		return cl.nodePoints(ctx, id, func(p *crdt.Point) error {
-			line = appendRecord(line[:0], p)
-			_, err := out.Write(line)
-			return err
+			return printJSON(out, shownRecord(p))
 		})
 	}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
@@ -181,7 +238,11 @@ func (c *getCmd) run(ctx context.Context, args []string) error {
 		if p.Tombstone {
 			state = "deleted"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Type, p.Key, strconv.FormatFloat(p.Value, 'g', -1, 64),
+		value := strconv.FormatFloat(p.Value, 'g', -1, 64)
+		if isText(p) {
+			value = "" // a text point: its value 0 is no reading
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Type, p.Key, value,
 			quoteText(p.Text), state, hlcTime(p.Time), p.Time, p.Origin)
 		return nil
 	})

@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
+	"unicode/utf16"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -26,7 +29,7 @@ type record struct {
 	Parent    string   `json:"parent,omitempty"`
 	Type      string   `json:"type"`
 	Key       string   `json:"key"`
-	Value     *float64 `json:"value"`
+	Value     *float64 `json:"value,omitempty"` // nil: get and watch show a text point
 	Text      string   `json:"text,omitempty"`
 	Tombstone bool     `json:"tombstone"`
 	HLC       string   `json:"hlc,omitempty"`
@@ -59,6 +62,11 @@ func appendRecord(dst []byte, p *crdt.Point) []byte {
 // for the server to stamp. Unknown fields are refused, so a typo is not
 // silently dropped.
 func parseRecord(line []byte) (crdt.Point, error) {
+	// encoding/json turns invalid UTF-8 and lone surrogate escapes into
+	// U+FFFD without a word: check the raw line so they are refused.
+	if err := checkUTF8(line); err != nil {
+		return crdt.Point{}, err
+	}
 	var r record
 	dec := json.NewDecoder(bytes.NewReader(line))
 	dec.DisallowUnknownFields()
@@ -103,4 +111,60 @@ func parseRecord(line []byte) (crdt.Point, error) {
 		return p, errors.New(`"value" out of range`)
 	}
 	return p, nil
+}
+
+// checkUTF8 refuses a line that is not valid UTF-8 or that has a \u escape
+// of a lone UTF-16 surrogate (a high one not followed by a low one, or a
+// low one alone): decoded, both would be U+FFFD, a text other than the
+// one in the file. It names the byte offset of the first such sequence.
+func checkUTF8(line []byte) error {
+	if !utf8.Valid(line) {
+		for i := 0; i < len(line); {
+			r, size := utf8.DecodeRune(line[i:])
+			if r == utf8.RuneError && size <= 1 {
+				return fmt.Errorf("not valid UTF-8 at byte %d (0x%02x)", i+1, line[i])
+			}
+			i += size
+		}
+	}
+	// A backslash only appears in JSON inside strings, as the start of
+	// an escape: walk the escapes.
+	for i := 0; i < len(line); i++ {
+		if line[i] != '\\' {
+			continue
+		}
+		if i+1 >= len(line) || line[i+1] != 'u' {
+			i++ // a two-character escape such as \\ or \"
+			continue
+		}
+		r, ok := hexEscape(line, i)
+		if !ok {
+			continue // malformed: the JSON decoder refuses it
+		}
+		switch {
+		case utf16.IsSurrogate(r) && r < 0xdc00:
+			lo, ok := hexEscape(line, i+6)
+			if !ok || lo < 0xdc00 || lo > 0xdfff {
+				return fmt.Errorf("lone UTF-16 surrogate %s at byte %d (not followed by a low surrogate): not a character", line[i:i+6], i+1)
+			}
+			i += 11
+		case utf16.IsSurrogate(r):
+			return fmt.Errorf("lone UTF-16 surrogate %s at byte %d (not preceded by a high surrogate): not a character", line[i:i+6], i+1)
+		default:
+			i += 5
+		}
+	}
+	return nil
+}
+
+// hexEscape returns the code unit of the \uXXXX escape at line[i:].
+func hexEscape(line []byte, i int) (rune, bool) {
+	if i+6 > len(line) || line[i] != '\\' || line[i+1] != 'u' {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(string(line[i+2:i+6]), 16, 16)
+	if err != nil {
+		return 0, false
+	}
+	return rune(v), true
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	crand "crypto/rand"
 	"crypto/tls"
@@ -18,6 +19,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -36,6 +38,18 @@ links it is a standalone system (a cloud); with --upstream it is an edge
 whose tree appears under the upstream's root; with --peer it is a full copy
 of another instance with the same root. SIGINT or SIGTERM stops it cleanly
 (exit status 0).
+
+Every flag can also be set by an environment variable, SIOT_ and the flag's
+name in capitals with underscores (SIOT_MIN_FREE for --min-free; but
+SIOT_LINK_CREDS for --creds), or in the --config file, one "name = value"
+a line (min-free = 1GiB; # starts a comment line). A flag beats the
+environment, which beats the file. Repeatable flags take several values in
+their variable separated by blanks, and repeat their key in the file. A
+size takes a unit: KiB, MiB, GiB, TiB (1024) or kB, MB, GB, TB (1000). A
+bad value, an unknown key or a malformed host:port is a usage error
+(exit status 2) naming the flag, the variable or the file and line.
+SIGHUP re-reads the settings: it applies --log-level and the --tls-cert
+and --tls-key files, and logs what changed and what needs a restart.
 
 On first start the root node's ID is --id, or the peer's root when the data
 directory is empty and --peer is given, or, with --upstream and --creds of a
@@ -64,6 +78,8 @@ Examples:
   siot serve --data ./cloud2 --listen 127.0.0.1:4224 --peer nats://127.0.0.1:4222 --peer-creds peer.creds
   siot serve --data ./cloud2 --listen 127.0.0.1:4224 --cluster 127.0.0.1:6224 --route nats://127.0.0.1:6222 --cluster-secret cluster.secret --peer nats://127.0.0.1:4222 --peer-creds peer.creds
   siot serve --data ./edge --listen 127.0.0.1:4223 --upstream nats://127.0.0.1:4222,nats://127.0.0.1:4224 --creds device.creds
+  siot serve --config /etc/siot/siot.conf --log-level debug
+  SIOT_DATA=/var/lib/siot SIOT_MIN_FREE=1GiB siot serve
 
 Flags:
 `
@@ -77,14 +93,20 @@ func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 type serveCmd struct {
 	m *Main
 	f serveFlags
+	// fs is the flag set f is bound to (flags); origins says where each
+	// flag set other than on the command line came from (loadSources).
+	fs      *flag.FlagSet
+	cmdline map[string]bool
+	origins map[string]string
 	// ready, when set, is called once the instance serves (tests).
 	ready func(id uuid.UUID, natsURL, httpAddr string)
 }
 
 type serveFlags struct {
+	config                                                   string
 	data, listen, httpAddr, id, profile, logLevel, logFormat string
 	upstreams, peers                                         stringList
-	minFree                                                  uint64
+	minFree                                                  byteSize
 	creds, peerCreds, tlsCert, tlsKey, tlsCA                 string
 	cluster, clusterSecret                                   string
 	routes                                                   stringList
@@ -95,48 +117,119 @@ type serveFlags struct {
 func (c *serveCmd) usage() string { return serveUsage }
 
 func (c *serveCmd) flags(fs *flag.FlagSet) {
-	m, f := c.m, &c.f
-	fs.StringVar(&f.data, "data", envOr(m.Getenv, "SIOT_DATA", "./siot-data"), "data directory (env SIOT_DATA)")
+	f := &c.f
+	c.fs = fs
+	fs.StringVar(&f.config, "config", "", "configuration file: serve's settings, one \"name = value\" a line; flags and the environment beat it")
+	fs.StringVar(&f.data, "data", "./siot-data", "data directory")
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:4222", "NATS listen address, host:port")
 	fs.StringVar(&f.httpAddr, "http", "127.0.0.1:8118", "HTTP address for /healthz, /readyz, /status and /metrics; empty to disable")
 	fs.StringVar(&f.id, "id", "", "the root node's UUID, set on first start")
-	fs.Var(&f.upstreams, "upstream", "NATS URL of an upstream to link to as an edge, or the members of a cluster separated by commas (repeatable)")
-	fs.Var(&f.peers, "peer", "NATS URL of a peer with the same root (repeatable)")
+	fs.Var(&f.upstreams, "upstream", "`URL` (NATS) of an upstream to link to as an edge, or the members of a cluster separated by commas (repeatable)")
+	fs.Var(&f.peers, "peer", "`URL` (NATS) of a peer with the same root (repeatable)")
 	fs.StringVar(&f.profile, "profile", "", `store memory profile: "cloud" or "edge" (default: edge with --upstream and no --peer, else cloud)`)
-	fs.Uint64Var(&f.minFree, "min-free", 256<<20, "refuse writes when free disk space under --data falls below this many bytes (raised to what the store needs to write its next files: 36 MiB edge, 180 MiB cloud)")
-	fs.StringVar(&f.logLevel, "log-level", envOr(m.Getenv, "SIOT_LOG_LEVEL", "info"), "debug, info, warn or error (env SIOT_LOG_LEVEL)")
+	f.minFree = 256 << 20
+	fs.Var(&f.minFree, "min-free", "refuse writes when free disk space under --data falls below this `size`: bytes, or with a unit (512MiB, 1GB); raised to what the store needs to write its next files: 36 MiB edge, 180 MiB cloud")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error (SIGHUP re-reads it)")
 	fs.StringVar(&f.logFormat, "log-format", "", `"text" or "json" (default: text on a terminal, json otherwise)`)
-	fs.StringVar(&f.creds, "creds", envOr(m.Getenv, "SIOT_LINK_CREDS", ""), "credential file the --upstream links sign in with: a device's (siot device add) (env SIOT_LINK_CREDS)")
+	fs.StringVar(&f.creds, "creds", "", "credential file the --upstream links sign in with: a device's (siot device add)")
 	fs.StringVar(&f.peerCreds, "peer-creds", "", "credential file the --peer links sign in with (siot peer add on the peer)")
 	fs.StringVar(&f.cluster, "cluster", "", "route listen address, host:port: join a NATS cluster of siot clouds (scale-out; docs/operations.md)")
-	fs.Var(&f.routes, "route", "nats://host:port of another cluster member's --cluster address (repeatable; one is enough)")
+	fs.Var(&f.routes, "route", "`URL`, nats://host:port, of another cluster member's --cluster address (repeatable; one is enough)")
 	fs.StringVar(&f.clusterSecret, "cluster-secret", "", "file of the secret every cluster member's routes sign in with; made on the first member (no --route) when missing, then copied to the others")
-	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate (chain) of the NATS listener; with --tls-key, clients must use TLS")
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate (chain) of the NATS listener; with --tls-key, clients must use TLS (SIGHUP re-reads both)")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
-	fs.StringVar(&f.tlsCA, "tls-ca", envOr(m.Getenv, "SIOT_TLS_CA", ""), "PEM file of the CAs the upstreams' and peers' certificates must chain to (env SIOT_TLS_CA)")
+	fs.StringVar(&f.tlsCA, "tls-ca", "", "PEM file of the CAs the upstreams' and peers' certificates must chain to")
 	fs.BoolVar(&f.insecure, "insecure", false, "allow a listener on a non-loopback address without TLS (logged)")
 	fs.DurationVar(&f.keepAlive, "keepalive", 2*time.Minute, "NATS keepalive of the links this instance dials and of its listener's clients (12 B each; about 0.26 MB a month per link at 2m)")
 	fs.DurationVar(&f.sessionPing, "session-ping", 30*time.Minute, "a dialed link's session ping when nothing else crossed for this long (about 0.2 KB each)")
 	fs.DurationVar(&f.repairInterval, "repair-interval", time.Minute, "digest repair of a dialed link after a change (about 0.4 KB a round when in sync)")
 	fs.DurationVar(&f.repairMax, "repair-max-interval", time.Hour, "the longest repair interval of an idle link in sync: it doubles from --repair-interval")
+	fs.VisitAll(func(fl *flag.Flag) {
+		fl.Usage += " (env " + serveEnv(fl.Name) + ")"
+	})
+}
+
+// loadSources completes the flags given on the command line with the
+// environment and the configuration file (--config, or SIOT_CONFIG), and
+// records where each value came from.
+func (c *serveCmd) loadSources() error {
+	c.cmdline = map[string]bool{}
+	c.fs.Visit(func(fl *flag.Flag) { c.cmdline[fl.Name] = true })
+	getenv := c.m.Getenv
+	if getenv == nil {
+		getenv = func(string) string { return "" }
+	}
+	origin := "--config"
+	if !c.cmdline["config"] {
+		c.f.config, origin = getenv(serveEnv("config")), serveEnv("config")
+	}
+	file, err := readConfig(origin, c.f.config, c.fs)
+	if err != nil {
+		return err
+	}
+	if err := applySources(c.fs, c.cmdline, getenv, c.f.config, file); err != nil {
+		return err
+	}
+	c.origins = map[string]string{}
+	for _, s := range file {
+		if !c.cmdline[s.name] && getenv(serveEnv(s.name)) == "" {
+			c.origins[s.name] = fmt.Sprintf("%s:%d: %s", c.f.config, s.line, s.name)
+		}
+	}
+	c.fs.VisitAll(func(fl *flag.Flag) {
+		if !c.cmdline[fl.Name] && fl.Name != "config" && getenv(serveEnv(fl.Name)) != "" {
+			c.origins[fl.Name] = serveEnv(fl.Name)
+		}
+	})
+	return nil
+}
+
+// origin names where flag name's value came from, for an error: the flag
+// ("--listen"), its environment variable, or the file and line.
+func (c *serveCmd) origin(name string) string {
+	if o, ok := c.origins[name]; ok {
+		return o
+	}
+	return "--" + name
 }
 
 func (c *serveCmd) run(ctx context.Context, args []string) error {
-	m, f := c.m, c.f
 	if len(args) > 0 {
 		return &UsageError{Msg: "serve takes no arguments"}
 	}
+	if err := c.loadSources(); err != nil {
+		return &UsageError{Msg: err.Error()}
+	}
+	m, f := c.m, c.f
 	var root uuid.UUID
 	if f.id != "" {
 		id, err := crdt.ParseID(f.id)
 		if err != nil {
-			return &UsageError{Msg: fmt.Sprintf("--id: %v", err)}
+			return &UsageError{Msg: fmt.Sprintf("%s: %v", c.origin("id"), err)}
 		}
 		root = id
 	}
-	for _, u := range append(append([]string(nil), f.upstreams...), f.peers...) {
-		if _, err := transport.SplitServers(u); err != nil {
-			return &UsageError{Msg: fmt.Sprintf("link URL %s: want nats://host:port or tls://host:port, or a list of them separated by commas (a cluster's members); credentials go in a file (--creds, --peer-creds), never in the URL", transport.RedactURL(u))}
+	for _, links := range []struct {
+		name string
+		urls []string
+	}{{"upstream", f.upstreams}, {"peer", f.peers}} {
+		for _, u := range links.urls {
+			if _, err := transport.SplitServers(u); err != nil {
+				return &UsageError{Msg: fmt.Sprintf("%s: link URL %s: want nats://host:port or tls://host:port, or a list of them separated by commas (a cluster's members); credentials go in a file (--creds, --peer-creds), never in the URL", c.origin(links.name), transport.RedactURL(u))}
+			}
+		}
+	}
+	for _, a := range []struct{ name, addr string }{{"listen", f.listen}, {"http", f.httpAddr}, {"cluster", f.cluster}} {
+		if a.addr == "" && a.name != "listen" {
+			continue // disabled
+		}
+		if err := checkHostPort(a.addr); err != nil {
+			return &UsageError{Msg: fmt.Sprintf("%s: %v", c.origin(a.name), err)}
+		}
+	}
+	for _, r := range f.routes {
+		if err := checkRoute(r); err != nil {
+			return &UsageError{Msg: fmt.Sprintf("%s %s: %v", c.origin("route"), transport.RedactURL(r), err)}
 		}
 	}
 	if f.cluster == "" && (len(f.routes) > 0 || f.clusterSecret != "") {
@@ -155,16 +248,22 @@ func (c *serveCmd) run(ctx context.Context, args []string) error {
 			profile = store.ProfileEdge
 		}
 	default:
-		return &UsageError{Msg: fmt.Sprintf("--profile %q: want cloud or edge", f.profile)}
+		return &UsageError{Msg: fmt.Sprintf("%s %q: want cloud or edge", c.origin("profile"), f.profile)}
 	}
-	log, err := newLogger(m.Stderr, f.logLevel, f.logFormat)
+	level := new(slog.LevelVar)
+	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
+		return &UsageError{Msg: fmt.Sprintf("%s %q: want debug, info, warn or error", c.origin("log-level"), f.logLevel)}
+	}
+	log, err := newLogger(m.Stderr, level, f.logFormat)
 	if err != nil {
-		return &UsageError{Msg: err.Error()}
+		return &UsageError{Msg: fmt.Sprintf("%s: %v", c.origin("log-format"), err)}
 	}
-	for name, d := range map[string]time.Duration{"--keepalive": f.keepAlive, "--session-ping": f.sessionPing,
-		"--repair-interval": f.repairInterval, "--repair-max-interval": f.repairMax} {
-		if d < time.Second {
-			return &UsageError{Msg: name + ": at least 1s"}
+	for _, d := range []struct {
+		name string
+		d    time.Duration
+	}{{"keepalive", f.keepAlive}, {"session-ping", f.sessionPing}, {"repair-interval", f.repairInterval}, {"repair-max-interval", f.repairMax}} {
+		if d.d < time.Second {
+			return &UsageError{Msg: c.origin(d.name) + ": at least 1s"}
 		}
 	}
 	if f.repairMax < f.repairInterval {
@@ -191,7 +290,7 @@ func (c *serveCmd) run(ctx context.Context, args []string) error {
 		}
 		log.Warn("cluster routes without TLS on a non-loopback address (--insecure): keep them on a private network", "cluster", f.cluster)
 	}
-	return c.serve(ctx, f, root, profile, log)
+	return c.serve(ctx, f, root, profile, log, level)
 }
 
 // isLoopback reports whether host names only the loopback interface.
@@ -223,15 +322,20 @@ func linkSecurity(f serveFlags) (up, peer *transport.Creds, tc *tls.Config, err 
 }
 
 // serverTLS loads the listener's certificate, or returns nil without one.
-func serverTLS(f serveFlags) (*tls.Config, error) {
+// The certificate is taken from cert at each handshake: storing another
+// there (SIGHUP) serves it to new connections.
+func serverTLS(f serveFlags) (*tls.Config, *atomic.Pointer[tls.Certificate], error) {
 	if f.tlsCert == "" {
-		return nil, nil
+		return nil, nil, nil
 	}
 	cert, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
 	if err != nil {
-		return nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
+		return nil, nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
 	}
-	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+	p := new(atomic.Pointer[tls.Certificate])
+	p.Store(&cert)
+	get := func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return p.Load(), nil }
+	return &tls.Config{GetCertificate: get, MinVersion: tls.VersionTLS12}, p, nil
 }
 
 // adminCreds returns the local administrator's credentials in dir
@@ -317,7 +421,7 @@ func tokenKey(dir string) ([]byte, error) {
 	return b, nil
 }
 
-func (c *serveCmd) serve(ctx context.Context, f serveFlags, root uuid.UUID, profile store.Profile, log *slog.Logger) error {
+func (c *serveCmd) serve(ctx context.Context, f serveFlags, root uuid.UUID, profile store.Profile, log *slog.Logger, level *slog.LevelVar) error {
 	if err := os.MkdirAll(f.data, 0o750); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
@@ -325,7 +429,7 @@ func (c *serveCmd) serve(ctx context.Context, f serveFlags, root uuid.UUID, prof
 	if err != nil {
 		return err
 	}
-	stls, err := serverTLS(f)
+	stls, cert, err := serverTLS(f)
 	if err != nil {
 		return err
 	}
@@ -359,7 +463,7 @@ func (c *serveCmd) serve(ctx context.Context, f serveFlags, root uuid.UUID, prof
 		debug.SetMemoryLimit(profile.MemoryLimit())
 	}
 	scfg := store.DefaultConfig(f.data)
-	scfg.Root, scfg.Profile, scfg.MinFreeBytes, scfg.Logger = root, profile, f.minFree, log
+	scfg.Root, scfg.Profile, scfg.MinFreeBytes, scfg.Logger = root, profile, uint64(f.minFree), log
 	st, err := store.Open(scfg)
 	if err != nil {
 		return err
@@ -420,18 +524,24 @@ func (c *serveCmd) serve(ctx context.Context, f serveFlags, root uuid.UUID, prof
 			close(errc)
 		}()
 	}
-	log.Info("siot serving", "id", st.Root(), "instance", st.Instance(), "nats", srv.ClientURL(), "http", httpAddr,
+	log.Info("siot serving", "version", buildVersion().String(), "id", st.Root(), "instance", st.Instance(), "nats", srv.ClientURL(), "http", httpAddr,
 		"data", f.data, "upstreams", len(f.upstreams), "peers", len(f.peers), "cluster", srv.ClusterAddr())
 	if c.ready != nil {
 		c.ready(st.Root(), srv.ClientURL(), httpAddr)
 	}
 	var runErr error
-	select {
-	case <-ctx.Done():
-		log.Info("siot stopping", "reason", context.Cause(ctx))
-	case err, ok := <-errc:
-		if ok {
-			runErr = err
+	for running := true; running; {
+		select {
+		case <-ctx.Done():
+			log.Info("siot stopping", "reason", context.Cause(ctx))
+			running = false
+		case err, ok := <-errc:
+			if ok {
+				runErr = err
+			}
+			running = false
+		case <-c.m.Hangup:
+			c.reload(log, level, cert)
 		}
 	}
 	if hs != nil {
@@ -536,27 +646,23 @@ func httpHandler(rep *replica.Replica) http.Handler {
 	return mux
 }
 
-// newLogger returns a slog logger on w: text on a terminal, JSON otherwise,
-// unless format says.
-func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
-	}
-	opts := &slog.HandlerOptions{Level: lv}
+// newLogger returns a slog logger on w that logs from level up: text on a
+// terminal, JSON otherwise, unless format says.
+func newLogger(w io.Writer, level slog.Leveler, format string) (*slog.Logger, error) {
 	if format == "" {
 		format = "json"
 		if isTerminal(w) {
 			format = "text"
 		}
 	}
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: logAttr(format)}
 	switch format {
 	case "text":
 		return slog.New(slog.NewTextHandler(w, opts)), nil
 	case "json":
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
-	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+	return nil, fmt.Errorf("%q: want text or json", format)
 }
 
 func isTerminal(w io.Writer) bool {
@@ -566,6 +672,98 @@ func isTerminal(w io.Writer) bool {
 	}
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// reload re-reads the settings (SIGHUP) from the same sources, in the same
+// order, as at start: the command line, the environment (as the process
+// was started with it) and the configuration file. It applies the log
+// level and the listener's certificate (re-read from --tls-cert and
+// --tls-key when the listener has TLS) and logs what changed, or that
+// nothing did; a changed setting that only a restart applies is logged
+// with a warning. An error in the settings or the certificate is logged
+// and changes nothing.
+func (c *serveCmd) reload(log *slog.Logger, level *slog.LevelVar, cert *atomic.Pointer[tls.Certificate]) {
+	nc := &serveCmd{m: c.m}
+	nfs := newFlagSet("serve", nc)
+	for name := range c.cmdline {
+		if l, ok := c.fs.Lookup(name).Value.(*stringList); ok {
+			for _, v := range *l {
+				_ = nfs.Set(name, v)
+			}
+			continue
+		}
+		_ = nfs.Set(name, c.fs.Lookup(name).Value.String())
+	}
+	fail := func(err error) { log.Error("reload failed: settings unchanged", "err", err) }
+	if err := nc.loadSources(); err != nil {
+		fail(err)
+		return
+	}
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(nc.f.logLevel)); err != nil {
+		fail(fmt.Errorf("%s %q: want debug, info, warn or error", nc.origin("log-level"), nc.f.logLevel))
+		return
+	}
+	reloadable := map[string]bool{"log-level": true}
+	var newCert *tls.Certificate
+	if cert != nil && nc.f.tlsCert != "" && nc.f.tlsKey != "" {
+		reloadable["tls-cert"], reloadable["tls-key"] = true, true
+		kp, err := tls.LoadX509KeyPair(nc.f.tlsCert, nc.f.tlsKey)
+		if err != nil {
+			fail(fmt.Errorf("--tls-cert/--tls-key: %w", err))
+			return
+		}
+		newCert = &kp
+	}
+	var changed, restart []string
+	if old := level.Level(); lv != old {
+		changed = append(changed, fmt.Sprintf("log-level %s→%s", strings.ToLower(old.String()), strings.ToLower(lv.String())))
+	}
+	if newCert != nil && !sameChain(cert.Load(), newCert) {
+		changed = append(changed, "tls-cert")
+	}
+	nfs.VisitAll(func(fl *flag.Flag) {
+		if !reloadable[fl.Name] && fl.Value.String() != c.fs.Lookup(fl.Name).Value.String() {
+			restart = append(restart, fl.Name)
+		}
+	})
+	apply := func() {
+		level.Set(lv)
+		if newCert != nil {
+			cert.Store(newCert)
+		}
+	}
+	report := func() {
+		if len(changed) == 0 {
+			log.Info("configuration reloaded: nothing changed")
+		} else {
+			log.Info("configuration reloaded", "changed", strings.Join(changed, ", "))
+		}
+		if len(restart) > 0 {
+			log.Warn("configuration reloaded: a restart is needed to apply", "settings", strings.Join(restart, ", "))
+		}
+	}
+	// The report goes out at the more verbose of the two levels.
+	if lv > level.Level() {
+		report()
+		apply()
+	} else {
+		apply()
+		report()
+	}
+}
+
+// sameChain reports whether a and b hold the same certificate chain.
+func sameChain(a, b *tls.Certificate) bool {
+	if len(a.Certificate) != len(b.Certificate) {
+		return false
+	}
+	for i := range a.Certificate {
+		if !bytes.Equal(a.Certificate[i], b.Certificate[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 func envOr(getenv func(string) string, key, def string) string {

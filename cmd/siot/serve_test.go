@@ -232,7 +232,7 @@ func TestServeEdgeCloudImportExportStatus(t *testing.T) {
 
 func TestImportRefusesBadRecordsAndWritesNothing(t *testing.T) {
 	srv := serve(t, "--data", t.TempDir(), "--listen", "127.0.0.1:0", "--http", "")
-	good := fmt.Sprintf(`{"node":%q,"type":"temp","value":1}`, uuid.NewString())
+	good := fmt.Sprintf(`{"node":%q,"type":"temp","value":1}`, srv.id)
 	cases := []struct{ line, want string }{
 		{`{"node":"not-a-uuid","type":"temp"}`, "invalid ID"},
 		{`{"node":"00000000-0000-0000-0000-000000000000","type":"temp"}`, "node"},
@@ -250,7 +250,7 @@ func TestImportRefusesBadRecordsAndWritesNothing(t *testing.T) {
 		}
 	}
 	// A record far in the future is refused by the server's clock check.
-	future := fmt.Sprintf(`{"node":%q,"type":"temp","hlc":"%d","origin":%q}`, uuid.NewString(), uint64(time.Now().Add(time.Hour).UnixMilli())<<16, uuid.NewString())
+	future := fmt.Sprintf(`{"node":%q,"type":"temp","hlc":"%d","origin":%q}`, srv.id, uint64(time.Now().Add(time.Hour).UnixMilli())<<16, uuid.NewString())
 	if _, _, err := cli(t, future+"\n", "import", "--server", srv.nats); err == nil || !strings.Contains(err.Error(), "line 1") {
 		t.Errorf("far-future hlc: %v", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 
 	"siot/crdt"
 	"siot/transport"
@@ -30,6 +31,15 @@ A register changed several times while the watcher was busy is shown once,
 with its latest value. The watch starts at the server's latest change, or
 after change number --after (see "changes" in siot status), so a watcher
 can resume where it stopped.
+
+When the server goes away (stopped, restarted, the network cut), watch
+says so on standard error, reconnects (every 0.1 s at first, then up to
+every 2 s) and resumes after the last change it printed: no change is
+lost or printed twice. If the server it reaches cannot continue that feed
+(another instance at that address, or one whose changes end before that
+number: a restored or replaced data directory), watch says so and exits
+with status 1 rather than skip changes; so does --after beyond the
+server's last change.
 
 With --json, print one point record per line (the format of siot export)
 with "seq" (the change number) and "source" (the delivering instance;
@@ -73,28 +83,50 @@ func (c *watchCmd) run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer cl.close()
+	defer func() { cl.close() }()
 	if root != uuid.Nil {
 		if err := cl.mustKnow(ctx, root); err != nil {
 			return err
 		}
 	}
+	st, err := cl.status(ctx)
+	if err != nil {
+		return err
+	}
+	instance := st.Instance
 	after := uint64(c.after)
 	if c.after < 0 {
-		st, err := cl.status(ctx)
-		if err != nil {
-			return err
-		}
 		after = st.LastSeq
+	}
+	if after > st.LastSeq {
+		return c.cannotResume(cl.url, st.LastSeq, after)
 	}
 	for ctx.Err() == nil {
 		var rep transport.WatchReply
 		req := transport.WatchRequest{After: after, Root: root, Wait: watchWait.Milliseconds()}
-		if err := cl.callWait(ctx, transport.NameWatch, req, &rep, watchWait); err != nil {
-			if ctx.Err() != nil {
-				break
+		err := cl.callWait(ctx, transport.NameWatch, req, &rep, watchWait)
+		if ctx.Err() != nil {
+			break
+		}
+		if err == nil && rep.Last < after {
+			return c.cannotResume(cl.url, rep.Last, after)
+		}
+		if err != nil {
+			if !lostServer(err) {
+				return err
 			}
-			return err
+			fmt.Fprintf(c.m.Stderr, "watch: lost the server at %s: %v; reconnecting to resume after change #%d\n", cl.url, err, after)
+			cl.close()
+			again, err := c.reconnect(ctx, instance, after)
+			if err != nil {
+				if ctx.Err() != nil {
+					break
+				}
+				return err
+			}
+			cl = again
+			fmt.Fprintf(c.m.Stderr, "watch: reconnected to %s; resuming after change #%d\n", cl.url, after)
+			continue
 		}
 		if err := c.print(rep); err != nil {
 			return err
@@ -102,6 +134,75 @@ func (c *watchCmd) run(ctx context.Context, args []string) error {
 		after = rep.Next
 	}
 	return nil
+}
+
+// The wait between two reconnection attempts: the first, and the most it
+// doubles to.
+const (
+	reconnectFirst = 100 * time.Millisecond
+	reconnectMax   = 2 * time.Second
+)
+
+// lostServer reports whether err is a request that failed because the
+// server went away (its connection closed, nobody answering, a server
+// shutting down, no reply in time), which a watch survives by
+// reconnecting, rather than a refusal.
+func lostServer(err error) bool {
+	var re *refusedError
+	if errors.As(err, &re) {
+		return strings.Contains(re.raw, "shutting down")
+	}
+	return errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, nats.ErrConnectionDraining) || errors.Is(err, nats.ErrDisconnected)
+}
+
+// reconnect dials the server again until it answers or ctx is done,
+// waiting between attempts from reconnectFirst doubling up to
+// reconnectMax, and checks that its feed continues the one watched: the
+// same instance, with a last change at or beyond after. An error otherwise
+// (another server or data directory, credentials or a request refused): a
+// watch never resumes across a gap.
+func (c *watchCmd) reconnect(ctx context.Context, instance string, after uint64) (*client, error) {
+	wait := reconnectFirst
+	for {
+		cl, err := c.cf.dial()
+		if err == nil {
+			var st transport.Status
+			if st, err = cl.status(ctx); err == nil {
+				switch {
+				case st.Instance != instance:
+					cl.close()
+					return nil, fmt.Errorf("cannot resume: the server at %s is now instance %s, not %s (another server or data directory): its change numbers are not the ones watched; run siot watch again without --after", cl.url, st.Instance, instance)
+				case st.LastSeq < after:
+					cl.close()
+					return nil, c.cannotResume(cl.url, st.LastSeq, after)
+				}
+				return cl, nil
+			}
+			cl.close()
+			if !lostServer(err) { // a refusal: trying again changes nothing
+				return nil, fmt.Errorf("reconnecting: %w", err)
+			}
+		}
+		if errors.Is(err, nats.ErrAuthorization) {
+			return nil, fmt.Errorf("reconnecting: %w", err)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+		wait = min(2*wait, reconnectMax)
+	}
+}
+
+// cannotResume is the error of a server whose feed ends before the change
+// the watch resumes after.
+func (c *watchCmd) cannotResume(url string, last, after uint64) error {
+	return fmt.Errorf("cannot resume: the server at %s has changes up to #%d only, and the watch resumes after #%d (its data was restored or replaced, or it is another server): run siot watch again without --after", url, last, after)
 }
 
 // watchLine is one change of watch --json.
@@ -130,7 +231,7 @@ func (c *watchCmd) print(rep transport.WatchReply) error {
 			source = src.String()
 		}
 		if c.asJSON {
-			l := watchLine{record: toRecord(p), Seq: seq}
+			l := watchLine{record: shownRecord(p), Seq: seq}
 			if src != uuid.Nil {
 				l.Source = source
 			}
