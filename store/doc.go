@@ -52,7 +52,8 @@
 // a table whose checksum fails, or panic in its own goroutines on a
 // truncated one); a damaged file is ErrCorrupt naming it. While open,
 // Badger verifies each block it reads, and a panic of its decoders is
-// recovered at the store's boundary (view, Apply) as ErrCorrupt. Writes
+// recovered at the store's boundary (view, Apply) as ErrCorrupt naming
+// the damaged table. Writes
 // stop at a free-space floor (Config.FloorBytes at least) before Badger
 // can die of SIGBUS on a full disk, and a ballast file (BallastName) gives
 // an operator room to start again when the disk filled up anyway.

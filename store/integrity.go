@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
@@ -18,8 +19,9 @@ import (
 // return when a file of the data directory is damaged (a checksum that
 // does not match, a truncated file, a structure Badger cannot decode).
 // Open's error names the file; a read or Apply that fails on damage done
-// after Open names the data directory (siot verify, offline, finds the
-// file). Nothing read from a damaged file is served; the remedy is to
+// after Open names the damaged table when a check of the live tables finds
+// it (findDamage), else the data directory (siot verify, offline, finds
+// the file). Nothing read from a damaged file is served; the remedy is to
 // restore the directory from a backup or re-sync it from upstream
 // (docs/operations.md, "Recovery").
 var ErrCorrupt = errors.New("store: data directory corrupt")
@@ -177,8 +179,22 @@ func checkTable(path string, c options.CompressionType, opt badger.Options) (siz
 // that reads only that file.
 func recoverCorrupt(path string, err *error) {
 	if r := recover(); r != nil {
-		*err = fmt.Errorf("%w: %s: cannot be decoded: %v", ErrCorrupt, path, r)
+		*err = fmt.Errorf("%w: %s: cannot be decoded (%s)", ErrCorrupt, path, panicText(r))
 	}
+}
+
+// panicText is one short line for a panic of Badger's decoders: its
+// first line, or what a multi-line dump of the table's bytes means.
+func panicText(r any) string {
+	s := strings.TrimSpace(fmt.Sprint(r))
+	if strings.Contains(s, "Recovering from initIndex crash") {
+		return "its footer, index or last block is damaged"
+	}
+	s, _, _ = strings.Cut(s, "\n")
+	if len(s) > 200 {
+		s = s[:200] + "…"
+	}
+	return s
 }
 
 // lockFree returns ErrLocked when another process holds the lock Badger
@@ -196,6 +212,63 @@ func lockFree(dir string) error {
 	defer f.Close()
 	if err := flockTry(f); err != nil {
 		return fmt.Errorf("%w: %s (a running server?)", ErrLocked, dir)
+	}
+	return nil
+}
+
+// findDamage looks for the damaged table of an open store, after a read
+// failed: it replays the MANIFEST and checks each table it lists as
+// checkTable does, but reading each file into memory rather than mapping
+// it, because Badger may truncate and delete a table it merged away at any
+// moment (a mapped read of it would crash the process; a read that comes
+// up short is only skipped). It returns the first damage found, or nil.
+// It costs one read of every table; it runs only after a failure.
+func findDamage(dir string, opt badger.Options) error {
+	path := filepath.Join(dir, badger.ManifestFilename)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	m, _, err := func() (m badger.Manifest, end int64, err error) {
+		defer recoverCorrupt(path, &err)
+		return badger.ReplayManifestFile(f, opt.ExternalMagicVersion, opt)
+	}()
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrCorrupt, path, err)
+	}
+	ids := make([]uint64, 0, len(m.Tables))
+	for id := range m.Tables {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		name := table.NewFilename(id, dir)
+		data, err := os.ReadFile(name)
+		if err != nil || len(data) == 0 {
+			continue // deleted or truncated by a compaction meanwhile
+		}
+		if err := checkTableData(name, id, data, m.Tables[id].Compression, opt); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkTableData is checkTable over a table read into memory.
+func checkTableData(path string, id uint64, data []byte, c options.CompressionType, opt badger.Options) (err error) {
+	defer recoverCorrupt(path, &err)
+	t, err := table.OpenInMemoryTable(data, id, &table.Options{
+		ChkMode:     options.NoVerification,
+		Compression: c,
+		BlockSize:   opt.BlockSize,
+		TableSize:   uint64(opt.BaseTableSize),
+	})
+	if err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrCorrupt, path, err)
+	}
+	if err := t.VerifyChecksum(); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrCorrupt, path, err)
 	}
 	return nil
 }

@@ -24,19 +24,28 @@ var ErrSkip = errors.New("store: skip node")
 // the whole scan, which is allowed but wasteful). A callback error other
 // than ErrStop ends the scan and is returned wrapped.
 
+// errReadPanic is wrapped by readPanic's errors, which name no file yet.
+var errReadPanic = errors.New("a read failed")
+
 // readPanic is the error for a panic recovered from a read.
 func readPanic(r any) error {
-	return fmt.Errorf("%w: a read failed (%v)", ErrCorrupt, r)
+	return fmt.Errorf("%w: %w (%s)", ErrCorrupt, errReadPanic, panicText(r))
 }
 
-// inDir names the data directory in an ErrCorrupt error that does not
-// name a file, and says how to find the file; it returns other errors as
-// they are.
+// inDir completes an error of readPanic: it looks for the damaged table
+// (findDamage) and names it, or else names the data directory and says how
+// to find the file offline. It returns other errors as they are.
 func (s *Store) inDir(err error) error {
-	if err == nil || !errors.Is(err, ErrCorrupt) {
+	if err == nil || !errors.Is(err, errReadPanic) {
 		return err
 	}
-	return fmt.Errorf("store: %s: %w: stop the server and run siot verify --data %s to find the damaged file",
+	if s.cfg.InMemory {
+		return fmt.Errorf("store: in memory: %w", err)
+	}
+	if found := findDamage(s.cfg.Dir, s.cfg.badgerOptions()); found != nil {
+		return fmt.Errorf("%w; %w", found, err)
+	}
+	return fmt.Errorf("store: %s: %w: no damaged table found now; stop the server and run siot verify --data %s",
 		s.cfg.Dir, err, s.cfg.Dir)
 }
 
