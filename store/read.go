@@ -51,8 +51,7 @@ func (s *Store) inDir(err error) error {
 
 // view runs fn in a read-only transaction. A panic while reading
 // (Badger's decoders on a table damaged after Open checked it) is returned
-// as an error wrapping ErrCorrupt; the damaged file is found offline (siot
-// verify), where reading every table is safe.
+// as an error wrapping ErrCorrupt that names the damaged table (inDir).
 func (s *Store) view(fn func(txn *badger.Txn) error) (err error) {
 	if err := s.enter(); err != nil {
 		return err
