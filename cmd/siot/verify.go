@@ -24,14 +24,15 @@ match, naming what is wrong; 2 on a usage error. See "Recovery" in
 docs/operations.md for what to do then.
 
 verify runs offline only: it refuses a directory a running server holds
-(stop the server first). A server checks every table's checksums the same
-way each time it starts, and refuses to start on a damaged file. Checking
-the tables of a running server is not safe: Badger truncates a table it
-has merged away before deleting it, and a reader of that table's memory
-map would then crash. The recomputation alone would be safe on a live
-store (it reads one snapshot), but without the file check it cannot tell
-a damaged block (which Badger reads as absent) from points never written,
-so it is not offered online either.
+(stop the server first). A running server needs no online form for
+damage: it checks every table's checksums the same way each time it
+starts and refuses to start on a damaged file, and a read that fails on a
+table damaged since names it. The recomputation would be safe on a live
+store (it reads one snapshot), but it scans every point and holds a
+summary of the whole tree in memory (about 100 bytes per node and edge)
+on the serving instance, and Badger's memory maps must not be read
+directly while it merges and deletes tables; it is not offered as a
+request to a running server.
 
 verify opens the store as serve does (Badger may replay its write-ahead
 logs into tables) and writes nothing else.
