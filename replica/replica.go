@@ -209,6 +209,7 @@ type Replica struct {
 
 	dialers  []*dialLink
 	acceptor *acceptor
+	links    *linkBook // every link known, with its last state
 	subs     []*nats.Subscription
 
 	apiMu     sync.Mutex
@@ -238,6 +239,11 @@ func Open(cfg Config) (*Replica, error) {
 		nc.Close()
 		return nil, err
 	}
+	if r.links, err = loadLinkBook(cfg.Store, cfg.Logger); err != nil {
+		cancel()
+		nc.Close()
+		return nil, err
+	}
 	r.limits.init(&r.cfg)
 	r.auth = newAuthority(r)
 	r.acceptor = newAcceptor(r)
@@ -258,7 +264,7 @@ func Open(cfg Config) (*Replica, error) {
 			// The store failed under it: routed links stop getting
 			// changes; they are ended so their remotes see the fault.
 			r.log.Error("router stopped", "err", err)
-			r.acceptor.closeAll()
+			r.acceptor.closeAll(fmt.Errorf("router stopped: %w", err))
 		}
 	}()
 	go func() {
@@ -325,7 +331,7 @@ func (r *Replica) Close(ctx context.Context) error {
 	r.apiMu.Unlock()
 	r.cfg.Server.SetAuth(nil)
 	r.cancel()
-	r.acceptor.closeAll()
+	r.acceptor.closeAll(nil)
 	done := make(chan struct{})
 	go func() {
 		r.wg.Wait()

@@ -1,0 +1,174 @@
+package replica
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"siot/transport"
+)
+
+// logSink collects a node's JSON log records.
+type logSink struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logSink) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// records returns the records at level warn or above, and every record
+// whose text mentions "malformed".
+func (l *logSink) bad() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	sc := bufio.NewScanner(bytes.NewReader(l.b.Bytes()))
+	for sc.Scan() {
+		var rec struct{ Level string }
+		if json.Unmarshal(sc.Bytes(), &rec) != nil || rec.Level == "WARN" || rec.Level == "ERROR" ||
+			strings.Contains(sc.Text(), "malformed") {
+			out = append(out, sc.Text())
+		}
+	}
+	return out
+}
+
+func (l *logSink) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// logTo makes a node's logger write JSON records at debug level to sink.
+func logTo(sink *logSink, then func(*Config)) func(*Config) {
+	return func(c *Config) {
+		c.Logger = slog.New(slog.NewJSONHandler(sink, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		if then != nil {
+			then(c)
+		}
+	}
+}
+
+// accepted returns the cloud's accepted link from remote instance inst.
+func accepted(n *node, inst uuid.UUID) (transport.LinkStatus, bool) {
+	for _, l := range n.rep.Status().Accepted {
+		if l.Remote == inst.String() {
+			return l, true
+		}
+	}
+	return transport.LinkStatus{}, false
+}
+
+// An edge that stops cleanly says goodbye: the cloud shows its link
+// disconnected within a second, not when the session times out, and logs
+// no warning about it.
+func TestEdgeStopShowsDisconnectedAtOnce(t *testing.T) {
+	var cloudLog logSink
+	cloud := startNode(t, "cloud", nodeOpts{tune: logTo(&cloudLog, func(c *Config) {
+		// Only a goodbye can end the session in time: no timeout, and
+		// no check of the dialer's connections.
+		c.SessionTimeout, c.RevalidateInterval = time.Hour, time.Hour
+	})})
+	edge := startNode(t, "edge", nodeOpts{upstreams: []string{cloud.url()}})
+	edge.waitInSync(cloud.url())
+	inst := edge.st.Instance()
+	if l, ok := accepted(cloud, inst); !ok || !l.Connected {
+		t.Fatalf("cloud's link from the edge before it stops: %+v %v", l, ok)
+	}
+	edge.stop()
+	stopped := time.Now()
+	waitFor(t, "the cloud shows the edge disconnected", 5*time.Second, func() bool {
+		l, ok := accepted(cloud, inst)
+		return ok && !l.Connected
+	})
+	if took := time.Since(stopped); took > time.Second {
+		t.Fatalf("the cloud showed the edge disconnected after %v, want within 1s", took)
+	}
+	l, _ := accepted(cloud, inst)
+	seen, err := time.Parse(time.RFC3339, l.LastSeen)
+	if err != nil || seen.After(time.Now()) || time.Since(seen) > time.Minute {
+		t.Fatalf("offline link's lastSeen %q: %v", l.LastSeen, err)
+	}
+	if bad := cloudLog.bad(); len(bad) > 0 {
+		t.Fatalf("the cloud logged on a clean edge stop:\n%s", strings.Join(bad, "\n"))
+	}
+}
+
+// A cloud whose replica stops cleanly (its NATS server may run on: a
+// cluster member, a hub) says goodbye: the edge shows its upstream
+// disconnected at once, not at its next ping, and logs no warning.
+func TestCloudStopShowsUpstreamDisconnectedAtOnce(t *testing.T) {
+	var edgeLog logSink
+	cloud := startNode(t, "cloud", nodeOpts{})
+	edge := startNode(t, "edge", nodeOpts{upstreams: []string{cloud.url()}, tune: logTo(&edgeLog, func(c *Config) {
+		c.PingInterval, c.KeepAlive = time.Hour, time.Hour
+	})})
+	edge.waitInSync(cloud.url())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := cloud.rep.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Closed, not stopped: the server runs on until the test ends.
+	rep := cloud.rep
+	t.Cleanup(func() { cloud.rep = rep })
+	l := edge.link(cloud.url())
+	if l.Connected {
+		t.Fatalf("edge's upstream after the cloud closed: %+v, want disconnected at once", l)
+	}
+	waitFor(t, "the reason in the status", time.Second, func() bool {
+		l = edge.link(cloud.url())
+		return strings.Contains(l.LastError, "closed the session") && l.LastSeen != ""
+	})
+	// The next attempts fail (no replica answers): at debug, not warn.
+	waitFor(t, "a failed attempt", 5*time.Second, func() bool {
+		return strings.Contains(edgeLog.String(), "link attempt failed")
+	})
+	if bad := edgeLog.bad(); len(bad) > 0 {
+		t.Fatalf("the edge logged on a clean cloud stop:\n%s", strings.Join(bad, "\n"))
+	}
+}
+
+// A push whose remote no longer listens gets the server's no-responders
+// status on its ack subject: the session ends saying so, not with a
+// "malformed message" (an empty frame).
+func TestPushToAGoneSessionIsNotMalformed(t *testing.T) {
+	cloud := startNode(t, "cloud", nodeOpts{tune: func(c *Config) { c.SessionTimeout, c.RevalidateInterval = time.Hour, time.Hour }})
+	edge := startNode(t, "edge", nodeOpts{upstreams: []string{cloud.url()}, tune: func(c *Config) {
+		c.PingInterval, c.KeepAlive, c.RetryMin, c.RetryMax = time.Hour, time.Hour, time.Hour, time.Hour
+	}})
+	edge.waitInSync(cloud.url())
+	// The cloud lets go of the session without a word, as a replica that
+	// predates goodbyes, or one that died under a running server.
+	cloud.rep.acceptor.mu.Lock()
+	var sessions []*acceptedSession
+	for _, as := range cloud.rep.acceptor.sessions {
+		sessions = append(sessions, as)
+	}
+	cloud.rep.acceptor.mu.Unlock()
+	for _, as := range sessions {
+		for _, sub := range as.subs {
+			_ = sub.Unsubscribe()
+		}
+	}
+	_ = cloud.rep.nc.Flush()
+	sensor := uuid.New()
+	edge.write(edgePt(edge.root, sensor), valPt(sensor, "temp", 1))
+	waitFor(t, "the edge's session ends", 10*time.Second, func() bool { return !edge.link(cloud.url()).Connected })
+	l := edge.link(cloud.url())
+	if strings.Contains(l.LastError, "malformed") || !strings.Contains(l.LastError, "no responders") {
+		t.Fatalf("edge's upstream ended with %q, want no responders and not malformed", l.LastError)
+	}
+}
