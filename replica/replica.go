@@ -210,6 +210,7 @@ type Replica struct {
 	dialers  []*dialLink
 	acceptor *acceptor
 	links    *linkBook // every link known, with its last state
+	refusals refusalLog // writes refused for a full disk, logged once a minute
 	subs     []*nats.Subscription
 
 	apiMu     sync.Mutex
@@ -244,6 +245,7 @@ func Open(cfg Config) (*Replica, error) {
 		nc.Close()
 		return nil, err
 	}
+	r.refusals = refusalLog{log: cfg.Logger, now: time.Now, interval: time.Minute}
 	r.limits.init(&r.cfg)
 	r.auth = newAuthority(r)
 	r.acceptor = newAcceptor(r)
@@ -360,6 +362,7 @@ func (r *Replica) revalidateLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		r.refusals.flush()
 		r.cfg.Server.Revalidate(r.auth.revalidate)
 		r.acceptor.endOrphans(r.cfg.Server.Connections())
 	}
@@ -390,7 +393,10 @@ func (r *Replica) WriteOne(pts []crdt.Point) (store.Result, error) {
 }
 
 func (r *Replica) write(pts []crdt.Point, oneTime bool) (res store.Result, err error) {
-	defer func() { r.metrics.write(PathLocal, len(pts), res, err) }()
+	defer func() {
+		r.metrics.write(PathLocal, len(pts), res, err)
+		r.refusals.note(len(pts), err)
+	}()
 	batch := make([]crdt.Point, len(pts))
 	inst := r.st.Instance()
 	var maxRemote crdt.Timestamp
@@ -495,6 +501,7 @@ func (r *Replica) applyRemote(src uuid.UUID, pts []crdt.Point, marks map[string]
 	}
 	res, err = r.apply(store.ApplyOptions{Source: src, Marks: marks}, accepted)
 	r.metrics.remote(marks, rejected, len(accepted), res, err)
+	r.refusals.note(len(accepted), err)
 	if err != nil {
 		return res, rejected, reason, err
 	}

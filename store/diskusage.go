@@ -70,3 +70,8 @@ func dirBytes(dir string) int64 {
 	})
 	return total
 }
+
+// SpaceOK returns nil while writes are accepted, and the error Apply
+// would refuse them with (wrapping ErrDiskFull) while free space under the
+// directory is below the floor (Config.MinFreeBytes). It costs one statfs.
+func (s *Store) SpaceOK() error { return s.checkSpace() }
