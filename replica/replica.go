@@ -209,7 +209,7 @@ type Replica struct {
 
 	dialers  []*dialLink
 	acceptor *acceptor
-	links    *linkBook // every link known, with its last state
+	links    *linkBook  // every link known, with its last state
 	refusals refusalLog // writes refused for a full disk, logged once a minute
 	subs     []*nats.Subscription
 
