@@ -413,11 +413,16 @@ func (a *acceptor) end(as *acceptedSession, err error) {
 }
 
 func (a *acceptor) drop(as *acceptedSession) {
+	a.release(as)
+	a.r.links.down(as.kind, as.name, as.s)
+}
+
+// release cancels a session and lets go of its subjects.
+func (a *acceptor) release(as *acceptedSession) {
 	as.cancel(errors.New("session closed"))
 	for _, s := range as.subs {
 		_ = s.Unsubscribe()
 	}
-	a.r.links.down(as.kind, as.name, as.s)
 }
 
 // expire ends sessions whose dialer went silent, until ctx ends.
@@ -471,9 +476,12 @@ func (a *acceptor) closeAll(cause error) {
 		}
 	}
 	byes.Wait()
+	ends := make([]linkEnd, 0, len(all))
 	for _, as := range all {
-		a.drop(as)
+		a.release(as)
+		ends = append(ends, linkEnd{as.kind, as.name, as.s})
 	}
+	a.r.links.downAll(ends)
 	a.wg.Wait()
 }
 

@@ -71,17 +71,40 @@ func accepted(n *node, inst uuid.UUID) (transport.LinkStatus, bool) {
 	return transport.LinkStatus{}, false
 }
 
+// eachCreds runs test with an edge that links as the cloud's
+// administrator, then as a device with its own key (whose connection may
+// only answer reply subjects and use its session's subjects).
+func eachCreds(t *testing.T, test func(t *testing.T, deviceKey bool)) {
+	t.Run("admin", func(t *testing.T) { test(t, false) })
+	t.Run("device key", func(t *testing.T) { test(t, true) })
+}
+
+// edgeOpts are the options of an edge of cloud, linking with a device key
+// of its own or as the cloud's administrator.
+func edgeOpts(cloud *node, deviceKey bool, tune func(*Config)) nodeOpts {
+	o := nodeOpts{upstreams: []string{cloud.url()}, tune: tune}
+	if deviceKey {
+		o.root = uuid.New()
+		o.upstreamCreds = cloud.deviceCreds(o.root)
+	}
+	return o
+}
+
 // An edge that stops cleanly says goodbye: the cloud shows its link
 // disconnected within a second, not when the session times out, and logs
 // no warning about it.
 func TestEdgeStopShowsDisconnectedAtOnce(t *testing.T) {
+	eachCreds(t, testEdgeStopShowsDisconnectedAtOnce)
+}
+
+func testEdgeStopShowsDisconnectedAtOnce(t *testing.T, deviceKey bool) {
 	var cloudLog logSink
 	cloud := startNode(t, "cloud", nodeOpts{tune: logTo(&cloudLog, func(c *Config) {
 		// Only a goodbye can end the session in time: no timeout, and
 		// no check of the dialer's connections.
 		c.SessionTimeout, c.RevalidateInterval = time.Hour, time.Hour
 	})})
-	edge := startNode(t, "edge", nodeOpts{upstreams: []string{cloud.url()}})
+	edge := startNode(t, "edge", edgeOpts(cloud, deviceKey, nil))
 	edge.waitInSync(cloud.url())
 	inst := edge.st.Instance()
 	if l, ok := accepted(cloud, inst); !ok || !l.Connected {
@@ -110,17 +133,23 @@ func TestEdgeStopShowsDisconnectedAtOnce(t *testing.T) {
 // cluster member, a hub) says goodbye: the edge shows its upstream
 // disconnected at once, not at its next ping, and logs no warning.
 func TestCloudStopShowsUpstreamDisconnectedAtOnce(t *testing.T) {
+	eachCreds(t, testCloudStopShowsUpstreamDisconnectedAtOnce)
+}
+
+func testCloudStopShowsUpstreamDisconnectedAtOnce(t *testing.T, deviceKey bool) {
 	var edgeLog logSink
 	cloud := startNode(t, "cloud", nodeOpts{})
-	edge := startNode(t, "edge", nodeOpts{upstreams: []string{cloud.url()}, tune: logTo(&edgeLog, func(c *Config) {
+	edge := startNode(t, "edge", edgeOpts(cloud, deviceKey, logTo(&edgeLog, func(c *Config) {
 		c.PingInterval, c.KeepAlive = time.Hour, time.Hour
-	})})
+	})))
 	edge.waitInSync(cloud.url())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	closing := time.Now()
 	if err := cloud.rep.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("the cloud closed in %v", time.Since(closing))
 	// Closed, not stopped: the server runs on until the test ends.
 	rep := cloud.rep
 	t.Cleanup(func() { cloud.rep = rep })
@@ -170,5 +199,50 @@ func TestPushToAGoneSessionIsNotMalformed(t *testing.T) {
 	l := edge.link(cloud.url())
 	if strings.Contains(l.LastError, "malformed") || !strings.Contains(l.LastError, "no responders") {
 		t.Fatalf("edge's upstream ended with %q, want no responders and not malformed", l.LastError)
+	}
+}
+
+// The link book keeps both ends' view across restarts: the cloud its
+// edge, by the edge's root; the edge its upstream, by URL, with the time
+// each last saw the other.
+func TestLinkBookSurvivesRestarts(t *testing.T) {
+	cloud := startNode(t, "cloud", nodeOpts{})
+	edge := startNode(t, "edge", nodeOpts{upstreams: []string{cloud.url()}})
+	edge.waitInSync(cloud.url())
+	known := func(n *node, kind, name string) (KnownLink, bool) {
+		for _, k := range n.rep.Metrics().Known {
+			if k.Kind == kind && k.Name == name {
+				return k, true
+			}
+		}
+		return KnownLink{}, false
+	}
+	if k, ok := known(cloud, KindEdge, edge.root.String()); !ok || !k.Connected || k.Remote != edge.st.Instance().String() {
+		t.Fatalf("cloud's book while the edge is linked: %+v %v", k, ok)
+	}
+	edge.stop()
+	cloud.stop()
+	cloud.start()
+	k, ok := known(cloud, KindEdge, edge.root.String())
+	if !ok || k.Connected || k.Role != "edge" || k.LastSeen.IsZero() || time.Since(k.LastSeen) > time.Minute {
+		t.Fatalf("cloud's book after a restart: %+v %v", k, ok)
+	}
+	if l, ok := accepted(cloud, edge.st.Instance()); !ok || l.Connected || l.LastSeen != formatSeen(k.LastSeen) {
+		t.Fatalf("cloud's status after a restart: %+v %v, want offline since %v", l, ok, k.LastSeen)
+	}
+	// The edge comes back while its cloud is down: its upstream shows
+	// when it was last seen.
+	url := cloud.url()
+	cloud.stop()
+	edge.start()
+	l := edge.link(url)
+	up, ok := known(edge, KindUpstream, url)
+	if l.Connected || l.LastSeen == "" || !ok || up.Connected || l.LastSeen != formatSeen(up.LastSeen) {
+		t.Fatalf("edge's upstream after a restart: %+v, book %+v %v", l, up, ok)
+	}
+	cloud.start()
+	edge.waitInSync(url)
+	if k, ok := known(cloud, KindEdge, edge.root.String()); !ok || !k.Connected {
+		t.Fatalf("cloud's book once the edge is back: %+v %v", k, ok)
 	}
 }

@@ -23,7 +23,7 @@ const (
 // linkStore is what the link book needs of the store: local records, one
 // per name (store.Store).
 type linkStore interface {
-	SetLinkRecord(name string, data []byte) error
+	SetLinkRecords(recs map[string][]byte) error
 	LinkRecords(fn func(name string, data []byte) error) error
 }
 
@@ -86,39 +86,61 @@ func (b *linkBook) up(kind, name, role, url string, s *session) {
 	rec := &linkRecord{Kind: kind, Name: name, Role: role, URL: url, Remote: s.remote.String(),
 		LastSeen: time.Now().UnixMilli(), Connected: true}
 	b.recs[key], b.live[key] = rec, s
-	saved := *rec
+	saved := map[string]linkRecord{key: *rec}
 	b.mu.Unlock()
-	b.save(key, saved)
+	b.save(saved)
 }
 
 // down records that session s of link (kind, name) ended: the link is
 // offline since its remote last spoke. A session already replaced by a
 // newer one changes nothing.
 func (b *linkBook) down(kind, name string, s *session) {
-	key := recordName(kind, name)
-	b.mu.Lock()
-	if b.live[key] != s {
-		b.mu.Unlock()
-		return
-	}
-	delete(b.live, key)
-	rec := b.recs[key]
-	rec.Connected = false
-	rec.LastSeen = time.Unix(0, s.lastSeen.Load()).UnixMilli()
-	saved := *rec
-	b.mu.Unlock()
-	b.save(key, saved)
+	b.downAll([]linkEnd{{kind, name, s}})
 }
 
-// save stores a record. A store that refuses (closed, disk full) loses
-// only the record's latest state: the link itself is unaffected.
-func (b *linkBook) save(key string, rec linkRecord) {
-	data, err := msgpack.Marshal(&rec)
-	if err == nil {
-		err = b.st.SetLinkRecord(key, data)
+// linkEnd is a session that ended, with its link's identity.
+type linkEnd struct {
+	kind, name string
+	s          *session
+}
+
+// downAll is down for many sessions, saved in one store write: a cloud
+// that shuts down ends every edge's session at once.
+func (b *linkBook) downAll(ends []linkEnd) {
+	saved := make(map[string]linkRecord, len(ends))
+	b.mu.Lock()
+	for _, e := range ends {
+		key := recordName(e.kind, e.name)
+		if b.live[key] != e.s {
+			continue
+		}
+		delete(b.live, key)
+		rec := b.recs[key]
+		rec.Connected = false
+		rec.LastSeen = time.Unix(0, e.s.lastSeen.Load()).UnixMilli()
+		saved[key] = *rec
 	}
-	if err != nil {
-		b.log.Debug("link record not saved", "name", key, "err", err)
+	b.mu.Unlock()
+	b.save(saved)
+}
+
+// save stores records. A store that refuses (closed, disk full) loses
+// only the records' latest state: the links themselves are unaffected.
+func (b *linkBook) save(recs map[string]linkRecord) {
+	if len(recs) == 0 {
+		return
+	}
+	data := make(map[string][]byte, len(recs))
+	for key, rec := range recs {
+		d, err := msgpack.Marshal(&rec)
+		if err != nil {
+			b.log.Debug("link record not saved", "name", key, "err", err)
+			continue
+		}
+		data[key] = d
+	}
+	if err := b.st.SetLinkRecords(data); err != nil {
+		b.log.Debug("link records not saved", "count", len(data), "err", err)
 	}
 }
 

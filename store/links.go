@@ -29,16 +29,21 @@ func linkKey(name string, data []byte) ([]byte, error) {
 	return append([]byte{pfxLink}, name...), nil
 }
 
-// SetLinkRecord writes the record of the link named name, replacing the
-// one it had: the store holds one record per name, so it holds as many as
-// the caller has link identities. The value is the caller's (at most
-// MaxLinkRecord bytes); the store keeps a copy. It refuses with ErrInvalid
-// an empty or long name or a large value, and with ErrDiskFull below the
-// free-space floor, like SetMarks.
-func (s *Store) SetLinkRecord(name string, data []byte) error {
-	k, err := linkKey(name, data)
-	if err != nil {
-		return err
+// SetLinkRecords writes link records, by name, atomically and durably,
+// each replacing the one its name had: the store holds one record per
+// name, so it holds as many as the caller has link identities. The values
+// are the caller's (at most MaxLinkRecord bytes each); the store keeps
+// copies. It refuses the whole batch with ErrInvalid for an empty or long
+// name or a large value, and with ErrDiskFull below the free-space floor,
+// like SetMarks.
+func (s *Store) SetLinkRecords(recs map[string][]byte) error {
+	keys := make(map[string][]byte, len(recs))
+	for name, data := range recs {
+		k, err := linkKey(name, data)
+		if err != nil {
+			return err
+		}
+		keys[name] = k
 	}
 	if err := s.enter(); err != nil {
 		return err
@@ -47,9 +52,16 @@ func (s *Store) SetLinkRecord(name string, data []byte) error {
 	if err := s.checkSpace(); err != nil {
 		return err
 	}
-	v := append([]byte(nil), data...)
-	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(k, v) }); err != nil {
-		return fmt.Errorf("store: set link record %q: %w", name, err)
+	err := s.db.Update(func(txn *badger.Txn) error {
+		for name, data := range recs {
+			if err := txn.Set(keys[name], append([]byte(nil), data...)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: set link records: %w", err)
 	}
 	return nil
 }

@@ -43,15 +43,15 @@ func TestDiskUsageMeasuresTheDirectoryAndCaches(t *testing.T) {
 func TestLinkRecordsPersistOnePerName(t *testing.T) {
 	dir := t.TempDir()
 	s := openTest(t, dir)
-	for _, rec := range []struct{ name, v string }{{"edge/a", "1"}, {"edge/b", "2"}, {"edge/a", "3"}} {
-		if err := s.SetLinkRecord(rec.name, []byte(rec.v)); err != nil {
+	for _, recs := range []map[string][]byte{{"edge/a": []byte("1"), "edge/b": []byte("2")}, {"edge/a": []byte("3")}} {
+		if err := s.SetLinkRecords(recs); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := s.SetLinkRecord("", []byte("x")); !errors.Is(err, ErrInvalid) {
+	if err := s.SetLinkRecords(map[string][]byte{"edge/b": []byte("9"), "": []byte("x")}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("empty name: %v, want ErrInvalid", err)
 	}
-	if err := s.SetLinkRecord("edge/c", make([]byte, MaxLinkRecord+1)); !errors.Is(err, ErrInvalid) {
+	if err := s.SetLinkRecords(map[string][]byte{"edge/b": []byte("9"), "edge/c": make([]byte, MaxLinkRecord+1)}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("large record: %v, want ErrInvalid", err)
 	}
 	if err := s.Close(); err != nil {
