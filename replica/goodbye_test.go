@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/vmihailenco/msgpack/v5"
 
 	"siot/transport"
 )
@@ -244,5 +245,46 @@ func TestLinkBookSurvivesRestarts(t *testing.T) {
 	edge.waitInSync(url)
 	if k, ok := known(cloud, KindEdge, edge.root.String()); !ok || !k.Connected {
 		t.Fatalf("cloud's book once the edge is back: %+v %v", k, ok)
+	}
+}
+
+// A live link's stored last-seen time is refreshed on a timer, so that a
+// crash (no session end recorded) loses at most seenRefresh of it.
+func TestLiveLinkLastSeenRefreshed(t *testing.T) {
+	cloud := startNode(t, "cloud", nodeOpts{})
+	edge := startNode(t, "edge", nodeOpts{upstreams: []string{cloud.url()}})
+	edge.waitInSync(cloud.url())
+	stored := func() linkRecord {
+		var rec linkRecord
+		name := recordName(KindEdge, edge.root.String())
+		if err := cloud.st.LinkRecords(func(n string, data []byte) error {
+			if n == name {
+				return msgpack.Unmarshal(data, &rec)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return rec
+	}
+	first := stored()
+	if !first.Connected || first.LastSeen == 0 {
+		t.Fatalf("stored record of a live link: %+v", first)
+	}
+	// The edge speaks after the record was written.
+	waitFor(t, "a message after the record", 10*time.Second, func() bool {
+		edge.write(valPt(edge.root, "temp", float64(time.Now().UnixNano())))
+		as, _ := accepted(cloud, edge.st.Instance())
+		seen, _ := time.Parse(time.RFC3339, as.LastSeen)
+		return seen.UnixMilli() > first.LastSeen
+	})
+	cloud.rep.links.refresh(time.UnixMilli(first.LastSeen).Add(seenRefresh / 2))
+	if got := stored(); got.LastSeen != first.LastSeen {
+		t.Fatalf("refreshed before seenRefresh: %+v", got)
+	}
+	cloud.rep.links.refresh(time.UnixMilli(first.LastSeen).Add(seenRefresh))
+	got := stored()
+	if !got.Connected || got.LastSeen <= first.LastSeen || time.Since(time.UnixMilli(got.LastSeen)) > time.Minute {
+		t.Fatalf("stored record after a refresh: %+v, first %+v", got, first)
 	}
 }

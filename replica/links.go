@@ -144,6 +144,40 @@ func (b *linkBook) save(recs map[string]linkRecord) {
 	}
 }
 
+// Refreshing the stored last-seen times of live links, so that after a
+// crash (no session ended cleanly) a link shows offline since about when
+// it was last seen, not since its session started.
+const (
+	seenRefresh    = 5 * time.Minute // a live link's stored time is at most this old
+	seenRefreshMax = 500             // records saved per refresh, in one commit
+)
+
+// refresh saves the last-seen time of live links whose stored one is older
+// than seenRefresh, at most seenRefreshMax of them, in one store write.
+// Called on a timer; links that came up together are spread over the
+// calls that follow.
+func (b *linkBook) refresh(now time.Time) {
+	saved := make(map[string]linkRecord)
+	b.mu.Lock()
+	for key, s := range b.live {
+		rec := b.recs[key]
+		if now.Sub(time.UnixMilli(rec.LastSeen)) < seenRefresh {
+			continue
+		}
+		if seen := time.Unix(0, s.lastSeen.Load()).UnixMilli(); seen > rec.LastSeen {
+			rec.LastSeen = seen
+		} else {
+			continue // silent since the last save: nothing new to keep
+		}
+		saved[key] = *rec
+		if len(saved) == seenRefreshMax {
+			break
+		}
+	}
+	b.mu.Unlock()
+	b.save(saved)
+}
+
 // linkState is a link of the book as status and metrics show it.
 type linkState struct {
 	linkRecord

@@ -363,6 +363,7 @@ func (r *Replica) revalidateLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		r.refusals.flush()
+		r.links.refresh(time.Now())
 		r.cfg.Server.Revalidate(r.auth.revalidate)
 		r.acceptor.endOrphans(r.cfg.Server.Connections())
 	}
