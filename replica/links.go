@@ -239,10 +239,23 @@ func (b *linkBook) withHistory(st *transport.Status) {
 	for _, l := range st.Accepted {
 		live[l.Remote] = true
 	}
+	var offline []linkState
 	for _, k := range known {
 		if k.URL != "" || k.Connected || live[k.Remote] {
 			continue
 		}
+		offline = append(offline, k)
+	}
+	// The most recently seen first, as many as fit beside the live ones.
+	slices.SortStableFunc(offline, func(x, y linkState) int { return y.LastSeenAt.Compare(x.LastSeenAt) })
+	offline = offline[:min(len(offline), max(0, maxStatusAccepted-len(st.Accepted)))]
+	for _, k := range offline {
 		st.Accepted = append(st.Accepted, transport.LinkStatus{Role: k.Role, Remote: k.Remote, LastSeen: formatSeen(k.LastSeenAt)})
 	}
 }
+
+// maxStatusAccepted bounds the accepted links a status lists with the
+// offline ones (the live ones are all listed): a status is one frame of
+// at most 1 MiB, and a LinkStatus takes some 130 bytes. The metrics list
+// every link.
+const maxStatusAccepted = 4096
