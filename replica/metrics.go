@@ -194,7 +194,7 @@ type Metrics struct {
 	Known []KnownLink
 
 	LastSeq   uint64 // the store's last change number
-	DiskBytes int64  // Badger's files, as Badger last measured them
+	DiskBytes int64  // the data directory's files on disk (store.DiskUsage: at most 2 s old)
 }
 
 // Count is one labeled value of a Metrics family.
