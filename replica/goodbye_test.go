@@ -196,7 +196,10 @@ func TestPushToAGoneSessionIsNotMalformed(t *testing.T) {
 	_ = cloud.rep.nc.Flush()
 	sensor := uuid.New()
 	edge.write(edgePt(edge.root, sensor), valPt(sensor, "temp", 1))
-	waitFor(t, "the edge's session ends", 10*time.Second, func() bool { return !edge.link(cloud.url()).Connected })
+	waitFor(t, "the edge's session ends", 10*time.Second, func() bool {
+		l := edge.link(cloud.url())
+		return !l.Connected && l.LastError != ""
+	})
 	l := edge.link(cloud.url())
 	if strings.Contains(l.LastError, "malformed") || !strings.Contains(l.LastError, "no responders") {
 		t.Fatalf("edge's upstream ended with %q, want no responders and not malformed", l.LastError)
