@@ -57,6 +57,9 @@ type acceptedSession struct {
 	started bool
 	since   time.Time
 	dialer  transport.Identity // who opened it, as the server verified
+	// kind and name identify the link in the link book: an edge by its
+	// root, a peer by its instance.
+	kind, name string
 }
 
 func newAcceptor(r *Replica) *acceptor {
@@ -178,7 +181,11 @@ func (a *acceptor) hello(m *nats.Msg) (transport.Welcome, error) {
 		return w, err
 	}
 	ctx, cancel := context.WithCancelCause(r.ctx)
-	as := &acceptedSession{id: sid, subj: subj, ctx: ctx, cancel: cancel, since: time.Now(), dialer: id}
+	as := &acceptedSession{id: sid, subj: subj, ctx: ctx, cancel: cancel, since: time.Now(), dialer: id,
+		kind: KindPeer, name: h.Instance.String()}
+	if h.Role == transport.RoleEdge {
+		as.kind, as.name = KindEdge, h.Root.String()
+	}
 	as.s = newSession(r, h.Instance, h.Role, sc, r.nc, subj.Down, have, func(err error) { a.end(as, err) })
 	as.s.mark = mark
 	if id.Kind != transport.KindSystem {
@@ -239,6 +246,7 @@ func (a *acceptor) hello(m *nats.Msg) (transport.Welcome, error) {
 	}
 	a.sessions[sid] = as
 	a.mu.Unlock()
+	r.links.up(as.kind, as.name, h.Role, "", as.s)
 	for _, o := range old {
 		a.end(o, errors.New("replaced by a new session"))
 	}
@@ -368,6 +376,11 @@ func (a *acceptor) handlePing(as *acceptedSession, m *nats.Msg) {
 	s := as.s
 	s.bytesRecv.Add(uint64(len(m.Data)))
 	s.touch()
+	if bye, ok := transport.IsBye(m.Data); ok {
+		a.end(as, &goodbye{reason: bye.Reason})
+		s.respondMsg(m, transport.Ack{})
+		return
+	}
 	if err := transport.Decode(m.Data, 0, &transport.Ping{}); err != nil {
 		s.respond(m, transport.EncodeError(fmt.Errorf("ping: %w", err)))
 		return
@@ -379,7 +392,8 @@ func (a *acceptor) handlePing(as *acceptedSession, m *nats.Msg) {
 }
 
 // end closes a session; when err is not nil the dialer is told why (a
-// MsgError on its down subject) so it does not wait for a timeout.
+// MsgError on its down subject) so it does not wait for a timeout, unless
+// err is the dialer's own goodbye.
 func (a *acceptor) end(as *acceptedSession, err error) {
 	a.mu.Lock()
 	_, live := a.sessions[as.id]
@@ -389,7 +403,9 @@ func (a *acceptor) end(as *acceptedSession, err error) {
 		return
 	}
 	if err != nil && a.r.ctx.Err() == nil {
-		_ = a.r.nc.Publish(as.subj.Down, transport.EncodeError(err))
+		if !isGoodbye(err) {
+			_ = a.r.nc.Publish(as.subj.Down, transport.EncodeError(err))
+		}
 		a.r.log.Info("link session ended", "remote", as.s.remote, "role", as.s.role, "err", err,
 			"up", time.Since(as.since).Round(time.Millisecond), "bytes_sent", as.s.bytesSent.Load(), "bytes_recv", as.s.bytesRecv.Load())
 	}
@@ -397,6 +413,12 @@ func (a *acceptor) end(as *acceptedSession, err error) {
 }
 
 func (a *acceptor) drop(as *acceptedSession) {
+	a.release(as)
+	a.r.links.down(as.kind, as.name, as.s)
+}
+
+// release cancels a session and lets go of its subjects.
+func (a *acceptor) release(as *acceptedSession) {
 	as.cancel(errors.New("session closed"))
 	for _, s := range as.subs {
 		_ = s.Unsubscribe()
@@ -429,8 +451,11 @@ func (a *acceptor) expire(ctx context.Context) {
 	}
 }
 
-// closeAll ends every session and waits for their senders.
-func (a *acceptor) closeAll() {
+// closeAll ends every session and waits for their senders. With a nil
+// cause the replica is closing cleanly: each dialer gets a Bye, so it
+// shows the link down at once; otherwise the dialers get the cause as an
+// error.
+func (a *acceptor) closeAll(cause error) {
 	a.mu.Lock()
 	a.closed = true
 	all := make([]*acceptedSession, 0, len(a.sessions))
@@ -439,9 +464,24 @@ func (a *acceptor) closeAll() {
 	}
 	clear(a.sessions)
 	a.mu.Unlock()
+	var byes sync.WaitGroup
 	for _, as := range all {
-		a.drop(as)
+		if cause == nil {
+			// The goodbyes go before the subscriptions: a dialer's push
+			// that comes after them finds no one, and the dialer, told
+			// first, takes that for the end it is.
+			byes.Go(func() { as.s.sayBye(as.subj.Down, "server shutting down") })
+		} else {
+			_ = a.r.nc.Publish(as.subj.Down, transport.EncodeError(cause))
+		}
 	}
+	byes.Wait()
+	ends := make([]linkEnd, 0, len(all))
+	for _, as := range all {
+		a.release(as)
+		ends = append(ends, linkEnd{as.kind, as.name, as.s})
+	}
+	a.r.links.downAll(ends)
 	a.wg.Wait()
 }
 
@@ -453,7 +493,8 @@ func (a *acceptor) status() []transport.LinkStatus {
 	for _, as := range a.sessions {
 		s := as.s
 		ls := transport.LinkStatus{Role: s.role, Remote: s.remote.String(), Connected: true,
-			BytesSent: s.bytesSent.Load(), BytesRecv: s.bytesRecv.Load(), Rejected: s.rejected.Load()}
+			BytesSent: s.bytesSent.Load(), BytesRecv: s.bytesRecv.Load(), Rejected: s.rejected.Load(),
+			LastSeen: formatSeen(time.Unix(0, s.lastSeen.Load()))}
 		ls.InSync, ls.Pending = s.status()
 		out = append(out, ls)
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
@@ -101,6 +102,8 @@ func (r *Replica) Status() transport.Status {
 	for _, d := range r.dialers {
 		st.Links = append(st.Links, d.status())
 	}
+	slices.SortFunc(st.Accepted, func(a, b transport.LinkStatus) int { return strings.Compare(a.Remote, b.Remote) })
+	r.links.withHistory(&st)
 	return st
 }
 

@@ -230,6 +230,7 @@ func (d *dialLink) session(parent context.Context) error {
 	d.mu.Lock()
 	d.sess, d.connected, d.lastErr = s, true, ""
 	d.mu.Unlock()
+	r.links.up(d.kind(), d.shown, d.role, d.shown, s)
 	defer func() {
 		d.mu.Lock()
 		d.sess, d.connected = nil, false
@@ -237,6 +238,7 @@ func (d *dialLink) session(parent context.Context) error {
 		d.recvBefore += s.bytesRecv.Load()
 		d.rejBefore += s.rejected.Load()
 		d.mu.Unlock()
+		r.links.down(d.kind(), d.shown, s)
 	}()
 	r.log.Info("link up", append([]any{"url", d.shown, "role", d.role, "remote", w.Instance, "resume_from", w.Have, "have", have},
 		d.down.up()...)...)
@@ -267,9 +269,25 @@ func (d *dialLink) session(parent context.Context) error {
 	<-ctx.Done()
 	wg.Wait()
 	if parent.Err() != nil {
+		// This instance closes the link: say goodbye, so the acceptor
+		// shows it down at once rather than when the session times out.
+		// The Bye goes on the ping subject: an acceptor that predates it
+		// answers it as a bad ping and keeps the session until its
+		// timeout, as before.
+		if !isGoodbye(context.Cause(ctx)) && !nc.IsClosed() {
+			s.sayBye(subj.Ping, "instance shutting down")
+		}
 		return nil
 	}
 	return context.Cause(ctx)
+}
+
+// kind is the link's kind in the link book.
+func (d *dialLink) kind() string {
+	if d.role == transport.RoleEdge {
+		return KindUpstream
+	}
+	return KindPeer
 }
 
 // compareFirst starts a first link between replicas that both hold data
@@ -542,6 +560,7 @@ func (d *dialLink) status() transport.LinkStatus {
 	ls := transport.LinkStatus{URL: d.shown, Role: d.role, Connected: d.connected, LastError: d.lastErr,
 		BytesSent: d.sentBefore, BytesRecv: d.recvBefore, Rejected: d.rejBefore}
 	if s := d.sess; s != nil {
+		ls.LastSeen = formatSeen(time.Unix(0, s.lastSeen.Load()))
 		ls.Remote = s.remote.String()
 		ls.InSync, ls.Pending = s.status()
 		ls.BytesSent += s.bytesSent.Load()

@@ -197,14 +197,19 @@ func TestPeersConvergeAndRefuseOtherRoot(t *testing.T) {
 // a throttled, delayed link: pushes must shrink to the link so that acks
 // keep coming within the ack timeout and the session never restarts.
 func TestSlowLinkAdaptsWithoutTimeouts(t *testing.T) {
-	cloud := startNode(t, "cloud", nodeOpts{})
+	// The timeouts are the production ones: the test tuning's (an ack or
+	// a ping answer within 4 s, a session silent for 6 s) are shorter than
+	// what a loaded machine stalls a 60 kB/s link for, and the claim is
+	// that the production settings never time out on such a link.
+	prod := func(c *Config) { c.AckTimeout, c.SessionTimeout = 30*time.Second, time.Hour }
+	cloud := startNode(t, "cloud", nodeOpts{tune: prod})
 	px := proxyTo(t, cloud)
 	px.SetRate(60_000)
 	px.SetLatency(100 * time.Millisecond)
 	// The handshake crosses the slow link too (TLS-less here, but an
 	// nkey signature and a few round trips of 100 ms): under a loaded
 	// machine the test tuning's 3 s would time out the first attempt.
-	edge := startNode(t, "edge", nodeOpts{upstreams: []string{px.URL()}, tune: func(c *Config) { c.HelloTimeout = 15 * time.Second }})
+	edge := startNode(t, "edge", nodeOpts{upstreams: []string{px.URL()}, tune: func(c *Config) { prod(c); c.HelloTimeout = 15 * time.Second }})
 	edge.waitInSync(px.URL())
 	s := uuid.New()
 	edge.write(edgePt(edge.root, s))

@@ -31,6 +31,12 @@ type downLog struct {
 // first time, then at debug with a reminder every downRemind.
 func (l *downLog) ended(d *dialLink, err error, started time.Time, before, after transport.LinkStatus) {
 	log, now := d.r.log, time.Now()
+	if after.BytesSent > before.BytesSent && isGoodbye(err) { // the remote closed it cleanly
+		log.Info("link closed by remote", "url", d.shown, "role", d.role, "reason", err, "up", now.Sub(started).Round(time.Millisecond),
+			"bytes_sent", after.BytesSent-before.BytesSent, "bytes_recv", after.BytesRecv-before.BytesRecv)
+		*l = downLog{since: now, warned: now}
+		return
+	}
 	if after.BytesSent > before.BytesSent { // the session was up
 		log.Warn("link down", "url", d.shown, "role", d.role, "err", err, "up", now.Sub(started).Round(time.Millisecond),
 			"bytes_sent", after.BytesSent-before.BytesSent, "bytes_recv", after.BytesRecv-before.BytesRecv)

@@ -189,9 +189,12 @@ type Metrics struct {
 	// credentials; "connection limit"; "bad signature").
 	ConnectionsRefused []Count
 	Links              []LinkMetrics
+	// Known lists every link this instance has known, with its last
+	// state, including those whose session ended (kept across restarts).
+	Known []KnownLink
 
 	LastSeq   uint64 // the store's last change number
-	DiskBytes int64  // Badger's files, as Badger last measured them
+	DiskBytes int64  // the data directory's files on disk (store.DiskUsage: at most 2 s old)
 }
 
 // Count is one labeled value of a Metrics family.
@@ -207,6 +210,16 @@ type LinkMetrics struct {
 	Connected, InSync    bool
 	Pending              uint64 // changes the remote lacks, estimated
 	BytesSent, BytesRecv uint64
+}
+
+// KnownLink is a link of the link book: its identity (Kind: KindUpstream,
+// KindPeer or KindEdge; Name: a dialed link's URL, an edge's root node, an
+// accepted peer's instance), whether a session is up, and when its remote
+// was last seen (for a link down: when it went offline).
+type KnownLink struct {
+	Kind, Name, Role, Remote string
+	Connected                bool
+	LastSeen                 time.Time
 }
 
 // Metrics returns a snapshot of the replica's counters, links and store
@@ -257,6 +270,10 @@ func (r *Replica) Metrics() Metrics {
 		}
 		lm.Remote = m.lastRemote[lm.URL]
 		out.Links = append(out.Links, lm)
+	}
+	for _, k := range r.links.snapshot() {
+		out.Known = append(out.Known, KnownLink{Kind: k.Kind, Name: k.Name, Role: k.Role, Remote: k.Remote,
+			Connected: k.Connected, LastSeen: k.LastSeenAt})
 	}
 	accepted := r.acceptor.status()
 	slices.SortFunc(accepted, func(a, b transport.LinkStatus) int { return strings.Compare(a.Remote, b.Remote) })

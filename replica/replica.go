@@ -209,6 +209,8 @@ type Replica struct {
 
 	dialers  []*dialLink
 	acceptor *acceptor
+	links    *linkBook  // every link known, with its last state
+	refusals refusalLog // writes refused for a full disk, logged once a minute
 	subs     []*nats.Subscription
 
 	apiMu     sync.Mutex
@@ -238,6 +240,12 @@ func Open(cfg Config) (*Replica, error) {
 		nc.Close()
 		return nil, err
 	}
+	if r.links, err = loadLinkBook(cfg.Store, cfg.Logger); err != nil {
+		cancel()
+		nc.Close()
+		return nil, err
+	}
+	r.refusals = refusalLog{log: cfg.Logger, now: time.Now, interval: time.Minute}
 	r.limits.init(&r.cfg)
 	r.auth = newAuthority(r)
 	r.acceptor = newAcceptor(r)
@@ -258,7 +266,7 @@ func Open(cfg Config) (*Replica, error) {
 			// The store failed under it: routed links stop getting
 			// changes; they are ended so their remotes see the fault.
 			r.log.Error("router stopped", "err", err)
-			r.acceptor.closeAll()
+			r.acceptor.closeAll(fmt.Errorf("router stopped: %w", err))
 		}
 	}()
 	go func() {
@@ -326,7 +334,7 @@ func (r *Replica) Close(ctx context.Context) error {
 	r.apiMu.Unlock()
 	r.cfg.Server.SetAuth(nil)
 	r.cancel()
-	r.acceptor.closeAll()
+	r.acceptor.closeAll(nil)
 	done := make(chan struct{})
 	go func() {
 		r.wg.Wait()
@@ -355,6 +363,8 @@ func (r *Replica) revalidateLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		r.refusals.flush()
+		r.links.refresh(time.Now())
 		r.cfg.Server.Revalidate(r.auth.revalidate)
 		r.acceptor.endOrphans(r.cfg.Server.Connections())
 	}
@@ -385,7 +395,10 @@ func (r *Replica) WriteOne(pts []crdt.Point) (store.Result, error) {
 }
 
 func (r *Replica) write(pts []crdt.Point, oneTime bool) (res store.Result, err error) {
-	defer func() { r.metrics.write(PathLocal, len(pts), res, err) }()
+	defer func() {
+		r.metrics.write(PathLocal, len(pts), res, err)
+		r.refusals.note(len(pts), err)
+	}()
 	batch := make([]crdt.Point, len(pts))
 	inst := r.st.Instance()
 	var maxRemote crdt.Timestamp
@@ -490,6 +503,7 @@ func (r *Replica) applyRemote(src uuid.UUID, pts []crdt.Point, marks map[string]
 	}
 	res, err = r.apply(store.ApplyOptions{Source: src, Marks: marks}, accepted)
 	r.metrics.remote(marks, rejected, len(accepted), res, err)
+	r.refusals.note(len(accepted), err)
 	if err != nil {
 		return res, rejected, reason, err
 	}

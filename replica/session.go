@@ -91,6 +91,59 @@ func ackPrefix(conn *nats.Conn) string {
 
 func (s *session) touch() { s.lastSeen.Store(time.Now().UnixNano()) }
 
+// goodbye is the cause of a session the remote ended cleanly with a Bye.
+type goodbye struct{ reason string }
+
+func (g *goodbye) Error() string {
+	if g.reason == "" {
+		return "the remote closed the session"
+	}
+	return "the remote closed the session: " + g.reason
+}
+
+// isGoodbye reports whether err is the end of a session the remote
+// closed cleanly.
+func isGoodbye(err error) bool {
+	var g *goodbye
+	return errors.As(err, &g)
+}
+
+// errNoSession is an ack subject's no-responders status: the remote no
+// longer listens on the session's subject our push went to (it ended the
+// session, or its replica stopped while its server runs on).
+var errNoSession = errors.New("the remote holds no session for our pushes (no responders)")
+
+// byeWait bounds how long a goodbye waits for the remote's answer.
+const byeWait = time.Second
+
+// sayBye tells the remote, on subject subj, that this side ends the
+// session cleanly, and waits (at most byeWait) for its answer: once it
+// comes, the remote has ended the session, before this side lets go of
+// its subjects or its connection. A remote that predates Bye answers it
+// with an error, which does as well.
+func (s *session) sayBye(subj, reason string) {
+	b, err := transport.Encode(transport.Bye{Reason: reason})
+	if err != nil {
+		return
+	}
+	s.bytesSent.Add(uint64(len(b)))
+	if m, err := s.conn.Request(subj, b, byeWait); err == nil {
+		s.bytesRecv.Add(uint64(len(m.Data)))
+	}
+}
+
+// byeReceived ends the session on the remote's goodbye and answers it.
+func (s *session) byeReceived(m *nats.Msg, bye transport.Bye) {
+	s.fail(&goodbye{reason: bye.Reason})
+	s.respondMsg(m, transport.Ack{})
+}
+
+// noResponders reports whether m is the server's no-responders status on
+// a reply subject: an empty message with header Status 503.
+func noResponders(m *nats.Msg) bool {
+	return len(m.Data) == 0 && m.Header != nil && m.Header.Get("Status") == "503"
+}
+
 // inSync: the last digest comparison matched, both senders are caught up
 // and nothing is in flight.
 func (s *session) status() (inSync bool, pending uint64) {
@@ -134,6 +187,10 @@ func (s *session) respondMsg(m *nats.Msg, v any) {
 func (s *session) handlePush(m *nats.Msg) {
 	s.bytesRecv.Add(uint64(len(m.Data)))
 	s.touch()
+	if bye, ok := transport.IsBye(m.Data); ok {
+		s.byeReceived(m, bye)
+		return
+	}
 	var p transport.Push
 	if err := transport.Decode(m.Data, 0, &p); err != nil {
 		if transport.IsRemote(err) {
@@ -262,7 +319,13 @@ func (s *session) runSender(ctx context.Context, have uint64) error {
 		tok, _, _ := strings.Cut(m.Subject[strings.LastIndexByte(m.Subject, '.')+1:], "-")
 		through, perr := strconv.ParseUint(tok, 10, 64)
 		var a transport.Ack
-		err := transport.Decode(m.Data, 0, &a)
+		var err error
+		if noResponders(m) {
+			// Not a malformed ack: the remote let go of the session.
+			err = errNoSession
+		} else {
+			err = transport.Decode(m.Data, 0, &a)
+		}
 		if perr != nil {
 			err = fmt.Errorf("ack on %s: %w", m.Subject, perr)
 		}
@@ -325,6 +388,9 @@ func (s *session) runSender(ctx context.Context, have uint64) error {
 			return nil
 		case <-kick:
 		case a := <-acks:
+			if errors.Is(a.err, errNoSession) {
+				return a.err
+			}
 			if a.err != nil {
 				return fmt.Errorf("ack: %w", a.err)
 			}

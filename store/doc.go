@@ -18,6 +18,8 @@
 //	                                        its register (a cycle was broken)
 //	k name                                  a mark: a named counter replication keeps
 //	                                        (not a point, not replicated)
+//	l name                                  a link record: what replication remembers
+//	                                        of a link (local, like marks)
 //
 // node and parent are 16 raw UUID bytes (parent is 16 zero bytes for node
 // points); seq is a big-endian counter assigned in commit order. Points

@@ -274,6 +274,7 @@ type Store struct {
 	// edges (IrregularEdges).
 	irregularGen atomic.Uint64
 	cache        *writeCache // the writer's tree records; used under mu
+	du           diskUsage   // DiskUsage's cached figure
 }
 
 // Open opens or creates the store in cfg.Dir. On first open it creates the
@@ -549,12 +550,6 @@ func statfsFree(dir string) (uint64, error) {
 		return 0, err
 	}
 	return st.Bavail * uint64(st.Bsize), nil
-}
-
-// DiskUsage returns the bytes Badger's files take (LSM tables and value log).
-func (s *Store) DiskUsage() int64 {
-	lsm, vlog := s.db.Size()
-	return lsm + vlog
 }
 
 func beUint64(b []byte) uint64 {

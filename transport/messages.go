@@ -97,6 +97,16 @@ type Ack struct {
 // Ping keeps a session alive; it is answered with an Ack.
 type Ping struct{}
 
+// Bye ends a link session cleanly: the side that ends it (a server that
+// shuts down, an edge stopped by SIGTERM, a link closed) sends it before
+// it lets go of the session's subjects, so the other side shows the link
+// disconnected at once instead of after a timeout. The dialer sends it on
+// the session's ping subject, the acceptor on its down subject; neither
+// is answered. Reason says why, for the receiver's log and status.
+type Bye struct {
+	Reason string `msgpack:"why,omitempty"`
+}
+
 // LinkStatus describes one link in a Status.
 type LinkStatus struct {
 	URL       string `msgpack:"url" json:"url"`
@@ -109,6 +119,10 @@ type LinkStatus struct {
 	BytesSent uint64 `msgpack:"bytesSent" json:"bytesSent"`
 	BytesRecv uint64 `msgpack:"bytesReceived" json:"bytesReceived"`
 	Rejected  uint64 `msgpack:"rejected" json:"rejected"`
+	// LastSeen is when the remote last spoke on the link (RFC 3339, UTC,
+	// milliseconds); empty when never. For a link that is down it is
+	// when it went offline, kept across restarts.
+	LastSeen string `msgpack:"lastSeen,omitempty" json:"lastSeen,omitempty"`
 }
 
 // Status answers a status request (NameStatus).
@@ -250,7 +264,8 @@ const (
 	MsgTokenReply    MsgType = 24
 	MsgNodesRequest  MsgType = 25
 	MsgNodesReply    MsgType = 26
-	msgTypeEnd               = 27 // one past the last known type
+	MsgBye           MsgType = 27
+	msgTypeEnd               = 28 // one past the last known type
 )
 
 var msgNames = [...]string{
@@ -263,6 +278,7 @@ var msgNames = [...]string{
 	MsgEdgesPage: "edges-page", MsgWatchRequest: "watch-request", MsgWatchReply: "watch-reply",
 	MsgTokenRequest: "token-request", MsgTokenReply: "token-reply",
 	MsgNodesRequest: "nodes-request", MsgNodesReply: "nodes-reply",
+	MsgBye: "bye",
 }
 
 // typeOf returns the MsgType of a message value.
@@ -312,6 +328,8 @@ func typeOf(v any) (MsgType, error) {
 		return MsgNodesRequest, nil
 	case *NodesReply, NodesReply:
 		return MsgNodesReply, nil
+	case *Bye, Bye:
+		return MsgBye, nil
 	}
 	return MsgInvalid, fmt.Errorf("transport: %T is not a message", v)
 }
@@ -397,6 +415,16 @@ func decodeWire(msg []byte, limit int, want MsgType, v any) error {
 		return fmt.Errorf("%s body: %w: %v", t, crdt.ErrMalformed, err)
 	}
 	return nil
+}
+
+// IsBye reports whether msg is a Bye frame, and returns it.
+func IsBye(msg []byte) (Bye, bool) {
+	var b Bye
+	t, _, err := ParseFrame(msg, 0)
+	if err != nil || t != MsgBye || Decode(msg, 0, &b) != nil {
+		return Bye{}, false
+	}
+	return b, true
 }
 
 // IsRemote reports whether err came from the other side's MsgError.

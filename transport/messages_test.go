@@ -29,6 +29,7 @@ func msgSamples() []any {
 	link := LinkStatus{
 		URL: "nats://127.0.0.1:4222", Role: RoleEdge, Remote: "edge-1", Connected: true, InSync: true,
 		Pending: 7, LastError: "timeout", BytesSent: 1 << 40, BytesRecv: 12345, Rejected: 3,
+		LastSeen: "2026-12-06T04:00:00.123Z",
 	}
 	return []any{
 		Hello{Proto: LinkProto, Instance: inst, Root: root, Role: RolePeer, Time: 1_700_000_000_123},
@@ -56,6 +57,7 @@ func msgSamples() []any {
 		TokenReply{Token: "v1.payload.mac", User: inst, Expires: 1_900_000_000_123},
 		NodesRequest{Nodes: append(inst[:], root[:]...)},
 		NodesReply{Known: []byte{1, 0}},
+		Bye{Reason: "server shutting down"},
 	}
 }
 
@@ -104,14 +106,15 @@ func TestMessageTypesWireContract(t *testing.T) {
 		{MsgEdgesPage, 20, "edges-page"}, {MsgWatchRequest, 21, "watch-request"}, {MsgWatchReply, 22, "watch-reply"},
 		{MsgTokenRequest, 23, "token-request"}, {MsgTokenReply, 24, "token-reply"},
 		{MsgNodesRequest, 25, "nodes-request"}, {MsgNodesReply, 26, "nodes-reply"},
+		{MsgBye, 27, "bye"},
 	}
 	for _, w := range want {
 		if uint8(w.typ) != w.num || w.typ.String() != w.name {
 			t.Errorf("%s = %d, want %s = %d (the enum is append-only)", w.typ, uint8(w.typ), w.name, w.num)
 		}
 	}
-	if msgTypeEnd != 27 {
-		t.Errorf("msgTypeEnd = %d, want 27: a new type needs a test here and a seed in FuzzDecode", msgTypeEnd)
+	if msgTypeEnd != 28 {
+		t.Errorf("msgTypeEnd = %d, want 28: a new type needs a test here and a seed in FuzzDecode", msgTypeEnd)
 	}
 	if LinkProto != 1 {
 		t.Errorf("LinkProto = %d: changing it breaks every deployed peer", LinkProto)
@@ -164,8 +167,9 @@ func TestMessageKeys(t *testing.T) {
 		MsgTokenReply:    {"exp", "token", "user"},
 		MsgNodesRequest:  {"nodes"},
 		MsgNodesReply:    {"known"},
+		MsgBye:           {"why"},
 	}
-	linkKeys := []string{"bytesReceived", "bytesSent", "connected", "inSync", "lastError", "pending", "rejected", "remote", "role", "url"}
+	linkKeys := []string{"bytesReceived", "bytesSent", "connected", "inSync", "lastError", "lastSeen", "pending", "rejected", "remote", "role", "url"}
 	for _, v := range msgSamples() {
 		msg, err := Encode(v)
 		if err != nil {

@@ -134,8 +134,17 @@ func writeMetrics(w *promWriter, m replica.Metrics, p processInfo) {
 	linkFamily("siot_link_received_bytes_total", "counter", "Frame bytes received on the link (a link a remote opened counts from its session's start).",
 		func(l replica.LinkMetrics) float64 { return float64(l.BytesRecv) })
 
+	w.family("siot_link_online", "gauge", "1 while a session of the link is up, 0 once it ended; every link this server has known, kept across restarts. link is a dialed link's URL, an edge's root node or an accepted peer's instance; kind is upstream, peer or edge.")
+	for _, k := range m.Known {
+		w.sample("siot_link_online", b2f(k.Connected), "link", k.Name, "kind", k.Kind)
+	}
+	w.family("siot_link_last_seen_seconds", "gauge", "When the link's remote last spoke, in seconds since the Unix epoch: for a link that is down, when it went offline.")
+	for _, k := range m.Known {
+		w.sample("siot_link_last_seen_seconds", float64(k.LastSeen.UnixMilli())/1000, "link", k.Name, "kind", k.Kind)
+	}
+
 	w.one("siot_store_last_change", "gauge", "The store's last change number: it grows by one with every point applied.", float64(m.LastSeq))
-	w.one("siot_store_disk_bytes", "gauge", "Bytes of the store's files (LSM tables and value log), as Badger last measured them (about once a minute).", float64(m.DiskBytes))
+	w.one("siot_store_disk_bytes", "gauge", "Bytes the store's files take on disk (every file under --data), measured at most every 2 s.", float64(m.DiskBytes))
 
 	w.family("siot_build_info", "gauge", "Always 1; the labels say which build runs.")
 	w.sample("siot_build_info", 1, "version", p.version, "goversion", runtime.Version())

@@ -633,8 +633,14 @@ func httpHandler(rep *replica.Replica) http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
+		var why []string
 		if _, _, err := rep.Store().Get(crdt.Register{Node: rep.Store().Root(), Type: crdt.TypeNodeType}); err != nil {
-			http.Error(w, "store: "+err.Error(), http.StatusServiceUnavailable)
+			why = append(why, "store: "+err.Error())
+		}
+		if why = append(why, rep.NotReady()...); len(why) > 0 {
+			// One line per reason.
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, strings.Join(why, "\n")+"\n")
 			return
 		}
 		io.WriteString(w, "ready\n")

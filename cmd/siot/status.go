@@ -17,13 +17,19 @@ const statusUsage = `Usage: siot status [--json] [--watch [--interval D]] [--ser
 
 Print a running server's status: its root node ID, its instance ID, and each
 link with its URL, whether it is connected and in sync, how many changes are
-pending, the last error, and the bytes sent and received.
+pending, the last error, and the bytes sent and received. A link that is
+down shows "offline since" the time its remote was last seen; the links
+remotes opened here (edges, peers) stay listed after their session ends,
+also after a restart, so a cloud shows which edges are offline and since
+when.
 
 With --json, print one JSON object:
   {"id": ROOT, "instance": ID, "links": [{"url", "connected", "inSync",
-   "pending", "lastError", "bytesSent", "bytesReceived", ...}], ...}
+   "pending", "lastError", "bytesSent", "bytesReceived", "lastSeen", ...}],
+   "accepted": [...], ...}
 "inSync" is true when the last digest comparison of the link's scope
-matched and nothing is pending either way.
+matched and nothing is pending either way. "lastSeen" (RFC 3339, UTC) is
+when the remote last spoke: for a link that is down, when it went offline.
 
 With --watch, print the status again every --interval (default 1s) until
 interrupted (Ctrl-C: exit status 0), redrawing the screen on a terminal,
@@ -188,10 +194,24 @@ func (c *statusCmd) print(w io.Writer, st transport.Status, prev *statusSample) 
 				}
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%v\t%v\t%d%s\t%d\t%d\t%s\n", linkKey(l), l.Role, l.Connected, l.InSync, l.Pending, rates,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%d%s\t%d\t%d\t%s\n", linkKey(l), l.Role, connectedText(l), l.InSync, l.Pending, rates,
 			l.BytesSent, l.BytesRecv, l.LastError)
 	}
 	return tw.Flush()
+}
+
+// connectedText is a link's CONNECTED column: true, or when it is down,
+// since when its remote was last seen ("offline since 2026-12-06 04:13:57
+// UTC"), or false when it never was.
+func connectedText(l transport.LinkStatus) string {
+	if l.Connected {
+		return "true"
+	}
+	seen, err := time.Parse(time.RFC3339, l.LastSeen)
+	if err != nil {
+		return "false"
+	}
+	return "offline since " + seen.UTC().Format("2006-01-02 15:04:05 MST")
 }
 
 // linkRates formats a link's RATE, ETA and TRAFFIC columns between two
