@@ -50,11 +50,12 @@ func (s *Store) DiskUsage() int64 {
 }
 
 // dirBytes sums the disk space of the regular files under dir. Files that
-// vanish during the walk (Badger deletes compacted tables) are skipped.
+// vanish during the walk (Badger deletes compacted tables) are skipped, and
+// so is the ballast (BallastName): it holds no data.
 func dirBytes(dir string) int64 {
 	var total int64
 	_ = filepath.WalkDir(dir, func(_ string, e fs.DirEntry, err error) error {
-		if err != nil || !e.Type().IsRegular() {
+		if err != nil || !e.Type().IsRegular() || e.Name() == BallastName || e.Name() == BallastName+".tmp" {
 			return nil
 		}
 		fi, err := e.Info()

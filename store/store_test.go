@@ -651,6 +651,9 @@ func TestFloorRaisedAndBallast(t *testing.T) {
 		if got, ok, err := s.Get(crdt.Register{Node: id(1), Type: "temp"}); err != nil || !ok || got.Value != 1 {
 			t.Fatalf("profile %d: after reopening: %+v %v %v", profile, got, ok, err)
 		}
+		if du := s.DiskUsage(); du >= int64(floor) {
+			t.Fatalf("profile %d: DiskUsage %d counts the %d-byte ballast", profile, du, floor)
+		}
 		s.Close()
 	}
 }
