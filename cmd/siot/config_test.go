@@ -21,52 +21,7 @@ import (
 // as its environment and hup as its SIGHUP channel (may be nil).
 func serveWithEnv(t *testing.T, env map[string]string, hup <-chan os.Signal, args ...string) *instance {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	log := &syncBuffer{}
-	getenv := func(k string) string {
-		if k == "GOMEMLIMIT" {
-			return "max"
-		}
-		return env[k]
-	}
-	m := &Main{Stdin: strings.NewReader(""), Stdout: io.Discard, Stderr: log, Getenv: getenv, Hangup: hup}
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx, append([]string{"serve", "--log-format", "json"}, args...)) }()
-	inst := &instance{log: log}
-	stopped := false
-	inst.stop = func() error {
-		if stopped {
-			return nil
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			return err
-		case <-time.After(20 * time.Second):
-			return errors.New("serve did not stop")
-		}
-	}
-	t.Cleanup(func() {
-		if err := inst.stop(); err != nil {
-			t.Errorf("serve: %v\n%s", err, log.String())
-		}
-	})
-	started := poll(20*time.Second, 10*time.Millisecond, func() bool {
-		select {
-		case err := <-done:
-			done <- err
-			t.Fatalf("serve exited: %v\n%s", err, log.String())
-		default:
-		}
-		var ok bool
-		inst.id, inst.nats, inst.http, ok = servingLine(log.String())
-		return ok
-	})
-	if !started {
-		t.Fatalf("serve did not start:\n%s", log.String())
-	}
-	return inst
+	return runServe(t, env, hup, args...)
 }
 
 func writeFile(t *testing.T, path, text string) string {

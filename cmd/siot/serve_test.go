@@ -54,20 +54,27 @@ type instance struct {
 // "siot serving" log line to learn its addresses.
 func serve(t testing.TB, args ...string) *instance {
 	t.Helper()
-	args = withLinkCreds(t, args)
+	return runServe(t, nil, nil, append([]string{"--min-free", "0"}, withLinkCreds(t, args)...)...)
+}
+
+// runServe runs `siot serve args...` in-process, logging JSON, with env
+// as its environment (GOMEMLIMIT set: serve leaves the test process's
+// memory limit alone) and hup as its SIGHUP channel (may be nil). It
+// returns once the server announces that it is serving.
+func runServe(t testing.TB, env map[string]string, hup <-chan os.Signal, args ...string) *instance {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	log := &syncBuffer{}
-	// GOMEMLIMIT set: serve leaves the test process's memory limit alone.
 	getenv := func(k string) string {
 		if k == "GOMEMLIMIT" {
 			return "max"
 		}
-		return ""
+		return env[k]
 	}
-	m := &Main{Stdin: strings.NewReader(""), Stdout: io.Discard, Stderr: log, Getenv: getenv}
+	m := &Main{Stdin: strings.NewReader(""), Stdout: io.Discard, Stderr: log, Getenv: getenv, Hangup: hup}
 	done := make(chan error, 1)
 	go func() {
-		done <- m.Run(ctx, append([]string{"serve", "--min-free", "0", "--log-format", "json"}, args...))
+		done <- m.Run(ctx, append([]string{"serve", "--log-format", "json"}, args...))
 	}()
 	inst := &instance{log: log}
 	var once sync.Once
@@ -102,8 +109,9 @@ func serve(t testing.TB, args ...string) *instance {
 	if !started {
 		t.Fatalf("serve did not start:\n%s", log.String())
 	}
-	inst.dataDir = argValue(args, "--data")
-	registerCreds(inst.nats, inst.dataDir)
+	if inst.dataDir = argValue(args, "--data"); inst.dataDir != "" {
+		registerCreds(inst.nats, inst.dataDir)
+	}
 	return inst
 }
 
