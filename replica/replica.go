@@ -216,6 +216,7 @@ type Replica struct {
 	apiMu     sync.Mutex
 	apiClosed bool // Close has begun: no new watch goroutines
 	watchers  int  // watch requests held
+	verifying bool // a verify request is running
 }
 
 // Open starts a replica: it seeds the clock from the store, accepts links
@@ -303,6 +304,7 @@ func (r *Replica) subscribe() error {
 		transport.NameWatch:  r.handleWatch,
 		transport.NameToken:  serve(r, r.auth.issueToken),
 		transport.NameNodes:  serve(r, r.treeNodes),
+		transport.NameVerify: r.handleVerify,
 	}
 	// In a cluster the members answer requests that name no server as
 	// one queue group, and each answers those that name its own server

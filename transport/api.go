@@ -109,3 +109,21 @@ type NodesRequest struct {
 type NodesReply struct {
 	Known []byte `msgpack:"known"`
 }
+
+// VerifyRequest asks a running server to check its store (NameVerify):
+// every table's checksums, then every index and digest recomputed from the
+// points of one snapshot. Only the local administrator may ask, and one
+// check runs at a time.
+type VerifyRequest struct{}
+
+// VerifyReply answers a VerifyRequest. Error is empty when everything
+// matched; else it names the damaged file or lists the first mismatches.
+// The counts are as far as the check went.
+type VerifyReply struct {
+	Registers int     `msgpack:"registers"`
+	Nodes     int     `msgpack:"nodes"`
+	Edges     int     `msgpack:"edges"`
+	Problems  int     `msgpack:"problems"`
+	Seconds   float64 `msgpack:"seconds"`
+	Error     string  `msgpack:"error"`
+}

@@ -265,7 +265,9 @@ const (
 	MsgNodesRequest  MsgType = 25
 	MsgNodesReply    MsgType = 26
 	MsgBye           MsgType = 27
-	msgTypeEnd               = 28 // one past the last known type
+	MsgVerifyRequest MsgType = 28
+	MsgVerifyReply   MsgType = 29
+	msgTypeEnd               = 30 // one past the last known type
 )
 
 var msgNames = [...]string{
@@ -278,7 +280,7 @@ var msgNames = [...]string{
 	MsgEdgesPage: "edges-page", MsgWatchRequest: "watch-request", MsgWatchReply: "watch-reply",
 	MsgTokenRequest: "token-request", MsgTokenReply: "token-reply",
 	MsgNodesRequest: "nodes-request", MsgNodesReply: "nodes-reply",
-	MsgBye: "bye",
+	MsgBye: "bye", MsgVerifyRequest: "verify-request", MsgVerifyReply: "verify-reply",
 }
 
 // typeOf returns the MsgType of a message value.
@@ -330,6 +332,10 @@ func typeOf(v any) (MsgType, error) {
 		return MsgNodesReply, nil
 	case *Bye, Bye:
 		return MsgBye, nil
+	case *VerifyRequest, VerifyRequest:
+		return MsgVerifyRequest, nil
+	case *VerifyReply, VerifyReply:
+		return MsgVerifyReply, nil
 	}
 	return MsgInvalid, fmt.Errorf("transport: %T is not a message", v)
 }

@@ -58,6 +58,8 @@ func msgSamples() []any {
 		NodesRequest{Nodes: append(inst[:], root[:]...)},
 		NodesReply{Known: []byte{1, 0}},
 		Bye{Reason: "server shutting down"},
+		VerifyRequest{},
+		VerifyReply{Registers: 3, Nodes: 2, Edges: 1, Problems: 1, Seconds: 0.5, Error: "store: verify mismatch"},
 	}
 }
 
@@ -106,15 +108,15 @@ func TestMessageTypesWireContract(t *testing.T) {
 		{MsgEdgesPage, 20, "edges-page"}, {MsgWatchRequest, 21, "watch-request"}, {MsgWatchReply, 22, "watch-reply"},
 		{MsgTokenRequest, 23, "token-request"}, {MsgTokenReply, 24, "token-reply"},
 		{MsgNodesRequest, 25, "nodes-request"}, {MsgNodesReply, 26, "nodes-reply"},
-		{MsgBye, 27, "bye"},
+		{MsgBye, 27, "bye"}, {MsgVerifyRequest, 28, "verify-request"}, {MsgVerifyReply, 29, "verify-reply"},
 	}
 	for _, w := range want {
 		if uint8(w.typ) != w.num || w.typ.String() != w.name {
 			t.Errorf("%s = %d, want %s = %d (the enum is append-only)", w.typ, uint8(w.typ), w.name, w.num)
 		}
 	}
-	if msgTypeEnd != 28 {
-		t.Errorf("msgTypeEnd = %d, want 28: a new type needs a test here and a seed in FuzzDecode", msgTypeEnd)
+	if msgTypeEnd != 30 {
+		t.Errorf("msgTypeEnd = %d, want 30: a new type needs a test here and a seed in FuzzDecode", msgTypeEnd)
 	}
 	if LinkProto != 1 {
 		t.Errorf("LinkProto = %d: changing it breaks every deployed peer", LinkProto)
@@ -168,6 +170,8 @@ func TestMessageKeys(t *testing.T) {
 		MsgNodesRequest:  {"nodes"},
 		MsgNodesReply:    {"known"},
 		MsgBye:           {"why"},
+		MsgVerifyRequest: {},
+		MsgVerifyReply:   {"edges", "error", "nodes", "problems", "registers", "seconds"},
 	}
 	linkKeys := []string{"bytesReceived", "bytesSent", "connected", "inSync", "lastError", "lastSeen", "pending", "rejected", "remote", "role", "url"}
 	for _, v := range msgSamples() {

@@ -37,6 +37,9 @@ const (
 	// NameNodes answers a NodesRequest with a NodesReply: which of many
 	// nodes the server has (siot import's check of its records).
 	NameNodes = "api.nodes"
+	// NameVerify answers a VerifyRequest with a VerifyReply: the
+	// administrator's check of a running server's store.
+	NameVerify = "api.verify"
 )
 
 // Subject returns the subject of request name sent by identity id.

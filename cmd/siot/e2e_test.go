@@ -181,7 +181,7 @@ func (p *e2eProc) startOnce() error {
 		httpAddr = "127.0.0.1:" + strconv.Itoa(freePort(p.t))
 	}
 	args := []string{"serve", "--data", p.data, "--listen", "127.0.0.1:" + strconv.Itoa(p.port), "--http", httpAddr,
-		"--min-free", "0", "--log-format", "json"}
+		"--log-format", "json"}
 	args = withLinkCreds(p.t, append(args, p.extra...))
 	cmd := exec.Command(e2eBinary(p.t), args...)
 	var run e2eBuffer

@@ -99,6 +99,7 @@ func TestDiskBytesGrowAfterImport(t *testing.T) {
 	}
 	var in strings.Builder
 	pad := strings.Repeat("x", 400)
+	in.WriteString(`{"node":"6ba7b810-9dad-11d1-80b4-00c04fd430c8","parent":"` + srv.id + `","type":"edge"}` + "\n")
 	for i := range 20000 {
 		in.WriteString(`{"node":"6ba7b810-9dad-11d1-80b4-00c04fd430c8","type":"blob","key":"` + strconv.Itoa(i) + `","text":"` + pad + `"}` + "\n")
 	}

@@ -54,7 +54,7 @@ type instance struct {
 // "siot serving" log line to learn its addresses.
 func serve(t testing.TB, args ...string) *instance {
 	t.Helper()
-	return runServe(t, nil, nil, append([]string{"--min-free", "0"}, withLinkCreds(t, args)...)...)
+	return runServe(t, nil, nil, withLinkCreds(t, args)...)
 }
 
 // runServe runs `siot serve args...` in-process, logging JSON, with env

@@ -91,26 +91,7 @@ func TestVerifyCommand(t *testing.T) {
 
 	t.Run("digest mismatch", func(t *testing.T) {
 		dir := verifyFixture(t, 50)
-		// Delete one node's digest record behind the store's back.
-		db, err := badger.Open(badger.DefaultOptions(dir).WithLogger(nil))
-		if err != nil {
-			t.Fatal(err)
-		}
-		err = db.Update(func(txn *badger.Txn) error {
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{'n'}})
-			defer it.Close()
-			it.Rewind()
-			if !it.Valid() {
-				return errors.New("no node record")
-			}
-			return txn.Delete(it.Item().KeyCopy(nil))
-		})
-		if cerr := db.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+		deleteOneDigest(t, dir)
 		out, _, err := run(t, "verify", "--data", dir, "--json")
 		r := verifyJSON(t, out)
 		if err == nil || !errors.Is(err, store.ErrMismatch) || r.OK || r.Problems == 0 || !strings.Contains(r.Error, "no digest record") {
@@ -144,4 +125,66 @@ func TestVerifyCommand(t *testing.T) {
 			t.Fatalf("verify wrote into an empty directory: %v", ents)
 		}
 	})
+}
+
+// deleteOneDigest deletes one node's digest record from the stopped store
+// in dir, behind the store's back.
+func deleteOneDigest(t *testing.T, dir string) {
+	t.Helper()
+	db, err := badger.Open(badger.DefaultOptions(dir).WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{'n'}})
+		defer it.Close()
+		it.Rewind()
+		if !it.Valid() {
+			return errors.New("no node record")
+		}
+		return txn.Delete(it.Item().KeyCopy(nil))
+	})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestVerifyOnline: siot verify --online asks a running server to check
+// its own store: ok with counts on a sound one, exit 1 naming the mismatch
+// on a store whose digest record was deleted before the server started,
+// refused for a device's credentials, and a usage error with --data.
+func TestVerifyOnline(t *testing.T) {
+	srv := serve(t, "--data", verifyFixture(t, 200), "--listen", "127.0.0.1:0", "--http", "")
+	out, _, err := run(t, "verify", "--online", "--server", srv.nats)
+	if err != nil || !strings.Contains(out, "ok: table checksums verified; 201 registers") {
+		t.Fatalf("sound store: %q %v", out, err)
+	}
+	out, _, err = run(t, "verify", "--online", "--server", srv.nats, "--json")
+	if r := verifyJSON(t, out); err != nil || !r.OK || r.Registers != 201 || r.Server != srv.nats || r.Problems != 0 {
+		t.Fatalf("sound store, --json: %+v %v", r, err)
+	}
+
+	dev := filepath.Join(t.TempDir(), "dev.creds")
+	if _, _, err := run(t, "device", "add", "--server", srv.nats, "--out", dev); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err = run(t, "verify", "--online", "--server", srv.nats, "--creds", dev); err == nil || !strings.Contains(err.Error(), "verify: permission denied") {
+		t.Fatalf("a device verified the server's store: %v", err)
+	}
+
+	var ue *UsageError
+	if _, _, err = run(t, "verify", "--online", "--data", t.TempDir(), "--server", srv.nats); !errors.As(err, &ue) {
+		t.Fatalf("--online with --data: %v", err)
+	}
+
+	dir := verifyFixture(t, 50)
+	deleteOneDigest(t, dir)
+	bad := serve(t, "--data", dir, "--listen", "127.0.0.1:0", "--http", "")
+	out, _, err = run(t, "verify", "--online", "--server", bad.nats, "--json")
+	if r := verifyJSON(t, out); err == nil || r.OK || r.Problems == 0 || !strings.Contains(r.Error, "no digest record") || !strings.Contains(err.Error(), "found") {
+		t.Fatalf("mismatch online: %+v %v", r, err)
+	}
 }
