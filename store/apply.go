@@ -416,7 +416,17 @@ func (b *batch) prefetch(db *badger.DB, pts []crdt.Point) error {
 		}()
 		err2 = read(rtxn, jobs[half:])
 	}()
-	err1 := read(b.txn, jobs[:half])
+	// A panic in this half must not unwind past rtxn's Discard while the
+	// other half still reads with it: it is an error, after the wait.
+	var err1 error
+	func() {
+		defer func() {
+			if r := recover(); r != nil {
+				err1 = readPanic(r)
+			}
+		}()
+		err1 = read(b.txn, jobs[:half])
+	}()
 	wg.Wait()
 	return errors.Join(err1, err2)
 }
