@@ -112,6 +112,10 @@ type Config struct {
 	// noBlockChecks turns off Badger's checksum verification of each
 	// table block it reads (BenchmarkChecksums measures both).
 	noBlockChecks bool
+	// noCompactions runs no compactor: for tests that damage a table while
+	// the store is open, where a compaction over it panics in Badger's own
+	// goroutine, which nothing can recover (the next Open names the file).
+	noCompactions bool
 	// skipFileCheck skips checkFiles at Open (BenchmarkChecksums).
 	skipFileCheck bool
 }
@@ -172,6 +176,9 @@ func (c *Config) badgerOptions() badger.Options {
 		WithChecksumVerificationMode(options.OnBlockRead)
 	if c.noBlockChecks {
 		opt = opt.WithChecksumVerificationMode(options.NoVerification)
+	}
+	if c.noCompactions {
+		opt = opt.WithNumCompactors(0)
 	}
 	// All levels use tables of the base size: a table builder holds its
 	// whole table in memory (and Badger pools up to 8 builders), so small

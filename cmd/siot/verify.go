@@ -166,7 +166,7 @@ func (c *verifyCmd) check(rep *verifyReport) error {
 	cfg.NoBallast = true
 	st, err := store.Open(cfg)
 	if errors.Is(err, store.ErrLocked) {
-		return fmt.Errorf("verify: %s is in use by a running server: stop it first (verify runs offline only; see siot verify --help)", dir)
+		return fmt.Errorf("verify: %s is in use by a running server: stop it first, or ask it with siot verify --online", dir)
 	}
 	if err != nil {
 		return fmt.Errorf("verify: %w", err)

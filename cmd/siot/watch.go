@@ -39,7 +39,8 @@ lost or printed twice. If the server it reaches cannot continue that feed
 (another instance at that address, or one whose changes end before that
 number: a restored or replaced data directory), watch says so and exits
 with status 1 rather than skip changes; so does --after beyond the
-server's last change.
+server's last change, and credentials the server still refuses after 10 s
+(a server refuses every sign-in while it starts).
 
 With --json, print one point record per line (the format of siot export)
 with "seq" (the change number) and "source" (the delivering instance;
@@ -141,6 +142,10 @@ func (c *watchCmd) run(ctx context.Context, args []string) error {
 const (
 	reconnectFirst = 100 * time.Millisecond
 	reconnectMax   = 2 * time.Second
+	// signInGrace is how long a reconnecting watch keeps trying while the
+	// server refuses its credentials: a server that is starting refuses
+	// every client until its store is open.
+	signInGrace = 10 * time.Second
 )
 
 // lostServer reports whether err is a request that failed because the
@@ -161,10 +166,11 @@ func lostServer(err error) bool {
 // waiting between attempts from reconnectFirst doubling up to
 // reconnectMax, and checks that its feed continues the one watched: the
 // same instance, with a last change at or beyond after. An error otherwise
-// (another server or data directory, credentials or a request refused): a
-// watch never resumes across a gap.
+// (another server or data directory, credentials refused for longer than
+// signInGrace, a request refused): a watch never resumes across a gap.
 func (c *watchCmd) reconnect(ctx context.Context, instance string, after uint64) (*client, error) {
 	wait := reconnectFirst
+	var refusedSince time.Time // the first of the sign-ins refused in a row
 	for {
 		cl, err := c.cf.dial()
 		if err == nil {
@@ -186,7 +192,15 @@ func (c *watchCmd) reconnect(ctx context.Context, instance string, after uint64)
 			}
 		}
 		if errors.Is(err, nats.ErrAuthorization) {
-			return nil, fmt.Errorf("reconnecting: %w", err)
+			// A server that is starting refuses every sign-in until its
+			// store is open; credentials refused for longer are revoked.
+			if refusedSince.IsZero() {
+				refusedSince = time.Now()
+			} else if time.Since(refusedSince) > signInGrace {
+				return nil, fmt.Errorf("reconnecting: %w", err)
+			}
+		} else {
+			refusedSince = time.Time{}
 		}
 		t := time.NewTimer(wait)
 		select {
