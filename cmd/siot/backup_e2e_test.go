@@ -50,7 +50,7 @@ func TestE2EImportKilledReportsDurableLineAndResumes(t *testing.T) {
 	b := newProc(t, "b", "--id", a.id)
 	b.start()
 	imp := exec.Command(bin, "import", "--server", b.url, "--batch", "500", "--timeout", "20s", backup)
-	imp.Env = append(os.Environ(), "SIOT_CREDS="+credsFor(b.url))
+	imp.Env = append(childEnv(), "SIOT_CREDS="+credsFor(b.url))
 	var out, errb bytes.Buffer
 	imp.Stdout, imp.Stderr = &out, &errb
 	if err := imp.Start(); err != nil {

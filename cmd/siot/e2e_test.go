@@ -184,6 +184,7 @@ func (p *e2eProc) startOnce() error {
 		"--log-format", "json"}
 	args = withLinkCreds(p.t, append(args, p.extra...))
 	cmd := exec.Command(e2eBinary(p.t), args...)
+	cmd.Env = childEnv()
 	var run e2eBuffer
 	fmt.Fprintf(&p.all, "==== %s: siot %s\n", time.Now().Format("15:04:05.000"), strings.Join(args, " "))
 	w := multiWriter{&run, &p.all}
@@ -302,13 +303,26 @@ func waitPortFree(t *testing.T, port int, deadline time.Time) {
 	}
 }
 
+// childEnv is the environment of the processes a test starts: the test's
+// own without its SIOT_ variables, which would change how a server starts
+// (every serve flag reads one) or whom a client signs in as.
+func childEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "SIOT_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
 // siot runs a client command of the binary; it never calls t.Fatal, so it
 // may run on any goroutine.
 func siot(stdin string, args ...string) (stdout, stderr string, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, e2eBin, args...)
-	cmd.Env = append(os.Environ(), "SIOT_CREDS="+credsFor(argValue(args, "--server")))
+	cmd.Env = append(childEnv(), "SIOT_CREDS="+credsFor(argValue(args, "--server")))
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb

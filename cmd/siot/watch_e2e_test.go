@@ -27,7 +27,7 @@ func startWatch(t *testing.T, p *e2eProc, after uint64) *watchProc {
 	t.Helper()
 	w := &watchProc{exited: make(chan struct{})}
 	w.cmd = exec.Command(e2eBinary(t), "watch", "--json", "--after", strconv.FormatUint(after, 10), "--server", p.url, "--timeout", "5s")
-	w.cmd.Env = append(os.Environ(), "SIOT_CREDS="+credsFor(p.url))
+	w.cmd.Env = append(childEnv(), "SIOT_CREDS="+credsFor(p.url))
 	w.cmd.Stdout, w.cmd.Stderr = &w.out, &w.errOut
 	if err := w.cmd.Start(); err != nil {
 		t.Fatal(err)
