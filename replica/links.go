@@ -2,6 +2,8 @@ package replica
 
 import (
 	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
+	"siot/store"
 	"siot/transport"
 )
 
@@ -53,7 +56,19 @@ type linkBook struct {
 	live map[string]*session    // the session of each connected link
 }
 
-func recordName(kind, name string) string { return kind + "/" + name }
+//
+// A name that would make a record name longer than store.MaxLinkName (a
+// long dialed URL) is cut and completed with a hash of the whole, so it
+// still names one link: the record keeps the full URL.
+func recordName(kind, name string) string {
+	key := kind + "/" + name
+	if len(key) <= store.MaxLinkName {
+		return key
+	}
+	sum := sha256.Sum256([]byte(name))
+	tail := "#" + hex.EncodeToString(sum[:8])
+	return key[:store.MaxLinkName-len(tail)] + tail
+}
 
 // loadLinkBook reads the stored records. Every link is offline after a
 // restart: its record keeps the time it was last seen.

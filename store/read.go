@@ -1,8 +1,10 @@
 package store
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"runtime/debug"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/google/uuid"
@@ -27,9 +29,34 @@ var ErrSkip = errors.New("store: skip node")
 // errReadPanic is wrapped by readPanic's errors, which name no file yet.
 var errReadPanic = errors.New("a read failed")
 
-// readPanic is the error for a panic recovered from a read.
+// readPanic is the error for a panic recovered from a read: one raised
+// inside Badger, decoding a table it cannot read. Any other panic (one of
+// a caller's callbacks, or of this package) is a bug, not damage, and
+// readPanic raises it again rather than report the data directory
+// corrupt. It must be called by the deferred function that recovered r,
+// while the frames that panicked are still on the stack.
 func readPanic(r any) error {
+	if !fromBadger(debug.Stack()) {
+		panic(r)
+	}
 	return fmt.Errorf("%w: %w (%s)", ErrCorrupt, errReadPanic, panicText(r))
+}
+
+// fromBadger reports whether a goroutine's stack, taken in a deferred
+// function while it panics, panicked in Badger's code: the first function
+// below the panic, past the runtime's own (a bounds check), is Badger's.
+func fromBadger(stack []byte) bool {
+	_, below, ok := bytes.Cut(stack, []byte("\npanic("))
+	if !ok {
+		return false
+	}
+	for _, line := range bytes.Split(below, []byte("\n"))[1:] {
+		if len(line) == 0 || line[0] == '\t' || bytes.HasPrefix(line, []byte("runtime.")) {
+			continue // a file:line, or a frame of the runtime
+		}
+		return bytes.HasPrefix(line, []byte("github.com/dgraph-io/badger/"))
+	}
+	return false
 }
 
 // inDir completes an error of readPanic: it looks for the damaged table

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/vmihailenco/msgpack/v5"
@@ -423,14 +426,38 @@ func decodeWire(msg []byte, limit int, want MsgType, v any) error {
 	return nil
 }
 
-// IsBye reports whether msg is a Bye frame, and returns it.
+// MaxByeReason bounds the reason of a Bye as IsBye returns it: the
+// remote's words end up in logs and status.
+const MaxByeReason = 200
+
+// IsBye reports whether msg is a Bye frame, and returns it, its reason cut
+// to MaxByeReason bytes of printable UTF-8 (control characters and invalid
+// bytes become '?').
 func IsBye(msg []byte) (Bye, bool) {
 	var b Bye
 	t, _, err := ParseFrame(msg, 0)
 	if err != nil || t != MsgBye || Decode(msg, 0, &b) != nil {
 		return Bye{}, false
 	}
+	b.Reason = printable(b.Reason, MaxByeReason)
 	return b, true
+}
+
+// printable returns s with control characters and invalid UTF-8 replaced
+// by '?', cut to at most n bytes (and "…") on a rune boundary.
+func printable(s string, n int) string {
+	var out strings.Builder
+	for i, r := range s {
+		if i >= n {
+			out.WriteString("…")
+			break
+		}
+		if r == utf8.RuneError || unicode.IsControl(r) {
+			r = '?'
+		}
+		out.WriteRune(r)
+	}
+	return out.String()
 }
 
 // IsRemote reports whether err came from the other side's MsgError.

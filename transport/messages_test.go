@@ -794,3 +794,22 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// A Bye's reason reaches logs and status: IsBye bounds it and keeps it to
+// printable text.
+func TestByeReasonBounded(t *testing.T) {
+	msg, err := Encode(Bye{Reason: strings.Repeat("é", 1000) + "\n\x1b[31m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, ok := IsBye(msg)
+	if !ok || len(b.Reason) > MaxByeReason+len("…") || !strings.HasSuffix(b.Reason, "…") {
+		t.Fatalf("reason of %d bytes: %q", len(b.Reason), b.Reason)
+	}
+	if msg, err = Encode(Bye{Reason: "bye\n\x1b[31m\xff"}); err != nil {
+		t.Fatal(err)
+	}
+	if b, ok = IsBye(msg); !ok || b.Reason != "bye??[31m?" {
+		t.Fatalf("reason %q", b.Reason)
+	}
+}
