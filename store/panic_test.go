@@ -4,7 +4,6 @@ import (
 	"errors"
 	"testing"
 
-
 	"siot/crdt"
 )
 
