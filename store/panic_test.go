@@ -40,3 +40,24 @@ func TestFromBadger(t *testing.T) {
 		t.Fatal("fromBadger misreads a stack")
 	}
 }
+
+// Reads failing on a damaged table search for it once a minute, not once
+// each: the search reads every table.
+func TestDamageSearchReused(t *testing.T) {
+	var c damageCache
+	searches := 0
+	search := func() error { searches++; return ErrCorrupt }
+	for range 100 {
+		if err := c.find(search); !errors.Is(err, ErrCorrupt) {
+			t.Fatal(err)
+		}
+	}
+	if searches != 1 {
+		t.Fatalf("%d searches for 100 failed reads", searches)
+	}
+	c.at = c.at.Add(-damageReuse)
+	c.find(search)
+	if searches != 2 {
+		t.Fatalf("the result was reused past %v", damageReuse)
+	}
+}

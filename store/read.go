@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"sync"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/google/uuid"
@@ -59,6 +61,29 @@ func fromBadger(stack []byte) bool {
 	return false
 }
 
+// damageCache keeps what the last search for a damaged table found, so
+// that reads failing on one damaged block, however many, cost one search
+// (a read of every table) a minute, not one each.
+type damageCache struct {
+	mu    sync.Mutex // held during a search: callers meanwhile wait for it
+	at    time.Time  // when the last search ended; zero: never
+	found error
+}
+
+// damageReuse is how long a search's result stands.
+const damageReuse = time.Minute
+
+// find returns what search finds, or what the last search found when it
+// ended less than damageReuse ago.
+func (c *damageCache) find(search func() error) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.at.IsZero() || time.Since(c.at) >= damageReuse {
+		c.found, c.at = search(), time.Now()
+	}
+	return c.found
+}
+
 // inDir completes an error of readPanic: it looks for the damaged table
 // (findDamage) and names it, or else names the data directory and says how
 // to find the file offline. It returns other errors as they are.
@@ -69,7 +94,7 @@ func (s *Store) inDir(err error) error {
 	if s.cfg.InMemory {
 		return fmt.Errorf("store: in memory: %w", err)
 	}
-	if found := findDamage(s.cfg.Dir, s.cfg.badgerOptions()); found != nil {
+	if found := s.damage.find(func() error { return findDamage(s.cfg.Dir, s.cfg.badgerOptions()) }); found != nil {
 		return fmt.Errorf("%w; %w", found, err)
 	}
 	return fmt.Errorf("store: %s: %w: no damaged table found now; stop the server and run siot verify --data %s",

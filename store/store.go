@@ -265,6 +265,7 @@ type Store struct {
 	cfg      Config
 	db       *badger.DB
 	checked  FileCheck // what Open checked
+	damage   damageCache
 	root     uuid.UUID
 	instance uuid.UUID
 	maxTime  atomic.Uint64 // the greatest HLC held
