@@ -56,9 +56,8 @@ type linkBook struct {
 	live map[string]*session    // the session of each connected link
 }
 
-//
-// A name that would make a record name longer than store.MaxLinkName (a
-// long dialed URL) is cut and completed with a hash of the whole, so it
+// recordName is the store's name of link (kind, name)'s record. A name
+// that would make it longer than store.MaxLinkName (a long dialed URL) is cut and completed with a hash of the whole, so it
 // still names one link: the record keeps the full URL.
 func recordName(kind, name string) string {
 	key := kind + "/" + name

@@ -64,10 +64,14 @@ func (r *Replica) verifyStore() transport.VerifyReply {
 	err := r.st.VerifyTables()
 	if err == nil {
 		var sum store.VerifySummary
-		sum, err = r.st.VerifyCount()
+		sum, err = r.st.VerifyCount(r.ctx)
 		out.Registers, out.Nodes, out.Edges, out.Problems = sum.Registers, sum.Nodes, sum.Edges, sum.Problems
 	}
 	out.Seconds = time.Since(start).Seconds()
+	if err != nil && r.ctx.Err() != nil {
+		out.Error = "the server stopped before the check ended: nothing was found wrong up to there"
+		return out
+	}
 	if err != nil {
 		out.Error = err.Error()
 		if !errors.Is(err, store.ErrMismatch) {

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 
@@ -25,7 +26,7 @@ var ErrMismatch = errors.New("store: verify mismatch")
 // (about 100 bytes per node and edge, not per point); it is for tests and
 // for an operator's check, not for the write path.
 func (s *Store) Verify() error {
-	_, err := s.VerifyCount()
+	_, err := s.VerifyCount(context.Background())
 	return err
 }
 
@@ -37,9 +38,11 @@ type VerifySummary struct {
 	Problems  int // mismatches found; the error lists the first 20
 }
 
-// VerifyCount is Verify that also counts what it read. The summary is
-// filled as far as the check went when it returns an error.
-func (s *Store) VerifyCount() (VerifySummary, error) {
+// VerifyCount is Verify that also counts what it read, and stops with
+// ctx's error when ctx is done (a server shutting down while an operator's
+// check runs). The summary is filled as far as the check went when it
+// returns an error.
+func (s *Store) VerifyCount(ctx context.Context) (VerifySummary, error) {
 	var sum VerifySummary
 	var problems []string
 	report := func(format string, args ...any) {
@@ -58,6 +61,9 @@ func (s *Store) VerifyCount() (VerifySummary, error) {
 		// Registers: digests, edge registers, expected change-feed keys.
 		sum = VerifySummary{}
 		err := scanRegisters(txn, []byte{pfxPoint}, nil, func(p *crdt.Point, seq uint64) error {
+			if sum.Registers%4096 == 0 && ctx.Err() != nil {
+				return ctx.Err()
+			}
 			sum.Registers++
 			if err := p.Validate(); err != nil {
 				report("register %v/%v/%s/%s holds an invalid point: %v", p.Node, p.Parent, p.Type, p.Key, err)
@@ -90,7 +96,7 @@ func (s *Store) VerifyCount() (VerifySummary, error) {
 		}
 
 		// The change feed holds exactly one key per register.
-		if err := eachKey(txn, pfxSeq, func(k, _ []byte) error {
+		if err := eachKeyCtx(ctx, txn, pfxSeq, func(k, _ []byte) error {
 			if !feed[string(k)] {
 				report("change feed key %x names no current winner", k)
 			}
@@ -108,7 +114,7 @@ func (s *Store) VerifyCount() (VerifySummary, error) {
 
 		// Stored edge states and their mirrors.
 		stored := make(map[crdt.Edge]edgeState)
-		if err := eachKey(txn, pfxChild, func(k, v []byte) error {
+		if err := eachKeyCtx(ctx, txn, pfxChild, func(k, v []byte) error {
 			var e crdt.Edge
 			copy(e.Parent[:], k[1:17])
 			copy(e.Child[:], k[17:33])
@@ -138,7 +144,7 @@ func (s *Store) VerifyCount() (VerifySummary, error) {
 				report("edge record %v→%v has no points", e.Parent, e.Child)
 			}
 		}
-		if err := eachKey(txn, pfxParent, func(k, v []byte) error {
+		if err := eachKeyCtx(ctx, txn, pfxParent, func(k, v []byte) error {
 			var e crdt.Edge
 			copy(e.Child[:], k[1:17])
 			copy(e.Parent[:], k[17:33])
@@ -159,7 +165,7 @@ func (s *Store) VerifyCount() (VerifySummary, error) {
 			report("edge %v→%v missing from the parent index", e.Parent, e.Child)
 		}
 		irregular := make(map[crdt.Edge]bool)
-		if err := eachKey(txn, pfxIrregular, func(k, _ []byte) error {
+		if err := eachKeyCtx(ctx, txn, pfxIrregular, func(k, _ []byte) error {
 			var e crdt.Edge
 			copy(e.Parent[:], k[1:17])
 			copy(e.Child[:], k[17:33])
@@ -209,7 +215,7 @@ func (s *Store) VerifyCount() (VerifySummary, error) {
 		}
 		sum.Nodes, sum.Edges = len(nodes), len(edges)
 		seen := make(map[uuid.UUID]bool)
-		if err := eachKey(txn, pfxNode, func(k, v []byte) error {
+		if err := eachKeyCtx(ctx, txn, pfxNode, func(k, v []byte) error {
 			var n uuid.UUID
 			copy(n[:], k[1:17])
 			m, err := decodeNodeMeta(v)
@@ -229,7 +235,7 @@ func (s *Store) VerifyCount() (VerifySummary, error) {
 				report("node %v: no digest record, recomputed sub %v", n, sub[n])
 			}
 		}
-		if err := eachKey(txn, pfxBucket, func(k, v []byte) error {
+		if err := eachKeyCtx(ctx, txn, pfxBucket, func(k, v []byte) error {
 			var id bucketID
 			copy(id.parent[:], k[1:17])
 			id.bucket = k[17]
@@ -287,11 +293,21 @@ func expectedTree(edges map[crdt.Edge]*edgeState) map[crdt.Edge]crdt.Decision {
 }
 
 func eachKey(txn *badger.Txn, pfx byte, fn func(k, v []byte) error) error {
+	return eachKeyCtx(context.Background(), txn, pfx, fn)
+}
+
+// eachKeyCtx calls fn with each key of prefix pfx and its value, in order,
+// and stops with ctx's error when ctx is done.
+func eachKeyCtx(ctx context.Context, txn *badger.Txn, pfx byte, fn func(k, v []byte) error) error {
 	opts := badger.DefaultIteratorOptions
 	opts.Prefix = []byte{pfx}
 	it := txn.NewIterator(opts)
 	defer it.Close()
+	n := 0
 	for it.Rewind(); it.Valid(); it.Next() {
+		if n++; n%4096 == 0 && ctx.Err() != nil {
+			return ctx.Err()
+		}
 		k := it.Item().KeyCopy(nil)
 		v, err := it.Item().ValueCopy(nil)
 		if err != nil {

@@ -173,7 +173,7 @@ func (c *verifyCmd) check(rep *verifyReport) error {
 	}
 	checked := st.Checked()
 	rep.Tables, rep.TableBytes = checked.Tables, checked.Bytes
-	sum, verr := st.VerifyCount()
+	sum, verr := st.VerifyCount(context.Background())
 	rep.Registers, rep.Nodes, rep.Edges, rep.Problems = sum.Registers, sum.Nodes, sum.Edges, sum.Problems
 	if err := st.Close(); err != nil && verr == nil {
 		verr = err
