@@ -49,8 +49,14 @@ func (r *Replica) handleVerify(m *nats.Msg) {
 		r.apiMu.Unlock()
 	}
 	if err := r.goRequest(func() {
-		defer done()
-		reply(m, r.verifyStore())
+		var out transport.VerifyReply
+		func() {
+			defer done()
+			out = r.verifyStore()
+		}()
+		// Done before the answer: a client that asks again once answered
+		// is not told one is running.
+		reply(m, out)
 	}); err != nil {
 		done()
 		replyErr(m, err)
