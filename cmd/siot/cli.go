@@ -46,16 +46,16 @@ Commands:
   watch       print changes as they arrive, with their origin
   import      write point records (JSON Lines) into a running server
   export      print a running server's points as JSON Lines
-  verify      check a stopped server's data directory (checksums, digests)
+  verify      check a store: a stopped server's data directory, or --online a running server's
   device      provision and revoke devices (device add|rm)
   user        add and revoke users (user add|rm)
   peer        create and revoke peer credentials (peer add|rm)
   login       sign in as a user: a short-lived credential
   version     print the version of this build
 
-Every command but serve, verify and version talks to a running server: --server
-URL (default nats://127.0.0.1:4222, or the SIOT_SERVER environment
-variable), --creds FILE (env SIOT_CREDS; default ./siot-data/admin.creds
+Every command but serve, verify (unless --online) and version talks to a
+running server: --server URL (default nats://127.0.0.1:4222, or the
+SIOT_SERVER environment variable), --creds FILE (env SIOT_CREDS; default ./siot-data/admin.creds
 when it exists: servers refuse anonymous clients), --tls-ca FILE for a
 server with TLS, and --timeout (how long to wait for each reply).
 Every command but serve (--log-format json) and export (JSON Lines
