@@ -57,7 +57,8 @@ Every command but serve, verify (unless --online) and version talks to a
 running server: --server URL (default nats://127.0.0.1:4222, or the
 SIOT_SERVER environment variable), --creds FILE (env SIOT_CREDS; default
 ./siot-data/admin.creds when it exists: servers refuse anonymous
-clients), --tls-ca FILE for a server with TLS, and --timeout (how long to wait for each reply).
+clients), --tls-ca FILE for a server with TLS, and --timeout (how long
+to wait for each reply).
 Every command but serve (--log-format json) and export (JSON Lines
 always) takes --json for output a program can read. The client flags and
 --json may also come before the command ("siot --server URL status"),
