@@ -146,25 +146,7 @@ func runScript(t *testing.T, bash, bin, script string, ports ...string) (stdout,
 // readmeScript returns the first sh block under heading in README.md.
 func readmeScript(t *testing.T, heading string) string {
 	t.Helper()
-	b, err := os.ReadFile("../../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	readme := string(b)
-	i := strings.Index(readme, heading)
-	if i < 0 {
-		t.Fatalf("README.md has no %q", heading)
-	}
-	start := strings.Index(readme[i:], "```sh\n")
-	if start < 0 {
-		t.Fatal("the tour has no sh block")
-	}
-	block := readme[i+start+len("```sh\n"):]
-	end := strings.Index(block, "```")
-	if end < 0 {
-		t.Fatal("the tour's sh block does not end")
-	}
-	return block[:end]
+	return docScript(t, "../../README.md", heading)
 }
 
 // TestE2EReadmeTour runs the README's tour as written, with bash -e, on
