@@ -936,6 +936,11 @@ func TestE2ERestartEveryRoleResumes(t *testing.T) {
 	const n = 6000
 	before, edgeSensors := sensors(edge.id, n/12, 10, 1)
 	edge.importRecords(before)
+	// The setpoints below go to the edge's sensors at the cloud and the
+	// peer: an import refuses points of nodes its server does not have
+	// yet, so both must hold them first.
+	waitSame(t, "the edge's sensors reach the cloud and the peer",
+		func() string { return edge.export("") }, func() string { return cloud.export(edge.id) }, func() string { return peer.export(edge.id) })
 	cloudBefore, _ := sensors(cloud.id, 20, 3, 50)
 	cloudBefore = append(cloudBefore, setpoints(edgeSensors[:100], 3000)...)
 	cloud.importRecords(cloudBefore)
