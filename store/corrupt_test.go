@@ -304,17 +304,7 @@ func TestCorruptWhileOpen(t *testing.T) {
 	t.Logf("seed %d (replay with SIOT_CORRUPT_SEED=%d)", seed, seed)
 	rng := rand.New(rand.NewPCG(seed, 14))
 	f := newCorruptFixture(t, rng, ProfileEdge)
-	dir := f.copyDir(t)
-	cfg := DefaultConfig(dir)
-	cfg.Profile, cfg.MinFreeBytes, cfg.NoBallast = ProfileEdge, 0, true
-	// No compaction: one over the damaged tables would panic in Badger's
-	// own goroutine and end the test process (a known limit: the next
-	// Open names the file).
-	cfg.noCompactions = true
-	s, err := Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, s := f.openCopyToDamage(t)
 	defer s.Close()
 	for _, name := range f.files(t, "*.sst") {
 		path := filepath.Join(dir, name)
@@ -338,7 +328,7 @@ func TestCorruptWhileOpen(t *testing.T) {
 			t.Fatalf("panic out of the store: %v", r)
 		}
 	}()
-	err = s.ScanAll(func(p *crdt.Point) error {
+	err := s.ScanAll(func(p *crdt.Point) error {
 		if w, ok := f.want[p.Register()]; !ok || p.Value != w.Value || p.Text != w.Text {
 			t.Fatalf("scan served %+v, wrote %+v (%v)", p, w, ok)
 		}
@@ -389,17 +379,7 @@ func TestOpenLockedRefused(t *testing.T) {
 // process goes on.
 func TestPanicWhileOpenIsError(t *testing.T) {
 	f := newCorruptFixture(t, rand.New(rand.NewPCG(1, 2)), ProfileEdge)
-	dir := f.copyDir(t)
-	cfg := DefaultConfig(dir)
-	cfg.Profile, cfg.NoBallast = ProfileEdge, true
-	// No compaction: one over the damaged tables would panic in Badger's
-	// own goroutine and end the test process (a known limit: the next
-	// Open names the file).
-	cfg.noCompactions = true
-	s, err := Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, s := f.openCopyToDamage(t)
 	defer s.Close()
 	for _, name := range f.files(t, "*.sst") {
 		path := filepath.Join(dir, name)
@@ -439,7 +419,7 @@ func TestPanicWhileOpenIsError(t *testing.T) {
 		some = p
 		break
 	}
-	_, _, err = s.Get(some.Register())
+	_, _, err := s.Get(some.Register())
 	want("Get", err)
 	want("ScanAll", s.ScanAll(func(*crdt.Point) error { return nil }))
 	want("Verify", s.Verify())
@@ -457,4 +437,20 @@ func TestPanicWhileOpenIsError(t *testing.T) {
 	_, err = s.Apply(batch[:1])
 	want("Apply of one point", err)
 	t.Log(err)
+}
+
+// openCopyToDamage opens an edge store on a copy of the fixture, for a test
+// that damages its tables while it is open. It runs no compaction: one
+// over the damaged tables would panic in Badger's own goroutine and end
+// the test process (a known limit: the next Open names the file).
+func (f *corruptFixture) openCopyToDamage(t *testing.T) (string, *Store) {
+	t.Helper()
+	dir := f.copyDir(t)
+	cfg := DefaultConfig(dir)
+	cfg.Profile, cfg.NoBallast, cfg.noCompactions = ProfileEdge, true, true
+	s, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir, s
 }

@@ -81,18 +81,7 @@ func clientCommandArgs(dir string) []struct {
 // them, where no one answers the requests.
 func TestClientCommandsAtAPlainNATSServer(t *testing.T) {
 	dir := t.TempDir()
-	admin, err := transport.NewKeyCreds(transport.KindAdmin, uuid.Nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	creds := filepath.Join(dir, "admin.creds")
-	if err := transport.WriteCreds(creds, admin, false); err != nil {
-		t.Fatal(err)
-	}
-	pub, err := admin.PublicKey()
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, creds, pub := adminCredsIn(t, dir)
 	clientCommandsAt(t, plainNATS(t, ""), creds, dir, "")
 	// That one refuses a login's email and password.
 	clientCommandsAt(t, plainNATS(t, pub), creds, dir, "login")
@@ -146,18 +135,7 @@ func TestRefusedWriteNamesTheCommand(t *testing.T) {
 // reply came from that URL within --timeout, under the command's name.
 func TestClientTimeoutSaysSo(t *testing.T) {
 	dir := t.TempDir()
-	admin, err := transport.NewKeyCreds(transport.KindAdmin, uuid.Nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	creds := filepath.Join(dir, "admin.creds")
-	if err := transport.WriteCreds(creds, admin, false); err != nil {
-		t.Fatal(err)
-	}
-	pub, err := admin.PublicKey()
-	if err != nil {
-		t.Fatal(err)
-	}
+	admin, creds, pub := adminCredsIn(t, dir)
 	url := plainNATS(t, pub)
 	nc, err := transport.Dial(url, transport.DialConfig{Name: "silent", Creds: admin})
 	if err != nil {
@@ -190,6 +168,22 @@ func TestClientTimeoutSaysSo(t *testing.T) {
 // once, saying so, rather than wait for --timeout.
 func TestClientPermissionViolationSaysSo(t *testing.T) {
 	dir := t.TempDir()
+	_, creds, pub := adminCredsIn(t, dir)
+	url := plainNATS(t, pub, &natsserver.Permissions{Publish: &natsserver.SubjectPermission{Deny: []string{">"}}})
+	start := time.Now()
+	_, _, err := cli(t, "", "status", "--server", url, "--creds", creds, "--timeout", "20s")
+	if err == nil || !strings.HasPrefix(err.Error(), "status: permission denied: the server at "+url+" refused the request (nats: permissions violation") {
+		t.Fatalf("status without permission to publish: %v", err)
+	}
+	if el := time.Since(start); el > 10*time.Second {
+		t.Errorf("took %v: waited for the timeout", el)
+	}
+}
+
+// adminCredsIn makes an administrator's key, writes its credential file in
+// dir, and returns the key, the file and the key's public half.
+func adminCredsIn(t *testing.T, dir string) (*transport.Creds, string, string) {
+	t.Helper()
 	admin, err := transport.NewKeyCreds(transport.KindAdmin, uuid.Nil)
 	if err != nil {
 		t.Fatal(err)
@@ -202,13 +196,5 @@ func TestClientPermissionViolationSaysSo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	url := plainNATS(t, pub, &natsserver.Permissions{Publish: &natsserver.SubjectPermission{Deny: []string{">"}}})
-	start := time.Now()
-	_, _, err = cli(t, "", "status", "--server", url, "--creds", creds, "--timeout", "20s")
-	if err == nil || !strings.HasPrefix(err.Error(), "status: permission denied: the server at "+url+" refused the request (nats: permissions violation") {
-		t.Fatalf("status without permission to publish: %v", err)
-	}
-	if el := time.Since(start); el > 10*time.Second {
-		t.Errorf("took %v: waited for the timeout", el)
-	}
+	return admin, creds, pub
 }
