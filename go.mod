@@ -1,4 +1,4 @@
-module siot
+module github.com/siot-io/siot
 
 go 1.26.0
 

@@ -32,7 +32,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"siot/crdt"
+	"github.com/siot-io/siot/crdt"
 )
 
 // vecUpdate reports whether -update was given. The flag is shared with any

@@ -8,8 +8,8 @@ import (
 
 	"github.com/google/uuid"
 
-	"siot/crdt"
-	"siot/transport"
+	"github.com/siot-io/siot/crdt"
+	"github.com/siot-io/siot/transport"
 )
 
 // BenchmarkAuthCost measures what authentication and authorization cost,

@@ -12,9 +12,9 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 
-	"siot/crdt"
-	"siot/store"
-	"siot/transport"
+	"github.com/siot-io/siot/crdt"
+	"github.com/siot-io/siot/store"
+	"github.com/siot-io/siot/transport"
 )
 
 // request sends v as request name of identity id on nc and decodes the

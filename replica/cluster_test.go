@@ -11,8 +11,8 @@ import (
 
 	"github.com/google/uuid"
 
-	"siot/crdt"
-	"siot/transport"
+	"github.com/siot-io/siot/crdt"
+	"github.com/siot-io/siot/transport"
 )
 
 // cloudCluster is three clouds whose servers form one NATS cluster and

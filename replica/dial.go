@@ -16,8 +16,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 
-	"siot/crdt"
-	"siot/transport"
+	"github.com/siot-io/siot/crdt"
+	"github.com/siot-io/siot/transport"
 )
 
 // ErrRootMismatch is a peer link refused because the two instances have

@@ -7,7 +7,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"siot/crdt"
+	"github.com/siot-io/siot/crdt"
 )
 
 // sharedPair starts a and b with the same root and the same shared points

@@ -19,8 +19,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 
-	"siot/crdt"
-	"siot/transport"
+	"github.com/siot-io/siot/crdt"
+	"github.com/siot-io/siot/transport"
 )
 
 // A fleet of edges, simulated so that the machine measures the cloud: each

@@ -14,7 +14,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/vmihailenco/msgpack/v5"
 
-	"siot/transport"
+	"github.com/siot-io/siot/transport"
 )
 
 // logSink collects a node's JSON log records.

@@ -12,10 +12,10 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 
-	"siot/crdt"
-	"siot/store"
-	"siot/transport"
-	"siot/transport/faultproxy"
+	"github.com/siot-io/siot/crdt"
+	"github.com/siot-io/siot/store"
+	"github.com/siot-io/siot/transport"
+	"github.com/siot-io/siot/transport/faultproxy"
 )
 
 // node is one running instance in a test: a store in a temp dir, an

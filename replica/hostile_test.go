@@ -7,8 +7,8 @@ import (
 
 	"github.com/google/uuid"
 
-	"siot/crdt"
-	"siot/transport"
+	"github.com/siot-io/siot/crdt"
+	"github.com/siot-io/siot/transport"
 )
 
 // TestClocklessDeviceTakesUpstreamTime starts an edge whose physical clock

@@ -8,8 +8,8 @@ import (
 
 	"github.com/google/uuid"
 
-	"siot/crdt"
-	"siot/transport/faultproxy"
+	"github.com/siot-io/siot/crdt"
+	"github.com/siot-io/siot/transport/faultproxy"
 )
 
 // linkTimers are the periodic exchanges of an idle link.

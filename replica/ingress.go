@@ -5,8 +5,8 @@ import (
 
 	"github.com/google/uuid"
 
-	"siot/crdt"
-	"siot/store"
+	"github.com/siot-io/siot/crdt"
+	"github.com/siot-io/siot/store"
 )
 
 // subtreeFilter keeps the points an edge may write upstream: those of its

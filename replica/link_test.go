@@ -8,7 +8,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"siot/crdt"
+	"github.com/siot-io/siot/crdt"
 )
 
 func TestEdgeCloudTwoWay(t *testing.T) {

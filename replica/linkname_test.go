@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"siot/store"
+	"github.com/siot-io/siot/store"
 )
 
 // A link record's name fits the store's limit whatever the URL, and two

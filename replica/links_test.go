@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"siot/transport"
+	"github.com/siot-io/siot/transport"
 )
 
 // A status lists the offline accepted links most recently seen first, and

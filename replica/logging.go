@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"siot/transport"
+	"github.com/siot-io/siot/transport"
 )
 
 // Logging: a link logs its connect, its disconnect, the backlog it sent on

@@ -9,9 +9,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"siot/crdt"
-	"siot/store"
-	"siot/transport"
+	"github.com/siot-io/siot/crdt"
+	"github.com/siot-io/siot/store"
+	"github.com/siot-io/siot/transport"
 )
 
 // Paths by which points reach the store, the label values of

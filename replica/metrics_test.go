@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"testing"
 
-	"siot/crdt"
-	"siot/store"
-	"siot/transport"
+	"github.com/siot-io/siot/crdt"
+	"github.com/siot-io/siot/store"
+	"github.com/siot-io/siot/transport"
 )
 
 func TestRejectionReasons(t *testing.T) {

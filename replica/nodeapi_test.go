@@ -11,9 +11,9 @@ import (
 
 	"github.com/google/uuid"
 
-	"siot/crdt"
-	"siot/store"
-	"siot/transport"
+	"github.com/siot-io/siot/crdt"
+	"github.com/siot-io/siot/store"
+	"github.com/siot-io/siot/transport"
 )
 
 func decodePts(t *testing.T, b []byte) []crdt.Point {

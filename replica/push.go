@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"siot/transport"
+	"github.com/siot-io/siot/transport"
 )
 
 // pushState is the sending half of a link session as a pure state

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"siot/transport"
+	"github.com/siot-io/siot/transport"
 )
 
 var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"siot/store"
+	"github.com/siot-io/siot/store"
 )
 
 // NotReady returns why this instance should not get traffic, one reason a

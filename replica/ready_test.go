@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"siot/store"
+	"github.com/siot-io/siot/store"
 )
 
 // Writes refused for a full disk are logged at most once per interval,

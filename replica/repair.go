@@ -13,9 +13,9 @@ import (
 
 	"github.com/google/uuid"
 
-	"siot/crdt"
-	"siot/store"
-	"siot/transport"
+	"github.com/siot-io/siot/crdt"
+	"github.com/siot-io/siot/store"
+	"github.com/siot-io/siot/transport"
 )
 
 // Digest repair: the dialer of a session compares the digests of the

@@ -10,8 +10,8 @@ import (
 
 	"github.com/google/uuid"
 
-	"siot/crdt"
-	"siot/transport/faultproxy"
+	"github.com/siot-io/siot/crdt"
+	"github.com/siot-io/siot/transport/faultproxy"
 )
 
 // repairFixture is a pair of stores (two instances, one root) holding the

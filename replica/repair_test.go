@@ -11,10 +11,10 @@ import (
 
 	"github.com/google/uuid"
 
-	"siot/crdt"
-	"siot/store"
-	"siot/transport"
-	"siot/transport/faultproxy"
+	"github.com/siot-io/siot/crdt"
+	"github.com/siot-io/siot/store"
+	"github.com/siot-io/siot/transport"
+	"github.com/siot-io/siot/transport/faultproxy"
 )
 
 func repairOnly(c *Config) {

@@ -5,8 +5,8 @@ import (
 
 	"github.com/google/uuid"
 
-	"siot/crdt"
-	"siot/store"
+	"github.com/siot-io/siot/crdt"
+	"github.com/siot-io/siot/store"
 )
 
 // A link whose scope is a subtree (an accepted edge's) reads no feed of

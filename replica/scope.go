@@ -3,8 +3,8 @@ package replica
 import (
 	"github.com/google/uuid"
 
-	"siot/crdt"
-	"siot/store"
+	"github.com/siot-io/siot/crdt"
+	"github.com/siot-io/siot/store"
 )
 
 // maxScopeCache bounds a scope's memo of node membership.

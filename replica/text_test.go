@@ -9,8 +9,8 @@ import (
 
 	"github.com/google/uuid"
 
-	"siot/crdt"
-	"siot/transport"
+	"github.com/siot-io/siot/crdt"
+	"github.com/siot-io/siot/transport"
 )
 
 // TestServerRefusesNonUTF8Text: a text that is not UTF-8 is refused

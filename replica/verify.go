@@ -7,8 +7,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"siot/store"
-	"siot/transport"
+	"github.com/siot-io/siot/store"
+	"github.com/siot-io/siot/transport"
 )
 
 // handleVerify answers a VerifyRequest: the local administrator's check of

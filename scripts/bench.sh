@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 BENCHTIME=${BENCHTIME:-1s}
 COUNT=${COUNT:-3}
 STORE_COUNT=${STORE_COUNT:-$COUNT}
-others=$(go list ./... | grep -v -e '^siot/store$' -e '^siot/replica$')
+others=$(go list ./... | grep -v -e '^github.com/siot-io/siot/store$' -e '^github.com/siot-io/siot/replica$')
 {
 	# shellcheck disable=SC2086 # one package per word
 	go test -run '^$' -bench . -benchmem -benchtime "$BENCHTIME" -count "$COUNT" $others

@@ -10,7 +10,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"siot/crdt"
+	"github.com/siot-io/siot/crdt"
 )
 
 // Big nodes: a node with a million points and a node with a hundred

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"siot/crdt"
+	"github.com/siot-io/siot/crdt"
 )
 
 // checksumStore opens a durable store with profile in dir, with or

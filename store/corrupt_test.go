@@ -18,7 +18,7 @@ import (
 	"github.com/dgraph-io/badger/v4/fb"
 	"github.com/google/uuid"
 
-	"siot/crdt"
+	"github.com/siot-io/siot/crdt"
 )
 
 // corruptFixture is a closed edge-profile store written in two sessions

@@ -19,8 +19,8 @@ import (
 
 	"github.com/google/uuid"
 
-	"siot/crdt"
-	"siot/store"
+	"github.com/siot-io/siot/crdt"
+	"github.com/siot-io/siot/store"
 )
 
 // The crash test re-executes the test binary as a child that writes to a

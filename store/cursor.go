@@ -6,7 +6,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"github.com/google/uuid"
 
-	"siot/crdt"
+	"github.com/siot-io/siot/crdt"
 )
 
 // RegisterKey returns an opaque cursor naming register r, for ScanFrom and

@@ -24,7 +24,7 @@ import (
 	"testing"
 	"time"
 
-	"siot/crdt"
+	"github.com/siot-io/siot/crdt"
 )
 
 // footprintEnv selects the child's scenario: "edge" or "cloud", a colon,

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"siot/crdt"
+	"github.com/siot-io/siot/crdt"
 )
 
 // DiskUsage measures the directory: it is not 0 (Badger's Size is, with

@@ -4,7 +4,7 @@ import (
 	"errors"
 	"testing"
 
-	"siot/crdt"
+	"github.com/siot-io/siot/crdt"
 )
 
 // A panic of a scan's callback is the caller's bug, not a damaged table:
@@ -34,8 +34,8 @@ func TestCallbackPanicIsNotCorruption(t *testing.T) {
 // fromBadger tells a panic raised in Badger from one raised by the code
 // Badger called back.
 func TestFromBadger(t *testing.T) {
-	inBadger := []byte("goroutine 1 [running]:\nruntime/debug.Stack()\n\t/x.go:1\nsiot/store.readPanic()\n\t/y.go:2\npanic({0x1, 0x2})\n\t/runtime/panic.go:3\nruntime.goPanicSliceB(...)\n\t/z.go:4\ngithub.com/dgraph-io/badger/v4/table.(*Table).block(0x1)\n\t/t.go:5\nsiot/store.(*Store).view(...)\n")
-	inCallback := []byte("goroutine 1 [running]:\nruntime/debug.Stack()\n\t/x.go:1\npanic({0x1, 0x2})\n\t/runtime/panic.go:3\nsiot/store.TestX.func1(...)\n\t/a.go:1\ngithub.com/dgraph-io/badger/v4.(*DB).View(0x1)\n\t/db.go:5\n")
+	inBadger := []byte("goroutine 1 [running]:\nruntime/debug.Stack()\n\t/x.go:1\ngithub.com/siot-io/siot/store.readPanic()\n\t/y.go:2\npanic({0x1, 0x2})\n\t/runtime/panic.go:3\nruntime.goPanicSliceB(...)\n\t/z.go:4\ngithub.com/dgraph-io/badger/v4/table.(*Table).block(0x1)\n\t/t.go:5\ngithub.com/siot-io/siot/store.(*Store).view(...)\n")
+	inCallback := []byte("goroutine 1 [running]:\nruntime/debug.Stack()\n\t/x.go:1\npanic({0x1, 0x2})\n\t/runtime/panic.go:3\ngithub.com/siot-io/siot/store.TestX.func1(...)\n\t/a.go:1\ngithub.com/dgraph-io/badger/v4.(*DB).View(0x1)\n\t/db.go:5\n")
 	if !fromBadger(inBadger) || fromBadger(inCallback) || fromBadger([]byte("no panic here")) {
 		t.Fatal("fromBadger misreads a stack")
 	}

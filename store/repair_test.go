@@ -7,7 +7,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"siot/crdt"
+	"github.com/siot-io/siot/crdt"
 )
 
 // TestChildDigestsMatchNodeDigests checks the one-iterator read of child

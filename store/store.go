@@ -17,7 +17,7 @@ import (
 	"github.com/dgraph-io/badger/v4/options"
 	"github.com/google/uuid"
 
-	"siot/crdt"
+	"github.com/siot-io/siot/crdt"
 )
 
 // Sentinel errors. Functions wrap them with context; test with errors.Is.

@@ -16,7 +16,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"siot/crdt"
+	"github.com/siot-io/siot/crdt"
 )
 
 func openTest(t testing.TB, dir string) *Store {

@@ -8,7 +8,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"siot/crdt"
+	"github.com/siot-io/siot/crdt"
 )
 
 // treeEdges is the size of BenchmarkTreeBatch's tree: SIOT_TREE_EDGES, or

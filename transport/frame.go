@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 
-	"siot/crdt"
+	"github.com/siot-io/siot/crdt"
 )
 
 // Version is the frame format version this build writes and accepts.

@@ -12,7 +12,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/vmihailenco/msgpack/v5"
 
-	"siot/crdt"
+	"github.com/siot-io/siot/crdt"
 )
 
 // The link protocol and the local API exchange these messages, each in a

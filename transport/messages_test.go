@@ -16,7 +16,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/vmihailenco/msgpack/v5"
 
-	"siot/crdt"
+	"github.com/siot-io/siot/crdt"
 )
 
 // msgSamples returns one value of every message type with every field set

@@ -7,7 +7,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"siot/crdt"
+	"github.com/siot-io/siot/crdt"
 )
 
 // Digest repair messages. A repair is driven by the dialer of a link: it

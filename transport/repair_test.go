@@ -15,7 +15,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/vmihailenco/msgpack/v5"
 
-	"siot/crdt"
+	"github.com/siot-io/siot/crdt"
 )
 
 // repairPartialOnError would allow a decoder to return a partial value

@@ -17,7 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
-	"siot/crdt"
+	"github.com/siot-io/siot/crdt"
 )
 
 // MaxPayload is the NATS payload limit siot servers run with: a frame of

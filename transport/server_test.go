@@ -23,7 +23,7 @@ import (
 	"github.com/nats-io/nkeys"
 	"go.uber.org/goleak"
 
-	"siot/crdt"
+	"github.com/siot-io/siot/crdt"
 )
 
 // srvWait bounds every wait in these tests: long enough for a loaded CI

@@ -9,8 +9,8 @@ import (
 
 	"github.com/google/uuid"
 
-	"siot/crdt"
-	"siot/transport"
+	"github.com/siot-io/siot/crdt"
+	"github.com/siot-io/siot/transport"
 )
 
 // Client helpers over the local API shared by node, set, get and watch.

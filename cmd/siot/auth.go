@@ -15,8 +15,8 @@ import (
 	"github.com/google/uuid"
 	"golang.org/x/term"
 
-	"siot/crdt"
-	"siot/transport"
+	"github.com/siot-io/siot/crdt"
+	"github.com/siot-io/siot/transport"
 )
 
 // Commands that manage who may connect: devices, peers and users, whose

@@ -12,7 +12,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"siot/crdt"
+	"github.com/siot-io/siot/crdt"
 )
 
 // TestExportUnknownRootFails: export --root of a node the server does not

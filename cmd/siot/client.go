@@ -15,7 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"siot/transport"
+	"github.com/siot-io/siot/transport"
 )
 
 // clientFlags are the flags every command that talks to a server shares.

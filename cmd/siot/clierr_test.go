@@ -10,7 +10,7 @@ import (
 	"github.com/google/uuid"
 	natsserver "github.com/nats-io/nats-server/v2/server"
 
-	"siot/transport"
+	"github.com/siot-io/siot/transport"
 )
 
 // plainNATS starts a NATS server with no siot behind it, on a random

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"siot/transport"
+	"github.com/siot-io/siot/transport"
 )
 
 // fullStatus returns `siot status --json` of server, decoded.

@@ -12,7 +12,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"siot/transport"
+	"github.com/siot-io/siot/transport"
 )
 
 // logRecords returns the JSON log records of inst with message msg.

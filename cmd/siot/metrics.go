@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"siot/replica"
+	"github.com/siot-io/siot/replica"
 )
 
 // The Prometheus endpoint of `siot serve --http`: GET /metrics in the text

@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"siot/replica"
+	"github.com/siot-io/siot/replica"
 )
 
 // parseMetrics parses text-format metrics with Prometheus's own parser,

@@ -10,7 +10,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"siot/crdt"
+	"github.com/siot-io/siot/crdt"
 )
 
 const nodeUsage = `Usage: siot node <add|rm|mv|ls> [flags] [arguments]

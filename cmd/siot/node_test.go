@@ -12,7 +12,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"siot/crdt"
+	"github.com/siot-io/siot/crdt"
 )
 
 // getRecords returns `siot get NODE --json` as records.

@@ -8,8 +8,8 @@ import (
 
 	"github.com/google/uuid"
 
-	"siot/crdt"
-	"siot/transport"
+	"github.com/siot-io/siot/crdt"
+	"github.com/siot-io/siot/transport"
 )
 
 // An import's records must belong to the server's tree: a node point to a

@@ -11,7 +11,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"siot/crdt"
+	"github.com/siot-io/siot/crdt"
 )
 
 const setUsage = `Usage: siot set NODE TYPE[.KEY]=VALUE... [--text] [--json]

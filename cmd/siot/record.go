@@ -12,7 +12,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"siot/crdt"
+	"github.com/siot-io/siot/crdt"
 )
 
 // record is one point in the JSON Lines format of import and export:

@@ -24,10 +24,10 @@ import (
 
 	"github.com/google/uuid"
 
-	"siot/crdt"
-	"siot/replica"
-	"siot/store"
-	"siot/transport"
+	"github.com/siot-io/siot/crdt"
+	"github.com/siot-io/siot/replica"
+	"github.com/siot-io/siot/store"
+	"github.com/siot-io/siot/transport"
 )
 
 const serveUsage = `Usage: siot serve [flags]

@@ -18,7 +18,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"siot/transport"
+	"github.com/siot-io/siot/transport"
 )
 
 // syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger.

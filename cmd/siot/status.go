@@ -10,7 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"siot/transport"
+	"github.com/siot-io/siot/transport"
 )
 
 const statusUsage = `Usage: siot status [--json] [--watch [--interval D]] [--server URL]

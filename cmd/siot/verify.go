@@ -11,8 +11,8 @@ import (
 	"path/filepath"
 	"time"
 
-	"siot/store"
-	"siot/transport"
+	"github.com/siot-io/siot/store"
+	"github.com/siot-io/siot/transport"
 )
 
 const verifyUsage = `Usage: siot verify [--data DIR] [--json]

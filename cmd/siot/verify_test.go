@@ -12,8 +12,8 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"github.com/google/uuid"
 
-	"siot/crdt"
-	"siot/store"
+	"github.com/siot-io/siot/crdt"
+	"github.com/siot-io/siot/store"
 )
 
 // verifyFixture writes a store of n points under one node in a fresh
