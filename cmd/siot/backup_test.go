@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/siot-io/siot/crdt"
+	"github.com/siot-io/siot/record"
 )
 
 // TestExportUnknownRootFails: export --root of a node the server does not
@@ -77,7 +78,7 @@ func TestExportCutOffEndsOnWholeRecord(t *testing.T) {
 	}
 	lines := strings.Split(strings.TrimSuffix(got, "\n"), "\n")
 	for i, l := range lines {
-		if _, err := parseRecord([]byte(l)); err != nil {
+		if _, err := record.Parse([]byte(l)); err != nil {
 			t.Fatalf("line %d of the cut-off export: %v", i+1, err)
 		}
 	}
@@ -102,7 +103,7 @@ func TestImportRefusesInvalidUTF8(t *testing.T) {
 		{`\ud83d\u0041`, `lone UTF-16 surrogate \ud83d`},
 		{`\\\ud800`, `lone UTF-16 surrogate`},
 	} {
-		if _, err := parseRecord([]byte(rec(c.text))); err == nil || !strings.Contains(err.Error(), c.want) {
+		if _, err := record.Parse([]byte(rec(c.text))); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("text %q: err = %v, want %q", c.text, err, c.want)
 		}
 	}
@@ -110,7 +111,7 @@ func TestImportRefusesInvalidUTF8(t *testing.T) {
 		`\ud83d\ude00`: "\U0001F600", `\\ud800`: `\ud800`, "\uFFFD": "\uFFFD", `\ufffd`: "\uFFFD",
 		`é \u00e9 \"`: `é é "`,
 	} {
-		p, err := parseRecord([]byte(rec(text)))
+		p, err := record.Parse([]byte(rec(text)))
 		if err != nil || p.Text != want {
 			t.Errorf("text %q: %q, %v; want %q", text, p.Text, err, want)
 		}

@@ -8,6 +8,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/siot-io/siot/crdt"
+	"github.com/siot-io/siot/record"
 	"github.com/siot-io/siot/transport"
 )
 
@@ -94,7 +95,7 @@ func (c *exportCmd) run(ctx context.Context, args []string) error {
 		// between pages ends on a whole record.
 		buf = buf[:0]
 		for i := range pts {
-			buf = appendRecord(buf, &pts[i])
+			buf = record.Append(buf, &pts[i])
 		}
 		if _, err := m.Stdout.Write(buf); err != nil {
 			return fmt.Errorf("export: write after %d records: %w", written, err)

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/siot-io/siot/crdt"
+	"github.com/siot-io/siot/record"
 	"github.com/siot-io/siot/transport"
 )
 
@@ -322,7 +323,7 @@ func eachRecord(r io.Reader, name string, from int, fn func(line int, p crdt.Poi
 		if line < from || len(trimSpace(b)) == 0 {
 			continue
 		}
-		p, err := parseRecord(b)
+		p, err := record.Parse(b)
 		if err != nil {
 			return n, fmt.Errorf("%s, line %d: %w", name, line, err)
 		}

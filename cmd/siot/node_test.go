@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/siot-io/siot/record"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,11 +18,11 @@ import (
 )
 
 // getRecords returns `siot get NODE --json` as records.
-func getRecords(t *testing.T, server, node string) []record {
+func getRecords(t *testing.T, server, node string) []record.Record {
 	t.Helper()
-	var out []record
+	var out []record.Record
 	for _, line := range strings.Split(strings.TrimSpace(mustCLI(t, "", "get", node, "--json", "--server", server)), "\n") {
-		var r record
+		var r record.Record
 		if err := json.Unmarshal([]byte(line), &r); err != nil {
 			t.Fatalf("get --json line %q: %v", line, err)
 		}
@@ -29,13 +31,13 @@ func getRecords(t *testing.T, server, node string) []record {
 	return out
 }
 
-func findRecord(recs []record, parent, typ, key string) (record, bool) {
+func findRecord(recs []record.Record, parent, typ, key string) (record.Record, bool) {
 	for _, r := range recs {
 		if r.Parent == parent && r.Type == typ && r.Key == key {
 			return r, true
 		}
 	}
-	return record{}, false
+	return record.Record{}, false
 }
 
 func lsLines(t *testing.T, args ...string) []lsLine {
@@ -383,8 +385,8 @@ func TestSetPrintsKindsAndGetShowsText(t *testing.T) {
 	}
 	out = mustCLI(t, "", append([]string{"set", n, "label=21,5", "code=3", "--text", "--json"}, s...)...)
 	var js struct {
-		Applied int      `json:"applied"`
-		Points  []record `json:"points"`
+		Applied int             `json:"applied"`
+		Points  []record.Record `json:"points"`
 	}
 	if err := json.Unmarshal([]byte(out), &js); err != nil || js.Applied != 2 || len(js.Points) != 2 ||
 		js.Points[0].Value != nil || js.Points[0].Text != "21,5" || js.Points[1].Text != "3" {

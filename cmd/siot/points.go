@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/siot-io/siot/crdt"
+	"github.com/siot-io/siot/record"
 )
 
 const setUsage = `Usage: siot set NODE TYPE[.KEY]=VALUE... [--text] [--json]
@@ -124,9 +125,9 @@ func (c *setCmd) run(ctx context.Context, args []string) error {
 		return err
 	}
 	if c.asJSON {
-		recs := make([]record, len(pts))
+		recs := make([]record.Record, len(pts))
 		for i := range pts {
-			recs[i] = toRecord(&pts[i])
+			recs[i] = record.From(&pts[i])
 			recs[i].HLC, recs[i].Origin = "", "" // stamped by the server
 			if texts[i] {
 				recs[i].Value = nil
@@ -142,12 +143,6 @@ func (c *setCmd) run(ctx context.Context, args []string) error {
 	return nil
 }
 
-// isText reports whether node point p holds a text rather than a value: a
-// text that is not empty, with the value 0 that set and import give it.
-// (An empty text is not told apart from the value 0.) An edge point is
-// never one: its text and value are the placement and state of the edge.
-func isText(p *crdt.Point) bool { return !p.IsEdge() && p.Text != "" && p.Value == 0 }
-
 // assignment shows what a point holds and its kind (text or value), as
 // set prints it: `temp = 21.5 (value)`, `mode = "auto" (text)`,
 // `ip.eth0 = "10.0.0.7" (text)`.
@@ -160,17 +155,6 @@ func assignment(p *crdt.Point, text bool) string {
 		return fmt.Sprintf("%s = %s (text)", name, strconv.Quote(oneLine(p.Text, 60)))
 	}
 	return fmt.Sprintf("%s = %s (value)", name, strconv.FormatFloat(p.Value, 'g', -1, 64))
-}
-
-// shownRecord is the record of p as get and watch print it: a text point
-// without its "value" 0, so that it reads as text (import takes it back
-// as the same point).
-func shownRecord(p *crdt.Point) record {
-	r := toRecord(p)
-	if isText(p) {
-		r.Value = nil
-	}
-	return r
 }
 
 const getUsage = `Usage: siot get NODE [--json]
@@ -216,7 +200,7 @@ func (c *getCmd) run(ctx context.Context, args []string) error {
 	out := c.m.Stdout
 	if c.asJSON {
 		return cl.nodePoints(ctx, id, func(p *crdt.Point) error {
-			return printJSON(out, shownRecord(p))
+			return printJSON(out, record.Shown(p))
 		})
 	}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
@@ -239,7 +223,7 @@ func (c *getCmd) run(ctx context.Context, args []string) error {
 			state = "deleted"
 		}
 		value := strconv.FormatFloat(p.Value, 'g', -1, 64)
-		if isText(p) {
+		if record.IsText(p) {
 			value = "" // a text point: its value 0 is no reading
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Type, p.Key, value,

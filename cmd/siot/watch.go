@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/siot-io/siot/crdt"
+	"github.com/siot-io/siot/record"
 	"github.com/siot-io/siot/transport"
 )
 
@@ -221,7 +222,7 @@ func (c *watchCmd) cannotResume(url string, last, after uint64) error {
 
 // watchLine is one change of watch --json.
 type watchLine struct {
-	record
+	record.Record
 	Seq    uint64 `json:"seq"`
 	Source string `json:"source,omitempty"`
 }
@@ -245,7 +246,7 @@ func (c *watchCmd) print(rep transport.WatchReply) error {
 			source = src.String()
 		}
 		if c.asJSON {
-			l := watchLine{record: shownRecord(p), Seq: seq}
+			l := watchLine{Record: record.Shown(p), Seq: seq}
 			if src != uuid.Nil {
 				l.Source = source
 			}

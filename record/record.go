@@ -1,4 +1,13 @@
-package main
+// Package record is the point record: one point as a JSON object, the
+// format of siot import and export, of the JSON API on NATS, and of the
+// client library's streams.
+//
+//	{"node":UUID, "parent":UUID (edge points only), "type":string,
+//	 "key":string, "value":number, "text":string, "tombstone":bool,
+//	 "hlc":string, "origin":string}
+//
+// Parse reads and validates one record; Append writes one. Both are pure.
+package record
 
 import (
 	"bytes"
@@ -15,16 +24,11 @@ import (
 	"github.com/siot-io/siot/crdt"
 )
 
-// record is one point in the JSON Lines format of import and export:
-//
-//	{"node":UUID, "parent":UUID (edge points only), "type":string,
-//	 "key":string, "value":number, "text":string, "tombstone":bool,
-//	 "hlc":string, "origin":string}
-//
+// Record is one point in the JSON Lines format of import and export.
 // Export writes the fields in this order, "parent" only for edge points
 // and "text" only when not empty, so two replicas holding the same state
 // print the same bytes.
-type record struct {
+type Record struct {
 	Node      string   `json:"node"`
 	Parent    string   `json:"parent,omitempty"`
 	Type      string   `json:"type"`
@@ -36,10 +40,10 @@ type record struct {
 	Origin    string   `json:"origin,omitempty"`
 }
 
-// toRecord returns the record of a stamped point.
-func toRecord(p *crdt.Point) record {
+// From returns the record of a stamped point.
+func From(p *crdt.Point) Record {
 	v := p.Value
-	r := record{Node: p.Node.String(), Type: p.Type, Key: p.Key, Value: &v, Text: p.Text,
+	r := Record{Node: p.Node.String(), Type: p.Type, Key: p.Key, Value: &v, Text: p.Text,
 		Tombstone: p.Tombstone, HLC: p.Time.String(), Origin: p.Origin.String()}
 	if p.Parent != uuid.Nil {
 		r.Parent = p.Parent.String()
@@ -47,9 +51,26 @@ func toRecord(p *crdt.Point) record {
 	return r
 }
 
-// appendRecord appends p as one export line (with its newline).
-func appendRecord(dst []byte, p *crdt.Point) []byte {
-	r := toRecord(p)
+// IsText reports whether node point p holds a text rather than a value: a
+// text that is not empty, with the value 0 that set and import give it.
+// (An empty text is not told apart from the value 0.) An edge point is
+// never one: its text and value are the placement and state of the edge.
+func IsText(p *crdt.Point) bool { return !p.IsEdge() && p.Text != "" && p.Value == 0 }
+
+// Shown is the record of p as get and watch show it: a text point
+// without its "value" 0, so that it reads as text (import takes it back
+// as the same point).
+func Shown(p *crdt.Point) Record {
+	r := From(p)
+	if IsText(p) {
+		r.Value = nil
+	}
+	return r
+}
+
+// Append appends p as one export line (with its newline).
+func Append(dst []byte, p *crdt.Point) []byte {
+	r := From(p)
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
@@ -57,17 +78,17 @@ func appendRecord(dst []byte, p *crdt.Point) []byte {
 	return append(dst, buf.Bytes()...)
 }
 
-// parseRecord parses and validates one import line. A missing key is "0",
+// Parse parses and validates one import line. A missing key is "0",
 // a missing value 0; a missing hlc or origin leaves the point unstamped
 // for the server to stamp. Unknown fields are refused, so a typo is not
 // silently dropped.
-func parseRecord(line []byte) (crdt.Point, error) {
+func Parse(line []byte) (crdt.Point, error) {
 	// encoding/json turns invalid UTF-8 and lone surrogate escapes into
 	// U+FFFD without a word: check the raw line so they are refused.
 	if err := checkUTF8(line); err != nil {
 		return crdt.Point{}, err
 	}
-	var r record
+	var r Record
 	dec := json.NewDecoder(bytes.NewReader(line))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&r); err != nil {
