@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net"
 	"net/url"
 	"strconv"
@@ -700,7 +701,8 @@ type DialConfig struct {
 	// connection is dropped after two unanswered. Zero means 30 s.
 	PingInterval time.Duration
 	// OnDisconnect is called (from a NATS goroutine) when the connection
-	// drops; the connection does not reconnect by itself.
+	// drops; the connection does not reconnect by itself unless
+	// Reconnect is set.
 	// OnError receives the connection's asynchronous errors (a slow
 	// consumer, a write to a peer that went away); nil drops them.
 	// nats.go would write them to stderr, past the caller's logger.
@@ -715,6 +717,40 @@ type DialConfig struct {
 	// TLS configures TLS: the CAs the server's certificate must chain to.
 	// Nil uses TLS only for tls:// URLs, with the system's roots.
 	TLS *tls.Config
+	// Reconnect makes the connection reconnect by itself, forever, after
+	// it drops: the client library's connections, which hold no session.
+	// The waits between attempts grow from 100 ms to ReconnectMax
+	// (zero: 2 s), with 20% jitter. Nothing is buffered while
+	// disconnected: a publish fails at once, so a request sent then is
+	// known not sent. A server that refuses the credentials is tried
+	// again too (it refuses every sign-in while it starts).
+	Reconnect    bool
+	ReconnectMax time.Duration
+	// OnReconnect is called (from a NATS goroutine) when a Reconnect
+	// connection is back.
+	OnReconnect func()
+}
+
+// reconnectOptions are the nats.go options of a Reconnect connection.
+func reconnectOptions(cfg DialConfig) []nats.Option {
+	most := cfg.ReconnectMax
+	if most <= 0 {
+		most = 2 * time.Second
+	}
+	opts := []nats.Option{
+		nats.MaxReconnects(-1),
+		nats.ReconnectBufSize(-1),
+		nats.IgnoreAuthErrorAbort(),
+		nats.CustomReconnectDelay(func(attempts int) time.Duration {
+			d := 100 * time.Millisecond << min(attempts, 10)
+			d = min(d, most)
+			return d - time.Duration(mrand.Int64N(int64(d)/5+1))
+		}),
+	}
+	if f := cfg.OnReconnect; f != nil {
+		opts = append(opts, nats.ReconnectHandler(func(*nats.Conn) { f() }))
+	}
+	return opts
 }
 
 // Login is an email address and a password. The password is a secret.
@@ -759,7 +795,6 @@ func Dial(serverURL string, cfg DialConfig) (*nats.Conn, error) {
 	opts := []nats.Option{
 		nats.Name(cfg.Name),
 		nats.Timeout(cfg.Timeout),
-		nats.NoReconnect(),
 		// The servers are tried in the order given (a link orders its
 		// cluster's members itself), and only those: a server's list of
 		// others is not trusted to send credentials to.
@@ -769,6 +804,11 @@ func Dial(serverURL string, cfg DialConfig) (*nats.Conn, error) {
 		nats.MaxPingsOutstanding(2),
 	}
 	opts = append(opts, copts...)
+	if cfg.Reconnect {
+		opts = append(opts, reconnectOptions(cfg)...)
+	} else {
+		opts = append(opts, nats.NoReconnect())
+	}
 	if cfg.TLS != nil {
 		opts = append(opts, nats.Secure(cfg.TLS))
 	}

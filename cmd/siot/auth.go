@@ -15,6 +15,7 @@ import (
 	"github.com/google/uuid"
 	"golang.org/x/term"
 
+	"github.com/siot-io/siot/client"
 	"github.com/siot-io/siot/crdt"
 	"github.com/siot-io/siot/transport"
 )
@@ -73,20 +74,20 @@ func (c *deviceAddCmd) run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer cl.close()
-	root, err := cl.root(ctx)
+	defer cl.Close()
+	root, err := cl.Root(ctx)
 	if err != nil {
 		return err
 	}
 	if id == root {
 		return &UsageError{Msg: "--id is the server's root: use siot peer add for a peer"}
 	}
-	exists := cl.mustKnow(ctx, id) == nil
+	exists := cl.Known(ctx, id) == nil
 	var pts []crdt.Point
 	if !exists {
 		if parent == uuid.Nil {
 			parent = root
-		} else if err := cl.mustKnow(ctx, parent); err != nil {
+		} else if err := cl.Known(ctx, parent); err != nil {
 			return fmt.Errorf("--parent: %w", err)
 		}
 		pts = append(pts, crdt.Point{Node: id, Parent: parent, Type: crdt.TypeEdge},
@@ -120,14 +121,14 @@ func (c *deviceAddCmd) run(ctx context.Context, args []string) error {
 // and the rest of the operation) as one operation. The file comes first:
 // a server that refuses leaves no key without its file (the file is
 // removed), and an existing file is never overwritten.
-func provisionKey(ctx context.Context, cl *client, out string, creds *transport.Creds, pts []crdt.Point) error {
+func provisionKey(ctx context.Context, cl *client.Client, out string, creds *transport.Creds, pts []crdt.Point) error {
 	if err := validate(pts); err != nil {
 		return err
 	}
 	if err := transport.WriteCreds(out, creds, false); err != nil {
 		return err
 	}
-	if _, err := cl.write(ctx, pts); err != nil {
+	if _, err := cl.Set(ctx, pts...); err != nil {
 		os.Remove(out)
 		return err
 	}
@@ -184,9 +185,9 @@ func (c *keyRmCmd) run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer cl.close()
+	defer cl.Close()
 	if c.what == "peer" {
-		if node, err = cl.serverRoot(ctx); err != nil {
+		if node, err = cl.ServerRoot(ctx); err != nil {
 			return err
 		}
 	}
@@ -194,7 +195,7 @@ func (c *keyRmCmd) run(ctx context.Context, args []string) error {
 	if c.key != "" {
 		keys = []string{c.key}
 	} else {
-		err := cl.nodePoints(ctx, node, func(p *crdt.Point) error {
+		err := cl.Points(ctx, node, func(p *crdt.Point) error {
 			if p.Type == crdt.TypeAuthKey && !p.IsEdge() && !p.Tombstone {
 				keys = append(keys, p.Key)
 			}
@@ -214,7 +215,7 @@ func (c *keyRmCmd) run(ctx context.Context, args []string) error {
 	if err := validate(pts); err != nil {
 		return err
 	}
-	if _, err := cl.write(ctx, pts); err != nil {
+	if _, err := cl.Set(ctx, pts...); err != nil {
 		return err
 	}
 	if c.asJSON {
@@ -268,8 +269,8 @@ func (c *peerAddCmd) run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer cl.close()
-	root, err := cl.serverRoot(ctx)
+	defer cl.Close()
+	root, err := cl.ServerRoot(ctx)
 	if err != nil {
 		return err
 	}
@@ -355,8 +356,8 @@ func (c *userAddCmd) run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer cl.close()
-	if err := cl.mustKnow(ctx, parent); err != nil {
+	defer cl.Close()
+	if err := cl.Known(ctx, parent); err != nil {
 		return fmt.Errorf("--parent: %w", err)
 	}
 	pts := []crdt.Point{
@@ -372,7 +373,7 @@ func (c *userAddCmd) run(ctx context.Context, args []string) error {
 	if err := validate(pts); err != nil {
 		return err
 	}
-	if _, err := cl.write(ctx, pts); err != nil {
+	if _, err := cl.Set(ctx, pts...); err != nil {
 		return err
 	}
 	if c.asJSON {
@@ -407,8 +408,8 @@ func (c *userRmCmd) run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer cl.close()
-	if err := cl.mustKnow(ctx, id); err != nil {
+	defer cl.Close()
+	if err := cl.Known(ctx, id); err != nil {
 		return err
 	}
 	pts := []crdt.Point{
@@ -418,7 +419,7 @@ func (c *userRmCmd) run(ctx context.Context, args []string) error {
 	if err := validate(pts); err != nil {
 		return err
 	}
-	if _, err := cl.write(ctx, pts); err != nil {
+	if _, err := cl.Set(ctx, pts...); err != nil {
 		return err
 	}
 	if c.asJSON {
@@ -479,23 +480,15 @@ func (c *loginCmd) run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	tc, err := loadTLS(c.cf.tlsCA)
+	cl, err := c.cf.dialWith(client.WithLogin(c.email, password), client.WithoutReconnect(), client.WithName("siot login"))
 	if err != nil {
 		return err
 	}
-	login := &transport.Login{Email: c.email, Password: password}
-	async := &asyncErrors{}
-	nc, err := transport.Dial(c.cf.server, transport.DialConfig{Name: "siot login", Timeout: c.cf.timeout, Login: login, TLS: tc, OnError: async.note})
+	defer cl.Close()
+	creds, err := cl.Token(ctx, c.ttl)
 	if err != nil {
-		return dialError(c.cf.server, err)
-	}
-	cl := &client{nc: nc, url: transport.RedactURL(c.cf.server), id: login.Identity(), timeout: c.cf.timeout, async: async}
-	defer cl.close()
-	var tok transport.TokenReply
-	if err := cl.call(ctx, transport.NameToken, transport.TokenRequest{TTL: int64(c.ttl / time.Second)}, &tok); err != nil {
 		return fmt.Errorf("login: %w", err)
 	}
-	creds := &transport.Creds{Kind: transport.KindUser, Node: tok.User, Token: tok.Token, Expires: time.UnixMilli(tok.Expires)}
 	if c.out == "" {
 		b, err := creds.Marshal()
 		if err != nil {
@@ -508,9 +501,9 @@ func (c *loginCmd) run(ctx context.Context, args []string) error {
 		return err
 	}
 	if c.asJSON {
-		return printJSON(c.m.Stdout, map[string]string{"user": tok.User.String(), "expires": creds.Expires.UTC().Format(time.RFC3339), "file": c.out})
+		return printJSON(c.m.Stdout, map[string]string{"user": creds.Node.String(), "expires": creds.Expires.UTC().Format(time.RFC3339), "file": c.out})
 	}
-	fmt.Fprintf(c.m.Stderr, "signed in as user %v until %s; credential in %s\n", tok.User, creds.Expires.Format(time.RFC3339), c.out)
+	fmt.Fprintf(c.m.Stderr, "signed in as user %v until %s; credential in %s\n", creds.Node, creds.Expires.Format(time.RFC3339), c.out)
 	return nil
 }
 

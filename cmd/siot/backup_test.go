@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/siot-io/siot/client"
 	"github.com/siot-io/siot/crdt"
 	"github.com/siot-io/siot/record"
 )
@@ -22,7 +23,7 @@ func TestExportUnknownRootFails(t *testing.T) {
 	srv := serve(t, "--data", t.TempDir(), "--listen", "127.0.0.1:0", "--http", "")
 	n := uuid.NewString()
 	out, _, err := cli(t, "", "export", "--server", srv.nats, "--root", n)
-	if !errors.Is(err, errUnknownNode) || !strings.Contains(err.Error(), n) || out != "" {
+	if !errors.Is(err, client.ErrNotFound) || !strings.Contains(err.Error(), n) || out != "" {
 		t.Fatalf("export --root unknown: err = %v, out %q; want unknown node %s", err, out, n)
 	}
 	// The root itself and a node that exists still export.

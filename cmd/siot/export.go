@@ -69,11 +69,11 @@ func (c *exportCmd) run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer cl.close()
+	defer cl.Close()
 	if root != uuid.Nil {
 		// An empty export of a node the server does not have would look
 		// like the backup of an empty subtree.
-		if err := cl.mustKnow(ctx, root); err != nil {
+		if err := cl.Known(ctx, root); err != nil {
 			return fmt.Errorf("export --root: %w", err)
 		}
 	}
@@ -84,7 +84,7 @@ func (c *exportCmd) run(ctx context.Context, args []string) error {
 	defer bar.done()
 	for {
 		var page transport.ExportPage
-		if err := cl.call(ctx, transport.NameExport, req, &page); err != nil {
+		if err := cl.Request(ctx, transport.NameExport, req, &page); err != nil {
 			return fmt.Errorf("export: after %d records: %w", written, err)
 		}
 		pts, err := crdt.DecodeBatch(page.Points, 0)

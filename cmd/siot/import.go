@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/siot-io/siot/client"
 	"github.com/siot-io/siot/crdt"
 	"github.com/siot-io/siot/record"
 	"github.com/siot-io/siot/transport"
@@ -30,56 +31,70 @@ defaults to standard input ("-").
    "key":string (default "0"), "value":number, "text":string,
    "tombstone":bool, "hlc":string, "origin":string}
 
-Every record is checked before anything is written: an invalid record stops
-the import with exit status 1, naming its line and the reason, and nothing is
-written. A text must be valid UTF-8, without an escaped lone surrogate
-("\ud800"): such a line is refused, not stored with U+FFFD.
-
-A record without "hlc" is stamped by the server on arrival, in input
-order, so a later line beats an earlier one for the same point; one without
-"origin" gets the server's instance ID. Records with "hlc" and "origin" keep
-them, so importing an export reproduces it.
+A text must be valid UTF-8, without an escaped lone surrogate ("\ud800"):
+such a line is refused, not stored with U+FFFD. A record without "hlc" is
+stamped by the server on arrival, in input order, so a later line beats an
+earlier one for the same point; one without "origin" gets the server's
+instance ID. Records with "hlc" and "origin" keep them, so importing an
+export reproduces it.
 
 Every record must belong to the server's tree: a node point to a node in
 the tree, an edge point to a parent in the tree. A node is in the tree when
 the server has it there (its root, or a node with an edge above it, within
 what the credentials may read) or when edge records of the same input,
-live or deleted, attach it to such a node. Records outside the tree (a
+live or deleted, attach it to such a node. Records outside the tree are a
 backup of another instance restored into a server not started with its
-root; points of a node that does not exist) make the import fail before
-anything is written, with their count, a few of their nodes and lines,
-and what to do. With --allow-orphans the import writes them anyway and
-prints their count as a warning. A backup restores into a new instance
-started on empty data with the backed-up root: siot serve --id ROOT. The
-server is asked about all the nodes at once (10,000 per request).
+root, or points of a node that does not exist. With --allow-orphans the
+import writes them anyway and prints their count as a warning. A backup
+restores into a new instance started on empty data with the backed-up
+root: siot serve --id ROOT.
 
-The first pass keeps the checked records, encoded, in a temporary file
-(much smaller than the input; in $TMPDIR), and the second sends them, in
-batches of --batch records (fewer when their texts are long: a batch
-stays under 512 KiB), one at a time, each written by the server as
-a whole or not at all. On a terminal, standard error shows the progress of
-both passes (--quiet: not). At the end it prints a summary on standard
-error (--json: as a JSON object on standard output).
+From standard input, records are written as they are read: a line is sent
+at most 50 ms after it is read, with the lines read after it (up to
+--batch records, under 512 KiB), one request at a time, so it is durable
+within about 100 ms, not only at the end of the input. An edge
+application can pipe its readings into siot import - for as long as it
+runs. An invalid line stops the import with exit status 1, naming its line
+and the reason: the lines before it are written, it and those after it
+are not. A record outside the tree is held back until an edge record of
+the input attaches its node (a backup lists a node's records before the
+edge above its parent); records still held at the end of the input are
+refused, with their count and a few of their nodes and lines (exit status
+1; everything else is written), unless --allow-orphans.
 
-An import is not atomic: one interrupted in its second pass (the server
-stops, a reply times out, the server refuses a batch) has written the
-batches the server acknowledged, and exits with status 1 saying exactly
-that: the last durable line (every record up to it is written), the batch
-in flight and whether the server refused it (it answered no: not written)
-or did not answer (unknown: it may or may not be written), and the command
-that resumes: the same one with --from-line, the first line of that batch.
---from-line N skips the input's lines before N; line numbers stay those of
-the whole input. Importing a line twice is harmless when the record has
-"hlc" and "origin" (a backup's records do): it is the same version of its
-point, counted stale. A record without "hlc" is stamped again: the same
-value, as a newer version (a later write, replicated again, that beats
-writes made to that point since the first import).
+From a FILE, every record is checked before anything is written: an
+invalid record, or records outside the tree, make the import fail naming
+them, and nothing is written (the server is asked about all the nodes at
+once, 10,000 per request). The first pass keeps the checked records,
+encoded, in a temporary file (much smaller than the input; in $TMPDIR),
+and the second sends them, in batches of --batch records (fewer when
+their texts are long: a batch stays under 512 KiB), one at a time, each
+written by the server as a whole or not at all. On a terminal, standard
+error shows the progress (--quiet: not). At the end it prints a summary
+on standard error (--json: as a JSON object on standard output).
+
+An import is not atomic: one interrupted (the server stops, a reply times
+out, the server refuses a batch, an invalid line on standard input) has
+written the batches the server acknowledged, and exits with status 1
+saying exactly that: the last durable line (every record up to it is
+written), the records after it written too, the batch in flight and
+whether the server refused it (it answered no: not written) or did not
+answer (unknown: it may or may not be written), the records held back
+outside the tree (not written), and the command that resumes: the same
+one with --from-line, the first line not known written. --from-line N
+skips the input's lines before N; line numbers stay those of the whole
+input. Importing a line twice is harmless when the record has "hlc" and
+"origin" (a backup's records do): it is the same version of its point,
+counted stale. A record without "hlc" is stamped again: the same value,
+as a newer version (a later write, replicated again, that beats writes
+made to that point since the first import).
 
 Examples:
   siot import points.jsonl
   siot import --from-line 120001 backup.jsonl
   siot import --allow-orphans detached.jsonl
   siot export --server nats://old:4222 | siot import --server nats://new:4222
+  my-sensor-reader | siot import -
 
 Flags:
 `
@@ -135,7 +150,7 @@ func (c *importCmd) run(ctx context.Context, args []string) error {
 	}
 	var size int64 // of the input, when known
 	if name == "" || name == "-" {
-		name = "standard input"
+		return c.stream(ctx, in, "standard input", args)
 	} else {
 		f, err := os.Open(name)
 		if err != nil {
@@ -201,14 +216,14 @@ func (c *importCmd) run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer cl.close()
+	defer cl.Close()
 	// Before anything is written: every record in the server's tree?
 	out, err := tree.check(ctx, cl)
 	if err != nil {
 		return err
 	}
 	if out.records > 0 {
-		root, err := cl.serverRoot(ctx)
+		root, err := cl.ServerRoot(ctx)
 		if err != nil {
 			return err
 		}
@@ -231,7 +246,7 @@ func (c *importCmd) run(ctx context.Context, args []string) error {
 			return fmt.Errorf("spool: %w", err)
 		}
 		var res transport.ImportResult
-		if err := cl.call(ctx, transport.NameImport, transport.Import{Points: b}, &res); err != nil {
+		if err := cl.Request(ctx, transport.NameImport, transport.Import{Points: b}, &res); err != nil {
 			bar.done()
 			return ack.interrupted(m.Stderr, err, lines, c.resumeArgs(args))
 		}
@@ -242,15 +257,95 @@ func (c *importCmd) run(ctx context.Context, args []string) error {
 		bar.add(int64(len(lines)))
 	}
 	bar.done()
-	el := time.Since(start)
+	return c.summary(name, n, applied, stale, time.Since(start))
+}
+
+// stream imports standard input as it reads it (client.Import): a line is
+// written within about 50 ms of being read.
+func (c *importCmd) stream(ctx context.Context, in io.Reader, name string, args []string) error {
+	m := c.m
+	cl, err := c.cf.dial()
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	start := time.Now()
+	bar := newProgress(m.Stderr, !c.quiet, "importing", 0)
+	defer bar.done()
+	res, err := cl.Import(ctx, in, client.ImportOptions{Name: name, FromLine: c.fromLine, Batch: c.batch,
+		AllowOrphans: c.orphans, OnAck: func(lines []int, _ client.Result) { bar.add(int64(len(lines))) }})
+	bar.done()
+	if err != nil {
+		return c.streamStopped(err, args)
+	}
+	if res.Orphans > 0 {
+		fmt.Fprintf(m.Stderr, "warning: %d record%s outside this server's tree written at the end of the input (--allow-orphans)\n", res.Orphans, plural(res.Orphans))
+	}
+	return c.summary(name, res.Records, res.Applied, res.Stale, time.Since(start))
+}
+
+// streamStopped reports, on standard error, exactly what a streaming
+// import that stopped has written, and the command that resumes it; it
+// returns the cause.
+func (c *importCmd) streamStopped(err error, args []string) error {
+	w := c.m.Stderr
+	var ie *client.ImportError
+	if !errors.As(err, &ie) {
+		return err
+	}
+	if ie.Resume > c.fromLine {
+		fmt.Fprintf(w, "import stopped: every record before line %d is written (acknowledged by the server); the last durable line is %d\n", ie.Resume, ie.Resume-1)
+	} else {
+		fmt.Fprintf(w, "import stopped: nothing from line %d on is known written\n", c.fromLine)
+	}
+	if ie.AckedAfter > 0 {
+		fmt.Fprintf(w, "%d record%s after line %d are written too (in acknowledged batches)\n", ie.AckedAfter, plural(ie.AckedAfter), ie.Resume)
+	}
+	if n := len(ie.Batch); n > 0 {
+		first, last := ie.Batch[0], ie.Batch[n-1]
+		if ie.Refused {
+			fmt.Fprintf(w, "lines %d-%d (%d records): refused by the server, not written; nothing after line %d was sent\n", first, last, n, last)
+		} else {
+			fmt.Fprintf(w, "lines %d-%d (%d records): no reply from the server, so they may or may not be written; nothing after line %d was sent\n", first, last, n, last)
+		}
+	}
+	if n := len(ie.Held); n > 0 {
+		fmt.Fprintf(w, "%d record%s outside this server's tree (lines %s) were held back, waiting for an edge record to attach them: not written\n", n, plural(n), lineList(ie.Held))
+	}
+	fmt.Fprintf(w, "resume with: %s\n", fmt.Sprintf(c.resumeArgs(args), ie.Resume))
+	if len(ie.Batch) > 0 && ie.Refused {
+		return importError(ie.Err, ie.Name, ie.Batch)
+	}
+	return err
+}
+
+// lineList shows a few line numbers.
+func lineList(lines []int) string {
+	var b strings.Builder
+	for i, l := range lines {
+		if i == 5 {
+			b.WriteString(", …")
+			break
+		}
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(strconv.Itoa(l))
+	}
+	return b.String()
+}
+
+// summary prints an import's summary: on standard error, or as JSON on
+// standard output.
+func (c *importCmd) summary(name string, n, applied, stale int, el time.Duration) error {
 	from := name
 	if c.fromLine > 1 {
 		from = fmt.Sprintf("%s (from line %d)", name, c.fromLine)
 	}
 	if c.json {
-		return printJSON(m.Stdout, map[string]any{"records": n, "file": name, "fromLine": c.fromLine, "applied": applied, "stale": stale, "seconds": el.Seconds()})
+		return printJSON(c.m.Stdout, map[string]any{"records": n, "file": name, "fromLine": c.fromLine, "applied": applied, "stale": stale, "seconds": el.Seconds()})
 	}
-	fmt.Fprintf(m.Stderr, "imported %d records from %s: %d applied, %d stale, in %v (%s records/s)\n",
+	fmt.Fprintf(c.m.Stderr, "imported %d records from %s: %d applied, %d stale, in %v (%s records/s)\n",
 		n, from, applied, stale, el.Round(time.Millisecond), humanCount(float64(n)/max(el.Seconds(), 1e-9)))
 	return nil
 }
@@ -383,7 +478,7 @@ func (a importProgress) interrupted(w io.Writer, err error, lines []int, resume 
 	if errors.Is(err, nats.ErrMaxPayload) {
 		fmt.Fprintf(w, "lines %d-%d (%d records): not sent (too large for one request), not written\n", first, last, len(lines))
 		out = fmt.Errorf("%s, lines %d-%d: batch not sent: %w", a.name, first, last, err)
-	} else if re := (*refusedError)(nil); errors.As(err, &re) {
+	} else if client.IsRefused(err) {
 		fmt.Fprintf(w, "lines %d-%d (%d records): refused by the server, not written; nothing after line %d was sent\n", first, last, len(lines), last)
 		out = importError(err, a.name, lines)
 	} else {
@@ -440,11 +535,11 @@ func shellQuote(s string) string {
 // A batch that failed otherwise (no reply, the server gone) was not
 // refused: the error says what happened to it.
 func importError(err error, name string, lines []int) error {
-	var re *refusedError
-	if !errors.As(err, &re) {
+	var re *client.Error
+	if !errors.As(err, &re) || !re.Refused() {
 		return fmt.Errorf("%s, lines %d-%d: %w", name, lines[0], lines[len(lines)-1], err)
 	}
-	if mm := pointIndex.FindStringSubmatch(re.raw); mm != nil {
+	if mm := pointIndex.FindStringSubmatch(re.Server); mm != nil {
 		if i, convErr := strconv.Atoi(mm[1]); convErr == nil && i < len(lines) {
 			return fmt.Errorf("%s, line %d: server refused the record (its batch, lines %d-%d, is not written): %w", name, lines[i], lines[0], lines[len(lines)-1], err)
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/siot-io/siot/client"
 	"github.com/siot-io/siot/crdt"
 )
 
@@ -87,9 +89,9 @@ func (c *nodeAddCmd) run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer cl.close()
+	defer cl.Close()
 	if parent == uuid.Nil {
-		if parent, err = cl.root(ctx); err != nil {
+		if parent, err = cl.Root(ctx); err != nil {
 			return err
 		}
 		if parent == id {
@@ -99,10 +101,10 @@ func (c *nodeAddCmd) run(ctx context.Context, args []string) error {
 		if err := validate(pts); err != nil {
 			return err
 		}
-	} else if err := cl.mustKnow(ctx, parent); err != nil {
+	} else if err := cl.Known(ctx, parent); err != nil {
 		return fmt.Errorf("--parent: %w", err)
 	}
-	if _, err := cl.write(ctx, pts); err != nil {
+	if _, err := cl.Set(ctx, pts...); err != nil {
 		return err
 	}
 	if c.asJSON {
@@ -162,16 +164,10 @@ func (c *nodeRmCmd) run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer cl.close()
-	oldEdge, err := liveParent(ctx, cl, id, from, "--parent")
+	defer cl.Close()
+	old, err := cl.Node.Rm(ctx, id, from)
 	if err != nil {
-		return err
-	}
-	old := oldEdge.Parent
-	// The deletion names the placement it ends (docs/design.md).
-	pts := []crdt.Point{{Node: id, Parent: old, Type: crdt.TypeEdge, Tombstone: true, Text: crdt.PlaceOf(&oldEdge)}}
-	if _, err := cl.write(ctx, pts); err != nil {
-		return err
+		return flagged(err, "--parent")
 	}
 	if c.asJSON {
 		return printJSON(c.m.Stdout, map[string]string{"node": id.String(), "parent": old.String()})
@@ -180,45 +176,13 @@ func (c *nodeRmCmd) run(ctx context.Context, args []string) error {
 	return nil
 }
 
-// liveParent returns the edge point of id's parent whose edge is live:
-// want when set (an error unless that edge is live), else the only one (an error
-// when there are none or several, naming them and the flag that chooses).
-func liveParent(ctx context.Context, cl *client, id, want uuid.UUID, flagName string) (crdt.Point, error) {
-	if err := cl.mustKnow(ctx, id); err != nil {
-		return crdt.Point{}, err
+// flagged names the flag that chooses a parent in a *client.ParentsError.
+func flagged(err error, flagName string) error {
+	var pe *client.ParentsError
+	if errors.As(err, &pe) {
+		pe.Choose = flagName
 	}
-	_, ups, err := cl.edges(ctx, id, true)
-	if err != nil {
-		return crdt.Point{}, err
-	}
-	var live []string
-	var only crdt.Point
-	for _, e := range ups {
-		if !e.live() {
-			continue
-		}
-		if e.other == want {
-			return e.point, nil
-		}
-		live = append(live, e.other.String())
-		only = e.point
-	}
-	switch {
-	case want != uuid.Nil:
-		return crdt.Point{}, fmt.Errorf("%s has no live edge from %s (its parents: %s)", id, want, listOrNone(live))
-	case len(live) == 0:
-		return crdt.Point{}, fmt.Errorf("%s has no live edge above it: it is a root or was removed already", id)
-	case len(live) > 1:
-		return crdt.Point{}, fmt.Errorf("%s has %d parents (%s): choose one with %s", id, len(live), strings.Join(live, ", "), flagName)
-	}
-	return only, nil
-}
-
-func listOrNone(s []string) string {
-	if len(s) == 0 {
-		return "none"
-	}
-	return strings.Join(s, ", ")
+	return err
 }
 
 const nodeMvUsage = `Usage: siot node mv NODE NEWPARENT [--from OLDPARENT] [--json]
@@ -275,71 +239,19 @@ func (c *nodeMvCmd) run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer cl.close()
-	if err := cl.mustKnow(ctx, to); err != nil {
-		return fmt.Errorf("NEWPARENT: %w", err)
-	}
-	oldEdge, err := liveParent(ctx, cl, id, from, "--from")
+	defer cl.Close()
+	old, err := cl.Node.Mv(ctx, id, to, from)
 	if err != nil {
-		return err
-	}
-	old := oldEdge.Parent
-	if old == to {
-		return fmt.Errorf("%s is under %s already", id, to)
-	}
-	if below, err := isBelow(ctx, cl, to, id); err != nil {
-		return err
-	} else if below {
-		return fmt.Errorf("%s is below %s: the move would make a cycle", to, id)
-	}
-	// Both points name the placement the move moves (docs/design.md,
-	// "Tree rules: placements"): a concurrent move of the same placement
-	// elsewhere then loses to the later one instead of leaving the node
-	// in two places.
-	place := crdt.PlaceOf(&oldEdge)
-	pts := []crdt.Point{
-		{Node: id, Parent: to, Type: crdt.TypeEdge, Value: crdt.EdgeMoved, Text: place},
-		{Node: id, Parent: old, Type: crdt.TypeEdge, Tombstone: true, Value: crdt.EdgeMoved, Text: place},
-	}
-	if _, err := cl.write(ctx, pts); err != nil {
-		return err
+		if strings.HasPrefix(err.Error(), "new parent: ") {
+			return fmt.Errorf("NEWPARENT: %w", errors.Unwrap(err))
+		}
+		return flagged(err, "--from")
 	}
 	if c.asJSON {
 		return printJSON(c.m.Stdout, map[string]string{"node": id.String(), "from": old.String(), "to": to.String()})
 	}
 	fmt.Fprintf(c.m.Stdout, "moved %s from %s to %s\n", id, old, to)
 	return nil
-}
-
-// maxAncestors bounds the walk of isBelow.
-const maxAncestors = 10_000
-
-// isBelow reports whether n is anc or below it in the live tree, walking up
-// from n over active edges.
-func isBelow(ctx context.Context, cl *client, n, anc uuid.UUID) (bool, error) {
-	seen := map[uuid.UUID]bool{n: true}
-	queue := []uuid.UUID{n}
-	for len(queue) > 0 {
-		cur := queue[0]
-		queue = queue[1:]
-		if cur == anc {
-			return true, nil
-		}
-		if len(seen) > maxAncestors {
-			return false, fmt.Errorf("%s has more than %d ancestors", n, maxAncestors)
-		}
-		_, ups, err := cl.edges(ctx, cur, true)
-		if err != nil {
-			return false, err
-		}
-		for _, e := range ups {
-			if e.active && !seen[e.other] {
-				seen[e.other] = true
-				queue = append(queue, e.other)
-			}
-		}
-	}
-	return false, nil
 }
 
 const nodeLsUsage = `Usage: siot node ls [ROOT] [--depth N] [--all] [--json]
@@ -407,22 +319,22 @@ func (c *nodeLsCmd) run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer cl.close()
+	defer cl.Close()
 	if root == uuid.Nil {
-		root, err = cl.root(ctx)
+		root, err = cl.Root(ctx)
 	} else {
-		err = cl.mustKnow(ctx, root)
+		err = cl.Known(ctx, root)
 	}
 	if err != nil {
 		return err
 	}
 	w := &lsWriter{c: c, out: c.m.Stdout, seen: map[uuid.UUID]bool{root: true}}
-	self, kids, err := cl.edges(ctx, root, false)
+	self, err := cl.Node.Ls(ctx, root)
 	if err != nil {
 		return err
 	}
-	w.line("", lsLine{Node: root.String(), Type: self.typ, Description: self.desc, Active: true})
-	return w.children(ctx, cl, root, kids, "", 1)
+	w.line("", lsLine{Node: root.String(), Type: self.Labels.Type, Description: self.Labels.Description, Active: true})
+	return w.children(ctx, cl, root, self.Edges, "", 1)
 }
 
 type lsWriter struct {
@@ -431,10 +343,10 @@ type lsWriter struct {
 	seen map[uuid.UUID]bool
 }
 
-func (w *lsWriter) children(ctx context.Context, cl *client, parent uuid.UUID, kids []edge, indent string, depth int) error {
-	var shown []edge
+func (w *lsWriter) children(ctx context.Context, cl *client.Client, parent uuid.UUID, kids []client.Edge, indent string, depth int) error {
+	var shown []client.Edge
 	for _, e := range kids {
-		if e.active || w.c.all {
+		if e.Active || w.c.all {
 			shown = append(shown, e)
 		}
 	}
@@ -444,19 +356,19 @@ func (w *lsWriter) children(ctx context.Context, cl *client, parent uuid.UUID, k
 		if last {
 			branch, next = "└── ", "    "
 		}
-		repeat := w.seen[e.other]
-		w.seen[e.other] = true
-		w.line(indent+branch, lsLine{Node: e.other.String(), Parent: parent.String(), Depth: depth,
-			Type: e.labels.typ, Description: e.labels.desc, Active: e.active, Deleted: e.point.Tombstone,
-			Moved: e.point.Tombstone && e.point.Value == crdt.EdgeMoved, Repeat: repeat})
+		repeat := w.seen[e.Other]
+		w.seen[e.Other] = true
+		w.line(indent+branch, lsLine{Node: e.Other.String(), Parent: parent.String(), Depth: depth,
+			Type: e.Labels.Type, Description: e.Labels.Description, Active: e.Active, Deleted: e.Point.Tombstone,
+			Moved: e.Point.Tombstone && e.Point.Value == crdt.EdgeMoved, Repeat: repeat})
 		if repeat || (w.c.depth > 0 && depth >= w.c.depth) {
 			continue
 		}
-		_, grand, err := cl.edges(ctx, e.other, false)
+		grand, err := cl.Node.Ls(ctx, e.Other)
 		if err != nil {
 			return err
 		}
-		if err := w.children(ctx, cl, e.other, grand, indent+next, depth+1); err != nil {
+		if err := w.children(ctx, cl, e.Other, grand.Edges, indent+next, depth+1); err != nil {
 			return err
 		}
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/siot-io/siot/client"
 	"github.com/siot-io/siot/crdt"
 	"github.com/siot-io/siot/transport"
 )
@@ -135,7 +136,7 @@ func (x *treeIndex) outside(known []bool) orphans {
 
 // check asks the server which of the index's nodes its tree has, in
 // batches of transport.MaxNodesAsked, and returns the records outside it.
-func (x *treeIndex) check(ctx context.Context, cl *client) (orphans, error) {
+func (x *treeIndex) check(ctx context.Context, cl *client.Client) (orphans, error) {
 	known := make([]bool, len(x.nodes))
 	for start := 0; start < len(x.nodes); start += transport.MaxNodesAsked {
 		part := x.nodes[start:min(start+transport.MaxNodesAsked, len(x.nodes))]
@@ -144,7 +145,7 @@ func (x *treeIndex) check(ctx context.Context, cl *client) (orphans, error) {
 			req.Nodes = append(req.Nodes, n[:]...)
 		}
 		var rep transport.NodesReply
-		if err := cl.call(ctx, transport.NameNodes, req, &rep); err != nil {
+		if err := cl.Request(ctx, transport.NameNodes, req, &rep); err != nil {
 			return orphans{}, fmt.Errorf("asking the server which nodes it has: %w", err)
 		}
 		if len(rep.Known) != len(part) {

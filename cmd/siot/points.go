@@ -116,11 +116,11 @@ func (c *setCmd) run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer cl.close()
-	if err := cl.mustKnow(ctx, id); err != nil {
+	defer cl.Close()
+	if err := cl.Known(ctx, id); err != nil {
 		return err
 	}
-	res, err := cl.write(ctx, pts)
+	res, err := cl.Set(ctx, pts...)
 	if err != nil {
 		return err
 	}
@@ -196,17 +196,17 @@ func (c *getCmd) run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer cl.close()
+	defer cl.Close()
 	out := c.m.Stdout
 	if c.asJSON {
-		return cl.nodePoints(ctx, id, func(p *crdt.Point) error {
+		return cl.Points(ctx, id, func(p *crdt.Point) error {
 			return printJSON(out, record.Shown(p))
 		})
 	}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "TYPE\tKEY\tVALUE\tTEXT\tSTATE\tWRITTEN\tHLC\tORIGIN")
 	edges := false
-	err = cl.nodePoints(ctx, id, func(p *crdt.Point) error {
+	err = cl.Points(ctx, id, func(p *crdt.Point) error {
 		if p.IsEdge() && !edges {
 			edges = true
 			if err := tw.Flush(); err != nil {

@@ -24,6 +24,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/siot-io/siot/client"
 	"github.com/siot-io/siot/crdt"
 	"github.com/siot-io/siot/replica"
 	"github.com/siot-io/siot/store"
@@ -317,7 +318,9 @@ func linkSecurity(f serveFlags) (up, peer *transport.Creds, tc *tls.Config, err 
 			return nil, nil, nil, fmt.Errorf("--peer-creds: %w", err)
 		}
 	}
-	tc, err = loadTLS(f.tlsCA)
+	if f.tlsCA != "" {
+		tc, err = client.LoadCA(f.tlsCA)
+	}
 	return up, peer, tc, err
 }
 

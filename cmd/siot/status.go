@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/siot-io/siot/client"
 	"github.com/siot-io/siot/transport"
 )
 
@@ -72,9 +73,9 @@ func (c *statusCmd) run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer cl.close()
+	defer cl.Close()
 	if !c.watch {
-		st, err := cl.status(ctx)
+		st, err := cl.Status(ctx)
 		if err != nil {
 			return err
 		}
@@ -84,14 +85,14 @@ func (c *statusCmd) run(ctx context.Context, args []string) error {
 }
 
 // watchStatus prints the status every interval until ctx is done.
-func (c *statusCmd) watchStatus(ctx context.Context, cl *client) error {
+func (c *statusCmd) watchStatus(ctx context.Context, cl *client.Client) error {
 	out := c.m.Stdout
 	clear := isTerminal(out) && !c.asJSON
 	tick := time.NewTicker(c.interval)
 	defer tick.Stop()
 	var prev *statusSample
 	for {
-		st, err := cl.status(ctx)
+		st, err := cl.Status(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil

@@ -139,15 +139,15 @@ func (c *verifyCmd) checkOnline(ctx context.Context, rep *verifyReport) error {
 	if err != nil {
 		return err
 	}
-	defer cl.close()
-	rep.Server = cl.url
+	defer cl.Close()
+	rep.Server = cl.URL()
 	var res transport.VerifyReply
-	if err := cl.call(ctx, transport.NameVerify, transport.VerifyRequest{}, &res); err != nil {
+	if err := cl.Request(ctx, transport.NameVerify, transport.VerifyRequest{}, &res); err != nil {
 		return err
 	}
 	rep.Registers, rep.Nodes, rep.Edges, rep.Problems, rep.Seconds = res.Registers, res.Nodes, res.Edges, res.Problems, res.Seconds
 	if res.Error != "" {
-		return fmt.Errorf("verify: the server at %s found %d problems: %s", cl.url, res.Problems, res.Error)
+		return fmt.Errorf("verify: the server at %s found %d problems: %s", cl.URL(), res.Problems, res.Error)
 	}
 	return nil
 }

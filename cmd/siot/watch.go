@@ -2,20 +2,17 @@ package main
 
 import (
 	"context"
-	"encoding/binary"
-	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go"
 
+	"github.com/siot-io/siot/client"
 	"github.com/siot-io/siot/crdt"
 	"github.com/siot-io/siot/record"
-	"github.com/siot-io/siot/transport"
 )
 
 const watchUsage = `Usage: siot watch [NODE] [--json] [--after SEQ]
@@ -67,9 +64,6 @@ func (c *watchCmd) flags(fs *flag.FlagSet) {
 	fs.Int64Var(&c.after, "after", -1, "start after this change number (default: the latest)")
 }
 
-// watchWait is how long the server may hold one watch request.
-const watchWait = 20 * time.Second
-
 func (c *watchCmd) run(ctx context.Context, args []string) error {
 	if len(args) > 1 {
 		return &UsageError{Msg: "watch takes at most one NODE"}
@@ -81,143 +75,41 @@ func (c *watchCmd) run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	cl, err := c.cf.dial()
+	creds, err := c.cf.loadCreds()
 	if err != nil {
 		return err
 	}
-	defer func() { cl.close() }()
-	if root != uuid.Nil {
-		if err := cl.mustKnow(ctx, root); err != nil {
-			return err
-		}
-	}
-	st, err := cl.status(ctx)
+	// This client reconnects by itself: the watch resumes.
+	cl, err := c.cf.dialWith(client.WithCreds(creds))
 	if err != nil {
 		return err
 	}
-	instance := st.Instance
-	after := uint64(c.after)
-	if c.after < 0 {
-		after = st.LastSeq
+	defer cl.Close()
+	opts := []client.WatchOption{
+		client.OnLost(func(err error, after uint64) {
+			fmt.Fprintf(c.m.Stderr, "watch: lost the server at %s: %v; reconnecting to resume after change #%d\n", cl.URL(), err, after)
+		}),
+		client.OnResumed(func(after uint64) {
+			fmt.Fprintf(c.m.Stderr, "watch: reconnected to %s; resuming after change #%d\n", cl.URL(), after)
+		}),
 	}
-	if after > st.LastSeq {
-		return c.cannotResume(cl.url, st.LastSeq, after)
+	if c.after >= 0 {
+		opts = append(opts, client.After(uint64(c.after)))
 	}
-	for ctx.Err() == nil {
-		var rep transport.WatchReply
-		req := transport.WatchRequest{After: after, Root: root, Wait: watchWait.Milliseconds()}
-		err := cl.callWait(ctx, transport.NameWatch, req, &rep, watchWait)
-		if ctx.Err() != nil {
-			break
-		}
-		if err == nil && rep.Last < after {
-			return c.cannotResume(cl.url, rep.Last, after)
-		}
+	var b strings.Builder
+	for ch, err := range cl.Watch(ctx, root, opts...) {
 		if err != nil {
-			if !lostServer(err) {
-				return err
-			}
-			fmt.Fprintf(c.m.Stderr, "watch: lost the server at %s: %v; reconnecting to resume after change #%d\n", cl.url, err, after)
-			cl.close()
-			again, err := c.reconnect(ctx, instance, after)
-			if err != nil {
-				if ctx.Err() != nil {
-					break
-				}
-				return err
-			}
-			cl = again
-			fmt.Fprintf(c.m.Stderr, "watch: reconnected to %s; resuming after change #%d\n", cl.url, after)
-			continue
-		}
-		if err := c.print(rep); err != nil {
 			return err
 		}
-		after = rep.Next
+		b.Reset()
+		if err := c.print(&b, &ch); err != nil {
+			return err
+		}
+		if _, err := io.WriteString(c.m.Stdout, b.String()); err != nil {
+			return err
+		}
 	}
 	return nil
-}
-
-// The wait between two reconnection attempts: the first, and the most it
-// doubles to.
-const (
-	reconnectFirst = 100 * time.Millisecond
-	reconnectMax   = 2 * time.Second
-	// signInGrace is how long a reconnecting watch keeps trying while the
-	// server refuses its credentials: a server that is starting refuses
-	// every client until its store is open.
-	signInGrace = 10 * time.Second
-)
-
-// lostServer reports whether err is a request that failed because the
-// server went away (its connection closed, nobody answering, a server
-// shutting down, no reply in time), which a watch survives by
-// reconnecting, rather than a refusal.
-func lostServer(err error) bool {
-	var re *refusedError
-	if errors.As(err, &re) {
-		return strings.Contains(re.raw, "shutting down")
-	}
-	return errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrNoResponders) ||
-		errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) ||
-		errors.Is(err, nats.ErrConnectionDraining) || errors.Is(err, nats.ErrDisconnected)
-}
-
-// reconnect dials the server again until it answers or ctx is done,
-// waiting between attempts from reconnectFirst doubling up to
-// reconnectMax, and checks that its feed continues the one watched: the
-// same instance, with a last change at or beyond after. An error otherwise
-// (another server or data directory, credentials refused for longer than
-// signInGrace, a request refused): a watch never resumes across a gap.
-func (c *watchCmd) reconnect(ctx context.Context, instance string, after uint64) (*client, error) {
-	wait := reconnectFirst
-	var refusedSince time.Time // the first of the sign-ins refused in a row
-	for {
-		cl, err := c.cf.dial()
-		if err == nil {
-			var st transport.Status
-			if st, err = cl.status(ctx); err == nil {
-				switch {
-				case st.Instance != instance:
-					cl.close()
-					return nil, fmt.Errorf("cannot resume: the server at %s is now instance %s, not %s (another server or data directory): its change numbers are not the ones watched; run siot watch again without --after", cl.url, st.Instance, instance)
-				case st.LastSeq < after:
-					cl.close()
-					return nil, c.cannotResume(cl.url, st.LastSeq, after)
-				}
-				return cl, nil
-			}
-			cl.close()
-			if !lostServer(err) { // a refusal: trying again changes nothing
-				return nil, fmt.Errorf("reconnecting: %w", err)
-			}
-		}
-		if errors.Is(err, nats.ErrAuthorization) {
-			// A server that is starting refuses every sign-in until its
-			// store is open; credentials refused for longer are revoked.
-			if refusedSince.IsZero() {
-				refusedSince = time.Now()
-			} else if time.Since(refusedSince) > signInGrace {
-				return nil, fmt.Errorf("reconnecting: %w", err)
-			}
-		} else {
-			refusedSince = time.Time{}
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, ctx.Err()
-		case <-t.C:
-		}
-		wait = min(2*wait, reconnectMax)
-	}
-}
-
-// cannotResume is the error of a server whose feed ends before the change
-// the watch resumes after.
-func (c *watchCmd) cannotResume(url string, last, after uint64) error {
-	return fmt.Errorf("cannot resume: the server at %s has changes up to #%d only, and the watch resumes after #%d (its data was restored or replaced, or it is another server): run siot watch again without --after", url, last, after)
 }
 
 // watchLine is one change of watch --json.
@@ -227,38 +119,21 @@ type watchLine struct {
 	Source string `json:"source,omitempty"`
 }
 
-func (c *watchCmd) print(rep transport.WatchReply) error {
-	pts, err := crdt.DecodeBatch(rep.Points, 0)
-	if err != nil {
-		return fmt.Errorf("watch: %w", err)
+func (c *watchCmd) print(b *strings.Builder, ch *client.Change) error {
+	p := &ch.Point
+	source := "local"
+	if ch.Source != uuid.Nil {
+		source = ch.Source.String()
 	}
-	if len(rep.Changes) != len(pts)*transport.WatchChangeLen {
-		return errors.New("watch: reply has changes of another length than its points")
-	}
-	var b strings.Builder
-	for i := range pts {
-		p := &pts[i]
-		chg := rep.Changes[i*transport.WatchChangeLen:]
-		seq := binary.BigEndian.Uint64(chg)
-		src, _ := uuid.FromBytes(chg[8:transport.WatchChangeLen])
-		source := "local"
-		if src != uuid.Nil {
-			source = src.String()
+	if c.asJSON {
+		l := watchLine{Record: record.Shown(p), Seq: ch.Seq}
+		if ch.Source != uuid.Nil {
+			l.Source = source
 		}
-		if c.asJSON {
-			l := watchLine{Record: record.Shown(p), Seq: seq}
-			if src != uuid.Nil {
-				l.Source = source
-			}
-			if err := printJSON(&b, l); err != nil {
-				return err
-			}
-			continue
-		}
-		fmt.Fprintf(&b, "%s #%d %s %s  origin %s  via %s\n", hlcTime(p.Time), seq, p.Node, describe(p), p.Origin, source)
+		return printJSON(b, l)
 	}
-	_, err = fmt.Fprint(c.m.Stdout, b.String())
-	return err
+	fmt.Fprintf(b, "%s #%d %s %s  origin %s  via %s\n", hlcTime(p.Time), ch.Seq, p.Node, describe(p), p.Origin, source)
+	return nil
 }
 
 // describe shows a point's register and content on one line.
