@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -121,7 +123,7 @@ func TestImportRefusesInvalidUTF8(t *testing.T) {
 	srv := serve(t, "--data", t.TempDir(), "--listen", "127.0.0.1:0", "--http", "")
 	edge := fmt.Sprintf(`{"node":%q,"parent":%q,"type":"edge"}`, n, srv.id)
 	for _, bad := range []string{rec("caf\xe9"), rec(`\udead`)} {
-		_, _, err := cli(t, edge+"\n"+rec("ok")+"\n"+bad+"\n", "import", "--server", srv.nats)
+		_, _, err := cli(t, "", "import", "--server", srv.nats, inputFile(t, edge+"\n"+rec("ok")+"\n"+bad+"\n"))
 		if err == nil || !strings.Contains(err.Error(), "line 3") {
 			t.Errorf("import of %q: %v, want line 3 refused", bad, err)
 		}
@@ -149,7 +151,8 @@ func TestImportRefusesRecordsOutsideTheTree(t *testing.T) {
 	backup := mustCLI(t, "", "export", "--server", a.nats)
 
 	b := serve(t, "--data", t.TempDir(), "--listen", "127.0.0.1:0", "--http", "")
-	_, _, err := cli(t, backup, "import", "--server", b.nats)
+	backupFile := inputFile(t, backup)
+	_, _, err := cli(t, "", "import", "--server", b.nats, backupFile)
 	if err == nil {
 		t.Fatal("a backup of another root was imported without --id")
 	}
@@ -183,21 +186,21 @@ func TestImportRefusesRecordsOutsideTheTree(t *testing.T) {
 		fmt.Sprintf(`{"node":%q,"type":"temp","value":5}`, gone),
 	}, "\n") + "\n"
 	bad := good + fmt.Sprintf(`{"node":%q,"type":"temp","value":6}`, stranger) + "\n"
-	_, _, err = cli(t, bad, "import", "--server", b.nats)
+	_, _, err = cli(t, "", "import", "--server", b.nats, inputFile(t, bad))
 	if err == nil || !strings.Contains(err.Error(), "1 record hangs on 1 node") || !strings.Contains(err.Error(), "node "+stranger+" (line 8)") {
 		t.Fatalf("a point of a stranger among good records: %v", err)
 	}
 	if out := mustCLI(t, "", "export", "--server", b.nats); strings.Count(out, "\n") != 1 {
 		t.Fatalf("a refused import wrote:\n%s", out)
 	}
-	_, errOut, err := cli(t, good, "import", "--server", b.nats)
+	_, errOut, err := cli(t, "", "import", "--server", b.nats, inputFile(t, good))
 	if err != nil || strings.Contains(errOut, "warning") {
 		t.Fatalf("records the tree or the input attaches: %v %s", err, errOut)
 	}
 
 	// --allow-orphans writes them and says how many.
-	_, errOut, err = cli(t, backup, "import", "--server", b.nats, "--allow-orphans")
-	if err != nil || !strings.Contains(errOut, "warning: standard input: 4 records hang on 3 nodes outside") || !strings.Contains(errOut, "imported 4 records") {
+	_, errOut, err = cli(t, "", "import", "--server", b.nats, "--allow-orphans", backupFile)
+	if err != nil || !strings.Contains(errOut, "warning: "+backupFile+": 4 records hang on 3 nodes outside") || !strings.Contains(errOut, "imported 4 records") {
 		t.Fatalf("--allow-orphans: %v\n%s", err, errOut)
 	}
 	if out := mustCLI(t, "", "export", "--server", b.nats, "--root", a.id); strings.Count(out, "\n") != 4 {
@@ -272,4 +275,15 @@ func TestTreeIndexOutside(t *testing.T) {
 	if o := x.outside(known); o.records != 0 || o.nodes != 0 || o.ntops != 0 {
 		t.Errorf("all known: %+v", o)
 	}
+}
+
+// inputFile writes text to a new file and returns its path: an import
+// from a FILE checks every record before writing any.
+func inputFile(t *testing.T, text string) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "in.jsonl")
+	if err := os.WriteFile(f, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
 }

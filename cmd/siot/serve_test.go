@@ -252,14 +252,14 @@ func TestImportRefusesBadRecordsAndWritesNothing(t *testing.T) {
 		{fmt.Sprintf(`{"node":%q,"type":"temp","value":1e999}`, uuid.NewString()), "value"},
 	}
 	for _, c := range cases {
-		_, _, err := cli(t, good+"\n"+good+"\n"+c.line+"\n", "import", "--server", srv.nats)
+		_, _, err := cli(t, "", "import", "--server", srv.nats, inputFile(t, good+"\n"+good+"\n"+c.line+"\n"))
 		if err == nil || !strings.Contains(err.Error(), "line 3") || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%.60s: err = %v, want line 3 and %q", c.line, err, c.want)
 		}
 	}
 	// A record far in the future is refused by the server's clock check.
 	future := fmt.Sprintf(`{"node":%q,"type":"temp","hlc":"%d","origin":%q}`, srv.id, uint64(time.Now().Add(time.Hour).UnixMilli())<<16, uuid.NewString())
-	if _, _, err := cli(t, future+"\n", "import", "--server", srv.nats); err == nil || !strings.Contains(err.Error(), "line 1") {
+	if _, _, err := cli(t, "", "import", "--server", srv.nats, inputFile(t, future+"\n")); err == nil || !strings.Contains(err.Error(), "line 1") {
 		t.Errorf("far-future hlc: %v", err)
 	}
 	if out := mustCLI(t, "", "export", "--server", srv.nats); out != "" {
