@@ -54,13 +54,19 @@ func serve[Req, Resp any](r *Replica, fn func(transport.Identity, Req) (Resp, er
 		}
 		resp, err := fn(id, req)
 		if err != nil {
-			if errors.Is(err, ErrForbidden) || errors.Is(err, ErrLimited) {
-				r.metrics.refuse(rejectReason(err))
-			}
+			r.countRefusal(err)
 			replyErr(m, err)
 			return
 		}
 		reply(m, resp)
+	}
+}
+
+// countRefusal counts err when it refuses a request for its identity's
+// rights or limits.
+func (r *Replica) countRefusal(err error) {
+	if errors.Is(err, ErrForbidden) || errors.Is(err, ErrLimited) {
+		r.metrics.refuse(rejectReason(err))
 	}
 }
 
@@ -116,12 +122,22 @@ func (r *Replica) handleStatus(m *nats.Msg) {
 		replyErr(m, err)
 		return
 	}
+	st, err := r.statusFor(id)
+	if err != nil {
+		replyErr(m, err)
+		return
+	}
+	reply(m, st)
+}
+
+// statusFor is the status as identity id may see it: who it is, and for a
+// scoped identity the roots of its scope, without the links.
+func (r *Replica) statusFor(id transport.Identity) (transport.Status, error) {
 	st := r.Status()
 	st.You = id.String()
 	acc, err := r.accessOf(id)
 	if err != nil {
-		replyErr(m, err)
-		return
+		return transport.Status{}, err
 	}
 	if !acc.all {
 		// The links name other instances and their addresses: an
@@ -136,19 +152,25 @@ func (r *Replica) handleStatus(m *nats.Msg) {
 		}
 		slices.Sort(st.Scope)
 	}
-	reply(m, st)
+	return st, nil
 }
 
 // transfer runs an import or export request in a goroutine of its own,
 // within its identity's transfer limit.
 func (r *Replica) transfer(m *nats.Msg, fn func(transport.Identity)) {
-	id, ok := r.requester(m)
+	r.transferAnswering(m, replyErr, fn)
+}
+
+// transferAnswering is transfer for an API that answers refusals with
+// fail.
+func (r *Replica) transferAnswering(m *nats.Msg, fail func(*nats.Msg, error), fn func(transport.Identity)) {
+	id, ok := r.requesterAnswering(m, fail)
 	if !ok {
 		return
 	}
 	if err := r.limits.take(id, false); err != nil {
 		r.metrics.refuse(ReasonLimited)
-		replyErr(m, err)
+		fail(m, err)
 		return
 	}
 	if err := r.goRequest(func() {
@@ -156,7 +178,7 @@ func (r *Replica) transfer(m *nats.Msg, fn func(transport.Identity)) {
 		fn(id)
 	}); err != nil {
 		r.limits.release(id, false)
-		replyErr(m, err)
+		fail(m, err)
 	}
 }
 
@@ -196,6 +218,21 @@ func (r *Replica) importBatch(id transport.Identity, m *nats.Msg) {
 		replyErr(m, err)
 		return
 	}
+	out, err := r.importPoints(id, pts, req.OneTime)
+	if err != nil {
+		replyErr(m, err)
+		return
+	}
+	reply(m, out)
+}
+
+// importPoints writes the decoded points of an import by identity id
+// (api.import, json.set): it checks them against id's scope and the
+// sign-in addresses, stamps a user's points with the user's node as
+// origin and writes them with Write (WriteOne when one is set). The
+// points are durable when it returns without an error; a refusal is
+// counted. It may modify pts.
+func (r *Replica) importPoints(id transport.Identity, pts []crdt.Point, one bool) (transport.ImportResult, error) {
 	if !r.cfg.noChecks {
 		acc, err := r.accessOf(id)
 		if err == nil {
@@ -203,17 +240,15 @@ func (r *Replica) importBatch(id transport.Identity, m *nats.Msg) {
 		}
 		if err != nil {
 			r.metrics.rejectWrite(rejectReason(err), len(pts))
-			replyErr(m, err)
-			return
+			return transport.ImportResult{}, err
 		}
 	}
 	if err := r.checkEmails(pts); err != nil {
 		r.metrics.rejectWrite(rejectReason(err), len(pts))
-		replyErr(m, err)
-		return
+		return transport.ImportResult{}, err
 	}
 	write := r.Write
-	if req.OneTime {
+	if one {
 		write = r.WriteOne
 	}
 	if id.Kind == transport.KindUser {
@@ -225,8 +260,7 @@ func (r *Replica) importBatch(id transport.Identity, m *nats.Msg) {
 	}
 	res, err := write(pts)
 	if err != nil {
-		replyErr(m, err)
-		return
+		return transport.ImportResult{}, err
 	}
 	out := transport.ImportResult{}
 	for _, o := range res.Outcomes {
@@ -236,7 +270,7 @@ func (r *Replica) importBatch(id transport.Identity, m *nats.Msg) {
 			out.Stale++
 		}
 	}
-	reply(m, out)
+	return out, nil
 }
 
 // ExportPage reads one page of points in export order (node, parent, type,

@@ -364,12 +364,18 @@ func (l *limits) release(id transport.Identity, watch bool) {
 }
 
 // requester parses the identity of a request from its subject, counts it
-// against the identity's rate and answers the refusal itself; ok is false
-// when the request was refused.
+// against the identity's rate and answers the refusal itself with an error
+// frame; ok is false when the request was refused.
 func (r *Replica) requester(m *nats.Msg) (transport.Identity, bool) {
+	return r.requesterAnswering(m, replyErr)
+}
+
+// requesterAnswering is requester for an API that answers refusals with
+// fail (the JSON API: an error object).
+func (r *Replica) requesterAnswering(m *nats.Msg, fail func(*nats.Msg, error)) (transport.Identity, bool) {
 	id, _, err := transport.ParseSubject(m.Subject)
 	if err != nil {
-		replyErr(m, err)
+		fail(m, err)
 		return id, false
 	}
 	if !replyOK(id, m.Reply) {
@@ -381,7 +387,7 @@ func (r *Replica) requester(m *nats.Msg) (transport.Identity, bool) {
 	}
 	if err := r.limits.allow(id, time.Now()); err != nil {
 		r.metrics.refuse(ReasonLimited)
-		replyErr(m, err)
+		fail(m, err)
 		return id, false
 	}
 	return id, true

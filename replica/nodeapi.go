@@ -290,9 +290,20 @@ func (r *Replica) handleWatch(m *nats.Msg) {
 		replyErr(m, err)
 		return
 	}
+	r.holdWatch(m, id, req, replyErr, func(rep transport.WatchReply) { reply(m, rep) })
+}
+
+// holdWatch answers watch request req of identity id (api.watch,
+// json.watch): it checks req.Root against id's scope, takes a watcher of
+// id's limit and of Config.MaxWatchers, and runs Replica.watch in a
+// goroutine the replica waits for. The goroutine calls answer with the
+// reply, or fail with the error; a refusal is answered with fail before
+// holdWatch returns.
+func (r *Replica) holdWatch(m *nats.Msg, id transport.Identity, req transport.WatchRequest,
+	fail func(*nats.Msg, error), answer func(transport.WatchReply)) {
 	acc, err := r.access(id)
 	if err != nil {
-		replyErr(m, err)
+		fail(m, err)
 		return
 	}
 	if req.Root != uuid.Nil {
@@ -301,13 +312,13 @@ func (r *Replica) handleWatch(m *nats.Msg) {
 				err = forbidden(id, req.Root)
 				r.metrics.refuse(ReasonForbidden)
 			}
-			replyErr(m, err)
+			fail(m, err)
 			return
 		}
 	}
 	if err := r.limits.take(id, true); err != nil {
 		r.metrics.refuse(ReasonLimited)
-		replyErr(m, err)
+		fail(m, err)
 		return
 	}
 	r.apiMu.Lock()
@@ -315,12 +326,12 @@ func (r *Replica) handleWatch(m *nats.Msg) {
 	case r.apiClosed:
 		r.apiMu.Unlock()
 		r.limits.release(id, true)
-		replyErr(m, errors.New("watch: server shutting down"))
+		fail(m, errors.New("watch: server shutting down"))
 		return
 	case r.watchers >= r.cfg.MaxWatchers:
 		r.apiMu.Unlock()
 		r.limits.release(id, true)
-		replyErr(m, fmt.Errorf("watch: %d watchers already waiting, try again later", r.watchers))
+		fail(m, fmt.Errorf("watch: %d watchers already waiting, try again later", r.watchers))
 		return
 	}
 	r.watchers++
@@ -336,10 +347,10 @@ func (r *Replica) handleWatch(m *nats.Msg) {
 		}()
 		rep, err := r.watch(r.ctx, acc, req)
 		if err != nil {
-			replyErr(m, err)
+			fail(m, err)
 			return
 		}
-		reply(m, rep)
+		answer(rep)
 	}()
 }
 

@@ -305,6 +305,11 @@ func (r *Replica) subscribe() error {
 		transport.NameToken:  serve(r, r.auth.issueToken),
 		transport.NameNodes:  serve(r, r.treeNodes),
 		transport.NameVerify: r.handleVerify,
+
+		transport.NameJSONSet:    r.handleJSONSet,
+		transport.NameJSONGet:    r.handleJSONGet,
+		transport.NameJSONWatch:  r.handleJSONWatch,
+		transport.NameJSONStatus: r.handleJSONStatus,
 	}
 	// In a cluster the members answer requests that name no server as
 	// one queue group, and each answers those that name its own server

@@ -42,6 +42,27 @@ const (
 	NameVerify = "api.verify"
 )
 
+// Names of the JSON API: the same operations as the api.* names for
+// clients without msgpack (a shell's nats CLI, Python, Node). The request
+// and the reply are one JSON object each (UTF-8), every error reply is
+// {"error": "..."}, and point records are those of package record
+// (docs/protocol.md, "JSON API"). They are served like the api.* names:
+// under the requester's prefix, with or without a server name.
+const (
+	// NameJSONSet writes a point record or an array of them, as an
+	// import does: {"applied": n, "stale": n}.
+	NameJSONSet = "json.set"
+	// NameJSONGet answers {"node", "after", "max"} with one page of the
+	// node's records, as api.node: {"known", "records", "next", "more"}.
+	NameJSONGet = "json.get"
+	// NameJSONWatch answers {"root", "after", "wait", "max"} with the
+	// changes after "after", held as api.watch holds:
+	// {"records", "next", "last"}, change numbers as decimal strings.
+	NameJSONWatch = "json.watch"
+	// NameJSONStatus answers {} with {"id", "you", "scope", "lastSeq"}.
+	NameJSONStatus = "json.status"
+)
+
 // Subject returns the subject of request name sent by identity id.
 func Subject(id Identity, name string) string { return id.Prefix() + "." + name }
 

@@ -126,6 +126,13 @@ func tourScript(t *testing.T) string { return readmeScript(t, "## A five-minute 
 // kills them all.
 func runScript(t *testing.T, bash, bin, script string, ports ...string) (stdout, stderr string, err error) {
 	t.Helper()
+	return runScriptIn(t, bash, bin, "", t.TempDir(), script, ports...)
+}
+
+// runScriptIn is runScript with the directory path first on the script's
+// PATH (none when empty) and tmp as its TMPDIR, where its mktemp files go.
+func runScriptIn(t *testing.T, bash, bin, path, tmp, script string, ports ...string) (stdout, stderr string, err error) {
+	t.Helper()
 	script = strings.ReplaceAll(script, "bin/siot ", bin+" ")
 	for _, port := range ports {
 		script = strings.ReplaceAll(script, "127.0.0.1:"+port, "127.0.0.1:"+strconv.Itoa(freePort(t)))
@@ -134,7 +141,10 @@ func runScript(t *testing.T, bash, bin, script string, ports ...string) (stdout,
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bash, "-e", "-c", script)
 	cmd.Dir = t.TempDir()
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + cmd.Dir, "TMPDIR=" + t.TempDir()}
+	if path != "" {
+		path += string(os.PathListSeparator)
+	}
+	cmd.Env = []string{"PATH=" + path + os.Getenv("PATH"), "HOME=" + cmd.Dir, "TMPDIR=" + tmp}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	var out, errb bytes.Buffer

@@ -43,6 +43,9 @@ func TestMain(m *testing.M) {
 	if e2eBinDir != "" {
 		os.RemoveAll(e2eBinDir)
 	}
+	if natsBinDir != "" {
+		os.RemoveAll(natsBinDir)
+	}
 	os.Exit(code)
 }
 
