@@ -105,11 +105,17 @@ var _ transport.Authenticator = (*authority)(nil)
 func (a *authority) Authenticate(req transport.AuthRequest) (transport.Grant, error) {
 	switch {
 	case req.Key != "":
-		if req.User == string(transport.KindAdmin) {
+		// A client that sends no user name with its nkey (the nats CLI's
+		// --nkey) signs in as the administrator when the key is the
+		// administrator's; a device's key needs its node as the user.
+		if req.User == string(transport.KindAdmin) || req.User == "" && a.adminKey != "" && req.Key == a.adminKey {
 			if a.adminKey == "" || subtle.ConstantTimeCompare([]byte(req.Key), []byte(a.adminKey)) != 1 {
 				return transport.Grant{}, fmt.Errorf("%w: not this instance's administrator key", errAuth)
 			}
 			return transport.Grant{Identity: transport.Identity{Kind: transport.KindAdmin}, Credential: req.Key}, nil
+		}
+		if req.User == "" {
+			return transport.Grant{}, fmt.Errorf("%w: nkey without a user name: only the administrator's key signs in so; a device's key needs its node UUID as the user name", errAuth)
 		}
 		node, err := uuid.Parse(req.User)
 		if err != nil || node == uuid.Nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 
 	"github.com/siot-io/siot/crdt"
 	"github.com/siot-io/siot/store"
@@ -799,5 +800,37 @@ func TestSignInFollowsAddressChanges(t *testing.T) {
 	}
 	if c, err := login(t, n, "EVE@example.org", "pw one"); err != nil || c.Node != u {
 		t.Fatalf("the new address: %v", err)
+	}
+}
+
+// TestNkeyWithoutUserName: the nats CLI's --nkey sends no user name. The
+// administrator's key signs in so; any other key (a device's, a forged
+// one) is refused, and a device still signs in with its node as user.
+func TestNkeyWithoutUserName(t *testing.T) {
+	n := startNode(t, "server", nodeOpts{})
+	dial := func(c *transport.Creds) error {
+		kp, err := nkeys.FromSeed(c.Seed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pub, _ := kp.PublicKey()
+		id, _ := c.Identity()
+		nc, err := nats.Connect(n.url(), nats.NoReconnect(), nats.Nkey(pub, kp.Sign), nats.CustomInboxPrefix(id.Inbox()))
+		if err != nil {
+			return err
+		}
+		defer nc.Close()
+		_, err = nc.Request(transport.Subject(id, transport.NameStatus), mustEncode(transport.StatusRequest{}), 5*time.Second)
+		return err
+	}
+	if err := dial(n.admin); err != nil {
+		t.Fatalf("the administrator's nkey without a user name: %v", err)
+	}
+	forged, _ := transport.NewKeyCreds(transport.KindAdmin, uuid.Nil)
+	stranger, _ := transport.NewKeyCreds(transport.KindKey, uuid.New())
+	for name, c := range map[string]*transport.Creds{"forged admin": forged, "device key": stranger} {
+		if err := dial(c); !errors.Is(err, nats.ErrAuthorization) {
+			t.Errorf("%s without a user name: %v, want refused", name, err)
+		}
 	}
 }

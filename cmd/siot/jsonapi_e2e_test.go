@@ -113,12 +113,14 @@ func TestE2EJSONAPIReadme(t *testing.T) {
 		t.Fatalf("recipe: %v\nstdout:\n%s\nstderr:\n%s", err, stdout, stderr)
 	}
 
-	var status map[string]any
+	var status, adminStatus map[string]any
 	var sets []string
 	var get, refusal map[string]any
 	var watches []map[string]any
 	for _, o := range objectLines(t, stdout) {
 		switch {
+		case o["you"] == "admin":
+			adminStatus = o
 		case o["you"] != nil:
 			status = o
 		case o["applied"] != nil:
@@ -134,7 +136,7 @@ func TestE2EJSONAPIReadme(t *testing.T) {
 			t.Errorf("unexpected reply %v", o)
 		}
 	}
-	if status == nil || get == nil || refusal == nil || len(watches) == 0 {
+	if status == nil || adminStatus == nil || get == nil || refusal == nil || len(watches) == 0 {
 		t.Fatalf("the recipe does not print every reply:\n%s", stdout)
 	}
 	bot, ok := strings.CutPrefix(status["you"].(string), "user:")
