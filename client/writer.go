@@ -34,7 +34,8 @@ type WriterOptions struct {
 // Linger of Write, with the points written after it up to a full batch,
 // one request at a time, so the server stamps points without a time in
 // the order written. Write does not wait for the server; Flush and Close
-// do. Write and Flush must not be called concurrently with each other.
+// do. Write, Flush and Close must not be called concurrently with each
+// other (one goroutine feeds a Writer).
 // The Writer's goroutine ends with Close.
 type Writer struct {
 	c    *Client

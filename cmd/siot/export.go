@@ -2,14 +2,15 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 
 	"github.com/google/uuid"
 
+	"github.com/siot-io/siot/client"
 	"github.com/siot-io/siot/crdt"
 	"github.com/siot-io/siot/record"
-	"github.com/siot-io/siot/transport"
 )
 
 const exportUsage = `Usage: siot export [--root UUID] [--quiet] [--server URL]
@@ -70,26 +71,16 @@ func (c *exportCmd) run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer cl.Close()
-	if root != uuid.Nil {
-		// An empty export of a node the server does not have would look
-		// like the backup of an empty subtree.
-		if err := cl.Known(ctx, root); err != nil {
-			return fmt.Errorf("export --root: %w", err)
-		}
-	}
-	req := transport.ExportRequest{Root: root}
 	var buf []byte
 	written := 0
 	bar := newProgress(m.Stderr, !*quiet, "exporting", 0)
 	defer bar.done()
-	for {
-		var page transport.ExportPage
-		if err := cl.Request(ctx, transport.NameExport, req, &page); err != nil {
-			return fmt.Errorf("export: after %d records: %w", written, err)
-		}
-		pts, err := crdt.DecodeBatch(page.Points, 0)
+	for pts, err := range cl.Export(ctx, root) {
 		if err != nil {
-			return fmt.Errorf("export: page after %d records: %w", written, err)
+			if errors.Is(err, client.ErrNotFound) && written == 0 {
+				return fmt.Errorf("export --root: %w", err)
+			}
+			return fmt.Errorf("export: after %d records: %w", written, err)
 		}
 		// The page goes out whole, in one write, so an export cut off
 		// between pages ends on a whole record.
@@ -102,13 +93,6 @@ func (c *exportCmd) run(ctx context.Context, args []string) error {
 		}
 		written += len(pts)
 		bar.add(int64(len(pts)))
-		if !page.More {
-			break
-		}
-		if len(page.Next) == 0 {
-			return fmt.Errorf("export: server sent a page without a cursor (after %d records)", written)
-		}
-		req.After = page.Next
 	}
 	bar.done()
 	fmt.Fprintf(m.Stderr, "exported %d records\n", written)

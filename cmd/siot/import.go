@@ -58,9 +58,10 @@ runs. An invalid line stops the import with exit status 1, naming its line
 and the reason: the lines before it are written, it and those after it
 are not. A record outside the tree is held back until an edge record of
 the input attaches its node (a backup lists a node's records before the
-edge above its parent); records still held at the end of the input are
-refused, with their count and a few of their nodes and lines (exit status
-1; everything else is written), unless --allow-orphans.
+edge above its parent), in memory; records still held at the end of the
+input are refused, with their count and a few of their nodes and lines
+(exit status 1; everything else is written), unless --allow-orphans.
+Restore a backup from a FILE.
 
 From a FILE, every record is checked before anything is written: an
 invalid record, or records outside the tree, make the import fail naming
