@@ -259,6 +259,23 @@ func TestPermission(t *testing.T) {
 		}
 		break
 	}
+	// Revoked: the server closes the device's connection, and its client,
+	// reconnecting, is refused.
+	pub, _ := creds.PublicKey()
+	if _, err := admin.Set(ctx, client.Point{Node: dev, Type: crdt.TypeAuthKey, Key: pub, Tombstone: true, Text: "device"}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, err := cl.Set(ctx, client.Point{Node: dev, Type: "temp", Value: 2})
+		if errors.Is(err, client.ErrPermission) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("set with revoked credentials: %v, want ErrPermission", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	// Credentials the server does not know.
 	stranger, err := transport.NewKeyCreds(transport.KindKey, uuid.New())
 	if err != nil {

@@ -113,6 +113,12 @@ func (c *Client) requestError(err error, wait time.Duration) error {
 	case errors.Is(err, nats.ErrConnectionClosed):
 		return &Error{Kind: ErrUnavailable, Msg: fmt.Sprintf("the connection to %s closed (the server stopped?)", c.url), Err: err}
 	case errors.Is(err, nats.ErrDisconnected), errors.Is(err, nats.ErrReconnectBufExceeded), errors.Is(err, nats.ErrConnectionReconnecting):
+		if last := c.nc.LastError(); last != nil && errors.Is(last, nats.ErrAuthorization) {
+			// Reconnecting, and the server refuses the credentials: revoked,
+			// or a server that is starting (it refuses every sign-in until
+			// its store is open).
+			return &Error{Kind: ErrPermission, Msg: fmt.Sprintf("disconnected from %s, which refuses these credentials now: %v", c.url, last), Err: last}
+		}
 		return &Error{Kind: ErrUnavailable, Msg: fmt.Sprintf("disconnected from %s (reconnecting)", c.url), Err: err}
 	case errors.Is(err, nats.ErrMaxPayload):
 		return &Error{Kind: ErrInvalid, Msg: fmt.Sprintf("request to %s: too large for one message: %v", c.url, err), Err: err}

@@ -178,6 +178,11 @@ func decodeChanges(rep transport.WatchReply) ([]Change, error) {
 // shutting down, no reply in time), which a watch survives, rather than
 // a refusal.
 func lostServer(err error) bool {
+	if errors.Is(err, nats.ErrAuthorization) {
+		// Reconnecting to a server that refuses the credentials: one that
+		// is starting does; awaitSame gives it a grace.
+		return true
+	}
 	var e *Error
 	if !errors.As(err, &e) || e.Kind != ErrUnavailable {
 		return false
