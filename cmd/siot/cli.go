@@ -336,8 +336,11 @@ type versionCmd struct {
 
 const versionUsage = `Usage: siot version [--json]
 
-Print the version of this build: the module version (or "devel"), the VCS
-revision it was built from when known, and the Go version.
+Print the version of this build: the version stamped by the release build
+(make release), else the module version (or "devel"); the VCS revision it
+was built from when known; the Go version; and, for a lean edge build
+(make lean), "lean". --json prints them as one object with "lean" true or
+false.
 
 Examples:
   siot version
@@ -356,33 +359,63 @@ func (c *versionCmd) run(_ context.Context, args []string) error {
 	}
 	v := buildVersion()
 	if c.asJSON {
-		fmt.Fprintf(c.m.Stdout, "{\"version\":%q,\"revision\":%q,\"go\":%q}\n", v.version, v.revision, v.goVersion)
+		fmt.Fprintf(c.m.Stdout, "{\"version\":%q,\"revision\":%q,\"go\":%q,\"lean\":%t}\n", v.version, v.revision, v.goVersion, v.lean)
 		return nil
 	}
 	fmt.Fprintf(c.m.Stdout, "siot %s\n", v)
 	return nil
 }
 
-type versionInfo struct{ version, revision, goVersion string }
+// stampedVersion is the version a release build stamps into the binary
+// with -ldflags "-X main.stampedVersion=v1.2.3" (make release, make lean:
+// git describe --tags --always --dirty, or VERSION=); empty otherwise. The
+// linker sets it before main runs; nothing assigns it.
+var stampedVersion string
+
+type versionInfo struct {
+	version, revision, goVersion string
+	lean                         bool // built with -tags lean
+}
 
 // String is the version as siot version prints it after "siot ", and as
-// the "siot serving" log line carries it: "devel (0123456789ab) go1.26.0".
+// the "siot serving" log line carries it: "devel (0123456789ab) go1.26.0",
+// with " lean" at the end for a lean build.
 func (v versionInfo) String() string {
 	rev := ""
 	if v.revision != "" {
 		rev = " (" + v.revision + ")"
 	}
-	return v.version + rev + " " + v.goVersion
+	s := v.version + rev + " " + v.goVersion
+	if v.lean {
+		s += " lean"
+	}
+	return s
 }
 
 func buildVersion() versionInfo {
-	v := versionInfo{version: "devel", goVersion: runtime.Version()}
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
+		bi = nil
+	}
+	return versionOf(stampedVersion, bi, leanBuild)
+}
+
+// versionOf is the version of a build stamped with stamped (may be empty)
+// and described by bi (nil when the binary carries no build information):
+// the stamped version wins, then the module version, then "devel".
+func versionOf(stamped string, bi *debug.BuildInfo, lean bool) versionInfo {
+	v := versionInfo{version: "devel", goVersion: runtime.Version(), lean: lean}
+	if bi == nil {
+		if s := strings.TrimSpace(stamped); s != "" {
+			v.version = s
+		}
 		return v
 	}
 	if bi.Main.Version != "" && bi.Main.Version != "(devel)" {
 		v.version = bi.Main.Version
+	}
+	if s := strings.TrimSpace(stamped); s != "" {
+		v.version = s
 	}
 	for _, s := range bi.Settings {
 		switch s.Key {

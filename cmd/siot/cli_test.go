@@ -26,8 +26,8 @@ func TestVersion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var v map[string]string
-	if err := json.Unmarshal([]byte(out), &v); err != nil || v["version"] == "" || v["go"] == "" {
+	var v struct{ Version, Go string }
+	if err := json.Unmarshal([]byte(out), &v); err != nil || v.Version == "" || v.Go == "" {
 		t.Fatalf("version --json: %q %v", out, err)
 	}
 }

@@ -95,6 +95,7 @@ type e2eProc struct {
 	port  int      // 0 until the first start succeeded
 	extra []string // link flags
 	web   bool     // serve HTTP on a fresh loopback port each start
+	bin   string   // the binary to run; e2eBinary's when empty
 	all   e2eBuffer
 
 	// The running child, if any. Only the test goroutine touches these;
@@ -186,7 +187,11 @@ func (p *e2eProc) startOnce() error {
 	args := []string{"serve", "--data", p.data, "--listen", "127.0.0.1:" + strconv.Itoa(p.port), "--http", httpAddr,
 		"--log-format", "json"}
 	args = withLinkCreds(p.t, append(args, p.extra...))
-	cmd := exec.Command(e2eBinary(p.t), args...)
+	bin := p.bin
+	if bin == "" {
+		bin = e2eBinary(p.t)
+	}
+	cmd := exec.Command(bin, args...)
 	cmd.Env = childEnv()
 	var run e2eBuffer
 	fmt.Fprintf(&p.all, "==== %s: siot %s\n", time.Now().Format("15:04:05.000"), strings.Join(args, " "))
