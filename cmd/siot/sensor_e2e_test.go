@@ -23,10 +23,9 @@ type sensorProc struct {
 	exited      chan struct{}
 }
 
-// startSensor builds examples/sensor (without -race, like the siot
-// binary) and runs it with args; it is killed and waited for when the
-// test ends.
-func startSensor(t *testing.T, args ...string) *sensorProc {
+// sensorBinary builds examples/sensor (without -race, like the siot
+// binary) in a directory of the test and returns its path.
+func sensorBinary(t *testing.T) string {
 	t.Helper()
 	goTool, err := exec.LookPath("go")
 	if err != nil {
@@ -38,8 +37,15 @@ func startSensor(t *testing.T, args ...string) *sensorProc {
 		t.Fatalf("go build examples/sensor: %v\n%s", err, out)
 	}
 	t.Logf("built examples/sensor in %v", time.Since(start).Round(time.Millisecond))
+	return bin
+}
+
+// startSensor runs examples/sensor with args; it is killed and waited for
+// when the test ends.
+func startSensor(t *testing.T, args ...string) *sensorProc {
+	t.Helper()
 	s := &sensorProc{exited: make(chan struct{})}
-	s.cmd = exec.Command(bin, args...)
+	s.cmd = exec.Command(sensorBinary(t), args...)
 	s.cmd.Env = childEnv()
 	s.cmd.Stdout, s.cmd.Stderr = &s.out, &s.errOut
 	if err := s.cmd.Start(); err != nil {
@@ -180,5 +186,42 @@ func TestE2ESensorExample(t *testing.T) {
 	}
 	if strings.Contains(log, "level=ERROR") {
 		t.Errorf("sensor logged an error")
+	}
+}
+
+// TestE2EReadmeEdgeApplication runs the README's "An edge application"
+// block where it says, before the tour's last line, with the example
+// built for the test in place of go run, and checks what it claims: the
+// sensor logs the setpoint written on the cloud, and the cloud sees its
+// heater on.
+func TestE2EReadmeEdgeApplication(t *testing.T) {
+	bin := e2eBinary(t)
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("no bash")
+	}
+	tour := strings.TrimPrefix(tourScript(t), "make build\n")
+	const last = "kill %1 %2 %3; wait\n"
+	if !strings.HasSuffix(tour, last) {
+		t.Fatalf("the tour does not end with %q:\n%s", last, tour)
+	}
+	block := readmeScript(t, "### An edge application")
+	const goRun = "go run ./examples/sensor "
+	if !strings.HasPrefix(block, goRun) {
+		t.Fatalf("the block does not start with %q:\n%s", goRun, block)
+	}
+	block = sensorBinary(t) + " " + strings.TrimPrefix(block, goRun)
+	script := strings.TrimSuffix(tour, last) + block + last
+	stdout, stderr, err := runScript(t, bash, bin, script, "4222", "4223", "8118", "8119")
+	if err != nil {
+		t.Fatalf("tour and edge application: %v\nstdout:\n%s\nstderr:\n%s", err, stdout, stderr)
+	}
+	for _, re := range []string{`msg="setpoint changed" .*value=19\n`, `msg="setpoint changed" .*value=25\n`, `msg="sensor stopped"`} {
+		if !regexpMatch(re, stderr) {
+			t.Errorf("the sensor's log does not match %s:\n%s", re, stderr)
+		}
+	}
+	if !regexpMatch(`(?m)^heater\s+0\s+1\s`, stdout) || !regexpMatch(`(?m)^setpoint\s+0\s+25\s`, stdout) {
+		t.Errorf("the cloud's get shows no heater on or no setpoint 25:\n%s", stdout)
 	}
 }
