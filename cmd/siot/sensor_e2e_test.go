@@ -40,12 +40,12 @@ func sensorBinary(t *testing.T) string {
 	return bin
 }
 
-// startSensor runs examples/sensor with args; it is killed and waited for
-// when the test ends.
-func startSensor(t *testing.T, args ...string) *sensorProc {
+// startSensor runs the sensor binary bin with args; it is killed and
+// waited for when the test ends.
+func startSensor(t *testing.T, bin string, args ...string) *sensorProc {
 	t.Helper()
 	s := &sensorProc{exited: make(chan struct{})}
-	s.cmd = exec.Command(sensorBinary(t), args...)
+	s.cmd = exec.Command(bin, args...)
 	s.cmd.Env = childEnv()
 	s.cmd.Stdout, s.cmd.Stderr = &s.out, &s.errOut
 	if err := s.cmd.Start(); err != nil {
@@ -65,9 +65,30 @@ func startSensor(t *testing.T, args ...string) *sensorProc {
 	return s
 }
 
+// node waits for the ID of the node the sensor adds, the first line of its
+// output.
+func (s *sensorProc) node(t *testing.T) uuid.UUID {
+	t.Helper()
+	var node uuid.UUID
+	waitFor(t, "the sensor to print its node", 20*time.Second, func() (bool, string) {
+		line, _, ok := strings.Cut(s.out.String(), "\n")
+		if ok {
+			node, _ = uuid.Parse(line)
+		}
+		select {
+		case <-s.exited:
+			t.Fatalf("sensor exited: %v\n%s", s.cmd.ProcessState, s.errOut.String())
+		default:
+		}
+		return node != uuid.Nil, fmt.Sprintf("stdout %q", s.out.String())
+	})
+	return node
+}
+
 // TestE2ESensorExample runs the example edge application against an edge
 // provisioned on a cloud, and checks on the cloud what it claims: it adds
-// its node under the edge's root, its readings arrive, a setpoint written
+// its node under the edge's root, its readings arrive (the simulated
+// room's, and this machine's load with --source proc), a setpoint written
 // on the cloud switches its heater (seen on the cloud), it goes on across
 // a restart of the edge, and SIGTERM stops it cleanly.
 func TestE2ESensorExample(t *testing.T) {
@@ -83,21 +104,10 @@ func TestE2ESensorExample(t *testing.T) {
 	}
 	waitLinks(t, edge, cloud.url)
 
-	s := startSensor(t, "--server", edge.url, "--creds", filepath.Join(edge.data, "admin.creds"),
-		"--source", "sim", "--interval", "50ms", "--seed", "7")
-	var node uuid.UUID
-	waitFor(t, "the sensor to print its node", 20*time.Second, func() (bool, string) {
-		line, _, ok := strings.Cut(s.out.String(), "\n")
-		if ok {
-			node, _ = uuid.Parse(line)
-		}
-		select {
-		case <-s.exited:
-			t.Fatalf("sensor exited: %v\n%s", s.cmd.ProcessState, s.errOut.String())
-		default:
-		}
-		return node != uuid.Nil, fmt.Sprintf("stdout %q", s.out.String())
-	})
+	bin := sensorBinary(t)
+	edgeCreds := filepath.Join(edge.data, "admin.creds")
+	s := startSensor(t, bin, "--server", edge.url, "--creds", edgeCreds, "--source", "sim", "--interval", "50ms", "--seed", "7")
+	node := s.node(t)
 
 	ctx := context.Background()
 	cl, err := client.Dial(ctx, cloud.url, client.WithCredsFile(filepath.Join(cloud.data, "admin.creds")), client.WithTimeout(5*time.Second))
@@ -105,8 +115,8 @@ func TestE2ESensorExample(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	// point reads node's point typ on the cloud.
-	point := func(typ string) (client.Point, string) {
+	// pointOf reads node's point typ on the cloud.
+	pointOf := func(node uuid.UUID, typ string) (client.Point, string) {
 		pts, err := cl.Get(ctx, node)
 		if err != nil {
 			return client.Point{}, err.Error()
@@ -118,6 +128,7 @@ func TestE2ESensorExample(t *testing.T) {
 		}
 		return client.Point{}, "no " + typ
 	}
+	point := func(typ string) (client.Point, string) { return pointOf(node, typ) }
 	// waitValue waits until the cloud's typ satisfies ok, and returns it.
 	waitValue := func(what, typ string, ok func(p client.Point) bool) client.Point {
 		t.Helper()
@@ -143,6 +154,25 @@ func TestE2ESensorExample(t *testing.T) {
 	waitValue("heater off before any setpoint", "heater", func(p client.Point) bool { return p.Value == 0 })
 	if ps, err := cl.Node.Parents(ctx, node); err != nil || len(ps.Edges) != 1 || ps.Edges[0].Other.String() != dev || ps.Labels.Type != "sensor" {
 		t.Fatalf("the sensor's node on the cloud: %+v %v, want a sensor under the device %s", ps, err, dev)
+	}
+
+	// A sensor reading this machine writes its load.
+	proc := startSensor(t, bin, "--server", edge.url, "--creds", edgeCreds, "--source", "proc", "--interval", "50ms")
+	procNode := proc.node(t)
+	waitFor(t, "the proc sensor's load on the cloud", 20*time.Second, func() (bool, string) {
+		p, seen := pointOf(procNode, "load")
+		return p.Time != 0, seen
+	})
+	if err := proc.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-proc.exited:
+		if code := proc.cmd.ProcessState.ExitCode(); code != 0 {
+			t.Errorf("proc sensor: exit status %d after SIGINT, want 0", code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("proc sensor still running 10 s after SIGINT")
 	}
 
 	// A setpoint above what the heater can reach keeps it on; one below

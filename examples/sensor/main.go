@@ -133,12 +133,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if node == uuid.Nil {
 		// Parent nil: the client's root, for a server's admin.creds the
 		// server's root.
-		if node, _, err = cl.Node.Add(ctx, client.NewNode{Type: "sensor", Description: "example sensor (" + cfg.source + ")"}); err != nil {
-			return fmt.Errorf("add the sensor's node: %w", err)
+		node, _, err = cl.Node.Add(ctx, client.NewNode{Type: "sensor", Description: "example sensor (" + cfg.source + ")"})
+		if err != nil {
+			err = fmt.Errorf("add the sensor's node: %w", err)
+		} else {
+			fmt.Fprintln(stdout, node)
 		}
-		fmt.Fprintln(stdout, node)
-	} else if err := cl.Known(ctx, node); err != nil {
-		return fmt.Errorf("--node: %w", err)
+	} else if err = cl.Known(ctx, node); err != nil {
+		err = fmt.Errorf("--node: %w", err)
+	}
+	if ctx.Err() != nil {
+		return nil // stopped while starting
+	} else if err != nil {
+		return err
 	}
 	log = log.With("node", node)
 	log.Info("sensor started", "server", cl.URL(), "source", cfg.source, "interval", cfg.interval)
@@ -162,7 +169,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		maps.Copy(pending, r)
 	}
-	for read(); ; {
+	read()
+	for {
 		write(ctx, cl, node, pending, log)
 		select {
 		case <-ctx.Done():
