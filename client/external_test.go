@@ -157,7 +157,7 @@ func TestExternalModule(t *testing.T) {
 	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
 	if _, err := os.Stat(goTool); err != nil {
 		if goTool, err = exec.LookPath("go"); err != nil {
-			t.Skip("no go command")
+			t.Fatal("no go command to build the external module with")
 		}
 	}
 	s := startServer(t)
@@ -175,8 +175,10 @@ func TestExternalModule(t *testing.T) {
 		"go.mod":       strings.Replace(edgeappGoMod, "REPO", repo, 1),
 		"go.sum":       string(sum),
 		"main_test.go": edgeappTest,
+		// The README's program, which go vet compiles and checks.
+		"readme/main.go": readmeGoClient(t, filepath.Join(repo, "README.md")),
 	} {
-		if err := os.MkdirAll(app, 0o755); err != nil {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(app, name)), 0o755); err != nil {
 			t.Fatal(err)
 		}
 		if err := os.WriteFile(filepath.Join(app, name), []byte(data), 0o644); err != nil {
@@ -186,23 +188,48 @@ func TestExternalModule(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, goTool, "test", "-count=1", "./...")
-	cmd.Dir = app
-	for _, kv := range os.Environ() {
-		switch k, _, _ := strings.Cut(kv, "="); {
-		case strings.HasPrefix(k, "SIOT_"), k == "GOFLAGS", k == "GOPROXY", k == "GOWORK", k == "GOTOOLCHAIN":
-		default:
-			cmd.Env = append(cmd.Env, kv)
+	for _, args := range [][]string{{"test", "-count=1", "./..."}, {"vet", "./..."}} {
+		cmd := exec.CommandContext(ctx, goTool, args...)
+		cmd.Dir = app
+		for _, kv := range os.Environ() {
+			switch k, _, _ := strings.Cut(kv, "="); {
+			case strings.HasPrefix(k, "SIOT_"), k == "GOFLAGS", k == "GOPROXY", k == "GOWORK", k == "GOTOOLCHAIN":
+			default:
+				cmd.Env = append(cmd.Env, kv)
+			}
+		}
+		cmd.Env = append(cmd.Env, "SIOT_SERVER="+s.url, "SIOT_CREDS="+creds,
+			"GOFLAGS=-mod=mod", // complete go.mod with the client's requirements
+			"GOPROXY=off",      // offline: everything comes from the module cache
+			"GOWORK=off", "GOTOOLCHAIN=local")
+		start := time.Now()
+		out, err := cmd.CombinedOutput()
+		t.Logf("go %s in %s: %v\n%s", strings.Join(args, " "), app, time.Since(start).Round(time.Millisecond), out)
+		if err != nil {
+			t.Fatalf("go %s in the external module: %v\n%s", args[0], err, out)
 		}
 	}
-	cmd.Env = append(cmd.Env, "SIOT_SERVER="+s.url, "SIOT_CREDS="+creds,
-		"GOFLAGS=-mod=mod", // complete go.mod with the client's requirements
-		"GOPROXY=off",      // offline: everything comes from the module cache
-		"GOWORK=off", "GOTOOLCHAIN=local")
-	start := time.Now()
-	out, err := cmd.CombinedOutput()
-	t.Logf("go test in %s: %v\n%s", app, time.Since(start).Round(time.Millisecond), out)
+}
+
+// readmeGoClient returns the Go program of the README's section "The Go
+// client".
+func readmeGoClient(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
 	if err != nil {
-		t.Fatalf("go test in the external module: %v", err)
+		t.Fatal(err)
 	}
+	_, sec, ok := strings.Cut(string(b), "\n## The Go client\n")
+	if !ok {
+		t.Fatal("README has no section \"The Go client\"")
+	}
+	_, code, ok := strings.Cut(sec, "```go\n")
+	if !ok {
+		t.Fatal("README's \"The Go client\" has no Go program")
+	}
+	code, _, _ = strings.Cut(code, "```")
+	if !strings.Contains(code, `"github.com/siot-io/siot/client"`) {
+		t.Fatalf("README's Go program does not use the client:\n%s", code)
+	}
+	return code
 }
