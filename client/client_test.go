@@ -129,24 +129,24 @@ func TestSetBatchKeepsOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// 5,000 writes of one register across three requests: the last wins.
-	pts := make([]client.Point, 5000)
+	// 12,000 writes of one register across three requests: the last wins.
+	pts := make([]client.Point, 12_000)
 	for i := range pts {
 		pts[i] = client.Point{Node: n, Type: "count", Value: float64(i)}
 	}
 	if _, err := cl.SetBatch(ctx, pts); err != nil {
 		t.Fatal(err)
 	}
-	if p, _ := value(t, cl, n, "count", "0"); p.Value != 4999 {
-		t.Fatalf("count = %v, want the last written, 4999", p.Value)
+	if p, _ := value(t, cl, n, "count", "0"); p.Value != 11_999 {
+		t.Fatalf("count = %v, want the last written, 11999", p.Value)
 	}
 	// An invalid point anywhere: nothing sent.
 	pts[4000].Type = ""
 	if _, err := cl.SetBatch(ctx, append(pts[:10:10], pts[4000])); !errors.Is(err, client.ErrInvalid) || !strings.Contains(err.Error(), "point 10") {
 		t.Fatalf("invalid point: %v", err)
 	}
-	if p, _ := value(t, cl, n, "count", "0"); p.Value != 4999 {
-		t.Fatalf("count = %v after a refused batch, want 4999", p.Value)
+	if p, _ := value(t, cl, n, "count", "0"); p.Value != 11_999 {
+		t.Fatalf("count = %v after a refused batch, want 11999", p.Value)
 	}
 }
 

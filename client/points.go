@@ -24,7 +24,7 @@ func (r *Result) add(o transport.ImportResult) { r.Applied += o.Applied; r.Stale
 const MaxBatchBytes = 512 << 10
 
 // DefaultBatch is the most points SetBatch sends in one request.
-const DefaultBatch = 2000
+const DefaultBatch = 5000
 
 // Set writes pts as one operation: every point without a time gets the
 // same HLC, so the points are seen together (a move's two edge points),
