@@ -21,9 +21,10 @@ import (
 //
 // This is the lean build's Server (-tags lean), over the in-house broker
 // of package bus instead of nats-server, with the same API. It leaves out
-// clustering: StartServer refuses a ServerConfig.Cluster. A connection
-// past MaxSubsPerConn subscriptions has its next SUB refused instead of
-// being closed by Revalidate.
+// clustering: StartServer refuses a ServerConfig.Cluster. As in the full
+// build, Revalidate closes a connection holding more than MaxSubsPerConn
+// subscriptions; besides, the bus closes one at once at ten times that
+// (subsHardCap), so none holds unbounded memory in between.
 type Server struct {
 	*serverCore // its conns: exact, a connection leaves them when it closes
 	bus         *bus.Server
@@ -33,6 +34,11 @@ type Server struct {
 // ErrLeanCluster is returned by the lean build's StartServer for a
 // cluster configuration.
 var ErrLeanCluster = errors.New("transport: a cluster (--cluster, --route) is not in the lean build (make lean); use the full build")
+
+// subsHardCap is how many times MaxSubsPerConn a connection's
+// subscriptions may reach before the bus closes it without waiting for
+// Revalidate.
+const subsHardCap = 10
 
 // maxConnsLean bounds the lean server's connections, all identities
 // together (nats-server's default is 65,536: a lean build serves an edge).
@@ -114,7 +120,7 @@ func (s *Server) authorize(ci bus.ConnectInfo) (bus.Access, error) {
 	a := bus.Access{Deadline: g.Deadline}
 	pub, sub, all := grantRules(id)
 	if !all {
-		a.MaxSubs = s.maxSubs
+		a.MaxSubs = subsHardCap * s.maxSubs
 		if !s.noPerms {
 			a.Perms = &bus.Permissions{Publish: pub, Subscribe: sub, Replies: 1, ReplyTTL: replyWindow}
 		}
@@ -147,8 +153,15 @@ func (s *Server) Shutdown() { s.bus.Shutdown() }
 
 // Revalidate asks valid about the grant of every open connection (once per
 // identity and credential) and closes the connections it refuses, such as
-// those of a revoked key. It returns the number of connections it closed.
+// those of a revoked key, and those that hold more than MaxSubsPerConn
+// subscriptions. It returns the number of connections it closed.
 func (s *Server) Revalidate(valid func(Grant) error) int {
+	heavy := map[uint64]int{}
+	for _, c := range s.bus.Conns() {
+		if c.Subs > s.maxSubs {
+			heavy[c.ID] = c.Subs
+		}
+	}
 	s.mu.Lock()
 	conns := make(map[uint64]Grant, len(s.conns))
 	for cid, g := range s.conns {
@@ -170,6 +183,9 @@ func (s *Server) Revalidate(valid func(Grant) error) int {
 		if !ok {
 			err = valid(g)
 			verdict[k] = err
+		}
+		if n, over := heavy[cid]; over && err == nil {
+			err = fmt.Errorf("%d subscriptions on one connection, more than %d", n, s.maxSubs)
 		}
 		if err != nil && s.bus.Disconnect(cid) {
 			s.closed(cid)

@@ -196,7 +196,8 @@ func TestNoResponders(t *testing.T) {
 
 // TestPermissions: a connection confined to a prefix is refused a publish
 // or a subscription outside it with the words nats.go recognises, stays
-// connected, and may answer a request it received once.
+// connected, and may answer a request it received once; past its
+// subscriptions it is closed.
 func TestPermissions(t *testing.T) {
 	s := start(t, Config{Authorize: func(ci ConnectInfo) (Access, error) {
 		if ci.Opts.User == "free" {
@@ -214,7 +215,7 @@ func TestPermissions(t *testing.T) {
 		}
 		select {
 		case err := <-errs:
-			if !errors.Is(err, nats.ErrPermissionViolation) && what != "maximum subscriptions exceeded" || !strings.Contains(err.Error(), what) {
+			if !errors.Is(err, nats.ErrPermissionViolation) || !strings.Contains(err.Error(), what) {
 				t.Errorf("error %v, want %s", err, what)
 			}
 		case <-time.After(wait):
@@ -231,6 +232,9 @@ func TestPermissions(t *testing.T) {
 	want(`Subscription to ">"`)
 	if _, err := nc.QueueSubscribeSync("p.*.>", "g"); err != nil {
 		t.Fatal(err)
+	}
+	if !nc.IsConnected() {
+		t.Fatal("disconnected by a refusal")
 	}
 	if err := nc.Publish("q.x", nil); err != nil {
 		t.Fatal(err)
@@ -273,9 +277,20 @@ func TestPermissions(t *testing.T) {
 	if _, err := nc.SubscribeSync("p.four"); err != nil { // the third
 		t.Fatal(err)
 	}
-	want("maximum subscriptions exceeded")
-	if !nc.IsConnected() {
-		t.Error("disconnected by a refusal")
+	select {
+	case err := <-errs:
+		if !errors.Is(err, nats.ErrMaxSubscriptionsExceeded) {
+			t.Errorf("error %v, want ErrMaxSubscriptionsExceeded", err)
+		}
+	case <-time.After(wait):
+		t.Fatal("no error for the subscription past the maximum")
+	}
+	deadline := time.Now().Add(wait)
+	for !nc.IsClosed() {
+		if time.Now().After(deadline) {
+			t.Fatal("not closed past its subscriptions")
+		}
+		time.Sleep(time.Millisecond) // polling a condition, with a deadline
 	}
 }
 

@@ -275,7 +275,10 @@ func (c *client) readLoop(r *bufio.Reader) {
 			}
 			s.route(c, o.subject, o.reply, o.hdr, o.payload)
 		case opSub:
-			if msg := c.subscribe(o); msg != "" {
+			if msg, fatal := c.subscribe(o); fatal {
+				c.closeWith(msg)
+				return
+			} else if msg != "" {
 				c.queue("-ERR '" + msg + "'\r\n")
 				continue
 			}
@@ -319,8 +322,9 @@ func (c *client) canPublish(subject string) bool {
 	return live
 }
 
-// subscribe adds the subscription of a SUB, or returns the error to send.
-func (c *client) subscribe(o op) string {
+// subscribe adds the subscription of a SUB, or returns the error to send,
+// and whether the connection is to be closed with it.
+func (c *client) subscribe(o op) (string, bool) {
 	if p := c.access.Perms; p != nil {
 		allowed := false
 		for _, pat := range p.Subscribe {
@@ -334,23 +338,23 @@ func (c *client) subscribe(o op) string {
 			if o.queue != "" {
 				msg += " using queue " + strconv.Quote(o.queue)
 			}
-			return msg
+			return msg, false
 		}
 	}
 	sb := &sub{c: c, subject: o.subject, queue: o.queue, sid: o.sid}
 	c.mu.Lock()
 	if c.subs == nil || c.subs[o.sid] != nil {
 		c.mu.Unlock()
-		return "" // closing, or a sid in use: nats-server ignores it too
+		return "", false // closing, or a sid in use: nats-server ignores it too
 	}
 	if m := c.access.MaxSubs; m > 0 && len(c.subs) >= m {
 		c.mu.Unlock()
-		return errMaxSubs
+		return errMaxSubs, true
 	}
 	c.subs[o.sid] = sb
 	c.mu.Unlock()
 	c.srv.subs.insert(sb)
-	return ""
+	return "", false
 }
 
 // unsubscribe ends subscription sid now, or after max messages in all.

@@ -145,8 +145,9 @@ type Access struct {
 	// Deadline, when not zero, is when the server closes the connection
 	// with -ERR 'User Authentication Expired'.
 	Deadline time.Time
-	// MaxSubs bounds the connection's subscriptions: one more is refused
-	// with -ERR 'Maximum Subscriptions Exceeded'. Zero: no bound.
+	// MaxSubs bounds the connection's subscriptions: a SUB past it gets
+	// -ERR 'Maximum Subscriptions Exceeded' and the connection is closed.
+	// Zero: no bound.
 	MaxSubs int
 }
 
