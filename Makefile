@@ -14,8 +14,8 @@ endif
 # TestDockerfile checks it): no local paths, no symbol table or DWARF.
 BUILDFLAGS := -trimpath
 LDFLAGS    := -s -w -X main.stampedVersion=$(VERSION)
-# The lean edge build: build tag lean (siot version says so) and no
-# inlining, the one flag that shrinks the binary by megabytes, except in
+# The lean edge build: build tag lean (the in-house broker transport/bus
+# instead of nats-server; siot version says lean) and no inlining, the one flag that shrinks the binary by megabytes, except in
 # the packages a running edge spends its CPU in (the runtime, basic std,
 # crypto, siot, Badger, msgpack, the NATS client, compression): not
 # inlining those made a store write 1.8 times slower. The embedded NATS
@@ -59,9 +59,16 @@ test: fmtcheck vet tidycheck unit fuzz-short
 
 # The store's big-node tests at full size and the edge footprint test
 # (RSS is meaningless under the race detector) run again without -race, and
-# so does the CLI's backup/restore round trip at 1,000,000 points.
+# so does the CLI's backup/restore round trip at 1,000,000 points. The lean
+# build's server (transport/bus under transport.Server) runs the server and
+# client suites too (about 45 s on 2 cores; the whole transport package
+# under -tags lean takes 2 minutes, its framing and repair tests do not
+# touch the server); TestLeanEdgeSyncsWithCloud, in ./cmd/siot, runs a lean
+# edge under a full cloud.
 unit:
 	$(GO) test -race -count=1 ./...
+	$(GO) test -tags lean -race -count=1 -run 'Server|Dial|Lean|SignIn' ./transport/
+	$(GO) test -tags lean -race -count=1 ./client/
 	$(GO) test -count=1 -run 'Big|Footprint' ./store/
 	$(GO) test -count=1 -run 'Big' ./cmd/siot/
 
@@ -71,6 +78,8 @@ fmtcheck:
 
 vet:
 	$(GO) vet ./...
+	$(GO) vet -tags lean ./...
+	@if $(GO) list -deps -tags lean ./cmd/siot | grep -q nats-server; then echo "the lean build links nats-server"; exit 1; fi
 
 tidycheck:
 	@cp go.mod /tmp/siot-go.mod.bak; cp go.sum /tmp/siot-go.sum.bak; \

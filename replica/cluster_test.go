@@ -1,3 +1,8 @@
+//go:build !lean
+
+// A cluster of clouds needs the full build: the lean one refuses it
+// (transport.TestLeanRefusesCluster).
+
 package replica
 
 import (

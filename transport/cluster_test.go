@@ -1,3 +1,8 @@
+//go:build !lean
+
+// The cluster tests run in the full build only: the lean one refuses a
+// cluster (TestLeanRefusesCluster).
+
 package transport
 
 import (
@@ -186,25 +191,6 @@ func TestClusterConfigRefused(t *testing.T) {
 		}
 		if strings.Contains(err.Error(), testSecret) || strings.Contains(err.Error(), ":p@") {
 			t.Errorf("%s: the error shows a secret: %v", tc.name, err)
-		}
-	}
-}
-
-func TestDialServerList(t *testing.T) {
-	srvCheckLeaks(t)
-	s, admin := srvStartAdmin(t, ServerConfig{})
-	// The first server of the list is down: the next one is tried.
-	dead := "nats://127.0.0.1:1"
-	nc := srvDial(t, dead+", "+s.ClientURL(), DialConfig{Creds: admin})
-	if got := nc.ConnectedUrl(); got != s.ClientURL() {
-		t.Fatalf("connected to %q, want %q", got, s.ClientURL())
-	}
-	for _, bad := range []string{s.ClientURL() + ",", "," + s.ClientURL(), s.ClientURL() + ",nats://a:b@127.0.0.1:2", s.ClientURL() + ",127.0.0.1:4222"} {
-		if nc, err := Dial(bad, DialConfig{Creds: admin, Timeout: srvWait}); err == nil {
-			nc.Close()
-			t.Errorf("Dial(%q) connected", bad)
-		} else if strings.Contains(err.Error(), ":b@") {
-			t.Errorf("Dial(%q): the error shows the password: %v", bad, err)
 		}
 	}
 }

@@ -14,7 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
@@ -84,52 +83,7 @@ type ClusterConfig struct {
 // MinClusterSecret is the shortest ClusterConfig.Secret accepted.
 const MinClusterSecret = 32
 
-// clusterUser is the user name routes sign in with; the secret is the
-// password.
-const clusterUser = "siot-route"
-
-// clusterOptions sets up opts for cfg: the route listener, the routes to
-// dial (carrying the secret) and the secret routes must present.
-func clusterOptions(opts *server.Options, cfg ClusterConfig) error {
-	host, port, err := splitListen(cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("transport: cluster listen address: %w", err)
-	}
-	if len(cfg.Secret) < MinClusterSecret {
-		return fmt.Errorf("transport: cluster secret of %d bytes: at least %d", len(cfg.Secret), MinClusterSecret)
-	}
-	if strings.ContainsAny(cfg.Secret, " \t\r\n") {
-		return errors.New("transport: cluster secret holds white space")
-	}
-	name := cfg.Name
-	if name == "" {
-		name = "siot"
-	}
-	opts.Cluster = server.ClusterOpts{
-		Name: name, Host: host, Port: port,
-		Username: clusterUser, Password: cfg.Secret,
-		AuthTimeout: 5,
-		// Clients are not told the members' client addresses: a link
-		// dials the list it was configured with (siot serve
-		// --upstream nats://a,nats://b), and a hostile client learns
-		// nothing of the cluster's inside.
-		NoAdvertise: true,
-	}
-	for _, r := range cfg.Routes {
-		u, err := url.Parse(r)
-		if err != nil || u.Host == "" || u.User != nil || u.Path != "" && u.Path != "/" {
-			return fmt.Errorf("transport: route %q: want nats://host:port", RedactURL(r))
-		}
-		if u.Scheme != "nats" && u.Scheme != "nats-route" {
-			return fmt.Errorf("transport: route %q: want nats://host:port", RedactURL(r))
-		}
-		u.User = url.UserPassword(clusterUser, cfg.Secret)
-		opts.Routes = append(opts.Routes, u)
-	}
-	return nil
-}
-
-// splitListen parses host:port; port 0 picks a free port.
+// splitListen parses host:port; port 0 asks for a free port.
 func splitListen(addr string) (string, int, error) {
 	host, portStr, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -138,9 +92,6 @@ func splitListen(addr string) (string, int, error) {
 	port, err := strconv.Atoi(portStr)
 	if err != nil || port < 0 || port > 65535 {
 		return "", 0, fmt.Errorf("%q: bad port", addr)
-	}
-	if port == 0 {
-		port = server.RANDOM_PORT
 	}
 	return host, port, nil
 }
@@ -177,12 +128,45 @@ type AuthRequest struct {
 	Remote   net.Addr
 }
 
-// Server is an embedded NATS server: the message bus of one siot instance.
-// Local components reach it in-process; edges, peers and the CLI dial its
-// listen address. Every connection authenticates (ServerConfig.Auth) and
-// may publish and subscribe only under its identity's prefix.
-type Server struct {
-	ns  *server.Server
+// Connect opens an in-process client connection (no TCP) named name, as
+// the system identity: it may publish and subscribe anywhere. The caller
+// closes it.
+func (s *Server) Connect(name string) (*nats.Conn, error) {
+	pub, _ := s.sys.PublicKey()
+	nc, err := nats.Connect("", nats.InProcessServer(s.inProcess()), nats.Name(name), nats.NoReconnect(),
+		nats.UserInfo(string(KindSystem), ""), nats.Nkey(pub, s.sys.Sign),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subject := ""
+			if sub != nil {
+				subject = sub.Subject
+			}
+			s.log.Warn("nats client", "conn", name, "subject", subject, "err", err)
+		}))
+	if err != nil {
+		return nil, fmt.Errorf("transport: in-process connection: %w", err)
+	}
+	return nc, nil
+}
+
+// ConnectAs opens an in-process connection authenticated with creds, as a
+// remote client would be (tests, and a process that talks to its own
+// server). The caller closes it.
+func (s *Server) ConnectAs(name string, creds *Creds) (*nats.Conn, error) {
+	copts, err := creds.options()
+	if err != nil {
+		return nil, err
+	}
+	nc, err := nats.Connect("", append(copts, nats.InProcessServer(s.inProcess()), nats.Name(name), nats.NoReconnect())...)
+	if err != nil {
+		return nil, fmt.Errorf("transport: in-process connection: %w", err)
+	}
+	return nc, nil
+}
+
+// serverCore is what both builds' Servers hold: the system key, the
+// Authenticator, the registry of authenticated connections and the count
+// of refusals.
+type serverCore struct {
 	sys nkeys.KeyPair // the in-process connections' key; never leaves the process
 	log *slog.Logger
 
@@ -192,19 +176,14 @@ type Server struct {
 
 	mu    sync.Mutex
 	auth  Authenticator
-	conns map[uint64]Grant // authenticated connections by client ID; closed ones pruned by Revalidate
+	conns map[uint64]Grant // authenticated connections by client ID
 	// refused counts connections refused, by reason class.
 	refused    map[string]uint64
 	refusedLog map[string]refusedLine // by source and reason
 }
 
-// StartServer starts an embedded NATS server and waits until it accepts
-// connections. The caller must call Shutdown.
-func StartServer(cfg ServerConfig) (*Server, error) {
-	host, port, err := splitListen(cfg.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("transport: listen address %w", err)
-	}
+// newCore fills cfg's defaults and makes the system key.
+func newCore(cfg *ServerConfig) (*serverCore, error) {
 	if cfg.ReadyTimeout == 0 {
 		cfg.ReadyTimeout = 10 * time.Second
 	}
@@ -225,199 +204,72 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("transport: system key: %w", err)
 	}
-	s := &Server{sys: sys, log: logger, auth: cfg.Auth, maxConns: cfg.MaxConnsPerIdentity, maxSubs: cfg.MaxSubsPerConn, noPerms: cfg.NoPermissions,
-		conns: make(map[uint64]Grant), refused: make(map[string]uint64), refusedLog: map[string]refusedLine{}}
-	opts := &server.Options{
-		Host:       host,
-		Port:       port,
-		NoSigs:     true, // the siot process owns signals
-		MaxPayload: MaxPayload,
-		// A link on a slow cellular path is expected; its messages are
-		// small and acknowledged, so the default pending limit holds.
-		// Keepalive costs bytes on a metered link: a client that pings
-		// (a link does, at its own interval) is not pinged as well.
-		PingInterval: cfg.PingInterval,
-		MaxPingsOut:  3,
-		// The server's first PING to a client would otherwise come 2 s
-		// after it connects, and a sign-in the Authenticator slows down
-		// (failed logins, a slow hash, a loaded machine) takes longer: the
-		// PING then reaches the client before the answer to its CONNECT,
-		// and nats.go gives up ("expected 'PONG', got 'PING'").
-		DisableShortFirstPing: true,
-		// Every connection authenticates: nkeys sign this nonce.
-		AlwaysEnableNonce:          true,
-		CustomClientAuthentication: serverAuth{s},
-		// A login waits out its slowdown and a slow hash; a TLS
-		// handshake on a cellular link takes seconds.
-		AuthTimeout: 15,
-	}
-	if cfg.TLS != nil {
-		opts.TLSConfig = cfg.TLS
-		opts.TLS = true
-		opts.TLSTimeout = 10
-	}
-	if cfg.Cluster.Listen != "" {
-		if err := clusterOptions(opts, cfg.Cluster); err != nil {
-			return nil, err
+	return &serverCore{sys: sys, log: logger, auth: cfg.Auth, maxConns: cfg.MaxConnsPerIdentity, maxSubs: cfg.MaxSubsPerConn,
+		noPerms: cfg.NoPermissions, conns: make(map[uint64]Grant), refused: make(map[string]uint64), refusedLog: map[string]refusedLine{}}, nil
+}
+
+// authenticate decides who a connection is: it verifies an nkey's
+// signature (sig) of the connection's nonce, recognises the system key,
+// and otherwise asks the Authenticator. A refusal is counted and logged
+// (refuse) and reported as false.
+func (s *serverCore) authenticate(req AuthRequest, sig string, nonce []byte) (Grant, bool) {
+	if req.Key != "" {
+		if err := verifyNonce(req.Key, sig, nonce); err != nil {
+			s.refuse(req.Remote, "bad signature", err)
+			return Grant{}, false
 		}
 	}
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		return nil, fmt.Errorf("transport: nats server: %w", err)
-	}
-	s.ns = ns
-	// The server reports a failed listen only through its logger (Fatalf)
-	// and carries on; fatal hands it to the wait below.
-	fatal := make(chan string, 1)
-	ns.SetLoggerV2(natsLogger{l: logger, fatal: fatal}, false, false, false)
-	ns.Start()
-	deadline := time.Now().Add(cfg.ReadyTimeout)
-	for !ns.ReadyForConnections(50 * time.Millisecond) {
-		var err error
-		select {
-		case msg := <-fatal:
-			err = fmt.Errorf("transport: nats server on %s: %s", cfg.Listen, msg)
-		default:
-			if time.Now().After(deadline) {
-				err = fmt.Errorf("transport: nats server on %s not ready after %v", cfg.Listen, cfg.ReadyTimeout)
-			}
-		}
-		if err != nil {
-			ns.Shutdown()
-			ns.WaitForShutdown()
-			return nil, err
-		}
-	}
-	return s, nil
-}
-
-// ClientURL returns the nats:// URL clients dial.
-func (s *Server) ClientURL() string { return s.ns.ClientURL() }
-
-// ClusterAddr returns the route listener's host:port, or "" without a
-// cluster.
-func (s *Server) ClusterAddr() string {
-	if a := s.ns.ClusterAddr(); a != nil {
-		return a.String()
-	}
-	return ""
-}
-
-// Routes returns the number of routes to other cluster members (a
-// member may hold several to each).
-func (s *Server) Routes() int { return s.ns.NumRoutes() }
-
-// Connect opens an in-process client connection (no TCP) named name, as
-// the system identity: it may publish and subscribe anywhere. The caller
-// closes it.
-func (s *Server) Connect(name string) (*nats.Conn, error) {
-	pub, _ := s.sys.PublicKey()
-	nc, err := nats.Connect("", nats.InProcessServer(s.ns), nats.Name(name), nats.NoReconnect(),
-		nats.UserInfo(string(KindSystem), ""), nats.Nkey(pub, s.sys.Sign),
-		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
-			subject := ""
-			if sub != nil {
-				subject = sub.Subject
-			}
-			s.log.Warn("nats client", "conn", name, "subject", subject, "err", err)
-		}))
-	if err != nil {
-		return nil, fmt.Errorf("transport: in-process connection: %w", err)
-	}
-	return nc, nil
-}
-
-// Shutdown stops the server, closing every client connection, and waits
-// until it is down.
-func (s *Server) Shutdown() {
-	s.ns.Shutdown()
-	s.ns.WaitForShutdown()
-}
-
-// ConnectAs opens an in-process connection authenticated with creds, as a
-// remote client would be (tests, and a process that talks to its own
-// server). The caller closes it.
-func (s *Server) ConnectAs(name string, creds *Creds) (*nats.Conn, error) {
-	copts, err := creds.options()
-	if err != nil {
-		return nil, err
-	}
-	nc, err := nats.Connect("", append(copts, nats.InProcessServer(s.ns), nats.Name(name), nats.NoReconnect())...)
-	if err != nil {
-		return nil, fmt.Errorf("transport: in-process connection: %w", err)
-	}
-	return nc, nil
-}
-
-// serverAuth is the embedded server's authentication hook.
-type serverAuth struct{ s *Server }
-
-// Check authenticates one connection: it verifies an nkey's signature of
-// the nonce, asks the Authenticator who the client is, and grants the
-// identity's permissions. It refuses leaf nodes and gateways: siot
-// configures none. Routes never reach it: the server checks them against
-// ClusterConfig.Secret.
-func (a serverAuth) Check(c server.ClientAuthentication) bool {
-	s := a.s
-	o := c.GetOpts()
-	if c.Kind() != server.CLIENT || o == nil {
-		return false
-	}
-	req := AuthRequest{User: o.Username, Password: o.Password, Token: o.Token, Remote: c.RemoteAddress()}
-	if o.Nkey != "" {
-		if err := verifyNonce(o.Nkey, o.Sig, c.GetNonce()); err != nil {
-			s.refuse(c, "bad signature", err)
-			return false
-		}
-		req.Key = o.Nkey
-	}
-	var g Grant
 	if pub, _ := s.sys.PublicKey(); req.Key != "" && req.Key == pub {
-		g.Identity = Identity{Kind: KindSystem}
-	} else {
-		s.mu.Lock()
-		auth := s.auth
-		s.mu.Unlock()
-		if auth == nil {
-			s.refuse(c, "no authenticator", errors.New("this server accepts no remote clients yet"))
-			return false
-		}
-		var err error
-		g, err = auth.Authenticate(req)
-		if err != nil {
-			s.refuse(c, "refused", err)
-			return false
-		}
-		if !g.Identity.valid() || g.Identity.Kind == KindSystem {
-			s.refuse(c, "refused", fmt.Errorf("authenticator granted identity %q", g.Identity))
-			return false
-		}
-	}
-	id := g.Identity
-	if id.Kind != KindSystem && id.Kind != KindAdmin && s.count(id) >= s.maxConns {
-		// Closed connections linger in the registry until pruned:
-		// prune, then count again.
-		s.prune()
-		if n := s.count(id); n >= s.maxConns {
-			s.refuse(c, "connection limit", fmt.Errorf("%s has %d connections open, the limit", id, n))
-			return false
-		}
+		return Grant{Identity: Identity{Kind: KindSystem}}, true
 	}
 	s.mu.Lock()
-	s.conns[c.GetID()] = g
+	auth := s.auth
 	s.mu.Unlock()
-	perms := permissions(id)
-	if s.noPerms {
-		perms = nil
+	if auth == nil {
+		s.refuse(req.Remote, "no authenticator", errors.New("this server accepts no remote clients yet"))
+		return Grant{}, false
 	}
-	c.RegisterUser(&server.User{Username: id.String(), Permissions: perms, ConnectionDeadline: g.Deadline})
-	return true
+	g, err := auth.Authenticate(req)
+	if err != nil {
+		s.refuse(req.Remote, "refused", err)
+		return Grant{}, false
+	}
+	if !g.Identity.valid() || g.Identity.Kind == KindSystem {
+		s.refuse(req.Remote, "refused", fmt.Errorf("authenticator granted identity %q", g.Identity))
+		return Grant{}, false
+	}
+	return g, true
+}
+
+// limited reports whether id is held to MaxConnsPerIdentity: all but the
+// system and the local administrator are.
+func limited(id Identity) bool { return id.Kind != KindSystem && id.Kind != KindAdmin }
+
+// replyWindow is how long a connection may answer a request it received.
+const replyWindow = 2 * time.Minute
+
+// grantRules are the subjects a connection of id may publish and
+// subscribe to (subject patterns): under its prefix; a login connection
+// may only ask for a token. all is set for the system connection, which
+// may do anything. Besides these, a connection may answer each request
+// it received once, within replyWindow.
+func grantRules(id Identity) (pub, sub []string, all bool) {
+	if id.Kind == KindSystem {
+		return nil, nil, true
+	}
+	pfx := id.Prefix()
+	pub = []string{pfx + ".>"}
+	if id.Kind == KindLogin {
+		// A token request, to any server or to a named one (SubjectOn).
+		pub = []string{Subject(id, NameToken), Subject(id, NameToken) + ".*"}
+	}
+	return pub, []string{pfx + ".>"}, false
 }
 
 // SetAuth sets the Authenticator that decides who connects from now on
 // (nil: nobody but the system identity). A replica sets itself once it is
 // open.
-func (s *Server) SetAuth(a Authenticator) {
+func (s *serverCore) SetAuth(a Authenticator) {
 	s.mu.Lock()
 	s.auth = a
 	s.mu.Unlock()
@@ -445,29 +297,11 @@ func verifyNonce(pub, sig string, nonce []byte) error {
 	return nil
 }
 
-// permissions are what a connection of id may do: publish and subscribe
-// under its prefix and answer requests it received. A login connection may
-// only ask for a token. The system connection may do anything.
-func permissions(id Identity) *server.Permissions {
-	if id.Kind == KindSystem {
-		return nil
-	}
-	pfx := id.Prefix()
-	pub := []string{pfx + ".>"}
-	if id.Kind == KindLogin {
-		// A token request, to any server or to a named one (SubjectOn).
-		pub = []string{Subject(id, NameToken), Subject(id, NameToken) + ".*"}
-	}
-	return &server.Permissions{
-		Publish:   &server.SubjectPermission{Allow: pub},
-		Subscribe: &server.SubjectPermission{Allow: []string{pfx + ".>"}},
-		Response:  &server.ResponsePermission{MaxMsgs: 1, Expires: 2 * time.Minute},
-	}
-}
-
-func (s *Server) refuse(c server.ClientAuthentication, class string, err error) {
+// refuse counts a refused connection from remote and logs it, at most
+// once a minute per source and reason.
+func (s *serverCore) refuse(remote net.Addr, class string, err error) {
 	host := ""
-	if a := c.RemoteAddress(); a != nil {
+	if a := remote; a != nil {
 		host = a.String()
 		if h, _, e := net.SplitHostPort(host); e == nil {
 			host = h
@@ -505,7 +339,7 @@ type refusedLine struct {
 }
 
 // Refused returns how many connections were refused, by reason.
-func (s *Server) Refused() map[string]uint64 {
+func (s *serverCore) Refused() map[string]uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make(map[string]uint64, len(s.refused))
@@ -515,99 +349,9 @@ func (s *Server) Refused() map[string]uint64 {
 	return out
 }
 
-// Revalidate asks valid about the grant of every open connection (once per
-// identity and credential) and closes the connections it refuses, such as
-// those of a revoked key. It forgets connections that have closed. It
-// returns the number of connections it closed.
-func (s *Server) Revalidate(valid func(Grant) error) int {
-	heavy := s.prune()
-	s.mu.Lock()
-	conns := make(map[uint64]Grant, len(s.conns))
-	for cid, g := range s.conns {
-		conns[cid] = g
-	}
-	s.mu.Unlock()
-	type key struct {
-		id   Identity
-		cred string
-	}
-	verdict := map[key]error{}
-	closed := 0
-	for cid, g := range conns {
-		if g.Identity.Kind == KindSystem {
-			continue
-		}
-		k := key{g.Identity, g.Credential}
-		err, ok := verdict[k]
-		if !ok {
-			err = valid(g)
-			verdict[k] = err
-		}
-		if n, over := heavy[cid]; over && err == nil {
-			err = fmt.Errorf("%d subscriptions on one connection, more than %d", n, s.maxSubs)
-		}
-		if err != nil && s.ns.DisconnectClientByID(cid) == nil {
-			s.mu.Lock()
-			delete(s.conns, cid)
-			s.mu.Unlock()
-			closed++
-			s.log.Warn("connection closed", "identity", g.Identity.String(), "reason", err)
-		}
-	}
-	return closed
-}
-
-// count returns the registered connections of id.
-func (s *Server) count(id Identity) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	for _, g := range s.conns {
-		if g.Identity == id {
-			n++
-		}
-	}
-	return n
-}
-
-// prune forgets the registered connections that have closed. A client is
-// listed by the server from its creation, before it authenticates, and
-// client IDs only grow: a registered ID above the highest listed one is a
-// connection newer than the listing, not a closed one.
-//
-// It returns the connections that hold more than MaxSubsPerConn
-// subscriptions, with their number (the system's included: Revalidate
-// skips it).
-func (s *Server) prune() (heavy map[uint64]uint32) {
-	cz, err := s.ns.Connz(&server.ConnzOptions{Limit: 1 << 30})
-	if err != nil {
-		return nil
-	}
-	open := make(map[uint64]bool, len(cz.Conns))
-	var top uint64
-	for _, ci := range cz.Conns {
-		open[ci.Cid] = true
-		top = max(top, ci.Cid)
-		if int(ci.NumSubs) > s.maxSubs {
-			if heavy == nil {
-				heavy = map[uint64]uint32{}
-			}
-			heavy[ci.Cid] = ci.NumSubs
-		}
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for cid := range s.conns {
-		if cid <= top && !open[cid] {
-			delete(s.conns, cid)
-		}
-	}
-	return heavy
-}
-
 // Connections returns the number of open connections of each identity, as
 // of the last Revalidate (closed ones may linger until then).
-func (s *Server) Connections() map[Identity]int {
+func (s *serverCore) Connections() map[Identity]int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := map[Identity]int{}
@@ -660,35 +404,6 @@ func splitServers(serverURL string) ([]string, error) {
 	}
 	return out, nil
 }
-
-// natsLogger adapts slog to the NATS server's logger: warnings and errors
-// only, so steady state is quiet.
-type natsLogger struct {
-	l     *slog.Logger
-	fatal chan<- string // gets the first Fatalf message; never blocks
-}
-
-func (n natsLogger) Noticef(string, ...any) {}
-func (n natsLogger) Warnf(f string, a ...any) {
-	n.l.Warn("nats: " + fmt.Sprintf(f, a...))
-}
-func (n natsLogger) Fatalf(f string, a ...any) {
-	msg := fmt.Sprintf(f, a...)
-	n.l.Error("nats: " + msg)
-	select {
-	case n.fatal <- msg:
-	default:
-	}
-}
-func (n natsLogger) Errorf(f string, a ...any) {
-	msg := fmt.Sprintf(f, a...)
-	if strings.Contains(msg, "authentication error") {
-		return // the Server's own, rate-limited line says why
-	}
-	n.l.Error("nats: " + msg)
-}
-func (n natsLogger) Debugf(string, ...any) {}
-func (n natsLogger) Tracef(string, ...any) {}
 
 // DialConfig configures a client connection to another instance's server.
 type DialConfig struct {

@@ -24,6 +24,15 @@ func leanBinary(t *testing.T, version string) string {
 		t.Fatalf("go build -tags lean: %v\n%s", err, out)
 	}
 	t.Logf("built the lean binary in %v", time.Since(start).Round(time.Millisecond))
+	// The lean build's point: nats-server is not linked (its bus is
+	// transport/bus).
+	mods, err := exec.Command("go", "version", "-m", bin).CombinedOutput()
+	if err != nil || !strings.Contains(string(mods), "github.com/nats-io/nats.go") {
+		t.Fatalf("go version -m: %v\n%s", err, mods)
+	}
+	if strings.Contains(string(mods), "nats-server") {
+		t.Fatalf("the lean binary links nats-server:\n%s", mods)
+	}
 	return bin
 }
 
@@ -41,8 +50,8 @@ func runBin(t *testing.T, bin string, args ...string) string {
 	return out.String()
 }
 
-// TestLeanEdgeSyncsWithCloud: the lean build says so and reports its
-// stamped version; started as the edge of a provisioned device under a
+// TestLeanEdgeSyncsWithCloud: the lean build links no nats-server, says
+// so and reports its stamped version; started as the edge of a provisioned device under a
 // cloud of the full build, it links and reaches inSync, and its client
 // commands write a point on the edge that the cloud then holds.
 func TestLeanEdgeSyncsWithCloud(t *testing.T) {

@@ -3,9 +3,9 @@
 package main
 
 // leanBuild reports a build with -tags lean (make lean), the edge build:
-// `siot version` says so. The tag changes nothing else in this package;
-// the size it saves comes from make lean's compiler flags (no inlining),
-// as BENCHMARKS.md ("Binary size") measures: siot's own commands weigh
-// too little to be worth leaving out, and the embedded NATS server, most
-// of the binary, has no build tags that drop parts of it.
+// `siot version` says so. The tag changes nothing else in this package:
+// what it saves is in package transport, whose Server is then built over
+// siot's own broker (transport/bus) instead of nats-server, most of the
+// full binary (BENCHMARKS.md, "Binary size"). siot's own commands weigh
+// too little to be worth leaving out.
 const leanBuild = true
