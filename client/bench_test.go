@@ -128,6 +128,7 @@ func BenchmarkSetRoundTrip(b *testing.B) {
 	slices.Sort(rawLat)
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+	b.ReportMetric(float64(rawLat[len(rawLat)/2].Microseconds()), "raw-p50-µs")
 	b.ReportMetric(float64(rawLat[len(rawLat)*99/100].Microseconds()), "raw-p99-µs")
 }
 

@@ -14,11 +14,17 @@ cd "$(dirname "$0")/.."
 BENCHTIME=${BENCHTIME:-1s}
 COUNT=${COUNT:-3}
 STORE_COUNT=${STORE_COUNT:-$COUNT}
-others=$(go list ./... | grep -v -e '^github.com/siot-io/siot/store$' -e '^github.com/siot-io/siot/replica$')
+others=$(go list ./... | grep -v -e '^github.com/siot-io/siot/store$' -e '^github.com/siot-io/siot/replica$' -e '^github.com/siot-io/siot/client$')
 {
 	# shellcheck disable=SC2086 # one package per word
 	go test -run '^$' -bench . -benchmem -benchtime "$BENCHTIME" -count "$COUNT" $others
 	go test -run '^$' -bench . -benchmem -benchtime "$BENCHTIME" -count "$STORE_COUNT" -timeout 30m ./store/
+	# The client against a server in the process: SetBatch writes 100,000
+	# points an op; the round trip and the import line latency take their
+	# percentiles over 5,000 calls and 300 lines (20 ms apart).
+	go test -run '^$' -bench SetBatch -benchtime 3x -count "$COUNT" ./client/
+	go test -run '^$' -bench SetRoundTrip -benchtime 5000x -count "$COUNT" ./client/
+	go test -run '^$' -bench ImportLine -benchtime 300x -count "$COUNT" ./client/
 	# Replication: propagation samples 3,000 writes; resume and repair
 	# time one whole scenario per op (fixtures of up to 10^6 points).
 	go test -run '^$' -bench Propagation -benchtime 3000x -count "$COUNT" ./replica/
