@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -44,8 +45,8 @@ func (c *Client) Export(ctx context.Context, root uuid.UUID) iter.Seq2[[]Point, 
 			if !yield(pts, nil) || !page.More {
 				return
 			}
-			if len(page.Next) == 0 {
-				yield(nil, &Error{Kind: ErrUnavailable, Msg: "export: server sent a page without a cursor"})
+			if len(page.Next) == 0 || bytes.Equal(page.Next, req.After) {
+				yield(nil, &Error{Kind: ErrUnavailable, Msg: "export: the server sent a page without a new cursor"})
 				return
 			}
 			req.After = page.Next

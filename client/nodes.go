@@ -303,8 +303,8 @@ func (n Nodes) edges(ctx context.Context, id uuid.UUID, up bool) (Listing, error
 		if !page.More {
 			return out, nil
 		}
-		if page.Next == uuid.Nil {
-			return Listing{}, &Error{Kind: ErrUnavailable, Msg: "edges: server sent a page without a cursor"}
+		if page.Next == uuid.Nil || page.Next == req.After {
+			return Listing{}, &Error{Kind: ErrUnavailable, Msg: "edges: the server sent a page without a new cursor"}
 		}
 		req.After = page.Next
 	}

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 
@@ -180,6 +181,9 @@ func (c *Client) Points(ctx context.Context, node uuid.UUID, fn func(*Point) err
 		}
 		if !page.More {
 			return nil
+		}
+		if bytes.Equal(page.Next, after) {
+			return &Error{Kind: ErrUnavailable, Msg: fmt.Sprintf("node %s: the server at %s sent the same page cursor twice", node, c.url)}
 		}
 		after = page.Next
 	}

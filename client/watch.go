@@ -141,7 +141,7 @@ func (c *Client) Watch(ctx context.Context, root uuid.UUID, opts ...WatchOption)
 				yield(Change{}, c.cannotResume(rep.Last, after))
 				return
 			}
-			changes, err := decodeChanges(rep)
+			changes, err := decodeChanges(rep, after)
 			if err != nil {
 				yield(Change{}, &Error{Kind: ErrUnavailable, Msg: "watch: " + err.Error(), Err: err})
 				return
@@ -156,7 +156,14 @@ func (c *Client) Watch(ctx context.Context, root uuid.UUID, opts ...WatchOption)
 	}
 }
 
-func decodeChanges(rep transport.WatchReply) ([]Change, error) {
+// decodeChanges decodes a watch reply to the request after after. Its
+// change numbers must grow past after up to rep.Next, so a server that
+// sends a change twice or goes back is an error, never a duplicate
+// delivered.
+func decodeChanges(rep transport.WatchReply, after uint64) ([]Change, error) {
+	if rep.Next < after {
+		return nil, fmt.Errorf("reply goes back: next #%d after #%d", rep.Next, after)
+	}
 	pts, err := crdt.DecodeBatch(rep.Points, 0)
 	if err != nil {
 		return nil, err
@@ -169,6 +176,10 @@ func decodeChanges(rep transport.WatchReply) ([]Change, error) {
 		chg := rep.Changes[i*transport.WatchChangeLen:]
 		src, _ := uuid.FromBytes(chg[8:transport.WatchChangeLen])
 		out[i] = Change{Seq: binary.BigEndian.Uint64(chg), Point: pts[i], Source: src}
+		if out[i].Seq <= after || out[i].Seq > rep.Next {
+			return nil, fmt.Errorf("reply has change #%d out of order (after #%d, next #%d)", out[i].Seq, after, rep.Next)
+		}
+		after = out[i].Seq
 	}
 	return out, nil
 }
