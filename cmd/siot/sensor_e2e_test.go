@@ -246,7 +246,10 @@ func TestE2EReadmeEdgeApplication(t *testing.T) {
 	if err != nil {
 		t.Fatalf("tour and edge application: %v\nstdout:\n%s\nstderr:\n%s", err, stdout, stderr)
 	}
-	for _, re := range []string{`msg="setpoint changed" .*value=19\n`, `msg="setpoint changed" .*value=25\n`, `msg="sensor stopped"`} {
+	// The tour's setpoint 19 is logged only when the sensor reads it
+	// before the block's 25 reaches the edge (a race the block does not
+	// wait out): 25 is always logged.
+	for _, re := range []string{`msg="setpoint changed" .*value=25\n`, `msg="sensor stopped"`} {
 		if !regexpMatch(re, stderr) {
 			t.Errorf("the sensor's log does not match %s:\n%s", re, stderr)
 		}
