@@ -290,18 +290,24 @@ func TestRepairLargeFewDifferences(t *testing.T) {
 	// each of the 10 differing children and one sketch of their points, 3
 	// cells each plus 30 (60 cells of 25 B: 1.5 KB); and the 10 newer
 	// versions (b's) pushed, with frames and acks, about 0.6 KB. That is
-	// about 6.1 KB; allow 8 KB, and 10 KB when the round took a fifth
-	// round trip: both sketches failed to decode once and were sent again
-	// larger (the child sketch at twice its size, the aggregate with the
-	// cells its first try left undecoded), two fallbacks of the design,
-	// seen together once in about ten runs.
+	// about 6.1 KB; allow 8 KB, and more when a round trip was added
+	// because a sketch failed to decode and was sent again larger (the
+	// child sketch at twice its size, the aggregate with the cells its
+	// first try left undecoded), two fallbacks of the design, seen
+	// together once in about ten runs.
 	t.Logf("repair of 10 differences in 100,000 points: %+v", first)
 	if first.Sent != 10 || first.Fetched != 0 {
 		t.Fatalf("repair sent %d and fetched %d points, want only b's 10 newer versions sent", first.Sent, first.Fetched)
 	}
+	// A resend costs about 3 KB more than the estimate above (seen: 9,264
+	// bytes in 4 round trips once, under load, with a child sketch sent
+	// again): 10 KB for one resend, 12 KB for two.
 	bound := 8_000
-	if first.RoundTrips == 5 {
+	switch first.RoundTrips {
+	case 4:
 		bound = 10_000
+	case 5:
+		bound = 12_000
 	}
 	if first.BytesIn+first.BytesOut > bound {
 		t.Fatalf("repair exchanged %d bytes in %d round trips, bound %d", first.BytesIn+first.BytesOut, first.RoundTrips, bound)
