@@ -4,10 +4,10 @@
 // order of up to four registers is tried, and for more, the given order, its
 // reverse and 22 shuffles from a fixed seed (printed on failure).
 
-import { test } from "node:test";
+import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 
-import { loadCases } from "./vectors.ts";
+import { loadVectors, u64, type VectorCase } from "./vectors.ts";
 import { decidePlacements, mergeEdgeRegisters, resolvePlacements } from "../src/crdt/placement.ts";
 import { resolveRegion, type TreeRegion } from "../src/crdt/region.ts";
 import { edgeFromKey, type EdgeRegister } from "../src/crdt/tree.ts";
@@ -27,18 +27,21 @@ interface VecEdge {
   child: string;
 }
 
+interface TreeCase extends VectorCase {
+  registers: VecRegister[];
+  live: VecEdge[];
+}
+
 const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 function register(r: VecRegister, i: number): EdgeRegister {
   for (const f of ["parent", "child", "origin"] as const) {
     if (!uuidPattern.test(r[f])) throw new Error(`register ${i}: ${f} ${JSON.stringify(r[f])} is not a canonical UUID`);
   }
-  if (!/^(0|[1-9][0-9]{0,19})$/.test(r.hlc) || BigInt(r.hlc) >= 1n << 64n) {
-    throw new Error(`register ${i}: hlc ${JSON.stringify(r.hlc)} is not an unsigned 64-bit integer`);
-  }
+  const time = u64(`register ${i}: hlc`, r.hlc);
   return {
     parent: r.parent, child: r.child, tombstone: r.tombstone, moved: r.moved,
-    place: r.place ?? "", time: BigInt(r.hlc), origin: r.origin,
+    place: r.place ?? "", time, origin: r.origin,
   };
 }
 
@@ -85,38 +88,38 @@ function show(edges: VecEdge[]): string {
   return edges.map((e) => `${e.parent.slice(-2)}→${e.child.slice(-2)}`).join(" ") || "(none)";
 }
 
-const cases = loadCases("tree");
+const cases = loadVectors<TreeCase>("tree");
 
-test("tree.json has cases", () => {
-  assert.ok(cases.length > 0);
+describe("tree.json", () => {
+  for (const c of cases) {
+    test(c.name, () => {
+      const regs = c.registers.map(register);
+      const want = c.live.map((e) => ({ parent: e.parent, child: e.child }));
+      for (const order of orders(regs.length)) {
+        const got = resolvePlacements(order.map((i) => regs[i]));
+        assert.deepEqual(got, want,
+          `case ${JSON.stringify(c.name)}: registers in order [${order}] (seed ${seed}) give ${show(got)}, want ${show(want)}`);
+      }
+    });
+  }
 });
-
-for (const c of cases) {
-  test(c.name, () => {
-    const regs = (c.registers as VecRegister[]).map(register);
-    const want = (c.live as VecEdge[]).map((e) => ({ parent: e.parent, child: e.child }));
-    for (const order of orders(regs.length)) {
-      const got = resolvePlacements(order.map((i) => regs[i]));
-      assert.deepEqual(got, want,
-        `case ${JSON.stringify(c.name)}: registers in order [${order}] (seed ${seed}) give ${show(got)}, want ${show(want)}`);
-    }
-  });
-}
 
 // resolveRegion with every child as a seed loads every register, so it
 // must decide exactly as decidePlacements does. Not part of the vectors: a
 // check of region.ts, which the store's regional path will use.
-for (const c of cases) {
-  test(`${c.name} (resolveRegion, every child a seed)`, () => {
-    const regs = mergeEdgeRegisters((c.registers as VecRegister[]).map(register)); // one per edge, as a store holds
-    const view: TreeRegion = {
-      into: (child) => regs.filter((r) => r.child === child),
-      activeParents: () => [], // never asked: every node with a register is loaded
-    };
-    const got = resolveRegion(view, regs.map((r) => r.child));
-    assert.deepEqual([...got], [...decidePlacements(regs)],
-      `case ${JSON.stringify(c.name)}: resolveRegion disagrees with decidePlacements`);
-    const active = [...got].filter(([, d]) => d.active).map(([k]) => edgeFromKey(k));
-    assert.deepEqual(active, c.live, `case ${JSON.stringify(c.name)}: resolveRegion's active edges`);
-  });
-}
+describe("tree.json, by resolveRegion with every child a seed", () => {
+  for (const c of cases) {
+    test(c.name, () => {
+      const regs = mergeEdgeRegisters(c.registers.map(register)); // one per edge, as a store holds
+      const view: TreeRegion = {
+        into: (child) => regs.filter((r) => r.child === child),
+        activeParents: () => [], // never asked: every node with a register is loaded
+      };
+      const got = resolveRegion(view, regs.map((r) => r.child));
+      assert.deepEqual([...got], [...decidePlacements(regs)],
+        `case ${JSON.stringify(c.name)}: resolveRegion disagrees with decidePlacements`);
+      const active = [...got].filter(([, d]) => d.active).map(([k]) => edgeFromKey(k));
+      assert.deepEqual(active, c.live, `case ${JSON.stringify(c.name)}: resolveRegion's active edges`);
+    });
+  }
+});

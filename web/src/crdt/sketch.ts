@@ -3,8 +3,10 @@
 // masked to 64 bits after every step that can overflow, so it wraps as
 // Go's uint64 does.
 
-import type { Point } from "./point.ts";
+import { getUint64, putUint64 } from "./bytes.ts";
 import { registerHash } from "./digest.ts";
+import { uuidBytes } from "./ids.ts";
+import type { Point } from "./point.ts";
 
 /** SketchHashes is the number of cells each key touches. */
 export const SketchHashes = 3;
@@ -44,12 +46,6 @@ export class BadSketchError extends Error {
     super(`sketch: bad encoding: ${detail}`);
     this.name = "BadSketchError";
   }
-}
-
-function getUint64BE(b: Uint8Array, off: number): bigint {
-  let v = 0n;
-  for (let i = 0; i < 8; i++) v = (v << 8n) | BigInt(b[off + i]);
-  return v;
 }
 
 function putUint32BE(b: Uint8Array, off: number, v: number): void {
@@ -119,11 +115,11 @@ export class Sketch {
   private keyHash(k: Uint8Array): bigint {
     let h = 0x9e3779b97f4a7c15n;
     let i = 0;
-    for (; i + 8 <= this.keyLen; i += 8) h = mix64(h ^ getUint64BE(k, i));
+    for (; i + 8 <= this.keyLen; i += 8) h = mix64(h ^ getUint64(k, i));
     if (i < this.keyLen) {
       const tail = new Uint8Array(8);
       tail.set(k.subarray(i, this.keyLen));
-      h = mix64(h ^ getUint64BE(tail, 0));
+      h = mix64(h ^ getUint64(tail, 0));
     }
     return h;
   }
@@ -288,23 +284,13 @@ export function decodeSketch(b: Uint8Array, keyLen: number): Sketch {
 }
 
 /**
- * uuidWords returns a UUID's 16 bytes as two big-endian 64-bit halves. The
- * caller passes a canonical UUID (either case).
- */
-function uuidWords(id: string): [bigint, bigint] {
-  const hex = id.replace(/-/g, "");
-  if (!/^[0-9a-fA-F]{32}$/.test(hex)) throw new RangeError(`crdt: ${JSON.stringify(id)} is not a UUID`);
-  return [BigInt("0x" + hex.slice(0, 16)), BigInt("0x" + hex.slice(16))];
-}
-
-/**
  * nodeTag is a 32-bit tag of an ID: mix64 of its first 8 bytes XOR its last
- * 8 (big-endian), mixed again, high 32 bits. It throws a RangeError when
- * id is not a UUID.
+ * 8 (big-endian), mixed again, high 32 bits. id is in the 36-character
+ * form; uuidBytes throws on another length.
  */
 export function nodeTag(id: string): number {
-  const [a, b] = uuidWords(id);
-  return Number(mix64(mix64(a) ^ b) >> 32n);
+  const b = uuidBytes(id);
+  return Number(mix64(mix64(getUint64(b, 0)) ^ getUint64(b, 8)) >> 32n);
 }
 
 /**
@@ -315,9 +301,7 @@ export function makePointKey(node: number, regHash: bigint, t: bigint, origin: s
   const k = new Uint8Array(PointKeyLen);
   putUint32BE(k, 0, node >>> 0);
   putUint32BE(k, 4, Number((regHash >> 32n) & 0xffffffffn));
-  const tm = t & mask64;
-  putUint32BE(k, 8, Number(tm >> 32n));
-  putUint32BE(k, 12, Number(tm & 0xffffffffn));
+  putUint64(k, 8, t & mask64);
   putUint32BE(k, 16, nodeTag(origin));
   return k;
 }
@@ -340,6 +324,6 @@ export function pointKey(p: Point): Uint8Array {
  */
 export function pointKeyParts(k: Uint8Array): { node: number; reg: number; time: bigint; origin: number } {
   return {
-    node: getUint32BE(k, 0), reg: getUint32BE(k, 4), time: getUint64BE(k, 8), origin: getUint32BE(k, 16),
+    node: getUint32BE(k, 0), reg: getUint32BE(k, 4), time: getUint64(k, 8), origin: getUint32BE(k, 16),
   };
 }

@@ -2,6 +2,7 @@
 // use: a port of crdt/tree.go. UUIDs are canonical lowercase strings, so
 // comparing two of them as strings orders them as their 16 bytes do.
 
+import { compareUTF8 } from "./lww.ts";
 import { compareUUID, type Point } from "./point.ts";
 
 /** A parent→child link of the node tree. */
@@ -84,22 +85,6 @@ function compareTime(a: bigint, b: bigint): number {
 export function rankCompare(a: EdgeRegister, b: EdgeRegister): number {
   return compareTime(a.time, b.time) || compareUUID(a.origin, b.origin) ||
     compareUUID(a.parent, b.parent) || compareUUID(a.child, b.child);
-}
-
-/**
- * compareUTF8 orders two strings as Go orders them: by their UTF-8 bytes.
- * That is code point order, which JavaScript's `<` (UTF-16 code units)
- * gets wrong for characters above U+FFFF against U+E000–U+FFFF.
- */
-export function compareUTF8(a: string, b: string): number {
-  const n = Math.min(a.length, b.length);
-  for (let i = 0; i < n; i++) {
-    const x = a.charCodeAt(i), y = b.charCodeAt(i);
-    if (x === y) continue;
-    const cx = a.codePointAt(i)!, cy = b.codePointAt(i)!;
-    return cx < cy ? -1 : cx > cy ? 1 : 0;
-  }
-  return a.length < b.length ? -1 : a.length > b.length ? 1 : 0;
 }
 
 /**
