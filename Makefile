@@ -27,7 +27,7 @@ LEANHOT    := runtime/... sync/... bytes strings slices sort maps encoding/binar
 LEANFLAGS  := -tags lean -gcflags=all=-l $(foreach p,$(LEANHOT),-gcflags=$(p)=)
 LEANBIN    ?= bin/siot-lean
 
-.PHONY: build lean release test unit fmtcheck vet tidycheck fuzz fuzz-short bench run clean
+.PHONY: build lean release test unit web-test fmtcheck vet tidycheck fuzz fuzz-short bench run clean
 
 build:
 	$(GO) build $(BUILDFLAGS) -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/siot
@@ -55,7 +55,21 @@ release:
 	cd dist && sha256sum siot-* > SHA256SUMS
 	@ls -l dist
 
-test: fmtcheck vet tidycheck unit fuzz-short
+test: fmtcheck vet tidycheck unit web-test fuzz-short
+
+# The browser replica's TypeScript (web/): the crdt port against
+# testdata/crdt. Needs Node.js 20+ and npm; npm ci runs again when
+# web/package-lock.json is newer than web/node_modules. esbuild bundles each
+# web/test/*.test.ts into web/.build/test/, tsc checks the types, node --test
+# runs them.
+web/node_modules: web/package-lock.json
+	npm ci --prefix web --no-audit --no-fund
+	@touch web/node_modules
+
+web-test: web/node_modules
+	node web/scripts/build-tests.mjs
+	web/node_modules/.bin/tsc --noEmit -p web
+	node --test --test-reporter=spec web/.build/test/
 
 # The store's big-node tests at full size and the edge footprint test
 # (RSS is meaningless under the race detector) run again without -race, and
