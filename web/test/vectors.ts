@@ -3,7 +3,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { fromHex, parseUint64 } from "../src/crdt/bytes.ts";
+import { parseUint64 } from "../src/crdt/bytes.ts";
 import type { Point } from "../src/crdt/point.ts";
 
 /** The repository root: the nearest directory above this file (or the working directory) with testdata/crdt. */
@@ -72,5 +72,3 @@ export function toPoint(v: VecPoint): Point {
     origin: v.origin,
   };
 }
-
-export { fromHex };

@@ -56,7 +56,7 @@ export function isEdge(p: Point): boolean {
 }
 
 /** Which field of a point breaks a rule, and why. */
-export type PointField = "node" | "parent" | "type" | "key" | "value" | "text" | "time" | "origin";
+export type PointField = "node" | "parent" | "type" | "key" | "value" | "text" | "tombstone" | "time" | "origin";
 
 /**
  * A point that breaks a rule of the data model (Go's *PointError matching
@@ -135,7 +135,7 @@ export function validateUnstamped(p: Point): void {
   const n = utf8Length(p.text);
   if (n < 0) throw new PointError("text", "not valid UTF-8 (lone surrogate)");
   if (n > MaxTextLen) throw new PointError("text", `${n} bytes, limit ${MaxTextLen}`, true);
-  if (typeof p.tombstone !== "boolean") throw new PointError("value", "tombstone is not a boolean");
+  if (typeof p.tombstone !== "boolean") throw new PointError("tombstone", "not a boolean");
   if (typeof p.time !== "bigint" || p.time < 0n || p.time > maxTime) {
     throw new PointError("time", "not an unsigned 64-bit integer");
   }
