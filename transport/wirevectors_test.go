@@ -445,10 +445,10 @@ type wvFrameCase struct {
 	Note  string `json:"note,omitempty"`
 	Frame string `json:"frame"`
 	// Limit is the size limit given to ParseFrame (0: crdt.MaxMessageSize).
-	Limit int    `json:"limit,omitempty"`
-	Type  string `json:"type,omitempty"`
-	Body  string `json:"body,omitempty"`
-	Error string `json:"error,omitempty"`
+	Limit int     `json:"limit,omitempty"`
+	Type  string  `json:"type,omitempty"`
+	Body  *string `json:"body,omitempty"`
+	Error string  `json:"error,omitempty"`
 }
 
 func wvFrameCases() []any {
@@ -475,7 +475,8 @@ func wvFrameCases() []any {
 		if err != nil {
 			c.Error = wvClass(err)
 		} else {
-			c.Type, c.Body = typ.String(), hex.EncodeToString(body)
+			h := hex.EncodeToString(body)
+			c.Type, c.Body = typ.String(), &h
 		}
 		out = append(out, c)
 	}

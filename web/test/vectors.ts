@@ -1,4 +1,5 @@
-// Loads the language-neutral vectors of testdata/crdt (see its README.md).
+// Loads the language-neutral vectors of testdata/crdt and testdata/wire
+// (see their README.md).
 
 import { existsSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -23,9 +24,9 @@ export interface VectorCase {
   note?: string;
 }
 
-/** Returns the cases of testdata/crdt/<file>.json, checking that there are some and that names are unique. */
-export function loadVectors<C extends VectorCase>(file: string): C[] {
-  const path = join(repoRoot(), "testdata", "crdt", `${file}.json`);
+/** Returns the cases of testdata/<area>/<file>.json, checking that there are some and that names are unique. */
+export function loadVectors<C extends VectorCase>(file: string, area: "crdt" | "wire" = "crdt"): C[] {
+  const path = join(repoRoot(), "testdata", area, `${file}.json`);
   const doc = JSON.parse(readFileSync(path, "utf8")) as { description?: unknown; cases?: unknown };
   if (typeof doc.description !== "string" || !Array.isArray(doc.cases) || doc.cases.length === 0) {
     throw new Error(`${path}: want {"description": string, "cases": [...]} with at least one case`);

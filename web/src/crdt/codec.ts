@@ -8,8 +8,8 @@
 // an integer (shortest form, unsigned when >= 0) when it is integral and
 // -2^63 <= v < 2^63, else float32 when that holds it exactly, else float64.
 //
-// Not ported yet: the batch encoding (AppendBatch/DecodeBatch) and
-// CheckMsgpack; no vector covers them.
+// The batch encoding (AppendBatch/DecodeBatch) and CheckMsgpack are in
+// ../wire/ (batch.ts, msgpack.ts), checked against testdata/wire.
 
 import { utf8 } from "./bytes.ts";
 import { uuidBytes, uuidFromBytes } from "./ids.ts";
