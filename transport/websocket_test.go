@@ -3,13 +3,16 @@
 package transport
 
 import (
+	"bufio"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
@@ -281,4 +284,35 @@ func TestWebsocketShutdownClosesClients(t *testing.T) {
 	if n := p.Open(); n != 0 {
 		t.Errorf("%d connections open after Close", n)
 	}
+}
+
+// TestWebsocketIdleTimeout: a connection silent for IdleTimeout is closed,
+// and its place freed.
+func TestWebsocketIdleTimeout(t *testing.T) {
+	srvCheckLeaks(t)
+	r := authRand(t)
+	admin := authKeyCreds(t, r, KindAdmin, uuid.Nil)
+	_, p, u := wsStart(t, srvAuthFor(t, admin), WebsocketConfig{IdleTimeout: 200 * time.Millisecond})
+	c, err := net.Dial("tcp", strings.TrimSuffix(strings.TrimPrefix(u, "ws://"), "/nats"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET /nats HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"+
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v, %v", resp, err)
+	}
+	// The server's INFO comes, then nothing: the client never answers.
+	c.SetReadDeadline(time.Now().Add(srvWait))
+	start := time.Now()
+	if _, err := io.Copy(io.Discard, br); err != nil {
+		t.Fatalf("want the proxy to close the connection: %v", err)
+	}
+	if d := time.Since(start); d < 150*time.Millisecond {
+		t.Errorf("closed after %v, before the idle timeout", d)
+	}
+	srvEventually(t, "place freed", func() bool { return p.Open() == 0 })
 }
