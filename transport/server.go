@@ -55,6 +55,12 @@ type ServerConfig struct {
 	// for the benchmarks that measure what permissions cost; siot serve
 	// never sets it.
 	NoPermissions bool
+	// Websocket opens a WebSocket listener for NATS clients (browsers) on
+	// a free loopback port, without TLS, for a WebsocketProxy to pass
+	// connections to; browsers never reach it directly (WebsocketURL).
+	// Its clients authenticate and are granted permissions exactly as
+	// those of Listen. The lean build has none: it ignores Websocket.
+	Websocket bool
 	// Cluster, when its Listen is set, makes this server a member of a
 	// NATS cluster with the servers of other siot instances (scale-out:
 	// docs/operations.md). Zero: a server of its own.
@@ -173,6 +179,7 @@ type serverCore struct {
 	maxConns int
 	maxSubs  int
 	noPerms  bool
+	ping     time.Duration // ServerConfig.PingInterval
 
 	mu    sync.Mutex
 	auth  Authenticator
@@ -180,6 +187,10 @@ type serverCore struct {
 	// refused counts connections refused, by reason class.
 	refused    map[string]uint64
 	refusedLog map[string]refusedLine // by source and reason
+	// proxied are the clients of a WebsocketProxy's open connections to
+	// the WebSocket listener, by the proxy end's address: the listener
+	// sees the proxy, the Authenticator must see the browser.
+	proxied map[string]net.Addr
 }
 
 // newCore fills cfg's defaults and makes the system key.
@@ -205,7 +216,7 @@ func newCore(cfg *ServerConfig) (*serverCore, error) {
 		return nil, fmt.Errorf("transport: system key: %w", err)
 	}
 	return &serverCore{sys: sys, log: logger, auth: cfg.Auth, maxConns: cfg.MaxConnsPerIdentity, maxSubs: cfg.MaxSubsPerConn,
-		noPerms: cfg.NoPermissions, conns: make(map[uint64]Grant), refused: make(map[string]uint64), refusedLog: map[string]refusedLine{}}, nil
+		noPerms: cfg.NoPermissions, ping: cfg.PingInterval, proxied: map[string]net.Addr{}, conns: make(map[uint64]Grant), refused: make(map[string]uint64), refusedLog: map[string]refusedLine{}}, nil
 }
 
 // authenticate decides who a connection is: it verifies an nkey's
@@ -239,6 +250,34 @@ func (s *serverCore) authenticate(req AuthRequest, sig string, nonce []byte) (Gr
 		return Grant{}, false
 	}
 	return g, true
+}
+
+// proxyFor records that the connection from local (the proxy's end) to
+// the WebSocket listener carries client's; the returned func forgets it.
+func (s *serverCore) proxyFor(local, client net.Addr) (forget func()) {
+	key := local.String()
+	s.mu.Lock()
+	s.proxied[key] = client
+	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		delete(s.proxied, key)
+		s.mu.Unlock()
+	}
+}
+
+// clientAddr returns the address of the client behind remote: the
+// browser's when remote is a WebsocketProxy's connection, else remote.
+func (s *serverCore) clientAddr(remote net.Addr) net.Addr {
+	if remote == nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if a, ok := s.proxied[remote.String()]; ok {
+		return a
+	}
+	return remote
 }
 
 // limited reports whether id is held to MaxConnsPerIdentity: all but the

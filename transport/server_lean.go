@@ -138,6 +138,13 @@ func (s *Server) closed(id uint64) {
 // ClientURL returns the nats:// (tls:// with TLS) URL clients dial.
 func (s *Server) ClientURL() string { return s.url }
 
+// WebsocketURL returns "": the lean build has no WebSocket listener, and
+// its WebsocketProxy answers 501 Not Implemented.
+func (s *Server) WebsocketURL() string { return "" }
+
+// wsAbsent is why a WebsocketProxy answers 501.
+const wsAbsent = "WebSocket (/nats) is not in the lean build (make lean); use the full build"
+
 // ClusterAddr returns "": the lean build has no cluster.
 func (s *Server) ClusterAddr() string { return "" }
 

@@ -4,6 +4,8 @@ package transport
 
 import (
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 )
@@ -24,5 +26,28 @@ func TestLeanRefusesCluster(t *testing.T) {
 		if !errors.Is(err, ErrLeanCluster) || !strings.Contains(err.Error(), "not in the lean build") {
 			t.Errorf("StartServer with cluster %+v: %v, want ErrLeanCluster", c, err)
 		}
+	}
+}
+
+// TestLeanWebsocketProxy: the lean build has no WebSocket listener, and
+// its proxy answers every request 501, saying so.
+func TestLeanWebsocketProxy(t *testing.T) {
+	srvCheckLeaks(t)
+	s := srvStart(t, ServerConfig{Websocket: true})
+	if u := s.WebsocketURL(); u != "" {
+		t.Fatalf("WebsocketURL() = %q in the lean build", u)
+	}
+	p, err := s.WebsocketProxy(WebsocketConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	w := httptest.NewRecorder()
+	r := httptest.NewRequest(http.MethodGet, "/nats", nil)
+	r.Header.Set("Connection", "Upgrade")
+	r.Header.Set("Upgrade", "websocket")
+	p.ServeHTTP(w, r)
+	if w.Code != http.StatusNotImplemented || !strings.Contains(w.Body.String(), "not in the lean build") {
+		t.Errorf("/nats: %d %q, want 501 saying it is not in the lean build", w.Code, w.Body.String())
 	}
 }

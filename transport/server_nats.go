@@ -72,6 +72,7 @@ func clusterOptions(opts *server.Options, cfg ClusterConfig) error {
 type Server struct {
 	*serverCore // its conns: closed ones are pruned by Revalidate
 	ns          *server.Server
+	wsURL       string // WebsocketURL
 }
 
 // StartServer starts an embedded NATS server and waits until it accepts
@@ -119,6 +120,17 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		opts.TLS = true
 		opts.TLSTimeout = 10
 	}
+	if cfg.Websocket {
+		opts.Websocket = server.WebsocketOpts{
+			// Loopback only, and without TLS since it never leaves the
+			// machine: a WebsocketProxy on the HTTP port is the way in.
+			Host: "127.0.0.1", Port: server.RANDOM_PORT, NoTLS: true,
+			// The proxy removes the Origin header; a browser always
+			// sends one, so a page that found this port is refused.
+			AllowedOrigins:   []string{wsNoOrigin},
+			HandshakeTimeout: 10 * time.Second,
+		}
+	}
 	if cfg.Cluster.Listen != "" {
 		if err := clusterOptions(opts, cfg.Cluster); err != nil {
 			return nil, err
@@ -151,11 +163,30 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 			return nil, err
 		}
 	}
+	if cfg.Websocket {
+		s.wsURL = ns.WebsocketURL()
+	}
 	return s, nil
 }
 
 // ClientURL returns the nats:// URL clients dial.
 func (s *Server) ClientURL() string { return s.ns.ClientURL() }
+
+// WebsocketURL returns the ws:// URL of the loopback WebSocket listener,
+// or "" without one (ServerConfig.Websocket unset).
+func (s *Server) WebsocketURL() string {
+	return s.wsURL
+}
+
+// wsNoOrigin is the one origin the WebSocket listener accepts: none can
+// have it (.invalid is reserved), so only requests without an Origin
+// header, those of a WebsocketProxy or of a non-browser client on the
+// machine, are accepted.
+const wsNoOrigin = "http://siot.invalid"
+
+// wsAbsent is why a WebsocketProxy of a Server without WebSocket
+// listener answers 501.
+const wsAbsent = "this server has no WebSocket listener"
 
 // ClusterAddr returns the route listener's host:port, or "" without a
 // cluster.
@@ -194,7 +225,10 @@ func (a serverAuth) Check(c server.ClientAuthentication) bool {
 	if c.Kind() != server.CLIENT || o == nil {
 		return false
 	}
-	req := AuthRequest{Key: o.Nkey, User: o.Username, Password: o.Password, Token: o.Token, Remote: c.RemoteAddress()}
+	// A WebSocket client reached the listener through a WebsocketProxy:
+	// the sign-in slowdown and the log name the browser's address.
+	remote := s.clientAddr(c.RemoteAddress())
+	req := AuthRequest{Key: o.Nkey, User: o.Username, Password: o.Password, Token: o.Token, Remote: remote}
 	g, ok := s.authenticate(req, o.Sig, c.GetNonce())
 	if !ok {
 		return false
@@ -205,7 +239,7 @@ func (a serverAuth) Check(c server.ClientAuthentication) bool {
 		// prune, then count again.
 		s.prune()
 		if n := s.count(id); n >= s.maxConns {
-			s.refuse(c.RemoteAddress(), "connection limit", fmt.Errorf("%s has %d connections open, the limit", id, n))
+			s.refuse(remote, "connection limit", fmt.Errorf("%s has %d connections open, the limit", id, n))
 			return false
 		}
 	}

@@ -112,7 +112,7 @@ func writeMetrics(w *promWriter, m replica.Metrics, p processInfo) {
 	w.one("siot_links_refused_total", "counter", "Link handshakes refused (wrong root, detached edge, bad protocol, an identity that may not link so).", float64(m.LinksRefused))
 	w.counts("siot_requests_refused_total", "API requests refused before they did anything, by reason: forbidden (outside the identity's scope), limited (over a per-identity limit), invalid.", "reason", m.RequestsRefused)
 	w.one("siot_login_failures_total", "counter", "Password sign-ins refused.", float64(m.LoginFailures))
-	w.counts("siot_connections_refused_total", "Connections refused at sign-in, by reason: refused (unknown, revoked or expired credentials, anonymous), connection limit, bad signature.", "reason", m.ConnectionsRefused)
+	w.counts("siot_connections_refused_total", "Connections refused at sign-in, by reason: refused (unknown, revoked or expired credentials, anonymous), connection limit, bad signature, websocket origin, websocket limit (/nats).", "reason", m.ConnectionsRefused)
 
 	linkLabels := func(l replica.LinkMetrics) []string {
 		return []string{"url", l.URL, "role", l.Role, "remote", l.Remote}

@@ -15,6 +15,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -110,7 +111,8 @@ type serveFlags struct {
 	minFree                                                  byteSize
 	creds, peerCreds, tlsCert, tlsKey, tlsCA                 string
 	cluster, clusterSecret                                   string
-	routes                                                   stringList
+	routes, httpOrigins                                      stringList
+	httpWebsockets                                           int
 	insecure                                                 bool
 	keepAlive, sessionPing, repairInterval, repairMax        time.Duration
 }
@@ -123,7 +125,9 @@ func (c *serveCmd) flags(fs *flag.FlagSet) {
 	fs.StringVar(&f.config, "config", "", "configuration file: serve's settings, one \"name = value\" a line; flags and the environment beat it")
 	fs.StringVar(&f.data, "data", "./siot-data", "data directory")
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:4222", "NATS listen address, host:port")
-	fs.StringVar(&f.httpAddr, "http", "127.0.0.1:8118", "HTTP address for /healthz, /readyz, /status and /metrics; empty to disable")
+	fs.StringVar(&f.httpAddr, "http", "127.0.0.1:8118", "HTTP address for /healthz, /readyz, /status, /metrics and /nats (NATS over WebSocket, for browsers); empty to disable")
+	fs.Var(&f.httpOrigins, "http-origin", "`ORIGIN`, scheme://host[:port], of other pages that may open /nats besides the --http address's own (repeatable)")
+	fs.IntVar(&f.httpWebsockets, "http-websockets", transport.DefaultMaxWebsockets, "most WebSocket connections open at once on /nats; more are answered 503")
 	fs.StringVar(&f.id, "id", "", "the root node's UUID, set on first start")
 	fs.Var(&f.upstreams, "upstream", "`URL` (NATS) of an upstream to link to as an edge, or the members of a cluster separated by commas (repeatable)")
 	fs.Var(&f.peers, "peer", "`URL` (NATS) of a peer with the same root (repeatable)")
@@ -228,6 +232,14 @@ func (c *serveCmd) run(ctx context.Context, args []string) error {
 			return &UsageError{Msg: fmt.Sprintf("%s: %v", c.origin(a.name), err)}
 		}
 	}
+	if f.httpWebsockets < 1 {
+		return &UsageError{Msg: c.origin("http-websockets") + ": at least 1"}
+	}
+	for _, o := range f.httpOrigins {
+		if err := checkOrigin(o); err != nil {
+			return &UsageError{Msg: fmt.Sprintf("%s %q: %v", c.origin("http-origin"), o, err)}
+		}
+	}
 	for _, r := range f.routes {
 		if err := checkRoute(r); err != nil {
 			return &UsageError{Msg: fmt.Sprintf("%s %s: %v", c.origin("route"), transport.RedactURL(r), err)}
@@ -292,6 +304,17 @@ func (c *serveCmd) run(ctx context.Context, args []string) error {
 		log.Warn("cluster routes without TLS on a non-loopback address (--insecure): keep them on a private network", "cluster", f.cluster)
 	}
 	return c.serve(ctx, f, root, profile, log, level)
+}
+
+// checkOrigin checks an --http-origin: scheme://host[:port], http or
+// https, nothing after.
+func checkOrigin(o string) error {
+	u, err := url.Parse(o)
+	if err != nil || u.Scheme != "http" && u.Scheme != "https" || u.Host == "" || u.User != nil ||
+		u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
+		return errors.New("want http://host[:port] or https://host[:port], as a browser sends it in Origin")
+	}
+	return nil
 }
 
 // isLoopback reports whether host names only the loopback interface.
@@ -484,11 +507,20 @@ func (c *serveCmd) serve(ctx context.Context, f serveFlags, root uuid.UUID, prof
 		}
 		cluster = transport.ClusterConfig{Listen: f.cluster, Routes: f.routes, Secret: secret}
 	}
-	srv, err := transport.StartServer(transport.ServerConfig{Listen: f.listen, Logger: log, TLS: stls, PingInterval: f.keepAlive, Cluster: cluster})
+	srv, err := transport.StartServer(transport.ServerConfig{Listen: f.listen, Logger: log, TLS: stls, PingInterval: f.keepAlive, Cluster: cluster,
+		Websocket: f.httpAddr != ""})
 	if err != nil {
 		return err
 	}
-	defer srv.Shutdown()
+	var wsp *transport.WebsocketProxy
+	defer func() {
+		srv.Shutdown()
+		// After the server's: its WebSocket sessions ended with the
+		// close it sent them, through the proxy.
+		if wsp != nil {
+			wsp.Close()
+		}
+	}()
 	clock, err := crdt.NewClock(crdt.ClockConfig{Physical: time.Now})
 	if err != nil {
 		return err
@@ -519,7 +551,11 @@ func (c *serveCmd) serve(ctx context.Context, f serveFlags, root uuid.UUID, prof
 			return fmt.Errorf("http: %w", err)
 		}
 		httpAddr = ln.Addr().String()
-		hs = &http.Server{Handler: httpHandler(rep), ReadHeaderTimeout: 10 * time.Second}
+		if wsp, err = srv.WebsocketProxy(transport.WebsocketConfig{Origins: f.httpOrigins, MaxConns: f.httpWebsockets}); err != nil {
+			ln.Close()
+			return err
+		}
+		hs = &http.Server{Handler: httpHandler(rep, wsp), ReadHeaderTimeout: 10 * time.Second}
 		go func() {
 			if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("http: %w", err)
@@ -626,9 +662,11 @@ func isEmptyDir(dir string) bool {
 	return true
 }
 
-// httpHandler serves health, readiness, status and metrics.
-func httpHandler(rep *replica.Replica) http.Handler {
+// httpHandler serves health, readiness, status and metrics, and NATS
+// over WebSocket on /nats (ws; 501 in the lean build).
+func httpHandler(rep *replica.Replica, ws http.Handler) http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle("/nats", ws)
 	mux.Handle("GET /metrics", metricsHandler(rep, processInfo{start: time.Now(), version: buildVersion().version}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
