@@ -110,7 +110,7 @@ func (a *acceptor) hello(m *nats.Msg) (transport.Welcome, error) {
 	if h.Instance == uuid.Nil || h.Instance == r.st.Instance() {
 		return w, fmt.Errorf("hello: instance %v: cannot link to itself or to nil", h.Instance)
 	}
-	if h.Root != uuid.Nil && !exempt(id) {
+	if (h.Root != uuid.Nil || h.Role == transport.RoleUser) && !exempt(id) {
 		if n := a.starting(); n >= r.cfg.MaxStartingSessions {
 			// Shed politely, before anything is written: each refused
 			// dialer waits its own while, longer as the backlog grows
@@ -153,6 +153,18 @@ func (a *acceptor) hello(m *nats.Msg) (transport.Welcome, error) {
 			return w, err
 		}
 		sc = newScope(r.st, h.Root)
+	case transport.RoleUser:
+		// A user's replica (a browser's) signs in with the user's token
+		// and has no root of its own: its scope is the user's, as the
+		// API computes it for each batch (userView), so the session's
+		// scope holds nothing of its own.
+		if id.Kind != transport.KindUser {
+			return transport.Welcome{}, fmt.Errorf("%w: %s may not link as a user: a user's replica signs in with the user's token", ErrForbidden, id)
+		}
+		if h.Root != uuid.Nil {
+			return w, fmt.Errorf("hello: a user's link has no root of its own: send a nil root, not %v", h.Root)
+		}
+		sc = newRootsScope(r.st, nil)
 	default:
 		return w, fmt.Errorf("hello: unknown role %q", h.Role)
 	}
@@ -160,7 +172,7 @@ func (a *acceptor) hello(m *nats.Msg) (transport.Welcome, error) {
 	// instance's, kept apart per device key: another identity that
 	// claims the instance ID moves no mark of the real one.
 	mark := recvMark(h.Instance)
-	if id.Kind == transport.KindKey && !whole {
+	if id.Kind == transport.KindKey && !whole || id.Kind == transport.KindUser {
 		mark += "@" + id.Node.String()
 	}
 	have, err := r.st.Mark(mark)
@@ -172,8 +184,10 @@ func (a *acceptor) hello(m *nats.Msg) (transport.Welcome, error) {
 	if sc.full() {
 		scopeRoot = r.st.Root()
 	}
-	if w.Holds, err = holdsTree(r.st, scopeRoot); err != nil {
-		return w, err
+	if h.Role != transport.RoleUser { // a user's link never compares first: no repair
+		if w.Holds, err = holdsTree(r.st, scopeRoot); err != nil {
+			return w, err
+		}
 	}
 	sid := transport.NewSessionID()
 	subj, err := transport.Subjects(id, sid)
@@ -183,13 +197,23 @@ func (a *acceptor) hello(m *nats.Msg) (transport.Welcome, error) {
 	ctx, cancel := context.WithCancelCause(r.ctx)
 	as := &acceptedSession{id: sid, subj: subj, ctx: ctx, cancel: cancel, since: time.Now(), dialer: id,
 		kind: KindPeer, name: h.Instance.String()}
-	if h.Role == transport.RoleEdge {
+	switch h.Role {
+	case transport.RoleEdge:
 		as.kind, as.name = KindEdge, h.Root.String()
+	case transport.RoleUser:
+		// Not in the link book: each browser tab is an instance of its
+		// own, and the book keeps a record per link for good.
+		as.kind, as.name = "", ""
 	}
 	as.s = newSession(r, h.Instance, h.Role, sc, r.nc, subj.Down, have, func(err error) { a.end(as, err) })
 	as.s.mark = mark
 	if id.Kind != transport.KindSystem {
 		as.s.replyPfx = id.Inbox() + "."
+	}
+	if h.Role == transport.RoleUser {
+		as.s.user = &userView{r: r, id: id}
+		as.s.ingress = userIngress{r: r, id: id, instance: h.Instance}
+		as.s.repairEqual = true // no repair: in sync once both sides are idle
 	}
 	if h.Role == transport.RoleEdge {
 		root := h.Root
@@ -246,7 +270,9 @@ func (a *acceptor) hello(m *nats.Msg) (transport.Welcome, error) {
 	}
 	a.sessions[sid] = as
 	a.mu.Unlock()
-	r.links.up(as.kind, as.name, h.Role, "", as.s)
+	if as.kind != "" {
+		r.links.up(as.kind, as.name, h.Role, "", as.s)
+	}
 	for _, o := range old {
 		a.end(o, errors.New("replaced by a new session"))
 	}
@@ -414,7 +440,9 @@ func (a *acceptor) end(as *acceptedSession, err error) {
 
 func (a *acceptor) drop(as *acceptedSession) {
 	a.release(as)
-	a.r.links.down(as.kind, as.name, as.s)
+	if as.kind != "" {
+		a.r.links.down(as.kind, as.name, as.s)
+	}
 }
 
 // release cancels a session and lets go of its subjects.
@@ -479,7 +507,9 @@ func (a *acceptor) closeAll(cause error) {
 	ends := make([]linkEnd, 0, len(all))
 	for _, as := range all {
 		a.release(as)
-		ends = append(ends, linkEnd{as.kind, as.name, as.s})
+		if as.kind != "" {
+			ends = append(ends, linkEnd{as.kind, as.name, as.s})
+		}
 	}
 	a.r.links.downAll(ends)
 	a.wg.Wait()

@@ -134,6 +134,38 @@ func (a *access) checkWrite(pts []crdt.Point) error {
 	if a.id.Kind == transport.KindLogin {
 		return fmt.Errorf("%w: a login connection may only ask for a token", ErrForbidden)
 	}
+	whys, err := a.writeRefusals(pts)
+	if err != nil {
+		return err
+	}
+	refused, first := 0, ""
+	for i, why := range whys {
+		if why == "" {
+			continue
+		}
+		if refused == 0 {
+			first = fmt.Sprintf("point %d (%s): %s", i, describePoint(&pts[i]), why)
+		}
+		refused++
+	}
+	if refused > 0 {
+		return fmt.Errorf("%w: %s may not write %d of %d points; first: %s", ErrForbidden, a.id, refused, len(pts), first)
+	}
+	return nil
+}
+
+// describePoint names a point in a refusal.
+func describePoint(p *crdt.Point) string {
+	if p.IsEdge() {
+		return fmt.Sprintf("edge %v→%v %s/%s", p.Parent, p.Node, p.Type, p.Key)
+	}
+	return fmt.Sprintf("%v/%s/%s", p.Node, p.Type, p.Key)
+}
+
+// writeRefusals says, for each point of pts, why a may not write it ("":
+// it may), each judged as part of the batch pts (a node the batch creates
+// under an administered node may be written). a must not be all.
+func (a *access) writeRefusals(pts []crdt.Point) ([]string, error) {
 	inAdmin := func(n uuid.UUID) (bool, error) { return a.admin.containsNode(n) }
 	// Nodes this batch creates below administered nodes, to a fixed
 	// point (a new node may hang under another new node).
@@ -149,7 +181,7 @@ func (a *access) checkWrite(pts []crdt.Point) error {
 			var err error
 			if !ok {
 				if ok, err = inAdmin(p.Parent); err != nil {
-					return err
+					return nil, err
 				}
 			}
 			if !ok {
@@ -157,7 +189,7 @@ func (a *access) checkWrite(pts []crdt.Point) error {
 			}
 			old, err := a.hasState(p.Node)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			if !old && p.Node != a.root {
 				created[p.Node] = true
@@ -165,28 +197,15 @@ func (a *access) checkWrite(pts []crdt.Point) error {
 			}
 		}
 	}
-	refused, first := 0, ""
+	whys := make([]string, len(pts))
 	for i := range pts {
-		p := &pts[i]
-		why, err := a.writeRefusal(p, created, inAdmin)
+		why, err := a.writeRefusal(&pts[i], created, inAdmin)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		if why == "" {
-			continue
-		}
-		if refused == 0 {
-			first = fmt.Sprintf("point %d (%v/%s/%s): %s", i, p.Node, p.Type, p.Key, why)
-			if p.IsEdge() {
-				first = fmt.Sprintf("point %d (edge %v→%v %s/%s): %s", i, p.Parent, p.Node, p.Type, p.Key, why)
-			}
-		}
-		refused++
+		whys[i] = why
 	}
-	if refused > 0 {
-		return fmt.Errorf("%w: %s may not write %d of %d points; first: %s", ErrForbidden, a.id, refused, len(pts), first)
-	}
-	return nil
+	return whys, nil
 }
 
 // writeRefusal says why a may not write p, or "" when it may.

@@ -212,6 +212,8 @@ func (f subtreeFilter) credentialOK(p *crdt.Point, in func(uuid.UUID) (bool, err
 	return true, "", nil
 }
 
+func (f subtreeFilter) refusal() string { return ReasonOutsideScope }
+
 // nodeHasState reports whether node n has any point or edge in st.
 func nodeHasState(st *store.Store, n uuid.UUID) (bool, error) {
 	found := false

@@ -472,6 +472,10 @@ func (a *acceptor) handleRepair(as *acceptedSession, m *nats.Msg) {
 	s := as.s
 	s.bytesRecv.Add(uint64(len(m.Data)))
 	s.touch()
+	if s.user != nil {
+		s.respond(m, transport.EncodeError(ErrUserRepair))
+		return
+	}
 	req, err := transport.DecodeRepairRequest(m.Data, 0)
 	if err != nil {
 		s.respond(m, transport.EncodeError(err))

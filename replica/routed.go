@@ -186,6 +186,9 @@ type backfillNode struct {
 // readBackfill reads up to budget bytes of the backfill: the registers of
 // the queued nodes and of their descendants, in the remote's scope.
 func (s *session) readBackfill(budget int) (pts []crdt.Point, size int, err error) {
+	if s.user != nil {
+		s.user.reset() // decide on the tree as it is now
+	}
 	for len(s.backfill) > 0 && size < budget {
 		b := &s.backfill[0]
 		if b.via != uuid.Nil && b.after > 0 && !b.entered {
@@ -236,7 +239,12 @@ func (s *session) readBackfill(budget int) (pts []crdt.Point, size int, err erro
 			if b.edgeOnly && p.Parent != b.via {
 				return nil
 			}
-			if p.IsEdge() && !s.r.router.holds(s.scope.root, p.Parent) {
+			if s.user != nil {
+				ok, err := s.user.readable(p)
+				if err != nil || !ok {
+					return err
+				}
+			} else if p.IsEdge() && !s.r.router.holds(s.scope.root, p.Parent) {
 				return nil
 			}
 			pts = append(pts, *p)

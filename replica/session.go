@@ -33,7 +33,8 @@ type session struct {
 	ackPfx   string                    // our pushes' reply subjects: ackPfx.<through>-<n>
 	pushN    atomic.Uint64             // n of the reply subjects: each push's is new
 	onEdge   func(p *crdt.Point) error // called for every edge change a routed sender reads; an error ends the session
-	ingress  *subtreeFilter            // when set, incoming points outside it are refused (an edge's upstream)
+	ingress  ingress                   // when set, incoming points it does not keep are refused (an edge's or a user's acceptor)
+	user     *userView                 // when set, a user's session: what is sent is what the user may read
 	mark     string                    // the mark of how far we hold the remote's feed
 	replyPfx string                    // when set, answers go only to reply subjects under it (the dialer's inbox)
 
@@ -69,6 +70,19 @@ type session struct {
 	route         *route
 	scanTo, floor uint64
 }
+
+// ingress decides which of a remote's pushed points are applied: those
+// kept; the rest are counted as refused for the reason refusal names
+// (a metrics reason) and reported in the ack.
+type ingress interface {
+	keep(pts []crdt.Point) (kept []crdt.Point, rejected int, reason string, err error)
+	refusal() string
+}
+
+var (
+	_ ingress = subtreeFilter{}
+	_ ingress = userIngress{}
+)
 
 func newSession(r *Replica, remote uuid.UUID, role string, sc *scope, conn *nats.Conn, pushSubj string, have uint64, fail func(error)) *session {
 	s := &session{r: r, remote: remote, role: role, scope: sc, conn: conn, pushSubj: pushSubj,
@@ -239,7 +253,7 @@ func (s *session) handlePush(m *nats.Msg) {
 	}
 	_, rejected, reason, err := s.r.applyRemote(s.remote, pts, map[string]uint64{s.mark: have})
 	if refused > 0 {
-		s.r.metrics.rejectPoints(ReasonOutsideScope, refused)
+		s.r.metrics.rejectPoints(s.ingress.refusal(), refused)
 		rejected += refused
 		if reason == "" {
 			reason = why
@@ -282,7 +296,7 @@ func (s *session) runSender(ctx context.Context, have uint64) error {
 	// routed. Its remote's mark of our feed moves only with the changes
 	// it gets: a catch-up after a reconnect reads the subtree, whatever
 	// the mark, so no empty push need cross a cellular link to move it.
-	routed := !s.scope.full()
+	routed := !s.scope.full() && s.user == nil
 	emptyEvery := uint64(50_000)
 	var kick chan struct{}
 	if routed {
@@ -441,12 +455,16 @@ func (s *session) sendPush(push transport.Push, pts []crdt.Point) error {
 // readBatch reads the feed after cursor and returns the points for the
 // remote (about size bytes encoded, at most budget), the position read
 // through, and whether it reached the end. It serves a link that holds
-// everything; a subtree's link is routed (readRouted).
+// everything, and a user's (filtered by userSendable); a subtree's link
+// is routed (readRouted).
 func (s *session) readBatch(ctx context.Context, cursor uint64, budget int) (pts []crdt.Point, size int, through uint64, idle bool, err error) {
 	cfg := &s.r.cfg
 	const maxScan = 50_000 // changes looked at per batch, so one read stays short
 	through, idle = cursor, true
 	scanned := 0
+	if s.user != nil {
+		s.user.reset()
+	}
 	// What to send is decided on the change's identity alone, before its
 	// register is read: the changes that came by this link are dropped.
 	keep := func(c *store.Change) (bool, error) {
@@ -461,6 +479,11 @@ func (s *session) readBatch(ctx context.Context, cursor uint64, budget int) (pts
 		return c.Source != s.remote, nil
 	}
 	err = s.r.st.FeedWhere(cursor, keep, func(c *store.Change) error {
+		if s.user != nil {
+			if ok, err := s.userSendable(&c.Point); err != nil || !ok {
+				return err
+			}
+		}
 		pts = append(pts, c.Point)
 		size += pointCost(&c.Point)
 		return nil

@@ -27,6 +27,10 @@ const LinkProto = 1
 const (
 	RoleEdge = "edge" // the dialer's root goes under the acceptor's root; scope: the dialer's subtree
 	RolePeer = "peer" // same root, full scope both ways
+	// RoleUser is a user's replica (a browser's): it signs in with the
+	// user's login token, has no root of its own (Hello.Root is nil) and
+	// carries what the user may read through the API, secrets excepted.
+	RoleUser = "user"
 )
 
 // Hello opens a link (request NameHello): the dialer introduces itself.
@@ -35,7 +39,8 @@ type Hello struct {
 	Instance uuid.UUID `msgpack:"inst"`
 	// Root is the dialer's root node. uuid.Nil asks only for the
 	// acceptor's identity (a peer starting with empty data): the reply
-	// then opens no session.
+	// then opens no session. A RoleUser hello must carry nil: its
+	// session's scope is the user's, not a subtree of its own.
 	Root uuid.UUID `msgpack:"root"`
 	Role string    `msgpack:"role"`
 	// Time is the dialer's physical clock (ms since the Unix epoch).
