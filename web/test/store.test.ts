@@ -301,14 +301,31 @@ describe("store", () => {
     const s = await fresh();
     const pts = randomPoints(r, 1000, nodes);
     let i = 0;
+    let irregular = 0;
     while (i < pts.length) {
       const n = 1 + Math.floor(r() * 12);
       await s.apply(pts.slice(i, i + n));
       i += n;
+      irregular += [...s.memory().edges.values()].filter((e) => e.irregular).length;
       if (r() < 0.05) assert.deepEqual(await verify(s), [], `after ${i} writes`);
     }
     assert.deepEqual(await verify(s), []);
     assert.ok([...s.memory().edges.values()].some((e) => e.active), "some edge is active");
+    console.log(`${irregular} irregular edge states seen along the way`);
+  });
+
+  test("verify reports damage: a wrong digest, a lost feed entry", async () => {
+    const s = await fresh();
+    await s.apply([edge(A, B, 1n), pt(B, "temp", 1, 1n)]);
+    assert.deepEqual(await verify(s), []);
+    const tx = s.database().transaction(["nodes", "feed"], "readwrite");
+    tx.objectStore("nodes").put({ own: 1n, sub: 2n }, B);
+    tx.objectStore("feed").delete(1);
+    await new Promise((resolve) => (tx.oncomplete = resolve));
+    const bad = await verify(s);
+    assert.ok(bad.some((l) => l.startsWith(`node ${B} own: stored`)), bad.join("\n"));
+    assert.ok(bad.some((l) => l.startsWith(`node ${B} sub: in memory`)), bad.join("\n"));
+    assert.ok(bad.some((l) => l.startsWith("feed: 1 entries for 2 registers")), bad.join("\n"));
   });
 });
 
