@@ -1,0 +1,832 @@
+// The browser replica's store: a user's scope in IndexedDB. See index.ts
+// for the layout and the digest algebra.
+
+import { addDigest, pointDigest, subDigest, type Digest } from "../crdt/digest.ts";
+import type { Clock } from "../crdt/hlc.ts";
+import { compare } from "../crdt/lww.ts";
+import { isEdge, normalize, NilUUID, TypeEdge, validate, type Point } from "../crdt/point.ts";
+import { resolveRegion, type TreeRegion } from "../crdt/region.ts";
+import { edgeFromKey, edgeKey, edgeRegisterOf, type EdgeRegister } from "../crdt/tree.ts";
+import { abortQuietly, done, getAll, req } from "./idb.ts";
+
+/** The layout version, kept in meta "format" and checked on open. */
+export const formatVersion = 1;
+const dbVersion = 1;
+
+/** The object stores (index.ts describes their keys and values). */
+export const Stores = {
+  meta: "meta",
+  registers: "registers",
+  feed: "feed",
+  edges: "edges",
+  nodes: "nodes",
+  buckets: "buckets",
+  links: "links",
+} as const;
+const all = Object.values(Stores);
+
+/** A register's key: node, parent ("" for a node point), type, key. */
+export type RegisterKey = [string, string, string, string];
+
+/** What the registers store holds: the winner and the change number it arrived with. */
+export interface RegisterRecord {
+  point: Point;
+  seq: number;
+}
+
+/** What the feed store holds under a change number. */
+export interface FeedRecord {
+  reg: RegisterKey;
+  /** The instance the change was received from; "" for a local write. */
+  source: string;
+}
+
+/** What the store keeps about one parent→child pair that has at least one edge point. */
+export interface EdgeState {
+  parent: string;
+  child: string;
+  /** A TypeEdge register exists; the next five fields are its summary. */
+  hasReg: boolean;
+  tombstone: boolean;
+  moved: boolean;
+  place: string;
+  time: bigint;
+  origin: string;
+  /** The edge is part of the tree (the tree rules decided so). */
+  active: boolean;
+  /** The active state is not what the register alone says (crdt Decision). */
+  irregular: boolean;
+  /** The sum of the digests of the edge's points. */
+  digest: Digest;
+}
+
+/** A node's digests. */
+export interface NodeDigests {
+  /** The sum of the digests of the node's own points, tombstones included. */
+  own: Digest;
+  /** own + Σ edge digests below + Σ sub of active children. */
+  sub: Digest;
+}
+
+/** What the store keeps about a link to one remote instance. */
+export interface LinkState {
+  remote: string;
+  /** The local change number up to which the remote has acknowledged this store's feed. */
+  acked: number;
+  /** The remote's change number up to which this store holds the remote's feed. */
+  received: number;
+}
+
+/** One entry of the change feed. */
+export interface Change {
+  seq: number;
+  /** The instance the change was received from; "" for a local write. */
+  source: string;
+  /** The register's current winner. */
+  point: Point;
+}
+
+/** What apply did with a batch. */
+export interface ApplyResult {
+  /** One entry per point of the batch, in order. */
+  outcomes: ("applied" | "stale")[];
+  applied: number;
+  stale: number;
+  /** The points that won their register, normalized, in batch order. */
+  changes: Point[];
+  /** The change number of changes[0] (changes[i] is firstSeq + i); 0 when nothing changed. */
+  firstSeq: number;
+}
+
+/** Qualifies a batch for apply. */
+export interface ApplyOptions {
+  /** The instance the batch was received from; "" (the default) for a local write. */
+  source?: string;
+  /** Sets the link's received mark in the same transaction as the points. */
+  received?: { remote: string; seq: number };
+}
+
+/** A node as get reports it. */
+export interface NodeView {
+  node: string;
+  /** The node's own points, by type and key. */
+  points: Point[];
+  /** The edges above it, by parent: their points and whether they are active. */
+  parents: { parent: string; active: boolean; points: Point[] }[];
+}
+
+/** One edge below a node, as children reports it. */
+export interface ChildView {
+  id: string;
+  active: boolean;
+  /** The child's nodeType and description texts ("" when absent or deleted). */
+  nodeType: string;
+  description: string;
+}
+
+/** A batch that breaks the data contract; nothing of it was written. */
+export class InvalidBatchError extends Error {
+  readonly index: number;
+  constructor(index: number, cause: unknown, why?: string) {
+    super(`store: invalid batch: point ${index}: ${why ?? (cause instanceof Error ? cause.message : String(cause))}`, { cause });
+    this.name = "InvalidBatchError";
+    this.index = index;
+  }
+}
+
+/** The store was closed, or its database was opened by a newer layout. */
+export class StoreClosedError extends Error {
+  constructor(why = "closed") {
+    super(`store: ${why}`);
+    this.name = "StoreClosedError";
+  }
+}
+
+/** Options of openStore. */
+export interface OpenOptions {
+  /**
+   * The instance ID of a new database (the origin of local writes).
+   * Absent: a random one. A database that has one keeps it; giving
+   * another is an error.
+   */
+  instance?: string;
+  /**
+   * The IDBKeyRange constructor of the same implementation as the factory
+   * (globalThis.IDBKeyRange by default; tests pass fake-indexeddb's).
+   */
+  keyRange?: typeof IDBKeyRange;
+}
+
+/**
+ * Opens (creating when needed) the store in IndexedDB database `name` of
+ * idb (globalThis.indexedDB by default; tests pass fake-indexeddb's). It
+ * loads the tree's records (edge states, node and bucket digests) into
+ * memory: resolving the tree rules is synchronous, IndexedDB is not.
+ */
+export async function openStore(name: string, idb: IDBFactory = globalThis.indexedDB, opts: OpenOptions = {}): Promise<Store> {
+  if (!idb) throw new TypeError("store: no IndexedDB factory");
+  const keyRange = opts.keyRange ?? globalThis.IDBKeyRange;
+  if (!keyRange) throw new TypeError("store: no IDBKeyRange");
+  const open = idb.open(name, dbVersion);
+  open.onupgradeneeded = () => {
+    const db = open.result;
+    for (const s of all) if (!db.objectStoreNames.contains(s)) db.createObjectStore(s);
+  };
+  const db = await req(open);
+  try {
+    const tx = db.transaction([Stores.meta], "readwrite");
+    const fin = done(tx);
+    const meta = tx.objectStore(Stores.meta);
+    const [fmt, inst] = await Promise.all([req(meta.get("format")), req(meta.get("instance"))]);
+    if (fmt !== undefined && fmt !== formatVersion) {
+      abortQuietly(tx);
+      throw new StoreClosedError(`database ${name} has layout ${fmt}, this code reads ${formatVersion}`);
+    }
+    let instance = inst as string | undefined;
+    if (instance !== undefined && opts.instance !== undefined && opts.instance !== instance) {
+      abortQuietly(tx);
+      throw new Error(`store: database ${name} belongs to instance ${instance}, not ${opts.instance}`);
+    }
+    if (instance === undefined) {
+      instance = opts.instance ?? crypto.randomUUID();
+      meta.put(formatVersion, "format");
+      meta.put(instance, "instance");
+      meta.put(0, "seq");
+      meta.put(0, "gen");
+      meta.put(0n, "maxTime");
+    }
+    await fin;
+    const s = new Store(db, name, instance, keyRange);
+    await s.reload();
+    return s;
+  } catch (e) {
+    db.close();
+    throw e;
+  }
+}
+
+/** The committed tree records, held in memory (see index.ts, "Memory"). */
+class Mirror {
+  gen = -1;
+  edges = new Map<string, EdgeState>(); // edgeKey → state
+  parents = new Map<string, Set<string>>(); // child → every parent with an edge state
+  irregular = new Set<string>(); // edgeKeys
+  nodes = new Map<string, NodeDigests>();
+  buckets = new Map<string, Digest>(); // bucketKey → digest
+
+  parentsOf(n: string): Iterable<string> {
+    return this.parents.get(n) ?? [];
+  }
+  addEdge(st: EdgeState): void {
+    const k = edgeKey(st.parent, st.child);
+    this.edges.set(k, st);
+    let ps = this.parents.get(st.child);
+    if (!ps) this.parents.set(st.child, (ps = new Set()));
+    ps.add(st.parent);
+    if (st.irregular) this.irregular.add(k);
+    else this.irregular.delete(k);
+  }
+}
+
+/** The bucket of child under a parent: the first byte of its ID. */
+export function bucketOf(child: string): number {
+  return parseInt(child.slice(0, 2), 16);
+}
+
+function bucketKey(parent: string, b: number): string {
+  return parent + "/" + b;
+}
+
+function regKey(p: Point): RegisterKey {
+  return [p.node, p.parent, p.type, p.key];
+}
+
+/**
+ * The browser replica's store. One writer at a time: apply, writeLocal
+ * and setLink calls are queued and run one after another; reads run
+ * concurrently, each in its own IndexedDB transaction (a consistent
+ * snapshot). Another tab writing the same database is noticed (meta
+ * "gen") and the tree records are reloaded before the next write.
+ */
+export class Store {
+  readonly name: string;
+  /** This replica's instance ID: the origin of its local writes. */
+  readonly instance: string;
+  private db: IDBDatabase | null;
+  private mirror = new Mirror();
+  private queue: Promise<unknown> = Promise.resolve();
+  private maxTimeSeen = 0n;
+  private readonly kr: typeof IDBKeyRange;
+
+  /** Use openStore. */
+  constructor(db: IDBDatabase, name: string, instance: string, keyRange: typeof IDBKeyRange) {
+    this.db = db;
+    this.kr = keyRange;
+    this.name = name;
+    this.instance = instance;
+  }
+
+  /** Closes the database; later calls throw StoreClosedError. Pending writes finish first. */
+  async close(): Promise<void> {
+    await this.queue.catch(() => {});
+    this.db?.close();
+    this.db = null;
+  }
+
+  private tx(stores: string[], mode: IDBTransactionMode): IDBTransaction {
+    if (!this.db) throw new StoreClosedError();
+    return this.db.transaction(stores, mode);
+  }
+
+  /** Runs fn after every write queued before it. */
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const p = this.queue.then(fn, fn);
+    this.queue = p.catch(() => {});
+    return p;
+  }
+
+  /** Loads the tree records into memory (on open, and after another tab wrote). */
+  async reload(): Promise<void> {
+    const tx = this.tx([Stores.meta, Stores.edges, Stores.nodes, Stores.buckets], "readonly");
+    const [gen, maxTime, edges, nodeKeys, nodeVals, bucketKeys, bucketVals] = await Promise.all([
+      req(tx.objectStore(Stores.meta).get("gen")),
+      req(tx.objectStore(Stores.meta).get("maxTime")),
+      getAll<EdgeState>(tx.objectStore(Stores.edges)),
+      req(tx.objectStore(Stores.nodes).getAllKeys()),
+      getAll<NodeDigests>(tx.objectStore(Stores.nodes)),
+      req(tx.objectStore(Stores.buckets).getAllKeys()),
+      getAll<Digest>(tx.objectStore(Stores.buckets)),
+    ]);
+    const m = new Mirror();
+    m.gen = gen as number;
+    for (const st of edges) m.addEdge(st);
+    nodeKeys.forEach((k, i) => m.nodes.set(k as string, nodeVals[i]));
+    bucketKeys.forEach((k, i) => {
+      const [p, b] = k as [string, number];
+      m.buckets.set(bucketKey(p, b), bucketVals[i]);
+    });
+    this.mirror = m;
+    this.maxTimeSeen = maxTime as bigint;
+  }
+
+  /**
+   * Merges a batch of stamped points into their registers, in one
+   * IndexedDB transaction: either all of it is written or nothing is.
+   * Each point is normalized and validated first; an invalid or unstamped
+   * point refuses the whole batch with an InvalidBatchError naming its
+   * index, before anything is read or written. Digests, the tree's active
+   * edges and the change feed are updated in the same transaction.
+   */
+  apply(points: readonly Point[], opts: ApplyOptions = {}): Promise<ApplyResult> {
+    let batch: Point[];
+    try {
+      batch = points.map((p, i) => checkPoint(p, i));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.serial(() => this.applyNow(batch, opts, true));
+  }
+
+  /**
+   * Stamps and applies local writes: a point whose time is 0n gets a new
+   * timestamp of clock, one whose origin is "" gets this instance's ID.
+   * With oneTime (a move: the new edge and the old edge's tombstone) every
+   * point gets the same timestamp, and two points of one register are
+   * refused. The clock is first raised past every timestamp the store
+   * holds, so a reload with a fresh clock never stamps into the past.
+   */
+  writeLocal(points: readonly Point[], clock: Clock, opts: { oneTime?: boolean } = {}): Promise<ApplyResult> {
+    return this.serial(async () => {
+      clock.observe(this.maxTimeSeen);
+      const seen = new Set<string>();
+      let now = 0n;
+      const stamped = points.map((p, i) => {
+        if (opts.oneTime) {
+          const k = JSON.stringify(regKey(normalizeParent(normalize(p))));
+          if (seen.has(k)) throw new InvalidBatchError(i, null, "writes the register of an earlier point of one operation");
+          seen.add(k);
+        }
+        let time = p.time;
+        if (time === 0n) {
+          if (now === 0n || !opts.oneTime) now = clock.now();
+          time = now;
+        }
+        return checkPoint({ ...p, time, origin: p.origin === "" ? this.instance : p.origin }, i);
+      });
+      return this.applyNow(stamped, {}, true);
+    });
+  }
+
+  private async applyNow(points: Point[], opts: ApplyOptions, retry: boolean): Promise<ApplyResult> {
+    const tx = this.tx(all, "readwrite");
+    const fin = done(tx);
+    let b: Batch;
+    let res: ApplyResult;
+    let maxNext = 0n;
+    try {
+      const meta = tx.objectStore(Stores.meta);
+      const regs = tx.objectStore(Stores.registers);
+      const keys = new Map<string, RegisterKey>();
+      for (const p of points) keys.set(JSON.stringify(regKey(p)), regKey(p));
+      const ks = [...keys.keys()];
+      const [gen, seq, maxTime, olds] = await Promise.all([
+        req(meta.get("gen")),
+        req(meta.get("seq")),
+        req(meta.get("maxTime")),
+        Promise.all(ks.map((k) => req(regs.get(keys.get(k)!)) as Promise<RegisterRecord | undefined>)),
+      ]);
+      if (gen !== this.mirror.gen) {
+        // Another tab wrote: the tree records in memory are stale.
+        abortQuietly(tx);
+        await fin.catch(() => {});
+        if (!retry) throw new Error("store: the database keeps changing under this tab");
+        await this.reload();
+        return this.applyNow(points, opts, false);
+      }
+      b = new Batch(this.mirror, seq as number);
+      ks.forEach((k, i) => b.regs.set(k, { key: keys.get(k)!, old: olds[i], cur: olds[i]?.point, seq: 0 }));
+      res = b.merge(points);
+      b.resolveTree();
+      b.updateDigests();
+      let max = maxTime as bigint;
+      for (const p of res.changes) if (p.time > max) max = p.time;
+      b.flush(tx, opts.source ?? "");
+      meta.put(b.seq, "seq");
+      meta.put(max, "maxTime");
+      meta.put((gen as number) + 1, "gen");
+      if (opts.received) {
+        const links = tx.objectStore(Stores.links);
+        const cur = (await req(links.get(opts.received.remote))) as LinkState | undefined;
+        links.put({ remote: opts.received.remote, acked: cur?.acked ?? 0, received: opts.received.seq }, opts.received.remote);
+      }
+      maxNext = max;
+    } catch (e) {
+      abortQuietly(tx);
+      throw e;
+    }
+    await fin;
+    b.remember(this.mirror);
+    this.mirror.gen++;
+    this.maxTimeSeen = maxNext;
+    return res;
+  }
+
+  /** The greatest timestamp the store holds (0n when empty). */
+  maxTime(): bigint {
+    return this.maxTimeSeen;
+  }
+
+  /** The last change number assigned (0 when nothing was written). */
+  async lastSeq(): Promise<number> {
+    const tx = this.tx([Stores.meta], "readonly");
+    return (await req(tx.objectStore(Stores.meta).get("seq"))) as number;
+  }
+
+  /** Node n's own points and the edges above it with their points. */
+  async get(node: string): Promise<NodeView> {
+    const tx = this.tx([Stores.registers, Stores.edges], "readonly");
+    const recs = await getAll<RegisterRecord>(tx.objectStore(Stores.registers), this.kr.bound([node], [node, []]));
+    const view: NodeView = { node, points: [], parents: [] };
+    const byParent = new Map<string, Point[]>();
+    for (const r of recs) {
+      if (r.point.parent === "") view.points.push(r.point);
+      else {
+        let ps = byParent.get(r.point.parent);
+        if (!ps) byParent.set(r.point.parent, (ps = []));
+        ps.push(r.point);
+      }
+    }
+    const states = await Promise.all(
+      [...byParent.keys()].map((p) => req(tx.objectStore(Stores.edges).get([p, node])) as Promise<EdgeState | undefined>),
+    );
+    [...byParent].forEach(([parent, points], i) => view.parents.push({ parent, active: states[i]?.active ?? false, points }));
+    return view;
+  }
+
+  /** The edges below node, live or not, in child ID order, with the children's labels. */
+  async children(node: string): Promise<ChildView[]> {
+    const tx = this.tx([Stores.registers, Stores.edges], "readonly");
+    const edges = await getAll<EdgeState>(tx.objectStore(Stores.edges), this.kr.bound([node], [node, []]));
+    const regs = tx.objectStore(Stores.registers);
+    const label = async (child: string, type: string) => {
+      const r = (await req(regs.get([child, "", type, "0"]))) as RegisterRecord | undefined;
+      return r && !r.point.tombstone ? r.point.text : "";
+    };
+    return Promise.all(
+      edges.map(async (e) => ({
+        id: e.child,
+        active: e.active,
+        nodeType: await label(e.child, "nodeType"),
+        description: await label(e.child, "description"),
+      })),
+    );
+  }
+
+  /**
+   * Up to limit changes after change number after, in commit order, each
+   * register once at its latest change, with its current winner.
+   */
+  async changesSince(after: number, limit = Infinity): Promise<Change[]> {
+    const tx = this.tx([Stores.feed, Stores.registers], "readonly");
+    const feed = tx.objectStore(Stores.feed);
+    const range = this.kr.lowerBound(after, true);
+    const n = Number.isFinite(limit) ? limit : undefined;
+    const [seqs, wanted] = await Promise.all([req(feed.getAllKeys(range, n)), req(feed.getAll(range, n)) as Promise<FeedRecord[]>]);
+    const regs = tx.objectStore(Stores.registers);
+    const winners = await Promise.all(wanted.map((f) => req(regs.get(f.reg)) as Promise<RegisterRecord | undefined>));
+    return wanted.map((f, i) => {
+      const w = winners[i];
+      if (!w) throw new Error(`store: corrupt: change ${seqs[i]} names a missing register`);
+      return { seq: seqs[i] as number, source: f.source, point: w.point };
+    });
+  }
+
+  /**
+   * The changes a link must still send to remote: those after its acked
+   * mark that did not come from remote (local writes made offline, and
+   * changes received from other links).
+   */
+  async pending(remote: string, limit = Infinity): Promise<Change[]> {
+    const l = await this.link(remote);
+    const out: Change[] = [];
+    let after = l.acked;
+    for (;;) {
+      const page = await this.changesSince(after, 1024);
+      for (const c of page) {
+        if (c.source !== remote) out.push(c);
+        if (out.length >= limit) return out;
+      }
+      if (page.length < 1024) return out;
+      after = page[page.length - 1].seq;
+    }
+  }
+
+  /** The link state of remote; zero marks when never set. */
+  async link(remote: string): Promise<LinkState> {
+    const tx = this.tx([Stores.links], "readonly");
+    const l = (await req(tx.objectStore(Stores.links).get(remote))) as LinkState | undefined;
+    return l ?? { remote, acked: 0, received: 0 };
+  }
+
+  /** Every link state, by remote. */
+  async links(): Promise<LinkState[]> {
+    const tx = this.tx([Stores.links], "readonly");
+    return getAll<LinkState>(tx.objectStore(Stores.links));
+  }
+
+  /**
+   * Moves remote's marks forward: a mark below the stored one is kept as
+   * it is (an acknowledgement that arrives late never resends what was
+   * acknowledged). acked beyond lastSeq() is refused.
+   */
+  setLink(remote: string, marks: { acked?: number; received?: number }): Promise<LinkState> {
+    return this.serial(async () => {
+      const tx = this.tx([Stores.links, Stores.meta], "readwrite");
+      const fin = done(tx);
+      const links = tx.objectStore(Stores.links);
+      const [cur, seq] = await Promise.all([
+        req(links.get(remote)) as Promise<LinkState | undefined>,
+        req(tx.objectStore(Stores.meta).get("seq")) as Promise<number>,
+      ]);
+      if (marks.acked !== undefined && marks.acked > seq) {
+        abortQuietly(tx);
+        throw new RangeError(`store: link ${remote}: acked ${marks.acked} beyond the last change ${seq}`);
+      }
+      const next: LinkState = {
+        remote,
+        acked: Math.max(cur?.acked ?? 0, marks.acked ?? 0),
+        received: Math.max(cur?.received ?? 0, marks.received ?? 0),
+      };
+      links.put(next, remote);
+      await fin;
+      return next;
+    });
+  }
+
+  /** Node n's digests (zero for a node the store knows nothing about). */
+  nodeDigest(n: string): NodeDigests {
+    return this.mirror.nodes.get(n) ?? { own: 0n, sub: 0n };
+  }
+
+  /** The non-empty child buckets of parent with their digests, by bucket. */
+  buckets(parent: string): { bucket: number; digest: Digest }[] {
+    const out: { bucket: number; digest: Digest }[] = [];
+    for (let b = 0; b < 256; b++) {
+      const d = this.mirror.buckets.get(bucketKey(parent, b));
+      if (d !== undefined) out.push({ bucket: b, digest: d });
+    }
+    return out;
+  }
+
+  /** The committed edge state parent→child, if any edge point exists. */
+  edge(parent: string, child: string): EdgeState | undefined {
+    return this.mirror.edges.get(edgeKey(parent, child));
+  }
+
+  /** For verify: the database, open. */
+  database(): IDBDatabase {
+    if (!this.db) throw new StoreClosedError();
+    return this.db;
+  }
+
+  /** For verify: the tree records in memory. */
+  memory(): { edges: ReadonlyMap<string, EdgeState>; nodes: ReadonlyMap<string, NodeDigests>; buckets: ReadonlyMap<string, Digest> } {
+    return this.mirror;
+  }
+}
+
+function normalizeParent(p: Point): Point {
+  return p.parent === NilUUID ? { ...p, parent: "" } : p;
+}
+
+function checkPoint(p: Point, i: number): Point {
+  const q = normalizeParent(normalize(p));
+  try {
+    validate(q);
+  } catch (e) {
+    throw new InvalidBatchError(i, e);
+  }
+  return q === p ? { ...p } : q;
+}
+
+interface RegState {
+  key: RegisterKey;
+  old: RegisterRecord | undefined;
+  cur: Point | undefined;
+  /** cur's change number when the batch changed it; 0: unchanged. */
+  seq: number;
+}
+
+/**
+ * The working state of one apply: the registers it read and the tree
+ * records it changes, as copies of the committed ones (the mirror is
+ * updated by remember, after the commit).
+ */
+class Batch {
+  readonly m: Mirror;
+  seq: number;
+  regs = new Map<string, RegState>();
+  edges = new Map<string, EdgeState | null>();
+  edgeDirty = new Set<string>();
+  newParents = new Map<string, string[]>();
+  nodes = new Map<string, NodeDigests>();
+  buckets = new Map<string, Digest>();
+  ownDelta = new Map<string, Digest>();
+  edgeDelta = new Map<string, Digest>();
+  regEdges = new Set<string>();
+  flips = new Map<string, boolean>();
+
+  constructor(m: Mirror, seq: number) {
+    this.m = m;
+    this.seq = seq;
+  }
+
+  merge(points: Point[]): ApplyResult {
+    const res: ApplyResult = { outcomes: [], applied: 0, stale: 0, changes: [], firstSeq: 0 };
+    for (const p of points) {
+      const r = this.regs.get(JSON.stringify(regKey(p)))!;
+      if (r.cur !== undefined && compare(p, r.cur) <= 0) {
+        res.outcomes.push("stale");
+        res.stale++;
+        continue;
+      }
+      res.outcomes.push("applied");
+      res.applied++;
+      this.seq++;
+      if (res.firstSeq === 0) res.firstSeq = this.seq;
+      r.cur = p;
+      r.seq = this.seq;
+      res.changes.push(p);
+      if (isEdge(p)) {
+        const k = edgeKey(p.parent, p.node);
+        const st = this.edge(k, true)!;
+        this.edgeDirty.add(k);
+        if (p.type === TypeEdge) {
+          const reg = edgeRegisterOf(p);
+          Object.assign(st, { hasReg: true, tombstone: reg.tombstone, moved: reg.moved, place: reg.place, time: reg.time, origin: reg.origin });
+          this.regEdges.add(k);
+        }
+      }
+    }
+    // Each changed register adds digest(final winner) − digest(old winner)
+    // to its node or edge.
+    for (const r of this.regs.values()) {
+      if (r.seq === 0) continue;
+      const p = r.cur!;
+      let d = pointDigest(p);
+      if (r.old) d = subDigest(d, pointDigest(r.old.point));
+      if (isEdge(p)) add(this.edgeDelta, edgeKey(p.parent, p.node), d);
+      else add(this.ownDelta, p.node, d);
+    }
+    return res;
+  }
+
+  /** The working state of edge k; created when create is set and none exists. */
+  edge(k: string, create: boolean): EdgeState | null {
+    let st = this.edges.get(k);
+    if (st === undefined) {
+      const c = this.m.edges.get(k);
+      st = c ? { ...c } : null;
+      this.edges.set(k, st);
+    }
+    if (st === null && create) {
+      const e = edgeFromKey(k);
+      st = {
+        parent: e.parent, child: e.child, hasReg: false, tombstone: false, moved: false, place: "",
+        time: 0n, origin: "", active: false, irregular: false, digest: 0n,
+      };
+      this.edges.set(k, st);
+      const ps = this.newParents.get(e.child) ?? [];
+      ps.push(e.parent);
+      this.newParents.set(e.child, ps);
+    }
+    return st;
+  }
+
+  allParents(n: string): string[] {
+    return [...this.m.parentsOf(n), ...(this.newParents.get(n) ?? [])];
+  }
+
+  activeParents(n: string): string[] {
+    return this.allParents(n).filter((p) => this.edge(edgeKey(p, n), false)?.active);
+  }
+
+  /**
+   * Decides the active state of the edges into the nodes whose edge
+   * registers changed and into the nodes of irregular edges (crdt
+   * resolveRegion), recording the flips for updateDigests.
+   */
+  resolveTree(): void {
+    if (this.regEdges.size === 0) return;
+    const seeds = new Set<string>();
+    for (const k of this.regEdges) seeds.add(edgeFromKey(k).child);
+    for (const k of this.m.irregular) seeds.add(edgeFromKey(k).child);
+    const view: TreeRegion = {
+      into: (child) => {
+        const out: EdgeRegister[] = [];
+        for (const p of this.allParents(child)) {
+          const st = this.edge(edgeKey(p, child), false);
+          if (st?.hasReg) {
+            out.push({ parent: p, child, tombstone: st.tombstone, moved: st.moved, place: st.place, time: st.time, origin: st.origin });
+          }
+        }
+        return out;
+      },
+      activeParents: (child) => this.activeParents(child),
+    };
+    for (const [k, d] of resolveRegion(view, [...seeds])) {
+      const st = this.edge(k, false);
+      if (!st) continue;
+      if (st.active !== d.active) this.flips.set(k, d.active);
+      if (st.irregular !== d.irregular) {
+        st.irregular = d.irregular;
+        this.edgeDirty.add(k);
+      }
+    }
+  }
+
+  /**
+   * Applies the digest deltas and the flips, keeping sub(n) = own(n) +
+   * Σ edge(n→c) + Σ active sub(c) true at every step: the edges that turn
+   * off (with the old subtree digests), the point deltas, then the edges
+   * that turn on (with the new ones).
+   */
+  updateDigests(): void {
+    const keys = [...this.flips.keys()].sort();
+    for (const k of keys) {
+      if (this.flips.get(k)) continue;
+      const st = this.edge(k, false)!;
+      st.active = false;
+      this.edgeDirty.add(k);
+      this.addBelow(st.parent, st.child, subDigest(0n, this.meta(st.child).sub));
+    }
+    for (const [n, d] of this.ownDelta) {
+      const m = this.meta(n);
+      m.own = addDigest(m.own, d);
+      this.addSub(n, d);
+    }
+    for (const [k, d] of this.edgeDelta) {
+      const st = this.edge(k, false)!;
+      st.digest = addDigest(st.digest, d);
+      this.edgeDirty.add(k);
+      this.addBelow(st.parent, st.child, d);
+    }
+    for (const k of keys) {
+      if (!this.flips.get(k)) continue;
+      const st = this.edge(k, false)!;
+      st.active = true;
+      this.edgeDirty.add(k);
+      this.addBelow(st.parent, st.child, this.meta(st.child).sub);
+    }
+  }
+
+  meta(n: string): NodeDigests {
+    let m = this.nodes.get(n);
+    if (!m) {
+      const c = this.m.nodes.get(n);
+      m = c ? { ...c } : { own: 0n, sub: 0n };
+      this.nodes.set(n, m);
+    }
+    return m;
+  }
+
+  /** Adds d to parent's subtree digest on behalf of child: to child's bucket, then upwards. */
+  addBelow(parent: string, child: string, d: Digest): void {
+    const bk = bucketKey(parent, bucketOf(child));
+    this.buckets.set(bk, addDigest(this.buckets.get(bk) ?? this.m.buckets.get(bk) ?? 0n, d));
+    this.addSub(parent, d);
+  }
+
+  /** Adds d to sub(n) and, through every active parent, to every ancestor's: once per path. */
+  addSub(n: string, d: Digest): void {
+    const m = this.meta(n);
+    m.sub = addDigest(m.sub, d);
+    for (const p of this.activeParents(n)) this.addBelow(p, n, d);
+  }
+
+  /** Writes every changed record into tx. */
+  flush(tx: IDBTransaction, source: string): void {
+    const regs = tx.objectStore(Stores.registers);
+    const feed = tx.objectStore(Stores.feed);
+    for (const r of this.regs.values()) {
+      if (r.seq === 0) continue;
+      if (r.old) feed.delete(r.old.seq);
+      regs.put({ point: r.cur!, seq: r.seq } satisfies RegisterRecord, r.key);
+      feed.put({ reg: r.key, source } satisfies FeedRecord, r.seq);
+    }
+    const nodes = tx.objectStore(Stores.nodes);
+    for (const [n, m] of this.nodes) {
+      if (m.own === 0n && m.sub === 0n) nodes.delete(n);
+      else nodes.put(m, n);
+    }
+    const edges = tx.objectStore(Stores.edges);
+    for (const k of this.edgeDirty) {
+      const st = this.edges.get(k)!;
+      edges.put(st, [st.parent, st.child]);
+    }
+    const buckets = tx.objectStore(Stores.buckets);
+    for (const [k, d] of this.buckets) {
+      const i = k.indexOf("/");
+      const key = [k.slice(0, i), Number(k.slice(i + 1))];
+      if (d === 0n) buckets.delete(key);
+      else buckets.put(d, key);
+    }
+  }
+
+  /** Records, after the commit, what the batch changed of the tree in the mirror. */
+  remember(m: Mirror): void {
+    for (const k of this.edgeDirty) m.addEdge(this.edges.get(k)!);
+    for (const [n, d] of this.nodes) {
+      if (d.own === 0n && d.sub === 0n) m.nodes.delete(n);
+      else m.nodes.set(n, d);
+    }
+    for (const [k, d] of this.buckets) {
+      if (d === 0n) m.buckets.delete(k);
+      else m.buckets.set(k, d);
+    }
+  }
+}
+
+function add(m: Map<string, Digest>, k: string, d: Digest): void {
+  m.set(k, addDigest(m.get(k) ?? 0n, d));
+}
