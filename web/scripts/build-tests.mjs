@@ -31,6 +31,9 @@ await build({
   platform: "node",
   target: "node20",
   sourcemap: "inline",
+  // Node-only CommonJS packages (ws: the WebSocket of the link tests) are
+  // imported at run time from web/node_modules, not bundled.
+  external: ["ws"],
   logLevel: "warning",
 });
 console.log(`build-tests: ${entries.length} test files -> ${relative(process.cwd(), join(out, "test")) || "."}`);

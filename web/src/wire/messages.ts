@@ -19,6 +19,8 @@ import { checkMsgpack, MalformedError, Reader, Writer } from "./msgpack.ts";
 /** Roles a dialer asks for in a Hello. */
 export const RoleEdge = "edge";
 export const RolePeer = "peer";
+/** A user's replica (a browser's): no root of its own, signed in with a login token. */
+export const RoleUser = "user";
 /** The link protocol version a Hello carries. */
 export const LinkProto = 1n;
 /** The most links of each list of a Status a decoder accepts (transport.MaxLinks). */

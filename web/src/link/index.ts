@@ -1,0 +1,15 @@
+// The browser replica's link to a siot server: a dialer of role "user"
+// over NATS on WebSocket (docs/protocol.md, "Links"). It signs in with the
+// user's login token, subscribes only under its inbox prefix
+// siot.user.<user>.inbox, and follows the handshake a Go dialer follows
+// (hello with no root, welcome, start, pushes both ways, ping, bye):
+// replica/userlink_test.go's userClient is the same sequence in Go.
+//
+// What it keeps in the store, so a reload or a reconnect resumes where it
+// stopped: the acceptor's feed position (the link's received mark, set in
+// the transaction that applies each push) and how far the acceptor
+// acknowledged this store's feed (the acked mark). Pushed points keep
+// their time and origin; the origin of a local write is the store's
+// instance, which the acceptor accepts as the user's.
+
+export * from "./link.ts";

@@ -1,0 +1,498 @@
+import { connect as natsConnect, type ConnectionOptions, type Msg, type NatsConnection } from "nats.ws";
+import { SkewError, type Clock } from "../crdt/hlc.ts";
+import { NilUUID, type Point } from "../crdt/point.ts";
+import { decodeBatch, encodeBatch } from "../wire/batch.ts";
+import { parseFrame } from "../wire/frame.ts";
+import { decodeMessage, encodeError, encodeMessage, LinkProto, RemoteError, RoleUser, type Ack, type Push } from "../wire/messages.ts";
+import type { Store } from "../store/index.ts";
+
+/** What the UI shows of a link. */
+export type LinkStatus =
+  | { state: "offline"; error: string }
+  | { state: "online" }
+  | { state: "syncing"; pending: number };
+
+/** Opens a NATS connection (nats.ws's connect; tests may wrap it). */
+export type Connect = (opts: ConnectionOptions) => Promise<NatsConnection>;
+
+/** Configures a Link. */
+export interface LinkConfig {
+  /** The WebSocket URL of the server's NATS: ws(s)://HOST/nats. Required. */
+  url: string;
+  /** The user's login token (siot login). Required. */
+  token: string;
+  /** The user's node: the token's user, the identity prefix siot.user.<user>. Required. */
+  user: string;
+  /** The replica's store; its instance ID is the link's. Required. */
+  store: Store;
+  /** The replica's clock: local writes are stamped with it, the acceptor's clock corrects it. Required. */
+  clock: Clock;
+  /** nats.ws's connect by default. */
+  connect?: Connect;
+  /** How long a hello, start, push or ping waits for its answer (30 s). */
+  ackTimeoutMs?: number;
+  /** A ping is sent when nothing was heard from the acceptor for this long (15 s). */
+  pingMs?: number;
+  /** How often the store's last change number is read for writes made without notify (1 s). */
+  pollMs?: number;
+  /** Reconnect backoff bounds (250 ms to 2 s, with jitter). */
+  backoffMinMs?: number;
+  backoffMaxMs?: number;
+  /** Most points of one push (1,024) and the bytes one push aims at (256 KiB). */
+  maxPoints?: number;
+  maxBytes?: number;
+  /** Jitter source, Math.random by default. */
+  random?: () => number;
+}
+
+const uuidRE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const serverNameRE = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** The session ended; why is its message. */
+class SessionEnd extends Error {
+  constructor(why: string) {
+    super(why);
+    this.name = "SessionEnd";
+  }
+}
+
+/**
+ * A user's link from the browser replica to a siot server: the dialer
+ * side of a session of role "user" (docs/protocol.md, Links), over NATS
+ * on WebSocket. It receives the user's scope into the store and pushes
+ * the store's changes (local writes, offline ones included) up; it
+ * resumes from the store's link marks after a reconnect or a reload.
+ *
+ * start() runs it until close(); a lost connection, a bye or an error
+ * reconnects with backoff. Its pushes go one at a time, in feed order.
+ * Call notify() after a local write to send it at once; without it the
+ * store is polled every pollMs.
+ */
+export class Link {
+  private readonly cfg: Required<Omit<LinkConfig, "connect">> & { connect: Connect };
+  private readonly prefix: string;
+  private listeners = new Set<(s: LinkStatus) => void>();
+  private current: LinkStatus = { state: "offline", error: "" };
+  private running: Promise<void> | undefined;
+  private stopped = false;
+  private session: Session | undefined;
+  private wakeSleep: (() => void) | undefined;
+
+  /** Throws a TypeError for a missing or malformed required field. */
+  constructor(cfg: LinkConfig) {
+    if (!cfg.url) throw new TypeError("link: LinkConfig.url is required");
+    if (!cfg.token) throw new TypeError("link: LinkConfig.token is required");
+    if (!uuidRE.test(cfg.user ?? "")) throw new TypeError(`link: user ${JSON.stringify(cfg.user)}: want a lowercase UUID`);
+    if (!cfg.store || !cfg.clock) throw new TypeError("link: LinkConfig.store and clock are required");
+    this.cfg = {
+      url: cfg.url,
+      token: cfg.token,
+      user: cfg.user,
+      store: cfg.store,
+      clock: cfg.clock,
+      connect: cfg.connect ?? natsConnect,
+      ackTimeoutMs: cfg.ackTimeoutMs ?? 30_000,
+      pingMs: cfg.pingMs ?? 15_000,
+      pollMs: cfg.pollMs ?? 1_000,
+      backoffMinMs: cfg.backoffMinMs ?? 250,
+      backoffMaxMs: cfg.backoffMaxMs ?? 2_000,
+      maxPoints: cfg.maxPoints ?? 1024,
+      maxBytes: cfg.maxBytes ?? 256 << 10,
+      random: cfg.random ?? Math.random,
+    };
+    this.prefix = `siot.user.${cfg.user}`;
+  }
+
+  /** The latest status. */
+  status(): LinkStatus {
+    return this.current;
+  }
+
+  /** Calls fn with every status change from now on; returns a function that stops it. */
+  subscribe(fn: (s: LinkStatus) => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  /** Starts linking; returns at once. Calling it again does nothing. */
+  start(): void {
+    if (this.running || this.stopped) return;
+    this.running = this.loop();
+  }
+
+  /** Tells the link that the store has new local writes to push. */
+  notify(): void {
+    this.session?.wake();
+  }
+
+  /**
+   * Says bye to the acceptor (waiting at most 1 s for its answer), closes
+   * the connection and stops reconnecting. Resolves when the link is idle.
+   */
+  async close(): Promise<void> {
+    this.stopped = true;
+    this.wakeSleep?.();
+    const s = this.session;
+    if (s) await s.bye("link closed");
+    await this.running;
+    this.setStatus({ state: "offline", error: "closed" });
+  }
+
+  /** @internal */
+  setStatus(s: LinkStatus): void {
+    const c = this.current;
+    if (c.state === s.state && JSON.stringify(c) === JSON.stringify(s)) return;
+    this.current = s;
+    for (const fn of this.listeners) {
+      try {
+        fn(s);
+      } catch {
+        // a listener's failure is not the link's
+      }
+    }
+  }
+
+  private async loop(): Promise<void> {
+    let delay = this.cfg.backoffMinMs;
+    while (!this.stopped) {
+      let why = "";
+      let welcomed = false;
+      let nc: NatsConnection | undefined;
+      try {
+        nc = await this.cfg.connect({
+          servers: this.cfg.url,
+          token: this.cfg.token,
+          inboxPrefix: `${this.prefix}.inbox`,
+          reconnect: false,
+          name: "siot web",
+          timeout: this.cfg.ackTimeoutMs,
+        });
+        if (this.stopped) break;
+        const s = new Session(this, this.cfg, this.prefix, nc);
+        this.session = s;
+        why = await s.run(() => (welcomed = true));
+      } catch (e) {
+        why = e instanceof Error ? e.message : String(e);
+      } finally {
+        this.session = undefined;
+        if (nc && !nc.isClosed()) await nc.close().catch(() => {});
+      }
+      if (this.stopped) break;
+      this.setStatus({ state: "offline", error: why });
+      if (welcomed) delay = this.cfg.backoffMinMs;
+      const wait = delay / 2 + (this.cfg.random() * delay) / 2;
+      delay = Math.min(delay * 2, this.cfg.backoffMaxMs);
+      await new Promise<void>((res) => {
+        const t = setTimeout(res, wait);
+        this.wakeSleep = () => {
+          clearTimeout(t);
+          res();
+        };
+      });
+      this.wakeSleep = undefined;
+    }
+  }
+}
+
+/** One session: a hello, a start, then pushes both ways until it ends. */
+class Session {
+  private readonly store: Store;
+  private readonly clock: Clock;
+  private remote = ""; // the acceptor's instance
+  private subj = { start: "", up: "", down: "", ping: "" };
+  private ended: ((why: string) => void) | undefined;
+  private endedWhy: string | undefined;
+  private heardAt = Date.now();
+  private inFlight = 0;
+  private wakeSender: (() => void) | undefined;
+  private woken = false;
+  private have = 0n; // how far we hold the acceptor's feed
+  private live = false;
+
+  constructor(
+    private readonly link: Link,
+    private readonly cfg: Required<Omit<LinkConfig, "connect">>,
+    private readonly prefix: string,
+    private readonly nc: NatsConnection,
+  ) {
+    this.store = cfg.store;
+    this.clock = cfg.clock;
+  }
+
+  /** Wakes the sender: the store has changes. */
+  wake(): void {
+    this.woken = true;
+    this.wakeSender?.();
+  }
+
+  private end(why: string): void {
+    if (this.endedWhy !== undefined) return;
+    this.endedWhy = why;
+    this.ended?.(why);
+    this.wakeSender?.();
+  }
+
+  /** Runs the session; resolves with why it ended. onWelcome is called when the acceptor welcomed it. */
+  async run(onWelcome: () => void): Promise<string> {
+    const endedP = new Promise<string>((res) => (this.ended = res));
+    this.nc.closed().then((e) => this.end(e ? `connection lost: ${e.message}` : "connection closed"));
+
+    // Hello.
+    const raw = this.clock.physical() - this.clock.correction();
+    const sent = Date.now();
+    const hello = encodeMessage("hello", {
+      proto: LinkProto,
+      instance: this.store.instance,
+      root: NilUUID,
+      role: RoleUser,
+      time: BigInt(Math.floor(this.clock.physical())),
+    });
+    const w = decodeMessage(await this.request(this.subject("link.hello"), hello), "welcome");
+    const rtt = Date.now() - sent;
+    if (w.instance === NilUUID || w.instance === this.store.instance) {
+      throw new SessionEnd(`hello: remote instance ${w.instance}: cannot link to itself or to nil`);
+    }
+    if (!/^[0-9a-f]{32}$/.test(w.session)) throw new SessionEnd(`hello: bad session id ${JSON.stringify(w.session.slice(0, 40))}`);
+    this.correctClock(Number(w.time), rtt, raw);
+    this.remote = w.instance;
+    const p = `${this.prefix}.link.${w.session}.`;
+    this.subj = { start: p + "start", up: p + "up", down: p + "down", ping: p + "ping" };
+    onWelcome();
+
+    // Where each side resumes: the acceptor after our mark of its feed;
+    // we after what its welcome says it holds of ours, or from 0 when
+    // that is more than we ever wrote (a restored backup: our numbering
+    // is the truth).
+    const mark = await this.store.link(this.remote);
+    this.have = BigInt(mark.received);
+    let ours = w.have;
+    if (ours > BigInt(await this.store.lastSeq())) ours = 0n;
+
+    const sub = this.nc.subscribe(this.subj.down);
+    const down = this.downLoop(sub);
+    decodeMessage(await this.request(this.subj.start, encodeMessage("start", { have: this.have })), "ack");
+    this.live = true;
+    const sender = this.sendLoop(ours);
+    const keepalive = setInterval(() => this.keepalive(), Math.max(50, Math.min(this.cfg.pingMs, this.cfg.pollMs)));
+    try {
+      return await endedP;
+    } finally {
+      this.live = false;
+      clearInterval(keepalive);
+      sub.unsubscribe();
+      await Promise.allSettled([down, sender]);
+    }
+  }
+
+  /** Says bye on the ping subject and waits at most 1 s for the answer. */
+  async bye(why: string): Promise<void> {
+    if (this.live && !this.nc.isClosed()) {
+      try {
+        await this.nc.request(this.subj.ping, encodeMessage("bye", { reason: why }), { timeout: 1000 });
+      } catch {
+        // gone already: the session ends all the same
+      }
+    }
+    this.end(`bye: ${why}`);
+  }
+
+  private subject(name: string): string {
+    // siot's clients name the server they reached (a cluster member serves
+    // the links its connection reached).
+    const server = this.nc.info?.server_name ?? "";
+    return serverNameRE.test(server) ? `${this.prefix}.${name}.${server}` : `${this.prefix}.${name}`;
+  }
+
+  private async request(subj: string, data: Uint8Array): Promise<Uint8Array> {
+    try {
+      const m = await this.nc.request(subj, data, { timeout: this.cfg.ackTimeoutMs });
+      this.heardAt = Date.now();
+      return m.data;
+    } catch (e) {
+      const code = (e as { code?: string }).code;
+      if (code === "503") throw new SessionEnd("the remote holds no session for our pushes (no responders)");
+      throw e;
+    }
+  }
+
+  // The acceptor's clock wins when ours is off by more than half the skew
+  // bound (Go's correctClock): a device may have no real-time clock.
+  private correctClock(remoteMs: number, rtt: number, rawMs: number): void {
+    const off = Math.round(remoteMs + rtt / 2 - rawMs);
+    if (Math.abs(off) > this.clock.maxOffsetMs / 2) this.clock.setCorrection(off);
+    else if (this.clock.correction() !== 0) this.clock.setCorrection(0);
+  }
+
+  private async downLoop(sub: AsyncIterable<Msg>): Promise<void> {
+    for await (const m of sub) {
+      this.heardAt = Date.now();
+      try {
+        const { reply, end } = await this.onDown(m.data);
+        m.respond(reply);
+        if (end) throw new SessionEnd(end);
+      } catch (e) {
+        const why = e instanceof Error ? e.message : String(e);
+        if (!(e instanceof SessionEnd)) m.respond(encodeError(why));
+        this.end(e instanceof SessionEnd ? why : `down: ${why}`);
+        return;
+      }
+    }
+  }
+
+  // Handles one message on the down subject: a push (applied, then
+  // acknowledged), a bye (acknowledged; the session ends) or an error
+  // frame (the session ends).
+  private async onDown(data: Uint8Array): Promise<{ reply: Uint8Array; end?: string }> {
+    if (parseFrame(data).type === "bye") {
+      const b = decodeMessage(data, "bye");
+      const reply = encodeMessage("ack", { have: this.have, gap: false, rejected: 0n, reason: "" });
+      return { reply, end: `the acceptor said bye: ${b.reason}` };
+    }
+    let p: Push;
+    try {
+      p = decodeMessage(data, "push");
+    } catch (e) {
+      if (e instanceof RemoteError) throw new SessionEnd(`the acceptor ended the session: ${e.remote}`);
+      throw e;
+    }
+    if (p.from > this.have) return { reply: encodeMessage("ack", { have: this.have, gap: true, rejected: 0n, reason: "" }) };
+    const pts = p.points && p.points.length > 0 ? decodeBatch(p.points) : [];
+    // A point too far ahead of our clock is refused; it never wins.
+    const kept: Point[] = [];
+    let rejected = 0n;
+    let reason = "";
+    let maxTime = 0n;
+    for (const pt of pts) {
+      try {
+        this.clock.check(pt.time);
+      } catch (e) {
+        if (!(e instanceof SkewError)) throw e;
+        if (rejected === 0n) reason = e.message;
+        rejected++;
+        continue;
+      }
+      kept.push(pt);
+      if (pt.time > maxTime) maxTime = pt.time;
+    }
+    const next = p.from === 0n && p.through > 0n ? p.through : p.through > this.have ? p.through : this.have;
+    if (kept.length > 0 || next !== this.have) {
+      await this.store.apply(kept, { source: this.remote, received: { remote: this.remote, seq: Number(next) } });
+    }
+    if (maxTime > 0n) this.clock.update(maxTime);
+    this.have = next;
+    return { reply: encodeMessage("ack", { have: this.have, gap: false, rejected, reason }) };
+  }
+
+  // Pushes the store's changes, one push at a time, in feed order: a
+  // change received from the acceptor is skipped (never echoed) but its
+  // number is covered by the next push.
+  private async sendLoop(ours: bigint): Promise<void> {
+    let acked = ours; // what the acceptor holds of our feed
+    if (ours > 0n) await this.store.setLink(this.remote, { acked: Number(ours) }).catch(() => {});
+    let idleSent = false;
+    try {
+      while (this.endedWhy === undefined) {
+        this.woken = false;
+        const { points, through, more } = await this.nextPush(acked);
+        const pending = await this.pendingCount(through);
+        // Nothing of ours (only the acceptor's own changes): no push; the
+        // next one covers their numbers.
+        if (points.length === 0 && idleSent) {
+          this.link.setStatus(pending > 0 ? { state: "syncing", pending } : { state: "online" });
+          await this.sleep();
+          continue;
+        }
+        this.link.setStatus({ state: "syncing", pending: pending + points.length });
+        const push = encodeMessage("push", { from: acked, through, idle: !more, points: encodeBatch(points) });
+        this.inFlight++;
+        let ack: Ack;
+        try {
+          ack = decodeMessage(await this.request(this.subj.up, push), "ack");
+        } finally {
+          this.inFlight--;
+        }
+        if (ack.have > through) throw new SessionEnd(`the acceptor acknowledged ${ack.have}, beyond our push through ${through}`);
+        acked = ack.have; // on a gap: back to what it holds
+        if (acked > 0n) await this.store.setLink(this.remote, { acked: Number(acked) });
+        if (!more) idleSent = true;
+      }
+    } catch (e) {
+      this.end(e instanceof Error ? e.message : String(e));
+    }
+  }
+
+  // The next push after position after: the changes that did not come
+  // from the acceptor, at most maxPoints and, but for a single point,
+  // within maxBytes encoded; through is the last change number it covers
+  // (changes from the acceptor before it included).
+  private async nextPush(after: bigint): Promise<{ points: Point[]; through: bigint; more: boolean }> {
+    const kept: { point: Point; seq: number }[] = [];
+    let pos = Number(after);
+    let more = false;
+    for (;;) {
+      const page = await this.store.changesSince(pos, this.cfg.maxPoints);
+      for (const c of page) {
+        if (c.source !== this.remote) {
+          if (kept.length === this.cfg.maxPoints) {
+            more = true;
+            break;
+          }
+          kept.push({ point: c.point, seq: c.seq });
+        }
+        pos = c.seq;
+      }
+      if (more || page.length < this.cfg.maxPoints) break;
+    }
+    let n = kept.length;
+    while (n > 1 && encodeBatch(kept.slice(0, n).map((k) => k.point)).length > this.cfg.maxBytes) n = Math.ceil(n / 2);
+    if (n < kept.length) return { points: kept.slice(0, n).map((k) => k.point), through: BigInt(kept[n - 1].seq), more: true };
+    return { points: kept.map((k) => k.point), through: BigInt(pos), more };
+  }
+
+  private async pendingCount(after: bigint): Promise<number> {
+    const rest = await this.store.changesSince(Number(after));
+    return rest.filter((c) => c.source !== this.remote).length;
+  }
+
+  // Sleeps until woken (notify, a poll that finds new changes) or ended.
+  private sleep(): Promise<void> {
+    if (this.woken || this.endedWhy !== undefined) return Promise.resolve();
+    return new Promise((res) => {
+      this.wakeSender = () => {
+        this.wakeSender = undefined;
+        res();
+      };
+    });
+  }
+
+  private lastPolled = -1;
+  private pinging = false;
+
+  // Runs on a timer: polls the store for writes made without notify, and
+  // pings the acceptor when nothing was heard from it for pingMs.
+  private keepalive(): void {
+    if (this.endedWhy !== undefined) return;
+    this.store.lastSeq().then(
+      (seq) => {
+        if (seq !== this.lastPolled) {
+          this.lastPolled = seq;
+          this.wake();
+        }
+      },
+      () => {},
+    );
+    if (Date.now() - this.heardAt < this.cfg.pingMs || this.pinging) return;
+    const ping = encodeMessage("ping", {});
+    if (this.inFlight > 0) {
+      // the push's own timeout watches the link; an answer would queue behind its ack
+      this.nc.publish(this.subj.ping, ping);
+      this.heardAt = Date.now();
+      return;
+    }
+    this.pinging = true;
+    this.request(this.subj.ping, ping)
+      .then((b) => decodeMessage(b, "ack"))
+      .catch((e) => this.end(`ping: ${e instanceof Error ? e.message : String(e)}`))
+      .finally(() => (this.pinging = false));
+  }
+}

@@ -1,0 +1,193 @@
+// web/src/link against a real `siot serve`, built from this repository
+// (go build, to a temporary directory): a user's replica in fake-indexeddb
+// links over NATS on WebSocket, receives its scope and nothing else,
+// pushes its local writes, and resumes after the server was killed and
+// restarted. Needs the Go toolchain.
+import assert from "node:assert/strict";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { after, before, describe, test } from "node:test";
+import { IDBFactory, IDBKeyRange } from "fake-indexeddb";
+import { WebSocket } from "ws";
+import { Clock } from "../src/crdt/hlc.ts";
+import type { Point } from "../src/crdt/point.ts";
+import { Link, type LinkStatus } from "../src/link/index.ts";
+import { openStore, type Store } from "../src/store/index.ts";
+
+// Node 20 has no global WebSocket; nats.ws uses the global one.
+(globalThis as { WebSocket?: unknown }).WebSocket ??= WebSocket;
+
+// The bundle runs from web/.build/test/.
+const repo = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
+
+interface Serving {
+  proc: ChildProcess;
+  nats: string; // nats://127.0.0.1:PORT
+  http: string; // 127.0.0.1:PORT
+  id: string; // the root
+  exited: Promise<void>;
+}
+
+const procs = new Set<ChildProcess>();
+
+/** Runs `siot serve` and resolves when it logs "siot serving". */
+function serve(bin: string, data: string, listen: string, http: string): Promise<Serving> {
+  const proc = spawn(bin, ["serve", "--data", data, "--listen", listen, "--http", http, "--log-format", "json"], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("SIOT_"))),
+  });
+  procs.add(proc);
+  const exited = new Promise<void>((res) => proc.on("exit", () => res()));
+  exited.then(() => procs.delete(proc));
+  let log = "";
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`siot serve: not serving after 30 s:\n${log}`)), 30_000);
+    const onData = (b: Buffer) => {
+      log += b.toString();
+      for (const line of log.split("\n")) {
+        if (!line.includes('"siot serving"')) continue;
+        const rec = JSON.parse(line) as { nats: string; http: string; id: string };
+        clearTimeout(timer);
+        proc.stdout!.off("data", onData);
+        proc.stderr!.off("data", onData);
+        proc.stdout!.resume();
+        proc.stderr!.resume();
+        resolve({ proc, nats: rec.nats, http: rec.http, id: rec.id, exited });
+        return;
+      }
+    };
+    proc.stdout!.on("data", onData);
+    proc.stderr!.on("data", onData);
+    exited.then(() => reject(new Error(`siot serve exited before serving:\n${log}`)));
+  });
+}
+
+function run(bin: string, args: string[], env: Record<string, string>, stdin = ""): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const c = execFile(bin, args, { env: { ...process.env, ...env }, timeout: 60_000 }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`siot ${args.join(" ")}: ${err.message}\n${stderr}`));
+      else resolve(stdout);
+    });
+    c.stdin!.end(stdin);
+  });
+}
+
+async function waitFor(what: string, cond: () => Promise<boolean> | boolean, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+function pt(node: string, type: string, value: number): Point {
+  return { node, parent: "", type, key: "0", value, text: "", tombstone: false, time: 0n, origin: "" };
+}
+
+async function holds(st: Store, node: string, type: string, value: number): Promise<boolean> {
+  return (await st.get(node)).points.some((p) => p.type === type && p.value === value && !p.tombstone);
+}
+
+describe("link", { timeout: 180_000 }, () => {
+  const tmp = mkdtempSync(join(tmpdir(), "siot-link-"));
+  const bin = join(tmp, "siot");
+  const data = join(tmp, "data");
+  let srv: Serving;
+  let env: Record<string, string>;
+  let site = "";
+  let other = "";
+  let user = "";
+  let token = "";
+  let store: Store;
+  let link: Link;
+  const clock = new Clock({ physical: Date.now });
+  const seen: LinkStatus[] = [];
+  const siot = (stdin: string, ...args: string[]) => run(bin, args, env, stdin);
+  const serverHolds = async (node: string, type: string, value: number) =>
+    (await siot("", "get", node, "--json"))
+      .split("\n")
+      .filter((l) => l.trim() !== "")
+      .some((l) => {
+        const r = JSON.parse(l) as { type: string; value: number; tombstone: boolean };
+        return r.type === type && r.value === value && !r.tombstone;
+      });
+
+  before(async () => {
+    const t0 = Date.now();
+    await new Promise<void>((res, rej) =>
+      execFile("go", ["build", "-o", bin, "./cmd/siot"], { cwd: repo, timeout: 300_000 }, (err, _o, stderr) =>
+        err ? rej(new Error(`go build: ${err.message}\n${stderr}`)) : res(),
+      ),
+    );
+    console.log(`# go build ./cmd/siot: ${Date.now() - t0} ms`);
+    srv = await serve(bin, data, "127.0.0.1:0", "127.0.0.1:0");
+    env = { SIOT_SERVER: srv.nats, SIOT_CREDS: join(data, "admin.creds") };
+    const added = (out: string) => (JSON.parse(out) as { node: string }).node;
+    site = added(await siot("", "node", "add", "--parent", srv.id, "--type", "site", "--json"));
+    other = added(await siot("", "node", "add", "--parent", srv.id, "--type", "site", "--json"));
+    await siot("", "set", site, "temp=1");
+    await siot("", "set", other, "temp=2");
+    user = added(await siot("correct horse\n", "user", "add", "--parent", site, "--email", "ann@example.com", "--json"));
+    const creds = join(tmp, "ann.creds");
+    await siot("correct horse\n", "login", "--email", "ann@example.com", "--out", creds);
+    token = (JSON.parse(readFileSync(creds, "utf8")) as { token: string }).token;
+    store = await openStore("replica", new IDBFactory(), { keyRange: IDBKeyRange });
+    link = new Link({ url: `ws://${srv.http}/nats`, token, user, store, clock, pollMs: 100 });
+    link.subscribe((s) => seen.push(s));
+    link.start();
+  });
+
+  after(async () => {
+    await link?.close();
+    for (const p of procs) p.kill("SIGKILL");
+    await Promise.all([...procs].map((p) => new Promise((r) => (p.exitCode !== null ? r(null) : p.on("exit", r)))));
+    await store?.close();
+    rmSync(tmp, { recursive: true, force: true });
+  });
+
+  test("receives the site's points written before and after it links", async () => {
+    await waitFor("temp=1 of the site in the store", () => holds(store, site, "temp", 1));
+    await waitFor("the link online", () => link.status().state === "online");
+    await siot("", "set", site, "temp=3");
+    await waitFor("temp=3 of the site in the store", () => holds(store, site, "temp", 3));
+    const mark = (await store.links()).find((l) => l.remote !== "");
+    assert.ok(mark && mark.received > 0, `received mark: ${JSON.stringify(mark)}`);
+  });
+
+  test("pushes a local write; the server holds it", async () => {
+    await store.writeLocal([pt(site, "setpoint", 7)], clock);
+    link.notify();
+    await waitFor("setpoint=7 on the server", () => serverHolds(site, "setpoint", 7));
+    await waitFor("the link online again", () => link.status().state === "online");
+    const [mark] = await store.links();
+    assert.equal(mark.acked, await store.lastSeq(), "acked mark at the store's last change");
+  });
+
+  test("an edit made while the server is stopped syncs after the restart", async () => {
+    const port = new URL(srv.nats).port;
+    const http = srv.http;
+    srv.proc.kill("SIGKILL");
+    await srv.exited;
+    await waitFor("the link offline", () => link.status().state === "offline");
+    await store.writeLocal([pt(site, "setpoint", 8)], clock);
+    link.notify();
+    srv = await serve(bin, data, `127.0.0.1:${port}`, http);
+    await waitFor("setpoint=8 on the restarted server", () => serverHolds(site, "setpoint", 8), 30_000);
+    await siot("", "set", site, "temp=4");
+    await waitFor("temp=4 written after the restart", () => holds(store, site, "temp", 4));
+    const states = seen.map((s) => s.state);
+    assert.ok(states.includes("offline") && states.lastIndexOf("online") > states.indexOf("offline"), `states: ${states.join(" ")}`);
+  });
+
+  test("a point outside the user's scope never arrives", async () => {
+    await siot("", "set", other, "temp=5");
+    // A barrier in scope, written after: once it is here, so would the other be.
+    await siot("", "set", site, "barrier=1");
+    await waitFor("the barrier", () => holds(store, site, "barrier", 1));
+    assert.deepEqual((await store.get(other)).points, [], "points of a node outside the user's scope");
+    assert.deepEqual((await store.get(other)).parents, []);
+  });
+});
