@@ -61,7 +61,10 @@ test: fmtcheck vet tidycheck unit web-test fuzz-short
 # testdata/crdt. Needs Node.js 20+ and npm; npm ci runs again when
 # web/package-lock.json is newer than web/node_modules. esbuild bundles each
 # web/test/*.test.ts into web/.build/test/, tsc checks the types, node --test
-# runs them.
+# runs them. web/test/link.test.ts needs the Go toolchain: it builds
+# ./cmd/siot into a temporary directory (about 3 s with a warm build cache)
+# and runs the browser link against siot serve, killed and restarted
+# (about 6 s in all).
 web/node_modules: web/package-lock.json
 	npm ci --prefix web --no-audit --no-fund
 	@touch web/node_modules
@@ -69,7 +72,7 @@ web/node_modules: web/package-lock.json
 web-test: web/node_modules
 	node web/scripts/build-tests.mjs
 	web/node_modules/.bin/tsc --noEmit -p web
-	node --test --test-reporter=spec web/.build/test/
+	GO=$(GO) node --test --test-reporter=spec web/.build/test/
 
 # The store's big-node tests at full size and the edge footprint test
 # (RSS is meaningless under the race detector) run again without -race, and

@@ -118,7 +118,7 @@ describe("link", { timeout: 180_000 }, () => {
   before(async () => {
     const t0 = Date.now();
     await new Promise<void>((res, rej) =>
-      execFile("go", ["build", "-o", bin, "./cmd/siot"], { cwd: repo, timeout: 300_000 }, (err, _o, stderr) =>
+      execFile(process.env.GO || "go", ["build", "-o", bin, "./cmd/siot"], { cwd: repo, timeout: 300_000 }, (err, _o, stderr) =>
         err ? rej(new Error(`go build: ${err.message}\n${stderr}`)) : res(),
       ),
     );
@@ -182,6 +182,20 @@ describe("link", { timeout: 180_000 }, () => {
     assert.ok(states.includes("offline") && states.lastIndexOf("online") > states.indexOf("offline"), `states: ${states.join(" ")}`);
   });
 
+  test("the server's bye ends the session; it resumes when the server is back", async () => {
+    const port = new URL(srv.nats).port;
+    const http = srv.http;
+    await waitFor("the link online", () => link.status().state === "online");
+    srv.proc.kill("SIGTERM");
+    await srv.exited;
+    await waitFor("the link offline", () => link.status().state === "offline");
+    const s = link.status();
+    assert.ok(s.state === "offline" && s.error.includes("said bye: server shutting down"), `offline: ${JSON.stringify(s)}`);
+    srv = await serve(bin, data, `127.0.0.1:${port}`, http);
+    await siot("", "set", site, "temp=6");
+    await waitFor("temp=6 after the second restart", () => holds(store, site, "temp", 6), 30_000);
+  });
+
   test("a point outside the user's scope never arrives", async () => {
     await siot("", "set", other, "temp=5");
     // A barrier in scope, written after: once it is here, so would the other be.
@@ -189,5 +203,19 @@ describe("link", { timeout: 180_000 }, () => {
     await waitFor("the barrier", () => holds(store, site, "barrier", 1));
     assert.deepEqual((await store.get(other)).points, [], "points of a node outside the user's scope");
     assert.deepEqual((await store.get(other)).parents, []);
+  });
+
+  test("close says bye and stops; a new link on the same store resumes from its marks", async () => {
+    await link.close();
+    assert.equal(link.status().state, "offline");
+    await siot("", "set", site, "temp=7");
+    await store.writeLocal([pt(site, "setpoint", 9)], clock);
+    const before = (await store.links())[0];
+    link = new Link({ url: `ws://${srv.http}/nats`, token, user, store, clock, pollMs: 100 });
+    link.start();
+    await waitFor("temp=7 down the new link", () => holds(store, site, "temp", 7));
+    await waitFor("setpoint=9 up the new link", () => serverHolds(site, "setpoint", 9));
+    const after = (await store.links())[0];
+    assert.ok(after.received > before.received && after.acked > before.acked, `marks ${JSON.stringify(before)} → ${JSON.stringify(after)}`);
   });
 });

@@ -253,6 +253,7 @@ class Session {
       throw new SessionEnd(`hello: remote instance ${w.instance}: cannot link to itself or to nil`);
     }
     if (!/^[0-9a-f]{32}$/.test(w.session)) throw new SessionEnd(`hello: bad session id ${JSON.stringify(w.session.slice(0, 40))}`);
+    if (this.endedWhy !== undefined) throw new SessionEnd(this.endedWhy);
     this.correctClock(Number(w.time), rtt, raw);
     this.remote = w.instance;
     const p = `${this.prefix}.link.${w.session}.`;
