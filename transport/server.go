@@ -593,3 +593,41 @@ func Dial(serverURL string, cfg DialConfig) (*nats.Conn, error) {
 	}
 	return nc, nil
 }
+
+// revalidate is Revalidate over either build's server: heavy are the
+// connections over MaxSubsPerConn with their subscription counts, and
+// disconnect closes a connection and forgets it, reporting whether it was
+// still open.
+func (s *Server) revalidate(valid func(Grant) error, heavy map[uint64]int, disconnect func(cid uint64) bool) int {
+	s.mu.Lock()
+	conns := make(map[uint64]Grant, len(s.conns))
+	for cid, g := range s.conns {
+		conns[cid] = g
+	}
+	s.mu.Unlock()
+	type key struct {
+		id   Identity
+		cred string
+	}
+	verdict := map[key]error{}
+	closed := 0
+	for cid, g := range conns {
+		if g.Identity.Kind == KindSystem {
+			continue
+		}
+		k := key{g.Identity, g.Credential}
+		err, ok := verdict[k]
+		if !ok {
+			err = valid(g)
+			verdict[k] = err
+		}
+		if n, over := heavy[cid]; over && err == nil {
+			err = fmt.Errorf("%d subscriptions on one connection, more than %d", n, s.maxSubs)
+		}
+		if err != nil && disconnect(cid) {
+			closed++
+			s.log.Warn("connection closed", "identity", g.Identity.String(), "reason", err)
+		}
+	}
+	return closed
+}

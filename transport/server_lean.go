@@ -169,36 +169,11 @@ func (s *Server) Revalidate(valid func(Grant) error) int {
 			heavy[c.ID] = c.Subs
 		}
 	}
-	s.mu.Lock()
-	conns := make(map[uint64]Grant, len(s.conns))
-	for cid, g := range s.conns {
-		conns[cid] = g
-	}
-	s.mu.Unlock()
-	type key struct {
-		id   Identity
-		cred string
-	}
-	verdict := map[key]error{}
-	closed := 0
-	for cid, g := range conns {
-		if g.Identity.Kind == KindSystem {
-			continue
+	return s.revalidate(valid, heavy, func(cid uint64) bool {
+		if !s.bus.Disconnect(cid) {
+			return false
 		}
-		k := key{g.Identity, g.Credential}
-		err, ok := verdict[k]
-		if !ok {
-			err = valid(g)
-			verdict[k] = err
-		}
-		if n, over := heavy[cid]; over && err == nil {
-			err = fmt.Errorf("%d subscriptions on one connection, more than %d", n, s.maxSubs)
-		}
-		if err != nil && s.bus.Disconnect(cid) {
-			s.closed(cid)
-			closed++
-			s.log.Warn("connection closed", "identity", g.Identity.String(), "reason", err)
-		}
-	}
-	return closed
+		s.closed(cid)
+		return true
+	})
 }

@@ -274,41 +274,15 @@ func permissions(id Identity) *server.Permissions {
 // subscriptions. It forgets connections that have closed. It returns the
 // number of connections it closed.
 func (s *Server) Revalidate(valid func(Grant) error) int {
-	heavy := s.prune()
-	s.mu.Lock()
-	conns := make(map[uint64]Grant, len(s.conns))
-	for cid, g := range s.conns {
-		conns[cid] = g
-	}
-	s.mu.Unlock()
-	type key struct {
-		id   Identity
-		cred string
-	}
-	verdict := map[key]error{}
-	closed := 0
-	for cid, g := range conns {
-		if g.Identity.Kind == KindSystem {
-			continue
+	return s.revalidate(valid, s.prune(), func(cid uint64) bool {
+		if s.ns.DisconnectClientByID(cid) != nil {
+			return false
 		}
-		k := key{g.Identity, g.Credential}
-		err, ok := verdict[k]
-		if !ok {
-			err = valid(g)
-			verdict[k] = err
-		}
-		if n, over := heavy[cid]; over && err == nil {
-			err = fmt.Errorf("%d subscriptions on one connection, more than %d", n, s.maxSubs)
-		}
-		if err != nil && s.ns.DisconnectClientByID(cid) == nil {
-			s.mu.Lock()
-			delete(s.conns, cid)
-			s.mu.Unlock()
-			closed++
-			s.log.Warn("connection closed", "identity", g.Identity.String(), "reason", err)
-		}
-	}
-	return closed
+		s.mu.Lock()
+		delete(s.conns, cid)
+		s.mu.Unlock()
+		return true
+	})
 }
 
 // count returns the registered connections of id.
@@ -332,7 +306,7 @@ func (s *Server) count(id Identity) int {
 // It returns the connections that hold more than MaxSubsPerConn
 // subscriptions, with their number (the system's included: Revalidate
 // skips it).
-func (s *Server) prune() (heavy map[uint64]uint32) {
+func (s *Server) prune() (heavy map[uint64]int) {
 	cz, err := s.ns.Connz(&server.ConnzOptions{Limit: 1 << 30})
 	if err != nil {
 		return nil
@@ -344,9 +318,9 @@ func (s *Server) prune() (heavy map[uint64]uint32) {
 		top = max(top, ci.Cid)
 		if int(ci.NumSubs) > s.maxSubs {
 			if heavy == nil {
-				heavy = map[uint64]uint32{}
+				heavy = map[uint64]int{}
 			}
-			heavy[ci.Cid] = ci.NumSubs
+			heavy[ci.Cid] = int(ci.NumSubs)
 		}
 	}
 	s.mu.Lock()
