@@ -11,8 +11,8 @@
 // The batch encoding (AppendBatch/DecodeBatch) and CheckMsgpack are in
 // ../wire/ (batch.ts, msgpack.ts), checked against testdata/wire.
 
-import { utf8 } from "./bytes.ts";
 import { uuidBytes, uuidFromBytes } from "./ids.ts";
+import { Writer } from "./msgpack.ts";
 import { isEdge, normalize, validate, type Point } from "./point.ts";
 
 /** The default limit on one encoded message (the NATS default payload, 1 MiB). */
@@ -28,99 +28,6 @@ export class MalformedError extends Error {
   }
 }
 
-/** A growable byte buffer with the msgpack writers the point encoding uses. */
-class Writer {
-  buf = new Uint8Array(64);
-  len = 0;
-  private view = new DataView(this.buf.buffer);
-
-  private grow(n: number): void {
-    if (this.len + n <= this.buf.length) return;
-    let size = this.buf.length * 2;
-    while (size < this.len + n) size *= 2;
-    const b = new Uint8Array(size);
-    b.set(this.buf.subarray(0, this.len));
-    this.buf = b;
-    this.view = new DataView(b.buffer);
-  }
-
-  byte(c: number): void {
-    this.grow(1);
-    this.buf[this.len++] = c;
-  }
-
-  bytes(b: Uint8Array): void {
-    this.grow(b.length);
-    this.buf.set(b, this.len);
-    this.len += b.length;
-  }
-
-  /** A code byte followed by an n-byte big-endian integer. */
-  codeInt(code: number, n: 1 | 2 | 4 | 8, v: bigint): void {
-    this.grow(1 + n);
-    this.buf[this.len++] = code;
-    if (n === 1) this.view.setUint8(this.len, Number(BigInt.asUintN(8, v)));
-    else if (n === 2) this.view.setUint16(this.len, Number(BigInt.asUintN(16, v)));
-    else if (n === 4) this.view.setUint32(this.len, Number(BigInt.asUintN(32, v)));
-    else this.view.setBigUint64(this.len, BigInt.asUintN(64, v));
-    this.len += n;
-  }
-
-  uint(v: bigint): void {
-    if (v <= 0x7fn) this.byte(Number(v));
-    else if (v <= 0xffn) this.codeInt(0xcc, 1, v);
-    else if (v <= 0xffffn) this.codeInt(0xcd, 2, v);
-    else if (v <= 0xffffffffn) this.codeInt(0xce, 4, v);
-    else this.codeInt(0xcf, 8, v);
-  }
-
-  int(v: bigint): void {
-    if (v >= 0n) this.uint(v);
-    else if (v >= -32n) this.byte(Number(BigInt.asUintN(8, v)));
-    else if (v >= -128n) this.codeInt(0xd0, 1, v);
-    else if (v >= -32768n) this.codeInt(0xd1, 2, v);
-    else if (v >= -2147483648n) this.codeInt(0xd2, 4, v);
-    else this.codeInt(0xd3, 8, v);
-  }
-
-  bin(b: Uint8Array): void {
-    if (b.length < 256) {
-      this.byte(0xc4);
-      this.byte(b.length);
-    } else this.codeInt(b.length <= 0xffff ? 0xc5 : 0xc6, b.length <= 0xffff ? 2 : 4, BigInt(b.length));
-    this.bytes(b);
-  }
-
-  str(s: string): void {
-    const b = utf8(s);
-    const n = b.length;
-    if (n < 32) this.byte(0xa0 | n);
-    else if (n < 256) this.codeInt(0xd9, 1, BigInt(n));
-    else if (n <= 0xffff) this.codeInt(0xda, 2, BigInt(n));
-    else this.codeInt(0xdb, 4, BigInt(n));
-    this.bytes(b);
-  }
-
-  value(v: number): void {
-    if (Number.isInteger(v) && v >= -(2 ** 63) && v < 2 ** 63) {
-      this.int(BigInt(v));
-    } else if (Math.fround(v) === v) {
-      this.grow(5);
-      this.buf[this.len++] = 0xca;
-      this.view.setFloat32(this.len, v);
-      this.len += 4;
-    } else {
-      this.grow(9);
-      this.buf[this.len++] = 0xcb;
-      this.view.setFloat64(this.len, v);
-      this.len += 8;
-    }
-  }
-
-  result(): Uint8Array {
-    return this.buf.slice(0, this.len);
-  }
-}
 
 /**
  * Returns the canonical encoding of p (Go's AppendPoint). p should be valid
