@@ -213,6 +213,9 @@ func TestWebsocketProxyRefuses(t *testing.T) {
 		if err == nil {
 			nc.Close()
 		}
+		// The proxy frees the place once it sees the close: wait, or the
+		// next dial may find both places of the limit still taken.
+		srvEventually(t, "the place freed", func() bool { return p.Open() == 0 })
 	}
 	// A page that found the listener's port is refused by the listener.
 	h := http.Header{"Origin": {"http://" + host}}
@@ -316,3 +319,4 @@ func TestWebsocketIdleTimeout(t *testing.T) {
 	}
 	srvEventually(t, "place freed", func() bool { return p.Open() == 0 })
 }
+
