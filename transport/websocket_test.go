@@ -319,4 +319,3 @@ func TestWebsocketIdleTimeout(t *testing.T) {
 	}
 	srvEventually(t, "place freed", func() bool { return p.Open() == 0 })
 }
-
