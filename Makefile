@@ -27,7 +27,7 @@ LEANHOT    := runtime/... sync/... bytes strings slices sort maps encoding/binar
 LEANFLAGS  := -tags lean -gcflags=all=-l $(foreach p,$(LEANHOT),-gcflags=$(p)=)
 LEANBIN    ?= bin/siot-lean
 
-.PHONY: build lean release test unit web-test fmtcheck vet tidycheck fuzz fuzz-short bench run clean
+.PHONY: build lean release test unit web-test web-build web-check fmtcheck vet tidycheck fuzz fuzz-short bench run clean
 
 build:
 	$(GO) build $(BUILDFLAGS) -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/siot
@@ -69,10 +69,30 @@ web/node_modules: web/package-lock.json
 	npm ci --prefix web --no-audit --no-fund
 	@touch web/node_modules
 
-web-test: web/node_modules
+#
+# web/test/ui.test.ts drives the web UI in Debian's Chromium
+# ($(CHROMIUM), package chromium; .ci/run installs it) with playwright-core,
+# against a cloud and an edge built from this tree; screenshots land in
+# web/.build/screenshots/.
+CHROMIUM ?= /usr/bin/chromium
+web-test: web/node_modules web-check
+	@test -x $(CHROMIUM) || { echo "web-test: no Chromium at $(CHROMIUM): apt-get install chromium (or CHROMIUM=path)" >&2; exit 1; }
 	node web/scripts/build-tests.mjs
 	web/node_modules/.bin/tsc --noEmit -p web
-	GO=$(GO) node --test --test-reporter=spec web/.build/test/
+	GO=$(GO) CHROMIUM=$(CHROMIUM) node --test --test-reporter=spec web/.build/test/
+
+# The web UI's bundle, web/dist, is committed: go build embeds it (package
+# web), so building siot needs no Node.js. web-build rebuilds it from
+# web/src and web/static; web-check fails when the committed bundle is not
+# what its sources build to.
+web-build: web/node_modules
+	node web/scripts/build-ui.mjs
+
+web-check: web/node_modules
+	@rm -rf web/.build/dist-check
+	@node web/scripts/build-ui.mjs web/.build/dist-check >/dev/null
+	@diff -r web/dist web/.build/dist-check >/dev/null || { echo "web/dist does not match its sources: run make web-build and commit web/dist" >&2; exit 1; }
+	@echo "web-check: web/dist matches its sources"
 
 # The store's big-node tests at full size and the edge footprint test
 # (RSS is meaningless under the race detector) run again without -race, and

@@ -232,6 +232,14 @@ func (a *access) writeRefusal(p *crdt.Point, created map[uuid.UUID]bool, inAdmin
 		if err != nil || !old {
 			return "", err
 		}
+		// A node deleted from under what the identity administers (no
+		// live edge left, every edge from an administered parent) is
+		// still its own: it may restore it, or place it elsewhere there.
+		// One that any other parent holds is not: placing it would pull
+		// that parent's node into this scope.
+		if mine, err := a.onlyUnder(p.Node, inAdmin); err != nil || mine {
+			return "", err
+		}
 		return "the child is a node outside what you administer", nil
 	}
 	if p.Type == crdt.TypeAuthKey && !p.Tombstone {
@@ -278,6 +286,32 @@ func (a *access) writeRefusal(p *crdt.Point, created map[uuid.UUID]bool, inAdmin
 		return "", err
 	}
 	return why, nil
+}
+
+// onlyUnder reports whether node has edges, none of them live, and every
+// one of them from a parent that inAdmin accepts.
+func (a *access) onlyUnder(node uuid.UUID, inAdmin func(uuid.UUID) (bool, error)) (bool, error) {
+	mine, any := true, false
+	err := a.st.Parents(node, func(c store.Child) error {
+		any = true
+		if c.Active {
+			mine = false
+			return store.ErrStop
+		}
+		in, err := inAdmin(c.ID)
+		if err != nil {
+			return err
+		}
+		if !in {
+			mine = false
+			return store.ErrStop
+		}
+		return nil
+	})
+	if err != nil && err != store.ErrStop {
+		return false, err
+	}
+	return mine && any, nil
 }
 
 // limits bounds what one identity may ask of the API at once: a request

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/siot-io/siot/crdt"
+	"github.com/siot-io/siot/store"
 	"github.com/siot-io/siot/transport"
 )
 
@@ -372,4 +373,57 @@ func TestUserLinkRevocation(t *testing.T) {
 	waitFor(t, "the session ended on a password change", 10*time.Second, func() bool {
 		return c2.nc.IsClosed() && userSessions(cloud) == 0
 	})
+}
+
+// TestUserLinkRestoresWhatItAdministers: an admin user may delete a node
+// it administers and restore it (the node has no live edge then, so it is
+// outside the scope), but may not take in a node that another parent
+// holds or held: that would pull a node of someone else's scope into its.
+func TestUserLinkRestoresWhatItAdministers(t *testing.T) {
+	cloud := startNode(t, "cloud", nodeOpts{})
+	site, other, x, y := uuid.New(), uuid.New(), uuid.New(), uuid.New()
+	cloud.write(edgePt(cloud.root, site), edgePt(cloud.root, other), edgePt(site, x), edgePt(other, y),
+		valPt(x, "temp", 1), valPt(y, "temp", 2))
+	u := addUser(t, cloud, site, "ann@example.com", "correct horse", true)
+	c := dialUser(t, cloud, userToken(t, cloud, u, time.Now().Add(time.Hour)), uuid.New(), 0)
+	c.waitValue(x, "temp", 1)
+
+	push := func(what string, p crdt.Point, rejected int) {
+		t.Helper()
+		ack, err := c.push([]crdt.Point{c.stamped(cloud, p)})
+		if err != nil || ack.Rejected != rejected {
+			t.Fatalf("%s: ack %+v, err %v; want %d rejected", what, ack, err, rejected)
+		}
+	}
+	active := func(parent, child uuid.UUID) bool {
+		t.Helper()
+		in := false
+		if err := cloud.st.Children(parent, func(ch store.Child) error {
+			if ch.ID == child {
+				in = ch.Active
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return in
+	}
+	del := edgePt(site, x)
+	del.Tombstone = true
+	push("delete x", del, 0)
+	if active(site, x) {
+		t.Fatal("x still under the site after its deletion")
+	}
+	push("restore x", edgePt(site, x), 0)
+	if !active(site, x) {
+		t.Fatal("x not back under the site after its restore")
+	}
+	push("take y, live under the other site", edgePt(site, y), 1)
+	gone := edgePt(other, y)
+	gone.Tombstone = true
+	cloud.write(gone)
+	push("take y, deleted from the other site", edgePt(site, y), 1)
+	if active(site, y) {
+		t.Fatal("y under the site")
+	}
 }

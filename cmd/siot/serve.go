@@ -555,7 +555,12 @@ func (c *serveCmd) serve(ctx context.Context, f serveFlags, root uuid.UUID, prof
 			ln.Close()
 			return err
 		}
-		hs = &http.Server{Handler: httpHandler(rep, wsp), ReadHeaderTimeout: 10 * time.Second}
+		ui, err := uiHandler(uiFiles())
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		hs = &http.Server{Handler: httpHandler(rep, wsp, ui), ReadHeaderTimeout: 10 * time.Second}
 		go func() {
 			if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("http: %w", err)
@@ -662,11 +667,13 @@ func isEmptyDir(dir string) bool {
 	return true
 }
 
-// httpHandler serves health, readiness, status and metrics, and NATS
-// over WebSocket on /nats (ws; 501 in the lean build).
-func httpHandler(rep *replica.Replica, ws http.Handler) http.Handler {
+// httpHandler serves health, readiness, status and metrics, NATS over
+// WebSocket on /nats (ws; 501 in the lean build) and the web UI on /
+// (ui: uiHandler).
+func httpHandler(rep *replica.Replica, ws, ui http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/nats", ws)
+	mux.Handle("/", ui)
 	mux.Handle("GET /metrics", metricsHandler(rep, processInfo{start: time.Now(), version: buildVersion().version}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")

@@ -33,7 +33,7 @@ await build({
   sourcemap: "inline",
   // Node-only CommonJS packages (ws: the WebSocket of the link tests) are
   // imported at run time from web/node_modules, not bundled.
-  external: ["ws"],
+  external: ["ws", "playwright-core"],
   logLevel: "warning",
 });
 console.log(`build-tests: ${entries.length} test files -> ${relative(process.cwd(), join(out, "test")) || "."}`);

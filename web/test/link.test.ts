@@ -4,11 +4,9 @@
 // pushes its local writes, and resumes after the server was killed and
 // restarted. Needs the Go toolchain.
 import assert from "node:assert/strict";
-import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { IDBFactory, IDBKeyRange } from "fake-indexeddb";
 import { WebSocket } from "ws";
@@ -16,72 +14,10 @@ import { Clock } from "../src/crdt/hlc.ts";
 import type { Point } from "../src/crdt/point.ts";
 import { Link, type LinkStatus } from "../src/link/index.ts";
 import { openStore, type Store } from "../src/store/index.ts";
+import { buildSiot, killAll, run, serve, waitFor, type Serving } from "./siot.ts";
 
 // Node 20 has no global WebSocket; nats.ws uses the global one.
 (globalThis as { WebSocket?: unknown }).WebSocket ??= WebSocket;
-
-// The bundle runs from web/.build/test/.
-const repo = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
-
-interface Serving {
-  proc: ChildProcess;
-  nats: string; // nats://127.0.0.1:PORT
-  http: string; // 127.0.0.1:PORT
-  id: string; // the root
-  exited: Promise<void>;
-}
-
-const procs = new Set<ChildProcess>();
-
-/** Runs `siot serve` and resolves when it logs "siot serving". */
-function serve(bin: string, data: string, listen: string, http: string): Promise<Serving> {
-  const proc = spawn(bin, ["serve", "--data", data, "--listen", listen, "--http", http, "--log-format", "json"], {
-    stdio: ["ignore", "pipe", "pipe"],
-    env: Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("SIOT_"))),
-  });
-  procs.add(proc);
-  const exited = new Promise<void>((res) => proc.on("exit", () => res()));
-  exited.then(() => procs.delete(proc));
-  let log = "";
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`siot serve: not serving after 30 s:\n${log}`)), 30_000);
-    const onData = (b: Buffer) => {
-      log += b.toString();
-      for (const line of log.split("\n")) {
-        if (!line.includes('"siot serving"')) continue;
-        const rec = JSON.parse(line) as { nats: string; http: string; id: string };
-        clearTimeout(timer);
-        proc.stdout!.off("data", onData);
-        proc.stderr!.off("data", onData);
-        proc.stdout!.resume();
-        proc.stderr!.resume();
-        resolve({ proc, nats: rec.nats, http: rec.http, id: rec.id, exited });
-        return;
-      }
-    };
-    proc.stdout!.on("data", onData);
-    proc.stderr!.on("data", onData);
-    exited.then(() => reject(new Error(`siot serve exited before serving:\n${log}`)));
-  });
-}
-
-function run(bin: string, args: string[], env: Record<string, string>, stdin = ""): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const c = execFile(bin, args, { env: { ...process.env, ...env }, timeout: 60_000 }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`siot ${args.join(" ")}: ${err.message}\n${stderr}`));
-      else resolve(stdout);
-    });
-    c.stdin!.end(stdin);
-  });
-}
-
-async function waitFor(what: string, cond: () => Promise<boolean> | boolean, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 function pt(node: string, type: string, value: number): Point {
   return { node, parent: "", type, key: "0", value, text: "", tombstone: false, time: 0n, origin: "" };
@@ -116,13 +52,7 @@ describe("link", { timeout: 180_000 }, () => {
       });
 
   before(async () => {
-    const t0 = Date.now();
-    await new Promise<void>((res, rej) =>
-      execFile(process.env.GO || "go", ["build", "-o", bin, "./cmd/siot"], { cwd: repo, timeout: 300_000 }, (err, _o, stderr) =>
-        err ? rej(new Error(`go build: ${err.message}\n${stderr}`)) : res(),
-      ),
-    );
-    console.log(`# go build ./cmd/siot: ${Date.now() - t0} ms`);
+    await buildSiot(bin);
     srv = await serve(bin, data, "127.0.0.1:0", "127.0.0.1:0");
     env = { SIOT_SERVER: srv.nats, SIOT_CREDS: join(data, "admin.creds") };
     const added = (out: string) => (JSON.parse(out) as { node: string }).node;
@@ -142,8 +72,7 @@ describe("link", { timeout: 180_000 }, () => {
 
   after(async () => {
     await link?.close();
-    for (const p of procs) p.kill("SIGKILL");
-    await Promise.all([...procs].map((p) => new Promise((r) => (p.exitCode !== null ? r(null) : p.on("exit", r)))));
+    await killAll();
     await store?.close();
     rmSync(tmp, { recursive: true, force: true });
   });

@@ -53,3 +53,15 @@ export function uuidFromBytes(b: Uint8Array): string {
   const h = toHex(b);
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
+
+/**
+ * A random (version 4) UUID from crypto.getRandomValues, which, unlike
+ * crypto.randomUUID, exists outside a secure context too.
+ */
+export function randomID(): string {
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  return uuidFromBytes(b);
+}
+

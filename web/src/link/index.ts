@@ -13,3 +13,4 @@
 // instance, which the acceptor accepts as the user's.
 
 export * from "./link.ts";
+export * from "./identity.ts";

@@ -8,7 +8,7 @@ import type { Store } from "../store/index.ts";
 
 /** What the UI shows of a link. */
 export type LinkStatus =
-  | { state: "offline"; error: string }
+  | { state: "offline"; error: string; /** The server refused the token: the link stopped; sign in again. */ auth?: boolean }
   | { state: "online" }
   | { state: "syncing"; pending: number };
 
@@ -48,6 +48,11 @@ export interface LinkConfig {
 const uuidRE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const serverNameRE = /^[A-Za-z0-9_-]{1,64}$/;
 
+/** Reports whether a connection's failure is the server refusing its credentials. */
+export function authRefused(why: string): boolean {
+  return /authorization violation|user authentication expired/i.test(why);
+}
+
 /** The session ended; why is its message. */
 class SessionEnd extends Error {
   constructor(why: string) {
@@ -72,6 +77,7 @@ export class Link {
   private readonly cfg: Required<Omit<LinkConfig, "connect">> & { connect: Connect };
   private readonly prefix: string;
   private listeners = new Set<(s: LinkStatus) => void>();
+  private refusedFns = new Set<(count: number, reason: string) => void>();
   private current: LinkStatus = { state: "offline", error: "" };
   private running: Promise<void> | undefined;
   private stopped = false;
@@ -112,6 +118,28 @@ export class Link {
   subscribe(fn: (s: LinkStatus) => void): () => void {
     this.listeners.add(fn);
     return () => this.listeners.delete(fn);
+  }
+
+  /**
+   * Calls fn whenever the acceptor refuses points of a push (outside the
+   * user's scope or rights: docs/protocol.md, "Scope"), with how many and
+   * its reason for the first. They stay in the store, and are not sent
+   * again. Returns a function that stops it.
+   */
+  onRefused(fn: (count: number, reason: string) => void): () => void {
+    this.refusedFns.add(fn);
+    return () => this.refusedFns.delete(fn);
+  }
+
+  /** @internal */
+  refused(count: number, reason: string): void {
+    for (const fn of this.refusedFns) {
+      try {
+        fn(count, reason);
+      } catch {
+        // a listener's failure is not the link's
+      }
+    }
   }
 
   /** Starts linking; returns at once. Calling it again does nothing. */
@@ -178,6 +206,13 @@ export class Link {
         if (nc && !nc.isClosed()) await nc.close().catch(() => {});
       }
       if (this.stopped) break;
+      if (authRefused(why)) {
+        // A token that expired, was revoked or is of another instance
+        // never starts working again: stop, and let the user sign in.
+        this.stopped = true;
+        this.setStatus({ state: "offline", error: why, auth: true });
+        break;
+      }
       this.setStatus({ state: "offline", error: why });
       if (welcomed) delay = this.cfg.backoffMinMs;
       const wait = delay / 2 + (this.cfg.random() * delay) / 2;
@@ -413,6 +448,7 @@ class Session {
           this.inFlight--;
         }
         if (ack.have > through) throw new SessionEnd(`the acceptor acknowledged ${ack.have}, beyond our push through ${through}`);
+        if (ack.rejected > 0n) this.link.refused(Number(ack.rejected), ack.reason);
         acked = ack.have; // on a gap: back to what it holds
         if (acked > 0n) await this.store.setLink(this.remote, { acked: Number(acked) });
         if (!more) idleSent = true;

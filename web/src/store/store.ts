@@ -5,6 +5,7 @@ import { addDigest, pointDigest, subDigest, type Digest } from "../crdt/digest.t
 import type { Clock } from "../crdt/hlc.ts";
 import { compare } from "../crdt/lww.ts";
 import { isEdge, normalize, NilUUID, TypeEdge, validate, type Point } from "../crdt/point.ts";
+import { randomID } from "../crdt/ids.ts";
 import { resolveRegion, type TreeRegion } from "../crdt/region.ts";
 import { edgeFromKey, edgeKey, edgeRegisterOf, type EdgeRegister } from "../crdt/tree.ts";
 import { abortQuietly, done, getAll, req } from "./idb.ts";
@@ -188,7 +189,7 @@ export async function openStore(name: string, idb: IDBFactory = globalThis.index
       throw new Error(`store: database ${name} belongs to instance ${instance}, not ${opts.instance}`);
     }
     if (instance === undefined) {
-      instance = opts.instance ?? crypto.randomUUID();
+      instance = opts.instance ?? randomID();
       meta.put(formatVersion, "format");
       meta.put(instance, "instance");
       meta.put(0, "seq");
@@ -257,6 +258,8 @@ export class Store {
   private queue: Promise<unknown> = Promise.resolve();
   private maxTimeSeen = 0n;
   private readonly kr: typeof IDBKeyRange;
+  private commitFns = new Set<(res: ApplyResult, source: string) => void>();
+  private counts: { gen: number; by: Map<string, { live: number; gone: number }> } | undefined;
 
   /** Use openStore. */
   constructor(db: IDBDatabase, name: string, instance: string, keyRange: typeof IDBKeyRange) {
@@ -408,6 +411,13 @@ export class Store {
     b.remember(this.mirror);
     this.mirror.gen++;
     this.maxTimeSeen = maxNext;
+    for (const fn of this.commitFns) {
+      try {
+        fn(res, opts.source ?? "");
+      } catch {
+        // a listener's failure is not the write's
+      }
+    }
     return res;
   }
 
@@ -561,6 +571,39 @@ export class Store {
   /** The committed edge state parent→child, if any edge point exists. */
   edge(parent: string, child: string): EdgeState | undefined {
     return this.mirror.edges.get(edgeKey(parent, child));
+  }
+
+  /**
+   * Calls fn after each write this store object commits (not another
+   * tab's: see index.ts, "Writers"), with what changed and the instance
+   * the batch came from ("" for a local write). A listener's failure is
+   * not the write's. Returns a function that stops it.
+   */
+  onCommit(fn: (res: ApplyResult, source: string) => void): () => void {
+    this.commitFns.add(fn);
+    return () => this.commitFns.delete(fn);
+  }
+
+  /**
+   * How many children each parent has over live edges and over edges that
+   * are not (deleted, moved away), from the tree records in memory.
+   */
+  childCounts(): ReadonlyMap<string, { live: number; gone: number }> {
+    if (this.counts && this.counts.gen === this.mirror.gen) return this.counts.by;
+    const by = new Map<string, { live: number; gone: number }>();
+    for (const e of this.mirror.edges.values()) {
+      let c = by.get(e.parent);
+      if (!c) by.set(e.parent, (c = { live: 0, gone: 0 }));
+      if (e.active) c.live++;
+      else c.gone++;
+    }
+    this.counts = { gen: this.mirror.gen, by };
+    return by;
+  }
+
+  /** The parents of node over live edges, from the tree records in memory. */
+  liveParents(node: string): string[] {
+    return [...this.mirror.parentsOf(node)].filter((p) => this.mirror.edges.get(edgeKey(p, node))?.active);
   }
 
   /** For verify: the database, open. */

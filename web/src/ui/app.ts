@@ -1,0 +1,578 @@
+// The web UI: sign-in, the live tree, a node's page, and the status bar.
+// Every view reads the browser's own replica (IndexedDB) and every edit
+// is a local write to it: the page works the same offline, and the link
+// carries the writes up when it can. A view redraws when the store
+// changes, in this tab or another.
+//
+// Routes (location.hash): "#/" the tree, "#/n/<node>" a node's page.
+
+import { parseID, randomID } from "../crdt/ids.ts";
+import { physicalOf } from "../crdt/hlc.ts";
+import { placeOf } from "../crdt/placement.ts";
+import { TypeEdge, TypeNodeType, type Point } from "../crdt/point.ts";
+import { EdgeMoved } from "../crdt/tree.ts";
+import type { ChildView, NodeView } from "../store/index.ts";
+import { coalesce, fill, h } from "./dom.ts";
+import { forgetSession, loadSession, saveSession, signIn, SignInError } from "./login.ts";
+import { databaseName, openReplica, type Replica, type Session } from "./replica.ts";
+
+const TypeDescription = "description";
+const TypeRole = "role";
+/** A node page lists at most this many children, the tree as many per node. */
+const maxListed = 500;
+
+/** What the page shows of a node: its type and description. */
+interface Label {
+  nodeType: string;
+  description: string;
+}
+
+function labelOf(points: Point[]): Label {
+  const text = (t: string) => points.find((p) => p.type === t && p.key === "0" && !p.tombstone)?.text ?? "";
+  return { nodeType: text(TypeNodeType), description: text(TypeDescription) };
+}
+
+function shortID(id: string): string {
+  return id.slice(0, 8);
+}
+
+function when(t: bigint): string {
+  return t === 0n ? "" : new Date(physicalOf(t)).toLocaleString();
+}
+
+function livePoint(node: string, type: string, key: string, value: number, text: string): Point {
+  return { node, parent: "", type, key, value, text, tombstone: false, time: 0n, origin: "" };
+}
+
+/** The application: one per page. */
+export class App {
+  private replica: Replica | undefined;
+  private readonly expanded: Set<string>;
+  private showGone = false;
+  private editing: string | undefined; // "type\0key" of the point being edited
+  private notice = "";
+  private clearForms = false;
+  private focusEdit = false;
+  private readonly main: HTMLElement;
+  private readonly bar: HTMLElement;
+  private readonly who: HTMLElement;
+  private readonly redraw = coalesce(() => this.render());
+  private readonly redrawBar = coalesce(() => this.renderBar());
+
+  constructor(
+    root: HTMLElement,
+    private readonly wsURL: string,
+  ) {
+    this.expanded = new Set(JSON.parse(sessionStorage.getItem("siot.expanded") ?? "[]") as string[]);
+    this.who = h("span", { class: "who", "data-testid": "who" });
+    this.main = h("main", { id: "view", "data-testid": "view" });
+    this.bar = h("footer", { class: "status", "data-testid": "status" });
+    fill(
+      root,
+      h("header", null, h("a", { class: "brand", href: "#/" }, "siot"), this.who),
+      this.main,
+      this.bar,
+    );
+    addEventListener("hashchange", () => {
+      this.editing = undefined;
+      this.notice = "";
+      this.redraw();
+    });
+    // Another tab signed out (or in as someone else): follow it.
+    addEventListener("storage", (e) => {
+      if (e.key === "siot.session" && loadSession()?.token !== this.replica?.session.token) location.reload();
+    });
+  }
+
+  /** Opens the replica of the saved session, or shows the sign-in form. */
+  async boot(): Promise<void> {
+    const s = loadSession();
+    if (!s) return this.renderSignIn("");
+    await this.open(s);
+  }
+
+  private async open(s: Session): Promise<void> {
+    this.replica = await openReplica(s, this.wsURL);
+    this.replica.onChange(() => this.redraw());
+    this.replica.onStatus(() => {
+      this.redrawBar();
+      const st = this.replica?.status();
+      if (st?.state === "offline" && st.auth) this.redraw();
+    });
+    if (s.exp > Date.now()) this.replica.start();
+    this.renderWho();
+    this.renderBar();
+    this.redraw();
+  }
+
+  // ----- sign-in and sign-out -----
+
+  private renderSignIn(why: string, email = ""): void {
+    const err = h("p", { class: "error", role: "alert", "data-testid": "signin-error" }, why);
+    const emailIn = h("input", { type: "email", name: "email", autocomplete: "username", required: true, value: email, "data-testid": "email" });
+    const pwIn = h("input", { type: "password", name: "password", autocomplete: "current-password", required: true, "data-testid": "password" });
+    const button = h("button", { type: "submit", "data-testid": "signin" }, "Sign in");
+    const form = h(
+      "form",
+      {
+        class: "signin",
+        onsubmit: async (e: Event) => {
+          e.preventDefault();
+          button.disabled = true;
+          fill(err, "Signing in…");
+          try {
+            const s = await signIn(this.wsURL, emailIn.value, pwIn.value);
+            pwIn.value = "";
+            const old = this.replica;
+            if (old) {
+              this.replica = undefined;
+              await old.close();
+            }
+            saveSession(s);
+            await this.open(s);
+          } catch (e) {
+            fill(err, e instanceof SignInError ? e.message : String(e));
+            button.disabled = false;
+          }
+        },
+      },
+      h("h1", null, "Sign in"),
+      h("label", null, "Email ", emailIn),
+      h("label", null, "Password ", pwIn),
+      button,
+      err,
+    );
+    fill(this.main, form);
+    this.renderWho();
+  }
+
+  private async signOut(): Promise<void> {
+    const r = this.replica;
+    if (!r) return;
+    const n = await r.unsynced().catch(() => 0);
+    if (n > 0 && !confirm(`${n} change${n === 1 ? "" : "s"} made here have not reached the server yet. Sign out and discard them?`)) return;
+    this.replica = undefined;
+    await r.close();
+    forgetSession();
+    // The replica's data leaves the device with its user.
+    await new Promise<void>((res) => {
+      const d = indexedDB.deleteDatabase(databaseName(r.session.user));
+      d.onsuccess = d.onerror = d.onblocked = () => res();
+    });
+    location.hash = "#/";
+    this.renderSignIn("Signed out.");
+    this.renderBar();
+  }
+
+  private renderWho(): void {
+    const s = this.replica?.session;
+    if (!s) return fill(this.who);
+    fill(
+      this.who,
+      h("span", { "data-testid": "email" }, s.email || shortID(s.user)),
+      " ",
+      h("button", { class: "link", "data-testid": "signout", onclick: () => void this.signOut() }, "Sign out"),
+    );
+  }
+
+  private renderBar(): void {
+    const r = this.replica;
+    if (!r) return fill(this.bar, h("span", { class: "dot offline" }), "signed out");
+    const st = r.status();
+    const parts: (Node | string)[] = [];
+    switch (st.state) {
+      case "online":
+        parts.push(h("span", { class: "dot online" }), h("span", { "data-testid": "link-state" }, "online"));
+        break;
+      case "syncing":
+        parts.push(h("span", { class: "dot syncing" }), h("span", { "data-testid": "link-state" }, `syncing ${st.pending} change${st.pending === 1 ? "" : "s"}`));
+        break;
+      case "offline":
+        parts.push(
+          h("span", { class: "dot offline" }),
+          h("span", { "data-testid": "link-state" }, st.auth ? "signed out by the server" : "offline"),
+          st.error && st.error !== "connecting" ? h("span", { class: "why", title: st.error }, ` — ${st.error}`) : "",
+        );
+        break;
+    }
+    if (!r.leads && st.state !== "offline") parts.push(h("span", { class: "why" }, " (via another tab)"));
+    const ref = r.refusal();
+    if (ref) parts.push(h("span", { class: "refused", "data-testid": "refused" }, ` · the server refused ${ref.count} change${ref.count === 1 ? "" : "s"}: ${ref.reason}`));
+    fill(this.bar, ...parts);
+  }
+
+  // ----- views -----
+
+  private async render(): Promise<void> {
+    const r = this.replica;
+    if (!r) return;
+    const st = r.status();
+    if (r.session.exp <= Date.now() || (st.state === "offline" && st.auth)) {
+      const n = await r.unsynced().catch(() => 0);
+      return this.renderSignIn(
+        `Your session has ended. Sign in again to sync${n > 0 ? `: your ${n} change${n === 1 ? "" : "s"} made here are kept` : ""}.`,
+        r.session.email,
+      );
+    }
+    const m = /^#\/n\/([0-9a-f-]{36})$/.exec(location.hash);
+    const view = m ? await this.nodePage(r, m[1]) : await this.treePage(r);
+    const kept = this.keepForms();
+    const scroll = scrollY;
+    fill(this.main, view);
+    scrollTo(0, scroll);
+    kept();
+  }
+
+  /**
+   * Notes what the person is typing (the fields' values, the focus and
+   * the selection) and returns a function that puts it back into the
+   * redrawn view: a live update never takes a half-typed edit away. After
+   * a write (act) the fields start empty again.
+   */
+  private keepForms(): () => void {
+    if (this.clearForms) {
+      this.clearForms = false;
+      return () => {};
+    }
+    const values = new Map<string, string>();
+    for (const el of this.main.querySelectorAll<HTMLInputElement | HTMLSelectElement>("input[data-testid], select[data-testid]")) {
+      if (el instanceof HTMLInputElement && el.type === "checkbox") continue;
+      values.set(el.dataset.testid!, el.value);
+    }
+    const a = document.activeElement;
+    const focused = a instanceof HTMLElement && this.main.contains(a) ? a.dataset.testid : undefined;
+    const sel = a instanceof HTMLInputElement ? [a.selectionStart, a.selectionEnd] : undefined;
+    return () => {
+      for (const [id, v] of values) {
+        const el = this.main.querySelector<HTMLInputElement | HTMLSelectElement>(`[data-testid="${id}"]`);
+        if (el && el.value !== v) el.value = v;
+      }
+      if (focused) {
+        const el = this.main.querySelector<HTMLElement>(`[data-testid="${focused}"]`);
+        el?.focus();
+        if (el instanceof HTMLInputElement && sel && sel[0] !== null) {
+          try {
+            el.setSelectionRange(sel[0], sel[1]);
+          } catch {
+            // a number input has no selection
+          }
+        }
+      }
+    };
+  }
+
+  /** The scope's roots: the parents of the user's node. */
+  private roots(r: Replica): string[] {
+    return r.store.liveParents(r.session.user).sort();
+  }
+
+  /** The nodes under which the user may change the tree (role admin on its edge). */
+  private async adminRoots(r: Replica): Promise<Set<string>> {
+    const v = await r.store.get(r.session.user);
+    const out = new Set<string>();
+    for (const p of v.parents) {
+      if (p.active && p.points.some((q) => q.type === TypeRole && q.text === "admin" && !q.tombstone)) out.add(p.parent);
+    }
+    return out;
+  }
+
+  /** Whether node is at or below one of admins over live edges. */
+  private administers(r: Replica, admins: Set<string>, node: string): boolean {
+    const seen = new Set<string>();
+    const todo = [node];
+    while (todo.length > 0) {
+      const n = todo.pop()!;
+      if (admins.has(n)) return true;
+      if (seen.has(n)) continue;
+      seen.add(n);
+      todo.push(...r.store.liveParents(n));
+    }
+    return false;
+  }
+
+  private async treePage(r: Replica): Promise<HTMLElement> {
+    const roots = this.roots(r);
+    const toggleGone = h("label", { class: "gone-toggle" }, h("input", {
+      type: "checkbox",
+      "data-testid": "show-deleted",
+      checked: this.showGone,
+      onchange: (e: Event) => {
+        this.showGone = (e.target as HTMLInputElement).checked;
+        this.redraw();
+      },
+    }), " show deleted");
+    if (roots.length === 0) {
+      const seq = await r.store.lastSeq();
+      return h("section", null, h("h1", null, "Tree"), h("p", { class: "muted", "data-testid": "empty" }, seq === 0 ? "Waiting for the server to send your tree…" : "You are not placed under any node: nothing to show."));
+    }
+    const counts = r.store.childCounts();
+    const admins = await this.adminRoots(r);
+    const items = await Promise.all(
+      roots.map(async (id) => this.treeItem(r, counts, admins, { id, active: true, ...labelOf((await r.store.get(id)).points) }, "", new Set())),
+    );
+    return h("section", null, h("div", { class: "bar" }, h("h1", null, "Tree"), toggleGone), h("ul", { class: "tree", role: "tree", "data-testid": "tree" }, items));
+  }
+
+  private async treeItem(
+    r: Replica,
+    counts: ReadonlyMap<string, { live: number; gone: number }>,
+    admins: Set<string>,
+    c: ChildView,
+    parent: string,
+    path: Set<string>,
+  ): Promise<HTMLElement> {
+    const n = counts.get(c.id) ?? { live: 0, gone: 0 };
+    const hasKids = n.live > 0 || (this.showGone && n.gone > 0);
+    const open = hasKids && this.expanded.has(c.id) && !path.has(c.id);
+    const li = h(
+      "li",
+      { role: "treeitem", "data-node": c.id, class: c.active ? "" : "gone", "aria-expanded": hasKids ? String(open) : null },
+      h(
+        "div",
+        { class: "row" },
+        h(
+          "button",
+          {
+            class: "toggle",
+            "aria-label": open ? "collapse" : "expand",
+            disabled: !hasKids,
+            onclick: () => {
+              if (this.expanded.has(c.id)) this.expanded.delete(c.id);
+              else this.expanded.add(c.id);
+              sessionStorage.setItem("siot.expanded", JSON.stringify([...this.expanded]));
+              this.redraw();
+            },
+          },
+          hasKids ? (open ? "▾" : "▸") : "·",
+        ),
+        h("a", { href: `#/n/${c.id}`, class: "label" }, c.nodeType ? h("span", { class: "type" }, c.nodeType) : "", " ", c.description || h("span", { class: "muted" }, shortID(c.id))),
+        h("span", { class: "count", title: "children", "data-testid": "count" }, n.live > 0 ? String(n.live) : ""),
+        !c.active && parent !== "" && this.administers(r, admins, parent) ? this.restoreButton(r, c.id, parent) : "",
+      ),
+    );
+    if (open) {
+      const kids = (await r.store.children(c.id)).filter((k) => k.active || this.showGone).sort(byLabel);
+      const next = new Set(path).add(c.id);
+      const shown = await Promise.all(kids.slice(0, maxListed).map((k) => this.treeItem(r, counts, admins, k, c.id, next)));
+      li.append(
+        h(
+          "ul",
+          { role: "group" },
+          shown,
+          kids.length > maxListed ? h("li", { class: "muted" }, h("a", { href: `#/n/${c.id}` }, `${kids.length - maxListed} more…`)) : "",
+        ),
+      );
+    }
+    return li;
+  }
+
+  private restoreButton(r: Replica, child: string, parent: string): HTMLElement {
+    return h("button", {
+      class: "small",
+      "data-testid": "restore",
+      onclick: () => void this.act(() => r.write([{ node: child, parent, type: TypeEdge, key: "0", value: 0, text: "", tombstone: false, time: 0n, origin: "" }])),
+    }, "Restore");
+  }
+
+  /** Runs a write, showing its failure. */
+  private async act(fn: () => Promise<void>): Promise<void> {
+    try {
+      this.notice = "";
+      await fn();
+      this.clearForms = true;
+    } catch (e) {
+      this.notice = e instanceof Error ? e.message : String(e);
+    }
+    this.editing = undefined;
+    (document.activeElement as HTMLElement | null)?.blur?.();
+    this.redraw();
+  }
+
+  private async nodePage(r: Replica, id: string): Promise<HTMLElement> {
+    const v = await r.store.get(id);
+    const label = labelOf(v.points);
+    const admins = await this.adminRoots(r);
+    const mayAdmin = this.administers(r, admins, id);
+    const inScope = this.administers(r, new Set(this.roots(r)), id);
+    const counts = r.store.childCounts();
+    const kids = (await r.store.children(id)).filter((k) => k.active || this.showGone).sort(byLabel);
+    const live = v.parents.filter((p) => p.active);
+    const parents = await Promise.all(v.parents.map(async (p) => ({ ...p, label: labelOf((await r.store.get(p.parent)).points) })));
+    return h(
+      "section",
+      { class: "node", "data-testid": "node", "data-node": id },
+      h("nav", { class: "crumbs" }, h("a", { href: "#/" }, "Tree"), ...live.map((p) => [" › ", h("a", { href: `#/n/${p.parent}` }, labelText(parents.find((q) => q.parent === p.parent)!.label, p.parent))])),
+      h("h1", null, label.nodeType ? h("span", { class: "type" }, label.nodeType) : "", " ", label.description || shortID(id)),
+      h("p", { class: "muted id" }, id, !inScope ? " · outside your tree (deleted or moved away)" : ""),
+      this.notice ? h("p", { class: "error", role: "alert", "data-testid": "notice" }, this.notice) : "",
+      this.pointsTable(r, id, v, inScope),
+      h("h2", null, `Children (${counts.get(id)?.live ?? 0})`),
+      h(
+        "ul",
+        { class: "children", "data-testid": "children" },
+        kids.slice(0, maxListed).map((k) =>
+          h(
+            "li",
+            { "data-node": k.id, class: k.active ? "" : "gone" },
+            h("a", { href: `#/n/${k.id}` }, k.nodeType ? h("span", { class: "type" }, k.nodeType) : "", " ", k.description || shortID(k.id)),
+            h("span", { class: "count" }, String(counts.get(k.id)?.live || "")),
+            !k.active && mayAdmin ? this.restoreButton(r, k.id, id) : "",
+          ),
+        ),
+        kids.length > maxListed ? h("li", { class: "muted" }, `and ${kids.length - maxListed} more`) : "",
+      ),
+      h("label", { class: "gone-toggle" }, h("input", { type: "checkbox", checked: this.showGone, "data-testid": "show-deleted", onchange: (e: Event) => ((this.showGone = (e.target as HTMLInputElement).checked), this.redraw()) }), " show deleted"),
+      mayAdmin ? this.structureForms(r, id, v) : h("p", { class: "muted" }, "You may edit this node's points; changing the tree here needs the admin role."),
+    );
+  }
+
+  private pointsTable(r: Replica, id: string, v: NodeView, inScope: boolean): HTMLElement {
+    const rows = v.points
+      .filter((p) => !p.tombstone)
+      .sort((a, b) => (a.type === b.type ? (a.key < b.key ? -1 : 1) : a.type < b.type ? -1 : 1))
+      .map((p) => {
+        const k = `${p.type}\0${p.key}`;
+        const isText = p.text !== "" || p.type === TypeNodeType || p.type === TypeDescription;
+        const shown = isText ? p.text : String(p.value);
+        if (this.editing === k) {
+          const input = h("input", { value: shown, "data-testid": "edit-input", "aria-label": `${p.type} ${p.key}`, type: isText ? "text" : "number", step: "any" });
+          const save = async () => {
+            if (isText) return r.write([livePoint(id, p.type, p.key, p.value, input.value)]);
+            const n = Number(input.value);
+            if (input.value.trim() === "" || !Number.isFinite(n)) throw new Error(`${JSON.stringify(input.value)} is not a number`);
+            return r.write([livePoint(id, p.type, p.key, n, p.text)]);
+          };
+          if (this.focusEdit) {
+            this.focusEdit = false;
+            queueMicrotask(() => input.focus());
+          }
+          return h(
+            "tr",
+            { "data-type": p.type, "data-key": p.key },
+            h("td", null, p.type),
+            h("td", null, p.key),
+            h(
+              "td",
+              { colspan: 3 },
+              h(
+                "form",
+                { class: "inline", onsubmit: (e: Event) => (e.preventDefault(), void this.act(save)) },
+                input,
+                h("button", { type: "submit", "data-testid": "save" }, "Save"),
+                h("button", { type: "button", onclick: () => ((this.editing = undefined), this.redraw()) }, "Cancel"),
+              ),
+            ),
+          );
+        }
+        return h(
+          "tr",
+          { "data-type": p.type, "data-key": p.key },
+          h("td", null, p.type),
+          h("td", { class: "muted" }, p.key === "0" ? "" : p.key),
+          h("td", { class: isText ? "text" : "num", "data-testid": "value" }, shown),
+          h("td", { class: "muted when" }, when(p.time)),
+          h(
+            "td",
+            null,
+            inScope
+              ? h("button", { class: "small", "data-testid": "edit", onclick: () => ((this.editing = k), (this.notice = ""), (this.clearForms = this.focusEdit = true), this.redraw()) }, "Edit")
+              : "",
+          ),
+        );
+      });
+    const type = h("input", { placeholder: "type", required: true, "data-testid": "new-type", maxlength: 64 });
+    const key = h("input", { placeholder: "key", value: "0", "data-testid": "new-key", maxlength: 128, size: 4 });
+    const val = h("input", { placeholder: "value or text", "data-testid": "new-value" });
+    const add = async () => {
+      const s = val.value;
+      const n = Number(s);
+      const numeric = s.trim() !== "" && Number.isFinite(n);
+      await r.write([livePoint(id, type.value.trim(), key.value.trim() || "0", numeric ? n : 0, numeric ? "" : s)]);
+    };
+    return h(
+      "div",
+      { class: "points" },
+      h("table", { "data-testid": "points" }, h("thead", null, h("tr", null, h("th", null, "type"), h("th", null, "key"), h("th", null, "value"), h("th", null, "updated"), h("th", null, ""))), h("tbody", null, rows)),
+      inScope
+        ? h("form", { class: "inline add-point", onsubmit: (e: Event) => (e.preventDefault(), void this.act(add)) }, type, key, val, h("button", { type: "submit", "data-testid": "add-point" }, "Set"))
+        : "",
+    );
+  }
+
+  private structureForms(r: Replica, id: string, v: NodeView): HTMLElement {
+    const live = v.parents.filter((p) => p.active);
+    const isRoot = this.roots(r).includes(id);
+    const ctype = h("input", { placeholder: "type", required: true, "data-testid": "child-type", maxlength: 64 });
+    const cdesc = h("input", { placeholder: "description", "data-testid": "child-description" });
+    const addChild = async () => {
+      const cid = randomID();
+      const pts: Point[] = [
+        { node: cid, parent: id, type: TypeEdge, key: "0", value: 0, text: "", tombstone: false, time: 0n, origin: "" },
+        livePoint(cid, TypeNodeType, "0", 0, ctype.value.trim()),
+      ];
+      if (cdesc.value.trim()) pts.push(livePoint(cid, TypeDescription, "0", 0, cdesc.value.trim()));
+      await r.write(pts, true);
+      ctype.value = cdesc.value = "";
+    };
+    const from = h("select", { "data-testid": "from" }, live.map((p) => h("option", { value: p.parent }, shortID(p.parent))));
+    const to = h("input", { placeholder: "new parent's ID", "data-testid": "move-to", size: 36 });
+    const move = async () => {
+      const target = parseID(to.value.trim());
+      const old = from.value;
+      if (target === id) throw new Error("A node cannot be its own parent.");
+      if (target === old) throw new Error("It is under that node already.");
+      if (this.below(r, target, id)) throw new Error("The new parent is below this node: the move would make a cycle.");
+      const edge = live.find((p) => p.parent === old)?.points.find((q) => q.type === TypeEdge);
+      if (!edge) throw new Error("It has no live parent to move from.");
+      const place = placeOf(edge);
+      await r.write(
+        [
+          { node: id, parent: target, type: TypeEdge, key: "0", value: EdgeMoved, text: place, tombstone: false, time: 0n, origin: "" },
+          { node: id, parent: old, type: TypeEdge, key: "0", value: EdgeMoved, text: place, tombstone: true, time: 0n, origin: "" },
+        ],
+        true,
+      );
+    };
+    const del = async () => {
+      const old = from.value;
+      const edge = live.find((p) => p.parent === old)?.points.find((q) => q.type === TypeEdge);
+      if (!edge) throw new Error("It has no live parent to delete it from.");
+      await r.write([{ node: id, parent: old, type: TypeEdge, key: "0", value: 0, text: placeOf(edge), tombstone: true, time: 0n, origin: "" }]);
+    };
+    return h(
+      "div",
+      { class: "structure" },
+      h("h2", null, "Add a child"),
+      h("form", { class: "inline", onsubmit: (e: Event) => (e.preventDefault(), void this.act(addChild)) }, ctype, cdesc, h("button", { type: "submit", "data-testid": "add-child" }, "Add")),
+      live.length > 0 && !isRoot
+        ? [
+            h("h2", null, "Move or delete"),
+            h(
+              "form",
+              { class: "inline", onsubmit: (e: Event) => (e.preventDefault(), void this.act(move)) },
+              live.length > 1 ? ["from ", from, " "] : "",
+              to,
+              h("button", { type: "submit", "data-testid": "move" }, "Move"),
+            ),
+            h("button", { class: "danger", "data-testid": "delete", onclick: () => void this.act(del) }, live.length > 1 ? "Delete from the parent chosen" : "Delete"),
+          ]
+        : "",
+    );
+  }
+
+  /** Whether node is below anc over live edges (or is it). */
+  private below(r: Replica, node: string, anc: string): boolean {
+    return this.administers(r, new Set([anc]), node);
+  }
+}
+
+function labelText(l: Label, id: string): string {
+  return l.description || l.nodeType || shortID(id);
+}
+
+function byLabel(a: ChildView, b: ChildView): number {
+  if (a.active !== b.active) return a.active ? -1 : 1;
+  const x = (a.description || a.nodeType).toLowerCase();
+  const y = (b.description || b.nodeType).toLowerCase();
+  return x < y ? -1 : x > y ? 1 : a.id < b.id ? -1 : 1;
+}
