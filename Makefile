@@ -101,11 +101,13 @@ web-check: web/node_modules
 # client suites too (about 45 s on 2 cores; the whole transport package
 # under -tags lean takes 2 minutes, its framing and repair tests do not
 # touch the server); TestLeanEdgeSyncsWithCloud, in ./cmd/siot, runs a lean
-# edge under a full cloud.
+# edge under a full cloud; the lean CLI's own tests check that /nats and
+# the web UI answer that they are not in that build.
 unit:
 	$(GO) test -race -count=1 ./...
 	$(GO) test -tags lean -race -count=1 -run 'Server|Dial|Lean|SignIn' ./transport/
 	$(GO) test -tags lean -race -count=1 ./client/
+	$(GO) test -tags lean -race -count=1 -run 'WebsocketLean|WebUILean|UIHandler' ./cmd/siot/
 	$(GO) test -count=1 -run 'Big|Footprint' ./store/
 	$(GO) test -count=1 -run 'Big' ./cmd/siot/
 

@@ -25,3 +25,17 @@ func TestServeWebsocketLean(t *testing.T) {
 		t.Errorf("/nats: %s %q, want 501 saying it is not in the lean build", resp.Status, body)
 	}
 }
+
+// TestServeWebUILean: the lean build leaves the web UI out and says so.
+func TestServeWebUILean(t *testing.T) {
+	srv := serve(t, "--data", t.TempDir(), "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0")
+	resp, err := http.Get("http://" + srv.http + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound || !strings.Contains(string(body), "not in the lean build") {
+		t.Errorf("GET /: %s %q, want 404 saying the UI is not in the lean build", resp.Status, body)
+	}
+}

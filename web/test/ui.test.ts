@@ -351,6 +351,24 @@ describe("web UI in Chromium", { timeout: 300_000 }, () => {
     assert.equal(await page.evaluate(() => localStorage.getItem("siot.session")), null);
   });
 
+  test("a revoked user's page stops linking and asks to sign in, keeping its replica", async () => {
+    const bob = added(await run(bin, ["user", "add", "--parent", site, "--email", "bob@example.com", "--json"], admin(), password + "\n"));
+    const c = await browser.newContext();
+    const p = await openPage(c);
+    await p.getByTestId("email").fill("bob@example.com");
+    await p.getByTestId("password").fill(password);
+    await p.getByTestId("signin").click();
+    await p.getByTestId("tree").waitFor();
+    await waitFor("bob online", async () => (await linkState(p)) === "online", 15_000);
+    await onCloud("user", "rm", bob);
+    await p.getByTestId("signin-error").filter({ hasText: "Your session has ended" }).waitFor({ timeout: 20_000 });
+    assert.equal(await linkState(p), "signed out by the server");
+    assert.equal(await p.getByTestId("email").inputValue(), "bob@example.com", "the address is filled in");
+    const dbs = await p.evaluate(async () => (await indexedDB.databases()).map((d) => d.name));
+    assert.ok(dbs.includes(`siot.${bob}`), `the replica is kept: ${dbs.join(" ")}`);
+    await c.close();
+  });
+
   test("screenshots were written", () => {
     for (const n of ["tree", "node", "tree-phone", "node-phone"]) {
       const png = readFileSync(join(process.cwd(), "web", ".build", "screenshots", `${n}.png`));

@@ -169,7 +169,7 @@ export class App {
     if (!s) return fill(this.who);
     fill(
       this.who,
-      h("span", { "data-testid": "email" }, s.email || shortID(s.user)),
+      h("span", { "data-testid": "who-email" }, s.email || shortID(s.user)),
       " ",
       h("button", { class: "link", "data-testid": "signout", onclick: () => void this.signOut() }, "Sign out"),
     );

@@ -1,0 +1,106 @@
+package main
+
+import (
+	"bytes"
+	"compress/gzip"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"testing/fstest"
+)
+
+func uiFS() fstest.MapFS {
+	return fstest.MapFS{
+		"index.html": {Data: []byte("<!doctype html><title>siot</title>" + strings.Repeat(" ", 200))},
+		"app.js":     {Data: []byte(strings.Repeat("console.log('siot');\n", 100))},
+		"app.css":    {Data: []byte("body{}")},
+		"sw.js":      {Data: []byte("self.addEventListener('fetch', () => {});")},
+	}
+}
+
+// TestUIHandler: the UI's files with their types, gzip when accepted and
+// smaller, 304 on a matching ETag, 404 for anything else, 405 for other
+// methods, and the security headers on every answer.
+func TestUIHandler(t *testing.T) {
+	h, err := uiHandler(uiFS())
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(method, path string, hdr map[string]string) *http.Response {
+		t.Helper()
+		req := httptest.NewRequest(method, path, nil)
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		return w.Result()
+	}
+	for path, ctype := range map[string]string{"/": "text/html", "/index.html": "text/html", "/app.js": "javascript", "/app.css": "text/css", "/sw.js": "javascript"} {
+		r := get(http.MethodGet, path, nil)
+		body, _ := io.ReadAll(r.Body)
+		if r.StatusCode != 200 || !strings.Contains(r.Header.Get("Content-Type"), ctype) || len(body) == 0 {
+			t.Errorf("GET %s: %s %q, %d bytes", path, r.Status, r.Header.Get("Content-Type"), len(body))
+		}
+		for _, k := range []string{"Content-Security-Policy", "X-Frame-Options", "X-Content-Type-Options", "ETag"} {
+			if r.Header.Get(k) == "" {
+				t.Errorf("GET %s: no %s", path, k)
+			}
+		}
+		if r.Header.Get("Content-Encoding") != "" {
+			t.Errorf("GET %s without Accept-Encoding: %s", path, r.Header.Get("Content-Encoding"))
+		}
+	}
+	r := get(http.MethodGet, "/app.js", map[string]string{"Accept-Encoding": "br, gzip"})
+	zr, err := gzip.NewReader(r.Body)
+	if r.Header.Get("Content-Encoding") != "gzip" || err != nil {
+		t.Fatalf("gzip: %q %v", r.Header.Get("Content-Encoding"), err)
+	}
+	js, _ := io.ReadAll(zr)
+	if !bytes.Equal(js, uiFS()["app.js"].Data) {
+		t.Error("gzipped app.js differs from app.js")
+	}
+	if r := get(http.MethodGet, "/app.css", map[string]string{"Accept-Encoding": "gzip"}); r.Header.Get("Content-Encoding") != "" {
+		t.Error("app.css gzipped though gzip makes it bigger")
+	}
+	if r := get(http.MethodGet, "/app.js", map[string]string{"Accept-Encoding": "gzip;q=0"}); r.Header.Get("Content-Encoding") != "" {
+		t.Error("gzip sent to a client that refused it (q=0)")
+	}
+	etag := get(http.MethodGet, "/", nil).Header.Get("ETag")
+	if r := get(http.MethodGet, "/", map[string]string{"If-None-Match": etag}); r.StatusCode != http.StatusNotModified {
+		t.Errorf("If-None-Match %s: %s, want 304", etag, r.Status)
+	}
+	if r := get(http.MethodGet, "/", map[string]string{"If-None-Match": `"other"`}); r.StatusCode != 200 {
+		t.Errorf("another ETag: %s, want 200", r.Status)
+	}
+	for _, p := range []string{"/nope", "/app.js/", "/../go.mod", "/dist/app.js", "/index.htm"} {
+		if r := get(http.MethodGet, p, nil); r.StatusCode != http.StatusNotFound {
+			t.Errorf("GET %s: %s, want 404", p, r.Status)
+		}
+	}
+	if r := get(http.MethodPost, "/", nil); r.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("POST /: %s, want 405", r.Status)
+	}
+	if r := get(http.MethodHead, "/app.js", nil); r.StatusCode != 200 {
+		t.Errorf("HEAD /app.js: %s", r.Status)
+	}
+
+	// A build without the UI's files refuses to start, naming what is missing.
+	broken := uiFS()
+	delete(broken, "sw.js")
+	if _, err := uiHandler(broken); err == nil || !strings.Contains(err.Error(), "sw.js") {
+		t.Errorf("UI without sw.js: %v", err)
+	}
+	// The lean build has none: 404, saying why.
+	lean, err := uiHandler(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := httptest.NewRecorder()
+	lean.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/", nil))
+	if w.Code != http.StatusNotFound || !strings.Contains(w.Body.String(), "not in the lean build") {
+		t.Errorf("lean GET /: %d %q", w.Code, w.Body.String())
+	}
+}
