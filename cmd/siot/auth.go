@@ -297,16 +297,16 @@ func (c *peerAddCmd) run(ctx context.Context, args []string) error {
 	return nil
 }
 
-const userAddUsage = `Usage: siot user add --parent NODE --email ADDR [--admin] [--id UUID] [--json]
+const userAddUsage = `Usage: siot user add [--parent NODE] --email ADDR [--admin] [--id UUID] [--json]
 
-Create a user under NODE who signs in with ADDR and a password, read from
-standard input (its first line) or asked for on a terminal. The password
-is hashed (argon2id) here: the server never sees it. The user may read and
-write NODE and everything below it (its parents' subtrees, when it has
-several); with --admin it may also add, move and delete nodes there, add
-users and revoke devices' keys (keys themselves are the local
-administrator's to create). Sign in with "siot login"; "siot user rm"
-revokes.
+Create a user under NODE (default: the root) who signs in with ADDR and a
+password, read from standard input (its first line) or asked for on a
+terminal: in the web UI that "siot serve" serves, or with "siot login".
+The password is hashed (argon2id) here: the server never sees it. The user
+may read and write NODE and everything below it (its parents' subtrees,
+when it has several); with --admin it may also add, move, delete and
+restore nodes there, add users and revoke devices' keys (keys themselves
+are the local administrator's to create). "siot user rm" revokes.
 
 Examples:
   echo 'correct horse battery staple' | siot user add --parent 6f1c0c55-6bb4-4a63-9a8d-7d0f0c8f3a1e --email ann@example.com
@@ -323,7 +323,7 @@ func (c *userAddCmd) usage() string { return userAddUsage }
 
 func (c *userAddCmd) flags(fs *flag.FlagSet) {
 	c.register(fs, `print {"node","parent"}`)
-	fs.StringVar(&c.parent, "parent", "", "the node the user is placed under (required)")
+	fs.StringVar(&c.parent, "parent", "", "the node the user is placed under (default: the root)")
 	fs.StringVar(&c.email, "email", "", "the address the user signs in with (required)")
 	fs.StringVar(&c.id, "id", "", "the user node's UUID (default: a random one)")
 	fs.BoolVar(&c.admin, "admin", false, "let the user change structure under --parent")
@@ -333,14 +333,14 @@ func (c *userAddCmd) run(ctx context.Context, args []string) error {
 	if len(args) > 0 {
 		return &UsageError{Msg: "user add takes no arguments"}
 	}
-	if c.parent == "" || c.email == "" {
-		return &UsageError{Msg: "user add needs --parent NODE and --email ADDR"}
+	if c.email == "" {
+		return &UsageError{Msg: "user add needs --email ADDR"}
 	}
 	email := transport.NormalizeEmail(c.email)
 	if !strings.Contains(email, "@") || len(email) > 254 || strings.ContainsAny(email, " \t\r\n") {
 		return &UsageError{Msg: fmt.Sprintf("--email %q: not an email address", c.email)}
 	}
-	id, parent, err := newNodeFlags(c.id, c.parent) // --parent is required, checked above
+	id, parent, err := newNodeFlags(c.id, c.parent)
 	if err != nil {
 		return err
 	}
@@ -357,7 +357,11 @@ func (c *userAddCmd) run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer cl.Close()
-	if err := cl.Known(ctx, parent); err != nil {
+	if parent == uuid.Nil {
+		if parent, err = cl.Root(ctx); err != nil {
+			return err
+		}
+	} else if err := cl.Known(ctx, parent); err != nil {
 		return fmt.Errorf("--parent: %w", err)
 	}
 	pts := []crdt.Point{

@@ -64,7 +64,10 @@ DATA/admin.creds, mode 0600: client commands use them by default from
 ./siot-data. Links sign in with --creds (upstreams: a device's file from
 "siot device add") and --peer-creds (peers: "siot peer add" on the peer).
 A listener on an address other than loopback needs TLS (--tls-cert,
---tls-key) unless --insecure says otherwise.
+--tls-key) unless --insecure says otherwise. --http serves the web UI (sign
+in as a user of "siot user add"), with NATS over WebSocket on /nats; on an
+address other than loopback, /nats needs --http-tls (the same certificate,
+HTTPS and WSS) unless --insecure says otherwise.
 
 Clouds scale out as a NATS cluster: each is started with --cluster (its
 route address), --cluster-secret (the same file on every member; the first
@@ -113,7 +116,7 @@ type serveFlags struct {
 	cluster, clusterSecret                                   string
 	routes, httpOrigins                                      stringList
 	httpWebsockets                                           int
-	insecure                                                 bool
+	insecure, httpTLS                                        bool
 	keepAlive, sessionPing, repairInterval, repairMax        time.Duration
 }
 
@@ -125,7 +128,8 @@ func (c *serveCmd) flags(fs *flag.FlagSet) {
 	fs.StringVar(&f.config, "config", "", "configuration file: serve's settings, one \"name = value\" a line; flags and the environment beat it")
 	fs.StringVar(&f.data, "data", "./siot-data", "data directory")
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:4222", "NATS listen address, host:port")
-	fs.StringVar(&f.httpAddr, "http", "127.0.0.1:8118", "HTTP address for /healthz, /readyz, /status, /metrics and /nats (NATS over WebSocket, for browsers); empty to disable")
+	fs.StringVar(&f.httpAddr, "http", "127.0.0.1:8118", "HTTP address for the web UI (/), /healthz, /readyz, /status, /metrics and /nats (NATS over WebSocket, for browsers); empty to disable")
+	fs.BoolVar(&f.httpTLS, "http-tls", false, "serve --http over TLS with --tls-cert and --tls-key (HTTPS, and WSS on /nats)")
 	fs.Var(&f.httpOrigins, "http-origin", "`ORIGIN`, scheme://host[:port], of other pages that may open /nats besides the --http address's own (repeatable)")
 	fs.IntVar(&f.httpWebsockets, "http-websockets", transport.DefaultMaxWebsockets, "most WebSocket connections open at once on /nats; more are answered 503")
 	fs.StringVar(&f.id, "id", "", "the root node's UUID, set on first start")
@@ -297,6 +301,12 @@ func (c *serveCmd) run(ctx context.Context, args []string) error {
 		}
 		log.Warn("listening without TLS on a non-loopback address (--insecure): credentials and data cross the network in clear", "listen", f.listen)
 	}
+	if f.httpTLS && f.tlsCert == "" {
+		return &UsageError{Msg: "--http-tls needs --tls-cert and --tls-key"}
+	}
+	if host, _, err := net.SplitHostPort(f.httpAddr); err == nil && !isLoopback(host) && !f.httpTLS && f.insecure {
+		log.Warn("web UI and /nats without TLS on a non-loopback address (--insecure): passwords and tokens cross the network in clear", "http", f.httpAddr)
+	}
 	if host, _, err := net.SplitHostPort(f.cluster); err == nil && !isLoopback(host) {
 		if !f.insecure {
 			return &UsageError{Msg: fmt.Sprintf("--cluster %s is not a loopback address: routes carry every message and the cluster secret without TLS; keep them on a private network and say so with --insecure", f.cluster)}
@@ -345,6 +355,14 @@ func linkSecurity(f serveFlags) (up, peer *transport.Creds, tc *tls.Config, err 
 		tc, err = client.LoadCA(f.tlsCA)
 	}
 	return up, peer, tc, err
+}
+
+// clearWebsocketRefused reports whether /nats on the HTTP address addr
+// (host:port) is refused: sign-ins (passwords, tokens) would cross a
+// network in clear. Loopback, --http-tls and --insecure serve it.
+func clearWebsocketRefused(addr string, httpTLS, insecure bool) bool {
+	host, _, err := net.SplitHostPort(addr)
+	return err == nil && !isLoopback(host) && !httpTLS && !insecure
 }
 
 // serverTLS loads the listener's certificate, or returns nil without one.
@@ -560,7 +578,21 @@ func (c *serveCmd) serve(ctx context.Context, f serveFlags, root uuid.UUID, prof
 			ln.Close()
 			return err
 		}
-		hs = &http.Server{Handler: httpHandler(rep, wsp, ui), ReadHeaderTimeout: 10 * time.Second}
+		var ws http.Handler = wsp
+		if clearWebsocketRefused(httpAddr, f.httpTLS, f.insecure) {
+			// Sign-ins cross /nats: passwords and tokens. Health and
+			// metrics stay served in clear (they carry no credential).
+			ws = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				http.Error(w, "forbidden: /nats on a non-loopback address needs --http-tls (or --insecure, behind a proxy that terminates TLS)", http.StatusForbidden)
+			})
+		}
+		hs = &http.Server{Handler: httpHandler(rep, ws, ui), ReadHeaderTimeout: 10 * time.Second,
+			// A failed handshake or a broken request is the client's: debug.
+			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+		if f.httpTLS {
+			hs.TLSConfig = stls.Clone()
+			ln = tls.NewListener(ln, hs.TLSConfig)
+		}
 		go func() {
 			if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("http: %w", err)

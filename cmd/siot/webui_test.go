@@ -3,9 +3,12 @@ package main
 import (
 	"bytes"
 	"compress/gzip"
+	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -102,5 +105,56 @@ func TestUIHandler(t *testing.T) {
 	lean.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/", nil))
 	if w.Code != http.StatusNotFound || !strings.Contains(w.Body.String(), "not in the lean build") {
 		t.Errorf("lean GET /: %d %q", w.Code, w.Body.String())
+	}
+}
+
+// TestServeHTTPTLS: --http-tls serves --http over TLS with the listener's
+// certificate; without --tls-cert it is a usage error.
+func TestServeHTTPTLS(t *testing.T) {
+	ca, cert, key := testTLS(t)
+	srv := serve(t, "--data", t.TempDir(), "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--http-tls", "--tls-cert", cert, "--tls-key", key)
+	pool := x509.NewCertPool()
+	b, err := os.ReadFile(ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool.AppendCertsFromPEM(b)
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	resp, err := c.Get("https://" + srv.http + "/healthz")
+	if err != nil {
+		t.Fatalf("https /healthz: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("https /healthz: %s", resp.Status)
+	}
+	if resp, err := http.Get("http://" + srv.http + "/healthz"); err == nil && resp.StatusCode == 200 {
+		t.Error("plain HTTP answered on an --http-tls address")
+	}
+	if _, stderr, err := cli(t, "", "serve", "--data", t.TempDir(), "--http-tls"); err == nil || !strings.Contains(err.Error()+stderr, "--http-tls needs --tls-cert") {
+		t.Errorf("--http-tls without a certificate: %v %q", err, stderr)
+	}
+}
+
+// TestClearWebsocketRefused: /nats is refused in clear on an address other
+// than loopback, unless --http-tls or --insecure.
+func TestClearWebsocketRefused(t *testing.T) {
+	for _, c := range []struct {
+		addr          string
+		tls, insecure bool
+		want          bool
+	}{
+		{"127.0.0.1:8118", false, false, false},
+		{"[::1]:8118", false, false, false},
+		{"localhost:8118", false, false, false},
+		{"0.0.0.0:8118", false, false, true},
+		{"[::]:8118", false, false, true},
+		{"192.0.2.7:8118", false, false, true},
+		{"0.0.0.0:8118", true, false, false},
+		{"0.0.0.0:8118", false, true, false},
+	} {
+		if got := clearWebsocketRefused(c.addr, c.tls, c.insecure); got != c.want {
+			t.Errorf("clearWebsocketRefused(%q, tls %v, insecure %v) = %v, want %v", c.addr, c.tls, c.insecure, got, c.want)
+		}
 	}
 }

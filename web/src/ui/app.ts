@@ -515,9 +515,17 @@ export class App {
       ctype.value = cdesc.value = "";
     };
     const from = h("select", { "data-testid": "from" }, live.map((p) => h("option", { value: p.parent }, shortID(p.parent))));
-    const to = h("input", { placeholder: "new parent's ID", "data-testid": "move-to", size: 36 });
+    const list = h("datalist", { id: "siot-move-targets" });
+    const to = h("input", {
+      placeholder: "new parent: type to search, or its ID",
+      "data-testid": "move-to",
+      list: "siot-move-targets",
+      size: 36,
+      onfocus: () => void this.moveTargets(r, id).then((opts) => fill(list, opts.map(([label, nid]) => h("option", { value: `${label} · ${nid}` })))),
+    });
     const move = async () => {
-      const target = parseID(to.value.trim());
+      const typed = /[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}/.exec(to.value);
+      const target = parseID(typed ? typed[0] : to.value.trim());
       const old = from.value;
       if (target === id) throw new Error("A node cannot be its own parent.");
       if (target === old) throw new Error("It is under that node already.");
@@ -552,12 +560,41 @@ export class App {
               { class: "inline", onsubmit: (e: Event) => (e.preventDefault(), void this.act(move)) },
               live.length > 1 ? ["from ", from, " "] : "",
               to,
+              list,
               h("button", { type: "submit", "data-testid": "move" }, "Move"),
             ),
             h("button", { class: "danger", "data-testid": "delete", onclick: () => void this.act(del) }, live.length > 1 ? "Delete from the parent chosen" : "Delete"),
           ]
         : "",
     );
+  }
+
+  /**
+   * Where node may move: the live nodes the user administers, but node
+   * and what is below it, as [label, id], breadth first from the admin
+   * roots, at most 2,000 (the list a person can scroll; an ID typed in
+   * reaches the others).
+   */
+  private async moveTargets(r: Replica, node: string): Promise<[string, string][]> {
+    const out: [string, string][] = [];
+    const seen = new Set<string>([node]);
+    let level = [...(await this.adminRoots(r))].filter((n) => !seen.has(n));
+    for (const n of level) seen.add(n);
+    while (level.length > 0 && out.length < 2000) {
+      const next: string[] = [];
+      for (const n of level) {
+        if (out.length >= 2000) break;
+        out.push([labelText(labelOf((await r.store.get(n)).points), n), n]);
+        for (const c of await r.store.children(n)) {
+          if (c.active && !seen.has(c.id)) {
+            seen.add(c.id);
+            next.push(c.id);
+          }
+        }
+      }
+      level = next;
+    }
+    return out;
   }
 
   /** Whether node is below anc over live edges (or is it). */
