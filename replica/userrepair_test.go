@@ -465,3 +465,35 @@ func TestUserRepairHostile(t *testing.T) {
 		t.Errorf("dev's aggregate differs from its readable points: %d ours only, %d theirs only (ok %v)", len(plus), len(minus), ok)
 	}
 }
+
+// TestChildKeyVectors pins childKey and childTag to the values
+// web/test/repair.test.ts checks the browser's port against.
+func TestChildKeyVectors(t *testing.T) {
+	d := func(s string) crdt.Digest {
+		x, err := crdt.ParseDigest(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return x
+	}
+	for _, tc := range []struct {
+		c    store.ChildDigest
+		keys map[uint32]string
+	}{
+		{store.ChildDigest{ID: uuid.MustParse("0f1e2d3c-4b5a-4978-8796-a5b4c3d2e1f0"), Active: true, Edge: d("00112233445566778899aabbccddeeff"),
+			Own: d("0123456789abcdef0123456789abcdef"), Sub: d("fedcba9876543210fedcba9876543210")},
+			map[uint32]string{0: "b15cef18e80fd0c631bc612d896c3144", 0xdeadbeef: "b15cef18e80fd0c6dab1f4b6ef4d2279"}},
+		{store.ChildDigest{ID: uuid.MustParse("ffeeddcc-bbaa-4988-b766-554433221100"), Edge: d("80000000000000000000000000000001")},
+			map[uint32]string{0: "73848b65f95719f63489f88db30a02d5", 0xdeadbeef: "73848b65f95719f6bdb874da24af1768"}},
+	} {
+		for salt, want := range tc.keys {
+			k := childKey(&tc.c, salt)
+			if got := fmt.Sprintf("%x", k[:childKeyLen]); got != want {
+				t.Errorf("childKey(%v, %#x) = %s, want %s", tc.c.ID, salt, got, want)
+			}
+		}
+		if got := fmt.Sprintf("%016x", childTag(tc.c.ID)); got != tc.keys[0][:16] {
+			t.Errorf("childTag(%v) = %s", tc.c.ID, got)
+		}
+	}
+}
