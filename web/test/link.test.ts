@@ -170,33 +170,71 @@ describe("link", { timeout: 180_000 }, () => {
     await waitFor("inSync in the status", () => (link.status() as { inSync?: boolean }).inSync === true);
   });
 
-  test("repair converges a replica that lacks points and holds points push cannot see", async () => {
-    // A second replica of ann's: a copy of the first one's registers with
-    // its marks, less the site's temp register, plus a point of its own
-    // applied as if received (so its sender never pushes it). Resume
-    // sees nothing missing; repair finds both.
+  /**
+   * A second replica of ann's: a copy of the first one's registers with
+   * its marks, less those drop names, plus points of its own applied as
+   * if received (so its sender never pushes them). Resume sees nothing
+   * missing; only repair can. It links, and resolves with its passes once
+   * one found the scope equal.
+   */
+  async function converge(name: string, drop: (p: Point) => boolean, own: (instance: string) => Point[]) {
     const remote = (await store.links()).find((l) => l.remote !== "")!;
-    const other2 = await openStore("replica-2", new IDBFactory(), { keyRange: IDBKeyRange });
+    const st = await openStore(name, new IDBFactory(), { keyRange: IDBKeyRange });
     const all = (await store.changesSince(0)).map((c) => c.point);
-    const copy = all.filter((p) => !(p.node === site && p.parent === "" && p.type === "temp"));
-    assert.ok(copy.length < all.length, "the site's temp is in the first replica");
-    const own: Point = { ...pt(site, "repaired", 1), time: clock.now(), origin: other2.instance };
-    await other2.apply([...copy, own], { source: remote.remote, received: { remote: remote.remote, seq: remote.received } });
+    const copy = all.filter((p) => !drop(p));
+    assert.ok(copy.length < all.length, "a register to drop is in the first replica");
+    await st.apply([...copy, ...own(st.instance)], { source: remote.remote, received: { remote: remote.remote, seq: remote.received } });
     const passes: RepairPass[] = [];
-    const l2 = new Link({ url: `ws://${srv.http}/nats`, token, user, store: other2, clock, pollMs: 100, onRepair: (p) => passes.push(p) });
+    const l = new Link({ url: `ws://${srv.http}/nats`, token, user, store: st, clock, pollMs: 100, onRepair: (p) => passes.push(p) });
+    l.start();
     try {
-      l2.start();
-      await equalPass(l2);
-      assert.ok(await holds(other2, site, "temp", 7), "the site's temp=7 fetched by repair");
-      assert.ok(await serverHolds(site, "repaired", 1), "the replica's own point pushed by repair");
-      const [first] = passes;
-      assert.ok(!first.equal && first.rounds[0].fetched >= 1 && first.rounds[0].sent >= 1, `first pass: ${JSON.stringify(first, big)}`);
-      assert.ok(passes.length <= 3, `${passes.length} passes to converge`);
-      const r = first.rounds[0];
-      console.log(`# repair of two differences: ${r.roundTrips} round trips, ${r.bytesOut} bytes out, ${r.bytesIn} bytes in, fetched ${r.fetched}, sent ${r.sent} (${r.refused} refused); then ${passes.length - 1} pass(es) to equal`);
+      await equalPass(l);
     } finally {
-      await l2.close();
-      await other2.close();
+      await l.close();
+    }
+    const [first] = passes;
+    assert.ok(!first.equal && first.rounds[0].fetched >= 1 && first.rounds[0].sent >= 1, `first pass: ${JSON.stringify(first, big)}`);
+    assert.ok(passes.length <= 3, `${passes.length} passes to converge`);
+    const r = first.rounds[0];
+    console.log(
+      `# repair (${name}): ${r.roundTrips} round trips, ${r.bytesOut} bytes out, ${r.bytesIn} bytes in, fetched ${r.fetched}, sent ${r.sent} (${r.refused} refused); then ${passes.length - 1} pass(es) to equal`,
+    );
+    return st;
+  }
+
+  test("repair converges a replica that lacks points and holds points push cannot see", async () => {
+    const st = await converge(
+      "replica-2",
+      (p) => p.node === site && p.parent === "" && p.type === "temp",
+      (inst) => [{ ...pt(site, "repaired", 1), time: clock.now(), origin: inst }],
+    );
+    try {
+      assert.ok(await holds(st, site, "temp", 7), "the site's temp=7 fetched by repair");
+      assert.ok(await serverHolds(site, "repaired", 1), "the replica's own point pushed by repair");
+    } finally {
+      await st.close();
+    }
+  });
+
+  test("repair descends through child buckets and sketches", async () => {
+    // A fleet of 300 children under the site: its summary is by bucket,
+    // its differing children found by a child sketch.
+    const fleet = crypto.randomUUID();
+    const kids = Array.from({ length: 300 }, () => crypto.randomUUID());
+    const lines = [JSON.stringify({ node: fleet, parent: site, type: "edge" })];
+    kids.forEach((k, i) => lines.push(JSON.stringify({ node: k, parent: fleet, type: "edge" }), JSON.stringify({ node: k, type: "temp", value: i })));
+    await siot(lines.join("\n") + "\n", "import");
+    await waitFor("the fleet in the first replica", async () => (await holds(store, kids[299], "temp", 299)) && store.childDigests(fleet).length === 300);
+    const st = await converge(
+      "replica-3",
+      (p) => p.node === kids[7] && p.type === "temp",
+      (inst) => [{ ...pt(kids[200], "repaired", 2), time: clock.now(), origin: inst }],
+    );
+    try {
+      assert.ok(await holds(st, kids[7], "temp", 7), "a fleet child's temp fetched by repair");
+      assert.ok(await serverHolds(kids[200], "repaired", 2), "the replica's point on a fleet child pushed by repair");
+    } finally {
+      await st.close();
     }
   });
 });
