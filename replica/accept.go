@@ -44,6 +44,9 @@ type acceptor struct {
 	refused  atomic.Uint64 // hellos refused
 	// repairTime is the time spent answering repair requests, ns.
 	repairTime atomic.Int64
+	// secrets indexes the secret points, for the readable digests of
+	// users' repair answers (userrepair.go).
+	secrets secretIndex
 }
 
 // acceptedSession is a session a dialer opened here.
@@ -213,7 +216,9 @@ func (a *acceptor) hello(m *nats.Msg) (transport.Welcome, error) {
 	if h.Role == transport.RoleUser {
 		as.s.user = &userView{r: r, id: id}
 		as.s.ingress = userIngress{r: r, id: id, instance: h.Instance}
-		as.s.repairEqual = true // no repair: in sync once both sides are idle
+		// In sync once both sides are idle, until a repair round says
+		// otherwise: a replica may not run repair at all.
+		as.s.repairEqual = true
 	}
 	if h.Role == transport.RoleEdge {
 		root := h.Root

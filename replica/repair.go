@@ -56,6 +56,10 @@ type repairer struct {
 	root    uuid.UUID // the scope root both sides compare
 	subject string    // where requests go
 	pushTo  string    // where local points go (a push subject of the session)
+	// readable: the acceptor answers a user's readable view
+	// (userrepair.go), where the record of an inactive child carries no
+	// own or below digest; ours are made the same way.
+	readable bool
 
 	compare []transport.NodeSub
 	list    []transport.ListQuery
@@ -384,7 +388,7 @@ func (rp *repairer) childSketch(n uuid.UUID, differ *transport.BucketSet, retry 
 	var kids []store.ChildDigest
 	err := rp.s.r.st.ChildDigests(n, -1, uuid.Nil, func(c store.ChildDigest) error {
 		if differ.Has(c.ID[0]) {
-			kids = append(kids, c)
+			kids = append(kids, rp.record(c))
 		}
 		return nil
 	})
@@ -473,6 +477,7 @@ func (rp *repairer) compareChildren(n uuid.UUID, bucket int, remote []transport.
 		rem[c.ID] = c
 	}
 	err := rp.s.r.st.ChildDigests(n, bucket, uuid.Nil, func(c store.ChildDigest) error {
+		c = rp.record(c)
 		g.listed++
 		rc, ok := rem[c.ID]
 		delete(rem, c.ID)
@@ -510,6 +515,14 @@ func (rp *repairer) compareChildren(n uuid.UUID, bucket int, remote []transport.
 		}
 	}
 	return nil
+}
+
+// record is child c's record as the acceptor's view has it.
+func (rp *repairer) record(c store.ChildDigest) store.ChildDigest {
+	if rp.readable && !c.Active {
+		c.Own, c.Sub = crdt.Digest{}, crdt.Digest{}
+	}
+	return c
 }
 
 // childGroup counts, for one node of a reply, its children compared and
@@ -609,7 +622,7 @@ func (rp *repairer) reconcile(agg []aggNode, theirsB []byte) error {
 	for i, a := range agg {
 		ids[i] = a.id
 	}
-	mine, err := sketchPoints(rp.s.r.st, ids, theirs.Cells(), true, 0)
+	mine, err := sketchPoints(rp.s.r.st, ids, theirs.Cells(), true, 0, false)
 	if err != nil {
 		return err
 	}

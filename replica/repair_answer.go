@@ -17,8 +17,9 @@ import (
 // The acceptor's side of digest repair: answering one request at a time,
 // statelessly, within the session's scope.
 
-// answerRepair answers a repair request within scope sc: nodes outside it
-// are answered as unknown, so a dialer learns nothing beyond its scope.
+// answerRepair answers a repair request within scope sc, whose root the
+// request must name: nodes outside it are answered as unknown, so a dialer
+// learns nothing beyond its scope.
 func answerRepair(st *store.Store, sc *scope, req *transport.RepairRequest, lim repairLimits) (*transport.RepairReply, error) {
 	root := sc.root
 	if sc.full() {
@@ -27,7 +28,40 @@ func answerRepair(st *store.Store, sc *scope, req *transport.RepairRequest, lim 
 	if req.Root != root {
 		return nil, fmt.Errorf("repair: scope root %v, this session's is %v", req.Root, root)
 	}
-	a := &answer{st: st, sc: sc, reply: &transport.RepairReply{}, size: 64, lim: lim.orDefault()}
+	return answerIn(st, sc, storeView{st}, req, lim)
+}
+
+// repairView is what a repair answer reads of the digests: the store's as
+// they are (storeView), or a user's readable view of them (readableView).
+// Its methods are the store's of the same names, with the same contracts.
+type repairView interface {
+	nodeDigest(n uuid.UUID) (store.Digests, error)
+	childDigests(parent uuid.UUID, bucket int, fn func(store.ChildDigest) error) error
+	buckets(parent uuid.UUID, fn func(bucket byte, d crdt.Digest) error) error
+	// hidesSecrets reports whether the view leaves out secret points
+	// (crdt.IsSecret): the answer then never lists, sketches or sends
+	// one.
+	hidesSecrets() bool
+}
+
+// storeView is the store's digests as they are.
+type storeView struct{ st *store.Store }
+
+var _ repairView = storeView{}
+
+func (v storeView) nodeDigest(n uuid.UUID) (store.Digests, error) { return v.st.NodeDigest(n) }
+func (v storeView) childDigests(parent uuid.UUID, bucket int, fn func(store.ChildDigest) error) error {
+	return v.st.ChildDigests(parent, bucket, uuid.Nil, fn)
+}
+func (v storeView) buckets(parent uuid.UUID, fn func(bucket byte, d crdt.Digest) error) error {
+	return v.st.Buckets(parent, fn)
+}
+func (v storeView) hidesSecrets() bool { return false }
+
+// answerIn answers a repair request within scope sc over view v; the
+// request's root is the caller's to check.
+func answerIn(st *store.Store, sc *scope, v repairView, req *transport.RepairRequest, lim repairLimits) (*transport.RepairReply, error) {
+	a := &answer{st: st, sc: sc, v: v, reply: &transport.RepairReply{}, size: 64, lim: lim.orDefault()}
 	if err := a.compares(req.Compare); err != nil {
 		return nil, err
 	}
@@ -43,7 +77,7 @@ func answerRepair(st *store.Store, sc *scope, req *transport.RepairRequest, lim 
 		if err != nil {
 			return nil, err
 		}
-		l, err := listNode(st, in, q, &a.size)
+		l, err := listNode(st, in, q, &a.size, v.hidesSecrets())
 		if err != nil {
 			return nil, err
 		}
@@ -60,7 +94,7 @@ func answerRepair(st *store.Store, sc *scope, req *transport.RepairRequest, lim 
 			return nil, err
 		}
 		if in {
-			err := st.ChildDigests(q.Node, int(q.Bucket), uuid.Nil, func(c store.ChildDigest) error {
+			err := v.childDigests(q.Node, int(q.Bucket), func(c store.ChildDigest) error {
 				bc.Children = append(bc.Children, childSum(&c))
 				a.size += childRecordLen
 				return nil
@@ -121,7 +155,7 @@ func answerRepair(st *store.Store, sc *scope, req *transport.RepairRequest, lim 
 			continue
 		}
 		err := st.ScanNode(q.Child, func(p *crdt.Point) error {
-			if p.Parent == q.Parent {
+			if p.Parent == q.Parent && !a.hidden(p) {
 				return a.addPoint(p)
 			}
 			return nil
@@ -143,6 +177,7 @@ func answerRepair(st *store.Store, sc *scope, req *transport.RepairRequest, lim 
 type answer struct {
 	st    *store.Store
 	sc    *scope
+	v     repairView
 	lim   repairLimits
 	reply *transport.RepairReply
 	size  int // the reply's encoded size, estimated
@@ -169,7 +204,14 @@ func (a *answer) unflag(ref aggRef) {
 	a.reply.ChildDiffs[ref.diff].Both[ref.both].Aggregated = false
 }
 
+// hidden reports whether p is left out of the answer's view.
+func (a *answer) hidden(p *crdt.Point) bool { return a.v.hidesSecrets() && crdt.IsSecret(p.Type) }
+
+// addPoint adds p to the reply's points, unless the view hides it.
 func (a *answer) addPoint(p *crdt.Point) error {
+	if a.hidden(p) {
+		return nil
+	}
 	a.pts = append(a.pts, *p)
 	a.size += pointCost(p) + 8
 	return nil
@@ -201,7 +243,7 @@ func (a *answer) compares(qs []transport.NodeSub) error {
 		}
 		var d store.Digests
 		if in {
-			if d, err = a.st.NodeDigest(q.Node); err != nil {
+			if d, err = a.v.nodeDigest(q.Node); err != nil {
 				return err
 			}
 		}
@@ -256,7 +298,7 @@ func (a *answer) ownPoints(n uuid.UUID) error {
 		return err
 	}
 	a.pts, a.size = a.pts[:mark], size
-	l, err := listNode(a.st, true, transport.ListQuery{Node: n}, &a.size)
+	l, err := listNode(a.st, true, transport.ListQuery{Node: n}, &a.size, a.v.hidesSecrets())
 	a.reply.Listings = append(a.reply.Listings, l)
 	return err
 }
@@ -265,7 +307,7 @@ func (a *answer) ownPoints(n uuid.UUID) error {
 // many, in sm.
 func (a *answer) children(sm *transport.Summary) error {
 	n := 0
-	err := a.st.ChildDigests(sm.Node, -1, uuid.Nil, func(c store.ChildDigest) error {
+	err := a.v.childDigests(sm.Node, -1, func(c store.ChildDigest) error {
 		if n++; n > maxListedChildren {
 			return store.ErrStop
 		}
@@ -280,7 +322,7 @@ func (a *answer) children(sm *transport.Summary) error {
 		return nil
 	}
 	sm.Many, sm.Children = true, nil
-	err = a.st.Buckets(sm.Node, func(b byte, d crdt.Digest) error {
+	err = a.v.buckets(sm.Node, func(b byte, d crdt.Digest) error {
 		sm.Buckets = append(sm.Buckets, transport.BucketSum{Bucket: b, Digest: transport.Short(d)})
 		return nil
 	})
@@ -318,7 +360,7 @@ func (a *answer) childSketches(qs []transport.ChildSketchQuery) error {
 		}
 		mine := crdt.NewSketch(theirs.Cells(), childKeyLen)
 		byTag := make(map[uint64]store.ChildDigest)
-		err = a.st.ChildDigests(q.Node, -1, uuid.Nil, func(c store.ChildDigest) error {
+		err = a.v.childDigests(q.Node, -1, func(c store.ChildDigest) error {
 			scanned++
 			if q.Buckets.Has(c.ID[0]) {
 				mine.Add(childKey(&c, q.Salt))
@@ -401,7 +443,7 @@ func (a *answer) aggregate() error {
 		ids[i] = n.id
 		cells += aggregateCells(n.density)
 	}
-	sk, err := sketchPoints(a.st, ids, cells, false, a.lim.aggScan)
+	sk, err := sketchPoints(a.st, ids, cells, false, a.lim.aggScan, a.v.hidesSecrets())
 	if err != nil {
 		return err
 	}
@@ -412,7 +454,7 @@ func (a *answer) aggregate() error {
 		}
 		if sk.big[n.id] {
 			a.unflag(a.aggRefs[i])
-			l, err := listNode(a.st, true, transport.ListQuery{Node: n.id}, &a.size)
+			l, err := listNode(a.st, true, transport.ListQuery{Node: n.id}, &a.size, a.v.hidesSecrets())
 			if err != nil {
 				return err
 			}
@@ -424,10 +466,11 @@ func (a *answer) aggregate() error {
 }
 
 // listNode lists node q.Node's points after q.After (nothing when the node
-// is out of scope) while *size stays under the reply budget; a listing cut
-// short says More, with Next the cursor to continue from (nil: from the
-// start, when not even one entry fitted).
-func listNode(st *store.Store, in bool, q transport.ListQuery, size *int) (transport.Listing, error) {
+// is out of scope; no secret point when hideSecrets) while *size stays
+// under the reply budget; a listing cut short says More, with Next the
+// cursor to continue from (nil: from the start, when not even one entry
+// fitted).
+func listNode(st *store.Store, in bool, q transport.ListQuery, size *int, hideSecrets bool) (transport.Listing, error) {
 	l := transport.Listing{Node: q.Node, After: q.After}
 	*size += 40
 	if !in {
@@ -445,6 +488,9 @@ func listNode(st *store.Store, in bool, q transport.ListQuery, size *int) (trans
 	err := st.ScanNodeFrom(q.Node, after, func(p *crdt.Point) error {
 		if p.IsEdge() {
 			return store.ErrStop
+		}
+		if hideSecrets && crdt.IsSecret(p.Type) {
+			return nil
 		}
 		if *size >= repairReplyBudget {
 			l.More = true
@@ -472,26 +518,19 @@ func (a *acceptor) handleRepair(as *acceptedSession, m *nats.Msg) {
 	s := as.s
 	s.bytesRecv.Add(uint64(len(m.Data)))
 	s.touch()
-	if s.user != nil {
-		s.respond(m, transport.EncodeError(ErrUserRepair))
-		return
-	}
 	req, err := transport.DecodeRepairRequest(m.Data, 0)
 	if err != nil {
 		s.respond(m, transport.EncodeError(err))
 		return
 	}
-	// A fresh scope: its memo must see the tree as it is now, and the
-	// sender goroutine owns the session's. It is what the device owns, as
-	// the session accepts it (newDeviceScope): its subtree over deleted
-	// edges too, since differences below a deleted node can change which
-	// edges are active elsewhere and both sides must compare them; but
-	// not a node moved away to another part of the tree.
-	sc := newScope(a.r.st, uuid.Nil)
-	if !s.scope.full() {
-		sc = newDeviceScope(a.r.st, s.scope.root)
+	var reply *transport.RepairReply
+	if s.user != nil {
+		// A user's replica compares its readable view: no secret, and
+		// nothing beyond the subtrees of its parents (userrepair.go).
+		reply, err = a.answerUser(s, req)
+	} else {
+		reply, err = a.answerSession(s, req)
 	}
-	reply, err := answerRepair(a.r.st, sc, req, a.r.cfg.repairLimits)
 	if err != nil {
 		s.respond(m, transport.EncodeError(err))
 		return
@@ -506,6 +545,21 @@ func (a *acceptor) handleRepair(as *acceptedSession, m *nats.Msg) {
 		b = transport.EncodeError(err)
 	}
 	s.respond(m, b)
+}
+
+// answerSession answers a repair request on an edge's or a peer's session.
+func (a *acceptor) answerSession(s *session, req *transport.RepairRequest) (*transport.RepairReply, error) {
+	// A fresh scope: its memo must see the tree as it is now, and the
+	// sender goroutine owns the session's. It is what the device owns, as
+	// the session accepts it (newDeviceScope): its subtree over deleted
+	// edges too, since differences below a deleted node can change which
+	// edges are active elsewhere and both sides must compare them; but
+	// not a node moved away to another part of the tree.
+	sc := newScope(a.r.st, uuid.Nil)
+	if !s.scope.full() {
+		sc = newDeviceScope(a.r.st, s.scope.root)
+	}
+	return answerRepair(a.r.st, sc, req, a.r.cfg.repairLimits)
 }
 
 // nodePointsWhere calls fn for the node points of n whose register hash

@@ -150,10 +150,11 @@ type regRef struct {
 }
 
 // sketchPoints returns a sketch of cells cells of the node points of
-// nodes; with a budget, the nodes reached once budget points were read are
-// left out (deferred). It reads versions, not points, and allocates nothing per point
-// but, with keep, its key and register reference.
-func sketchPoints(st *store.Store, nodes []uuid.UUID, cells int, keep bool, budget int) (*sketched, error) {
+// nodes, leaving out secret points (crdt.IsSecret) when hideSecrets; with
+// a budget, the nodes reached once budget points were read are left out
+// (deferred). It reads versions, not points, and allocates nothing per
+// point but, with keep, its key and register reference.
+func sketchPoints(st *store.Store, nodes []uuid.UUID, cells int, keep bool, budget int, hideSecrets bool) (*sketched, error) {
 	// In key order the scan moves forward through the store. A node
 	// flagged twice in one reply (compared, and a differing child of a
 	// node compared) is sketched once on both sides: twice, its keys
@@ -186,6 +187,9 @@ func sketchPoints(st *store.Store, nodes []uuid.UUID, cells int, keep bool, budg
 				return store.ErrSkip
 			}
 		}
+		if hideSecrets && secretTypeKey(v.TypeKey) {
+			return nil
+		}
 		scanned++
 		if len(keys) == maxAggPoints {
 			if out.big == nil {
@@ -211,6 +215,12 @@ func sketchPoints(st *store.Store, nodes []uuid.UUID, cells int, keep bool, budg
 	}
 	flush()
 	return out, nil
+}
+
+// secretTypeKey reports whether a register's type 0x00 key names a
+// secret type (crdt.IsSecret), without allocating.
+func secretTypeKey(tk []byte) bool {
+	return bytes.HasPrefix(tk, []byte(crdt.TypeAuthKey+"\x00")) || bytes.HasPrefix(tk, []byte(crdt.TypePassword+"\x00"))
 }
 
 // points returns our points behind keys, in order; found is false when a

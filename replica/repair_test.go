@@ -471,11 +471,11 @@ func TestSketchPointsOnceANode(t *testing.T) {
 	a := startNode(t, "a", nodeOpts{})
 	n := uuid.New()
 	a.write(edgePt(a.root, n), valPt(n, "temp", 1), valPt(n, "humidity", 2))
-	once, err := sketchPoints(a.st, []uuid.UUID{n}, 33, false, 0)
+	once, err := sketchPoints(a.st, []uuid.UUID{n}, 33, false, 0, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	twice, err := sketchPoints(a.st, []uuid.UUID{n, n}, 33, false, 0)
+	twice, err := sketchPoints(a.st, []uuid.UUID{n, n}, 33, false, 0, false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package replica
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/google/uuid"
@@ -26,15 +25,14 @@ import (
 //     administers, credentials), one by one, and must name as origin the
 //     user's node or the dialer's instance; the rest is refused, counted
 //     and reported in the ack, like an edge's points outside its subtree;
-//   - digest repair is refused (ErrUserRepair): the store's digests cover
-//     the secrets and the edges above the scope, which the user may not
-//     read, so an answer would leak their hashes, and a comparison of the
-//     readable view would never find the two sides equal.
-
-// ErrUserRepair refuses a repair request on a user's link: the digests
-// cover points the user may not read. A user's replica relies on push and
-// resume, and on a new sync from 0 (a new instance) to start over.
-var ErrUserRepair = errors.New("repair: not available on a user's link (the digests cover points the user may not read); resync from 0 instead")
+//   - digest repair compares the readable view (userrepair.go): a round's
+//     root is one of the user's parents over an active edge, and the
+//     acceptor answers with the store's digests less the secrets below
+//     each node, never lists, sketches or sends a secret, and answers a
+//     node outside the scope as unknown; the points the replica pushes in
+//     a round are judged as its other pushes are. What stays refused
+//     (ErrUserRepair): another root, and a tree whose secrets are too
+//     many to derive the sums for, or that kept changing during the answer.
 
 // userView decides what a user's session sends. It is owned by the
 // session's sender goroutine.

@@ -275,10 +275,13 @@ func TestUserLink(t *testing.T) {
 		t.Errorf("foreign origin written: %+v", got)
 	}
 
-	// Repair is refused, cleanly.
-	// (Any request: the refusal comes before the request is read.)
-	if err := c.request(c.subj.Repair, transport.Ping{}, &transport.Ack{}); err == nil || !strings.Contains(err.Error(), "not available on a user's link") {
-		t.Errorf("repair on a user's link: %v, want refused", err)
+	// Repair compares only the subtrees of the user's parents
+	// (userrepair_test.go tests the rest).
+	rq, _ := transport.EncodeRepairRequest(&transport.RepairRequest{Root: other, Compare: []transport.NodeSub{{Node: other}}})
+	if m, err := c.nc.Request(c.subj.Repair, rq, 5*time.Second); err != nil {
+		t.Fatal(err)
+	} else if _, err := transport.DecodeRepairReply(m.Data, 0); err == nil || !strings.Contains(err.Error(), "not a parent of user") {
+		t.Errorf("repair of another site on a user's link: %v, want refused", err)
 	}
 
 	// Resume: a new session from where the last one stopped gets only

@@ -12,7 +12,7 @@ import { IDBFactory, IDBKeyRange } from "fake-indexeddb";
 import { WebSocket } from "ws";
 import { Clock } from "../src/crdt/hlc.ts";
 import type { Point } from "../src/crdt/point.ts";
-import { Link, type LinkStatus } from "../src/link/index.ts";
+import { Link, type LinkStatus, type RepairPass } from "../src/link/index.ts";
 import { openStore, type Store } from "../src/store/index.ts";
 import { buildSiot, killAll, run, serve, waitFor, type Serving } from "./siot.ts";
 
@@ -22,6 +22,9 @@ import { buildSiot, killAll, run, serve, waitFor, type Serving } from "./siot.ts
 function pt(node: string, type: string, value: number): Point {
   return { node, parent: "", type, key: "0", value, text: "", tombstone: false, time: 0n, origin: "" };
 }
+
+/** JSON.stringify's replacer for bigints. */
+const big = (_k: string, v: unknown) => (typeof v === "bigint" ? v.toString() : v);
 
 async function holds(st: Store, node: string, type: string, value: number): Promise<boolean> {
   return (await st.get(node)).points.some((p) => p.type === type && p.value === value && !p.tombstone);
@@ -146,5 +149,92 @@ describe("link", { timeout: 180_000 }, () => {
     await waitFor("setpoint=9 up the new link", () => serverHolds(site, "setpoint", 9));
     const after = (await store.links())[0];
     assert.ok(after.received > before.received && after.acked > before.acked, `marks ${JSON.stringify(before)} → ${JSON.stringify(after)}`);
+  });
+
+  // The repair pass of a link's connect, once it has one found equal.
+  const equalPass = async (l: Link): Promise<RepairPass> => {
+    await waitFor("a repair pass that found the scope equal", () => l.lastRepair()?.equal === true, 30_000);
+    return l.lastRepair()!;
+  };
+
+  test("repair finds an equal scope in one exchange, secrets below it and all", async () => {
+    // The site holds ann (a password): the server answers with its
+    // digests less the secrets, and they match the store's.
+    const p = await equalPass(link);
+    assert.equal(p.rounds.length, 1, `rounds: ${JSON.stringify(p.rounds)}`);
+    const [r] = p.rounds;
+    assert.equal(r.root, site);
+    assert.equal(r.roundTrips, 1);
+    assert.equal(r.fetched + r.sent, 0);
+    console.log(`# repair of an equal scope: ${r.roundTrips} round trip, ${r.bytesOut} bytes out, ${r.bytesIn} bytes in`);
+    await waitFor("inSync in the status", () => (link.status() as { inSync?: boolean }).inSync === true);
+  });
+
+  /**
+   * A second replica of ann's: a copy of the first one's registers with
+   * its marks, less those drop names, plus points of its own applied as
+   * if received (so its sender never pushes them). Resume sees nothing
+   * missing; only repair can. It links, and resolves with its passes once
+   * one found the scope equal.
+   */
+  async function converge(name: string, drop: (p: Point) => boolean, own: (instance: string) => Point[]) {
+    const remote = (await store.links()).find((l) => l.remote !== "")!;
+    const st = await openStore(name, new IDBFactory(), { keyRange: IDBKeyRange });
+    const all = (await store.changesSince(0)).map((c) => c.point);
+    const copy = all.filter((p) => !drop(p));
+    assert.ok(copy.length < all.length, "a register to drop is in the first replica");
+    await st.apply([...copy, ...own(st.instance)], { source: remote.remote, received: { remote: remote.remote, seq: remote.received } });
+    const passes: RepairPass[] = [];
+    const l = new Link({ url: `ws://${srv.http}/nats`, token, user, store: st, clock, pollMs: 100, onRepair: (p) => passes.push(p) });
+    l.start();
+    try {
+      await equalPass(l);
+    } finally {
+      await l.close();
+    }
+    const [first] = passes;
+    assert.ok(!first.equal && first.rounds[0].fetched >= 1 && first.rounds[0].sent >= 1, `first pass: ${JSON.stringify(first, big)}`);
+    assert.ok(passes.length <= 3, `${passes.length} passes to converge`);
+    const r = first.rounds[0];
+    console.log(
+      `# repair (${name}): ${r.roundTrips} round trips, ${r.bytesOut} bytes out, ${r.bytesIn} bytes in, fetched ${r.fetched}, sent ${r.sent} (${r.refused} refused); then ${passes.length - 1} pass(es) to equal`,
+    );
+    return st;
+  }
+
+  test("repair converges a replica that lacks points and holds points push cannot see", async () => {
+    const st = await converge(
+      "replica-2",
+      (p) => p.node === site && p.parent === "" && p.type === "temp",
+      (inst) => [{ ...pt(site, "repaired", 1), time: clock.now(), origin: inst }],
+    );
+    try {
+      assert.ok(await holds(st, site, "temp", 7), "the site's temp=7 fetched by repair");
+      assert.ok(await serverHolds(site, "repaired", 1), "the replica's own point pushed by repair");
+    } finally {
+      await st.close();
+    }
+  });
+
+  test("repair descends through child buckets and sketches", async () => {
+    // A fleet of 300 children under the site: its summary is by bucket,
+    // its differing children found by a child sketch.
+    const fleet = crypto.randomUUID();
+    const kids = Array.from({ length: 300 }, () => crypto.randomUUID());
+    const lines = [JSON.stringify({ node: fleet, parent: site, type: "edge" })];
+    kids.forEach((k, i) => lines.push(JSON.stringify({ node: k, parent: fleet, type: "edge" }), JSON.stringify({ node: k, type: "temp", value: i })));
+    await siot(lines.join("\n") + "\n", "import");
+    await waitFor("the fleet in the first replica", async () => (await holds(store, kids[299], "temp", 299)) && store.childDigests(fleet).length === 300);
+    const st = await converge(
+      "replica-3",
+      (p) => p.node === kids[7] && p.type === "temp",
+      (inst) => [{ ...pt(kids[200], "repaired", 2), time: clock.now(), origin: inst }],
+    );
+    try {
+      assert.ok(await holds(st, kids[7], "temp", 7), "a fleet child's temp fetched by repair");
+      assert.ok(await serverHolds(kids[200], "repaired", 2), "the replica's point on a fleet child pushed by repair");
+    } finally {
+      await st.close();
+    }
   });
 });

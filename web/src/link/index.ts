@@ -11,6 +11,13 @@
 // acknowledged this store's feed (the acked mark). Pushed points keep
 // their time and origin; the origin of a local write is the store's
 // instance, which the acceptor accepts as the user's.
+//
+// Digest repair (repair.ts) runs on every session once the initial resume
+// is done and then about every minute, one round per scope root (each
+// parent of the user): it finds and fixes what push and resume cannot see
+// (a register lost from the store, a write that never went up), and the
+// status's inSync says whether the last pass found the scope equal.
 
 export * from "./link.ts";
 export * from "./identity.ts";
+export { childKey, childTag, repairPass, repairRound, scopeRoots, type RepairIO, type RepairPass, type RepairStats } from "./repair.ts";

@@ -5,12 +5,17 @@ import { decodeBatch, encodeBatch } from "../wire/batch.ts";
 import { parseFrame } from "../wire/frame.ts";
 import { decodeMessage, encodeError, encodeMessage, LinkProto, RemoteError, RoleUser, type Ack, type Push } from "../wire/messages.ts";
 import type { Store } from "../store/index.ts";
+import { runRepairs, type RepairPass } from "./repair.ts";
 
-/** What the UI shows of a link. */
+/**
+ * What the UI shows of a link. inSync (online and syncing): the last
+ * digest repair pass found the replica's scope equal to the acceptor's
+ * (false until one did, and after one that found differences).
+ */
 export type LinkStatus =
   | { state: "offline"; error: string; /** The server refused the token: the link stopped; sign in again. */ auth?: boolean }
-  | { state: "online" }
-  | { state: "syncing"; pending: number };
+  | { state: "online"; inSync?: boolean }
+  | { state: "syncing"; pending: number; inSync?: boolean };
 
 /** Opens a NATS connection (nats.ws's connect; tests may wrap it). */
 export type Connect = (opts: ConnectionOptions) => Promise<NatsConnection>;
@@ -43,6 +48,10 @@ export interface LinkConfig {
   maxBytes?: number;
   /** Jitter source, Math.random by default. */
   random?: () => number;
+  /** The mean time between digest repair passes that found the scope equal (60 s, drawn ±10%); 0 turns repair off. */
+  repairMs?: number;
+  /** Called with every digest repair pass (repair.ts), after the status took it in. */
+  onRepair?: (p: RepairPass) => void;
 }
 
 const uuidRE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -74,7 +83,8 @@ class SessionEnd extends Error {
  * store is polled every pollMs.
  */
 export class Link {
-  private readonly cfg: Required<Omit<LinkConfig, "connect">> & { connect: Connect };
+  private readonly cfg: Required<Omit<LinkConfig, "connect" | "onRepair">> & { connect: Connect };
+  private readonly onRepair: ((p: RepairPass) => void) | undefined;
   private readonly prefix: string;
   private listeners = new Set<(s: LinkStatus) => void>();
   private refusedFns = new Set<(count: number, reason: string) => void>();
@@ -83,6 +93,8 @@ export class Link {
   private stopped = false;
   private session: Session | undefined;
   private wakeSleep: (() => void) | undefined;
+  private inSync = false;
+  private lastPass: RepairPass | undefined;
 
   /** Throws a TypeError for a missing or malformed required field. */
   constructor(cfg: LinkConfig) {
@@ -105,8 +117,10 @@ export class Link {
       maxPoints: cfg.maxPoints ?? 1024,
       maxBytes: cfg.maxBytes ?? 256 << 10,
       random: cfg.random ?? Math.random,
+      repairMs: cfg.repairMs ?? 60_000,
     };
     this.prefix = `siot.user.${cfg.user}`;
+    this.onRepair = cfg.onRepair;
   }
 
   /** The latest status. */
@@ -166,8 +180,27 @@ export class Link {
     this.setStatus({ state: "offline", error: "closed" });
   }
 
+  /** The last digest repair pass of this link (repair.ts), if any ran. */
+  lastRepair(): RepairPass | undefined {
+    return this.lastPass;
+  }
+
+  /** @internal Records a repair pass; the status says whether it found the scope equal. */
+  noteRepair(p: RepairPass): void {
+    this.lastPass = p;
+    this.inSync = p.equal;
+    if (this.current.state !== "offline") this.setStatus(this.current);
+    try {
+      this.onRepair?.(p);
+    } catch {
+      // a listener's failure is not the link's
+    }
+  }
+
   /** @internal */
   setStatus(s: LinkStatus): void {
+    if (s.state === "offline") this.inSync = false;
+    else s = { ...s, inSync: this.inSync };
     const c = this.current;
     if (c.state === s.state && JSON.stringify(c) === JSON.stringify(s)) return;
     this.current = s;
@@ -243,10 +276,12 @@ class Session {
   private woken = false;
   private have = 0n; // how far we hold the acceptor's feed
   private live = false;
+  private remoteIdle = false; // the acceptor's last push said it had nothing more
+  private readonly stop = new AbortController(); // aborted when the session ends
 
   constructor(
     private readonly link: Link,
-    private readonly cfg: Required<Omit<LinkConfig, "connect">>,
+    private readonly cfg: Required<Omit<LinkConfig, "connect" | "onRepair">>,
     private readonly prefix: string,
     private readonly nc: NatsConnection,
   ) {
@@ -263,6 +298,7 @@ class Session {
   private end(why: string): void {
     if (this.endedWhy !== undefined) return;
     this.endedWhy = why;
+    this.stop.abort();
     this.ended?.(why);
     this.wakeSender?.();
   }
@@ -309,6 +345,7 @@ class Session {
     decodeMessage(await this.request(this.subj.start, encodeMessage("start", { have: this.have })), "ack");
     this.live = true;
     const sender = this.sendLoop(ours);
+    const repairs = this.repairLoop(p + "repair");
     const keepalive = setInterval(() => this.keepalive(), Math.max(50, Math.min(this.cfg.pingMs, this.cfg.pollMs)));
     try {
       return await endedP;
@@ -316,7 +353,7 @@ class Session {
       this.live = false;
       clearInterval(keepalive);
       sub.unsubscribe();
-      await Promise.allSettled([down, sender]);
+      await Promise.allSettled([down, sender, repairs]);
     }
   }
 
@@ -339,9 +376,9 @@ class Session {
     return serverNameRE.test(server) ? `${this.prefix}.${name}.${server}` : `${this.prefix}.${name}`;
   }
 
-  private async request(subj: string, data: Uint8Array): Promise<Uint8Array> {
+  private async request(subj: string, data: Uint8Array, timeout = this.cfg.ackTimeoutMs): Promise<Uint8Array> {
     try {
-      const m = await this.nc.request(subj, data, { timeout: this.cfg.ackTimeoutMs });
+      const m = await this.nc.request(subj, data, { timeout });
       this.heardAt = Date.now();
       return m.data;
     } catch (e) {
@@ -391,6 +428,7 @@ class Session {
       if (e instanceof RemoteError) throw new SessionEnd(`the acceptor ended the session: ${e.remote}`);
       throw e;
     }
+    this.remoteIdle = p.idle;
     if (p.from > this.have) return { reply: encodeMessage("ack", { have: this.have, gap: true, rejected: 0n, reason: "" }) };
     const pts = p.points && p.points.length > 0 ? decodeBatch(p.points) : [];
     // A point too far ahead of our clock is refused; it never wins.
@@ -417,6 +455,69 @@ class Session {
     if (maxTime > 0n) this.clock.update(maxTime);
     this.have = next;
     return { reply: encodeMessage("ack", { have: this.have, gap: false, rejected, reason }) };
+  }
+
+  // Runs digest repair (repair.ts) until the session ends: its requests
+  // and pushes count as in flight (a ping then expects no answer), and
+  // wait the ack timeout plus a reply's budget at 16 kbit/s, as Go's do.
+  // A round that fails but for the acceptor's refusal ends the session.
+  private async repairLoop(subject: string): Promise<void> {
+    if (this.cfg.repairMs <= 0) return;
+    const inFlight = async <T>(f: () => Promise<T>): Promise<T> => {
+      this.inFlight++;
+      try {
+        return await f();
+      } finally {
+        this.inFlight--;
+      }
+    };
+    const timeout = (n: number) => this.cfg.ackTimeoutMs + Math.ceil(((n + (512 << 10)) / 2048) * 1000);
+    try {
+      await runRepairs({
+        io: {
+          store: this.store,
+          remote: this.remote,
+          request: (b) => inFlight(() => this.request(subject, b, timeout(b.length))),
+          push: (b) => inFlight(() => this.request(this.subj.up, b, timeout(b.length))),
+          checkTime: (t) => this.clock.check(t),
+          observe: (t) => this.clock.update(t),
+        },
+        user: this.cfg.user,
+        intervalMs: this.cfg.repairMs,
+        random: this.cfg.random,
+        waitIdle: () => this.waitIdle(this.cfg.repairMs),
+        sleep: (ms) => this.pause(ms),
+        onPass: (p) => this.link.noteRepair(p),
+      });
+    } catch (e) {
+      this.end(`repair: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  }
+
+  // Resolves true once our sender and the acceptor's are idle (the
+  // initial resume is done), or after limitMs; false when the session ended.
+  private async waitIdle(limitMs: number): Promise<boolean> {
+    const deadline = Date.now() + limitMs;
+    while (!(this.link.status().state === "online" && this.remoteIdle) && Date.now() < deadline) {
+      if (!(await this.pause(20))) return false;
+    }
+    return this.endedWhy === undefined;
+  }
+
+  // Resolves true after ms, or false as soon as the session ends.
+  private pause(ms: number): Promise<boolean> {
+    if (this.stop.signal.aborted) return Promise.resolve(false);
+    return new Promise((res) => {
+      const done = () => {
+        clearTimeout(t);
+        res(false);
+      };
+      const t = setTimeout(() => {
+        this.stop.signal.removeEventListener("abort", done);
+        res(true);
+      }, ms);
+      this.stop.signal.addEventListener("abort", done, { once: true });
+    });
   }
 
   // Pushes the store's changes, one push at a time, in feed order: a

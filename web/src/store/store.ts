@@ -69,6 +69,18 @@ export interface NodeDigests {
   sub: Digest;
 }
 
+/** One edge below a node with the digests a repair compares (Go's store.ChildDigest). */
+export interface ChildDigest {
+  id: string;
+  /** The edge is part of the tree. */
+  active: boolean;
+  /** The sum of the edge's points. */
+  edge: Digest;
+  /** The child's own and subtree digests (zero when the store knows nothing of it). */
+  own: Digest;
+  sub: Digest;
+}
+
 /** What the store keeps about a link to one remote instance. */
 export interface LinkState {
   remote: string;
@@ -211,6 +223,7 @@ class Mirror {
   gen = -1;
   edges = new Map<string, EdgeState>(); // edgeKey → state
   parents = new Map<string, Set<string>>(); // child → every parent with an edge state
+  kids = new Map<string, Set<string>>(); // parent → every child with an edge state
   irregular = new Set<string>(); // edgeKeys
   nodes = new Map<string, NodeDigests>();
   buckets = new Map<string, Digest>(); // bucketKey → digest
@@ -224,6 +237,9 @@ class Mirror {
     let ps = this.parents.get(st.child);
     if (!ps) this.parents.set(st.child, (ps = new Set()));
     ps.add(st.parent);
+    let ks = this.kids.get(st.parent);
+    if (!ks) this.kids.set(st.parent, (ks = new Set()));
+    ks.add(st.child);
     if (st.irregular) this.irregular.add(k);
     else this.irregular.delete(k);
   }
@@ -566,6 +582,31 @@ export class Store {
       if (d !== undefined) out.push({ bucket: b, digest: d });
     }
     return out;
+  }
+
+  /**
+   * The edges below parent, live or not, in child ID order, with the
+   * digests repair compares: all of them, or those in child bucket
+   * bucket (bucketOf) when it is 0 to 255. From memory, as of the last
+   * committed write; the records are copies.
+   */
+  childDigests(parent: string, bucket = -1): ChildDigest[] {
+    const out: ChildDigest[] = [];
+    for (const child of this.mirror.kids.get(parent) ?? []) {
+      if (bucket >= 0 && bucketOf(child) !== bucket) continue;
+      const st = this.mirror.edges.get(edgeKey(parent, child));
+      if (!st) continue;
+      const d = this.nodeDigest(child);
+      out.push({ id: child, active: st.active, edge: st.digest, own: d.own, sub: d.sub });
+    }
+    return out.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  }
+
+  /** Node n's own points (not the edges above it), by type and key, in one read. */
+  async nodePoints(n: string): Promise<Point[]> {
+    const tx = this.tx([Stores.registers], "readonly");
+    const recs = await getAll<RegisterRecord>(tx.objectStore(Stores.registers), this.kr.bound([n, ""], [n, "", []]));
+    return recs.map((r) => r.point);
   }
 
   /** The committed edge state parent→child, if any edge point exists. */
