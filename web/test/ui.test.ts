@@ -143,6 +143,9 @@ describe("web UI in Chromium", { timeout: 300_000 }, () => {
     await page.locator(`li[data-node="${sensor}"]`).filter({ hasText: "boiler temperature" }).waitFor();
     assert.equal(await page.locator(`li[data-node="${device}"] [data-testid=count]`).first().textContent(), "1", "the device's child count");
     await waitFor("online", async () => (await linkState(page)) === "online");
+    // The digest repair after the first resume finds the page's replica
+    // equal to the server's view of it.
+    await page.getByTestId("in-sync").waitFor({ timeout: 20_000 });
     assert.match((await page.getByTestId("who").textContent()) ?? "", /ann@example\.com/);
     await screenshot(page, "tree");
   });

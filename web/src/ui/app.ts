@@ -182,7 +182,11 @@ export class App {
     const parts: (Node | string)[] = [];
     switch (st.state) {
       case "online":
-        parts.push(h("span", { class: "dot online" }), h("span", { "data-testid": "link-state" }, "online"));
+        parts.push(
+          h("span", { class: "dot online" }),
+          h("span", { "data-testid": "link-state" }, "online"),
+          st.inSync ? h("span", { class: "why", "data-testid": "in-sync", title: "the last digest comparison with the server found your replica equal" }, " · in sync") : "",
+        );
         break;
       case "syncing":
         parts.push(h("span", { class: "dot syncing" }), h("span", { "data-testid": "link-state" }, `syncing ${st.pending} change${st.pending === 1 ? "" : "s"}`));
