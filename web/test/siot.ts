@@ -56,6 +56,9 @@ export function run(bin: string, args: string[], env: Record<string, string>, st
       if (err) reject(new Error(`siot ${args.join(" ")}: ${err.message}\n${stderr}`));
       else resolve(stdout);
     });
+    // A command that exits without reading its input makes the write fail
+    // (EPIPE): its exit status says what happened, not the pipe.
+    c.stdin!.on("error", () => {});
     c.stdin!.end(stdin);
   });
 }

@@ -12,7 +12,7 @@ import { placeOf } from "../crdt/placement.ts";
 import { TypeEdge, TypeNodeType, type Point } from "../crdt/point.ts";
 import { EdgeMoved } from "../crdt/tree.ts";
 import type { ChildView, NodeView } from "../store/index.ts";
-import { coalesce, fill, h } from "./dom.ts";
+import { coalesce, fill, h, morph } from "./dom.ts";
 import { forgetSession, loadSession, saveSession, signIn, SignInError } from "./login.ts";
 import { databaseName, openReplica, type Replica, type Session } from "./replica.ts";
 
@@ -51,7 +51,6 @@ export class App {
   private showGone = false;
   private editing: string | undefined; // "type\0key" of the point being edited
   private notice = "";
-  private clearForms = false;
   private focusEdit = false;
   private readonly main: HTMLElement;
   private readonly bar: HTMLElement;
@@ -220,49 +219,7 @@ export class App {
     }
     const m = /^#\/n\/([0-9a-f-]{36})$/.exec(location.hash);
     const view = m ? await this.nodePage(r, m[1]) : await this.treePage(r);
-    const kept = this.keepForms();
-    const scroll = scrollY;
-    fill(this.main, view);
-    scrollTo(0, scroll);
-    kept();
-  }
-
-  /**
-   * Notes what the person is typing (the fields' values, the focus and
-   * the selection) and returns a function that puts it back into the
-   * redrawn view: a live update never takes a half-typed edit away. After
-   * a write (act) the fields start empty again.
-   */
-  private keepForms(): () => void {
-    if (this.clearForms) {
-      this.clearForms = false;
-      return () => {};
-    }
-    const values = new Map<string, string>();
-    for (const el of this.main.querySelectorAll<HTMLInputElement | HTMLSelectElement>("input[data-testid], select[data-testid]")) {
-      if (el instanceof HTMLInputElement && el.type === "checkbox") continue;
-      values.set(el.dataset.testid!, el.value);
-    }
-    const a = document.activeElement;
-    const focused = a instanceof HTMLElement && this.main.contains(a) ? a.dataset.testid : undefined;
-    const sel = a instanceof HTMLInputElement ? [a.selectionStart, a.selectionEnd] : undefined;
-    return () => {
-      for (const [id, v] of values) {
-        const el = this.main.querySelector<HTMLInputElement | HTMLSelectElement>(`[data-testid="${id}"]`);
-        if (el && el.value !== v) el.value = v;
-      }
-      if (focused) {
-        const el = this.main.querySelector<HTMLElement>(`[data-testid="${focused}"]`);
-        el?.focus();
-        if (el instanceof HTMLInputElement && sel && sel[0] !== null) {
-          try {
-            el.setSelectionRange(sel[0], sel[1]);
-          } catch {
-            // a number input has no selection
-          }
-        }
-      }
-    };
+    morph(this.main, view);
   }
 
   /** The scope's roots: the parents of the user's node. */
@@ -308,6 +265,12 @@ export class App {
     if (roots.length === 0) {
       const seq = await r.store.lastSeq();
       return h("section", null, h("h1", null, "Tree"), h("p", { class: "muted", "data-testid": "empty" }, seq === 0 ? "Waiting for the server to send your tree…" : "You are not placed under any node: nothing to show."));
+    }
+    // The scope's roots start open, once per tab: the person sees what
+    // they came for, and what they collapse stays collapsed.
+    if (sessionStorage.getItem("siot.expanded") === null) {
+      for (const id of roots) this.expanded.add(id);
+      sessionStorage.setItem("siot.expanded", JSON.stringify([...this.expanded]));
     }
     const counts = r.store.childCounts();
     const admins = await this.adminRoots(r);
@@ -383,7 +346,7 @@ export class App {
     try {
       this.notice = "";
       await fn();
-      this.clearForms = true;
+      for (const f of this.main.querySelectorAll("form")) f.reset();
     } catch (e) {
       this.notice = e instanceof Error ? e.message : String(e);
     }
@@ -441,14 +404,14 @@ export class App {
         if (this.editing === k) {
           const input = h("input", { value: shown, "data-testid": "edit-input", "aria-label": `${p.type} ${p.key}`, type: isText ? "text" : "number", step: "any" });
           const save = async () => {
-            if (isText) return r.write([livePoint(id, p.type, p.key, p.value, input.value)]);
-            const n = Number(input.value);
-            if (input.value.trim() === "" || !Number.isFinite(n)) throw new Error(`${JSON.stringify(input.value)} is not a number`);
+            if (isText) return r.write([livePoint(id, p.type, p.key, p.value, this.field("edit-input"))]);
+            const n = Number(this.field("edit-input"));
+            if (this.field("edit-input").trim() === "" || !Number.isFinite(n)) throw new Error(`${JSON.stringify(this.field("edit-input"))} is not a number`);
             return r.write([livePoint(id, p.type, p.key, n, p.text)]);
           };
           if (this.focusEdit) {
             this.focusEdit = false;
-            queueMicrotask(() => input.focus());
+            queueMicrotask(() => this.main.querySelector<HTMLInputElement>("[data-testid=edit-input]")?.focus());
           }
           return h(
             "tr",
@@ -479,7 +442,7 @@ export class App {
             "td",
             null,
             inScope
-              ? h("button", { class: "small", "data-testid": "edit", onclick: () => ((this.editing = k), (this.notice = ""), (this.clearForms = this.focusEdit = true), this.redraw()) }, "Edit")
+              ? h("button", { class: "small", "data-testid": "edit", onclick: () => ((this.editing = k), (this.notice = ""), (this.focusEdit = true), this.redraw()) }, "Edit")
               : "",
           ),
         );
@@ -488,10 +451,10 @@ export class App {
     const key = h("input", { placeholder: "key", value: "0", "data-testid": "new-key", maxlength: 128, size: 4 });
     const val = h("input", { placeholder: "value or text", "data-testid": "new-value" });
     const add = async () => {
-      const s = val.value;
+      const s = this.field("new-value");
       const n = Number(s);
       const numeric = s.trim() !== "" && Number.isFinite(n);
-      await r.write([livePoint(id, type.value.trim(), key.value.trim() || "0", numeric ? n : 0, numeric ? "" : s)]);
+      await r.write([livePoint(id, this.field("new-type").trim(), this.field("new-key").trim() || "0", numeric ? n : 0, numeric ? "" : s)]);
     };
     return h(
       "div",
@@ -512,11 +475,10 @@ export class App {
       const cid = randomID();
       const pts: Point[] = [
         { node: cid, parent: id, type: TypeEdge, key: "0", value: 0, text: "", tombstone: false, time: 0n, origin: "" },
-        livePoint(cid, TypeNodeType, "0", 0, ctype.value.trim()),
+        livePoint(cid, TypeNodeType, "0", 0, this.field("child-type").trim()),
       ];
-      if (cdesc.value.trim()) pts.push(livePoint(cid, TypeDescription, "0", 0, cdesc.value.trim()));
+      if (this.field("child-description").trim()) pts.push(livePoint(cid, TypeDescription, "0", 0, this.field("child-description").trim()));
       await r.write(pts, true);
-      ctype.value = cdesc.value = "";
     };
     const from = h("select", { "data-testid": "from" }, live.map((p) => h("option", { value: p.parent }, shortID(p.parent))));
     const list = h("datalist", { id: "siot-move-targets" });
@@ -525,12 +487,12 @@ export class App {
       "data-testid": "move-to",
       list: "siot-move-targets",
       size: 36,
-      onfocus: () => void this.moveTargets(r, id).then((opts) => fill(list, opts.map(([label, nid]) => h("option", { value: `${label} · ${nid}` })))),
+      onfocus: () => void this.moveTargets(r, id).then((opts) => fill(this.main.querySelector("#siot-move-targets") ?? list, opts.map(([label, nid]) => h("option", { value: `${label} · ${nid}` })))),
     });
     const move = async () => {
-      const typed = /[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}/.exec(to.value);
-      const target = parseID(typed ? typed[0] : to.value.trim());
-      const old = from.value;
+      const typed = /[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}/.exec(this.field("move-to"));
+      const target = parseID(typed ? typed[0] : this.field("move-to").trim());
+      const old = this.field("from", live[0]?.parent ?? "");
       if (target === id) throw new Error("A node cannot be its own parent.");
       if (target === old) throw new Error("It is under that node already.");
       if (this.below(r, target, id)) throw new Error("The new parent is below this node: the move would make a cycle.");
@@ -546,7 +508,7 @@ export class App {
       );
     };
     const del = async () => {
-      const old = from.value;
+      const old = this.field("from", live[0]?.parent ?? "");
       const edge = live.find((p) => p.parent === old)?.points.find((q) => q.type === TypeEdge);
       if (!edge) throw new Error("It has no live parent to delete it from.");
       await r.write([{ node: id, parent: old, type: TypeEdge, key: "0", value: 0, text: placeOf(edge), tombstone: true, time: 0n, origin: "" }]);
@@ -599,6 +561,15 @@ export class App {
       level = next;
     }
     return out;
+  }
+
+  /**
+   * The value of the live field with data-testid tid (or dflt when it is
+   * not on the page). Handlers read fields so, never through the elements
+   * they were built with: morph keeps the live ones.
+   */
+  private field(tid: string, dflt = ""): string {
+    return this.main.querySelector<HTMLInputElement | HTMLSelectElement>(`[data-testid="${tid}"]`)?.value ?? dflt;
   }
 
   /** Whether node is below anc over live edges (or is it). */
