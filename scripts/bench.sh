@@ -43,4 +43,16 @@ others=$(go list ./... | grep -v -e '^github.com/siot-io/siot/store$' -e '^githu
 	# scripts/fleet-plot.py < bench.out draws docs/fleet-scaling.svg.
 	go test -run '^$' -bench Fleet -benchtime 1x -count 1 -timeout 60m ./replica/
 	go test -run '^$' -bench 'Resume|Repair|FirstLink' -benchtime 1x -count "$COUNT" -timeout 60m ./replica/
+	# The browser replica in Chromium (web/bench/ui.bench.ts, about 8 min at
+	# the default sizes): edge-to-page propagation (SIOT_UI_SAMPLES writes a
+	# round), the first load of a 10,100-node scope into an empty IndexedDB
+	# and warm reloads, and the bundle's size; SIOT_UI_RUNS rounds of each
+	# (default COUNT). Needs Node.js 20+ and Chromium at $CHROMIUM
+	# (/usr/bin/chromium), as make web-test does. SIOT_UI=0 leaves it out.
+	if [ "${SIOT_UI:-1}" != 0 ]; then
+		test -x "${CHROMIUM:-/usr/bin/chromium}" || { echo "bench: no Chromium at ${CHROMIUM:-/usr/bin/chromium} (CHROMIUM=path, or SIOT_UI=0)" >&2; exit 1; }
+		[ web/node_modules -nt web/package-lock.json ] || npm ci --prefix web --no-audit --no-fund >&2
+		node web/scripts/build-bench.mjs >&2
+		SIOT_UI_RUNS=${SIOT_UI_RUNS:-$COUNT} node web/.build/bench/ui.bench.js
+	fi
 } | tee bench.out

@@ -151,6 +151,22 @@ describe("store", () => {
     assert.deepEqual(await verify(s), []);
   });
 
+  test("a batch reads the registers it writes, whether a node holds few of them or many", async () => {
+    // Registers of one node and parent are read with one bounded getAll;
+    // past the bound (here 4·2 + 16) a key at a time. Both must find the
+    // held winners, and the registers around them must not count.
+    const s = await fresh();
+    const many = Array.from({ length: 40 }, (_, i) => pt(A, `t${String(i).padStart(2, "0")}`, i, 10n));
+    await s.apply([...many, pt(B, "temp", 1, 10n), edge(C, A, 10n), pt(C, "temp", 1, 10n)]);
+    let res = await s.apply([pt(A, "t05", 50, 5n), pt(A, "temp", 7, 20n), pt(A, "t39", 0, 11n), pt(A, "new", 1, 1n)]);
+    assert.deepEqual(res.outcomes, ["stale", "applied", "applied", "applied"], "a node holding more than the bound");
+    res = await s.apply([pt(B, "t05", 50, 5n), pt(B, "temp", 7, 5n), pt(B, "t39", 0, 11n), pt(B, "temp", 8, 30n)]);
+    assert.deepEqual(res.outcomes, ["applied", "stale", "applied", "applied"], "a node holding a few");
+    res = await s.apply([edge(C, A, 9n), pt(C, "temp", 2, 20n), edge(C, B, 1n)]);
+    assert.deepEqual(res.outcomes, ["stale", "applied", "applied"], "edges and a node point");
+    assert.deepEqual(await verify(s), []);
+  });
+
   test("an invalid point refuses the whole batch before anything is written", async () => {
     const s = await fresh();
     await s.apply([pt(A, "temp", 1, 10n)]);

@@ -533,8 +533,11 @@ class Session {
         const { points, through, more } = await this.nextPush(acked);
         const pending = await this.pendingCount(through);
         // Nothing of ours (only the acceptor's own changes): no push; the
-        // next one covers their numbers.
-        if (points.length === 0 && idleSent) {
+        // next one covers their numbers. Once maxPoints of them are
+        // uncovered, an empty push moves the acknowledged mark past them,
+        // so that neither the next scan nor the next session's first one
+        // reads them all again (a first sync receives the whole scope).
+        if (points.length === 0 && idleSent && through - acked < BigInt(this.cfg.maxPoints)) {
           this.link.setStatus(pending > 0 ? { state: "syncing", pending } : { state: "online" });
           await this.sleep();
           continue;

@@ -36,7 +36,7 @@ export function abortQuietly(tx: IDBTransaction): void {
   }
 }
 
-/** Every value of a store (or of a key range of it), in key order. */
-export function getAll<T>(s: IDBObjectStore, range?: IDBKeyRange): Promise<T[]> {
-  return req(s.getAll(range) as IDBRequest<T[]>);
+/** Every value of a store (or of a key range of it, at most count of them), in key order. */
+export function getAll<T>(s: IDBObjectStore, range?: IDBKeyRange, count?: number): Promise<T[]> {
+  return req(s.getAll(range, count) as IDBRequest<T[]>);
 }

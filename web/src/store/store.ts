@@ -392,7 +392,7 @@ export class Store {
         req(meta.get("gen")),
         req(meta.get("seq")),
         req(meta.get("maxTime")),
-        Promise.all(ks.map((k) => req(regs.get(keys.get(k)!)) as Promise<RegisterRecord | undefined>)),
+        readRegisters(regs, this.kr, ks.map((k) => keys.get(k)!)),
       ]);
       if (gen !== this.mirror.gen) {
         // Another tab wrote: the tree records in memory are stale.
@@ -657,6 +657,41 @@ export class Store {
   memory(): { edges: ReadonlyMap<string, EdgeState>; nodes: ReadonlyMap<string, NodeDigests>; buckets: ReadonlyMap<string, Digest> } {
     return this.mirror;
   }
+}
+
+/**
+ * Reads the registers of keys, in order, in the transaction of regs. Keys
+ * that share a node and a parent (a batch usually writes several registers
+ * of a node) are read with one getAll over that prefix instead of a get
+ * each: each IndexedDB request costs far more than the few records it
+ * returns (BENCHMARKS.md, "browser replica"). The getAll is bounded; a
+ * prefix that holds more registers than that is read a key at a time.
+ */
+async function readRegisters(regs: IDBObjectStore, kr: typeof IDBKeyRange, keys: RegisterKey[]): Promise<(RegisterRecord | undefined)[]> {
+  const byPrefix = new Map<string, number[]>();
+  keys.forEach((k, i) => {
+    const pk = JSON.stringify([k[0], k[1]]);
+    const is = byPrefix.get(pk);
+    if (is) is.push(i);
+    else byPrefix.set(pk, [i]);
+  });
+  const out: (RegisterRecord | undefined)[] = new Array(keys.length);
+  const one = async (i: number) => {
+    out[i] = (await req(regs.get(keys[i]))) as RegisterRecord | undefined;
+  };
+  await Promise.all(
+    [...byPrefix.values()].map(async (is) => {
+      if (is.length < 2) return one(is[0]);
+      const [node, parent] = keys[is[0]];
+      const limit = 4 * is.length + 16;
+      const recs = await getAll<RegisterRecord>(regs, kr.bound([node, parent], [node, parent, []]), limit);
+      if (recs.length >= limit) return Promise.all(is.map(one));
+      const held = new Map<string, RegisterRecord>();
+      for (const r of recs) held.set(r.point.type + "\0" + r.point.key, r);
+      for (const i of is) out[i] = held.get(keys[i][2] + "\0" + keys[i][3]);
+    }),
+  );
+  return out;
 }
 
 function normalizeParent(p: Point): Point {
