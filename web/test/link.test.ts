@@ -13,7 +13,7 @@ import { WebSocket } from "ws";
 import { Clock } from "../src/crdt/hlc.ts";
 import type { Point } from "../src/crdt/point.ts";
 import { Link, type LinkStatus, type RepairPass } from "../src/link/index.ts";
-import { openStore, type Store } from "../src/store/index.ts";
+import { allPoints, openStore, type Store } from "../src/store/index.ts";
 import { buildSiot, killAll, run, serve, waitFor, type Serving } from "./siot.ts";
 
 // Node 20 has no global WebSocket; nats.ws uses the global one.
@@ -180,7 +180,7 @@ describe("link", { timeout: 180_000 }, () => {
   async function converge(name: string, drop: (p: Point) => boolean, own: (instance: string) => Point[]) {
     const remote = (await store.links()).find((l) => l.remote !== "")!;
     const st = await openStore(name, new IDBFactory(), { keyRange: IDBKeyRange });
-    const all = (await store.changesSince(0)).map((c) => c.point);
+    const all = await allPoints(store);
     const copy = all.filter((p) => !drop(p));
     assert.ok(copy.length < all.length, "a register to drop is in the first replica");
     await st.apply([...copy, ...own(st.instance)], { source: remote.remote, received: { remote: remote.remote, seq: remote.received } });

@@ -6,7 +6,7 @@ import { IDBFactory, IDBKeyRange } from "fake-indexeddb";
 import { addDigest, digestHex, type Digest } from "../src/crdt/digest.ts";
 import { Clock } from "../src/crdt/hlc.ts";
 import type { Point } from "../src/crdt/point.ts";
-import { InvalidBatchError, openStore, verify, type Store } from "../src/store/index.ts";
+import { InvalidBatchError, openStore, partMax, StoreClosedError, verify, type Store, type TreeDelta } from "../src/store/index.ts";
 import { loadVectors, toPoint, type VecPoint, type VectorCase } from "./vectors.ts";
 
 /** A seeded PRNG (mulberry32): every random choice and ID of a test comes from it. */
@@ -151,19 +151,33 @@ describe("store", () => {
     assert.deepEqual(await verify(s), []);
   });
 
-  test("a batch reads the registers it writes, whether a node holds few of them or many", async () => {
-    // Registers of one node and parent are read with one bounded getAll;
-    // past the bound (here 4·2 + 16) a key at a time. Both must find the
-    // held winners, and the registers around them must not count.
+  test("a node's registers split over parts as it grows, and every read finds them", async () => {
+    // One record holds a node's registers up to partMax; past it the node
+    // is split over more parts, each write reading and writing only the
+    // parts its points fall in. Winners must be found either way, and the
+    // registers around them must not count.
     const s = await fresh();
-    const many = Array.from({ length: 40 }, (_, i) => pt(A, `t${String(i).padStart(2, "0")}`, i, 10n));
-    await s.apply([...many, pt(B, "temp", 1, 10n), edge(C, A, 10n), pt(C, "temp", 1, 10n)]);
-    let res = await s.apply([pt(A, "t05", 50, 5n), pt(A, "temp", 7, 20n), pt(A, "t39", 0, 11n), pt(A, "new", 1, 1n)]);
-    assert.deepEqual(res.outcomes, ["stale", "applied", "applied", "applied"], "a node holding more than the bound");
-    res = await s.apply([pt(B, "t05", 50, 5n), pt(B, "temp", 7, 5n), pt(B, "t39", 0, 11n), pt(B, "temp", 8, 30n)]);
-    assert.deepEqual(res.outcomes, ["applied", "stale", "applied", "applied"], "a node holding a few");
-    res = await s.apply([edge(C, A, 9n), pt(C, "temp", 2, 20n), edge(C, B, 1n)]);
-    assert.deepEqual(res.outcomes, ["stale", "applied", "applied"], "edges and a node point");
+    const key = (i: number) => `t${String(i).padStart(4, "0")}`;
+    await s.apply([edge(C, A, 10n), pt(A, "nodeType", 0, 10n, { text: "big" }), pt(A, "description", 0, 10n, { text: "many" }), pt(B, "temp", 1, 10n)]);
+    let res = await s.apply([pt(A, "t0005", 50, 5n), pt(A, "temp", 7, 20n), pt(B, "temp", 2, 11n), pt(A, "temp", 8, 19n)]);
+    assert.deepEqual(res.outcomes, ["applied", "applied", "applied", "stale"], "a node of one part");
+    assert.equal(s.memory().split.get(A), undefined);
+    const n = Math.ceil((3 * partMax) / 200) * 200;
+    for (let i = 0; i < n; i += 200) {
+      await s.apply(Array.from({ length: 200 }, (_, j) => pt(A, key(i + j), i + j, 10n)), { source: O2 });
+      assert.deepEqual(await verify(s), [], `after ${i + 200} registers`);
+    }
+    const parts = s.memory().split.get(A) ?? 1;
+    assert.ok(parts > 2, `${parts} parts for ${n} registers`);
+    res = await s.apply([pt(A, "t0005", 51, 5n), pt(A, "temp", 9, 21n), pt(A, key(n - 1), 0, 11n), pt(A, "new", 1, 1n)]);
+    assert.deepEqual(res.outcomes, ["stale", "applied", "applied", "applied"], "a node of many parts");
+    const v = await s.get(A);
+    assert.equal(v.points.length, n + 4);
+    assert.deepEqual(v.points.map((p) => p.type), v.points.map((p) => p.type).sort(), "by type");
+    assert.deepEqual(v.parents.map((e) => [e.parent, e.active, e.points.length]), [[C, true, 1]]);
+    assert.equal((await s.nodePoints(A)).length, n + 4);
+    assert.deepEqual(await s.children(C), [{ id: A, active: true, nodeType: "big", description: "many" }]);
+    assert.deepEqual((await s.changesSince(res.firstSeq - 1)).map((c) => [c.point.type, c.point.value]), [["temp", 9], [key(n - 1), 0], ["new", 1]]);
     assert.deepEqual(await verify(s), []);
   });
 
@@ -204,8 +218,20 @@ describe("store", () => {
     assert.deepEqual(await s.changesSince(6), []);
     assert.equal(await s.lastSeq(), 6);
     assert.ok(feed.every((c) => c.source === ""));
-    await s.apply([pt(C, "temp", 1, 9n)], { source: O2 });
-    assert.equal((await s.changesSince(6))[0].source, O2);
+    // A received change takes a change number but no feed entry: nothing
+    // received is pushed again.
+    const got = await s.apply([pt(C, "temp", 1, 9n)], { source: O2 });
+    assert.equal(got.firstSeq, 7);
+    assert.equal(await s.lastSeq(), 7);
+    assert.deepEqual(await s.changesSince(6), []);
+    // One that supersedes a local write takes that write's entry away: it
+    // no longer needs pushing.
+    await s.apply([pt(A, "temp", 9, 9n)], { source: O2 });
+    assert.deepEqual((await s.changesSince(0)).map((c) => c.seq), [2, 3, 5]);
+    // A local write over a received one has its entry.
+    await s.apply([pt(A, "temp", 10, 10n)]);
+    assert.deepEqual((await s.changesSince(0)).map((c) => [c.seq, c.point.value]), [[2, 1], [3, 0], [5, 1], [9, 10]]);
+    assert.deepEqual(await verify(s), []);
   });
 
   test("reads: a node, the edges above it, the children below with labels", async () => {
@@ -261,6 +287,75 @@ describe("store", () => {
     await one.apply([pt(C, "temp", 2, 3n)]);
     assert.deepEqual(await verify(one), []);
     assert.equal(one.nodeDigest(A).sub, (await fresh(idb, "shared")).nodeDigest(A).sub);
+  });
+
+  test("the tree records: deltas folded into a snapshot, reopened, caught up by another tab", async () => {
+    const r = rng(seedOf("snapshot"));
+    const idb = new IDBFactory();
+    const nodes = Array.from({ length: 40 }, () => id(r));
+    const one = await fresh(idb, "snap");
+    const two = await fresh(idb, "snap");
+    const snapOf = async () => {
+      const tx = one.database().transaction(["meta"], "readonly");
+      return new Promise<number>((res) => (tx.objectStore("meta").get("snap").onsuccess = (e) => res((e.target as IDBRequest).result)));
+    };
+    let i = 0;
+    while ((await snapOf()) === 0) {
+      await applyInBatches(r, one, randomPoints(r, 100, nodes));
+      assert.ok(++i < 100, "no snapshot after 10,000 writes");
+    }
+    await applyInBatches(r, one, randomPoints(r, 50, nodes)); // deltas after the snapshot
+    assert.deepEqual(await verify(one), []);
+    // The other tab was opened before any of it: a full load.
+    await two.reload();
+    assert.deepEqual(await verify(two), []);
+    // Then it follows from the deltas alone.
+    await applyInBatches(r, one, randomPoints(r, 50, nodes));
+    await two.reload();
+    assert.deepEqual(await verify(two), []);
+    assert.equal(await state(two, nodes), await state(one, nodes));
+    // A reopened database reads the snapshot and the deltas.
+    const want = await state(one, nodes);
+    await one.close();
+    await two.close();
+    const three = await fresh(idb, "snap");
+    assert.equal(await state(three, nodes), want);
+    assert.deepEqual(await verify(three), []);
+  });
+
+  test("a database of the unreleased layout 1 starts again; a newer one is refused", async () => {
+    const idb = new IDBFactory();
+    await new Promise<void>((res, rej) => {
+      const o = idb.open("old", 1);
+      o.onupgradeneeded = () => {
+        const db = o.result;
+        for (const s of ["meta", "registers", "feed", "edges", "nodes", "buckets", "links"]) db.createObjectStore(s);
+        const meta = o.transaction!.objectStore("meta");
+        meta.put(1, "format");
+        meta.put(O1, "instance");
+        o.transaction!.objectStore("registers").put({ point: pt(A, "temp", 1, 1n), seq: 1 }, [A, "", "temp", "0"]);
+      };
+      o.onsuccess = () => {
+        o.result.close();
+        res();
+      };
+      o.onerror = () => rej(o.error);
+    });
+    const s = await fresh(idb, "old");
+    assert.notEqual(s.instance, O1);
+    assert.deepEqual(await s.get(A), { node: A, points: [], parents: [] });
+    assert.equal(await s.lastSeq(), 0);
+    await s.apply([pt(A, "temp", 2, 2n)]);
+    assert.deepEqual(await verify(s), []);
+    await s.close();
+    await new Promise<void>((res) => {
+      const o = idb.open("new", 9);
+      o.onsuccess = () => {
+        o.result.close();
+        res();
+      };
+    });
+    await assert.rejects(fresh(idb, "new"), StoreClosedError);
   });
 
   test("offline local writes are what a link still has to send after its acknowledged mark", async () => {
@@ -330,18 +425,23 @@ describe("store", () => {
     console.log(`${irregular} irregular edge states seen along the way`);
   });
 
-  test("verify reports damage: a wrong digest, a lost feed entry", async () => {
+  test("verify reports damage: a wrong digest, a lost feed entry, a misfiled register", async () => {
     const s = await fresh();
     await s.apply([edge(A, B, 1n), pt(B, "temp", 1, 1n)]);
+    await s.apply([pt(C, "temp", 1, 1n)], { source: O2 });
     assert.deepEqual(await verify(s), []);
-    const tx = s.database().transaction(["nodes", "feed"], "readwrite");
-    tx.objectStore("nodes").put({ own: 1n, sub: 2n }, B);
+    const tx = s.database().transaction(["tree", "feed", "registers"], "readwrite");
+    const tree = tx.objectStore("tree");
+    const first = await new Promise<TreeDelta>((res) => (tree.get(1).onsuccess = (e) => res((e.target as IDBRequest).result)));
+    tree.put({ ...first, nodes: first.nodes.map((n) => (n.id === B ? { id: B, own: 1n, sub: 2n } : n)) }, 1);
     tx.objectStore("feed").delete(1);
+    tx.objectStore("registers").put([{ point: pt(C, "hum", 1, 1n), seq: 2 }], [A, 0]);
     await new Promise((resolve) => (tx.oncomplete = resolve));
     const bad = await verify(s);
     assert.ok(bad.some((l) => l.startsWith(`node ${B} own: stored`)), bad.join("\n"));
     assert.ok(bad.some((l) => l.startsWith(`node ${B} sub: in memory`)), bad.join("\n"));
-    assert.ok(bad.some((l) => l.startsWith("feed: 1 entries for 2 registers")), bad.join("\n"));
+    assert.ok(bad.some((l) => l.startsWith("feed: 1 entries for 2 local registers")), bad.join("\n"));
+    assert.ok(bad.some((l) => l.startsWith(`registers: ["${C}","","hum","0"] filed under node ${A} part 0`)), bad.join("\n"));
   });
 });
 

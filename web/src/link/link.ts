@@ -520,9 +520,10 @@ class Session {
     });
   }
 
-  // Pushes the store's changes, one push at a time, in feed order: a
-  // change received from the acceptor is skipped (never echoed) but its
-  // number is covered by the next push.
+  // Pushes the store's changes, one push at a time, in feed order. The
+  // feed holds local writes only (store/index.ts, "The feed"): a change
+  // received from the acceptor takes a change number but is never echoed;
+  // its number is covered by the next push after it.
   private async sendLoop(ours: bigint): Promise<void> {
     let acked = ours; // what the acceptor holds of our feed
     if (ours > 0n) await this.store.setLink(this.remote, { acked: Number(ours) }).catch(() => {});
@@ -532,11 +533,11 @@ class Session {
         this.woken = false;
         const { points, through, more } = await this.nextPush(acked);
         const pending = await this.pendingCount(through);
-        // Nothing of ours (only the acceptor's own changes): no push; the
-        // next one covers their numbers. Once maxPoints of them are
-        // uncovered, an empty push moves the acknowledged mark past them,
-        // so that neither the next scan nor the next session's first one
-        // reads them all again (a first sync receives the whole scope).
+        // Nothing of ours: no push (but the first, which says we are
+        // idle); the next one covers the numbers of what was received
+        // meanwhile. The feed has no entries for received changes, so an
+        // idle sender's scan reads nothing however much it received (the
+        // bound below on uncovered change numbers never trips).
         if (points.length === 0 && idleSent && through - acked < BigInt(this.cfg.maxPoints)) {
           this.link.setStatus(pending > 0 ? { state: "syncing", pending } : { state: "online" });
           await this.sleep();
@@ -562,10 +563,10 @@ class Session {
     }
   }
 
-  // The next push after position after: the changes that did not come
-  // from the acceptor, at most maxPoints and, but for a single point,
-  // within maxBytes encoded; through is the last change number it covers
-  // (changes from the acceptor before it included).
+  // The next push after position after: the feed's changes (local
+  // writes; the source check is kept for a feed that held others), at
+  // most maxPoints and, but for a single point, within maxBytes encoded;
+  // through is the last change number it covers.
   private async nextPush(after: bigint): Promise<{ points: Point[]; through: bigint; more: boolean }> {
     const kept: { point: Point; seq: number }[] = [];
     let pos = Number(after);

@@ -62,4 +62,4 @@
 // others following a BroadcastChannel) is the UI's work.
 
 export * from "./store.ts";
-export { derive, verify, type Derived } from "./verify.ts";
+export { allPoints, derive, verify, type Derived } from "./verify.ts";

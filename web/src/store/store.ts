@@ -9,19 +9,29 @@ import { randomID } from "../crdt/ids.ts";
 import { resolveRegion, type TreeRegion } from "../crdt/region.ts";
 import { edgeFromKey, edgeKey, edgeRegisterOf, type EdgeRegister } from "../crdt/tree.ts";
 import { abortQuietly, done, getAll, req } from "./idb.ts";
+import {
+  bucketKey, bucketOf, deltaSize, Mirror, partMax, partOf, partsFor, registerOrder,
+  type EdgeState, type NodeDigests, type RegisterRecord, type TreeDelta,
+} from "./layout.ts";
 
-/** The layout version, kept in meta "format" and checked on open. */
-export const formatVersion = 1;
-const dbVersion = 1;
+export { bucketOf, partMax, type EdgeState, type NodeDigests, type RegisterRecord, type TreeDelta, type TreeSnapshot } from "./layout.ts";
+
+/**
+ * The layout version, kept in meta "format" and checked on open. 2: the
+ * registers of a node in one record (or a few parts), feed entries for
+ * local writes only, the tree records as a snapshot and deltas. Layout 1
+ * was never released (index.ts, "Versions").
+ */
+export const formatVersion = 2;
+/** The IndexedDB version: opening a database of an older one drops its object stores (index.ts, "Versions"). */
+const dbVersion = 2;
 
 /** The object stores (index.ts describes their keys and values). */
 export const Stores = {
   meta: "meta",
   registers: "registers",
   feed: "feed",
-  edges: "edges",
-  nodes: "nodes",
-  buckets: "buckets",
+  tree: "tree",
   links: "links",
 } as const;
 const all = Object.values(Stores);
@@ -29,44 +39,9 @@ const all = Object.values(Stores);
 /** A register's key: node, parent ("" for a node point), type, key. */
 export type RegisterKey = [string, string, string, string];
 
-/** What the registers store holds: the winner and the change number it arrived with. */
-export interface RegisterRecord {
-  point: Point;
-  seq: number;
-}
-
-/** What the feed store holds under a change number. */
+/** What the feed store holds under a change number: the register a local write changed. */
 export interface FeedRecord {
   reg: RegisterKey;
-  /** The instance the change was received from; "" for a local write. */
-  source: string;
-}
-
-/** What the store keeps about one parent→child pair that has at least one edge point. */
-export interface EdgeState {
-  parent: string;
-  child: string;
-  /** A TypeEdge register exists; the next five fields are its summary. */
-  hasReg: boolean;
-  tombstone: boolean;
-  moved: boolean;
-  place: string;
-  time: bigint;
-  origin: string;
-  /** The edge is part of the tree (the tree rules decided so). */
-  active: boolean;
-  /** The active state is not what the register alone says (crdt Decision). */
-  irregular: boolean;
-  /** The sum of the digests of the edge's points. */
-  digest: Digest;
-}
-
-/** A node's digests. */
-export interface NodeDigests {
-  /** The sum of the digests of the node's own points, tombstones included. */
-  own: Digest;
-  /** own + Σ edge digests below + Σ sub of active children. */
-  sub: Digest;
 }
 
 /** One edge below a node with the digests a repair compares (Go's store.ChildDigest). */
@@ -90,10 +65,10 @@ export interface LinkState {
   received: number;
 }
 
-/** One entry of the change feed. */
+/** One entry of the change feed: a local write. */
 export interface Change {
   seq: number;
-  /** The instance the change was received from; "" for a local write. */
+  /** Always "": the feed holds local writes only (index.ts, "The feed"). */
   source: string;
   /** The register's current winner. */
   point: Point;
@@ -174,7 +149,10 @@ export interface OpenOptions {
  * Opens (creating when needed) the store in IndexedDB database `name` of
  * idb (globalThis.indexedDB by default; tests pass fake-indexeddb's). It
  * loads the tree's records (edge states, node and bucket digests) into
- * memory: resolving the tree rules is synchronous, IndexedDB is not.
+ * memory: resolving the tree rules is synchronous, IndexedDB is not. A
+ * database of the unreleased layout 1 is emptied and starts again
+ * (index.ts, "Versions"); one of a newer layout is refused with a
+ * StoreClosedError.
  */
 export async function openStore(name: string, idb: IDBFactory = globalThis.indexedDB, opts: OpenOptions = {}): Promise<Store> {
   if (!idb) throw new TypeError("store: no IndexedDB factory");
@@ -183,9 +161,18 @@ export async function openStore(name: string, idb: IDBFactory = globalThis.index
   const open = idb.open(name, dbVersion);
   open.onupgradeneeded = () => {
     const db = open.result;
-    for (const s of all) if (!db.objectStoreNames.contains(s)) db.createObjectStore(s);
+    // Nothing older than this layout was released: an older database's
+    // stores are dropped, never read in another layout.
+    for (const s of Array.from(db.objectStoreNames)) db.deleteObjectStore(s);
+    for (const s of all) db.createObjectStore(s);
   };
-  const db = await req(open);
+  let db: IDBDatabase;
+  try {
+    db = await req(open);
+  } catch (e) {
+    if ((e as { name?: string } | null)?.name === "VersionError") throw new StoreClosedError(`database ${name} has a newer layout than this code reads`);
+    throw e;
+  }
   try {
     const tx = db.transaction([Stores.meta], "readwrite");
     const fin = done(tx);
@@ -206,11 +193,12 @@ export async function openStore(name: string, idb: IDBFactory = globalThis.index
       meta.put(instance, "instance");
       meta.put(0, "seq");
       meta.put(0, "gen");
+      meta.put(0, "snap");
       meta.put(0n, "maxTime");
     }
     await fin;
     const s = new Store(db, name, instance, keyRange);
-    await s.reload();
+    await s.load();
     return s;
   } catch (e) {
     db.close();
@@ -218,52 +206,42 @@ export async function openStore(name: string, idb: IDBFactory = globalThis.index
   }
 }
 
-/** The committed tree records, held in memory (see index.ts, "Memory"). */
-class Mirror {
-  gen = -1;
-  edges = new Map<string, EdgeState>(); // edgeKey → state
-  parents = new Map<string, Set<string>>(); // child → every parent with an edge state
-  kids = new Map<string, Set<string>>(); // parent → every child with an edge state
-  irregular = new Set<string>(); // edgeKeys
-  nodes = new Map<string, NodeDigests>();
-  buckets = new Map<string, Digest>(); // bucketKey → digest
-
-  parentsOf(n: string): Iterable<string> {
-    return this.parents.get(n) ?? [];
-  }
-  addEdge(st: EdgeState): void {
-    const k = edgeKey(st.parent, st.child);
-    this.edges.set(k, st);
-    let ps = this.parents.get(st.child);
-    if (!ps) this.parents.set(st.child, (ps = new Set()));
-    ps.add(st.parent);
-    let ks = this.kids.get(st.parent);
-    if (!ks) this.kids.set(st.parent, (ks = new Set()));
-    ks.add(st.child);
-    if (st.irregular) this.irregular.add(k);
-    else this.irregular.delete(k);
-  }
-}
-
-/** The bucket of child under a parent: the first byte of its ID. */
-export function bucketOf(child: string): number {
-  return parseInt(child.slice(0, 2), 16);
-}
-
-function bucketKey(parent: string, b: number): string {
-  return parent + "/" + b;
-}
-
 function regKey(p: Point): RegisterKey {
   return [p.node, p.parent, p.type, p.key];
 }
 
+/** A register's key as one string: node, parent, type, key. */
+function regStr(node: string, parent: string, type: string, key: string): string {
+  return node + "\n" + parent + "\n" + type + "\n" + key;
+}
+
+/** The key of part `part` of node's registers. */
+function partKey(node: string, part: number): [string, number] {
+  return [node, part];
+}
+
+/** The index of register (parent, type, key) in a record sorted by registerOrder, or -1. */
+function findRegister(regs: readonly RegisterRecord[], parent: string, type: string, key: string): number {
+  let lo = 0, hi = regs.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    const p = regs[mid].point;
+    const c = p.parent !== parent ? (p.parent < parent ? -1 : 1) : p.type !== type ? (p.type < type ? -1 : 1) : p.key < key ? -1 : p.key > key ? 1 : 0;
+    if (c === 0) return mid;
+    if (c < 0) lo = mid + 1;
+    else hi = mid;
+  }
+  return -1;
+}
+
 /**
- * The browser replica's store. One writer at a time: apply, writeLocal
- * and setLink calls are queued and run one after another; reads run
- * concurrently, each in its own IndexedDB transaction (a consistent
- * snapshot). Another tab writing the same database is noticed (meta
- * "gen") and the tree records are reloaded before the next write.
+ * The browser replica's store. One writer at a time: apply, writeLocal,
+ * setLink and reload calls are queued and run one after another; reads
+ * run concurrently, each in its own IndexedDB transaction (a consistent
+ * snapshot of the registers; what they say of the tree, active edges,
+ * comes from memory, as of the last write or reload). Another tab writing
+ * the same database is noticed (meta "gen") and the tree records are
+ * brought up to date before the next write.
  */
 export class Store {
   readonly name: string;
@@ -276,6 +254,7 @@ export class Store {
   private readonly kr: typeof IDBKeyRange;
   private commitFns = new Set<(res: ApplyResult, source: string) => void>();
   private counts: { gen: number; by: Map<string, { live: number; gone: number }> } | undefined;
+  private snapshotQueued = false;
 
   /** Use openStore. */
   constructor(db: IDBDatabase, name: string, instance: string, keyRange: typeof IDBKeyRange) {
@@ -283,6 +262,12 @@ export class Store {
     this.kr = keyRange;
     this.name = name;
     this.instance = instance;
+    // A newer layout opening the database (another tab, a new version of
+    // the page) closes this one: later calls throw StoreClosedError.
+    db.onversionchange = () => {
+      db.close();
+      this.db = null;
+    };
   }
 
   /** Closes the database; later calls throw StoreClosedError. Pending writes finish first. */
@@ -304,28 +289,64 @@ export class Store {
     return p;
   }
 
-  /** Loads the tree records into memory (on open, and after another tab wrote). */
-  async reload(): Promise<void> {
-    const tx = this.tx([Stores.meta, Stores.edges, Stores.nodes, Stores.buckets], "readonly");
-    const [gen, maxTime, edges, nodeKeys, nodeVals, bucketKeys, bucketVals] = await Promise.all([
-      req(tx.objectStore(Stores.meta).get("gen")),
-      req(tx.objectStore(Stores.meta).get("maxTime")),
-      getAll<EdgeState>(tx.objectStore(Stores.edges)),
-      req(tx.objectStore(Stores.nodes).getAllKeys()),
-      getAll<NodeDigests>(tx.objectStore(Stores.nodes)),
-      req(tx.objectStore(Stores.buckets).getAllKeys()),
-      getAll<Digest>(tx.objectStore(Stores.buckets)),
-    ]);
-    const m = new Mirror();
-    m.gen = gen as number;
-    for (const st of edges) m.addEdge(st);
-    nodeKeys.forEach((k, i) => m.nodes.set(k as string, nodeVals[i]));
-    bucketKeys.forEach((k, i) => {
-      const [p, b] = k as [string, number];
-      m.buckets.set(bucketKey(p, b), bucketVals[i]);
-    });
-    this.mirror = m;
-    this.maxTimeSeen = maxTime as bigint;
+  /**
+   * Brings the tree records in memory up to date with the database, after
+   * the writes queued before it: call it when another tab wrote. It reads
+   * only the deltas written since the last load, unless a snapshot
+   * replaced them meanwhile.
+   */
+  reload(): Promise<void> {
+    return this.serial(() => this.load());
+  }
+
+  /** @internal The body of reload, for openStore and for a write that found the gen moved. */
+  async load(): Promise<void> {
+    const m = this.mirror;
+    const tx = this.tx([Stores.meta, Stores.tree], "readonly");
+    const meta = tx.objectStore(Stores.meta);
+    const tree = tx.objectStore(Stores.tree);
+    const [gen, maxTime, snap] = (await Promise.all([req(meta.get("gen")), req(meta.get("maxTime")), req(meta.get("snap"))])) as [number, bigint, number];
+    if (m.gen >= 0 && gen >= m.gen && snap <= m.gen) {
+      // The deltas after ours are all there.
+      if (gen > m.gen) for (const d of await getAll<TreeDelta>(tree, this.kr.lowerBound(m.gen, true))) m.addDelta(d);
+      m.gen = gen;
+      m.snapGen = snap;
+    } else {
+      const n = new Mirror();
+      n.loadTree(await getAll(tree));
+      n.gen = gen;
+      this.mirror = n;
+    }
+    this.maxTimeSeen = maxTime;
+  }
+
+  /**
+   * Writes a snapshot of the tree records in memory in place of the
+   * deltas, when they have grown past Mirror.wantsSnapshot's bound. Runs
+   * queued after the write that crossed it; it costs about the whole tree
+   * (BENCHMARKS.md, "browser replica"). Another tab's write since ours
+   * leaves it to a later write.
+   */
+  private async snapshot(): Promise<void> {
+    const m = this.mirror;
+    if (!m.wantsSnapshot()) return;
+    const tx = this.tx([Stores.meta, Stores.tree], "readwrite");
+    const fin = done(tx);
+    const meta = tx.objectStore(Stores.meta);
+    const tree = tx.objectStore(Stores.tree);
+    const [gen, snap] = (await Promise.all([req(meta.get("gen")), req(meta.get("snap"))])) as [number, number];
+    if (gen !== m.gen || snap >= m.gen) {
+      abortQuietly(tx);
+      await fin.catch(() => {});
+      return;
+    }
+    tree.put(m.snapshot(), 0);
+    tree.delete(this.kr.bound(1, m.gen));
+    meta.put(m.gen, "snap");
+    await fin;
+    m.snapGen = m.gen;
+    m.deltaRecords = 0;
+    m.deltaEntries = 0;
   }
 
   /**
@@ -334,7 +355,8 @@ export class Store {
    * Each point is normalized and validated first; an invalid or unstamped
    * point refuses the whole batch with an InvalidBatchError naming its
    * index, before anything is read or written. Digests, the tree's active
-   * edges and the change feed are updated in the same transaction.
+   * edges and (for a local write) the change feed are updated in the same
+   * transaction.
    */
   apply(points: readonly Point[], opts: ApplyOptions = {}): Promise<ApplyResult> {
     let batch: Point[];
@@ -361,7 +383,8 @@ export class Store {
       let now = 0n;
       const stamped = points.map((p, i) => {
         if (opts.oneTime) {
-          const k = JSON.stringify(regKey(normalizeParent(normalize(p))));
+          const q = normalizeParent(normalize(p));
+          const k = regStr(q.node, q.parent, q.type, q.key);
           if (seen.has(k)) throw new InvalidBatchError(i, null, "writes the register of an earlier point of one operation");
           seen.add(k);
         }
@@ -379,40 +402,40 @@ export class Store {
   private async applyNow(points: Point[], opts: ApplyOptions, retry: boolean): Promise<ApplyResult> {
     const tx = this.tx(all, "readwrite");
     const fin = done(tx);
+    const source = opts.source ?? "";
     let b: Batch;
     let res: ApplyResult;
     let maxNext = 0n;
     try {
       const meta = tx.objectStore(Stores.meta);
       const regs = tx.objectStore(Stores.registers);
-      const keys = new Map<string, RegisterKey>();
-      for (const p of points) keys.set(JSON.stringify(regKey(p)), regKey(p));
-      const ks = [...keys.keys()];
-      const [gen, seq, maxTime, olds] = await Promise.all([
+      b = new Batch(this.mirror, 0);
+      for (const p of points) b.want(p);
+      const [gen, seq, maxTime] = (await Promise.all([
         req(meta.get("gen")),
         req(meta.get("seq")),
         req(meta.get("maxTime")),
-        readRegisters(regs, this.kr, ks.map((k) => keys.get(k)!)),
-      ]);
+        b.read(regs),
+      ])) as [number, number, bigint, void];
       if (gen !== this.mirror.gen) {
         // Another tab wrote: the tree records in memory are stale.
         abortQuietly(tx);
         await fin.catch(() => {});
         if (!retry) throw new Error("store: the database keeps changing under this tab");
-        await this.reload();
+        await this.load();
         return this.applyNow(points, opts, false);
       }
-      b = new Batch(this.mirror, seq as number);
-      ks.forEach((k, i) => b.regs.set(k, { key: keys.get(k)!, old: olds[i], cur: olds[i]?.point, seq: 0 }));
+      b.seq = seq;
       res = b.merge(points);
       b.resolveTree();
       b.updateDigests();
-      let max = maxTime as bigint;
+      await b.records(regs, source);
+      let max = maxTime;
       for (const p of res.changes) if (p.time > max) max = p.time;
-      b.flush(tx, opts.source ?? "");
+      b.flush(tx, source, gen + 1);
       meta.put(b.seq, "seq");
       meta.put(max, "maxTime");
-      meta.put((gen as number) + 1, "gen");
+      meta.put(gen + 1, "gen");
       if (opts.received) {
         const links = tx.objectStore(Stores.links);
         const cur = (await req(links.get(opts.received.remote))) as LinkState | undefined;
@@ -427,9 +450,15 @@ export class Store {
     b.remember(this.mirror);
     this.mirror.gen++;
     this.maxTimeSeen = maxNext;
+    if (this.mirror.wantsSnapshot() && !this.snapshotQueued) {
+      this.snapshotQueued = true;
+      this.serial(() => this.snapshot())
+        .catch(() => {}) // a later write tries again
+        .finally(() => (this.snapshotQueued = false));
+    }
     for (const fn of this.commitFns) {
       try {
-        fn(res, opts.source ?? "");
+        fn(res, source);
       } catch {
         // a listener's failure is not the write's
       }
@@ -442,55 +471,79 @@ export class Store {
     return this.maxTimeSeen;
   }
 
-  /** The last change number assigned (0 when nothing was written). */
+  /** The last change number assigned, to a local or a received change (0 when nothing was written). */
   async lastSeq(): Promise<number> {
     const tx = this.tx([Stores.meta], "readonly");
     return (await req(tx.objectStore(Stores.meta).get("seq"))) as number;
   }
 
-  /** Node n's own points and the edges above it with their points. */
+  /** Every register of node, in registerOrder, read in one request. */
+  private async registersOf(tx: IDBTransaction, node: string): Promise<RegisterRecord[]> {
+    const parts = await getAll<RegisterRecord[]>(tx.objectStore(Stores.registers), this.kr.bound([node], [node, []]));
+    if (parts.length === 1) return parts[0];
+    return parts.flat().sort(registerOrder);
+  }
+
+  /**
+   * Node n's own points and the edges above it with their points, from one
+   * read of its record; whether an edge is active comes from memory.
+   */
   async get(node: string): Promise<NodeView> {
-    const tx = this.tx([Stores.registers, Stores.edges], "readonly");
-    const recs = await getAll<RegisterRecord>(tx.objectStore(Stores.registers), this.kr.bound([node], [node, []]));
+    const recs = await this.registersOf(this.tx([Stores.registers], "readonly"), node);
     const view: NodeView = { node, points: [], parents: [] };
-    const byParent = new Map<string, Point[]>();
+    let last: NodeView["parents"][number] | undefined;
     for (const r of recs) {
-      if (r.point.parent === "") view.points.push(r.point);
+      const p = r.point;
+      if (p.parent === "") view.points.push(p);
       else {
-        let ps = byParent.get(r.point.parent);
-        if (!ps) byParent.set(r.point.parent, (ps = []));
-        ps.push(r.point);
+        if (last?.parent !== p.parent) {
+          last = { parent: p.parent, active: this.mirror.edges.get(edgeKey(p.parent, node))?.active ?? false, points: [] };
+          view.parents.push(last);
+        }
+        last.points.push(p);
       }
     }
-    const states = await Promise.all(
-      [...byParent.keys()].map((p) => req(tx.objectStore(Stores.edges).get([p, node])) as Promise<EdgeState | undefined>),
-    );
-    [...byParent].forEach(([parent, points], i) => view.parents.push({ parent, active: states[i]?.active ?? false, points }));
     return view;
   }
 
-  /** The edges below node, live or not, in child ID order, with the children's labels. */
+  /**
+   * The edges below node, live or not, in child ID order, with the
+   * children's labels: the edges from memory, the labels from one read of
+   * each child's record (two for a child of many registers).
+   */
   async children(node: string): Promise<ChildView[]> {
-    const tx = this.tx([Stores.registers, Stores.edges], "readonly");
-    const edges = await getAll<EdgeState>(tx.objectStore(Stores.edges), this.kr.bound([node], [node, []]));
-    const regs = tx.objectStore(Stores.registers);
-    const label = async (child: string, type: string) => {
-      const r = (await req(regs.get([child, "", type, "0"]))) as RegisterRecord | undefined;
-      return r && !r.point.tombstone ? r.point.text : "";
-    };
+    const kids = [...(this.mirror.kids.get(node) ?? [])].sort();
+    if (kids.length === 0) return [];
+    const regs = this.tx([Stores.registers], "readonly").objectStore(Stores.registers);
+    const m = this.mirror;
     return Promise.all(
-      edges.map(async (e) => ({
-        id: e.child,
-        active: e.active,
-        nodeType: await label(e.child, "nodeType"),
-        description: await label(e.child, "description"),
-      })),
+      kids.map(async (child) => {
+        const parts = m.partsOf(child);
+        const pt = partOf(parts, "", "nodeType", "0");
+        const pd = partOf(parts, "", "description", "0");
+        const [rt, rd] = await Promise.all([
+          req(regs.get(partKey(child, pt))) as Promise<RegisterRecord[] | undefined>,
+          pd === pt ? undefined : (req(regs.get(partKey(child, pd))) as Promise<RegisterRecord[] | undefined>),
+        ]);
+        const label = (rs: RegisterRecord[] | undefined, type: string) => {
+          const i = rs ? findRegister(rs, "", type, "0") : -1;
+          return i >= 0 && !rs![i].point.tombstone ? rs![i].point.text : "";
+        };
+        return {
+          id: child,
+          active: m.edges.get(edgeKey(node, child))?.active ?? false,
+          nodeType: label(rt, "nodeType"),
+          description: label(pd === pt ? rt : rd, "description"),
+        };
+      }),
     );
   }
 
   /**
    * Up to limit changes after change number after, in commit order, each
-   * register once at its latest change, with its current winner.
+   * register once at its latest change, with its current winner. Only
+   * local writes are in the feed (index.ts, "The feed"): a received change
+   * has a change number but no entry.
    */
   async changesSince(after: number, limit = Infinity): Promise<Change[]> {
     const tx = this.tx([Stores.feed, Stores.registers], "readonly");
@@ -499,18 +552,29 @@ export class Store {
     const n = Number.isFinite(limit) ? limit : undefined;
     const [seqs, wanted] = await Promise.all([req(feed.getAllKeys(range, n)), req(feed.getAll(range, n)) as Promise<FeedRecord[]>]);
     const regs = tx.objectStore(Stores.registers);
-    const winners = await Promise.all(wanted.map((f) => req(regs.get(f.reg)) as Promise<RegisterRecord | undefined>));
+    const reads = new Map<string, Promise<RegisterRecord[] | undefined>>();
+    const partFor = (k: RegisterKey) => partKey(k[0], partOf(this.mirror.partsOf(k[0]), k[1], k[2], k[3]));
+    for (const f of wanted) {
+      const pk = partFor(f.reg);
+      const s = pk[0] + "\n" + pk[1];
+      if (!reads.has(s)) reads.set(s, req(regs.get(pk)) as Promise<RegisterRecord[] | undefined>);
+    }
+    const recs = new Map<string, RegisterRecord[] | undefined>();
+    await Promise.all([...reads].map(async ([s, p]) => recs.set(s, await p)));
     return wanted.map((f, i) => {
-      const w = winners[i];
-      if (!w) throw new Error(`store: corrupt: change ${seqs[i]} names a missing register`);
-      return { seq: seqs[i] as number, source: f.source, point: w.point };
+      const pk = partFor(f.reg);
+      const rs = recs.get(pk[0] + "\n" + pk[1]);
+      const j = rs ? findRegister(rs, f.reg[1], f.reg[2], f.reg[3]) : -1;
+      if (j < 0) throw new Error(`store: corrupt: change ${seqs[i]} names a missing register`);
+      return { seq: seqs[i] as number, source: "", point: rs![j].point };
     });
   }
 
   /**
-   * The changes a link must still send to remote: those after its acked
-   * mark that did not come from remote (local writes made offline, and
-   * changes received from other links).
+   * The changes a link must still send to remote: the local writes after
+   * its acked mark (those made offline among them). Nothing received is
+   * sent on: every change a replica receives comes from the one server it
+   * links to (index.ts, "The feed").
    */
   async pending(remote: string, limit = Infinity): Promise<Change[]> {
     const l = await this.link(remote);
@@ -604,9 +668,10 @@ export class Store {
 
   /** Node n's own points (not the edges above it), by type and key, in one read. */
   async nodePoints(n: string): Promise<Point[]> {
-    const tx = this.tx([Stores.registers], "readonly");
-    const recs = await getAll<RegisterRecord>(tx.objectStore(Stores.registers), this.kr.bound([n, ""], [n, "", []]));
-    return recs.map((r) => r.point);
+    const recs = await this.registersOf(this.tx([Stores.registers], "readonly"), n);
+    const out: Point[] = [];
+    for (const r of recs) if (r.point.parent === "") out.push(r.point);
+    return out;
   }
 
   /** The committed edge state parent→child, if any edge point exists. */
@@ -653,45 +718,15 @@ export class Store {
     return this.db;
   }
 
-  /** For verify: the tree records in memory. */
-  memory(): { edges: ReadonlyMap<string, EdgeState>; nodes: ReadonlyMap<string, NodeDigests>; buckets: ReadonlyMap<string, Digest> } {
+  /** For verify: the tree records in memory, and the part counts of nodes of more than one part. */
+  memory(): {
+    edges: ReadonlyMap<string, EdgeState>;
+    nodes: ReadonlyMap<string, NodeDigests>;
+    buckets: ReadonlyMap<string, Digest>;
+    split: ReadonlyMap<string, number>;
+  } {
     return this.mirror;
   }
-}
-
-/**
- * Reads the registers of keys, in order, in the transaction of regs. Keys
- * that share a node and a parent (a batch usually writes several registers
- * of a node) are read with one getAll over that prefix instead of a get
- * each: each IndexedDB request costs far more than the few records it
- * returns (BENCHMARKS.md, "browser replica"). The getAll is bounded; a
- * prefix that holds more registers than that is read a key at a time.
- */
-async function readRegisters(regs: IDBObjectStore, kr: typeof IDBKeyRange, keys: RegisterKey[]): Promise<(RegisterRecord | undefined)[]> {
-  const byPrefix = new Map<string, number[]>();
-  keys.forEach((k, i) => {
-    const pk = JSON.stringify([k[0], k[1]]);
-    const is = byPrefix.get(pk);
-    if (is) is.push(i);
-    else byPrefix.set(pk, [i]);
-  });
-  const out: (RegisterRecord | undefined)[] = new Array(keys.length);
-  const one = async (i: number) => {
-    out[i] = (await req(regs.get(keys[i]))) as RegisterRecord | undefined;
-  };
-  await Promise.all(
-    [...byPrefix.values()].map(async (is) => {
-      if (is.length < 2) return one(is[0]);
-      const [node, parent] = keys[is[0]];
-      const limit = 4 * is.length + 16;
-      const recs = await getAll<RegisterRecord>(regs, kr.bound([node, parent], [node, parent, []]), limit);
-      if (recs.length >= limit) return Promise.all(is.map(one));
-      const held = new Map<string, RegisterRecord>();
-      for (const r of recs) held.set(r.point.type + "\0" + r.point.key, r);
-      for (const i of is) out[i] = held.get(keys[i][2] + "\0" + keys[i][3]);
-    }),
-  );
-  return out;
 }
 
 function normalizeParent(p: Point): Point {
@@ -708,8 +743,21 @@ function checkPoint(p: Point, i: number): Point {
   return q === p ? { ...p } : q;
 }
 
+/** One record (a part of a node's registers) a batch read. */
+interface PartState {
+  node: string;
+  part: number;
+  /** As read, in registerOrder; empty when the record does not exist. */
+  regs: RegisterRecord[];
+  /** The registers of regs by regStr, built when first looked up. */
+  index: Map<string, number> | undefined;
+  /** What the batch writes in its place (records); undefined: unchanged. */
+  next: RegisterRecord[] | undefined;
+}
+
 interface RegState {
   key: RegisterKey;
+  part: PartState;
   old: RegisterRecord | undefined;
   cur: Point | undefined;
   /** cur's change number when the batch changed it; 0: unchanged. */
@@ -717,14 +765,17 @@ interface RegState {
 }
 
 /**
- * The working state of one apply: the registers it read and the tree
- * records it changes, as copies of the committed ones (the mirror is
- * updated by remember, after the commit).
+ * The working state of one apply: the records of registers it read and
+ * the tree records it changes, as copies of the committed ones (the
+ * mirror is updated by remember, after the commit).
  */
 class Batch {
   readonly m: Mirror;
   seq: number;
-  regs = new Map<string, RegState>();
+  parts = new Map<string, PartState>(); // node "\n" part → state
+  regs = new Map<string, RegState>(); // regStr → state
+  /** Nodes this batch splits over more parts, with their new count. */
+  split = new Map<string, number>();
   edges = new Map<string, EdgeState | null>();
   edgeDirty = new Set<string>();
   newParents = new Map<string, string[]>();
@@ -734,16 +785,53 @@ class Batch {
   edgeDelta = new Map<string, Digest>();
   regEdges = new Set<string>();
   flips = new Map<string, boolean>();
+  delta: TreeDelta | undefined;
 
   constructor(m: Mirror, seq: number) {
     this.m = m;
     this.seq = seq;
   }
 
+  private partState(node: string, part: number): PartState {
+    const s = node + "\n" + part;
+    let ps = this.parts.get(s);
+    if (!ps) this.parts.set(s, (ps = { node, part, regs: [], index: undefined, next: undefined }));
+    return ps;
+  }
+
+  /** Notes p's register: its record is read by read. */
+  want(p: Point): void {
+    const s = regStr(p.node, p.parent, p.type, p.key);
+    if (this.regs.has(s)) return;
+    const part = this.partState(p.node, partOf(this.m.partsOf(p.node), p.parent, p.type, p.key));
+    this.regs.set(s, { key: regKey(p), part, old: undefined, cur: undefined, seq: 0 });
+  }
+
+  /** Reads the records of the registers wanted, one request each, and finds the registers' winners in them. */
+  async read(store: IDBObjectStore): Promise<void> {
+    await Promise.all(
+      [...this.parts.values()].map(async (ps) => {
+        ps.regs = ((await req(store.get(partKey(ps.node, ps.part)))) as RegisterRecord[] | undefined) ?? [];
+      }),
+    );
+    for (const r of this.regs.values()) {
+      const ps = r.part;
+      if (!ps.index) {
+        ps.index = new Map();
+        ps.regs.forEach((x, i) => ps.index!.set(regStr(x.point.node, x.point.parent, x.point.type, x.point.key), i));
+      }
+      const i = ps.index.get(regStr(...r.key));
+      if (i !== undefined) {
+        r.old = ps.regs[i];
+        r.cur = r.old.point;
+      }
+    }
+  }
+
   merge(points: Point[]): ApplyResult {
     const res: ApplyResult = { outcomes: [], applied: 0, stale: 0, changes: [], firstSeq: 0 };
     for (const p of points) {
-      const r = this.regs.get(JSON.stringify(regKey(p)))!;
+      const r = this.regs.get(regStr(p.node, p.parent, p.type, p.key))!;
       if (r.cur !== undefined && compare(p, r.cur) <= 0) {
         res.outcomes.push("stale");
         res.stale++;
@@ -903,46 +991,75 @@ class Batch {
     for (const p of this.activeParents(n)) this.addBelow(p, n, d);
   }
 
-  /** Writes every changed record into tx. */
-  flush(tx: IDBTransaction, source: string): void {
+  /**
+   * Builds the new records of the registers the batch changed. A node
+   * whose part would outgrow partMax is split over more parts: its other
+   * parts are read (in tx, through store) and every part is written again.
+   */
+  async records(store: IDBObjectStore, source: string): Promise<void> {
+    const added = new Set<PartState>();
+    for (const r of this.regs.values()) {
+      if (r.seq === 0) continue;
+      const ps = r.part;
+      ps.next ??= ps.regs.slice();
+      const rec: RegisterRecord = source === "" ? { point: r.cur!, seq: r.seq, local: true } : { point: r.cur!, seq: r.seq };
+      const i = r.old ? ps.index!.get(regStr(...r.key))! : -1;
+      if (i >= 0) ps.next[i] = rec;
+      else {
+        ps.next.push(rec);
+        added.add(ps);
+      }
+    }
+    const grow = new Set<string>();
+    for (const ps of added) {
+      ps.next!.sort(registerOrder);
+      if (ps.next!.length > partMax) grow.add(ps.node);
+    }
+    for (const node of grow) {
+      const parts = this.m.partsOf(node);
+      const mine = [...this.parts.values()].filter((ps) => ps.node === node);
+      const others = await Promise.all(
+        Array.from({ length: parts }, (_, i) => i)
+          .filter((i) => !mine.some((ps) => ps.part === i))
+          .map(async (i) => ((await req(store.get(partKey(node, i)))) as RegisterRecord[] | undefined) ?? []),
+      );
+      const every = [...mine.map((ps) => ps.next ?? ps.regs), ...others].flat();
+      let n = partsFor(every.length);
+      if (n <= parts) n = 2 * parts;
+      const next: RegisterRecord[][] = Array.from({ length: n }, () => []);
+      for (const r of every) next[partOf(n, r.point.parent, r.point.type, r.point.key)].push(r);
+      for (let i = 0; i < n; i++) this.partState(node, i).next = next[i].sort(registerOrder);
+      this.split.set(node, n);
+    }
+  }
+
+  /** Writes every changed record into tx: the registers' records, the feed, the tree's delta under gen. */
+  flush(tx: IDBTransaction, source: string, gen: number): void {
     const regs = tx.objectStore(Stores.registers);
+    for (const ps of this.parts.values()) if (ps.next) regs.put(ps.next, partKey(ps.node, ps.part));
     const feed = tx.objectStore(Stores.feed);
     for (const r of this.regs.values()) {
       if (r.seq === 0) continue;
-      if (r.old) feed.delete(r.old.seq);
-      regs.put({ point: r.cur!, seq: r.seq } satisfies RegisterRecord, r.key);
-      feed.put({ reg: r.key, source } satisfies FeedRecord, r.seq);
+      if (r.old?.local) feed.delete(r.old.seq); // it needs no pushing any more
+      if (source === "") feed.put({ reg: r.key } satisfies FeedRecord, r.seq);
     }
-    const nodes = tx.objectStore(Stores.nodes);
-    for (const [n, m] of this.nodes) {
-      if (m.own === 0n && m.sub === 0n) nodes.delete(n);
-      else nodes.put(m, n);
-    }
-    const edges = tx.objectStore(Stores.edges);
-    for (const k of this.edgeDirty) {
-      const st = this.edges.get(k)!;
-      edges.put(st, [st.parent, st.child]);
-    }
-    const buckets = tx.objectStore(Stores.buckets);
-    for (const [k, d] of this.buckets) {
+    const d: TreeDelta = { edges: [], nodes: [], buckets: [], split: [] };
+    for (const k of this.edgeDirty) d.edges.push(this.edges.get(k)!);
+    for (const [id, m] of this.nodes) d.nodes.push({ id, own: m.own, sub: m.sub });
+    for (const [k, digest] of this.buckets) {
       const i = k.indexOf("/");
-      const key = [k.slice(0, i), Number(k.slice(i + 1))];
-      if (d === 0n) buckets.delete(key);
-      else buckets.put(d, key);
+      d.buckets.push({ parent: k.slice(0, i), bucket: Number(k.slice(i + 1)), digest });
+    }
+    for (const [id, parts] of this.split) d.split.push({ id, parts });
+    if (deltaSize(d) > 0) {
+      tx.objectStore(Stores.tree).put(d, gen);
+      this.delta = d;
     }
   }
 
   /** Records, after the commit, what the batch changed of the tree in the mirror. */
   remember(m: Mirror): void {
-    for (const k of this.edgeDirty) m.addEdge(this.edges.get(k)!);
-    for (const [n, d] of this.nodes) {
-      if (d.own === 0n && d.sub === 0n) m.nodes.delete(n);
-      else m.nodes.set(n, d);
-    }
-    for (const [k, d] of this.buckets) {
-      if (d === 0n) m.buckets.delete(k);
-      else m.buckets.set(k, d);
-    }
+    if (this.delta) m.addDelta(this.delta);
   }
 }
 

@@ -1,5 +1,5 @@
 // verify: recomputes every derived record of a store from its registers
-// alone and compares. The slow, obviously correct twin of the incremental
+// alone and compares, and checks how the registers and the feed are filed. The slow, obviously correct twin of the incremental
 // maintenance in store.ts; tests call it after random write sequences.
 
 import { addDigest, digestHex, pointDigest, type Digest } from "../crdt/digest.ts";
@@ -7,7 +7,8 @@ import { isEdge, type Point } from "../crdt/point.ts";
 import { resolvePlacements } from "../crdt/placement.ts";
 import { edgeKey, edgeRegisterOf, type EdgeRegister } from "../crdt/tree.ts";
 import { getAll, req } from "./idb.ts";
-import { bucketOf, Stores, type EdgeState, type FeedRecord, type NodeDigests, type RegisterKey, type RegisterRecord, type Store } from "./store.ts";
+import { bucketOf, isSnapshot, Mirror, partOf, registerOrder, type NodeDigests, type RegisterRecord, type TreeDelta, type TreeSnapshot } from "./layout.ts";
+import { Stores, type FeedRecord, type RegisterKey, type Store } from "./store.ts";
 
 /** What the registers alone say every derived record must be. */
 export interface Derived {
@@ -81,34 +82,67 @@ export function derive(points: Iterable<Point>): Derived {
   return out;
 }
 
+/** Every register winner the store holds, by node, parent, type and key. It reads the whole database. */
+export async function allPoints(s: Store): Promise<Point[]> {
+  const tx = s.database().transaction([Stores.registers], "readonly");
+  const recs = await getAll<RegisterRecord[]>(tx.objectStore(Stores.registers));
+  return recs.flat().sort(registerOrder).map((r) => r.point);
+}
+
 /**
  * verify reads the whole database in one transaction, recomputes what the
  * registers say (derive) and returns every difference with the stored
- * records and with the store's memory, and every inconsistency of the
- * change feed, as readable lines. An empty list: the store is consistent.
+ * records and with the store's memory, every register filed in the wrong
+ * record, and every inconsistency of the change feed, as readable lines.
+ * An empty list: the store is consistent.
  */
 export async function verify(s: Store): Promise<string[]> {
   const db = s.database();
   const tx = db.transaction(Object.values(Stores), "readonly");
   const store = (n: string) => tx.objectStore(n);
-  const [regs, feedKeys, feed, edges, nodeKeys, nodeVals, bucketKeys, bucketVals, seq] = await Promise.all([
-    getAll<RegisterRecord>(store(Stores.registers)),
+  const [regKeys, regRecs, feedKeys, feed, treeKeys, tree, seq, gen, snap] = await Promise.all([
+    req(store(Stores.registers).getAllKeys()),
+    getAll<RegisterRecord[]>(store(Stores.registers)),
     req(store(Stores.feed).getAllKeys()),
     getAll<FeedRecord>(store(Stores.feed)),
-    getAll<EdgeState>(store(Stores.edges)),
-    req(store(Stores.nodes).getAllKeys()),
-    getAll<NodeDigests>(store(Stores.nodes)),
-    req(store(Stores.buckets).getAllKeys()),
-    getAll<Digest>(store(Stores.buckets)),
-    req(store(Stores.meta).get("seq")),
+    req(store(Stores.tree).getAllKeys()),
+    getAll<TreeSnapshot | TreeDelta>(store(Stores.tree)),
+    req(store(Stores.meta).get("seq")) as Promise<number>,
+    req(store(Stores.meta).get("gen")) as Promise<number>,
+    req(store(Stores.meta).get("snap")) as Promise<number>,
   ]);
   const bad: string[] = [];
-  const want = derive(regs.map((r) => r.point));
   const hex = (d: Digest | undefined) => (d === undefined ? "none" : digestHex(d));
 
+  // The tree records as stored: the snapshot, then the deltas after it.
+  const st = new Mirror();
+  st.loadTree(tree);
+  tree.forEach((r, i) => {
+    const k = treeKeys[i] as number;
+    if (isSnapshot(r) !== (k === 0)) bad.push(`tree: record ${k} is ${isSnapshot(r) ? "a snapshot" : "a delta"}`);
+    else if (isSnapshot(r) && r.gen !== snap) bad.push(`tree: snapshot of write ${r.gen}, meta says ${snap}`);
+    else if (!isSnapshot(r) && (k <= snap || k > gen)) bad.push(`tree: delta of write ${k} outside (${snap}, ${gen}]`);
+  });
+
+  // Each register in the record its node's part count names, each record in order.
+  const regs: RegisterRecord[] = [];
+  regRecs.forEach((rs, i) => {
+    const [node, part] = regKeys[i] as [string, number];
+    const parts = st.partsOf(node);
+    if (part >= parts) bad.push(`registers: node ${node} part ${part} of ${parts}`);
+    rs.forEach((r, j) => {
+      const p = r.point;
+      if (p.node !== node || partOf(parts, p.parent, p.type, p.key) !== part) {
+        bad.push(`registers: ${JSON.stringify([p.node, p.parent, p.type, p.key])} filed under node ${node} part ${part}`);
+      }
+      if (j > 0 && registerOrder(rs[j - 1], r) >= 0) bad.push(`registers: node ${node} part ${part} out of order at ${j}`);
+      regs.push(r);
+    });
+  });
+  const want = derive(regs.map((r) => r.point));
+
   // Node digests: stored, in memory, recomputed.
-  const stored = new Map<string, NodeDigests>();
-  nodeKeys.forEach((k, i) => stored.set(k as string, nodeVals[i]));
+  const stored = st.nodes;
   const mem = s.memory();
   for (const n of new Set([...stored.keys(), ...want.nodes.keys(), ...mem.nodes.keys()])) {
     const w = want.nodes.get(n), g = stored.get(n), m = mem.nodes.get(n);
@@ -118,17 +152,13 @@ export async function verify(s: Store): Promise<string[]> {
     }
   }
   // Buckets.
-  const sb = new Map<string, Digest>();
-  bucketKeys.forEach((k, i) => {
-    const [p, b] = k as [string, number];
-    sb.set(p + "/" + b, bucketVals[i]);
-  });
+  const sb = st.buckets;
   for (const k of new Set([...sb.keys(), ...want.buckets.keys(), ...mem.buckets.keys()])) {
     if (sb.get(k) !== want.buckets.get(k)) bad.push(`bucket ${k}: stored ${hex(sb.get(k))}, recomputed ${hex(want.buckets.get(k))}`);
     if (sb.get(k) !== mem.buckets.get(k)) bad.push(`bucket ${k}: in memory ${hex(mem.buckets.get(k))}, stored ${hex(sb.get(k))}`);
   }
   // Edge states.
-  const se = new Map(edges.map((e) => [edgeKey(e.parent, e.child), e]));
+  const se = st.edges;
   for (const k of new Set([...se.keys(), ...want.edges.keys(), ...mem.edges.keys()])) {
     const g = se.get(k), w = want.edges.get(k), m = mem.edges.get(k);
     if (!g || !w) {
@@ -143,16 +173,22 @@ export async function verify(s: Store): Promise<string[]> {
     }
     if (!m || m.digest !== g.digest || m.active !== g.active || m.irregular !== g.irregular) bad.push(`edge ${k}: in memory differs from stored`);
   }
-  // The change feed: each register once, at its change number, none beyond the last.
+  // Part counts.
+  for (const n of new Set([...st.split.keys(), ...mem.split.keys()])) {
+    if (st.split.get(n) !== mem.split.get(n)) bad.push(`node ${n}: ${st.split.get(n) ?? 1} parts stored, ${mem.split.get(n) ?? 1} in memory`);
+  }
+  // The change feed: each local register once, at its change number, none beyond the last.
   const bySeq = new Map<number, FeedRecord>();
   feedKeys.forEach((k, i) => bySeq.set(k as number, feed[i]));
-  if (bySeq.size !== regs.length) bad.push(`feed: ${bySeq.size} entries for ${regs.length} registers`);
+  const local = regs.filter((r) => r.local);
+  if (bySeq.size !== local.length) bad.push(`feed: ${bySeq.size} entries for ${local.length} local registers`);
   const same = (a: RegisterKey, b: RegisterKey) => a.every((x, i) => x === b[i]);
   for (const r of regs) {
-    const f = bySeq.get(r.seq);
     const key: RegisterKey = [r.point.node, r.point.parent, r.point.type, r.point.key];
+    if (r.seq > seq) bad.push(`register ${JSON.stringify(key)} at change ${r.seq}, beyond the last ${seq}`);
+    if (!r.local) continue;
+    const f = bySeq.get(r.seq);
     if (!f || !same(f.reg, key)) bad.push(`feed: change ${r.seq} does not name register ${JSON.stringify(key)}`);
-    if (r.seq > (seq as number)) bad.push(`feed: register ${JSON.stringify(key)} at change ${r.seq}, beyond the last ${seq}`);
   }
   return bad;
 }
