@@ -181,6 +181,27 @@ type backfillNode struct {
 	expand   bool
 	edgeOnly bool
 	entered  bool // the check against via's edge was done
+	part     part // which of the registers: all, or the tree's or the rest (firstSync)
+}
+
+// part selects registers of a backfill: a user's first sync sends the
+// tree's first (edges, types and descriptions of every node, breadth
+// first), then the other points.
+type part uint8
+
+const (
+	partAll part = iota
+	partTree
+	partRest
+)
+
+// takes reports whether a backfill of part pt sends p.
+func (pt part) takes(p *crdt.Point) bool {
+	if pt == partAll {
+		return true
+	}
+	tree := p.IsEdge() || p.Type == crdt.TypeNodeType || p.Type == TypeDescription
+	return tree == (pt == partTree)
 }
 
 // readBackfill reads up to budget bytes of the backfill: the registers of
@@ -207,7 +228,7 @@ func (s *session) readBackfill(budget int) (pts []crdt.Point, size int, err erro
 				s.backfillSeen = make(map[uuid.UUID]bool)
 			}
 			s.backfillSeen[b.id] = true
-			id, after, upto := b.id, b.after, b.upto
+			id, after, upto, pt := b.id, b.after, b.upto, b.part
 			err := s.r.st.Children(id, func(c store.Child) error {
 				if c.Active && s.backfillSeen[c.ID] {
 					return nil
@@ -216,7 +237,7 @@ func (s *session) readBackfill(budget int) (pts []crdt.Point, size int, err erro
 					s.backfillSeen[c.ID] = true
 				}
 				s.backfill = append(s.backfill, backfillNode{id: c.ID, via: id, after: after, upto: upto,
-					expand: c.Active, edgeOnly: !c.Active})
+					expand: c.Active, edgeOnly: !c.Active, part: pt})
 				return nil
 			})
 			if err != nil {
@@ -236,7 +257,7 @@ func (s *session) readBackfill(budget int) (pts []crdt.Point, size int, err erro
 			if b.upto > 0 && c.Seq > b.upto || c.Source == s.remote {
 				return nil
 			}
-			if b.edgeOnly && p.Parent != b.via {
+			if b.edgeOnly && p.Parent != b.via || !b.part.takes(p) {
 				return nil
 			}
 			if s.user != nil {
@@ -258,6 +279,7 @@ func (s *session) readBackfill(budget int) (pts []crdt.Point, size int, err erro
 			s.backfill, s.backfillAt = s.backfill[1:], nil
 			if len(s.backfill) == 0 {
 				s.backfillSeen = nil
+				s.backfill, s.backfillNext = s.backfillNext, nil
 			}
 		}
 	}

@@ -63,6 +63,8 @@ type session struct {
 	backfill     []backfillNode     // nodes still to send
 	backfillAt   *crdt.Register     // where the first node's scan stopped
 	backfillSeen map[uuid.UUID]bool // nodes queued by this backfill
+	backfillNext []backfillNode     // queued once backfill is empty (userlink.go, firstSync)
+	jumpTo       uint64             // the first feed read starts here (firstSync)
 
 	// A routed sender's state (owned by the sender goroutine; see
 	// routed.go): its route, the end of a catch-up scan of the feed, and
@@ -324,6 +326,18 @@ func (s *session) runSender(ctx context.Context, have uint64) error {
 	read := s.readBatch
 	if routed {
 		read = s.readRouted
+	}
+	if s.user != nil && have == 0 {
+		// A new browser replica: send its scope from the store, the
+		// tree first, rather than the whole feed (userlink.go).
+		s.firstSync()
+		feed := read
+		read = func(ctx context.Context, cursor uint64, budget int) ([]crdt.Point, int, uint64, bool, error) {
+			if s.jumpTo > cursor {
+				cursor, s.jumpTo = s.jumpTo, 0
+			}
+			return feed(ctx, cursor, budget)
+		}
 	}
 	st := newPushState(have, cfg.Window, emptyEvery, cfg.MaxPushBytes)
 	acks := make(chan ackMsg, cfg.Window+1)

@@ -6,6 +6,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/siot-io/siot/crdt"
+	"github.com/siot-io/siot/store"
 	"github.com/siot-io/siot/transport"
 )
 
@@ -156,3 +157,42 @@ func (f userIngress) keep(pts []crdt.Point) (kept []crdt.Point, rejected int, re
 }
 
 func (f userIngress) refusal() string { return ReasonForbidden }
+
+// firstSync arranges a new user replica's first sync (its start position
+// is 0): instead of the whole feed, which on a cloud holds every change
+// of every site, the sender sends the user's scope from the store, as a
+// backfill of each scope root (the user's parents) in two passes, breadth
+// first: the tree (edge registers, nodeType and description of every
+// node) and then everything else, so a page can show the tree long before
+// the readings have arrived. The feed is then read from its end as it was
+// before the backfill began: the first push after the backfill covers
+// 0 through there, which the replica takes as its position. What changed
+// meanwhile is after that position, or arrived in the backfill already
+// (it merges as stale).
+func (s *session) firstSync() {
+	last := s.r.st.LastSeq()
+	if last == 0 {
+		return
+	}
+	var roots []uuid.UUID
+	if err := s.r.st.Parents(s.user.id.Node, func(c store.Child) error {
+		if c.Active {
+			roots = append(roots, c.ID)
+		}
+		return nil
+	}); err != nil {
+		// Without roots there is nothing to backfill: the feed from 0
+		// sends the same, only later.
+		s.r.log.Warn("user first sync: reading the user's parents", "user", s.user.id.Node, "err", err)
+		return
+	}
+	for _, r := range roots {
+		s.backfill = append(s.backfill, backfillNode{id: r, expand: true, part: partTree})
+		s.backfillNext = append(s.backfillNext, backfillNode{id: r, expand: true, part: partRest})
+	}
+	// The user's own edge registers from parents that are not its scope
+	// now (a parent it left) are not below a root: the backfill of the
+	// user's own node, edges only, carries them.
+	s.backfillNext = append(s.backfillNext, backfillNode{id: s.user.id.Node, part: partTree})
+	s.jumpTo = last
+}

@@ -430,3 +430,93 @@ func TestUserLinkRestoresWhatItAdministers(t *testing.T) {
 		t.Fatal("y under the site")
 	}
 }
+
+// TestUserLinkFirstSyncSendsTheTreeFirst: a new user replica (position
+// 0) gets its scope from the store, not the cloud's whole feed: every
+// edge, type and description of the scope before any other point, then
+// the rest, then the feed from where it ended, and the same registers as
+// a replica fed from the feed.
+func TestUserLinkFirstSyncSendsTheTreeFirst(t *testing.T) {
+	cloud := startNode(t, "cloud", nodeOpts{})
+	site, other := uuid.New(), uuid.New()
+	cloud.write(edgePt(cloud.root, site), edgePt(cloud.root, other), valPt(site, "temp", 1))
+	var nodes []uuid.UUID
+	for g := range 4 {
+		grp := uuid.New()
+		cloud.write(edgePt(site, grp), crdt.Point{Node: grp, Type: crdt.TypeNodeType, Key: "0", Text: "group"},
+			crdt.Point{Node: grp, Type: TypeDescription, Key: "0", Text: fmt.Sprintf("group %d", g)})
+		for i := range 5 {
+			n := uuid.New()
+			nodes = append(nodes, n)
+			cloud.write(edgePt(grp, n), crdt.Point{Node: n, Type: crdt.TypeNodeType, Key: "0", Text: "sensor"})
+			for k := range 3 {
+				cloud.write(valPt(n, fmt.Sprintf("r%d", k), float64(i)), valPt(other, "noise", float64(g*100+i*10+k)))
+			}
+		}
+	}
+	gone := uuid.New()
+	cloud.write(edgePt(site, gone), valPt(gone, "temp", 5))
+	del := edgePt(site, gone)
+	del.Tombstone = true
+	cloud.write(del)
+	u := addUser(t, cloud, site, "ann@example.com", "correct horse", false)
+	creds := userToken(t, cloud, u, time.Now().Add(time.Hour))
+	last := cloud.st.LastSeq()
+
+	first := dialUser(t, cloud, creds, uuid.New(), 0)
+	tree := func(p crdt.Point) bool {
+		return p.IsEdge() || p.Type == crdt.TypeNodeType || p.Type == TypeDescription
+	}
+	waitFor(t, "the first sync", 10*time.Second, func() bool {
+		first.mu.Lock()
+		defer first.mu.Unlock()
+		return first.have >= last
+	})
+	got := first.received()
+	seenRest := -1
+	for i, p := range got {
+		if !tree(p) && seenRest < 0 {
+			seenRest = i
+		}
+		if tree(p) && seenRest >= 0 && p.Node != u {
+			t.Fatalf("point %d (%v %s) of the tree came after point %d, a %s", i, p.Node, p.Type, seenRest, got[seenRest].Type)
+		}
+	}
+	if seenRest < 0 {
+		t.Fatal("no points but the tree came down")
+	}
+	first.check(other)
+
+	// The same registers as a replica fed from the feed.
+	fed := dialUser(t, cloud, creds, uuid.New(), 1)
+	waitFor(t, "the feed sync", 10*time.Second, func() bool {
+		fed.mu.Lock()
+		defer fed.mu.Unlock()
+		return fed.have >= last
+	})
+	regs := func(pts []crdt.Point) map[crdt.Register]bool {
+		m := map[crdt.Register]bool{}
+		for _, p := range pts {
+			m[p.Register()] = true
+		}
+		return m
+	}
+	a, b := regs(got), regs(fed.received())
+	for r := range b {
+		if !a[r] {
+			t.Errorf("the feed sent %v/%v %s; the first sync did not", r.Node, r.Parent, r.Type)
+		}
+	}
+	for r := range a {
+		if !b[r] {
+			t.Errorf("the first sync sent %v/%v %s; the feed did not", r.Node, r.Parent, r.Type)
+		}
+	}
+	if len(a) < 4*(3+5*5) {
+		t.Errorf("%d registers came down", len(a))
+	}
+
+	// Then the feed, from where the sync ended.
+	cloud.write(valPt(nodes[0], "after", 9))
+	first.waitValue(nodes[0], "after", 9)
+}

@@ -102,9 +102,11 @@ export function fill(el: Element, ...children: Child[]): void {
 }
 
 /**
- * Coalesces calls to fn: one run at most every 16 ms, never two at once.
- * A timer, not requestAnimationFrame, so a tab in the background still
- * follows its data.
+ * Coalesces calls to fn: a call while fn runs makes it run once more
+ * after; calls before it starts make one run. It starts on the next
+ * macrotask (a timer, not requestAnimationFrame, so a tab in the
+ * background still follows its data), without a fixed delay: a view
+ * follows a change as soon as the change is committed.
  */
 export function coalesce(fn: () => void | Promise<void>): () => void {
   let queued = false;
@@ -112,10 +114,6 @@ export function coalesce(fn: () => void | Promise<void>): () => void {
   let again = false;
   const run = async () => {
     queued = false;
-    if (running) {
-      again = true;
-      return;
-    }
     running = true;
     try {
       await fn();
@@ -128,9 +126,13 @@ export function coalesce(fn: () => void | Promise<void>): () => void {
     }
   };
   const schedule = () => {
+    if (running) {
+      again = true;
+      return;
+    }
     if (queued) return;
     queued = true;
-    setTimeout(() => void run(), 16);
+    setTimeout(() => void run(), 0);
   };
   return schedule;
 }
