@@ -413,10 +413,10 @@ async function main(): Promise<void> {
             r.onsuccess = () => res(r.result);
             r.onerror = () => rej(r.error);
           });
-          // A record holds a node's registers (web/src/store/index.ts).
+          // A record holds a node's registers, column by column (web/src/store/index.ts).
           const n = await new Promise<number>((res, rej) => {
             const r = d.transaction(["registers"], "readonly").objectStore("registers").getAll();
-            r.onsuccess = () => res((r.result as unknown[][]).reduce((a, rs) => a + rs.length, 0));
+            r.onsuccess = () => res((r.result as { parent: string[] }[]).reduce((a, rs) => a + rs.parent.length, 0));
             r.onerror = () => rej(r.error);
           });
           d.close();

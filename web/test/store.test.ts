@@ -7,6 +7,7 @@ import { addDigest, digestHex, type Digest } from "../src/crdt/digest.ts";
 import { Clock } from "../src/crdt/hlc.ts";
 import type { Point } from "../src/crdt/point.ts";
 import { InvalidBatchError, openStore, partMax, StoreClosedError, verify, type Store, type TreeDelta } from "../src/store/index.ts";
+import { encodePart } from "../src/store/layout.ts";
 import { loadVectors, toPoint, type VecPoint, type VectorCase } from "./vectors.ts";
 
 /** A seeded PRNG (mulberry32): every random choice and ID of a test comes from it. */
@@ -435,13 +436,14 @@ describe("store", () => {
     const first = await new Promise<TreeDelta>((res) => (tree.get(1).onsuccess = (e) => res((e.target as IDBRequest).result)));
     tree.put({ ...first, nodes: first.nodes.map((n) => (n.id === B ? { id: B, own: 1n, sub: 2n } : n)) }, 1);
     tx.objectStore("feed").delete(1);
-    tx.objectStore("registers").put([{ point: pt(C, "hum", 1, 1n), seq: 2 }], [A, 0]);
+    tx.objectStore("registers").put(encodePart([{ point: pt(B, "hum", 1, 1n), seq: 2 }]), [B, 1]);
     await new Promise((resolve) => (tx.oncomplete = resolve));
     const bad = await verify(s);
     assert.ok(bad.some((l) => l.startsWith(`node ${B} own: stored`)), bad.join("\n"));
     assert.ok(bad.some((l) => l.startsWith(`node ${B} sub: in memory`)), bad.join("\n"));
     assert.ok(bad.some((l) => l.startsWith("feed: 1 entries for 2 local registers")), bad.join("\n"));
-    assert.ok(bad.some((l) => l.startsWith(`registers: ["${C}","","hum","0"] filed under node ${A} part 0`)), bad.join("\n"));
+    assert.ok(bad.some((l) => l.startsWith(`registers: node ${B} part 1 of 1`)), bad.join("\n"));
+    assert.ok(bad.some((l) => l.startsWith(`registers: ["${B}","","hum","0"] filed under node ${B} part 1`)), bad.join("\n"));
   });
 });
 

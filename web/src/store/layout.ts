@@ -16,6 +16,76 @@ export interface RegisterRecord {
 }
 
 /**
+ * A part of a node's registers as IndexedDB holds it: column by column,
+ * in registerOrder, the node left out (it is in the record's key) and
+ * each origin once: a structured clone of a few arrays writes no field
+ * names. (Typed arrays cost more than plain ones here: most records hold
+ * a few registers, and each typed array is a buffer of its own.)
+ */
+export interface StoredPart {
+  parent: string[];
+  type: string[];
+  key: string[];
+  text: string[];
+  value: number[];
+  time: bigint[];
+  seq: number[];
+  /** partTombstone, partLocal. */
+  flags: number[];
+  /** Register i's origin is origins[origin[i]]. */
+  origins: string[];
+  origin: number[];
+}
+
+const partTombstone = 1, partLocal = 2;
+
+/** The stored form of regs, the registers of one part of a node, in registerOrder. */
+export function encodePart(regs: readonly RegisterRecord[]): StoredPart {
+  const n = regs.length;
+  const s: StoredPart = {
+    parent: new Array(n), type: new Array(n), key: new Array(n), text: new Array(n),
+    value: new Array(n), time: new Array(n), seq: new Array(n), flags: new Array(n),
+    origins: [], origin: new Array(n),
+  };
+  const origins = new Map<string, number>();
+  for (let i = 0; i < n; i++) {
+    const r = regs[i], p = r.point;
+    s.parent[i] = p.parent;
+    s.type[i] = p.type;
+    s.key[i] = p.key;
+    s.text[i] = p.text;
+    s.value[i] = p.value;
+    s.time[i] = p.time;
+    s.seq[i] = r.seq;
+    s.flags[i] = (p.tombstone ? partTombstone : 0) | (r.local ? partLocal : 0);
+    let o = origins.get(p.origin);
+    if (o === undefined) {
+      o = s.origins.length;
+      s.origins.push(p.origin);
+      origins.set(p.origin, o);
+    }
+    s.origin[i] = o;
+  }
+  return s;
+}
+
+/** The registers of a stored part of node (none for a missing record). */
+export function decodePart(node: string, s: StoredPart | undefined): RegisterRecord[] {
+  if (!s) return [];
+  const n = s.parent.length;
+  const out: RegisterRecord[] = new Array(n);
+  for (let i = 0; i < n; i++) {
+    const f = s.flags[i];
+    const point: Point = {
+      node, parent: s.parent[i], type: s.type[i], key: s.key[i], value: s.value[i], text: s.text[i],
+      tombstone: (f & partTombstone) !== 0, time: s.time[i], origin: s.origins[s.origin[i]],
+    };
+    out[i] = f & partLocal ? { point, seq: s.seq[i], local: true } : { point, seq: s.seq[i] };
+  }
+  return out;
+}
+
+/**
  * A node's registers split over parts once one of them would hold more
  * than this many: a batch reads and writes only the parts its points fall
  * in, so a write to a node of any size clones at most about this many

@@ -10,11 +10,11 @@ import { resolveRegion, type TreeRegion } from "../crdt/region.ts";
 import { edgeFromKey, edgeKey, edgeRegisterOf, type EdgeRegister } from "../crdt/tree.ts";
 import { abortQuietly, done, getAll, req } from "./idb.ts";
 import {
-  bucketKey, bucketOf, deltaSize, Mirror, partMax, partOf, partsFor, registerOrder,
-  type EdgeState, type NodeDigests, type RegisterRecord, type TreeDelta,
+  bucketKey, bucketOf, decodePart, deltaSize, encodePart, Mirror, partMax, partOf, partsFor, registerOrder,
+  type EdgeState, type NodeDigests, type RegisterRecord, type StoredPart, type TreeDelta,
 } from "./layout.ts";
 
-export { bucketOf, partMax, type EdgeState, type NodeDigests, type RegisterRecord, type TreeDelta, type TreeSnapshot } from "./layout.ts";
+export { bucketOf, partMax, type EdgeState, type NodeDigests, type RegisterRecord, type StoredPart, type TreeDelta, type TreeSnapshot } from "./layout.ts";
 
 /**
  * The layout version, kept in meta "format" and checked on open. 2: the
@@ -234,6 +234,12 @@ function findRegister(regs: readonly RegisterRecord[], parent: string, type: str
   return -1;
 }
 
+/** The index of register (parent, type, key) in a stored part (its columns in registerOrder), or -1. */
+function findStored(s: StoredPart, parent: string, type: string, key: string): number {
+  for (let i = 0; i < s.parent.length; i++) if (s.parent[i] === parent && s.type[i] === type && s.key[i] === key) return i;
+  return -1;
+}
+
 /**
  * The browser replica's store. One writer at a time: apply, writeLocal,
  * setLink and reload calls are queued and run one after another; reads
@@ -410,7 +416,7 @@ export class Store {
       const meta = tx.objectStore(Stores.meta);
       const regs = tx.objectStore(Stores.registers);
       b = new Batch(this.mirror, 0);
-      for (const p of points) b.want(p);
+      for (const p of points) b.reg(p);
       const [gen, seq, maxTime] = (await Promise.all([
         req(meta.get("gen")),
         req(meta.get("seq")),
@@ -479,9 +485,9 @@ export class Store {
 
   /** Every register of node, in registerOrder, read in one request. */
   private async registersOf(tx: IDBTransaction, node: string): Promise<RegisterRecord[]> {
-    const parts = await getAll<RegisterRecord[]>(tx.objectStore(Stores.registers), this.kr.bound([node], [node, []]));
-    if (parts.length === 1) return parts[0];
-    return parts.flat().sort(registerOrder);
+    const parts = await getAll<StoredPart>(tx.objectStore(Stores.registers), this.kr.bound([node], [node, []]));
+    if (parts.length === 1) return decodePart(node, parts[0]);
+    return parts.flatMap((s) => decodePart(node, s)).sort(registerOrder);
   }
 
   /**
@@ -522,12 +528,12 @@ export class Store {
         const pt = partOf(parts, "", "nodeType", "0");
         const pd = partOf(parts, "", "description", "0");
         const [rt, rd] = await Promise.all([
-          req(regs.get(partKey(child, pt))) as Promise<RegisterRecord[] | undefined>,
-          pd === pt ? undefined : (req(regs.get(partKey(child, pd))) as Promise<RegisterRecord[] | undefined>),
+          req(regs.get(partKey(child, pt))) as Promise<StoredPart | undefined>,
+          pd === pt ? undefined : (req(regs.get(partKey(child, pd))) as Promise<StoredPart | undefined>),
         ]);
-        const label = (rs: RegisterRecord[] | undefined, type: string) => {
-          const i = rs ? findRegister(rs, "", type, "0") : -1;
-          return i >= 0 && !rs![i].point.tombstone ? rs![i].point.text : "";
+        const label = (s: StoredPart | undefined, type: string) => {
+          const i = s ? findStored(s, "", type, "0") : -1;
+          return i >= 0 && (s!.flags[i] & 1) === 0 ? s!.text[i] : "";
         };
         return {
           id: child,
@@ -552,12 +558,12 @@ export class Store {
     const n = Number.isFinite(limit) ? limit : undefined;
     const [seqs, wanted] = await Promise.all([req(feed.getAllKeys(range, n)), req(feed.getAll(range, n)) as Promise<FeedRecord[]>]);
     const regs = tx.objectStore(Stores.registers);
-    const reads = new Map<string, Promise<RegisterRecord[] | undefined>>();
+    const reads = new Map<string, Promise<RegisterRecord[]>>();
     const partFor = (k: RegisterKey) => partKey(k[0], partOf(this.mirror.partsOf(k[0]), k[1], k[2], k[3]));
     for (const f of wanted) {
       const pk = partFor(f.reg);
       const s = pk[0] + "\n" + pk[1];
-      if (!reads.has(s)) reads.set(s, req(regs.get(pk)) as Promise<RegisterRecord[] | undefined>);
+      if (!reads.has(s)) reads.set(s, (req(regs.get(pk)) as Promise<StoredPart | undefined>).then((v) => decodePart(pk[0], v)));
     }
     const recs = new Map<string, RegisterRecord[] | undefined>();
     await Promise.all([...reads].map(async ([s, p]) => recs.set(s, await p)));
@@ -749,19 +755,26 @@ interface PartState {
   part: number;
   /** As read, in registerOrder; empty when the record does not exist. */
   regs: RegisterRecord[];
-  /** The registers of regs by regStr, built when first looked up. */
-  index: Map<string, number> | undefined;
+  /** The registers of the batch in this part, by inPart. */
+  want: Map<string, RegState>;
   /** What the batch writes in its place (records); undefined: unchanged. */
   next: RegisterRecord[] | undefined;
 }
 
 interface RegState {
-  key: RegisterKey;
+  point: Point; // the first of the batch's points of this register: its key
   part: PartState;
+  /** The register's index in part.regs; -1: a new register. */
+  at: number;
   old: RegisterRecord | undefined;
   cur: Point | undefined;
   /** cur's change number when the batch changed it; 0: unchanged. */
   seq: number;
+}
+
+/** A register's key within its node's record: parent, type, key (neither type nor key holds a newline). */
+function inPart(parent: string, type: string, key: string): string {
+  return parent === "" ? type + "\n" + key : parent + "\n" + type + "\n" + key;
 }
 
 /**
@@ -772,8 +785,8 @@ interface RegState {
 class Batch {
   readonly m: Mirror;
   seq: number;
-  parts = new Map<string, PartState>(); // node "\n" part → state
-  regs = new Map<string, RegState>(); // regStr → state
+  parts = new Map<string, PartState>(); // node, or node "\n" part past 0 → state
+  regs: RegState[] = [];
   /** Nodes this batch splits over more parts, with their new count. */
   split = new Map<string, number>();
   edges = new Map<string, EdgeState | null>();
@@ -793,45 +806,48 @@ class Batch {
   }
 
   private partState(node: string, part: number): PartState {
-    const s = node + "\n" + part;
+    const s = part === 0 ? node : node + "\n" + part;
     let ps = this.parts.get(s);
-    if (!ps) this.parts.set(s, (ps = { node, part, regs: [], index: undefined, next: undefined }));
+    if (!ps) this.parts.set(s, (ps = { node, part, regs: [], want: new Map(), next: undefined }));
     return ps;
   }
 
-  /** Notes p's register: its record is read by read. */
-  want(p: Point): void {
-    const s = regStr(p.node, p.parent, p.type, p.key);
-    if (this.regs.has(s)) return;
-    const part = this.partState(p.node, partOf(this.m.partsOf(p.node), p.parent, p.type, p.key));
-    this.regs.set(s, { key: regKey(p), part, old: undefined, cur: undefined, seq: 0 });
+  /** The state of p's register (created when absent: its record is then read by read). */
+  reg(p: Point): RegState {
+    const ps = this.partState(p.node, partOf(this.m.partsOf(p.node), p.parent, p.type, p.key));
+    const k = inPart(p.parent, p.type, p.key);
+    let r = ps.want.get(k);
+    if (!r) {
+      r = { point: p, part: ps, at: -1, old: undefined, cur: undefined, seq: 0 };
+      ps.want.set(k, r);
+      this.regs.push(r);
+    }
+    return r;
   }
 
-  /** Reads the records of the registers wanted, one request each, and finds the registers' winners in them. */
+  /** Reads the records of the registers wanted (reg), one request each, and finds the registers' winners in them. */
   async read(store: IDBObjectStore): Promise<void> {
     await Promise.all(
       [...this.parts.values()].map(async (ps) => {
-        ps.regs = ((await req(store.get(partKey(ps.node, ps.part)))) as RegisterRecord[] | undefined) ?? [];
+        ps.regs = decodePart(ps.node, (await req(store.get(partKey(ps.node, ps.part)))) as StoredPart | undefined);
+        if (ps.regs.length === 0) return;
+        for (let i = 0; i < ps.regs.length; i++) {
+          const q = ps.regs[i].point;
+          const r = ps.want.get(inPart(q.parent, q.type, q.key));
+          if (r) {
+            r.at = i;
+            r.old = ps.regs[i];
+            r.cur = q;
+          }
+        }
       }),
     );
-    for (const r of this.regs.values()) {
-      const ps = r.part;
-      if (!ps.index) {
-        ps.index = new Map();
-        ps.regs.forEach((x, i) => ps.index!.set(regStr(x.point.node, x.point.parent, x.point.type, x.point.key), i));
-      }
-      const i = ps.index.get(regStr(...r.key));
-      if (i !== undefined) {
-        r.old = ps.regs[i];
-        r.cur = r.old.point;
-      }
-    }
   }
 
   merge(points: Point[]): ApplyResult {
     const res: ApplyResult = { outcomes: [], applied: 0, stale: 0, changes: [], firstSeq: 0 };
     for (const p of points) {
-      const r = this.regs.get(regStr(p.node, p.parent, p.type, p.key))!;
+      const r = this.reg(p);
       if (r.cur !== undefined && compare(p, r.cur) <= 0) {
         res.outcomes.push("stale");
         res.stale++;
@@ -857,7 +873,7 @@ class Batch {
     }
     // Each changed register adds digest(final winner) − digest(old winner)
     // to its node or edge.
-    for (const r of this.regs.values()) {
+    for (const r of this.regs) {
       if (r.seq === 0) continue;
       const p = r.cur!;
       let d = pointDigest(p);
@@ -998,13 +1014,12 @@ class Batch {
    */
   async records(store: IDBObjectStore, source: string): Promise<void> {
     const added = new Set<PartState>();
-    for (const r of this.regs.values()) {
+    for (const r of this.regs) {
       if (r.seq === 0) continue;
       const ps = r.part;
       ps.next ??= ps.regs.slice();
       const rec: RegisterRecord = source === "" ? { point: r.cur!, seq: r.seq, local: true } : { point: r.cur!, seq: r.seq };
-      const i = r.old ? ps.index!.get(regStr(...r.key))! : -1;
-      if (i >= 0) ps.next[i] = rec;
+      if (r.at >= 0) ps.next[r.at] = rec;
       else {
         ps.next.push(rec);
         added.add(ps);
@@ -1021,7 +1036,7 @@ class Batch {
       const others = await Promise.all(
         Array.from({ length: parts }, (_, i) => i)
           .filter((i) => !mine.some((ps) => ps.part === i))
-          .map(async (i) => ((await req(store.get(partKey(node, i)))) as RegisterRecord[] | undefined) ?? []),
+          .map(async (i) => decodePart(node, (await req(store.get(partKey(node, i)))) as StoredPart | undefined)),
       );
       const every = [...mine.map((ps) => ps.next ?? ps.regs), ...others].flat();
       let n = partsFor(every.length);
@@ -1036,12 +1051,12 @@ class Batch {
   /** Writes every changed record into tx: the registers' records, the feed, the tree's delta under gen. */
   flush(tx: IDBTransaction, source: string, gen: number): void {
     const regs = tx.objectStore(Stores.registers);
-    for (const ps of this.parts.values()) if (ps.next) regs.put(ps.next, partKey(ps.node, ps.part));
+    for (const ps of this.parts.values()) if (ps.next) regs.put(encodePart(ps.next), partKey(ps.node, ps.part));
     const feed = tx.objectStore(Stores.feed);
-    for (const r of this.regs.values()) {
+    for (const r of this.regs) {
       if (r.seq === 0) continue;
       if (r.old?.local) feed.delete(r.old.seq); // it needs no pushing any more
-      if (source === "") feed.put({ reg: r.key } satisfies FeedRecord, r.seq);
+      if (source === "") feed.put({ reg: regKey(r.point) } satisfies FeedRecord, r.seq);
     }
     const d: TreeDelta = { edges: [], nodes: [], buckets: [], split: [] };
     for (const k of this.edgeDirty) d.edges.push(this.edges.get(k)!);

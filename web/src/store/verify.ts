@@ -7,7 +7,10 @@ import { isEdge, type Point } from "../crdt/point.ts";
 import { resolvePlacements } from "../crdt/placement.ts";
 import { edgeKey, edgeRegisterOf, type EdgeRegister } from "../crdt/tree.ts";
 import { getAll, req } from "./idb.ts";
-import { bucketOf, isSnapshot, Mirror, partOf, registerOrder, type NodeDigests, type RegisterRecord, type TreeDelta, type TreeSnapshot } from "./layout.ts";
+import {
+  bucketOf, decodePart, isSnapshot, Mirror, partOf, registerOrder,
+  type NodeDigests, type RegisterRecord, type StoredPart, type TreeDelta, type TreeSnapshot,
+} from "./layout.ts";
 import { Stores, type FeedRecord, type RegisterKey, type Store } from "./store.ts";
 
 /** What the registers alone say every derived record must be. */
@@ -85,8 +88,8 @@ export function derive(points: Iterable<Point>): Derived {
 /** Every register winner the store holds, by node, parent, type and key. It reads the whole database. */
 export async function allPoints(s: Store): Promise<Point[]> {
   const tx = s.database().transaction([Stores.registers], "readonly");
-  const recs = await getAll<RegisterRecord[]>(tx.objectStore(Stores.registers));
-  return recs.flat().sort(registerOrder).map((r) => r.point);
+  const [keys, recs] = await Promise.all([req(tx.objectStore(Stores.registers).getAllKeys()), getAll<StoredPart>(tx.objectStore(Stores.registers))]);
+  return recs.flatMap((s, i) => decodePart((keys[i] as [string, number])[0], s)).sort(registerOrder).map((r) => r.point);
 }
 
 /**
@@ -102,7 +105,7 @@ export async function verify(s: Store): Promise<string[]> {
   const store = (n: string) => tx.objectStore(n);
   const [regKeys, regRecs, feedKeys, feed, treeKeys, tree, seq, gen, snap] = await Promise.all([
     req(store(Stores.registers).getAllKeys()),
-    getAll<RegisterRecord[]>(store(Stores.registers)),
+    getAll<StoredPart>(store(Stores.registers)),
     req(store(Stores.feed).getAllKeys()),
     getAll<FeedRecord>(store(Stores.feed)),
     req(store(Stores.tree).getAllKeys()),
@@ -126,8 +129,9 @@ export async function verify(s: Store): Promise<string[]> {
 
   // Each register in the record its node's part count names, each record in order.
   const regs: RegisterRecord[] = [];
-  regRecs.forEach((rs, i) => {
+  regRecs.forEach((stored, i) => {
     const [node, part] = regKeys[i] as [string, number];
+    const rs = decodePart(node, stored);
     const parts = st.partsOf(node);
     if (part >= parts) bad.push(`registers: node ${node} part ${part} of ${parts}`);
     rs.forEach((r, j) => {
