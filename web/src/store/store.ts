@@ -825,10 +825,18 @@ class Batch {
     return r;
   }
 
-  /** Reads the records of the registers wanted (reg), one request each, and finds the registers' winners in them. */
+  /**
+   * Reads the records of the registers wanted (reg), one request each,
+   * and finds the registers' winners in them. A node the tree records
+   * know nothing of (no own or subtree digest, no edge above it) has no
+   * registers and is not read: a first sync's structure is all such
+   * nodes. (A node whose own points' digests sum to exactly zero would be
+   * taken for one: the chance is 2^-128, that of a digest collision.)
+   */
   async read(store: IDBObjectStore): Promise<void> {
     await Promise.all(
       [...this.parts.values()].map(async (ps) => {
+        if (!this.m.nodes.has(ps.node) && !this.m.parents.has(ps.node)) return;
         ps.regs = decodePart(ps.node, (await req(store.get(partKey(ps.node, ps.part)))) as StoredPart | undefined);
         if (ps.regs.length === 0) return;
         for (let i = 0; i < ps.regs.length; i++) {
