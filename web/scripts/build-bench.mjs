@@ -28,7 +28,7 @@ await build({
   platform: "node",
   target: "node20",
   sourcemap: "inline",
-  external: ["ws", "playwright-core"],
+  external: ["ws", "playwright-core", "esbuild"],
   logLevel: "warning",
 });
 console.log(`build-bench: ${entries.length} benchmark files -> ${relative(process.cwd(), out) || "."}`);

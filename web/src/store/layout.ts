@@ -106,11 +106,11 @@ export function partOf(parts: number, parent: string, type: string, key: string)
   return (h >>> 0) % parts;
 }
 
-/** How many parts hold n registers: 1 up to partMax, else the least power of two that leaves them half full. */
-export function partsFor(n: number): number {
-  if (n <= partMax) return 1;
+/** How many parts hold n registers: 1 up to max, else the least power of two that leaves them half full. */
+export function partsFor(n: number, max = partMax): number {
+  if (n <= max) return 1;
   let p = 2;
-  while (n / p > partMax / 2) p *= 2;
+  while (n / p > max / 2) p *= 2;
   return p;
 }
 

@@ -143,6 +143,13 @@ export interface OpenOptions {
    * (globalThis.IDBKeyRange by default; tests pass fake-indexeddb's).
    */
   keyRange?: typeof IDBKeyRange;
+  /**
+   * The registers one part of a node may hold before a write splits the
+   * node over more parts (partMax by default; Infinity keeps every node in
+   * one record). Parts already split stay as they are, so it may differ
+   * from one open to the next.
+   */
+  partMax?: number;
 }
 
 /**
@@ -158,6 +165,8 @@ export async function openStore(name: string, idb: IDBFactory = globalThis.index
   if (!idb) throw new TypeError("store: no IndexedDB factory");
   const keyRange = opts.keyRange ?? globalThis.IDBKeyRange;
   if (!keyRange) throw new TypeError("store: no IDBKeyRange");
+  const max = opts.partMax ?? partMax;
+  if (max !== Infinity && !(Number.isInteger(max) && max >= 2)) throw new TypeError(`store: partMax ${max}: want an integer from 2, or Infinity`);
   const open = idb.open(name, dbVersion);
   open.onupgradeneeded = () => {
     const db = open.result;
@@ -197,7 +206,7 @@ export async function openStore(name: string, idb: IDBFactory = globalThis.index
       meta.put(0n, "maxTime");
     }
     await fin;
-    const s = new Store(db, name, instance, keyRange);
+    const s = new Store(db, name, instance, keyRange, max);
     await s.load();
     return s;
   } catch (e) {
@@ -261,10 +270,12 @@ export class Store {
   private commitFns = new Set<(res: ApplyResult, source: string) => void>();
   private counts: { gen: number; by: Map<string, { live: number; gone: number }> } | undefined;
   private snapshotQueued = false;
+  private readonly partMax: number;
 
   /** Use openStore. */
-  constructor(db: IDBDatabase, name: string, instance: string, keyRange: typeof IDBKeyRange) {
+  constructor(db: IDBDatabase, name: string, instance: string, keyRange: typeof IDBKeyRange, max: number) {
     this.db = db;
+    this.partMax = max;
     this.kr = keyRange;
     this.name = name;
     this.instance = instance;
@@ -415,7 +426,7 @@ export class Store {
     try {
       const meta = tx.objectStore(Stores.meta);
       const regs = tx.objectStore(Stores.registers);
-      b = new Batch(this.mirror, 0);
+      b = new Batch(this.mirror, 0, this.partMax);
       for (const p of points) b.reg(p);
       const [gen, seq, maxTime] = (await Promise.all([
         req(meta.get("gen")),
@@ -800,7 +811,11 @@ class Batch {
   flips = new Map<string, boolean>();
   delta: TreeDelta | undefined;
 
-  constructor(m: Mirror, seq: number) {
+  constructor(
+    m: Mirror,
+    seq: number,
+    private readonly partMax: number,
+  ) {
     this.m = m;
     this.seq = seq;
   }
@@ -1036,7 +1051,7 @@ class Batch {
     const grow = new Set<string>();
     for (const ps of added) {
       ps.next!.sort(registerOrder);
-      if (ps.next!.length > partMax) grow.add(ps.node);
+      if (ps.next!.length > this.partMax) grow.add(ps.node);
     }
     for (const node of grow) {
       const parts = this.m.partsOf(node);
@@ -1047,7 +1062,7 @@ class Batch {
           .map(async (i) => decodePart(node, (await req(store.get(partKey(node, i)))) as StoredPart | undefined)),
       );
       const every = [...mine.map((ps) => ps.next ?? ps.regs), ...others].flat();
-      let n = partsFor(every.length);
+      let n = partsFor(every.length, this.partMax);
       if (n <= parts) n = 2 * parts;
       const next: RegisterRecord[][] = Array.from({ length: n }, () => []);
       for (const r of every) next[partOf(n, r.point.parent, r.point.type, r.point.key)].push(r);
