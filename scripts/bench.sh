@@ -54,5 +54,8 @@ others=$(go list ./... | grep -v -e '^github.com/siot-io/siot/store$' -e '^githu
 		[ web/node_modules -nt web/package-lock.json ] || npm ci --prefix web --no-audit --no-fund >&2
 		node web/scripts/build-bench.mjs >&2
 		SIOT_UI_RUNS=${SIOT_UI_RUNS:-$COUNT} node web/.build/bench/ui.bench.js
+		# The store alone: a one-point write to a node of many registers
+		# (web/bench/store.bench.ts, about 20 s).
+		node web/.build/bench/store.bench.js
 	fi
 } | tee bench.out

@@ -155,8 +155,9 @@ export interface OpenOptions {
 /**
  * Opens (creating when needed) the store in IndexedDB database `name` of
  * idb (globalThis.indexedDB by default; tests pass fake-indexeddb's). It
- * loads the tree's records (edge states, node and bucket digests) into
- * memory: resolving the tree rules is synchronous, IndexedDB is not. A
+ * loads the tree's records (edge states, node and bucket digests: a
+ * snapshot and the deltas after it) into memory: resolving the tree rules
+ * is synchronous, IndexedDB is not. A
  * database of the unreleased layout 1 is emptied and starts again
  * (index.ts, "Versions"); one of a newer layout is refused with a
  * StoreClosedError.

@@ -7,7 +7,7 @@
 // of the same instance would replace the first at the server, and the
 // two would take turns). The others write to the store too; a
 // BroadcastChannel tells every tab when any of them committed (so it
-// reloads its tree records and redraws, and the link's tab pushes at
+// catches up its tree records and redraws, and the link's tab pushes at
 // once) and carries the link's status and clock correction to the tabs
 // without it. When the link's tab closes, the lock passes to another.
 
