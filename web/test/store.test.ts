@@ -359,6 +359,21 @@ describe("store", () => {
     await assert.rejects(fresh(idb, "new"), StoreClosedError);
   });
 
+  test("another tab's split of a node: this tab's reads find its registers before catching up", async () => {
+    const idb = new IDBFactory();
+    const one = await fresh(idb, "split");
+    const two = await openStore("split", idb, { keyRange: IDBKeyRange, partMax: 8 });
+    await one.apply([edge(C, A, 1n), pt(A, "nodeType", 0, 1n, { text: "big" }), pt(A, "temp", 1, 1n)]);
+    await two.apply(Array.from({ length: 40 }, (_, i) => pt(A, `t${i}`, i, 2n)));
+    assert.ok((two.memory().split.get(A) ?? 1) > 1, "two split A");
+    assert.equal(one.memory().split.get(A), undefined, "one has not caught up");
+    assert.deepEqual((await one.changesSince(0)).map((c) => c.point.type).sort(), ["edge", "nodeType", "t0", "t1", "t10", "t11", "t12", "t13", "t14", "t15", "t16", "t17", "t18", "t19", "t2", "t20", "t21", "t22", "t23", "t24", "t25", "t26", "t27", "t28", "t29", "t3", "t30", "t31", "t32", "t33", "t34", "t35", "t36", "t37", "t38", "t39", "t4", "t5", "t6", "t7", "t8", "t9", "temp"]);
+    assert.equal((await one.get(A)).points.length, 42);
+    await one.apply([pt(A, "t3", 9, 3n)]); // catches up first
+    assert.equal(one.memory().split.get(A), two.memory().split.get(A));
+    assert.deepEqual(await verify(one), []);
+  });
+
   test("offline local writes are what a link still has to send after its acknowledged mark", async () => {
     let now = 1_700_000_000_000;
     const clock = new Clock({ physical: () => now });

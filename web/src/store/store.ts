@@ -579,12 +579,27 @@ export class Store {
     }
     const recs = new Map<string, RegisterRecord[] | undefined>();
     await Promise.all([...reads].map(async ([s, p]) => recs.set(s, await p)));
-    return wanted.map((f, i) => {
+    const find = (f: FeedRecord) => {
       const pk = partFor(f.reg);
       const rs = recs.get(pk[0] + "\n" + pk[1]);
       const j = rs ? findRegister(rs, f.reg[1], f.reg[2], f.reg[3]) : -1;
-      if (j < 0) throw new Error(`store: corrupt: change ${seqs[i]} names a missing register`);
-      return { seq: seqs[i] as number, source: "", point: rs![j].point };
+      return j < 0 ? undefined : rs![j].point;
+    };
+    // A register not in the part memory names was moved by another tab's
+    // split this store has not caught up with: its node is read whole.
+    const whole = new Map<string, Promise<RegisterRecord[]>>();
+    for (const f of wanted) if (!find(f) && !whole.has(f.reg[0])) whole.set(f.reg[0], this.registersOf(tx, f.reg[0]));
+    const all = new Map<string, RegisterRecord[]>();
+    await Promise.all([...whole].map(async ([n, p]) => all.set(n, await p)));
+    return wanted.map((f, i) => {
+      let point = find(f);
+      if (!point) {
+        const rs = all.get(f.reg[0])!;
+        const j = rs.findIndex((r) => r.point.parent === f.reg[1] && r.point.type === f.reg[2] && r.point.key === f.reg[3]);
+        if (j < 0) throw new Error(`store: corrupt: change ${seqs[i]} names a missing register`);
+        point = rs[j].point;
+      }
+      return { seq: seqs[i] as number, source: "", point };
     });
   }
 
