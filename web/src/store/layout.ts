@@ -37,7 +37,8 @@ export interface StoredPart {
   origin: number[];
 }
 
-const partTombstone = 1, partLocal = 2;
+/** StoredPart flags. */
+export const partTombstone = 1, partLocal = 2;
 
 /** The stored form of regs, the registers of one part of a node, in registerOrder. */
 export function encodePart(regs: readonly RegisterRecord[]): StoredPart {

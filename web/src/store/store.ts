@@ -10,7 +10,7 @@ import { resolveRegion, type TreeRegion } from "../crdt/region.ts";
 import { edgeFromKey, edgeKey, edgeRegisterOf, type EdgeRegister } from "../crdt/tree.ts";
 import { abortQuietly, done, getAll, req } from "./idb.ts";
 import {
-  bucketKey, bucketOf, decodePart, deltaSize, encodePart, Mirror, partMax, partOf, partsFor, registerOrder,
+  bucketKey, bucketOf, decodePart, deltaSize, encodePart, Mirror, partMax, partOf, partsFor, partTombstone, registerOrder,
   type EdgeState, type NodeDigests, type RegisterRecord, type StoredPart, type TreeDelta,
 } from "./layout.ts";
 
@@ -545,7 +545,7 @@ export class Store {
         ]);
         const label = (s: StoredPart | undefined, type: string) => {
           const i = s ? findStored(s, "", type, "0") : -1;
-          return i >= 0 && (s!.flags[i] & 1) === 0 ? s!.text[i] : "";
+          return i >= 0 && (s!.flags[i] & partTombstone) === 0 ? s!.text[i] : "";
         };
         return {
           id: child,
