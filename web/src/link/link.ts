@@ -453,11 +453,11 @@ class Session {
     }
     const next = p.from === 0n && p.through > 0n ? p.through : p.through > this.have ? p.through : this.have;
     if (kept.length > 0 || next !== this.have) {
-      // A large push (a first sync's carry about 10,000 points) is applied
+      // A large push (a first sync's carry thousands of points) is applied
       // in transactions of at most applyChunk points, the received mark
       // with the last: the page's reads wait for the write transaction in
-      // progress, and one of a whole push held the first view back by
-      // seconds. A session that ends midway resends the push; what was
+      // progress, and one of a whole push held the first view back for
+      // about a second at each redraw. A session that ends midway resends the push; what was
       // applied of it merges again as stale.
       let i = 0;
       for (; kept.length - i > applyChunk; i += applyChunk) await this.store.apply(kept.slice(i, i + applyChunk), { source: this.remote });
