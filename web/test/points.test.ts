@@ -8,7 +8,7 @@ import { decodePoint, encodePoint, MalformedError } from "../src/crdt/codec.ts";
 import { digestHex, digestInput, pointDigest } from "../src/crdt/digest.ts";
 import { parseID } from "../src/crdt/ids.ts";
 import { normalize, PointError, validate, type Point } from "../src/crdt/point.ts";
-import { sha256 } from "../src/crdt/sha256.ts";
+import { Sha256, sha256 } from "../src/crdt/sha256.ts";
 import { loadVectors, toPoint, type VecPoint, type VectorCase } from "./vectors.ts";
 
 interface PointCase extends VectorCase {
@@ -60,6 +60,17 @@ test("sha256 agrees with node:crypto", () => {
     for (let i = 0; i < n; i++) b[i] = Math.floor(r() * 256);
     const want = createHash("sha256").update(b).digest("hex");
     assert.equal(toHex(sha256(b)), want, `length ${n} (seed ${seed})`);
+  }
+});
+
+test("one Sha256 reused across inputs of every length gives each input's hash", () => {
+  const r = rng(0x5108);
+  const h = new Sha256();
+  for (const n of [300, 64, 55, 200, 0, 56, 1000, 1, 119, 120]) {
+    const b = new Uint8Array(n + 5).map(() => Math.floor(r() * 256));
+    const words = h.sum(b, n);
+    const got = Array.from(words, (w) => (w >>> 0).toString(16).padStart(8, "0")).join("");
+    assert.equal(got, createHash("sha256").update(b.subarray(0, n)).digest("hex"), `length ${n}`);
   }
 });
 

@@ -8,7 +8,7 @@
 import { getUint64, putUint64, utf8 } from "./bytes.ts";
 import { uuidBytes } from "./ids.ts";
 import { isEdge, type Point } from "./point.ts";
-import { sha256 } from "./sha256.ts";
+import { Sha256, sha256 } from "./sha256.ts";
 
 export type Digest = bigint;
 
@@ -100,7 +100,103 @@ export function digestInput(p: Point): Uint8Array {
 
 /** The digest of one point: the first 16 bytes of SHA-256(digestInput(p)), big-endian. */
 export function pointDigest(p: Point): Digest {
-  return digestFromBytes(sha256(digestInput(p)).subarray(0, 16));
+  return pointHasher.digest(p);
+}
+
+/**
+ * Writes digestInput(p) into a buffer it reuses and hashes it there: the
+ * same bytes as digestInput, without its allocations (a first sync hashes
+ * every point it receives). One per module: pointDigest never yields, so
+ * no two hashes share it at once.
+ */
+class PointHasher {
+  private buf = new Uint8Array(512);
+  private view = new DataView(this.buf.buffer);
+  private readonly sha = new Sha256();
+
+  digest(p: Point): Digest {
+    const need = 1 + 16 + 16 + 1 + 3 * p.type.length + 1 + 3 * p.key.length + 8 + 4 + 3 * p.text.length + 1 + 8 + 16;
+    if (need > this.buf.length) {
+      this.buf = new Uint8Array(need * 2);
+      this.view = new DataView(this.buf.buffer);
+    }
+    const b = this.buf;
+    let o = 0;
+    b[o++] = digestInputVersion;
+    putID(b, o, p.node);
+    o += 16;
+    if (isEdge(p)) putID(b, o, p.parent);
+    else b.fill(0, o, o + 16);
+    o += 16;
+    o = this.putString(o, p.type, 1);
+    o = this.putString(o, p.key, 1);
+    this.view.setFloat64(o, p.value);
+    o += 8;
+    o = this.putString(o, p.text, 4);
+    b[o++] = p.tombstone ? 1 : 0;
+    this.view.setBigUint64(o, p.time);
+    o += 8;
+    putID(b, o, p.origin);
+    o += 16;
+    const h = this.sha.sum(b, o);
+    return (BigInt(h[0] >>> 0) << 96n) | (BigInt(h[1] >>> 0) << 64n) | (BigInt(h[2] >>> 0) << 32n) | BigInt(h[3] >>> 0);
+  }
+
+  // Writes s's UTF-8 bytes at o after their length (lenBytes: 1 or 4,
+  // big-endian) and returns the offset after them.
+  private putString(o: number, s: string, lenBytes: 1 | 4): number {
+    const b = this.buf;
+    const start = o + lenBytes;
+    let n = 0;
+    let ascii = true;
+    for (let i = 0; i < s.length; i++) {
+      const c = s.charCodeAt(i);
+      if (c >= 0x80) {
+        ascii = false;
+        break;
+      }
+      b[start + i] = c;
+    }
+    if (ascii) n = s.length;
+    else {
+      const u = utf8(s);
+      b.set(u, start);
+      n = u.length;
+    }
+    if (lenBytes === 1) b[o] = n;
+    else this.view.setUint32(o, n);
+    return start + n;
+  }
+}
+
+const pointHasher = new PointHasher();
+
+// Writes the 16 bytes of a canonical UUID (36 characters, lowercase hex)
+// at o; anything else goes through uuidBytes, which checks it.
+function putID(b: Uint8Array, o: number, id: string): void {
+  if (id.length !== 36) {
+    b.set(uuidBytes(id), o);
+    return;
+  }
+  let j = 0;
+  for (let i = 0; i < 16; i++) {
+    if (j === 8 || j === 13 || j === 18 || j === 23) j++;
+    const hi = nibble(id.charCodeAt(j));
+    const lo = nibble(id.charCodeAt(j + 1));
+    if (hi < 0 || lo < 0) {
+      b.set(uuidBytes(id), o);
+      return;
+    }
+    b[o + i] = (hi << 4) | lo;
+    j += 2;
+  }
+}
+
+function nibble(c: number): number {
+  if (c >= 0x30 && c <= 0x39) return c - 0x30;
+  if (c >= 0x61 && c <= 0x66) return c - 0x57;
+  if (c >= 0x41 && c <= 0x46) return c - 0x37;
+  return -1;
 }
 
 /**

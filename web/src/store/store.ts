@@ -274,6 +274,15 @@ export class Store {
   private readonly partMax: number;
 
   /** Use openStore. */
+  /**
+   * The nodes' labels (nodeType and description texts, "" when absent or
+   * deleted; undefined: not known here), kept from this store's commits
+   * and reads, so that listing children reads nothing from IndexedDB once
+   * their labels passed through (a first sync's tree does). Forgotten when
+   * another tab wrote (load).
+   */
+  private labels = new Map<string, { nodeType?: string; description?: string }>();
+
   constructor(db: IDBDatabase, name: string, instance: string, keyRange: typeof IDBKeyRange, max: number) {
     this.db = db;
     this.partMax = max;
@@ -295,9 +304,9 @@ export class Store {
     this.db = null;
   }
 
-  private tx(stores: string[], mode: IDBTransactionMode): IDBTransaction {
+  private tx(stores: string[], mode: IDBTransactionMode, durability: IDBTransactionDurability = "default"): IDBTransaction {
     if (!this.db) throw new StoreClosedError();
-    return this.db.transaction(stores, mode);
+    return this.db.transaction(stores, mode, { durability });
   }
 
   /** Runs fn after every write queued before it. */
@@ -319,6 +328,7 @@ export class Store {
 
   /** @internal The body of reload, for openStore and for a write that found the gen moved. */
   async load(): Promise<void> {
+    this.labels.clear();
     const m = this.mirror;
     const tx = this.tx([Stores.meta, Stores.tree], "readonly");
     const meta = tx.objectStore(Stores.meta);
@@ -418,7 +428,11 @@ export class Store {
   }
 
   private async applyNow(points: Point[], opts: ApplyOptions, retry: boolean): Promise<ApplyResult> {
-    const tx = this.tx(all, "readwrite");
+    // A received batch is written with relaxed durability: one the
+    // machine loses in a crash is lost with its received mark (one
+    // transaction), so the link asks for it again. A local write is
+    // nowhere else: it waits for the disk.
+    const tx = this.tx(all, "readwrite", (opts.source ?? "") === "" ? "strict" : "relaxed");
     const fin = done(tx);
     const source = opts.source ?? "";
     let b: Batch;
@@ -473,6 +487,12 @@ export class Store {
       this.serial(() => this.snapshot())
         .catch(() => {}) // a later write tries again
         .finally(() => (this.snapshotQueued = false));
+    }
+    for (const p of res.changes) {
+      if (p.parent !== "" || p.key !== "0" || (p.type !== "nodeType" && p.type !== "description")) continue;
+      let l = this.labels.get(p.node);
+      if (!l) this.labels.set(p.node, (l = {}));
+      l[p.type] = p.tombstone ? "" : p.text;
     }
     for (const fn of this.commitFns) {
       try {
@@ -529,13 +549,37 @@ export class Store {
    * children's labels: the edges from memory, the labels from one read of
    * each child's record (two for a child of many registers).
    */
+  /**
+   * Node n's labels when this store knows them without reading (see
+   * labels), else undefined: get or children reads them.
+   */
+  label(n: string): { nodeType: string; description: string } | undefined {
+    const l = this.labels.get(n);
+    return l && l.nodeType !== undefined && l.description !== undefined ? { nodeType: l.nodeType, description: l.description } : undefined;
+  }
+
   async children(node: string): Promise<ChildView[]> {
     const kids = [...(this.mirror.kids.get(node) ?? [])].sort();
     if (kids.length === 0) return [];
-    const regs = this.tx([Stores.registers], "readonly").objectStore(Stores.registers);
     const m = this.mirror;
+    const known = (child: string) => {
+      const l = this.labels.get(child);
+      return l && l.nodeType !== undefined && l.description !== undefined ? l : undefined;
+    };
+    if (kids.every((k) => known(k))) {
+      return kids.map((child) => ({
+        id: child,
+        active: m.edges.get(edgeKey(node, child))?.active ?? false,
+        nodeType: known(child)!.nodeType!,
+        description: known(child)!.description!,
+      }));
+    }
+    const regs = this.tx([Stores.registers], "readonly").objectStore(Stores.registers);
+    const gen = m.gen;
     return Promise.all(
       kids.map(async (child) => {
+        const l = known(child);
+        if (l) return { id: child, active: m.edges.get(edgeKey(node, child))?.active ?? false, nodeType: l.nodeType!, description: l.description! };
         const parts = m.partsOf(child);
         const pt = partOf(parts, "", "nodeType", "0");
         const pd = partOf(parts, "", "description", "0");
@@ -547,12 +591,15 @@ export class Store {
           const i = s ? findStored(s, "", type, "0") : -1;
           return i >= 0 && (s!.flags[i] & partTombstone) === 0 ? s!.text[i] : "";
         };
-        return {
+        const v = {
           id: child,
           active: m.edges.get(edgeKey(node, child))?.active ?? false,
           nodeType: label(rt, "nodeType"),
           description: label(pd === pt ? rt : rd, "description"),
         };
+        // Remembered only when no commit came between the read and now.
+        if (this.mirror === m && m.gen === gen) this.labels.set(child, { nodeType: v.nodeType, description: v.description });
+        return v;
       }),
     );
   }

@@ -273,9 +273,13 @@ export class App {
       sessionStorage.setItem("siot.expanded", JSON.stringify([...this.expanded]));
     }
     const counts = r.store.childCounts();
-    const admins = await this.adminRoots(r);
+    // Read only what the view needs: while a first sync writes, every
+    // read waits for a write to finish.
+    const admins = this.showGone ? await this.adminRoots(r) : new Set<string>();
     const items = await Promise.all(
-      roots.map(async (id) => this.treeItem(r, counts, admins, { id, active: true, ...labelOf((await r.store.get(id)).points) }, "", new Set())),
+      roots.map(async (id) =>
+        this.treeItem(r, counts, admins, { id, active: true, ...(r.store.label(id) ?? labelOf((await r.store.get(id)).points)) }, "", new Set()),
+      ),
     );
     return h("section", null, h("div", { class: "bar" }, h("h1", null, "Tree"), toggleGone), h("ul", { class: "tree", role: "tree", "data-testid": "tree" }, items));
   }
