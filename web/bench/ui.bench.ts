@@ -429,6 +429,13 @@ async function main(): Promise<void> {
         const B = (window as unknown as BenchWindow).__bench;
         return { submit: B.submit, link: B.sockets[1] ?? NaN, first: B.commits[0] ?? NaN, tree: B.tree, groups: B.groups, counts: B.counts, synced: B.commits[B.commits.length - 1], commits: B.commits.length, rx: B.rxBytes, tx: B.txBytes };
       });
+      if (process.env.SIOT_UI_COMMITS) {
+        const c = await page.evaluate(() => {
+          const B = (window as unknown as BenchWindow).__bench;
+          return B.commits.map((t) => Math.round(t - B.submit));
+        });
+        console.log(`# commits (ms after submit): ${c.join(" ")}`);
+      }
       result("BenchmarkUIFirstLoad", 1, [
         [st.link - st.submit, "linked-ms"], [st.first - st.submit, "first-commit-ms"], [st.tree - st.submit, "tree-ms"], [st.groups - st.submit, "groups-ms"], [st.counts - st.submit, "usable-ms"], [st.synced - st.submit, "synced-ms"],
         [String(registers), "points"], [String(st.commits), "commits"], [(st.rx / 1e6).toFixed(2), "rx-MB"], [(st.tx / 1e6).toFixed(3), "tx-MB"], [load, "load1"],

@@ -55,7 +55,7 @@ export interface LinkConfig {
 }
 
 /** The most points of a received push applied in one store transaction. */
-const applyChunk = 2048;
+const applyChunk = 4096;
 
 const uuidRE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const serverNameRE = /^[A-Za-z0-9_-]{1,64}$/;
