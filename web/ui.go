@@ -12,11 +12,11 @@ import (
 	"io/fs"
 )
 
-//go:embed dist/index.html dist/app.js dist/app.css dist/sw.js
+//go:embed dist
 var dist embed.FS
 
-// UI returns the built UI: index.html, app.js, app.css and sw.js at its
-// top.
+// UI returns the built UI: index.html, app.js, app.css, sw.js and the
+// chunks app.js imports (nats-<hash>.js) at its top.
 func UI() fs.FS {
 	sub, err := fs.Sub(dist, "dist")
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"mime"
 	"net/http"
 	"path"
+	"slices"
 	"strings"
 )
 
@@ -23,7 +24,8 @@ type uiFile struct {
 }
 
 // uiHandler serves the web UI (package web) on GET / (index.html),
-// /app.js, /app.css and /sw.js (its service worker): gzipped to clients that accept it, revalidated by
+// /app.js, /app.css, /sw.js (its service worker) and the other .js files
+// at the top of files (the chunks app.js imports): gzipped to clients that accept it, revalidated by
 // ETag (Cache-Control: no-cache, so a new binary's UI is never stale),
 // with a Content-Security-Policy that lets the page load only its own
 // files and connect only to its own origin (the NATS WebSocket on /nats).
@@ -36,7 +38,17 @@ func uiHandler(files fs.FS) (http.Handler, error) {
 		}), nil
 	}
 	served := map[string]*uiFile{}
-	for _, name := range []string{"index.html", "app.js", "app.css", "sw.js"} {
+	names := []string{"index.html", "app.js", "app.css", "sw.js"}
+	entries, err := fs.ReadDir(files, ".")
+	if err != nil {
+		return nil, fmt.Errorf("web UI: %w", err)
+	}
+	for _, e := range entries {
+		if n := e.Name(); e.Type().IsRegular() && strings.HasSuffix(n, ".js") && !slices.Contains(names, n) {
+			names = append(names, n) // a chunk app.js imports
+		}
+	}
+	for _, name := range names {
 		b, err := fs.ReadFile(files, name)
 		if err != nil {
 			return nil, fmt.Errorf("web UI: %w", err)

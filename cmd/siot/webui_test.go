@@ -20,6 +20,8 @@ func uiFS() fstest.MapFS {
 		"app.js":     {Data: []byte(strings.Repeat("console.log('siot');\n", 100))},
 		"app.css":    {Data: []byte("body{}")},
 		"sw.js":      {Data: []byte("self.addEventListener('fetch', () => {});")},
+		"nats-X1.js": {Data: []byte(strings.Repeat("export const x = 1;\n", 50))},
+		"notes.txt":  {Data: []byte("not served")},
 	}
 }
 
@@ -41,7 +43,7 @@ func TestUIHandler(t *testing.T) {
 		h.ServeHTTP(w, req)
 		return w.Result()
 	}
-	for path, ctype := range map[string]string{"/": "text/html", "/index.html": "text/html", "/app.js": "javascript", "/app.css": "text/css", "/sw.js": "javascript"} {
+	for path, ctype := range map[string]string{"/": "text/html", "/index.html": "text/html", "/app.js": "javascript", "/app.css": "text/css", "/sw.js": "javascript", "/nats-X1.js": "javascript"} {
 		r := get(http.MethodGet, path, nil)
 		body, _ := io.ReadAll(r.Body)
 		if r.StatusCode != 200 || !strings.Contains(r.Header.Get("Content-Type"), ctype) || len(body) == 0 {
@@ -78,7 +80,7 @@ func TestUIHandler(t *testing.T) {
 	if r := get(http.MethodGet, "/", map[string]string{"If-None-Match": `"other"`}); r.StatusCode != 200 {
 		t.Errorf("another ETag: %s, want 200", r.Status)
 	}
-	for _, p := range []string{"/nope", "/app.js/", "/../go.mod", "/dist/app.js", "/index.htm"} {
+	for _, p := range []string{"/nope", "/app.js/", "/../go.mod", "/dist/app.js", "/index.htm", "/notes.txt"} {
 		if r := get(http.MethodGet, p, nil); r.StatusCode != http.StatusNotFound {
 			t.Errorf("GET %s: %s, want 404", p, r.Status)
 		}

@@ -4,7 +4,7 @@
 // its own, current UI; the cache is only the fallback. It touches nothing
 // else (not /nats, not the API).
 const cacheName = "siot-ui";
-const files = ["/", "/app.js", "/app.css"];
+const files = ["/","/app.js","/app.css","/nats-B3ENTHEZ.js","/nats-D5IGJTUK.js"];
 
 self.addEventListener("install", (e) => {
   e.waitUntil(caches.open(cacheName).then((c) => c.addAll(files)).then(() => self.skipWaiting()));

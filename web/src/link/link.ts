@@ -1,4 +1,4 @@
-import { connect as natsConnect, type ConnectionOptions, type Msg, type NatsConnection } from "nats.ws";
+import type { ConnectionOptions, Msg, NatsConnection } from "nats.ws";
 import { SkewError, type Clock } from "../crdt/hlc.ts";
 import { NilUUID, type Point } from "../crdt/point.ts";
 import { decodeBatch, encodeBatch } from "../wire/batch.ts";
@@ -19,6 +19,13 @@ export type LinkStatus =
 
 /** Opens a NATS connection (nats.ws's connect; tests may wrap it). */
 export type Connect = (opts: ConnectionOptions) => Promise<NatsConnection>;
+
+/**
+ * nats.ws's connect, loaded when first used: the page draws the replica's
+ * tree from IndexedDB before the NATS client (most of the bundle) is even
+ * parsed.
+ */
+export const natsConnect: Connect = async (opts) => (await import("nats.ws")).connect(opts);
 
 /** Configures a Link. */
 export interface LinkConfig {

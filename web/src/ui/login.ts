@@ -4,8 +4,7 @@
 // `siot.login.<emailID>.api.token` for a token and closes; the link then
 // signs in with the token. The password is never stored.
 
-import { connect } from "nats.ws";
-import { emailID, normalizeEmail } from "../link/index.ts";
+import { emailID, natsConnect, normalizeEmail } from "../link/index.ts";
 import { decodeMessage, encodeMessage, RemoteError } from "../wire/messages.ts";
 import type { Session } from "./replica.ts";
 
@@ -24,7 +23,7 @@ export async function signIn(wsURL: string, email: string, password: string, tim
   const prefix = `siot.login.${emailID(email)}`;
   let nc;
   try {
-    nc = await connect({ servers: wsURL, user: email, pass: password, inboxPrefix: `${prefix}.inbox`, reconnect: false, name: "siot web login", timeout: timeoutMs });
+    nc = await natsConnect({ servers: wsURL, user: email, pass: password, inboxPrefix: `${prefix}.inbox`, reconnect: false, name: "siot web login", timeout: timeoutMs });
   } catch (e) {
     const msg = e instanceof Error ? e.message : String(e);
     if (/authorization violation/i.test(msg)) throw new SignInError("Wrong email address or password.");
