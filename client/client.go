@@ -4,8 +4,10 @@
 // A Client is one authenticated NATS connection to one server's local API
 // (docs/protocol.md, "Local API"). It reconnects by itself when the
 // connection drops; a request made while it is disconnected fails at once
-// with ErrUnavailable and is known not sent. Every method is safe for
-// concurrent use.
+// with ErrUnavailable and is known not sent, and one waiting for its reply
+// when the connection drops fails then, with ErrUnavailable too (its
+// outcome unknown: the server may have applied it). Every method is safe
+// for concurrent use.
 //
 //	cl, err := client.Dial(ctx, "nats://127.0.0.1:4222", client.WithCredsFile("siot-data/admin.creds"))
 //	...
@@ -204,7 +206,7 @@ func Dial(ctx context.Context, url string, opts ...Option) (*Client, error) {
 	c := &Client{url: transport.RedactURL(url), id: id, timeout: cfg.timeout, inflight: map[*inflight]struct{}{}}
 	c.Node = Nodes{c: c}
 	nc, err := transport.Dial(url, transport.DialConfig{Name: cfg.name, Timeout: cfg.dialTimeout,
-		Creds: cfg.creds, Login: cfg.login, TLS: cfg.tls, OnError: c.noteAsync, Reconnect: !cfg.noReconnect})
+		Creds: cfg.creds, Login: cfg.login, TLS: cfg.tls, OnError: c.noteAsync, OnDisconnect: c.dropped, Reconnect: !cfg.noReconnect})
 	if err != nil {
 		return nil, dialError(url, err)
 	}
@@ -251,6 +253,21 @@ func (c *Client) noteAsync(err error) {
 	}
 }
 
+// errDropped ends the requests in flight when the connection drops: their
+// replies cannot come any more (a reply is sent on the connection the
+// request came by), so waiting out their timeout would only delay the
+// caller.
+var errDropped = errors.New("the connection dropped while the request waited for its reply")
+
+// dropped ends every request in flight (from a NATS goroutine).
+func (c *Client) dropped(error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for f := range c.inflight {
+		f.cancel(errDropped)
+	}
+}
+
 // Request sends req (a message of package transport) as the local API
 // request name (transport.NameStatus, ...) and decodes the reply into
 // resp. It is the escape hatch below the typed methods.
@@ -283,8 +300,12 @@ func (c *Client) RequestWait(ctx context.Context, name string, req, resp any, ex
 	defer cancel()
 	m, err := c.nc.RequestWithContext(rctx, subj, b)
 	if err != nil {
-		if cause := context.Cause(denied); errors.Is(cause, nats.ErrPermissionViolation) {
+		cause := context.Cause(denied)
+		if errors.Is(cause, nats.ErrPermissionViolation) {
 			return &Error{Kind: ErrPermission, Msg: fmt.Sprintf("permission denied: the server at %s refused the request (%v)", c.url, cause), Err: cause}
+		}
+		if errors.Is(cause, errDropped) {
+			return &Error{Kind: ErrUnavailable, Msg: fmt.Sprintf("%s: %v; it may or may not have been applied", c.url, cause), Err: cause}
 		}
 		return c.requestError(err, wait)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/siot-io/siot/client"
 	"github.com/siot-io/siot/crdt"
 	"github.com/siot-io/siot/transport"
+	"github.com/siot-io/siot/transport/faultproxy"
 )
 
 // value returns the value (or text) of node's node point typ.key, and
@@ -617,5 +618,48 @@ func TestImportReportsServerLost(t *testing.T) {
 	var ie *client.ImportError
 	if !errors.As(err, &ie) || !errors.Is(err, client.ErrUnavailable) || ie.Resume != 2 || len(ie.Batch) != 1 || ie.Batch[0] != 2 || ie.Refused {
 		t.Fatalf("import with its server gone: %v (%+v), want line 2 unsent/unknown, resume at 2", err, ie)
+	}
+}
+
+// TestRequestInFlightWhenTheConnectionDrops: a request waiting for its
+// reply when the connection drops fails then, with ErrUnavailable (its
+// outcome unknown, not a refusal), rather than at its timeout: its reply
+// could not come over the new connection.
+func TestRequestInFlightWhenTheConnectionDrops(t *testing.T) {
+	s := startServer(t)
+	p, err := faultproxy.Start(faultproxy.Config{Target: strings.TrimPrefix(s.url, "nats://")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	cl, err := client.Dial(context.Background(), p.URL(), client.WithCreds(s.admin), client.WithTimeout(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	st, err := cl.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A watch after the feed's end: the server holds it (up to 30 s).
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		var r transport.WatchReply
+		done <- cl.RequestWait(context.Background(), transport.NameWatch,
+			transport.WatchRequest{After: st.LastSeq, Root: s.root, Wait: transport.MaxWatchWait}, &r, 30*time.Second)
+	}()
+	time.Sleep(300 * time.Millisecond) // the request reaches the server (if not, it fails the same way)
+	p.Cut()
+	select {
+	case err := <-done:
+		if !errors.Is(err, client.ErrUnavailable) || client.IsRefused(err) || !strings.Contains(err.Error(), "may or may not") {
+			t.Fatalf("in flight when the connection dropped: %v, want ErrUnavailable, outcome unknown", err)
+		}
+		if el := time.Since(start); el > 10*time.Second {
+			t.Fatalf("it failed after %v", el)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the request still waits 20 s after the connection dropped")
 	}
 }
