@@ -43,6 +43,7 @@ import { gzipSync } from "node:zlib";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { launch } from "../test/browser.ts";
 import { buildSiot, killAll, repo, run, serve, waitFor, type Serving } from "../test/siot.ts";
+import { rng } from "../test/rng.ts";
 
 const num = (name: string, def: number): number => {
   const v = process.env[name];
@@ -170,17 +171,6 @@ function initPage(a: InitArg): void {
   mo.observe(document, { childList: true, subtree: true, characterData: true });
 }
 
-/** A seeded generator (mulberry32): the scope's IDs and readings come from the printed seed. */
-function rng(s: number): () => number {
-  let a = s >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 function uuidFrom(r: () => number): string {
   const b = Array.from({ length: 16 }, () => Math.floor(r() * 256));

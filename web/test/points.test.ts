@@ -10,6 +10,7 @@ import { parseID } from "../src/crdt/ids.ts";
 import { normalize, PointError, validate, type Point } from "../src/crdt/point.ts";
 import { Sha256, sha256 } from "../src/crdt/sha256.ts";
 import { loadVectors, toPoint, type VecPoint, type VectorCase } from "./vectors.ts";
+import { rng } from "./rng.ts";
 
 interface PointCase extends VectorCase {
   point: VecPoint;
@@ -38,17 +39,6 @@ describe("points.json", () => {
   }
 });
 
-// A small deterministic generator (mulberry32) so failures reproduce.
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 test("sha256 agrees with node:crypto", () => {
   const seed = 0x5107;

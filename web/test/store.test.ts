@@ -9,18 +9,8 @@ import type { Point } from "../src/crdt/point.ts";
 import { InvalidBatchError, openStore, partMax, StoreClosedError, verify, type Store, type TreeDelta } from "../src/store/index.ts";
 import { encodePart } from "../src/store/layout.ts";
 import { loadVectors, toPoint, type VecPoint, type VectorCase } from "./vectors.ts";
+import { rng } from "./rng.ts";
 
-/** A seeded PRNG (mulberry32): every random choice and ID of a test comes from it. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function seedOf(name: string): number {
   const env = process.env.SIOT_SEED;

@@ -11,6 +11,7 @@ import { loadVectors, u64, type VectorCase } from "./vectors.ts";
 import { decidePlacements, mergeEdgeRegisters, resolvePlacements } from "../src/crdt/placement.ts";
 import { resolveRegion, type TreeRegion } from "../src/crdt/region.ts";
 import { edgeFromKey, type EdgeRegister } from "../src/crdt/tree.ts";
+import { rng } from "./rng.ts";
 
 interface VecRegister {
   parent: string;
@@ -45,17 +46,6 @@ function register(r: VecRegister, i: number): EdgeRegister {
   };
 }
 
-/** mulberry32: a small seeded generator, so the shuffles reproduce. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 const seed = 0x5107;
 

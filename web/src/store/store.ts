@@ -562,24 +562,14 @@ export class Store {
     const kids = [...(this.mirror.kids.get(node) ?? [])].sort();
     if (kids.length === 0) return [];
     const m = this.mirror;
-    const known = (child: string) => {
-      const l = this.labels.get(child);
-      return l && l.nodeType !== undefined && l.description !== undefined ? l : undefined;
-    };
-    if (kids.every((k) => known(k))) {
-      return kids.map((child) => ({
-        id: child,
-        active: m.edges.get(edgeKey(node, child))?.active ?? false,
-        nodeType: known(child)!.nodeType!,
-        description: known(child)!.description!,
-      }));
-    }
+    const active = (child: string) => m.edges.get(edgeKey(node, child))?.active ?? false;
+    if (kids.every((k) => this.label(k))) return kids.map((child) => ({ id: child, active: active(child), ...this.label(child)! }));
     const regs = this.tx([Stores.registers], "readonly").objectStore(Stores.registers);
     const gen = m.gen;
     return Promise.all(
       kids.map(async (child) => {
-        const l = known(child);
-        if (l) return { id: child, active: m.edges.get(edgeKey(node, child))?.active ?? false, nodeType: l.nodeType!, description: l.description! };
+        const l = this.label(child);
+        if (l) return { id: child, active: active(child), ...l };
         const parts = m.partsOf(child);
         const pt = partOf(parts, "", "nodeType", "0");
         const pd = partOf(parts, "", "description", "0");
@@ -593,7 +583,7 @@ export class Store {
         };
         const v = {
           id: child,
-          active: m.edges.get(edgeKey(node, child))?.active ?? false,
+          active: active(child),
           nodeType: label(rt, "nodeType"),
           description: label(pd === pt ? rt : rd, "description"),
         };

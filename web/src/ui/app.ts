@@ -554,7 +554,7 @@ export class App {
       const next: string[] = [];
       for (const n of level) {
         if (out.length >= 2000) break;
-        out.push([labelText(labelOf((await r.store.get(n)).points), n), n]);
+        out.push([labelText(r.store.label(n) ?? labelOf((await r.store.get(n)).points), n), n]);
         for (const c of await r.store.children(n)) {
           if (c.active && !seen.has(c.id)) {
             seen.add(c.id);
