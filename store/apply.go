@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/siot-io/siot/crdt"
+	"github.com/siot-io/siot/history"
 )
 
 // Outcome says what Apply did with one point of a batch.
@@ -48,6 +49,10 @@ type Result struct {
 	// ChangesSince(FirstSeq-1) starts with this batch's changes (those not
 	// yet overwritten). Zero when nothing changed.
 	FirstSeq uint64
+	// HistoryAdded counts the samples the batch added to the registers'
+	// histories: every point HistoryRecorded takes, applied or not,
+	// unless its sample was held already.
+	HistoryAdded uint64
 }
 
 // ErrBatchTooLarge is returned when a batch does not fit in one Badger
@@ -131,6 +136,9 @@ func (s *Store) ApplyWith(opts ApplyOptions, pts []crdt.Point) (res Result, err 
 	res, err = b.apply(batchPts)
 	if err != nil {
 		return Result{}, err
+	}
+	if res.HistoryAdded, err = b.recordHistory(batchPts, res.Outcomes); err != nil {
+		return Result{}, b.txnErr(err)
 	}
 	for _, m := range marks {
 		if err := txn.Set(m[0], m[1]); err != nil {
@@ -296,6 +304,36 @@ func (b *batch) apply(pts []crdt.Point) (Result, error) {
 		return Result{}, err
 	}
 	return res, nil
+}
+
+// recordHistory adds the batch's points to their registers' histories.
+// A point that lost to its register's winner is still a value the
+// register took, unless it is that winner (a write received again),
+// which was recorded when it won.
+func (b *batch) recordHistory(pts []crdt.Point, outcomes []Outcome) (uint64, error) {
+	var hw *histWriter
+	for i := range pts {
+		p := &pts[i]
+		if !HistoryRecorded(p) {
+			continue
+		}
+		if outcomes[i] == Stale {
+			if r := b.pointRegs[i]; r.old != nil && r.old.Time == p.Time && r.old.Origin == p.Origin {
+				continue
+			}
+		}
+		if hw == nil {
+			hw = newHistWriter(b.txn)
+		}
+		hw.add(p.Register(), history.FromPoint(p))
+	}
+	if hw == nil {
+		return 0, nil
+	}
+	if err := hw.flush(); err != nil {
+		return 0, err
+	}
+	return hw.added, nil
 }
 
 func (b *batch) txnErr(err error) error {
