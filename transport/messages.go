@@ -275,7 +275,9 @@ const (
 	MsgBye           MsgType = 27
 	MsgVerifyRequest MsgType = 28
 	MsgVerifyReply   MsgType = 29
-	msgTypeEnd               = 30 // one past the last known type
+	MsgHistRequest   MsgType = 30
+	MsgHistReply     MsgType = 31
+	msgTypeEnd               = 32 // one past the last known type
 )
 
 var msgNames = [...]string{
@@ -289,6 +291,7 @@ var msgNames = [...]string{
 	MsgTokenRequest: "token-request", MsgTokenReply: "token-reply",
 	MsgNodesRequest: "nodes-request", MsgNodesReply: "nodes-reply",
 	MsgBye: "bye", MsgVerifyRequest: "verify-request", MsgVerifyReply: "verify-reply",
+	MsgHistRequest: "history-request", MsgHistReply: "history-reply",
 }
 
 // typeOf returns the MsgType of a message value.
@@ -344,6 +347,10 @@ func typeOf(v any) (MsgType, error) {
 		return MsgVerifyRequest, nil
 	case *VerifyReply, VerifyReply:
 		return MsgVerifyReply, nil
+	case *HistRequest, HistRequest:
+		return MsgHistRequest, nil
+	case *HistReply, HistReply:
+		return MsgHistReply, nil
 	}
 	return MsgInvalid, fmt.Errorf("transport: %T is not a message", v)
 }

@@ -60,6 +60,11 @@ func msgSamples() []any {
 		Bye{Reason: "server shutting down"},
 		VerifyRequest{},
 		VerifyReply{Registers: 3, Nodes: 2, Edges: 1, Problems: 1, Seconds: 0.5, Error: "store: verify mismatch"},
+		HistRequest{Kind: HistPush, From: 494_000, To: 494_100, Window: 494_050,
+			Sums:  []HistSum{{Node: uuid.MustParse("6f1c1b6e-3a57-4d8e-9a43-2f9a0c1d5e77"), Window: 494_050, Digest: ShortDigest{1, 2, 3, 4, 5, 6, 7, 8}, Count: 3600}},
+			Regs:  []HistReg{{Node: uuid.MustParse("6f1c1b6e-3a57-4d8e-9a43-2f9a0c1d5e77"), Type: "temp", Key: "0", Block: []byte{1, 1, 1}}},
+			Fetch: []HistSum{{Node: uuid.MustParse("6f1c1b6e-3a57-4d8e-9a43-2f9a0c1d5e77"), Window: 494_051}}},
+		HistReply{Sums: []HistSum{{Window: 494_050, Count: 1}}, Regs: []HistReg{{Type: "temp", Key: "0", Block: []byte{1}}}, Added: 7, More: true},
 	}
 }
 
@@ -109,14 +114,15 @@ func TestMessageTypesWireContract(t *testing.T) {
 		{MsgTokenRequest, 23, "token-request"}, {MsgTokenReply, 24, "token-reply"},
 		{MsgNodesRequest, 25, "nodes-request"}, {MsgNodesReply, 26, "nodes-reply"},
 		{MsgBye, 27, "bye"}, {MsgVerifyRequest, 28, "verify-request"}, {MsgVerifyReply, 29, "verify-reply"},
+		{MsgHistRequest, 30, "history-request"}, {MsgHistReply, 31, "history-reply"},
 	}
 	for _, w := range want {
 		if uint8(w.typ) != w.num || w.typ.String() != w.name {
 			t.Errorf("%s = %d, want %s = %d (the enum is append-only)", w.typ, uint8(w.typ), w.name, w.num)
 		}
 	}
-	if msgTypeEnd != 30 {
-		t.Errorf("msgTypeEnd = %d, want 30: a new type needs a test here and a seed in FuzzDecode", msgTypeEnd)
+	if msgTypeEnd != 32 {
+		t.Errorf("msgTypeEnd = %d, want 32: a new type needs a test here and a seed in FuzzDecode", msgTypeEnd)
 	}
 	if LinkProto != 1 {
 		t.Errorf("LinkProto = %d: changing it breaks every deployed peer", LinkProto)
@@ -172,6 +178,8 @@ func TestMessageKeys(t *testing.T) {
 		MsgBye:           {"why"},
 		MsgVerifyRequest: {},
 		MsgVerifyReply:   {"edges", "error", "nodes", "problems", "registers", "seconds"},
+		MsgHistRequest:   {"fetch", "from", "k", "regs", "sums", "to", "w"},
+		MsgHistReply:     {"added", "more", "regs", "sums"},
 	}
 	linkKeys := []string{"bytesReceived", "bytesSent", "connected", "inSync", "lastError", "lastSeen", "pending", "rejected", "remote", "role", "url"}
 	for _, v := range msgSamples() {

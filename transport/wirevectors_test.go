@@ -464,7 +464,7 @@ func wvFrameCases() []any {
 		{Name: "version 0", Frame: "000880"},
 		{Name: "version 2", Frame: "020880"},
 		{Name: "type 0", Note: "MsgInvalid is never sent", Frame: "010080"},
-		{Name: "type 30", Note: "one past the last known type", Frame: "011e80"},
+		{Name: "type 100", Note: "a type past the known ones", Frame: "016480"},
 		{Name: "type 255", Frame: "01ff80"},
 		{Name: "over the limit", Note: "ParseFrame with limit 4: the size is checked first", Frame: "0108c4020000", Limit: 4},
 		{Name: "at the limit", Frame: "0108c4020000", Limit: 6},

@@ -44,6 +44,8 @@ export const MsgType = {
   bye: 27,
   "verify-request": 28,
   "verify-reply": 29,
+  "history-request": 30,
+  "history-reply": 31,
 } as const;
 
 /** The name of a message type, as Go's MsgType.String gives it. */
