@@ -256,7 +256,7 @@ func (d *dialLink) session(parent context.Context) error {
 	}()
 	go func() {
 		defer wg.Done()
-		if err := d.repairLoop(ctx, s, rp); err != nil {
+		if err := d.repairLoop(ctx, s, rp, d.newHistSyncer(s, subj.Repair)); err != nil {
 			cancel(err)
 		}
 	}()
@@ -424,7 +424,10 @@ func (d *dialLink) correctClock(remoteMs int64, rtt time.Duration) {
 // one finds the scopes equal (at most a few: writes racing a round only
 // add one); when three did not, the rounds run once more as soon as the
 // link is idle, and after that at the interval.
-func (d *dialLink) repairLoop(ctx context.Context, s *session, rp *repairer) error {
+//
+// Each pass runs a history round after the repair rounds when one is due
+// (history.go).
+func (d *dialLink) repairLoop(ctx context.Context, s *session, rp *repairer, hs *histSyncer) error {
 	cfg := &d.r.cfg
 	if !cfg.NoPush {
 		// Let push and resume carry the bulk first.
@@ -456,6 +459,19 @@ func (d *dialLink) repairLoop(ctx context.Context, s *session, rp *repairer) err
 			if st.Equal {
 				equal = true
 				break
+			}
+		}
+		if hs.due(time.Now()) {
+			st, err := hs.round(ctx)
+			if ctx.Err() != nil {
+				return nil
+			}
+			switch {
+			case err != nil:
+				d.r.log.Warn("history round", "url", d.shown, "err", err)
+			case st.Windows > 0:
+				d.r.log.Info("history round", "url", d.shown, "windows", st.Windows, "sent", st.Sent, "fetched", st.Fetched,
+					"round_trips", st.RoundTrips, "took", st.Took.Round(time.Millisecond))
 			}
 		}
 		if !equal && !raced && !cfg.NoPush {

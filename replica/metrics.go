@@ -53,6 +53,7 @@ type metrics struct {
 	repairFetched, repairSent      atomic.Uint64
 	refusedRequests                [len(metricReasons)]atomic.Uint64
 	loginFailures                  atomic.Uint64
+	historyWritten, historyRound   atomic.Uint64
 
 	mu         sync.Mutex
 	lastRemote map[string]string // a dialed link's last remote instance, by URL
@@ -103,6 +104,7 @@ func (m *metrics) write(path string, n int, res store.Result, err error) {
 		m.rejectWrite(rejectReason(err), n)
 		return
 	}
+	m.historyWritten.Add(res.HistoryAdded)
 	var applied uint64
 	for _, o := range res.Outcomes {
 		if o == store.Applied {
@@ -125,6 +127,9 @@ func (m *metrics) remote(marks map[string]uint64, skewed, n int, res store.Resul
 	}
 	m.write(path, n, res, err)
 }
+
+// historyMerged counts samples a history round added (history.go).
+func (m *metrics) historyMerged(n uint64) { m.historyRound.Add(n) }
 
 // rejectPoints counts n points refused one by one for reason.
 func (m *metrics) rejectPoints(reason string, n int) {
@@ -181,6 +186,11 @@ type Metrics struct {
 	RepairSent       uint64 // points they sent
 	RepairAnswerTime time.Duration
 
+	// HistorySamples counts the samples added to the registers'
+	// histories, by path: "write" (with the points of a write, a push or
+	// a repair), "round" (merged by a history round, either side's).
+	HistorySamples []Count
+
 	LinksRefused    uint64  // hellos refused
 	RequestsRefused []Count // API requests refused before they did anything, by reason (forbidden, limited, invalid...)
 	LoginFailures   uint64  // password sign-ins refused
@@ -234,6 +244,7 @@ func (r *Replica) Metrics() Metrics {
 		RepairFetched:    m.repairFetched.Load(),
 		RepairSent:       m.repairSent.Load(),
 		RepairAnswerTime: time.Duration(r.acceptor.repairTime.Load()),
+		HistorySamples:   []Count{{"write", m.historyWritten.Load()}, {"round", m.historyRound.Load()}},
 		LinksRefused:     r.acceptor.refused.Load(),
 		LastSeq:          r.st.LastSeq(),
 		DiskBytes:        r.st.DiskUsage(),

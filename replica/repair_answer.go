@@ -518,6 +518,10 @@ func (a *acceptor) handleRepair(as *acceptedSession, m *nats.Msg) {
 	s := as.s
 	s.bytesRecv.Add(uint64(len(m.Data)))
 	s.touch()
+	if t, _, err := transport.ParseFrame(m.Data, 0); err == nil && t == transport.MsgHistRequest {
+		a.handleHistory(as, m)
+		return
+	}
 	req, err := transport.DecodeRepairRequest(m.Data, 0)
 	if err != nil {
 		s.respond(m, transport.EncodeError(err))

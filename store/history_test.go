@@ -40,7 +40,7 @@ func TestHistoryRecordsEveryWrite(t *testing.T) {
 	reg := tempReg(1, "0")
 	mustApply(t, s, reading(1, "0", 20, t0+1000))
 	mustApply(t, s, reading(1, "0", 21, t0+2000), reading(1, "0", 22, t0+3000)) // superseded in its own batch
-	res := mustApply(t, s, reading(1, "0", 19, t0+500))                       // late: loses the register
+	res := mustApply(t, s, reading(1, "0", 19, t0+500))                         // late: loses the register
 	if res.Outcomes[0] != Stale || res.HistoryAdded != 1 {
 		t.Fatalf("late write: %v, %d added; want stale, 1 added", res.Outcomes[0], res.HistoryAdded)
 	}

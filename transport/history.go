@@ -10,9 +10,11 @@ import (
 // answers each with a HistReply. One request does one of four things,
 // by Kind:
 //
-//   - HistWindows: Sums holds the dialer's sum of each window from From
-//     through To (Node nil); the reply holds the acceptor's, for every
-//     window of the span in which it has history.
+//   - HistWindows: Sums holds the dialer's sum of each group of Per
+//     windows (window w is in group w/Per; Per 0 is 1) from window From
+//     through To, Window holding the group (Node nil); the reply holds
+//     the acceptor's, for every group of the span in which it has
+//     history.
 //   - HistNodes: Sums holds the dialer's sum of each node in Window; the
 //     reply holds the acceptor's.
 //   - HistPush: Regs holds samples to merge; the reply says how many were
@@ -29,6 +31,7 @@ type HistRequest struct {
 	From   int64     `msgpack:"from,omitempty"`
 	To     int64     `msgpack:"to,omitempty"`
 	Window int64     `msgpack:"w,omitempty"`
+	Per    int64     `msgpack:"per,omitempty"`
 	Sums   []HistSum `msgpack:"sums,omitempty"`
 	Regs   []HistReg `msgpack:"regs,omitempty"`
 	Fetch  []HistSum `msgpack:"fetch,omitempty"` // Node and Window

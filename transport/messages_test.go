@@ -60,7 +60,7 @@ func msgSamples() []any {
 		Bye{Reason: "server shutting down"},
 		VerifyRequest{},
 		VerifyReply{Registers: 3, Nodes: 2, Edges: 1, Problems: 1, Seconds: 0.5, Error: "store: verify mismatch"},
-		HistRequest{Kind: HistPush, From: 494_000, To: 494_100, Window: 494_050,
+		HistRequest{Kind: HistPush, From: 494_000, To: 494_100, Window: 494_050, Per: 24,
 			Sums:  []HistSum{{Node: uuid.MustParse("6f1c1b6e-3a57-4d8e-9a43-2f9a0c1d5e77"), Window: 494_050, Digest: ShortDigest{1, 2, 3, 4, 5, 6, 7, 8}, Count: 3600}},
 			Regs:  []HistReg{{Node: uuid.MustParse("6f1c1b6e-3a57-4d8e-9a43-2f9a0c1d5e77"), Type: "temp", Key: "0", Block: []byte{1, 1, 1}}},
 			Fetch: []HistSum{{Node: uuid.MustParse("6f1c1b6e-3a57-4d8e-9a43-2f9a0c1d5e77"), Window: 494_051}}},
@@ -178,7 +178,7 @@ func TestMessageKeys(t *testing.T) {
 		MsgBye:           {"why"},
 		MsgVerifyRequest: {},
 		MsgVerifyReply:   {"edges", "error", "nodes", "problems", "registers", "seconds"},
-		MsgHistRequest:   {"fetch", "from", "k", "regs", "sums", "to", "w"},
+		MsgHistRequest:   {"fetch", "from", "k", "per", "regs", "sums", "to", "w"},
 		MsgHistReply:     {"added", "more", "regs", "sums"},
 	}
 	linkKeys := []string{"bytesReceived", "bytesSent", "connected", "inSync", "lastError", "lastSeen", "pending", "rejected", "remote", "role", "url"}
