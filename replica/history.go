@@ -395,8 +395,19 @@ type histSyncer struct {
 	mark    string    // the first window the next round compares
 	last    time.Time // the last round's start
 	lastAll time.Time // the last round over every window
-	traffic uint64    // the session's traffic at the last round
+	lastTo  int64     // the last window the last round compared
 	off     bool      // the acceptor predates history rounds
+}
+
+// histSettle is how long after a window ends a round compares it: the
+// pushes of its last samples have landed by then, so a live sensor's
+// window is equal and costs one sum.
+const histSettle = 2 * time.Minute
+
+// closedWindow returns the last window that ended histSettle before now.
+func (h *histSyncer) closedWindow() int64 {
+	now := h.s.r.clock.Physical().Add(-histSettle)
+	return history.WindowOf(crdt.NewTimestamp(now.UnixMilli(), 0)) - 1
 }
 
 func (d *dialLink) newHistSyncer(s *session, subject string) *histSyncer {
@@ -408,8 +419,14 @@ func (d *dialLink) newHistSyncer(s *session, subject string) *histSyncer {
 }
 
 // due reports whether a round should run now.
+//
+// A session's first round compares up to the current window: it follows
+// the resume, and an edge back from a day offline uploads its readings at
+// once. Later rounds compare windows once they have closed (histSettle),
+// so a link that streams readings runs about one round an hour and never
+// compares a window its pushes are still filling.
 func (h *histSyncer) due(now time.Time) bool {
-	return !h.off && (h.last.IsZero() || h.s.traffic() != h.traffic || now.Sub(h.lastAll) >= histFullEvery)
+	return !h.off && (h.last.IsZero() || now.Sub(h.lastAll) >= histFullEvery || h.closedWindow() > h.lastTo)
 }
 
 func (h *histSyncer) exchange(req *transport.HistRequest, st *HistoryStats) (*transport.HistReply, error) {
@@ -455,9 +472,14 @@ var histLevels = [...]int64{720, 24, 1}
 func (h *histSyncer) round(ctx context.Context) (st HistoryStats, err error) {
 	t0 := time.Now()
 	defer func() { st.Took = time.Since(t0) }()
-	h.last, h.traffic = t0, h.s.traffic()
+	first := h.last.IsZero()
+	h.last = t0
 	r := h.s.r
-	nowW := history.WindowOf(crdt.NewTimestamp(r.clock.Physical().UnixMilli(), 0))
+	closed := h.closedWindow()
+	to := closed
+	if first {
+		to = history.WindowOf(crdt.NewTimestamp(r.clock.Physical().UnixMilli(), 0))
+	}
 	from := int64(0)
 	full := t0.Sub(h.lastAll) >= histFullEvery
 	if !full {
@@ -465,19 +487,20 @@ func (h *histSyncer) round(ctx context.Context) (st HistoryStats, err error) {
 		if err != nil {
 			return st, err
 		}
-		from = min(int64(m), nowW)
+		from = min(int64(m), to)
 	}
 	level := len(histLevels) - 1
-	for level > 0 && (nowW+1-from)/histLevels[level] > 48 {
+	for level > 0 && (to+1-from)/histLevels[level] > 48 {
 		level--
 	}
-	if err = h.compare(ctx, from, nowW+1, level, &st); err != nil || h.off {
+	if err = h.compare(ctx, from, to, level, &st); err != nil || h.off {
 		return st, err
 	}
 	if full {
 		h.lastAll = t0
 	}
-	return st, r.st.SetMarks(map[string]uint64{h.mark: uint64(max(nowW-1, 0))})
+	h.lastTo = max(h.lastTo, closed)
+	return st, r.st.SetMarks(map[string]uint64{h.mark: uint64(max(closed, 0))})
 }
 
 // compare compares windows from through to in groups of histLevels[level]
