@@ -396,6 +396,7 @@ type histSyncer struct {
 	last    time.Time // the last round's start
 	lastAll time.Time // the last round over every window
 	lastTo  int64     // the last window the last round compared
+	traffic uint64    // the session's traffic at the last round
 	off     bool      // the acceptor predates history rounds
 }
 
@@ -424,9 +425,15 @@ func (d *dialLink) newHistSyncer(s *session, subject string) *histSyncer {
 // the resume, and an edge back from a day offline uploads its readings at
 // once. Later rounds compare windows once they have closed (histSettle),
 // so a link that streams readings runs about one round an hour and never
-// compares a window its pushes are still filling.
+// compares a window its pushes are still filling; an idle link, with no
+// point pushed either way since, runs only the round every
+// histFullEvery.
 func (h *histSyncer) due(now time.Time) bool {
-	return !h.off && (h.last.IsZero() || now.Sub(h.lastAll) >= histFullEvery || h.closedWindow() > h.lastTo)
+	if h.off {
+		return false
+	}
+	return h.last.IsZero() || now.Sub(h.lastAll) >= histFullEvery ||
+		h.closedWindow() > h.lastTo && h.s.traffic() != h.traffic
 }
 
 func (h *histSyncer) exchange(req *transport.HistRequest, st *HistoryStats) (*transport.HistReply, error) {
@@ -473,7 +480,7 @@ func (h *histSyncer) round(ctx context.Context) (st HistoryStats, err error) {
 	t0 := time.Now()
 	defer func() { st.Took = time.Since(t0) }()
 	first := h.last.IsZero()
-	h.last = t0
+	h.last, h.traffic = t0, h.s.traffic()
 	r := h.s.r
 	closed := h.closedWindow()
 	to := closed
