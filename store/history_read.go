@@ -541,3 +541,205 @@ func (s *Store) HistoryStats() (HistoryStats, error) {
 	})
 	return st, err
 }
+
+// TrimStats says what TrimHistory dropped.
+type TrimStats struct {
+	Samples uint64 // samples dropped
+	Windows int    // register windows dropped
+	// Last is the latest window it dropped anything from (-1: none).
+	Last int64
+}
+
+// TrimHistory drops, from every register's history, the windows before
+// the cutoff its type has (cutoff returns a window number; the windows
+// below it go), in transactions of at most 1,024 register windows, and
+// returns what it dropped. Registers are never touched. The outcome
+// depends on the cutoffs and the history held alone, so two replicas
+// with the same samples and cutoffs end with the same history.
+func (s *Store) TrimHistory(ctx context.Context, cutoff func(typ string) int64, maxCutoff int64) (TrimStats, error) {
+	total := TrimStats{Last: -1}
+	var cursor []byte
+	for {
+		st, next, err := s.trimSome(cutoff, maxCutoff, cursor, 1024)
+		more := next != nil
+		cursor = next
+		total.Samples += st.Samples
+		total.Windows += st.Windows
+		total.Last = max(total.Last, st.Last)
+		if err != nil || !more {
+			return total, err
+		}
+		if err := ctx.Err(); err != nil {
+			return total, err
+		}
+	}
+}
+
+// trimSome visits up to limit node windows of the window-first index
+// after cursor (from the start when nil) and drops those of their
+// register windows TrimHistory drops; next is where to go on from (nil:
+// done).
+func (s *Store) trimSome(cutoff func(string) int64, maxCutoff int64, cursor []byte, limit int) (st TrimStats, next []byte, err error) {
+	st.Last = -1
+	more := false
+	if err := s.enter(); err != nil {
+		return st, nil, err
+	}
+	defer s.leave()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	defer func() {
+		if r := recover(); r != nil {
+			st, next, err = TrimStats{Last: -1}, nil, s.inDir(readPanic(r))
+		}
+	}()
+	txn := s.db.NewTransaction(true)
+	defer txn.Discard()
+	type job struct {
+		reg crdt.Register
+		w   int64
+	}
+	var jobs []job
+	// The window-first index lists each node with history in a window,
+	// oldest first: only what goes is visited, and the registers of a
+	// node it keeps.
+	opts := badger.DefaultIteratorOptions
+	opts.PrefetchValues = false
+	opts.Prefix = []byte{pfxHistWindow}
+	it := txn.NewIterator(opts)
+	var nodes []WindowSum
+	if cursor == nil {
+		it.Rewind()
+	} else {
+		it.Seek(append(cursor, 0))
+	}
+	for ; it.Valid(); it.Next() {
+		k := it.Item().Key()
+		if len(k) != 1+8+16 {
+			it.Close()
+			return st, nil, fmt.Errorf("%w: history window key of %d bytes", errCorrupt, len(k))
+		}
+		w := int64(binary.BigEndian.Uint64(k[1:]))
+		if w >= maxCutoff {
+			break
+		}
+		var n uuid.UUID
+		copy(n[:], k[9:])
+		nodes = append(nodes, WindowSum{Node: n, Window: w})
+		if len(nodes) >= limit {
+			more, next = true, it.Item().KeyCopy(nil)
+			break
+		}
+	}
+	it.Close()
+	if !more {
+		next = nil
+	}
+	for _, nw := range nodes {
+		regs, err := nodeRegisters(txn, nw.Node)
+		if err != nil {
+			return st, nil, err
+		}
+		for _, r := range regs {
+			if nw.Window < cutoff(r.Type) {
+				jobs = append(jobs, job{r, nw.Window})
+			}
+		}
+	}
+	if len(jobs) == 0 {
+		return st, next, nil
+	}
+	sums := map[WindowSum]WindowSum{} // (node, window) → what goes
+	for _, j := range jobs {
+		h, ok, err := readHistHead(txn, &j.reg, j.w)
+		if err != nil {
+			return st, nil, err
+		}
+		if !ok {
+			continue
+		}
+		if err := deleteHistWindow(txn, &j.reg, j.w, &h); err != nil {
+			return st, nil, s.histErr(err)
+		}
+		k := WindowSum{Node: j.reg.Node, Window: j.w}
+		g := sums[k]
+		g.Digest, g.Count = g.Digest.Add(h.digest), g.Count+h.count
+		sums[k] = g
+		st.Samples += h.count
+		st.Windows++
+		st.Last = max(st.Last, j.w)
+	}
+	hw := newHistWriter(txn)
+	for k, g := range sums {
+		if err := hw.addSum(k.Node, k.Window, crdt.Digest{}.Sub(g.Digest), -int64(g.Count)); err != nil {
+			return st, nil, s.histErr(err)
+		}
+	}
+	if err := txn.Commit(); err != nil {
+		return st, nil, s.histErr(err)
+	}
+	return st, next, nil
+}
+
+// nodeRegisters lists the registers of node with any history.
+func nodeRegisters(txn *badger.Txn, node uuid.UUID) ([]crdt.Register, error) {
+	var out []crdt.Register
+	pfx := append([]byte{pfxHist}, node[:]...)
+	opts := badger.DefaultIteratorOptions
+	opts.PrefetchValues = false
+	opts.Prefix = pfx
+	it := txn.NewIterator(opts)
+	defer it.Close()
+	for it.Seek(pfx); it.Valid(); {
+		k := it.Item().KeyCopy(nil)
+		reg, n, err := parseHistReg(k[1:])
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, reg)
+		it.Seek(append(k[:1+n:1+n], 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff))
+	}
+	return out, nil
+}
+
+// deleteHistWindow deletes every record of r's window w, whose head is h.
+func deleteHistWindow(txn *badger.Txn, r *crdt.Register, w int64, h *histHead) error {
+	for n := 0; n < h.segs; n++ {
+		if err := txn.Delete(histSegKey(r, w, n)); err != nil {
+			return err
+		}
+	}
+	if h.segs > 0 {
+		if err := txn.Delete(histDirtyKey(r, w)); err != nil {
+			return err
+		}
+	}
+	if h.block {
+		if err := txn.Delete(histKey(r, w, histKindBlock)); err != nil {
+			return err
+		}
+	}
+	return txn.Delete(histKey(r, w, histKindHead))
+}
+
+// OldestHistoryWindow returns the oldest window any node has history in;
+// ok is false when there is none.
+func (s *Store) OldestHistoryWindow() (w int64, ok bool, err error) {
+	err = s.view(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.PrefetchValues = false
+		opts.Prefix = []byte{pfxHistWindow}
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		it.Rewind()
+		if it.Valid() {
+			k := it.Item().Key()
+			if len(k) != 1+8+16 {
+				return fmt.Errorf("%w: history window key of %d bytes", errCorrupt, len(k))
+			}
+			w, ok = int64(binary.BigEndian.Uint64(k[1:])), true
+		}
+		return nil
+	})
+	return w, ok, err
+}

@@ -302,3 +302,93 @@ func TestHistoryPages(t *testing.T) {
 		t.Fatalf("paged %d samples, want %d", len(got), len(want))
 	}
 }
+
+// TestTrimHistoryIsDeterministic: two stores holding the same samples,
+// written in a different order and compacted differently, trimmed with
+// the same cutoffs, hold the same history; registers stay.
+func TestTrimHistoryIsDeterministic(t *testing.T) {
+	a, b := openTest(t, ""), openTest(t, "")
+	rng := rand.New(rand.NewPCG(9, 10))
+	var pts []crdt.Point
+	for i := range 4000 {
+		typ := "temp"
+		if i%4 == 0 {
+			typ = "vibration"
+		}
+		pts = append(pts, crdt.Point{Node: id(1 + i%5), Type: typ, Key: "0", Value: float64(rng.IntN(1000)) / 10,
+			Time: crdt.NewTimestamp(t0+int64(i)*3_000, 0), Origin: origin})
+	}
+	for _, p := range pts {
+		mustApply(t, a, p)
+	}
+	rng.Shuffle(len(pts), func(i, j int) { pts[i], pts[j] = pts[j], pts[i] })
+	for i := 0; i < len(pts); i += 500 {
+		mustApply(t, b, pts[i:i+500]...)
+	}
+	if _, err := a.CompactHistory(context.Background(), math.MaxInt64); err != nil {
+		t.Fatal(err)
+	}
+	w0 := history.WindowOf(crdt.NewTimestamp(t0, 0))
+	cutoff := func(typ string) int64 {
+		if typ == "vibration" {
+			return w0 + 3 // keeps less
+		}
+		return w0 + 1
+	}
+	var dropped [2]TrimStats
+	for i, s := range []*Store{a, b} {
+		st, err := s.TrimHistory(context.Background(), cutoff, w0+3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dropped[i] = st
+	}
+	if dropped[0] != dropped[1] || dropped[0].Samples == 0 || dropped[0].Last != w0+2 {
+		t.Fatalf("dropped %+v and %+v; want the same, through window %d", dropped[0], dropped[1], w0+2)
+	}
+	wa, _ := a.HistoryWindows(0, math.MaxInt64)
+	wb, _ := b.HistoryWindows(0, math.MaxInt64)
+	if !slices.Equal(wa, wb) || wa[0].Window != w0+1 {
+		t.Fatalf("windows after the trim differ or start wrong:\n%v\n%v", wa, wb)
+	}
+	for n := 1; n <= 5; n++ {
+		for _, typ := range []string{"temp", "vibration"} {
+			reg := crdt.Register{Node: id(n), Type: typ, Key: "0"}
+			ha, hb := allHistory(t, a, reg), allHistory(t, b, reg)
+			if !slices.Equal(ha, hb) {
+				t.Fatalf("%v: samples differ after the trim", reg)
+			}
+			for _, x := range ha {
+				if history.WindowOf(x.Time) < cutoff(typ) {
+					t.Fatalf("%v: a sample of window %d survived cutoff %d", reg, history.WindowOf(x.Time), cutoff(typ))
+				}
+			}
+			if len(ha) == 0 {
+				t.Fatalf("%v: everything trimmed", reg)
+			}
+			if _, ok, _ := a.Get(reg); !ok {
+				t.Fatalf("%v: the register was dropped", reg)
+			}
+		}
+		sa, _ := a.HistoryNodeSums(id(n), 0, math.MaxInt64)
+		var want crdt.Digest
+		var count uint64
+		for _, typ := range []string{"temp", "vibration"} {
+			reg := crdt.Register{Node: id(n), Type: typ, Key: "0"}
+			ss := allHistory(t, a, reg)
+			want = want.Add(history.Digest(reg, ss))
+			count += uint64(len(ss))
+		}
+		var got crdt.Digest
+		var gotN uint64
+		for _, w := range sa {
+			got, gotN = got.Add(w.Digest), gotN+w.Count
+		}
+		if got != want || gotN != count {
+			t.Fatalf("node %d: sums %v/%d after the trim, samples say %v/%d", n, got, gotN, want, count)
+		}
+	}
+	if o, ok, _ := a.OldestHistoryWindow(); !ok || o != w0+1 {
+		t.Fatalf("oldest window %d %v, want %d", o, ok, w0+1)
+	}
+}
