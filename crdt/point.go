@@ -39,6 +39,25 @@ const (
 	TypeNodeType = "nodeType"
 )
 
+// Point types that configure the registers' histories (package history;
+// docs/design.md, "History").
+const (
+	// TypeHistoryOff, on a node, keyed by a point type, value not 0: the
+	// node's registers of that type record no history (settings need
+	// none). Every replica that holds the node holds the setting.
+	TypeHistoryOff = "historyOff"
+	// TypeHistoryKeep, on an instance's root node, keyed by a point type
+	// or "*" (every other type): how many days of history the instance
+	// keeps. Without one it keeps everything. An instance with upstreams
+	// keeps, besides, whatever its upstreams have not acknowledged.
+	TypeHistoryKeep = "historyKeep"
+	// TypeHistoryMaxBytes, on an instance's root node: the most bytes of
+	// encoded history it keeps (its disk budget); past it the oldest
+	// windows go, acknowledged ones first. An instance with upstreams
+	// defaults to 1 GiB, others to no budget.
+	TypeHistoryMaxBytes = "historyMaxBytes"
+)
+
 // Point types with a meaning to authentication and authorization. They are
 // ordinary points, so they replicate and a tombstone revokes everywhere,
 // but only an administrator of the scope they grant may write them, and

@@ -34,6 +34,8 @@ type dialLink struct {
 	creds *transport.Creds
 	id    transport.Identity // the identity creds sign in as
 
+	histAck histAck // how far the upstream acknowledged our history (history.go)
+
 	mu        sync.Mutex
 	sess      *session // the live session, nil when down
 	lastErr   string

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -275,8 +276,12 @@ func (a *acceptor) answerHistory(s *session, req *transport.HistRequest) (*trans
 		if req.From < 0 || req.To < req.From || (req.To-req.From)/per >= histMaxWindows {
 			return nil, fmt.Errorf("%w: history windows %d to %d by %d (at most %d groups)", errHistInvalid, req.From, req.To, per, histMaxWindows)
 		}
+		since, err := st.Mark(markTrimmed)
+		if err != nil {
+			return nil, err
+		}
 		ws, err := hs.windowSums(req.From, req.To)
-		return &transport.HistReply{Sums: groupSums(ws, per)}, err
+		return &transport.HistReply{Sums: groupSums(ws, per), Since: int64(since)}, err
 	case transport.HistNodes:
 		sums, err := hs.nodeSums(req.Window)
 		return &transport.HistReply{Sums: sums}, err
@@ -393,6 +398,9 @@ type histSyncer struct {
 	subject string
 	scope   histScope
 	mark    string    // the first window the next round compares
+	ack     *histAck  // for an upstream: how far it acknowledged
+	lastGen uint64    // the store's late-write count when the last round started
+	since   int64     // no window before it is compared: either side dropped history there
 	last    time.Time // the last round's start
 	lastAll time.Time // the last round over every window
 	lastTo  int64     // the last window the last round compared
@@ -416,7 +424,11 @@ func (d *dialLink) newHistSyncer(s *session, subject string) *histSyncer {
 	if d.role == transport.RoleEdge {
 		hs.root = d.r.st.Root()
 	}
-	return &histSyncer{s: s, subject: subject, scope: hs, mark: "hist:" + s.remote.String()}
+	h := &histSyncer{s: s, subject: subject, scope: hs, mark: "hist:" + s.remote.String()}
+	if d.role == transport.RoleEdge {
+		h.ack = &d.histAck
+	}
+	return h
 }
 
 // due reports whether a round should run now.
@@ -433,7 +445,8 @@ func (h *histSyncer) due(now time.Time) bool {
 		return false
 	}
 	return h.last.IsZero() || now.Sub(h.lastAll) >= histFullEvery ||
-		h.closedWindow() > h.lastTo && h.s.traffic() != h.traffic
+		h.closedWindow() > h.lastTo && h.s.traffic() != h.traffic ||
+		h.s.r.st.LateHistoryGen() != h.lastGen
 }
 
 func (h *histSyncer) exchange(req *transport.HistRequest, st *HistoryStats) (*transport.HistReply, error) {
@@ -468,6 +481,37 @@ func isUnknownType(re *transport.RemoteError) bool {
 	return strings.Contains(re.Msg, transport.ErrUnknownType.Error())
 }
 
+// histAck is how far an upstream acknowledged this instance's history,
+// kept by its dialLink across sessions (not across restarts: until a
+// round succeeds after a restart, nothing counts as acknowledged).
+type histAck struct {
+	mu  sync.Mutex
+	ok  bool
+	w   int64  // every window through w matched
+	gen uint64 // ... as of this many late writes (store.LateHistoryGen)
+}
+
+func (a *histAck) set(w int64, gen uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.ok, a.w, a.gen = true, w, gen
+}
+
+// before returns the first window the upstream may lack: 0 when nothing
+// is known acknowledged.
+func (a *histAck) before(st *store.Store) int64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.ok {
+		return 0
+	}
+	low := st.LateHistoryLow(a.gen)
+	if low < 0 {
+		return 0
+	}
+	return min(a.w+1, low)
+}
+
 // histLevels are the group sizes a round compares, in windows: 30 days,
 // a day, a window. A round over a span descends from the largest group
 // the span needs, so comparing a year costs a dozen sums when it is
@@ -482,20 +526,35 @@ func (h *histSyncer) round(ctx context.Context) (st HistoryStats, err error) {
 	first := h.last.IsZero()
 	h.last, h.traffic = t0, h.s.traffic()
 	r := h.s.r
+	gen := r.st.LateHistoryGen()
 	closed := h.closedWindow()
 	to := closed
 	if first {
 		to = history.WindowOf(crdt.NewTimestamp(r.clock.Physical().UnixMilli(), 0))
 	}
+	// A session's first round compares every window: late writes are
+	// only remembered since the store opened (store.LateHistoryLow).
 	from := int64(0)
-	full := t0.Sub(h.lastAll) >= histFullEvery
+	full := first || t0.Sub(h.lastAll) >= histFullEvery
 	if !full {
 		m, err := r.st.Mark(h.mark)
 		if err != nil {
 			return st, err
 		}
 		from = min(int64(m), to)
+		switch low := r.st.LateHistoryLow(h.lastGen); {
+		case low < 0:
+			full, from = true, 0
+		default:
+			from = min(from, low)
+		}
 	}
+	trimmed, err := r.st.Mark(markTrimmed)
+	if err != nil {
+		return st, err
+	}
+	h.since = max(h.since, int64(trimmed))
+	from = max(from, h.since)
 	level := len(histLevels) - 1
 	for level > 0 && (to+1-from)/histLevels[level] > 48 {
 		level--
@@ -507,6 +566,12 @@ func (h *histSyncer) round(ctx context.Context) (st HistoryStats, err error) {
 		h.lastAll = t0
 	}
 	h.lastTo = max(h.lastTo, closed)
+	h.lastGen = gen
+	if h.ack != nil {
+		// Every window through closed now matches the upstream's, as of
+		// the late writes through gen.
+		h.ack.set(closed, gen)
+	}
 	return st, r.st.SetMarks(map[string]uint64{h.mark: uint64(max(closed, 0))})
 }
 
@@ -525,7 +590,11 @@ func (h *histSyncer) compare(ctx context.Context, from, to int64, level int, st 
 		if err != nil || reply == nil {
 			return err
 		}
+		h.since = max(h.since, reply.Since)
 		for _, g := range differing(mine, reply.Sums, func(s transport.HistSum) int64 { return s.Window }) {
+			if (g+1)*per-1 < h.since {
+				continue // dropped on one side: not compared
+			}
 			if err := ctx.Err(); err != nil {
 				return err
 			}
@@ -536,7 +605,7 @@ func (h *histSyncer) compare(ctx context.Context, from, to int64, level int, st 
 				}
 				continue
 			}
-			if err := h.compare(ctx, max(g*per, from), min(g*per+per-1, to), level+1, st); err != nil {
+			if err := h.compare(ctx, max(g*per, from, h.since), min(g*per+per-1, to), level+1, st); err != nil {
 				return err
 			}
 		}

@@ -1,6 +1,7 @@
 package replica
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"slices"
@@ -160,5 +161,91 @@ func TestHistoryPeers(t *testing.T) {
 	wb, _ := b.st.HistoryWindows(0, math.MaxInt64)
 	if !slices.Equal(wa, wb) {
 		t.Fatalf("window digests differ:\n%v\n%v", wa, wb)
+	}
+}
+
+// TestHistoryRetentionWaitsForTheUpstream: an edge keeps history past its
+// retention until its upstream has acknowledged it, then drops it; the
+// cloud keeps it, and the rounds after do not send it again. Over its
+// budget, the edge drops its oldest windows, unacknowledged too, and
+// counts them.
+func TestHistoryRetentionWaitsForTheUpstream(t *testing.T) {
+	cloud := startNode(t, "cloud", nodeOpts{})
+	px := proxyTo(t, cloud)
+	edge := startNode(t, "edge", nodeOpts{upstreams: []string{px.URL()}})
+	s := uuid.New()
+	edge.write(edgePt(edge.root, s), crdt.Point{Node: edge.root, Type: crdt.TypeHistoryKeep, Key: "*", Value: 1})
+	edge.waitInSync(px.URL())
+	px.Cut()
+	waitFor(t, "link down", 10e9, func() bool { return !edge.link(px.URL()).Connected })
+	// Two days ago, then now.
+	old := time.Now().Add(-48 * time.Hour).UnixMilli()
+	var pts []crdt.Point
+	for i := range 1000 {
+		pts = append(pts, crdt.Point{Node: s, Type: "temp", Key: "0", Value: float64(i), Time: crdt.NewTimestamp(old+int64(i)*1000, 0), Origin: edge.st.Instance()})
+	}
+	if _, err := edge.st.Apply(pts); err != nil {
+		t.Fatal(err)
+	}
+	edge.write(valPt(s, "temp", -1))
+	ctx := context.Background()
+	u, err := edge.rep.upkeepHistory(ctx, time.Now())
+	if err != nil || u.Trimmed.Samples != 0 {
+		t.Fatalf("upkeep before the upstream acknowledged: %+v %v; want nothing dropped", u, err)
+	}
+	px.Restore()
+	waitFor(t, "upload", 30e9, func() bool { return len(cloud.registerHistory(s, "temp")) == 1001 })
+	waitFor(t, "acknowledged", 30e9, func() bool {
+		return edge.rep.dialers[0].histAck.before(edge.st) > history.WindowOf(crdt.NewTimestamp(old+1_000_000, 0))
+	})
+	// The upkeep (this pass, or the replica's own) drops the old day.
+	if _, err = edge.rep.upkeepHistory(ctx, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(edge.registerHistory(s, "temp")); n != 1 {
+		t.Fatalf("the edge holds %d samples, want the 1 of the last day", n)
+	}
+	if m := edge.rep.Metrics(); m.HistoryDropped[0].Value != 1000 || m.HistoryDropped[1].Value != 0 {
+		t.Fatalf("dropped %v, want 1,000 kept (acknowledged) and none unacknowledged", m.HistoryDropped)
+	}
+	// The next full round compares nothing before the trim: the cloud
+	// keeps its copy and the edge fetches nothing back.
+	edge.restart()
+	edge.waitInSync(px.URL())
+	time.Sleep(500 * time.Millisecond)
+	if n := len(edge.registerHistory(s, "temp")); n != 1 {
+		t.Fatalf("after a new session's full round the edge holds %d samples, want 1", n)
+	}
+	if n := len(cloud.registerHistory(s, "temp")); n != 1001 {
+		t.Fatalf("the cloud holds %d samples, want 1001", n)
+	}
+
+	// The budget: cut off again, a smaller budget than the history.
+	px.Cut()
+	waitFor(t, "link down", 10e9, func() bool { return !edge.link(px.URL()).Connected })
+	pts = pts[:0]
+	recent := time.Now().Add(-3 * time.Hour).UnixMilli()
+	for i := range 3 * 3600 {
+		pts = append(pts, crdt.Point{Node: s, Type: "temp", Key: "0", Value: float64(i%100) / 10, Time: crdt.NewTimestamp(recent+int64(i)*1000, 0), Origin: edge.st.Instance()})
+	}
+	if _, err := edge.st.Apply(pts); err != nil {
+		t.Fatal(err)
+	}
+	edge.write(crdt.Point{Node: edge.root, Type: crdt.TypeHistoryMaxBytes, Key: "0", Value: 4000})
+	before := edge.rep.Metrics()
+	u, err = edge.rep.upkeepHistory(ctx, time.Now())
+	if err != nil || u.Budget.Samples == 0 || u.Unacked == 0 {
+		t.Fatalf("upkeep over the budget: %+v %v; want unacknowledged samples dropped", u, err)
+	}
+	st, _ := edge.st.HistoryStats()
+	if st.Bytes > 4000 && st.Windows > 2 {
+		t.Fatalf("history %+v still over the budget", st)
+	}
+	after := edge.rep.Metrics()
+	if after.HistoryDropped[1].Value-before.HistoryDropped[1].Value != u.Unacked {
+		t.Fatalf("metrics count %d unacknowledged, the upkeep %d", after.HistoryDropped[1].Value-before.HistoryDropped[1].Value, u.Unacked)
+	}
+	if _, ok, _ := edge.st.Get(crdt.Register{Node: s, Type: "temp", Key: "0"}); !ok {
+		t.Fatal("the register was dropped")
 	}
 }

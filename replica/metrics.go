@@ -54,6 +54,7 @@ type metrics struct {
 	refusedRequests                [len(metricReasons)]atomic.Uint64
 	loginFailures                  atomic.Uint64
 	historyWritten, historyRound   atomic.Uint64
+	historyAcked, historyUnacked   atomic.Uint64 // samples dropped by retention or budget
 
 	mu         sync.Mutex
 	lastRemote map[string]string // a dialed link's last remote instance, by URL
@@ -131,6 +132,14 @@ func (m *metrics) remote(marks map[string]uint64, skewed, n int, res store.Resul
 // historyMerged counts samples a history round added (history.go).
 func (m *metrics) historyMerged(n uint64) { m.historyRound.Add(n) }
 
+// historyDropped counts samples the history upkeep dropped: acked ones
+// (retention, or the budget with acknowledged history), and unacked ones
+// the budget dropped before an upstream acknowledged them.
+func (m *metrics) historyDropped(acked, unacked uint64) {
+	m.historyAcked.Add(acked)
+	m.historyUnacked.Add(unacked)
+}
+
 // rejectPoints counts n points refused one by one for reason.
 func (m *metrics) rejectPoints(reason string, n int) {
 	if n > 0 {
@@ -190,6 +199,12 @@ type Metrics struct {
 	// histories, by path: "write" (with the points of a write, a push or
 	// a repair), "round" (merged by a history round, either side's).
 	HistorySamples []Count
+	// HistoryDropped counts the samples the history upkeep dropped, by
+	// kind: "kept" (past the retention, or acknowledged history over
+	// the budget) and "unacknowledged" (over the budget before any
+	// upstream acknowledged them: lost unless another replica holds
+	// them).
+	HistoryDropped []Count
 
 	LinksRefused    uint64  // hellos refused
 	RequestsRefused []Count // API requests refused before they did anything, by reason (forbidden, limited, invalid...)
@@ -245,6 +260,7 @@ func (r *Replica) Metrics() Metrics {
 		RepairSent:       m.repairSent.Load(),
 		RepairAnswerTime: time.Duration(r.acceptor.repairTime.Load()),
 		HistorySamples:   []Count{{"write", m.historyWritten.Load()}, {"round", m.historyRound.Load()}},
+		HistoryDropped:   []Count{{"kept", m.historyAcked.Load()}, {"unacknowledged", m.historyUnacked.Load()}},
 		LinksRefused:     r.acceptor.refused.Load(),
 		LastSeq:          r.st.LastSeq(),
 		DiskBytes:        r.st.DiskUsage(),

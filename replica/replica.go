@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -75,6 +76,9 @@ type Config struct {
 	// to RepairInterval (1 h).
 	RepairMaxInterval time.Duration
 	MaxWatchers       int // watch requests held at once; more are refused (256)
+	// HistoryUpkeepInterval is how often the histories are compacted and
+	// trimmed to their retention and budget (10 min; historykeep.go).
+	HistoryUpkeepInterval time.Duration
 
 	// Per identity, except the system and the local administrator.
 	RequestRate             float64       // API requests a second, with bursts of twice as many (200)
@@ -123,6 +127,7 @@ func (c *Config) setDefaults() {
 	}
 	def(&c.RepairInterval, 60*time.Second)
 	def(&c.RepairMaxInterval, time.Hour)
+	def(&c.HistoryUpkeepInterval, 10*time.Minute)
 	c.RepairMaxInterval = max(c.RepairMaxInterval, c.RepairInterval)
 	if c.Window <= 0 {
 		c.Window = 4
@@ -200,6 +205,9 @@ type Replica struct {
 	router   *router // routes the feed to subtree links
 	metrics  metrics
 	logLimit limiter // repeated warnings: once a minute per key
+	// histLostLogged: the loss of unacknowledged history to the budget
+	// was logged (once a process; metrics count every loss).
+	histLostLogged atomic.Bool
 	auth     *authority
 	limits   limits
 
@@ -256,10 +264,14 @@ func Open(cfg Config) (*Replica, error) {
 		return nil, err
 	}
 	cfg.Server.SetAuth(r.auth)
-	r.wg.Add(3)
+	r.wg.Add(4)
 	go func() {
 		defer r.wg.Done()
 		r.acceptor.expire(ctx)
+	}()
+	go func() {
+		defer r.wg.Done()
+		r.historyLoop(ctx)
 	}()
 	go func() {
 		defer r.wg.Done()

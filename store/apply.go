@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"runtime"
 	"slices"
 	"sync"
@@ -137,7 +138,8 @@ func (s *Store) ApplyWith(opts ApplyOptions, pts []crdt.Point) (res Result, err 
 	if err != nil {
 		return Result{}, err
 	}
-	if res.HistoryAdded, err = b.recordHistory(batchPts, res.Outcomes); err != nil {
+	var late int64
+	if res.HistoryAdded, late, err = b.recordHistory(batchPts, res.Outcomes, s.lateBefore()); err != nil {
 		return Result{}, b.txnErr(err)
 	}
 	for _, m := range marks {
@@ -166,6 +168,9 @@ func (s *Store) ApplyWith(opts ApplyOptions, pts []crdt.Point) (res Result, err 
 	}
 	s.maxTime.Store(uint64(maxTime))
 	s.seq.Store(b.seq)
+	if late != math.MaxInt64 {
+		s.late.add(late)
+	}
 	if b.irregularChanged {
 		s.irregularGen.Add(1)
 	}
@@ -310,11 +315,24 @@ func (b *batch) apply(pts []crdt.Point) (Result, error) {
 // A point that lost to its register's winner is still a value the
 // register took, unless it is that winner (a write received again),
 // which was recorded when it won.
-func (b *batch) recordHistory(pts []crdt.Point, outcomes []Outcome) (uint64, error) {
+func (b *batch) recordHistory(pts []crdt.Point, outcomes []Outcome, lateBefore int64) (added uint64, late int64, err error) {
 	var hw *histWriter
+	off := map[crdt.Register]bool{} // historyOff registers looked up
 	for i := range pts {
 		p := &pts[i]
 		if !HistoryRecorded(p) {
+			continue
+		}
+		cfg := crdt.Register{Node: p.Node, Type: crdt.TypeHistoryOff, Key: p.Type}
+		isOff, seen := off[cfg]
+		if !seen {
+			var err error
+			if isOff, err = b.historyOff(cfg); err != nil {
+				return 0, 0, err
+			}
+			off[cfg] = isOff
+		}
+		if isOff {
 			continue
 		}
 		if outcomes[i] == Stale {
@@ -323,17 +341,42 @@ func (b *batch) recordHistory(pts []crdt.Point, outcomes []Outcome) (uint64, err
 			}
 		}
 		if hw == nil {
-			hw = newHistWriter(b.txn)
+			hw = newHistWriter(b.txn, lateBefore)
 		}
 		hw.add(p.Register(), history.FromPoint(p))
 	}
 	if hw == nil {
-		return 0, nil
+		return 0, math.MaxInt64, nil
 	}
 	if err := hw.flush(); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return hw.added, nil
+	return hw.added, hw.lowest, nil
+}
+
+// historyOff reports whether the TypeHistoryOff register cfg, as the
+// batch leaves it, turns its type's history off.
+func (b *batch) historyOff(cfg crdt.Register) (bool, error) {
+	p := crdt.Point{Node: cfg.Node, Type: cfg.Type, Key: cfg.Key}
+	if p.Key == "" {
+		return false, nil
+	}
+	k := pointKey(&p)
+	if r, ok := b.regs[string(k)]; ok {
+		return r.cur != nil && !r.cur.Tombstone && r.cur.Value != 0, nil
+	}
+	item, err := b.txn.Get(k)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("store: read %s: %w", crdt.TypeHistoryOff, err)
+	}
+	err = item.Value(func(v []byte) error {
+		_, err := decodeRegister(v, &p)
+		return err
+	})
+	return err == nil && !p.Tombstone && p.Value != 0, err
 }
 
 func (b *batch) txnErr(err error) error {

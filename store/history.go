@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"sync"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/google/uuid"
@@ -411,6 +412,9 @@ type histWriter struct {
 	groups map[histGroupKey]*histGroup
 	order  []histGroupKey
 	added  uint64 // samples new to the store, once flushed
+	// lateBefore: a window before it is late (lateLog); lowest is the
+	// lowest late window that got new samples (math.MaxInt64: none).
+	lateBefore, lowest int64
 }
 
 type histGroupKey struct {
@@ -423,8 +427,65 @@ type histGroup struct {
 	sorted  bool
 }
 
-func newHistWriter(txn *badger.Txn) *histWriter {
-	return &histWriter{txn: txn, groups: make(map[histGroupKey]*histGroup)}
+func newHistWriter(txn *badger.Txn, lateBefore int64) *histWriter {
+	return &histWriter{txn: txn, groups: make(map[histGroupKey]*histGroup), lateBefore: lateBefore, lowest: math.MaxInt64}
+}
+
+// lateLog remembers the late writes of history: new samples in a window
+// before the one before the store's greatest time, which a link's rounds
+// since its mark would not compare. It is kept in memory, since Open:
+// links run a full round at the start of each session.
+type lateLog struct {
+	mu      sync.Mutex
+	gen     uint64 // late writes so far
+	entries []lateEntry
+	lost    uint64 // entries with gen ≤ lost were dropped (too many)
+}
+
+type lateEntry struct {
+	gen uint64
+	w   int64
+}
+
+const maxLateEntries = 4096
+
+func (l *lateLog) add(w int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.gen++
+	if len(l.entries) == maxLateEntries {
+		l.lost = l.entries[0].gen
+		l.entries = append(l.entries[:0], l.entries[1:]...)
+	}
+	l.entries = append(l.entries, lateEntry{l.gen, w})
+}
+
+// LateHistoryGen returns the count of late history writes since Open: a
+// window that got new samples long after its time (a backlog replayed, a
+// peer's repair). A link whose rounds compare from a mark checks them
+// with LateHistoryLow.
+func (s *Store) LateHistoryGen() uint64 {
+	s.late.mu.Lock()
+	defer s.late.mu.Unlock()
+	return s.late.gen
+}
+
+// LateHistoryLow returns the lowest window of the late writes after
+// generation gen: math.MaxInt64 when there were none, -1 when they are no
+// longer known (compare every window).
+func (s *Store) LateHistoryLow(gen uint64) int64 {
+	s.late.mu.Lock()
+	defer s.late.mu.Unlock()
+	if gen < s.late.lost {
+		return -1
+	}
+	low := int64(math.MaxInt64)
+	for _, e := range s.late.entries {
+		if e.gen > gen {
+			low = min(low, e.w)
+		}
+	}
+	return low
 }
 
 // add queues sample s of register r.
@@ -493,6 +554,9 @@ func (hw *histWriter) flush() error {
 		counts[k.reg.Node][k.w] += dn
 		if dn > 0 {
 			hw.added += uint64(dn)
+			if k.w < hw.lateBefore {
+				hw.lowest = min(hw.lowest, k.w)
+			}
 		}
 	}
 	for n, ws := range sums {

@@ -60,7 +60,7 @@ func (s *Store) MergeHistory(regs []RegisterHistory) (added uint64, err error) {
 	}
 	txn := s.db.NewTransaction(true)
 	defer txn.Discard()
-	hw := newHistWriter(txn)
+	hw := newHistWriter(txn, s.lateBefore())
 	for i := range regs {
 		for j := range regs[i].Samples {
 			hw.add(regs[i].Reg, regs[i].Samples[j])
@@ -71,6 +71,9 @@ func (s *Store) MergeHistory(regs []RegisterHistory) (added uint64, err error) {
 	}
 	if err := txn.Commit(); err != nil {
 		return 0, s.histErr(err)
+	}
+	if hw.lowest != math.MaxInt64 {
+		s.late.add(hw.lowest)
 	}
 	return hw.added, nil
 }
@@ -84,6 +87,10 @@ func (s *Store) histErr(err error) error {
 	}
 	return fmt.Errorf("store: history: %w", err)
 }
+
+// lateBefore returns the window before which a new sample is late: the
+// one before the window of the greatest time held.
+func (s *Store) lateBefore() int64 { return history.WindowOf(s.MaxTime()) - 1 }
 
 // HistoryQuery selects a span of one register's history: samples with
 // From ≤ physical ms < To. To 0 means no end.
@@ -669,7 +676,7 @@ func (s *Store) trimSome(cutoff func(string) int64, maxCutoff int64, cursor []by
 		st.Windows++
 		st.Last = max(st.Last, j.w)
 	}
-	hw := newHistWriter(txn)
+	hw := newHistWriter(txn, 0)
 	for k, g := range sums {
 		if err := hw.addSum(k.Node, k.Window, crdt.Digest{}.Sub(g.Digest), -int64(g.Count)); err != nil {
 			return st, nil, s.histErr(err)

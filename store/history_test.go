@@ -392,3 +392,37 @@ func TestTrimHistoryIsDeterministic(t *testing.T) {
 		t.Fatalf("oldest window %d %v, want %d", o, ok, w0+1)
 	}
 }
+
+// TestHistoryOff: a node's historyOff point for a type stops the
+// recording of that type on that node, from the batch that sets it on;
+// other types and nodes go on; turning it off again resumes.
+func TestHistoryOff(t *testing.T) {
+	s := openTest(t, "")
+	off := func(node int, v float64, ms int64) crdt.Point {
+		return crdt.Point{Node: id(node), Type: crdt.TypeHistoryOff, Key: "setpoint", Value: v, Time: crdt.NewTimestamp(ms, 0), Origin: origin}
+	}
+	set := func(node int, v float64, ms int64) crdt.Point {
+		return crdt.Point{Node: id(node), Type: "setpoint", Key: "0", Value: v, Time: crdt.NewTimestamp(ms, 1), Origin: origin}
+	}
+	mustApply(t, s, set(1, 1, t0+1000))
+	mustApply(t, s, off(1, 1, t0+2000), set(1, 2, t0+2000)) // in the same batch
+	mustApply(t, s, set(1, 3, t0+3000), set(2, 3, t0+3000), reading(1, "0", 20, t0+3000))
+	mustApply(t, s, off(1, 0, t0+4000))
+	mustApply(t, s, set(1, 5, t0+5000))
+	var vals []float64
+	for _, x := range allHistory(t, s, crdt.Register{Node: id(1), Type: "setpoint", Key: "0"}) {
+		vals = append(vals, x.Value)
+	}
+	if !slices.Equal(vals, []float64{1, 5}) {
+		t.Fatalf("node 1 setpoint history %v, want [1 5]", vals)
+	}
+	if n := len(allHistory(t, s, crdt.Register{Node: id(2), Type: "setpoint", Key: "0"})); n != 1 {
+		t.Fatalf("node 2's setpoint has %d samples, want 1", n)
+	}
+	if n := len(allHistory(t, s, tempReg(1, "0"))); n != 1 {
+		t.Fatalf("node 1's temp has %d samples, want 1", n)
+	}
+	if got := mustGet(t, s, set(1, 0, 0)); got.Value != 5 {
+		t.Fatalf("the register holds %v, want 5", got.Value)
+	}
+}

@@ -282,6 +282,7 @@ type Store struct {
 	// edges (IrregularEdges).
 	irregularGen atomic.Uint64
 	cache        *writeCache // the writer's tree records; used under mu
+	late         lateLog     // late history writes since Open
 	du           diskUsage   // DiskUsage's cached figure
 }
 

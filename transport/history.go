@@ -72,4 +72,8 @@ type HistReply struct {
 	Regs  []HistReg `msgpack:"regs,omitempty"`
 	Added uint64    `msgpack:"added,omitempty"`
 	More  bool      `msgpack:"more,omitempty"`
+	// Since, in a reply to HistWindows: the acceptor dropped history
+	// (its retention, its budget) before this window, so the dialer
+	// compares none before it.
+	Since int64 `msgpack:"since,omitempty"`
 }

@@ -64,7 +64,7 @@ func msgSamples() []any {
 			Sums:  []HistSum{{Node: uuid.MustParse("6f1c1b6e-3a57-4d8e-9a43-2f9a0c1d5e77"), Window: 494_050, Digest: ShortDigest{1, 2, 3, 4, 5, 6, 7, 8}, Count: 3600}},
 			Regs:  []HistReg{{Node: uuid.MustParse("6f1c1b6e-3a57-4d8e-9a43-2f9a0c1d5e77"), Type: "temp", Key: "0", Block: []byte{1, 1, 1}}},
 			Fetch: []HistSum{{Node: uuid.MustParse("6f1c1b6e-3a57-4d8e-9a43-2f9a0c1d5e77"), Window: 494_051}}},
-		HistReply{Sums: []HistSum{{Window: 494_050, Count: 1}}, Regs: []HistReg{{Type: "temp", Key: "0", Block: []byte{1}}}, Added: 7, More: true},
+		HistReply{Sums: []HistSum{{Window: 494_050, Count: 1}}, Regs: []HistReg{{Type: "temp", Key: "0", Block: []byte{1}}}, Added: 7, More: true, Since: 494_001},
 	}
 }
 
@@ -179,7 +179,7 @@ func TestMessageKeys(t *testing.T) {
 		MsgVerifyRequest: {},
 		MsgVerifyReply:   {"edges", "error", "nodes", "problems", "registers", "seconds"},
 		MsgHistRequest:   {"fetch", "from", "k", "per", "regs", "sums", "to", "w"},
-		MsgHistReply:     {"added", "more", "regs", "sums"},
+		MsgHistReply:     {"added", "more", "regs", "since", "sums"},
 	}
 	linkKeys := []string{"bytesReceived", "bytesSent", "connected", "inSync", "lastError", "lastSeen", "pending", "rejected", "remote", "role", "url"}
 	for _, v := range msgSamples() {
