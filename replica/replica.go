@@ -208,8 +208,8 @@ type Replica struct {
 	// histLostLogged: the loss of unacknowledged history to the budget
 	// was logged (once a process; metrics count every loss).
 	histLostLogged atomic.Bool
-	auth     *authority
-	limits   limits
+	auth           *authority
+	limits         limits
 
 	ctx    context.Context
 	cancel context.CancelFunc
