@@ -25,7 +25,7 @@ import (
 // round carries what pushes did not: the values a register took and lost
 // before they could be pushed (a day offline), a batch one side lost.
 // The dialer runs a round after each repair round that had traffic since
-// the last, and every histFullEvery over all windows.
+// the last, and every Config.HistoryFullInterval over all windows.
 //
 // A round compares, from the link's history mark on: the sums of each
 // window of the scope, then the sums of each node in a window that
@@ -41,9 +41,6 @@ const (
 	histChunk = 20_000
 	// histMaxWindows bounds the windows one request compares.
 	histMaxWindows = 4096
-	// histFullEvery is how often a link compares every window, not only
-	// those since its mark.
-	histFullEvery = 6 * time.Hour
 	// histReplyBudget is the reply size a request's timeout allows for.
 	histReplyBudget = 1 << 20
 )
@@ -439,12 +436,12 @@ func (d *dialLink) newHistSyncer(s *session, subject string) *histSyncer {
 // so a link that streams readings runs about one round an hour and never
 // compares a window its pushes are still filling; an idle link, with no
 // point pushed either way since, runs only the round every
-// histFullEvery.
+// Config.HistoryFullInterval.
 func (h *histSyncer) due(now time.Time) bool {
 	if h.off {
 		return false
 	}
-	return h.last.IsZero() || now.Sub(h.lastAll) >= histFullEvery ||
+	return h.last.IsZero() || now.Sub(h.lastAll) >= h.s.r.cfg.HistoryFullInterval ||
 		h.closedWindow() > h.lastTo && h.s.traffic() != h.traffic ||
 		h.s.r.st.LateHistoryGen() != h.lastGen
 }
@@ -519,7 +516,7 @@ func (a *histAck) before(st *store.Store) int64 {
 var histLevels = [...]int64{720, 24, 1}
 
 // round runs one history round: from the link's mark, or over every
-// window every histFullEvery.
+// window every Config.HistoryFullInterval.
 func (h *histSyncer) round(ctx context.Context) (st HistoryStats, err error) {
 	t0 := time.Now()
 	defer func() { st.Took = time.Since(t0) }()
@@ -535,7 +532,7 @@ func (h *histSyncer) round(ctx context.Context) (st HistoryStats, err error) {
 	// A session's first round compares every window: late writes are
 	// only remembered since the store opened (store.LateHistoryLow).
 	from := int64(0)
-	full := first || t0.Sub(h.lastAll) >= histFullEvery
+	full := first || t0.Sub(h.lastAll) >= r.cfg.HistoryFullInterval
 	if !full {
 		m, err := r.st.Mark(h.mark)
 		if err != nil {

@@ -249,3 +249,38 @@ func TestHistoryRetentionWaitsForTheUpstream(t *testing.T) {
 		t.Fatal("the register was dropped")
 	}
 }
+
+// TestHistoryRepairFindsALostBatch: with edge and cloud in sync, a
+// window of history is lost on one side, then on the other; the next
+// full round finds it by its digests and brings it back, by a push
+// (lost on the cloud) or a fetch (lost on the edge).
+func TestHistoryRepairFindsALostBatch(t *testing.T) {
+	tune := func(c *Config) { c.HistoryFullInterval, c.RepairInterval = 300*time.Millisecond, 200*time.Millisecond }
+	cloud := startNode(t, "cloud", nodeOpts{tune: tune})
+	px := proxyTo(t, cloud)
+	edge := startNode(t, "edge", nodeOpts{upstreams: []string{px.URL()}, tune: tune})
+	sensors := []uuid.UUID{uuid.New(), uuid.New()}
+	for _, s := range sensors {
+		edge.write(edgePt(edge.root, s))
+	}
+	edge.waitInSync(px.URL())
+	px.Cut()
+	waitFor(t, "link down", 10e9, func() bool { return !edge.link(px.URL()).Connected })
+	offlineReadings(t, edge, sensors, 3*3600) // three hours: four windows
+	px.Restore()
+	waitExplained(t, 30*time.Second, func() bool { ok, _ := sameHistory(edge, cloud, sensors); return ok },
+		func() string { _, why := sameHistory(edge, cloud, sensors); return why })
+	first := edge.registerHistory(sensors[0], "temp")[0].Time
+	w := history.WindowOf(first)
+	for _, lose := range []*node{cloud, edge} {
+		dropped, err := lose.st.TrimHistory(context.Background(), func(typ string) int64 { return w + 1 }, w+1)
+		if err != nil || dropped.Samples == 0 {
+			t.Fatalf("%s: drop a window: %+v %v", lose.name, dropped, err)
+		}
+		if ok, _ := sameHistory(edge, cloud, sensors); ok {
+			t.Fatalf("%s: nothing lost", lose.name)
+		}
+		waitExplained(t, 30*time.Second, func() bool { ok, _ := sameHistory(edge, cloud, sensors); return ok },
+			func() string { _, why := sameHistory(edge, cloud, sensors); return lose.name + " lost a window: " + why })
+	}
+}

@@ -18,12 +18,13 @@ type linkTimers struct {
 	ping, session     time.Duration // the dialer's session ping, the acceptor's silence timeout
 	repair, repairMax time.Duration // the repair interval, and its stretch on an idle link
 	keepAlive, server time.Duration // NATS keepalive of the link's connection, of the server
+	history           time.Duration // the full history round's interval (0: none)
 }
 
 // scaled divides every interval by k.
 func (lt linkTimers) scaled(k int64) linkTimers {
 	d := func(v time.Duration) time.Duration { return v / time.Duration(k) }
-	return linkTimers{lt.name, d(lt.ping), d(lt.session), d(lt.repair), d(lt.repairMax), d(lt.keepAlive), d(lt.server)}
+	return linkTimers{lt.name, d(lt.ping), d(lt.session), d(lt.repair), d(lt.repairMax), d(lt.keepAlive), d(lt.server), d(lt.history)}
 }
 
 // idleTimers: before, the defaults this benchmark was written against;
@@ -35,7 +36,7 @@ func idleTimers() []linkTimers {
 		{name: "before", ping: 15 * time.Second, session: 60 * time.Second, repair: 60 * time.Second, repairMax: 60 * time.Second,
 			keepAlive: 30 * time.Second, server: 30 * time.Second},
 		{name: "now", ping: c.PingInterval, session: c.SessionTimeout, repair: c.RepairInterval, repairMax: c.RepairMaxInterval,
-			keepAlive: c.KeepAlive, server: 2 * time.Minute},
+			keepAlive: c.KeepAlive, server: 2 * time.Minute, history: c.HistoryFullInterval},
 	}
 }
 
@@ -59,6 +60,11 @@ func BenchmarkIdleLink(b *testing.B) {
 			tune := func(c *Config) {
 				c.PingInterval, c.SessionTimeout = st.ping, st.session
 				c.RepairInterval, c.RepairMaxInterval, c.KeepAlive = st.repair, st.repairMax, st.keepAlive
+				if st.history > 0 {
+					c.HistoryFullInterval = st.history
+				} else {
+					c.HistoryFullInterval = 1000 * time.Hour // before history rounds
+				}
 			}
 			for range b.N {
 				cloud := startNode(b, "cloud", nodeOpts{tune: tune, serverPing: st.server})
@@ -75,9 +81,11 @@ func BenchmarkIdleLink(b *testing.B) {
 				s0 := px.Stats()
 				time.Sleep(hour)
 				s1 := px.Stats()
-				// A second hour: by then repair has stretched to its
-				// longest interval, the steady state of an idle device.
-				time.Sleep(hour)
+				// Then the steady state of an idle device, repair at its
+				// longest interval: as many hours as the full history
+				// round's interval holds, so it counts its share.
+				steady := max(lt.history/time.Hour, 1)
+				time.Sleep(time.Duration(steady) * hour)
 				s2 := px.Stats()
 				if !edge.link(px.URL()).Connected || s2.Accepted != s0.Accepted {
 					b.Fatalf("the idle link dropped: %+v", edge.link(px.URL()))
@@ -86,9 +94,10 @@ func BenchmarkIdleLink(b *testing.B) {
 					return float64(b.ClientToTarget - a.ClientToTarget + b.TargetToClient - a.TargetToClient)
 				}
 				b.ReportMetric(bytes(s0, s1), "first-hour-B")
-				b.ReportMetric(bytes(s1, s2), "steady-hour-B")
-				b.ReportMetric(bytes(s1, s2)*720/1e6, "MB/month")
-				b.ReportMetric(float64(s2.ClientToTarget-s1.ClientToTarget)*720/1e6, "up-MB/month")
+				perHour := bytes(s1, s2) / float64(steady)
+				b.ReportMetric(perHour, "steady-hour-B")
+				b.ReportMetric(perHour*720/1e6, "MB/month")
+				b.ReportMetric(float64(s2.ClientToTarget-s1.ClientToTarget)/float64(steady)*720/1e6, "up-MB/month")
 			}
 		})
 	}

@@ -79,6 +79,9 @@ type Config struct {
 	// HistoryUpkeepInterval is how often the histories are compacted and
 	// trimmed to their retention and budget (10 min; historykeep.go).
 	HistoryUpkeepInterval time.Duration
+	// HistoryFullInterval is how often a link's history round compares
+	// every window, not only those since its mark (6 h; history.go).
+	HistoryFullInterval time.Duration
 
 	// Per identity, except the system and the local administrator.
 	RequestRate             float64       // API requests a second, with bursts of twice as many (200)
@@ -128,6 +131,7 @@ func (c *Config) setDefaults() {
 	def(&c.RepairInterval, 60*time.Second)
 	def(&c.RepairMaxInterval, time.Hour)
 	def(&c.HistoryUpkeepInterval, 10*time.Minute)
+	def(&c.HistoryFullInterval, 6*time.Hour)
 	c.RepairMaxInterval = max(c.RepairMaxInterval, c.RepairInterval)
 	if c.Window <= 0 {
 		c.Window = 4
