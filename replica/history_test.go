@@ -281,6 +281,9 @@ func TestHistoryRepairFindsALostBatch(t *testing.T) {
 			t.Fatalf("%s: nothing lost", lose.name)
 		}
 		waitExplained(t, 30*time.Second, func() bool { ok, _ := sameHistory(edge, cloud, sensors); return ok },
-			func() string { _, why := sameHistory(edge, cloud, sensors); return lose.name + " lost a window: " + why })
+			func() string {
+				_, why := sameHistory(edge, cloud, sensors)
+				return lose.name + " lost a window: " + why
+			})
 	}
 }
