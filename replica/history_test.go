@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/siot-io/siot/crdt"
 	"github.com/siot-io/siot/history"
 	"github.com/siot-io/siot/store"
+	"github.com/siot-io/siot/transport"
 )
 
 // registerHistory returns every sample of node's register typ.0 on n.
@@ -285,5 +287,86 @@ func TestHistoryRepairFindsALostBatch(t *testing.T) {
 				_, why := sameHistory(edge, cloud, sensors)
 				return lose.name + " lost a window: " + why
 			})
+	}
+}
+
+// TestHostileHistoryRounds: an edge's session sends crafted history
+// requests. Samples of a node outside its subtree, samples from the far
+// future and credential histories are refused; its own are merged; a
+// fetch outside its subtree, a span too long and a block that does not
+// decode get errors and change nothing.
+func TestHostileHistoryRounds(t *testing.T) {
+	cloud := startNode(t, "cloud", nodeOpts{})
+	y := uuid.New()
+	cloud.write(edgePt(cloud.root, y), valPt(y, "temp", 1))
+	nc := cloud.dial(nil)
+	inst, root := uuid.New(), uuid.New()
+	b, _ := transport.Encode(transport.Hello{Proto: 1, Instance: inst, Root: root, Role: transport.RoleEdge, Time: time.Now().UnixMilli()})
+	m, err := nc.Request(adminSubject(transport.NameHello), b, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var w transport.Welcome
+	if err := transport.Decode(m.Data, 0, &w); err != nil {
+		t.Fatal(err)
+	}
+	subj, _ := transport.Subjects(adminID, w.Session)
+	ask := func(req transport.HistRequest) (*transport.HistReply, error) {
+		t.Helper()
+		b, err := transport.Encode(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := nc.Request(subj.Repair, b, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r transport.HistReply
+		return &r, transport.Decode(m.Data, 0, &r)
+	}
+	now := time.Now().UnixMilli()
+	block := func(node uuid.UUID, typ string, ms int64) transport.HistReg {
+		bl, err := history.Encode([]history.Sample{{Time: crdt.NewTimestamp(ms, 0), Origin: inst, Value: 7}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return transport.HistReg{Node: node, Type: typ, Key: "0", Block: bl}
+	}
+	r, err := ask(transport.HistRequest{Kind: transport.HistPush, Regs: []transport.HistReg{
+		block(y, "temp", now-1000),                                 // outside: refused
+		block(root, "temp", now-2000),                              // its own: merged
+		block(root, "temp", now+int64(time.Hour/time.Millisecond)), // the far future: refused
+		block(root, crdt.TypePassword, now-3000),                   // a credential: refused
+	}})
+	if err != nil || r.Added != 1 {
+		t.Fatalf("push: %+v %v; want 1 sample added", r, err)
+	}
+	if n := len(cloud.registerHistory(y, "temp")); n != 1 {
+		t.Fatalf("the node outside has %d samples, want its own 1", n)
+	}
+	if n := len(cloud.registerHistory(root, "temp")); n != 1 {
+		t.Fatalf("the edge's root has %d samples, want 1", n)
+	}
+	if _, err := ask(transport.HistRequest{Kind: transport.HistFetch, Fetch: []transport.HistSum{{Node: y, Window: history.WindowOf(crdt.NewTimestamp(now, 0))}}}); err == nil || !strings.Contains(err.Error(), "outside") {
+		t.Fatalf("fetch outside the subtree: %v, want refused", err)
+	}
+	if _, err := ask(transport.HistRequest{Kind: transport.HistWindows, From: 0, To: 1 << 40}); err == nil {
+		t.Fatal("a span of 2^40 windows was answered")
+	}
+	bad := block(root, "temp", now-4000)
+	bad.Block = bad.Block[:len(bad.Block)-1]
+	if _, err := ask(transport.HistRequest{Kind: transport.HistPush, Regs: []transport.HistReg{block(root, "temp", now-5000), bad}}); err == nil {
+		t.Fatal("a truncated block was accepted")
+	}
+	if n := len(cloud.registerHistory(root, "temp")); n != 1 {
+		t.Fatalf("after the refused push the root has %d samples, want 1", n)
+	}
+	if _, err := ask(transport.HistRequest{Kind: 99}); err == nil {
+		t.Fatal("an unknown kind was answered")
+	}
+	// The session still works after the refusals, and its sums are of
+	// its subtree alone.
+	if r, err := ask(transport.HistRequest{Kind: transport.HistNodes, Window: history.WindowOf(crdt.NewTimestamp(now, 0))}); err != nil || len(r.Sums) != 1 || r.Sums[0].Node != root {
+		t.Fatalf("nodes: %+v %v; want the root's sum only", r, err)
 	}
 }
