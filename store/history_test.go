@@ -6,7 +6,10 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
+
+	"github.com/dgraph-io/badger/v4"
 
 	"github.com/siot-io/siot/crdt"
 	"github.com/siot-io/siot/history"
@@ -424,5 +427,40 @@ func TestHistoryOff(t *testing.T) {
 	}
 	if got := mustGet(t, s, set(1, 0, 0)); got.Value != 5 {
 		t.Fatalf("the register holds %v, want 5", got.Value)
+	}
+}
+
+// TestVerifyChecksHistory: Verify passes on a history of appends,
+// compactions, merges and trims, and names a lost segment and a wrong
+// node sum.
+func TestVerifyChecksHistory(t *testing.T) {
+	s := openTest(t, "")
+	rng := rand.New(rand.NewPCG(11, 12))
+	liveSeries(t, s, "a", 5000, rng)
+	if _, err := s.CompactHistory(context.Background(), history.WindowOf(crdt.NewTimestamp(t0, 0))+1); err != nil {
+		t.Fatal(err)
+	}
+	mustApply(t, s, reading(1, "a", 1, t0+500)) // a late sample: merged
+	w0 := history.WindowOf(crdt.NewTimestamp(t0, 0))
+	if _, err := s.TrimHistory(context.Background(), func(string) int64 { return w0 }, w0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Verify(); err != nil {
+		t.Fatal(err)
+	}
+	reg := tempReg(1, "a")
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Delete(histSegKey(&reg, w0+1, 0)) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Verify(); !errors.Is(err, ErrMismatch) || !strings.Contains(err.Error(), "segment") {
+		t.Fatalf("a lost segment: %v", err)
+	}
+	if err := s.db.Update(func(txn *badger.Txn) error {
+		return txn.Set(histNodeKey(id(1), w0), histSum{count: 3}.encode())
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Verify(); !errors.Is(err, ErrMismatch) || !strings.Contains(err.Error(), "node index") {
+		t.Fatalf("a wrong node sum: %v", err)
 	}
 }

@@ -19,7 +19,9 @@ var ErrMismatch = errors.New("store: verify mismatch")
 // Verify recomputes every index and digest from the registers alone and
 // compares them with what the store maintains: the HLC index, the edge
 // states and their active flags (by the tree rules), the node digests, the
-// subtree digests and the child buckets. It returns nil when everything
+// subtree digests and the child buckets, and the registers' histories
+// (each window's count and digest from its samples, the nodes' window
+// sums from the windows). It returns nil when everything
 // matches, or an error wrapping ErrMismatch that lists up to 20 mismatches.
 //
 // Verify reads one snapshot and holds the whole tree's summary in memory
@@ -256,7 +258,7 @@ func (s *Store) VerifyCount(ctx context.Context) (VerifySummary, error) {
 				report("bucket %v/%02x missing, recomputed %v", id.parent, id.bucket, d)
 			}
 		}
-		return nil
+		return verifyHistory(ctx, txn, report)
 	})
 	if err != nil {
 		return sum, fmt.Errorf("store: verify: %w", err)
