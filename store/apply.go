@@ -137,8 +137,10 @@ func (s *Store) ApplyWith(opts ApplyOptions, pts []crdt.Point) (res Result, err 
 	if err != nil {
 		return Result{}, err
 	}
-	if res.HistoryAdded, err = b.recordHistory(batchPts, res.Outcomes); err != nil {
-		return Result{}, b.txnErr(err)
+	if !s.cfg.noHistory {
+		if res.HistoryAdded, err = b.recordHistory(batchPts, res.Outcomes); err != nil {
+			return Result{}, b.txnErr(err)
+		}
 	}
 	for _, m := range marks {
 		if err := txn.Set(m[0], m[1]); err != nil {
