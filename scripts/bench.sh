@@ -9,6 +9,12 @@
 # BenchmarkChecksums (in the store run) compares each workload with and
 # without checksum verification in one run and reports the ratio; its
 # ingest ops write 200,000 points twice (SIOT_BENCH_POINTS shortens it).
+# Registers' histories (issue 16), also in the store run:
+# BenchmarkHistoryIngest writes 1,000,000 readings (SIOT_BENCH_POINTS)
+# in batches of 10,000 with and without history, interleaved, per op;
+# BenchmarkHistoryQuery builds a year of 1 Hz history once (about 15 s;
+# SIOT_BENCH_DAYS shortens it), then times 1,000-step summaries of it and
+# the stream of a day.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BENCHTIME=${BENCHTIME:-1s}
@@ -43,6 +49,10 @@ others=$(go list ./... | grep -v -e '^github.com/siot-io/siot/store$' -e '^githu
 	# scripts/fleet-plot.py < bench.out draws docs/fleet-scaling.svg.
 	go test -run '^$' -bench Fleet -benchtime 1x -count 1 -timeout 60m ./replica/
 	go test -run '^$' -bench 'Resume|Repair|FirstLink' -benchtime 1x -count "$COUNT" -timeout 60m ./replica/
+	# A day offline (issue 16): an edge cut off records 864,000 readings,
+	# then the link is restored; one op is the whole scenario (about 10 s):
+	# the upload's time, its bytes on the wire and on the cloud's disk.
+	go test -run '^$' -bench HistoryUpload -benchtime 1x -count "$COUNT" -timeout 30m ./replica/
 	# The browser replica in Chromium (web/bench/ui.bench.ts, about 8 min at
 	# the default sizes): edge-to-page propagation (SIOT_UI_SAMPLES writes a
 	# round), the first load of a 10,100-node scope into an empty IndexedDB

@@ -138,9 +138,11 @@ func (s *Store) ApplyWith(opts ApplyOptions, pts []crdt.Point) (res Result, err 
 	if err != nil {
 		return Result{}, err
 	}
-	var late int64
-	if res.HistoryAdded, late, err = b.recordHistory(batchPts, res.Outcomes, s.lateBefore()); err != nil {
-		return Result{}, b.txnErr(err)
+	late := int64(math.MaxInt64)
+	if !s.cfg.noHistory {
+		if res.HistoryAdded, late, err = b.recordHistory(batchPts, res.Outcomes, s.lateBefore()); err != nil {
+			return Result{}, b.txnErr(err)
+		}
 	}
 	for _, m := range marks {
 		if err := txn.Set(m[0], m[1]); err != nil {

@@ -230,6 +230,10 @@ func (s *Store) HistorySummaries(q HistoryQuery, step int64, fn func(start int64
 // the span, in order, with its head and a function that returns its
 // samples: those of the compacted block's slices keep takes (all of them
 // when keep is nil), then every segment's.
+//
+// It walks the register's keys with one iterator: a window's head, its
+// block right after it, then its segments. The block's value is read
+// from the iterator's item only when fn asks for it.
 func eachHistWindow(txn *badger.Txn, q *HistoryQuery, fn func(w int64, h *histHead, block func(keep func(int) bool) ([]history.Sample, error)) error) error {
 	reg := append([]byte{pfxHist}, appendHistReg(nil, &q.Reg)...)
 	opts := badger.DefaultIteratorOptions
@@ -240,31 +244,45 @@ func eachHistWindow(txn *badger.Txn, q *HistoryQuery, fn func(w int64, h *histHe
 	fromW := max(q.From, 0) / history.WindowMs
 	toW := (q.to() - 1) / history.WindowMs
 	seek := binary.BigEndian.AppendUint64(bytes.Clone(reg), uint64(fromW))
-	for it.Seek(seek); it.Valid(); {
+	// parse returns the window and kind of the iterator's key.
+	parse := func() (int64, byte, error) {
 		k := it.Item().Key()
 		if len(k) < len(reg)+9 {
-			return fmt.Errorf("%w: history key of %d bytes", errCorrupt, len(k))
+			return 0, 0, fmt.Errorf("%w: history key of %d bytes", errCorrupt, len(k))
 		}
-		w := int64(binary.BigEndian.Uint64(k[len(reg):]))
+		return int64(binary.BigEndian.Uint64(k[len(reg):])), k[len(reg)+8], nil
+	}
+	for it.Seek(seek); it.Valid(); {
+		w, kind, err := parse()
+		if err != nil {
+			return err
+		}
 		if w > toW {
 			return nil
 		}
-		if k[len(reg)+8] != histKindHead {
+		if kind != histKindHead {
 			return fmt.Errorf("%w: history window %d without a head", errCorrupt, w)
 		}
 		var h histHead
 		if err := it.Item().Value(func(v []byte) (err error) { h, err = decodeHistHead(v); return err }); err != nil {
 			return err
 		}
+		it.Next()
+		// The block, when the head says there is one, is the next key.
+		var blockItem *badger.Item
+		if h.block && it.Valid() {
+			if bw, bk, err := parse(); err == nil && bw == w && bk == histKindBlock {
+				blockItem = it.Item()
+			}
+		}
 		r := q.Reg
 		block := func(keep func(int) bool) ([]history.Sample, error) {
 			var out []history.Sample
 			if h.block {
-				item, err := txn.Get(histKey(&r, w, histKindBlock))
-				if err != nil {
-					return nil, fmt.Errorf("store: read history block: %w", err)
+				if blockItem == nil {
+					return nil, fmt.Errorf("store: read history block: %w", badger.ErrKeyNotFound)
 				}
-				if err := item.Value(func(v []byte) (err error) { out, err = decodeSlices(out, v, keep); return err }); err != nil {
+				if err := blockItem.Value(func(v []byte) (err error) { out, err = decodeSlices(out, v, keep); return err }); err != nil {
 					return nil, err
 				}
 			}
@@ -282,7 +300,16 @@ func eachHistWindow(txn *badger.Txn, q *HistoryQuery, fn func(w int64, h *histHe
 		if err := fn(w, &h, block); err != nil {
 			return err
 		}
-		it.Seek(binary.BigEndian.AppendUint64(bytes.Clone(reg), uint64(w+1)))
+		if blockItem != nil {
+			it.Next()
+		}
+		// Past the window's segments (or anything else of it) to the
+		// next window's head.
+		if it.Valid() {
+			if nw, _, err := parse(); err != nil || nw == w {
+				it.Seek(binary.BigEndian.AppendUint64(bytes.Clone(reg), uint64(w+1)))
+			}
+		}
 	}
 	return nil
 }

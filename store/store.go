@@ -118,6 +118,9 @@ type Config struct {
 	noCompactions bool
 	// skipFileCheck skips checkFiles at Open (BenchmarkChecksums).
 	skipFileCheck bool
+	// noHistory records no history: BenchmarkHistoryIngest's baseline,
+	// the same Apply without it.
+	noHistory bool
 }
 
 // DefaultConfig returns a durable cloud-profile configuration for dir.
