@@ -68,7 +68,7 @@ type Config struct {
 	MaxStartingSessions int
 	Window              int           // pushes in flight per session (4)
 	MaxPushBytes        int           // largest push, encoded, about (512 KiB); pushes adapt to the link below it
-	MaxPushPoints       int           // points per push (16384)
+	MaxPushPoints       int           // points per push (8192: what a cloud store commits at once, histories included)
 	RepairInterval      time.Duration // digest repair runs on every connect and then this often, ±20% (60 s)
 	// RepairMaxInterval stretches the repair interval of an idle link: each
 	// round that finds the scopes equal with no push either way since the
@@ -140,7 +140,7 @@ func (c *Config) setDefaults() {
 		c.MaxPushBytes = 512 << 10
 	}
 	if c.MaxPushPoints <= 0 {
-		c.MaxPushPoints = 16384
+		c.MaxPushPoints = 8192
 	}
 	if c.MaxWatchers <= 0 {
 		c.MaxWatchers = 256
@@ -476,8 +476,8 @@ func (r *Replica) write(pts []crdt.Point, oneTime bool) (res store.Result, err e
 }
 
 // apply applies a batch, splitting it when it does not fit in one store
-// transaction (an edge profile takes about 2,000 points at once, a push
-// carries up to 16,384): each part commits atomically, the marks only with
+// transaction (an edge profile takes about 1,000 points at once, a push
+// carries up to 8,192): each part commits atomically, the marks only with
 // the last, so after a crash between parts the sender resends what follows
 // the marks and nothing is lost.
 func (r *Replica) apply(opts store.ApplyOptions, pts []crdt.Point) (store.Result, error) {

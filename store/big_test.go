@@ -302,14 +302,15 @@ func TestBigNodeChildren(t *testing.T) {
 
 // TestProfileBatchLimits checks the largest batches the profiles document:
 // Badger caps a transaction at 15% of a memtable, so ProfileCloud takes
-// 16,384 points (replication's largest push) and ProfileEdge 2,000, both
+// 8,192 points (replication's largest push) and ProfileEdge 1,000, both
 // as new registers and as overwrites (which also delete the old change
-// feed entries), and refuses more with ErrBatchTooLarge, writing nothing.
+// feed entries and append to each register's history), and refuses more
+// with ErrBatchTooLarge, writing nothing.
 func TestProfileBatchLimits(t *testing.T) {
 	for _, tc := range []struct {
 		profile Profile
 		fits    int
-	}{{ProfileCloud, 16_384}, {ProfileEdge, 2_000}} {
+	}{{ProfileCloud, 8_192}, {ProfileEdge, 1_000}} {
 		cfg := DefaultConfig(t.TempDir())
 		cfg.MinFreeBytes, cfg.Profile, cfg.SyncWrites = 0, tc.profile, false
 		s, err := Open(cfg)

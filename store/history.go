@@ -653,7 +653,7 @@ func (hw *histWriter) write(r *crdt.Register, w int64, samples []history.Sample)
 	if err != nil {
 		return crdt.Digest{}, 0, err
 	}
-	if ok && h.count > 0 && compareSample(&samples[0], &h.maxKey) > 0 && len(samples) < 256 && h.segs+1 < compactSegs {
+	if ok && h.count > 0 && compareSample(&samples[0], &h.maxKey) > 0 && h.segs+1 < compactSegs {
 		// Appended after everything held: a segment.
 		b, err := history.Encode(samples)
 		if err != nil {
@@ -684,21 +684,44 @@ func (hw *histWriter) write(r *crdt.Register, w int64, samples []history.Sample)
 			return crdt.Digest{}, 0, err
 		}
 	}
-	merged := samples
-	if len(old) > 0 {
-		merged = history.Merge(old, samples)
-		if len(merged) == len(old) && slices.EqualFunc(merged, old, sameSample) {
-			return crdt.Digest{}, 0, nil // nothing new
-		}
+	merged, delta, changed := mergeDelta(r, old, samples)
+	if !changed {
+		return crdt.Digest{}, 0, nil // nothing new
 	}
-	d := history.Digest(*r, merged)
-	if err := writeHistCompacted(hw.txn, r, w, &h, ok, merged, d); err != nil {
+	if err := writeHistCompacted(hw.txn, r, w, &h, ok, merged, h.digest.Add(delta)); err != nil {
 		return crdt.Digest{}, 0, err
 	}
-	return d.Sub(h.digest), int64(len(merged)) - int64(h.count), nil
+	return delta, int64(len(merged)) - int64(h.count), nil
 }
 
-func sameSample(a, b history.Sample) bool { return a == b }
+// mergeDelta returns the union of old and in (history.Merge), the change
+// of the digest from old's, and whether anything changed. Only the
+// samples the merge adds or replaces are hashed: a window rewritten for a
+// few new samples costs their hashes, not the window's.
+func mergeDelta(r *crdt.Register, old, in []history.Sample) (merged []history.Sample, delta crdt.Digest, changed bool) {
+	if len(old) == 0 {
+		return in, history.Digest(*r, in), len(in) > 0
+	}
+	merged = history.Merge(old, in)
+	digest := func(s *history.Sample) crdt.Digest {
+		p := history.Point(*r, s)
+		return crdt.PointDigest(&p)
+	}
+	i := 0
+	for j := range merged {
+		if i < len(old) && compareSample(&old[i], &merged[j]) == 0 {
+			if old[i] != merged[j] {
+				delta = delta.Add(digest(&merged[j])).Sub(digest(&old[i]))
+				changed = true
+			}
+			i++
+			continue
+		}
+		delta = delta.Add(digest(&merged[j]))
+		changed = true
+	}
+	return merged, delta, changed
+}
 
 // writeHistCompacted replaces r's window w, whose head was old (when
 // existed), with the block of samples, whose digest is d.

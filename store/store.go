@@ -56,7 +56,8 @@ const (
 	// decompression garbage), indexes in memory, small tables and levels.
 	// Measured: a process holding 10,000 points peaks at 30-35 MiB of RSS
 	// with MemoryLimit applied (about 50 MiB without). The largest batch Apply takes is about 600 KB of keys and
-	// values (roughly 2,000 points). It is the default for edge roles (an
+	// values (roughly 1,000 points of distinct registers, with their
+	// history). It is the default for edge roles (an
 	// instance with upstreams and no peers).
 	ProfileEdge
 )
