@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -55,6 +56,11 @@ const SliceMs = 300_000
 
 // SliceCount is the number of slices in a window.
 const SliceCount = history.WindowMs / SliceMs
+
+// inlineBlockMax is the largest compacted block kept in its window's head
+// rather than as a record of its own: a sparse register's window (a
+// reading a minute takes about 150 bytes) costs one record, not two.
+const inlineBlockMax = 512
 
 // compactSegs is the number of segments at which a window is compacted.
 const compactSegs = 64
@@ -180,7 +186,8 @@ type histHead struct {
 	digest crdt.Digest
 	maxKey history.Sample // Time and Origin of the greatest sample
 	segs   int            // segment records 0..segs-1
-	block  bool           // a compacted block exists
+	block  bool           // a compacted block exists as a record of its own
+	inline []byte         // ... or the compacted block, kept in the head (small windows)
 	// sums are the slices' summaries, when every sample is in the block
 	// (segs == 0); nil otherwise.
 	sums []Summary
@@ -189,7 +196,7 @@ type histHead struct {
 const histHeadVersion = 1
 
 func (h *histHead) encode() []byte {
-	v := make([]byte, 0, 64+len(h.sums)*40)
+	v := make([]byte, 0, 64+len(h.sums)*4+len(h.inline))
 	v = append(v, histHeadVersion)
 	v = binary.AppendUvarint(v, h.count)
 	d := h.digest.Bytes()
@@ -204,19 +211,34 @@ func (h *histHead) encode() []byte {
 	if h.sums != nil {
 		f |= 2
 	}
+	if h.inline != nil {
+		f |= 4
+	}
 	v = append(v, f)
 	if h.sums != nil {
+		// A bitmap of the slices with samples, then theirs.
+		var bits uint16
+		for i := range h.sums {
+			if h.sums[i].Count > 0 {
+				bits |= 1 << i
+			}
+		}
+		v = binary.BigEndian.AppendUint16(v, bits)
 		for i := range h.sums {
 			m := &h.sums[i]
-			v = binary.AppendUvarint(v, uint64(m.Count))
 			if m.Count == 0 {
 				continue
 			}
+			v = binary.AppendUvarint(v, uint64(m.Count))
 			for _, x := range [...]float64{m.Min, m.Max, m.Sum, m.Last} {
 				v = binary.BigEndian.AppendUint64(v, math.Float64bits(x))
 			}
 			v = binary.BigEndian.AppendUint64(v, uint64(m.LastTime))
 		}
+	}
+	if h.inline != nil {
+		v = binary.AppendUvarint(v, uint64(len(h.inline)))
+		v = append(v, h.inline...)
 	}
 	return v
 }
@@ -256,19 +278,30 @@ func decodeHistHead(v []byte) (histHead, error) {
 	}
 	f := v[p]
 	p++
+	if f&^7 != 0 {
+		return bad("flags")
+	}
 	h.block = f&1 != 0
 	if f&2 != 0 {
 		h.sums = make([]Summary, SliceCount)
+		if len(v) < p+2 {
+			return bad("summary bitmap")
+		}
+		bits := binary.BigEndian.Uint16(v[p:])
+		p += 2
+		if bits>>SliceCount != 0 {
+			return bad("summary bitmap")
+		}
 		for i := range h.sums {
 			m := &h.sums[i]
+			if bits&(1<<i) == 0 {
+				continue
+			}
 			n, k := binary.Uvarint(v[p:])
-			if k <= 0 || n > history.MaxBlockSamples {
+			if k <= 0 || n == 0 || n > history.MaxBlockSamples {
 				return bad("summary")
 			}
 			m.Count, p = int(n), p+k
-			if m.Count == 0 {
-				continue
-			}
 			if len(v) < p+40 {
 				return bad("summary length")
 			}
@@ -280,6 +313,15 @@ func decodeHistHead(v []byte) (histHead, error) {
 			m.LastTime = crdt.Timestamp(binary.BigEndian.Uint64(v[p:]))
 			p += 8
 		}
+	}
+	if f&4 != 0 {
+		n, k := binary.Uvarint(v[p:])
+		if k <= 0 || n > uint64(len(v)-p-k) || h.block {
+			return bad("inline block")
+		}
+		p += k
+		h.inline = bytes.Clone(v[p : p+int(n)])
+		p += int(n)
 	}
 	if p != len(v) {
 		return bad("trailing bytes")
@@ -615,6 +657,12 @@ func readHistHead(txn *badger.Txn, r *crdt.Register, w int64) (h histHead, ok bo
 // readWindow returns every sample of r's window w, in key order.
 func readHistWindow(txn *badger.Txn, r *crdt.Register, w int64, h *histHead) ([]history.Sample, error) {
 	var out []history.Sample
+	if h.inline != nil {
+		var err error
+		if out, err = decodeSlices(out, h.inline, nil); err != nil {
+			return nil, err
+		}
+	}
 	if h.block {
 		item, err := txn.Get(histKey(r, w, histKindBlock))
 		if err != nil {
@@ -742,10 +790,20 @@ func writeHistCompacted(txn *badger.Txn, r *crdt.Register, w int64, old *histHea
 			}
 		}
 	}
-	h := histHead{count: uint64(len(samples)), digest: d, maxKey: samples[len(samples)-1], block: true, sums: sums}
+	h := histHead{count: uint64(len(samples)), digest: d, maxKey: samples[len(samples)-1], sums: sums}
 	h.maxKey.Value, h.maxKey.Text, h.maxKey.Tombstone = 0, "", false
-	if err := txn.Set(histKey(r, w, histKindBlock), block); err != nil {
-		return err
+	if len(block) <= inlineBlockMax {
+		h.inline = block
+		if existed && old.block {
+			if err := txn.Delete(histKey(r, w, histKindBlock)); err != nil {
+				return err
+			}
+		}
+	} else {
+		h.block = true
+		if err := txn.Set(histKey(r, w, histKindBlock), block); err != nil {
+			return err
+		}
 	}
 	return txn.Set(histKey(r, w, histKindHead), h.encode())
 }

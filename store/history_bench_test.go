@@ -255,3 +255,43 @@ func BenchmarkHistoryQuery(b *testing.B) {
 		b.ReportMetric(86_400*float64(b.N)/b.Elapsed().Seconds(), "samples/s")
 	})
 }
+
+// BenchmarkIngestHistoryCost is BenchmarkIngest's "new" workload (new
+// registers in gateway batches of 1,000, durable) through two stores, one
+// recording history and one not (Config.noHistory), interleaved batch by
+// batch in alternating order: the ratio is what recording history leaves
+// of Apply's rate when every point opens a window of its own.
+func BenchmarkIngestHistoryCost(b *testing.B) {
+	points, size := benchPoints(200_000), 1000
+	w := cloudWorkload(benchRoot)
+	for range b.N {
+		dir := b.TempDir()
+		a := benchStore(b, filepath.Join(dir, "a"), ProfileCloud, w.root)
+		c := benchStore(b, filepath.Join(dir, "c"), ProfileCloud, w.root)
+		c.cfg.noHistory = true
+		writeTree(b, a, w)
+		writeTree(b, c, w)
+		var ta, tc time.Duration
+		batch := make([]crdt.Point, size)
+		for r, i := 0, 0; r < points; r, i = r+size, i+1 {
+			bt := batch[:min(size, points-r)]
+			w.fill(bt, r%w.cycle(), r/w.cycle())
+			for k := range 2 {
+				s, t := a, &ta
+				if (i+k)%2 == 0 {
+					s, t = c, &tc
+				}
+				start := time.Now()
+				if _, err := s.Apply(bt); err != nil {
+					b.Fatal(err)
+				}
+				*t += time.Since(start)
+			}
+		}
+		a.Close()
+		c.Close()
+		b.ReportMetric(float64(points)/ta.Seconds(), "hist-points/s")
+		b.ReportMetric(float64(points)/tc.Seconds(), "nohist-points/s")
+		b.ReportMetric(tc.Seconds()/ta.Seconds(), "ratio")
+	}
+}

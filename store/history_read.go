@@ -278,6 +278,12 @@ func eachHistWindow(txn *badger.Txn, q *HistoryQuery, fn func(w int64, h *histHe
 		r := q.Reg
 		block := func(keep func(int) bool) ([]history.Sample, error) {
 			var out []history.Sample
+			if h.inline != nil {
+				var err error
+				if out, err = decodeSlices(out, h.inline, keep); err != nil {
+					return nil, err
+				}
+			}
 			if h.block {
 				if blockItem == nil {
 					return nil, fmt.Errorf("store: read history block: %w", badger.ErrKeyNotFound)
@@ -288,7 +294,7 @@ func eachHistWindow(txn *badger.Txn, q *HistoryQuery, fn func(w int64, h *histHe
 			}
 			if h.segs > 0 {
 				hh := h
-				hh.block = false
+				hh.block, hh.inline = false, nil
 				seg, err := readHistWindow(txn, &r, w, &hh)
 				if err != nil {
 					return nil, err
@@ -560,6 +566,7 @@ func (s *Store) HistoryStats() (HistoryStats, error) {
 				if err := item.Value(func(v []byte) error {
 					h, err := decodeHistHead(v)
 					st.Samples += h.count
+					st.Bytes += uint64(len(h.inline))
 					return err
 				}); err != nil {
 					return err
@@ -753,6 +760,7 @@ func deleteHistWindow(txn *badger.Txn, r *crdt.Register, w int64, h *histHead) e
 			return err
 		}
 	}
+	// An inline block goes with the head.
 	return txn.Delete(histKey(r, w, histKindHead))
 }
 

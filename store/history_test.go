@@ -464,3 +464,34 @@ func TestVerifyChecksHistory(t *testing.T) {
 		t.Fatalf("a wrong node sum: %v", err)
 	}
 }
+
+// FuzzHistHead: a head decodes or is refused as corrupt, never a panic;
+// what decodes encodes to a head that decodes to itself.
+func FuzzHistHead(f *testing.F) {
+	sums := make([]Summary, SliceCount)
+	sums[3] = Summary{Count: 2, Min: 1, Max: 2, Sum: 3, Last: 2, LastTime: 77}
+	for _, h := range []histHead{
+		{count: 1, maxKey: history.Sample{Time: 5, Origin: origin}, inline: []byte{12, 0, 1}, sums: sums},
+		{count: 9, segs: 3, block: true},
+		{count: 2, segs: 1, inline: []byte{1, 2, 3}},
+	} {
+		f.Add(h.encode())
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		h, err := decodeHistHead(b)
+		if err != nil {
+			if !errors.Is(err, errCorrupt) {
+				t.Fatalf("error %v does not wrap errCorrupt", err)
+			}
+			return
+		}
+		again := h.encode()
+		h2, err := decodeHistHead(again)
+		if err != nil {
+			t.Fatalf("%x decodes, encodes as %x, which does not decode: %v", b, again, err)
+		}
+		if third := h2.encode(); !slices.Equal(third, again) {
+			t.Fatalf("%x encodes as %x, then as %x", b, again, third)
+		}
+	})
+}
