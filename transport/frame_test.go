@@ -75,7 +75,7 @@ func TestParseFrameRefusesOtherVersions(t *testing.T) {
 }
 
 func TestParseFrameRefusesUnknownTypes(t *testing.T) {
-	for _, typ := range []byte{byte(MsgInvalid), byte(msgTypeEnd), byte(msgTypeEnd) + 1, 0x80, 0xff} {
+	for _, typ := range []byte{byte(MsgInvalid), 30, 31, byte(msgTypeEnd), byte(msgTypeEnd) + 1, 0x80, 0xff} {
 		msg := []byte{Version, typ, 0x90}
 		got, body, err := ParseFrame(msg, 0)
 		if !errors.Is(err, ErrUnknownType) {
@@ -315,7 +315,7 @@ func FuzzParseFrame(f *testing.F) {
 			}
 			return
 		}
-		if msg[0] != Version || typ != MsgType(msg[1]) || typ == MsgInvalid || typ >= msgTypeEnd {
+		if msg[0] != Version || typ != MsgType(msg[1]) || !typ.known() {
 			t.Fatalf("accepted header % x as %v", msg[:2], typ)
 		}
 		if !bytes.Equal(body, msg[2:]) {

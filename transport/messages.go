@@ -275,7 +275,11 @@ const (
 	MsgBye           MsgType = 27
 	MsgVerifyRequest MsgType = 28
 	MsgVerifyReply   MsgType = 29
-	msgTypeEnd               = 30 // one past the last known type
+	// 30 and 31 are taken by the history sync messages of another
+	// branch; until it is merged they are unknown here (known).
+	MsgHistoryRequest MsgType = 32
+	MsgHistoryPage    MsgType = 33
+	msgTypeEnd                = 34 // one past the last known type
 )
 
 var msgNames = [...]string{
@@ -289,6 +293,7 @@ var msgNames = [...]string{
 	MsgTokenRequest: "token-request", MsgTokenReply: "token-reply",
 	MsgNodesRequest: "nodes-request", MsgNodesReply: "nodes-reply",
 	MsgBye: "bye", MsgVerifyRequest: "verify-request", MsgVerifyReply: "verify-reply",
+	MsgHistoryRequest: "history-request", MsgHistoryPage: "history-page",
 }
 
 // typeOf returns the MsgType of a message value.
@@ -344,6 +349,10 @@ func typeOf(v any) (MsgType, error) {
 		return MsgVerifyRequest, nil
 	case *VerifyReply, VerifyReply:
 		return MsgVerifyReply, nil
+	case *HistoryRequest, HistoryRequest:
+		return MsgHistoryRequest, nil
+	case *HistoryPage, HistoryPage:
+		return MsgHistoryPage, nil
 	}
 	return MsgInvalid, fmt.Errorf("transport: %T is not a message", v)
 }

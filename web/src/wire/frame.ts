@@ -44,6 +44,9 @@ export const MsgType = {
   bye: 27,
   "verify-request": 28,
   "verify-reply": 29,
+  // 30 and 31: the history sync messages, not in this build.
+  "history-request": 32,
+  "history-page": 33,
 } as const;
 
 /** The name of a message type, as Go's MsgType.String gives it. */
