@@ -17,7 +17,7 @@ import (
 // Limits of a HistoryPage.
 const (
 	// MaxHistorySamples bounds the samples of one page. A page of
-	// regular sensor readings (1-2 bytes a sample) is then about 100 KB,
+	// regular sensor readings (1-2 bytes a sample) is then under 100 KB,
 	// and a year of 1 Hz readings 631 pages.
 	MaxHistorySamples = 50_000
 	// MaxHistorySteps bounds the steps of one page: HistoryStepLen bytes
