@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -175,4 +176,42 @@ func ExampleClient_Import() {
 	// Output:
 	// records: 3 applied: 3
 	// flow: 12.75
+}
+
+// A point's past values: every reading, oldest first, then their count
+// and mean per hour from a minute before the first.
+func ExampleClient_History() {
+	ctx := context.Background()
+	cl, err := client.Dial(ctx, os.Getenv("SIOT_SERVER"), client.WithCredsFile(os.Getenv("SIOT_CREDS")))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cl.Close()
+	start := time.Now()
+	sensor, _, err := cl.Node.Add(ctx, client.NewNode{Type: "sensor"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, v := range []float64{20.5, 21, 21.5} {
+		if _, err := cl.Set(ctx, client.Point{Node: sensor, Type: "temp", Value: v}); err != nil {
+			log.Fatal(err)
+		}
+	}
+	for s, err := range cl.History(ctx, sensor, "temp", "", client.HistoryOptions{}) {
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Println(s.Value)
+	}
+	for m, err := range cl.HistorySummaries(ctx, sensor, "temp", "", client.HistoryOptions{From: start.Add(-time.Minute), Step: time.Hour}) {
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Printf("%d readings, mean %.2f\n", m.Count, m.Mean)
+	}
+	// Output:
+	// 20.5
+	// 21
+	// 21.5
+	// 3 readings, mean 21.00
 }

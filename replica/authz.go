@@ -392,7 +392,7 @@ func (l *limits) take(id transport.Identity, watch bool) error {
 	case watch && s.watchers >= l.maxWatchers:
 		return fmt.Errorf("%w: %s has %d watchers waiting, the limit", ErrLimited, id, s.watchers)
 	case !watch && s.transfers >= l.maxTransfers:
-		return fmt.Errorf("%w: %s has %d imports or exports in progress, the limit", ErrLimited, id, s.transfers)
+		return fmt.Errorf("%w: %s has %d imports, exports or history reads in progress, the limit", ErrLimited, id, s.transfers)
 	case watch:
 		s.watchers++
 	default:

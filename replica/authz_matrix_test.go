@@ -1,6 +1,7 @@
 package replica
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/siot-io/siot/crdt"
+	"github.com/siot-io/siot/history"
 	"github.com/siot-io/siot/store"
 	"github.com/siot-io/siot/transport"
 )
@@ -465,6 +467,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 		inOut("export", func(t *testing.T, u uuid.UUID, allow bool) { f.export(t, w, u, allow) })
 		inOut("watch", func(t *testing.T, u uuid.UUID, allow bool) { f.watch(t, w, u, allow) })
 		inOut("edges", func(t *testing.T, u uuid.UUID, allow bool) { f.edges(t, w, u, allow) })
+		inOut("history", func(t *testing.T, u uuid.UUID, allow bool) { f.historyOp(t, w, u, allow) })
 		add(w.name+"/export/all-of-its-scope", func(t *testing.T) { f.exportAll(t, s) })
 		add(w.name+"/watch/all-of-its-scope", func(t *testing.T) { f.watchAll(t, s) })
 		add(fmt.Sprintf("%s/edges/above:%s", w.name, f.name(s.in[0])), func(t *testing.T) { f.edgesUp(t, s, s.in[0]) })
@@ -502,6 +505,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 		add(fmt.Sprintf("%s/secrets/page-of-%s", w.name, ns(s.ownSecret)), func(t *testing.T) { f.read(t, s, s.ownSecret, true) })
 		add(fmt.Sprintf("%s/secrets/page-of-%s", w.name, ns(s.siteUser)), func(t *testing.T) { f.read(t, s, s.siteUser, s.siteUserReadable) })
 		add(fmt.Sprintf("%s/secrets/watch-%s", w.name, ns(s.in[len(s.in)-1])), func(t *testing.T) { f.watchSecret(t, w, s.in[len(s.in)-1]) })
+		add(fmt.Sprintf("%s/secrets/history-of-%s", w.name, ns(s.ownSecret)), func(t *testing.T) { f.historySecret(t, w, s.ownSecret) })
 
 		add(fmt.Sprintf("%s/hello-edge/as-%s", w.name, ns(s.helloOwn)), func(t *testing.T) {
 			f.hello(t, w, transport.RoleEdge, s.helloOwn, s.helloOwnOK, false)
@@ -624,6 +628,61 @@ func (f *mxFixture) read(t *testing.T, s mxSpec, u uuid.UUID, allow bool) {
 	if secrets != (w.admin && held) {
 		t.Errorf("secrets in the page of %s: %v (held: %v, reader is the administrator: %v)", f.name(u), secrets, held, w.admin)
 	}
+}
+
+// historyOp asks for the history of node u's mark: allowed, exactly the
+// samples the system reads, the mark's value among them; refused, the
+// very refusal a read of u's points gets, counted once.
+func (f *mxFixture) historyOp(t *testing.T, w *mxWho, u uuid.UUID, allow bool) {
+	before := f.counts()
+	req := transport.HistoryRequest{Node: u, Type: "mark"}
+	var page transport.HistoryPage
+	err := mxCall(w, transport.NameHistory, req, &page)
+	if !allow {
+		wantDenied(t, err)
+		f.wantDelta(t, before, mxCounts{"requests refused/forbidden": 1})
+		var np transport.NodePage
+		if nerr := mxCall(w, transport.NameNode, transport.NodeRequest{Node: u}, &np); nerr == nil || nerr.Error() != err.Error() {
+			t.Errorf("history refused with %q, a read of the node's points with %v", err, nerr)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatalf("history of %s: %v", f.name(u), err)
+	}
+	f.wantDelta(t, before, nil)
+	sys, err := f.n.rep.HistoryPage(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !page.Known || page.More || !bytes.Equal(page.Samples, sys.Samples) {
+		t.Fatalf("history of %s: known=%v more=%v, %d bytes where the system reads %d", f.name(u), page.Known, page.More, len(page.Samples), len(sys.Samples))
+	}
+	ss, err := transport.DecodeHistorySamples(page.Samples, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, ok := f.marks[u]; ok && !slices.ContainsFunc(ss, func(s history.Sample) bool { return s.Value == m }) {
+		t.Errorf("the history of %s lacks its mark %v: %+v", f.name(u), m, ss)
+	}
+}
+
+// historySecret asks for the history of u's password: refused, as
+// permission denied, to all but the administrator, who is told no
+// history of credentials is kept.
+func (f *mxFixture) historySecret(t *testing.T, w *mxWho, u uuid.UUID) {
+	before := f.counts()
+	var page transport.HistoryPage
+	err := mxCall(w, transport.NameHistory, transport.HistoryRequest{Node: u, Type: crdt.TypePassword}, &page)
+	if !w.admin {
+		wantDenied(t, err)
+		f.wantDelta(t, before, mxCounts{"requests refused/forbidden": 1})
+		return
+	}
+	if err == nil || !transport.IsRemote(err) || !strings.Contains(err.Error(), "no history is kept of password points") {
+		t.Errorf("the administrator's history of a password: %v", err)
+	}
+	f.wantDelta(t, before, nil)
 }
 
 // importOp sends pts as one one-time import. Allowed: every point is

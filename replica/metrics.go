@@ -91,7 +91,7 @@ func rejectReason(err error) string {
 		return ReasonForbidden
 	case errors.Is(err, ErrLimited):
 		return ReasonLimited
-	case errors.Is(err, store.ErrInvalid), errors.Is(err, crdt.ErrInvalidPoint), errors.Is(err, crdt.ErrMalformed),
+	case errors.Is(err, store.ErrInvalid), errors.Is(err, crdt.ErrInvalidPoint), errors.Is(err, crdt.ErrMalformed), errors.Is(err, ErrInvalidRequest),
 		errors.Is(err, transport.ErrVersion), errors.Is(err, transport.ErrUnknownType):
 		return ReasonInvalid
 	}

@@ -311,16 +311,17 @@ const queueGroup = "siot"
 
 func (r *Replica) subscribe() error {
 	handlers := map[string]nats.MsgHandler{
-		transport.NameHello:  r.acceptor.handleHello,
-		transport.NameStatus: r.handleStatus,
-		transport.NameImport: r.handleImport,
-		transport.NameExport: r.handleExport,
-		transport.NameNode:   serve(r, r.nodePage),
-		transport.NameEdges:  serve(r, r.edgesPage),
-		transport.NameWatch:  r.handleWatch,
-		transport.NameToken:  serve(r, r.auth.issueToken),
-		transport.NameNodes:  serve(r, r.treeNodes),
-		transport.NameVerify: r.handleVerify,
+		transport.NameHello:   r.acceptor.handleHello,
+		transport.NameStatus:  r.handleStatus,
+		transport.NameImport:  r.handleImport,
+		transport.NameExport:  r.handleExport,
+		transport.NameNode:    serve(r, r.nodePage),
+		transport.NameEdges:   serve(r, r.edgesPage),
+		transport.NameWatch:   r.handleWatch,
+		transport.NameToken:   serve(r, r.auth.issueToken),
+		transport.NameNodes:   serve(r, r.treeNodes),
+		transport.NameVerify:  r.handleVerify,
+		transport.NameHistory: r.handleHistory,
 
 		transport.NameJSONSet:    r.handleJSONSet,
 		transport.NameJSONGet:    r.handleJSONGet,

@@ -33,8 +33,10 @@ func (t MsgType) String() string {
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
 
-// known reports whether this build understands t.
-func (t MsgType) known() bool { return t > MsgInvalid && t < msgTypeEnd }
+// known reports whether this build understands t: a type of the enum
+// that has a name here (a number reserved for a type this build does not
+// have yet is unknown).
+func (t MsgType) known() bool { return t > MsgInvalid && t < msgTypeEnd && msgNames[t] != "" }
 
 // Sentinel errors of ParseFrame, wrapped with context.
 var (

@@ -315,7 +315,7 @@ func FuzzParseFrame(f *testing.F) {
 			}
 			return
 		}
-		if msg[0] != Version || typ != MsgType(msg[1]) || typ == MsgInvalid || typ >= msgTypeEnd {
+		if msg[0] != Version || typ != MsgType(msg[1]) || !typ.known() {
 			t.Fatalf("accepted header % x as %v", msg[:2], typ)
 		}
 		if !bytes.Equal(body, msg[2:]) {

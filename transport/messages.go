@@ -248,36 +248,38 @@ type TokenReply struct {
 
 // Append-only message types beyond MsgPoints and MsgError.
 const (
-	MsgHello         MsgType = 3
-	MsgWelcome       MsgType = 4
-	MsgStart         MsgType = 5
-	MsgPush          MsgType = 6
-	MsgAck           MsgType = 7
-	MsgPing          MsgType = 8
-	MsgStatusRequest MsgType = 9
-	MsgStatus        MsgType = 10
-	MsgImport        MsgType = 11
-	MsgImportResult  MsgType = 12
-	MsgExportRequest MsgType = 13
-	MsgExportPage    MsgType = 14
-	MsgRepair        MsgType = 15
-	MsgRepairReply   MsgType = 16
-	MsgNodeRequest   MsgType = 17
-	MsgNodePage      MsgType = 18
-	MsgEdgesRequest  MsgType = 19
-	MsgEdgesPage     MsgType = 20
-	MsgWatchRequest  MsgType = 21
-	MsgWatchReply    MsgType = 22
-	MsgTokenRequest  MsgType = 23
-	MsgTokenReply    MsgType = 24
-	MsgNodesRequest  MsgType = 25
-	MsgNodesReply    MsgType = 26
-	MsgBye           MsgType = 27
-	MsgVerifyRequest MsgType = 28
-	MsgVerifyReply   MsgType = 29
-	MsgHistRequest   MsgType = 30
-	MsgHistReply     MsgType = 31
-	msgTypeEnd               = 32 // one past the last known type
+	MsgHello          MsgType = 3
+	MsgWelcome        MsgType = 4
+	MsgStart          MsgType = 5
+	MsgPush           MsgType = 6
+	MsgAck            MsgType = 7
+	MsgPing           MsgType = 8
+	MsgStatusRequest  MsgType = 9
+	MsgStatus         MsgType = 10
+	MsgImport         MsgType = 11
+	MsgImportResult   MsgType = 12
+	MsgExportRequest  MsgType = 13
+	MsgExportPage     MsgType = 14
+	MsgRepair         MsgType = 15
+	MsgRepairReply    MsgType = 16
+	MsgNodeRequest    MsgType = 17
+	MsgNodePage       MsgType = 18
+	MsgEdgesRequest   MsgType = 19
+	MsgEdgesPage      MsgType = 20
+	MsgWatchRequest   MsgType = 21
+	MsgWatchReply     MsgType = 22
+	MsgTokenRequest   MsgType = 23
+	MsgTokenReply     MsgType = 24
+	MsgNodesRequest   MsgType = 25
+	MsgNodesReply     MsgType = 26
+	MsgBye            MsgType = 27
+	MsgVerifyRequest  MsgType = 28
+	MsgVerifyReply    MsgType = 29
+	MsgHistRequest    MsgType = 30
+	MsgHistReply      MsgType = 31
+	MsgHistoryRequest MsgType = 32
+	MsgHistoryPage    MsgType = 33
+	msgTypeEnd                = 34 // one past the last known type
 )
 
 var msgNames = [...]string{
@@ -291,7 +293,8 @@ var msgNames = [...]string{
 	MsgTokenRequest: "token-request", MsgTokenReply: "token-reply",
 	MsgNodesRequest: "nodes-request", MsgNodesReply: "nodes-reply",
 	MsgBye: "bye", MsgVerifyRequest: "verify-request", MsgVerifyReply: "verify-reply",
-	MsgHistRequest: "history-request", MsgHistReply: "history-reply",
+	MsgHistRequest: "history-round", MsgHistReply: "history-round-reply",
+	MsgHistoryRequest: "history-request", MsgHistoryPage: "history-page",
 }
 
 // typeOf returns the MsgType of a message value.
@@ -351,6 +354,10 @@ func typeOf(v any) (MsgType, error) {
 		return MsgHistRequest, nil
 	case *HistReply, HistReply:
 		return MsgHistReply, nil
+	case *HistoryRequest, HistoryRequest:
+		return MsgHistoryRequest, nil
+	case *HistoryPage, HistoryPage:
+		return MsgHistoryPage, nil
 	}
 	return MsgInvalid, fmt.Errorf("transport: %T is not a message", v)
 }

@@ -40,6 +40,9 @@ const (
 	// NameVerify answers a VerifyRequest with a VerifyReply: the
 	// administrator's check of a running server's store.
 	NameVerify = "api.verify"
+	// NameHistory answers a HistoryRequest with a HistoryPage: one page
+	// of a register's past values, raw or per step (siot history).
+	NameHistory = "api.history"
 )
 
 // Names of the JSON API: the same operations as the api.* names for

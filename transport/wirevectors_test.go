@@ -721,6 +721,9 @@ func wvMsgCases(t *testing.T) []any {
 func TestWireVectorTypes(t *testing.T) {
 	var cases []any
 	for i := MsgType(1); i < msgTypeEnd; i++ {
+		if !i.known() {
+			continue // reserved for a type this build does not have
+		}
 		cases = append(cases, wvTypeCase{Name: i.String(), Code: int(i)})
 	}
 	wvCheck(t, "types.json", fmt.Sprintf("The message type enum: the second byte of every frame. The first byte is the format version, %d. Append-only: a code is never reused.", Version), cases)

@@ -44,6 +44,7 @@ Commands:
   set         write points of a node: siot set NODE TYPE[.KEY]=VALUE...
   get         print a node's points
   watch       print changes as they arrive, with their origin
+  history     print the values a point took, or per step their min/max/mean (--step)
   import      write point records (JSON Lines) into a running server
   export      print a running server's points as JSON Lines
   verify      check a store: a stopped server's data directory, or --online a running server's
@@ -82,7 +83,7 @@ type command interface {
 
 // commandNames lists every command as it is typed, sub-commands included.
 var commandNames = []string{
-	"serve", "status", "node add", "node rm", "node mv", "node ls", "set", "get", "watch",
+	"serve", "status", "node add", "node rm", "node mv", "node ls", "set", "get", "watch", "history",
 	"import", "export", "device add", "device rm", "user add", "user rm", "peer add", "peer rm",
 	"login", "version", "verify",
 }
@@ -142,6 +143,8 @@ func (m *Main) command(name string) command {
 		return &getCmd{clientCmd: cc}
 	case "watch":
 		return &watchCmd{clientCmd: cc}
+	case "history":
+		return &historyCmd{clientCmd: cc}
 	case "device add":
 		return &deviceAddCmd{clientCmd: cc}
 	case "device rm":

@@ -63,6 +63,7 @@ func clientCommandArgs(dir string) []struct {
 		{"set", []string{"set", n1, "temp=21.5"}, ""},
 		{"get", []string{"get", n1}, ""},
 		{"watch", []string{"watch"}, ""},
+		{"history", []string{"history", n1, "temp"}, ""},
 		{"import", []string{"import"}, `{"node":"` + n1 + `","type":"temp","value":1}` + "\n"},
 		{"export", []string{"export"}, ""},
 		{"device add", []string{"device", "add", "--out", filepath.Join(dir, "dev.creds")}, ""},

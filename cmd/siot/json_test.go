@@ -66,6 +66,7 @@ func TestEveryCommandPrintsJSON(t *testing.T) {
 	runJSON("node mv", "", b, a)
 	runJSON("set", "", b, "temp=21.5", "mode=auto")
 	runJSON("get", "", b)
+	runJSON("history", "", b, "temp")
 	runJSON("node rm", "", b)
 	runJSON("import", `{"node":"`+a+`","type":"temp","value":1}`+"\n")
 	dev := str(runJSON("device add", "", "--out", filepath.Join(dir, "dev.creds")), "node")

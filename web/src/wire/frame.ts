@@ -44,8 +44,10 @@ export const MsgType = {
   bye: 27,
   "verify-request": 28,
   "verify-reply": 29,
-  "history-request": 30,
-  "history-reply": 31,
+  "history-round": 30,
+  "history-round-reply": 31,
+  "history-request": 32,
+  "history-page": 33,
 } as const;
 
 /** The name of a message type, as Go's MsgType.String gives it. */
