@@ -256,14 +256,26 @@ func BenchmarkHistoryQuery(b *testing.B) {
 	})
 }
 
-// BenchmarkIngestHistoryCost is BenchmarkIngest's "new" workload (new
-// registers in gateway batches of 1,000, durable) through two stores, one
+// BenchmarkIngestHistoryCost is BenchmarkIngest's "new" and "update"
+// workloads (gateway batches of 1,000, durable) through two stores, one
 // recording history and one not (Config.noHistory), interleaved batch by
 // batch in alternating order: the ratio is what recording history leaves
-// of Apply's rate when every point opens a window of its own.
+// of Apply's rate. "new" opens a window for every point; "update" appends
+// five readings a register a batch.
 func BenchmarkIngestHistoryCost(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		w    *workload
+	}{
+		{"new", cloudWorkload(benchRoot)},
+		{"update", newWorkload(benchRoot, 10, 10, 40, 5, 1)},
+	} {
+		b.Run(tc.name, func(b *testing.B) { ingestHistoryCost(b, tc.w) })
+	}
+}
+
+func ingestHistoryCost(b *testing.B, w *workload) {
 	points, size := benchPoints(200_000), 1000
-	w := cloudWorkload(benchRoot)
 	for range b.N {
 		dir := b.TempDir()
 		a := benchStore(b, filepath.Join(dir, "a"), ProfileCloud, w.root)
