@@ -145,7 +145,7 @@ func historyUpload(b *testing.B) {
 		b.Fatalf("the edge holds %d samples, want %d", want, readings+len(sensors))
 	}
 	// The cloud's footprint before the upload, closed.
-	hs0, err := cloud.st.HistoryStats()
+	hs0, err := cloud.st.HistoryStats(0)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -187,7 +187,7 @@ func historyUpload(b *testing.B) {
 	if _, err := cloud.st.CompactHistory(context.Background(), math.MaxInt64); err != nil {
 		b.Fatal(err)
 	}
-	hs1, err := cloud.st.HistoryStats()
+	hs1, err := cloud.st.HistoryStats(0)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -130,11 +130,14 @@ func (r *Replica) upkeepHistory(ctx context.Context, now time.Time) (HistoryUpke
 	last := u.Trimmed.Last
 	if cfg.maxBytes > 0 {
 		for {
-			st, err := r.st.HistoryStats()
+			// The closed windows only: compacted above, they count the
+			// same on every replica holding the same samples, so the
+			// budget drops the same windows everywhere.
+			st, err := r.st.HistoryStats(nowW)
 			if err != nil {
 				return u, err
 			}
-			if int64(st.Bytes) <= cfg.maxBytes {
+			if int64(st.BytesBefore) <= cfg.maxBytes {
 				break
 			}
 			w, ok, err := r.st.OldestHistoryWindow()

@@ -210,7 +210,7 @@ func BenchmarkHistoryQuery(b *testing.B) {
 	start := int64(1_780_000_000_000) / history.WindowMs * history.WindowMs
 	g := newSensorSet(11, 1, start+500) // mid-second: jitter keeps each reading in its day
 	took := yearOfHistory(b, s, g, days)
-	st, err := s.HistoryStats()
+	st, err := s.HistoryStats(0)
 	if err != nil {
 		b.Fatal(err)
 	}

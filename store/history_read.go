@@ -537,10 +537,15 @@ type HistoryStats struct {
 	Windows   int    // register windows
 	Bytes     uint64 // the encoded samples: blocks and segments
 	Segments  int    // segments not yet compacted
+	// BytesBefore is Bytes of the windows before the one HistoryStats
+	// was given: closed windows, all compacted after CompactHistory, so
+	// two replicas with the same samples there count the same.
+	BytesBefore uint64
 }
 
-// HistoryStats walks the history and returns its figures.
-func (s *Store) HistoryStats() (HistoryStats, error) {
+// HistoryStats walks the history and returns its figures. BytesBefore
+// counts the windows before window before.
+func (s *Store) HistoryStats(before int64) (HistoryStats, error) {
 	var st HistoryStats
 	err := s.view(func(txn *badger.Txn) error {
 		opts := badger.DefaultIteratorOptions
@@ -560,22 +565,27 @@ func (s *Store) HistoryStats() (HistoryStats, error) {
 				st.Registers++
 				lastReg = append(lastReg[:0], k[:1+l]...)
 			}
+			var n uint64
 			switch k[1+l+8] {
 			case histKindHead:
 				st.Windows++
 				if err := item.Value(func(v []byte) error {
 					h, err := decodeHistHead(v)
 					st.Samples += h.count
-					st.Bytes += uint64(len(h.inline))
+					n = uint64(len(h.inline))
 					return err
 				}); err != nil {
 					return err
 				}
 			case histKindBlock:
-				st.Bytes += uint64(item.ValueSize())
+				n = uint64(item.ValueSize())
 			case histKindSeg:
-				st.Bytes += uint64(item.ValueSize())
+				n = uint64(item.ValueSize())
 				st.Segments++
+			}
+			st.Bytes += n
+			if int64(binary.BigEndian.Uint64(k[1+l:])) < before {
+				st.BytesBefore += n
 			}
 		}
 		return nil

@@ -107,7 +107,7 @@ func TestHistoryAppendsThenCompacts(t *testing.T) {
 	if len(before) != 4000 {
 		t.Fatalf("%d samples, want 4000", len(before))
 	}
-	st, err := s.HistoryStats()
+	st, err := s.HistoryStats(0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +119,7 @@ func TestHistoryAppendsThenCompacts(t *testing.T) {
 	if err != nil || n != 1 {
 		t.Fatalf("compacted %d windows (%v), want the closed one", n, err)
 	}
-	st2, _ := s.HistoryStats()
+	st2, _ := s.HistoryStats(0)
 	if st2.Samples != 4000 || st2.Segments >= st.Segments || st2.Bytes >= st.Bytes {
 		t.Fatalf("after compaction %+v, before %+v", st2, st)
 	}
@@ -393,6 +393,17 @@ func TestTrimHistoryIsDeterministic(t *testing.T) {
 	}
 	if o, ok, _ := a.OldestHistoryWindow(); !ok || o != w0+1 {
 		t.Fatalf("oldest window %d %v, want %d", o, ok, w0+1)
+	}
+	// The budget counts closed windows once compacted: the same bytes on
+	// both, whatever their segments were.
+	end := w0 + 10
+	if _, err := b.CompactHistory(context.Background(), end); err != nil {
+		t.Fatal(err)
+	}
+	sa, _ := a.HistoryStats(end)
+	sb, _ := b.HistoryStats(end)
+	if sa.BytesBefore != sb.BytesBefore || sa.BytesBefore == 0 || sa.Samples != sb.Samples {
+		t.Fatalf("closed windows: %+v and %+v, want the same bytes", sa, sb)
 	}
 }
 
