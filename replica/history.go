@@ -398,6 +398,10 @@ type histSyncer struct {
 	ack     *histAck  // for an upstream: how far it acknowledged
 	lastGen uint64    // the store's late-write count when the last round started
 	since   int64     // no window before it is compared: either side dropped history there
+	// fetchFrom: no window before it is fetched, the first this instance
+	// keeps by its retention (a new edge does not download the cloud's
+	// year to drop it a week later); it still sends older windows.
+	fetchFrom int64
 	last    time.Time // the last round's start
 	lastAll time.Time // the last round over every window
 	lastTo  int64     // the last window the last round compared
@@ -552,6 +556,9 @@ func (h *histSyncer) round(ctx context.Context) (st HistoryStats, err error) {
 	}
 	h.since = max(h.since, int64(trimmed))
 	from = max(from, h.since)
+	if h.fetchFrom, err = r.keepFrom(r.clock.Physical()); err != nil {
+		return st, err
+	}
 	level := len(histLevels) - 1
 	for level > 0 && (to+1-from)/histLevels[level] > 48 {
 		level--
@@ -698,6 +705,9 @@ func (h *histSyncer) syncWindow(ctx context.Context, w int64, st *HistoryStats) 
 		if _, ok := mineBy[t.Node]; !ok && t.Count > 0 {
 			fetch = append(fetch, transport.HistSum{Node: t.Node, Window: w})
 		}
+	}
+	if w < h.fetchFrom {
+		fetch = nil // older than we keep: theirs stays theirs
 	}
 	for len(fetch) > 0 {
 		if err := ctx.Err(); err != nil {

@@ -370,3 +370,37 @@ func TestHostileHistoryRounds(t *testing.T) {
 		t.Fatalf("nodes: %+v %v; want the root's sum only", r, err)
 	}
 }
+
+// TestHistoryEdgeFetchesOnlyWhatItKeeps: the cloud holds a sensor's
+// history of weeks ago and of the last hour; the edge (keeping 7 days by
+// default) fetches the last hour and not the weeks it would drop.
+func TestHistoryEdgeFetchesOnlyWhatItKeeps(t *testing.T) {
+	cloud := startNode(t, "cloud", nodeOpts{})
+	px := proxyTo(t, cloud)
+	edge := startNode(t, "edge", nodeOpts{upstreams: []string{px.URL()}})
+	s := uuid.New()
+	edge.write(edgePt(edge.root, s))
+	edge.waitInSync(px.URL())
+	px.Cut()
+	waitFor(t, "link down", 10e9, func() bool { return !edge.link(px.URL()).Connected })
+	var pts []crdt.Point
+	for _, start := range []time.Time{time.Now().Add(-20 * 24 * time.Hour), time.Now().Add(-time.Hour)} {
+		for i := range 100 {
+			pts = append(pts, crdt.Point{Node: s, Type: "temp", Key: "0", Value: float64(i), Time: crdt.NewTimestamp(start.UnixMilli()+int64(i)*1000, 0), Origin: cloud.st.Instance()})
+		}
+	}
+	if _, err := cloud.st.Apply(pts); err != nil {
+		t.Fatal(err)
+	}
+	px.Restore()
+	waitFor(t, "the last hour on the edge", 30e9, func() bool { return len(edge.registerHistory(s, "temp")) >= 100 })
+	edge.waitInSync(px.URL())
+	time.Sleep(300 * time.Millisecond) // a round that fetched the weeks would have by now
+	h := edge.registerHistory(s, "temp")
+	if len(h) != 100 || h[0].Time.Physical() < time.Now().Add(-2*time.Hour).UnixMilli() {
+		t.Fatalf("the edge holds %d samples from %v; want the 100 of the last hour", len(h), h[0].Time.Time())
+	}
+	if n := len(cloud.registerHistory(s, "temp")); n != 200 {
+		t.Fatalf("the cloud holds %d samples, want 200", n)
+	}
+}

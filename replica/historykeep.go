@@ -67,6 +67,24 @@ func (r *Replica) historyConfig() (historyConfig, error) {
 	return c, err
 }
 
+// keepFrom returns the first window this instance keeps by its retention
+// for every type ("*", or an edge's default), at time now: 0 when it
+// keeps everything.
+func (r *Replica) keepFrom(now time.Time) (int64, error) {
+	cfg, err := r.historyConfig()
+	if err != nil {
+		return 0, err
+	}
+	days, ok := cfg.keepDays["*"]
+	if !ok && len(r.cfg.Upstreams) > 0 {
+		days, ok = defaultEdgeKeepDays, true
+	}
+	if !ok {
+		return 0, nil
+	}
+	return max(history.WindowOf(crdt.NewTimestamp(now.Add(-time.Duration(days*24*float64(time.Hour))).UnixMilli(), 0)), 0), nil
+}
+
 // HistoryUpkeep says what one pass of the upkeep did.
 type HistoryUpkeep struct {
 	Compacted int
