@@ -394,19 +394,19 @@ type histSyncer struct {
 	s       *session
 	subject string
 	scope   histScope
-	mark    string    // the first window the next round compares
-	ack     *histAck  // for an upstream: how far it acknowledged
-	lastGen uint64    // the store's late-write count when the last round started
-	since   int64     // no window before it is compared: either side dropped history there
+	mark    string   // the first window the next round compares
+	ack     *histAck // for an upstream: how far it acknowledged
+	lastGen uint64   // the store's late-write count when the last round started
+	since   int64    // no window before it is compared: either side dropped history there
 	// fetchFrom: no window before it is fetched, the first this instance
 	// keeps by its retention (a new edge does not download the cloud's
 	// year to drop it a week later); it still sends older windows.
 	fetchFrom int64
-	last    time.Time // the last round's start
-	lastAll time.Time // the last round over every window
-	lastTo  int64     // the last window the last round compared
-	traffic uint64    // the session's traffic at the last round
-	off     bool      // the acceptor predates history rounds
+	last      time.Time // the last round's start
+	lastAll   time.Time // the last round over every window
+	lastTo    int64     // the last window the last round compared
+	traffic   uint64    // the session's traffic at the last round
+	off       bool      // the acceptor predates history rounds
 }
 
 // histSettle is how long after a window ends a round compares it: the
