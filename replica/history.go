@@ -595,9 +595,16 @@ func (h *histSyncer) compare(ctx context.Context, from, to int64, level int, st 
 			return err
 		}
 		h.since = max(h.since, reply.Since)
+		held := make(map[int64]bool, len(mine))
+		for _, m := range mine {
+			held[m.Window] = true
+		}
 		for _, g := range differing(mine, reply.Sums, func(s transport.HistSum) int64 { return s.Window }) {
 			if (g+1)*per-1 < h.since {
 				continue // dropped on one side: not compared
+			}
+			if (g+1)*per-1 < h.fetchFrom && !held[g] {
+				continue // only theirs, and older than we keep: nothing to do
 			}
 			if err := ctx.Err(); err != nil {
 				return err
