@@ -27,6 +27,7 @@ import (
 //	                greatest key (history.Encode)
 //	w node w        the node's history digest in window w (histSum)
 //	v w node        the same, window first (a full scope's rounds)
+//	t w             the sum of every node's in window w (histSum)
 //	x reg w         the window has segments to compact
 //
 // reg is node(16) | u8 len | type | u8 len | key: only node points have a
@@ -43,6 +44,7 @@ const (
 	pfxHistNode   = 'w'
 	pfxHistWindow = 'v'
 	pfxHistDirty  = 'x'
+	pfxHistTotal  = 't'
 
 	histKindHead  = 0
 	histKindBlock = 1
@@ -130,6 +132,10 @@ func histDirtyKey(r *crdt.Register, w int64) []byte {
 func histNodeKey(n uuid.UUID, w int64) []byte {
 	k := append([]byte{pfxHistNode}, n[:]...)
 	return binary.BigEndian.AppendUint64(k, uint64(w))
+}
+
+func histTotalKey(w int64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{pfxHistTotal}, uint64(w))
 }
 
 func histWindowKey(w int64, n uuid.UUID) []byte {
@@ -601,19 +607,46 @@ func (hw *histWriter) flush() error {
 			}
 		}
 	}
+	totals := map[int64]histDelta{}
 	for n, ws := range sums {
 		for w, d := range ws {
 			if err := hw.addSum(n, w, d, counts[n][w]); err != nil {
 				return err
 			}
+			t := totals[w]
+			t.d, t.n = t.d.Add(d), t.n+counts[n][w]
+			totals[w] = t
+		}
+	}
+	return hw.addTotals(totals)
+}
+
+// histDelta is a change of a sum: a digest and a count to add.
+type histDelta struct {
+	d crdt.Digest
+	n int64
+}
+
+// addTotals adds each window's delta to its total (the t keys).
+func (hw *histWriter) addTotals(totals map[int64]histDelta) error {
+	for w, t := range totals {
+		if err := hw.addTo(histTotalKey(w), t.d, t.n, nil); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-// addSum adds digest d and count n to node's sum in window w.
+// addSum adds digest d and count n to node's sum in window w, in both
+// indexes.
 func (hw *histWriter) addSum(node uuid.UUID, w int64, d crdt.Digest, n int64) error {
-	k := histNodeKey(node, w)
+	return hw.addTo(histNodeKey(node, w), d, n, histWindowKey(w, node))
+}
+
+// addTo adds digest d and count n to the sum at key k, and writes the
+// result at also too when it is set; a sum that comes to nothing is
+// deleted.
+func (hw *histWriter) addTo(k []byte, d crdt.Digest, n int64, also []byte) error {
 	var cur histSum
 	item, err := hw.txn.Get(k)
 	switch {
@@ -631,13 +664,19 @@ func (hw *histWriter) addSum(node uuid.UUID, w int64, d crdt.Digest, n int64) er
 		if err := hw.txn.Delete(k); err != nil {
 			return err
 		}
-		return hw.txn.Delete(histWindowKey(w, node))
+		if also != nil {
+			return hw.txn.Delete(also)
+		}
+		return nil
 	}
 	v := cur.encode()
 	if err := hw.txn.Set(k, v); err != nil {
 		return err
 	}
-	return hw.txn.Set(histWindowKey(w, node), v)
+	if also != nil {
+		return hw.txn.Set(also, v)
+	}
+	return nil
 }
 
 // readHead reads the head of r's window w; ok is false when the window

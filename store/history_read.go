@@ -363,22 +363,19 @@ func (s *Store) HistoryWindowSums(w int64) ([]WindowSum, error) {
 }
 
 // HistoryWindows returns the windows in which any node has history, from
-// window from on, in order, with the sum of every node's digests and
-// counts in each (Node is uuid.Nil).
+// window from through to, in order, with the sum of every node's digests
+// and counts in each (Node is uuid.Nil): one record a window, whatever
+// the number of nodes.
 func (s *Store) HistoryWindows(from, to int64) ([]WindowSum, error) {
 	var out []WindowSum
-	pfx := []byte{pfxHistWindow}
+	pfx := []byte{pfxHistTotal}
 	err := s.view(func(txn *badger.Txn) error {
-		return eachHistSum(txn, pfx, binary.BigEndian.AppendUint64([]byte{pfxHistWindow}, uint64(max(from, 0))), func(k []byte, sum histSum) bool {
+		return eachHistSum(txn, pfx, histTotalKey(max(from, 0)), func(k []byte, sum histSum) bool {
 			w := int64(binary.BigEndian.Uint64(k[1:]))
 			if w > to {
 				return false
 			}
-			if n := len(out); n == 0 || out[n-1].Window != w {
-				out = append(out, WindowSum{Window: w})
-			}
-			o := &out[len(out)-1]
-			o.Digest, o.Count = o.Digest.Add(sum.digest), o.Count+sum.count
+			out = append(out, WindowSum{Window: w, Digest: sum.digest, Count: sum.count})
 			return true
 		})
 	})
@@ -721,10 +718,18 @@ func (s *Store) trimSome(cutoff func(string) int64, maxCutoff int64, cursor []by
 		st.Last = max(st.Last, j.w)
 	}
 	hw := newHistWriter(txn, 0)
+	totals := map[int64]histDelta{}
 	for k, g := range sums {
-		if err := hw.addSum(k.Node, k.Window, crdt.Digest{}.Sub(g.Digest), -int64(g.Count)); err != nil {
+		d, n := crdt.Digest{}.Sub(g.Digest), -int64(g.Count)
+		if err := hw.addSum(k.Node, k.Window, d, n); err != nil {
 			return st, nil, s.histErr(err)
 		}
+		t := totals[k.Window]
+		t.d, t.n = t.d.Add(d), t.n+n
+		totals[k.Window] = t
+	}
+	if err := hw.addTotals(totals); err != nil {
+		return st, nil, s.histErr(err)
 	}
 	if err := txn.Commit(); err != nil {
 		return st, nil, s.histErr(err)

@@ -474,6 +474,14 @@ func TestVerifyChecksHistory(t *testing.T) {
 	if err := s.Verify(); !errors.Is(err, ErrMismatch) || !strings.Contains(err.Error(), "node index") {
 		t.Fatalf("a wrong node sum: %v", err)
 	}
+	if err := s.db.Update(func(txn *badger.Txn) error {
+		return txn.Set(histTotalKey(w0+1), histSum{count: 5}.encode())
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Verify(); !errors.Is(err, ErrMismatch) || !strings.Contains(err.Error(), "history total of window") {
+		t.Fatalf("a wrong window total: %v", err)
+	}
 }
 
 // FuzzHistHead: a head decodes or is refused as corrupt, never a panic;

@@ -70,6 +70,37 @@ func verifyHistory(ctx context.Context, txn *badger.Txn, report func(format stri
 		sums[nw{reg.Node, w}] = s
 	}
 	it.Close()
+	totals := map[int64]histSum{}
+	for x, s := range sums {
+		t := totals[x.w]
+		t.digest, t.count = t.digest.Add(s.digest), t.count+s.count
+		totals[x.w] = t
+	}
+	seenTotal := map[int64]bool{}
+	if err := eachKeyCtx(ctx, txn, pfxHistTotal, func(k, v []byte) error {
+		if len(k) != 9 {
+			report("history total key %x", k)
+			return nil
+		}
+		w := int64(binary.BigEndian.Uint64(k[1:]))
+		seenTotal[w] = true
+		got, err := decodeHistSum(v)
+		if err != nil {
+			report("history total of window %d: %v", w, err)
+			return nil
+		}
+		if want := totals[w]; got != want {
+			report("history total of window %d: %d samples %v, the heads say %d %v", w, got.count, got.digest, want.count, want.digest)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	for w := range totals {
+		if !seenTotal[w] {
+			report("history total of window %d missing", w)
+		}
+	}
 	for _, index := range []struct {
 		pfx  byte
 		name string
