@@ -41,6 +41,10 @@ const (
 	histChunk = 20_000
 	// histMaxWindows bounds the windows one request compares.
 	histMaxWindows = 4096
+	// histMaxNodes bounds the node sums of one HistNodes message (about
+	// 40 bytes each): past it the dialer splits the node range
+	// (Config.histMaxNodes lowers it in tests).
+	histMaxNodes = 8192
 	// histReplyBudget is the reply size a request's timeout allows for.
 	histReplyBudget = 1 << 20
 )
@@ -280,8 +284,19 @@ func (a *acceptor) answerHistory(s *session, req *transport.HistRequest) (*trans
 		ws, err := hs.windowSums(req.From, req.To)
 		return &transport.HistReply{Sums: groupSums(ws, per), Since: int64(since)}, err
 	case transport.HistNodes:
+		lo, hi, err := nodeRange(req)
+		if err != nil {
+			return nil, err
+		}
 		sums, err := hs.nodeSums(req.Window)
-		return &transport.HistReply{Sums: sums}, err
+		if err != nil {
+			return nil, err
+		}
+		sums = inRange(sums, lo, hi)
+		if len(sums) > a.r.cfg.histMaxNodes {
+			return &transport.HistReply{More: true}, nil // ask for a narrower range
+		}
+		return &transport.HistReply{Sums: sums}, nil
 	case transport.HistPush:
 		pts, err := decodeHistRegs(req.Regs)
 		if err != nil {
@@ -648,16 +663,67 @@ func differing(a, b []transport.HistSum, key func(transport.HistSum) int64) []in
 	return out
 }
 
+// nodeRange returns the range of node IDs' first bytes a HistNodes
+// request covers (To 0 means 255).
+func nodeRange(req *transport.HistRequest) (lo, hi byte, err error) {
+	to := req.To
+	if to == 0 {
+		to = 255
+	}
+	if req.From < 0 || req.From > to || to > 255 {
+		return 0, 0, fmt.Errorf("%w: node range %d to %d", errHistInvalid, req.From, req.To)
+	}
+	return byte(req.From), byte(to), nil
+}
+
+// inRange keeps the sums of nodes whose ID's first byte is in [lo, hi].
+func inRange(sums []transport.HistSum, lo, hi byte) []transport.HistSum {
+	if lo == 0 && hi == 255 {
+		return sums
+	}
+	out := sums[:0:0]
+	for _, s := range sums {
+		if s.Node[0] >= lo && s.Node[0] <= hi {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 // syncWindow brings window w to the same samples on both sides.
 func (h *histSyncer) syncWindow(ctx context.Context, w int64, st *HistoryStats) error {
-	r := h.s.r
-	mine, err := h.scope.nodeSums(w)
+	all, err := h.scope.nodeSums(w)
 	if err != nil {
 		return err
 	}
-	reply, err := h.exchange(&transport.HistRequest{Kind: transport.HistNodes, Window: w, Sums: mine}, st)
+	return h.syncNodes(ctx, w, all, 0, 255, st)
+}
+
+// syncNodes brings the nodes of window w whose ID's first byte is in [lo,
+// hi] to the same samples on both sides, splitting the range while either
+// side has too many for one message.
+func (h *histSyncer) syncNodes(ctx context.Context, w int64, all []transport.HistSum, lo, hi byte, st *HistoryStats) error {
+	r := h.s.r
+	mine := inRange(all, lo, hi)
+	split := func() error {
+		if lo == hi {
+			return fmt.Errorf("history: window %d has more than %d nodes whose ID starts with %02x", w, r.cfg.histMaxNodes, lo)
+		}
+		mid := lo + (hi-lo)/2
+		if err := h.syncNodes(ctx, w, all, lo, mid, st); err != nil {
+			return err
+		}
+		return h.syncNodes(ctx, w, all, mid+1, hi, st)
+	}
+	if len(mine) > r.cfg.histMaxNodes {
+		return split()
+	}
+	reply, err := h.exchange(&transport.HistRequest{Kind: transport.HistNodes, Window: w, From: int64(lo), To: int64(hi), Sums: mine}, st)
 	if err != nil || reply == nil {
 		return err
+	}
+	if reply.More {
+		return split()
 	}
 	theirs := map[uuid.UUID]transport.HistSum{}
 	for _, s := range reply.Sums {

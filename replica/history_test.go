@@ -136,18 +136,23 @@ func TestHistoryOfflineDay(t *testing.T) { historyTest(t, false) }
 func TestHistoryOfflineDayKilled(t *testing.T) { historyTest(t, true) }
 
 // TestHistoryPeers: two peered clouds, each with readings the other
-// lacks, end with the same history, both ways.
+// lacks, end with the same history, both ways. Messages hold at most 4
+// node sums here, so windows of 12 nodes are compared in node ranges.
 func TestHistoryPeers(t *testing.T) {
-	a := startNode(t, "a", nodeOpts{})
+	tune := func(c *Config) { c.histMaxNodes = 4 }
+	a := startNode(t, "a", nodeOpts{tune: tune})
 	px := proxyTo(t, a)
-	b := startNode(t, "b", nodeOpts{root: a.root, peers: []string{px.URL()}})
-	sensors := []uuid.UUID{uuid.New(), uuid.New()}
-	a.write(edgePt(a.root, sensors[0]), edgePt(a.root, sensors[1]))
+	b := startNode(t, "b", nodeOpts{root: a.root, peers: []string{px.URL()}, tune: tune})
+	sensors := make([]uuid.UUID, 12)
+	for i := range sensors {
+		sensors[i] = uuid.New()
+		a.write(edgePt(a.root, sensors[i]))
+	}
 	b.waitInSync(px.URL())
 	px.Cut()
 	waitFor(t, "link down", 10e9, func() bool { return !b.link(px.URL()).Connected })
-	offlineReadings(t, a, sensors[:1], 3000)
-	offlineReadings(t, b, sensors, 2000)
+	offlineReadings(t, a, sensors, 3000)
+	offlineReadings(t, b, sensors[6:], 2000)
 	px.Restore()
 	waitExplained(t, 60*time.Second, func() bool {
 		ok, _ := sameHistory(a, b, sensors)
@@ -156,8 +161,8 @@ func TestHistoryPeers(t *testing.T) {
 		_, why := sameHistory(a, b, sensors)
 		return why
 	})
-	if n := len(a.registerHistory(sensors[0], "temp")); n != 5000 {
-		t.Fatalf("%d samples of sensor 0, want 5000", n)
+	if n := len(a.registerHistory(sensors[11], "temp")); n != 5000 {
+		t.Fatalf("%d samples of sensor 11, want 5000", n)
 	}
 	wa, _ := a.st.HistoryWindows(0, math.MaxInt64)
 	wb, _ := b.st.HistoryWindows(0, math.MaxInt64)

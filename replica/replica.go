@@ -94,6 +94,9 @@ type Config struct {
 	// converge replicas: for tests and diagnosis, never for production.
 	NoPush bool
 
+	// histMaxNodes bounds the node sums of one history message
+	// (histMaxNodes when 0; tests lower it).
+	histMaxNodes int
 	// repairLimits bound what answering one repair request may read;
 	// zero fields take the defaults (tests lower them).
 	repairLimits repairLimits
@@ -132,6 +135,9 @@ func (c *Config) setDefaults() {
 	def(&c.RepairMaxInterval, time.Hour)
 	def(&c.HistoryUpkeepInterval, 10*time.Minute)
 	def(&c.HistoryFullInterval, 6*time.Hour)
+	if c.histMaxNodes <= 0 {
+		c.histMaxNodes = histMaxNodes
+	}
 	c.RepairMaxInterval = max(c.RepairMaxInterval, c.RepairInterval)
 	if c.Window <= 0 {
 		c.Window = 4
