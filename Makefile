@@ -104,7 +104,7 @@ web-check: web/node_modules
 # edge under a full cloud; the lean CLI's own tests check that /nats and
 # the web UI answer that they are not in that build.
 unit:
-	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 -timeout 30m ./...
 	$(GO) test -tags lean -race -count=1 -run 'Server|Dial|Lean|SignIn' ./transport/
 	$(GO) test -tags lean -race -count=1 ./client/
 	$(GO) test -tags lean -race -count=1 -run 'WebsocketLean|WebUILean|UIHandler' ./cmd/siot/

@@ -309,10 +309,12 @@ func (f fleetRun) report(b *testing.B, n int) {
 // in sync, every point reaches the cloud, no link drops, and the cloud
 // stops within 5 s.
 func TestFleetSmall(t *testing.T) {
-	// The production ack timeout: twenty edges syncing at once under the
-	// race detector on two cores can hold an ack past the test tuning's
-	// 4 s, and this test is about syncing, not about detecting dead links.
-	cloud := startNode(t, "cloud", nodeOpts{tune: func(c *Config) { c.AckTimeout = 30 * time.Second }})
+	// The production ack and session timeouts: twenty edges syncing at
+	// once under the race detector on two cores can hold an ack past the
+	// test tuning's 4 s, or leave a simulated edge (which does not ping)
+	// silent past its 6 s, and this test is about syncing, not about
+	// detecting dead links.
+	cloud := startNode(t, "cloud", nodeOpts{tune: func(c *Config) { c.AckTimeout, c.SessionTimeout = 30*time.Second, time.Minute }})
 	fleet := newFleet(t, cloud.root, cloud.provision, 20, 1200)
 	run := runFleet(t, cloud.url(), fleet, 60*time.Second)
 	t.Logf("20 edges in sync in %v, %v CPU", run.took.Round(time.Millisecond), run.cpu.Round(time.Millisecond))

@@ -202,6 +202,9 @@ func (r *Replica) upkeepHistory(ctx context.Context, now time.Time) (HistoryUpke
 // historyLoop runs the history upkeep at start and then every
 // HistoryUpkeepInterval until ctx ends.
 func (r *Replica) historyLoop(ctx context.Context) {
+	if r.cfg.noHistoryUpkeep {
+		return
+	}
 	t := time.NewTimer(time.Second)
 	defer t.Stop()
 	for {

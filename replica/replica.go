@@ -94,6 +94,9 @@ type Config struct {
 	// converge replicas: for tests and diagnosis, never for production.
 	NoPush bool
 
+	// noHistoryUpkeep: no upkeep loop (tests that run upkeepHistory
+	// themselves).
+	noHistoryUpkeep bool
 	// histMaxNodes bounds the node sums of one history message
 	// (histMaxNodes when 0; tests lower it).
 	histMaxNodes int
