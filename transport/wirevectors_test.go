@@ -22,6 +22,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -33,6 +34,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/siot-io/siot/crdt"
+	"github.com/siot-io/siot/history"
 )
 
 var wvUpdate = wvUpdateFlag()
@@ -520,6 +522,12 @@ func wvMessages() []wvMsg {
 	chg = append(chg, wvO2[:]...)
 	chg = binary.BigEndian.AppendUint64(chg, 42)
 	chg = append(chg, make([]byte, 16)...)
+	smp, err := history.Encode([]history.Sample{{Time: wvT(0), Origin: wvO1, Value: 21.5}, {Time: wvT(1) + 1000<<16, Origin: wvO1, Value: 21.75},
+		{Time: wvT(2) + 2000<<16, Origin: wvO2, Tombstone: true}})
+	if err != nil {
+		panic(err)
+	}
+	steps := wvSteps()
 	return []wvMsg{
 		{"hello edge", "", &Hello{Proto: LinkProto, Instance: wvO1, Root: wvA, Role: RoleEdge, Time: 1_700_000_000_000}},
 		{"hello identity only", "a nil root asks only for the acceptor's identity", &Hello{Proto: LinkProto, Instance: wvO2, Role: RolePeer, Time: 1_700_000_000_123}},
@@ -570,6 +578,12 @@ func wvMessages() []wvMsg {
 		{"export page last", "", &ExportPage{Points: batch(0)}},
 		{"nodes request", "", &NodesRequest{Nodes: append(append([]byte(nil), wvA[:]...), wvB[:]...)}},
 		{"nodes reply", "", &NodesReply{Known: []byte{1, 0}}},
+		{"history request", "the samples themselves, from a time on", &HistoryRequest{Node: wvA, Type: "temperature", Key: "0", From: 1_700_000_000_000}},
+		{"history request steps", "summaries per 6 minutes over a day, from a step cursor", &HistoryRequest{Node: wvA, Type: "temperature", Key: "inlet",
+			From: 1_699_913_520_000, To: 1_700_000_000_000, Step: 360_000, After: AppendStepCursor(nil, 1_699_999_920_000), Max: 300}},
+		{"history page samples", "a history block of three samples", &HistoryPage{Known: true, Samples: smp, Next: AppendSampleCursor(nil, wvT(2)+2000<<16, wvO2)}},
+		{"history page steps", "two step records (HistoryStepLen bytes each), more to come", &HistoryPage{Known: true, Steps: steps, Next: AppendStepCursor(nil, 1_700_000_280_000), More: true}},
+		{"history page unknown", "a node the server holds nothing of", &HistoryPage{}},
 		{"repair request root", "the first round trip: the root's sub and own", &RepairRequest{Root: wvRoot,
 			Compare: []NodeSub{{Node: wvRoot, Sub: dig("subsubsubsubsub1"), Own: dig("ownownownownown1")}}}},
 		{"repair request every query", "", &RepairRequest{Root: wvRoot,
@@ -663,6 +677,7 @@ var wvTypes = map[string]any{
 	"node-request": &NodeRequest{}, "node-page": &NodePage{}, "edges-request": &EdgesRequest{}, "edges-page": &EdgesPage{},
 	"watch-request": &WatchRequest{}, "watch-reply": &WatchReply{}, "token-request": &TokenRequest{},
 	"token-reply": &TokenReply{}, "nodes-request": &NodesRequest{}, "nodes-reply": &NodesReply{},
+	"history-request": &HistoryRequest{}, "history-page": &HistoryPage{},
 	"repair": &RepairRequest{}, "repair-reply": &RepairReply{},
 }
 
@@ -716,6 +731,76 @@ func wvMsgCases(t *testing.T) []any {
 		out = append(out, c)
 	}
 	return out
+}
+
+// wvSteps are the step records of the "history page steps" message and the
+// first case of historysteps.json.
+func wvSteps() []byte {
+	b := AppendHistoryStep(nil, &HistoryStep{Start: 1_700_000_000_000, Count: 3, Min: 20.5, Max: 22, Sum: 64.25, Last: 21.75, LastTime: wvT(7)})
+	return AppendHistoryStep(b, &HistoryStep{Start: 1_700_000_240_000, Count: 1, Min: -40, Max: -40, Sum: -40, Last: -40, LastTime: wvT(9) + 240_000<<16})
+}
+
+type wvStepsCase struct {
+	Name    string `json:"name"`
+	Note    string `json:"note,omitempty"`
+	Steps   string `json:"steps"`
+	Records any    `json:"records,omitempty"`
+	Error   string `json:"error,omitempty"`
+}
+
+// wvStepsCases are HistoryPage.Steps records, decoded by
+// DecodeHistorySteps or refused.
+func wvStepsCases(t *testing.T) []any {
+	rec := func(start int64, count uint64, lo, hi, sum, last float64) string {
+		return hex.EncodeToString(AppendHistoryStep(nil, &HistoryStep{Start: start, Count: count, Min: lo, Max: hi, Sum: sum, Last: last, LastTime: wvT(1)}))
+	}
+	ok := rec(1_700_000_000_000, 2, 1, 2, 3, 2)
+	cases := []wvStepsCase{
+		{Name: "two steps", Steps: hex.EncodeToString(wvSteps())},
+		{Name: "none", Note: "an empty page: no step had a sample", Steps: ""},
+		{Name: "sum overflows", Note: "a sum that is not finite is accepted: values near the limits of float64 add up to an infinity", Steps: rec(0, 2, 1e308, 1.7e308, math.Inf(1), 1e308)},
+		{Name: "not a multiple of the record", Note: "55 bytes", Steps: ok[:110]},
+		{Name: "a byte more", Steps: ok + "00"},
+		{Name: "negative start", Steps: rec(-1, 1, 1, 1, 1, 1)},
+		{Name: "starts not increasing", Steps: ok + ok},
+		{Name: "no sample", Note: "a count of 0", Steps: rec(1_700_000_000_000, 0, 1, 1, 1, 1)},
+		{Name: "min not a number", Note: "NaN", Steps: rec(1_700_000_000_000, 1, math.NaN(), 1, 1, 1)},
+		{Name: "max infinite", Steps: rec(1_700_000_000_000, 1, 1, math.Inf(1), 1, 1)},
+		{Name: "min above max", Steps: rec(1_700_000_000_000, 2, 3, 2, 5, 2)},
+		{Name: "last below min", Steps: rec(1_700_000_000_000, 2, 1, 2, 3, 0.5)},
+		{Name: "last above max", Steps: rec(1_700_000_000_000, 2, 1, 2, 3, 2.5)},
+	}
+	var out []any
+	for _, c := range cases {
+		b, err := hex.DecodeString(c.Steps)
+		if err != nil {
+			t.Fatalf("steps %q: %v", c.Name, err)
+		}
+		ss, err := DecodeHistorySteps(b)
+		if c.Error = wvClass(err); err == nil {
+			recs := []any{}
+			for _, s := range ss {
+				recs = append(recs, map[string]any{"start": strconv.FormatInt(s.Start, 10), "count": strconv.FormatUint(s.Count, 10),
+					"min": s.Min, "max": s.Max, "sum": wvFloat(s.Sum), "last": s.Last, "lastTime": strconv.FormatUint(uint64(s.LastTime), 10)})
+			}
+			c.Records = recs
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// wvFloat is f as JSON has it: a number, or for one JSON cannot hold the
+// string "+Inf", "-Inf" or "NaN".
+func wvFloat(f float64) any {
+	if math.IsInf(f, 0) || math.IsNaN(f) {
+		return strconv.FormatFloat(f, 'g', -1, 64)
+	}
+	return f
+}
+
+func TestWireVectorHistorySteps(t *testing.T) {
+	wvCheck(t, "historysteps.json", fmt.Sprintf("transport.DecodeHistorySteps: the step records of a history page (%d bytes each), decoded or refused. start, count and lastTime are decimal strings; a sum that is not finite is the string \"+Inf\", \"-Inf\" or \"NaN\".", HistoryStepLen), wvStepsCases(t))
 }
 
 func TestWireVectorTypes(t *testing.T) {

@@ -7,13 +7,14 @@
 // Screenshots of the tree and of a node page, wide and phone-width, are
 // written to web/.build/screenshots/.
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { connect } from "nats.ws";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { WebSocket } from "ws";
+import { decodeHistorySteps } from "../src/wire/history.ts";
 import { decodeMessage, encodeMessage, RemoteError } from "../src/wire/messages.ts";
 import { launch, screenshot } from "./browser.ts";
 import { buildSiot, killAll, run, serve, waitFor, type Serving } from "./siot.ts";
@@ -105,7 +106,9 @@ describe("web UI in Chromium", { timeout: 300_000 }, () => {
     user = added(await run(bin, ["user", "add", "--parent", site, "--email", "ann@example.com", "--admin", "--json"], admin(), password + "\n"));
     const creds = join(tmp, "device.creds");
     device = added(await onCloud("device", "add", "--parent", site, "--desc", "boiler room", "--out", creds, "--json"));
-    edge = await serve(bin, edata, "127.0.0.1:0", "", ["--upstream", cloud.nats, "--creds", creds]);
+    // Repair passes every second or two: the history round that carries a
+    // late write (readings with past times) up follows the next one.
+    edge = await serve(bin, edata, "127.0.0.1:0", "", ["--upstream", cloud.nats, "--creds", creds, "--repair-interval", "1s", "--repair-max-interval", "2s"]);
     sensor = added(await onEdge("node", "add", "--type", "sensor", "--desc", "boiler temperature", "--json"));
     await onEdge("set", sensor, "temp=20");
     await waitFor("the sensor on the cloud", () => holds(admin(), sensor, "temp", 20), 30_000);
@@ -168,6 +171,48 @@ describe("web UI in Chromium", { timeout: 300_000 }, () => {
     await waitFor("temp=22.25 on the edge", () => holds(edgeAdmin(), sensor, "temp", 22.25), 15_000);
   });
 
+  test("a point's history charts on its node page, live, over the span chosen", async () => {
+    // 50 readings of level over the last 20 hours, written on the edge with
+    // their times. The register's push carries the last; the edge's next
+    // history round the rest (windows more than an hour old: a late write).
+    const t0 = Date.now();
+    const file = join(tmp, "level.jsonl");
+    const reading = (i: number) => Math.round((300 + 12 * Math.sin(i / 4) + 0.3 * i) * 100) / 100;
+    writeFileSync(
+      file,
+      Array.from({ length: 50 }, (_, i) =>
+        JSON.stringify({ node: sensor, type: "level", key: "0", value: reading(i), hlc: String(BigInt(t0 - 20 * 3_600_000 + i * 24 * 60_000) << 16n) }),
+      ).join("\n") + "\n",
+    );
+    await onEdge("import", file, "--quiet");
+    const samples = async () => (await onCloud("history", sensor, "level", "--json").catch(() => "")).split("\n").filter((l) => l.trim() !== "").length;
+    await waitFor("50 readings of level on the cloud", async () => (await samples()) === 50, 15_000);
+    await page.goto(`${base}#/n/${sensor}`);
+    await value(page, "level").waitFor();
+    await page.locator('[data-testid=chart-point][data-type="level"]').click();
+    const count = page.getByTestId("chart-count");
+    await page.locator('[data-testid=chart-count][data-count="50"]').waitFor();
+    assert.equal(await page.getByTestId("span-24h").getAttribute("aria-pressed"), "true", "24 h by default");
+    assert.match((await page.locator("svg[data-testid=chart] path.mean").getAttribute("d")) ?? "", /^M[\d.]+ [\d.]+(L[\d.]+ [\d.]+){10,}/, "a line through the readings");
+    assert.equal(await page.locator("svg[data-testid=chart] path.band").count(), 1);
+    assert.match((await count.textContent()) ?? "", /^50 samples$/);
+    await screenshot(page, "node-history");
+    // A value written on the edge reaches the chart: the page's replica
+    // hears of it, and the chart asks the server again.
+    const t1 = Date.now();
+    await onEdge("set", sensor, "level=318.5");
+    await page.locator('[data-testid=chart-count][data-count="51"]').waitFor({ timeout: 15_000 });
+    console.log(`# the chart followed a reading in ${Date.now() - t1} ms`);
+    // The last hour holds the two latest imported readings and the new one.
+    await page.getByTestId("span-1h").click();
+    await page.locator('[data-testid=chart-count][data-count="3"]').waitFor();
+    assert.equal(await page.getByTestId("span-1h").getAttribute("aria-pressed"), "true");
+    await page.getByTestId("span-7d").click();
+    await page.locator('[data-testid=chart-count][data-count="51"]').waitFor();
+    await page.getByTestId("span-24h").click();
+    await page.locator('[data-testid=chart-count][data-count="51"]').waitFor();
+  });
+
   test("two tabs converge: another profile, and a second tab of this one", async () => {
     const ctx2 = await browser.newContext();
     const other2 = await openPage(ctx2);
@@ -186,6 +231,9 @@ describe("web UI in Chromium", { timeout: 300_000 }, () => {
     await setInPage(tab2, sensor, "fan", "3");
     await value(page, "fan").filter({ hasText: "3" }).waitFor({ timeout: 15_000 });
     await waitFor("fan=3 on the edge", () => holds(edgeAdmin(), sensor, "fan", 3), 15_000);
+    // Its charts ask the server through the first tab's link.
+    await tab2.locator('[data-testid=chart-point][data-type="level"]').click();
+    await tab2.locator('[data-testid=chart-count][data-count="51"]').waitFor();
     await value(other2, "fan").filter({ hasText: "3" }).waitFor({ timeout: 15_000 });
     await tab2.close();
     await ctx2.close();
@@ -203,10 +251,13 @@ describe("web UI in Chromium", { timeout: 300_000 }, () => {
     await page.reload();
     await value(page, "setpoint").filter({ hasText: "17" }).waitFor();
     assert.equal(await linkState(page), "offline");
+    // The replica keeps no history: the chart needs the server.
+    await page.getByTestId("chart-state").filter({ hasText: "History needs the server" }).waitFor();
     await startCloud(port, http);
     await waitFor("setpoint=17 on the cloud", () => holds(admin(), sensor, "setpoint", 17), 30_000);
     await waitFor("setpoint=17 on the edge", () => holds(edgeAdmin(), sensor, "setpoint", 17), 30_000);
     await waitFor("online again", async () => (await linkState(page)) === "online", 15_000);
+    await page.locator("svg[data-testid=chart]").waitFor({ timeout: 15_000 });
   });
 
   test("the user sees only their scope, and the server refuses the rest", async () => {
@@ -257,6 +308,15 @@ describe("web UI in Chromium", { timeout: 300_000 }, () => {
       const mine = await ask(sensor);
       assert.ok(mine.points && mine.points.length > 0, "its own scope answers");
       await assert.rejects(ask(other), (e: unknown) => e instanceof RemoteError && /permission denied/i.test(e.remote), "a node of the other site");
+      // History is read the same way, and refused the same way.
+      const history = async (node: string, type: string) => {
+        const req = { node, type, key: "0", from: 0n, to: 0n, step: 3_600_000n, after: null, max: 0n };
+        const m = await nc.request(`${prefix}.api.history`, encodeMessage("history-request", req), { timeout: 10_000 });
+        return decodeMessage(m.data, "history-page");
+      };
+      const level = await history(sensor, "level");
+      assert.ok(level.known && decodeHistorySteps(level.steps).length > 0, "its own points' history");
+      await assert.rejects(history(other, "secret"), (e: unknown) => e instanceof RemoteError && /permission denied/i.test(e.remote), "the other site's history");
       // Subscribing outside its prefix is a permissions violation: the
       // server says so and the subscription gets nothing.
       const errs: string[] = [];
@@ -347,6 +407,8 @@ describe("web UI in Chromium", { timeout: 300_000 }, () => {
     await screenshot(p, "tree-phone");
     await p.goto(`${base}#/n/${sensor}`);
     await value(p, "temp").waitFor();
+    await p.locator('[data-testid=chart-point][data-type="level"]').click();
+    await p.locator("svg[data-testid=chart] path.mean").waitFor();
     assert.ok((await overflow()) <= 0, "the node page scrolls sideways");
     await screenshot(p, "node-phone");
     await phone.close();
@@ -380,7 +442,7 @@ describe("web UI in Chromium", { timeout: 300_000 }, () => {
   });
 
   test("screenshots were written", () => {
-    for (const n of ["tree", "node", "tree-phone", "node-phone"]) {
+    for (const n of ["tree", "node", "node-history", "tree-phone", "node-phone"]) {
       const png = readFileSync(join(process.cwd(), "web", ".build", "screenshots", `${n}.png`));
       assert.equal(png.subarray(1, 4).toString(), "PNG", `${n}.png`);
       assert.ok(png.length > 5_000, `${n}.png is ${png.length} bytes`);

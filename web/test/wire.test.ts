@@ -9,6 +9,7 @@ import { MalformedError } from "../src/crdt/codec.ts";
 import { PointError, type Point } from "../src/crdt/point.ts";
 import { decodeBatch, encodeBatch } from "../src/wire/batch.ts";
 import { MsgType, parseFrame, TooLargeError, UnknownTypeError, VersionError, type MsgName } from "../src/wire/frame.ts";
+import { decodeHistorySteps, MaxHistorySteps } from "../src/wire/history.ts";
 import { decodeMessage, encodeMessage, RemoteError, schemas, linkStatusFields, type Field, type MessageName } from "../src/wire/messages.ts";
 import { checkMsgpack, Reader } from "../src/wire/msgpack.ts";
 import { decodeRepairReply, decodeRepairRequest, encodeRepairReply, encodeRepairRequest, type RepairReply, type RepairRequest } from "../src/wire/repair.ts";
@@ -175,9 +176,41 @@ describe("messages.json", () => {
   test("every message the browser speaks has a case", () => {
     for (const t of ["hello", "welcome", "start", "push", "ack", "ping", "bye", "repair", "repair-reply", "status-request", "status",
       "node-request", "node-page", "edges-request", "edges-page", "watch-request", "watch-reply", "import", "import-result",
-      "token-request", "token-reply", "export-request", "export-page"]) {
+      "token-request", "token-reply", "export-request", "export-page", "history-request", "history-page"]) {
       assert.ok(seen.has(t), t);
     }
+  });
+});
+
+describe("historysteps.json", () => {
+  interface StepsCase extends VectorCase {
+    steps: string;
+    records?: Record<string, string | number>[];
+    error?: string;
+  }
+  const num = (v: string | number) => (typeof v === "number" ? v : Number(v.replace("+Inf", "Infinity").replace("-Inf", "-Infinity")));
+  for (const c of loadVectors<StepsCase>("historysteps", "wire")) {
+    test(c.name, () => {
+      const b = fromHex(c.steps);
+      if (c.error) {
+        assert.equal(refused(() => decodeHistorySteps(b)), c.error);
+        return;
+      }
+      const want = (c.records ?? []).map((r) => ({
+        start: BigInt(r.start),
+        count: BigInt(r.count),
+        min: num(r.min),
+        max: num(r.max),
+        sum: num(r.sum),
+        last: num(r.last),
+        lastTime: BigInt(r.lastTime),
+      }));
+      assert.deepEqual(decodeHistorySteps(b), want);
+    });
+  }
+  test("more steps than a page holds, refused before any is read", () => {
+    assert.throws(() => decodeHistorySteps(new Uint8Array(56 * (MaxHistorySteps + 1))), /8193 steps, limit 8192/);
+    assert.equal(decodeHistorySteps(null).length, 0);
   });
 });
 

@@ -72,6 +72,14 @@ export function authRefused(why: string): boolean {
   return /authorization violation|user authentication expired/i.test(why);
 }
 
+/** A request that needs the server, made while the link has no connection to it. */
+export class OfflineError extends Error {
+  constructor(why: string) {
+    super(why);
+    this.name = "OfflineError";
+  }
+}
+
 /** The session ended; why is its message. */
 class SessionEnd extends Error {
   constructor(why: string) {
@@ -188,6 +196,21 @@ export class Link {
     if (s) await s.bye("link closed");
     await this.running;
     this.setStatus({ state: "offline", error: "closed" });
+  }
+
+  /**
+   * Sends a local API request (name: "api.history" and the like) to the
+   * server on the link's connection, so with the user's token and within
+   * what the server lets the user read, and resolves with the reply frame
+   * (an error frame too: the caller's decodeMessage throws it as a
+   * RemoteError). Throws an OfflineError when the link has no connection,
+   * an Error when the server does not answer within timeoutMs or serves
+   * no such request.
+   */
+  async request(name: string, data: Uint8Array, timeoutMs = 15_000): Promise<Uint8Array> {
+    const s = this.session;
+    if (!s) throw new OfflineError(this.current.state === "offline" && this.current.error ? `offline: ${this.current.error}` : "offline");
+    return s.api(name, data, timeoutMs);
   }
 
   /** The last digest repair pass of this link (repair.ts), if any ran. */
@@ -377,6 +400,21 @@ class Session {
       }
     }
     this.end(`bye: ${why}`);
+  }
+
+  /** Link.request on this session's connection. */
+  async api(name: string, data: Uint8Array, timeout: number): Promise<Uint8Array> {
+    if (this.endedWhy !== undefined || this.nc.isClosed()) throw new OfflineError("offline: the connection to the server is closing");
+    try {
+      const m = await this.nc.request(this.subject(name), data, { timeout });
+      this.heardAt = Date.now();
+      return m.data;
+    } catch (e) {
+      const code = (e as { code?: string }).code;
+      if (code === "503") throw new Error(`the server does not answer ${name} requests (an older version?)`);
+      if (code === "TIMEOUT") throw new Error(`the server did not answer within ${Math.round(timeout / 1000)} s`);
+      throw e;
+    }
   }
 
   private subject(name: string): string {

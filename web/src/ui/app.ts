@@ -12,12 +12,16 @@ import { placeOf } from "../crdt/placement.ts";
 import { TypeEdge, TypeNodeType, type Point } from "../crdt/point.ts";
 import { EdgeMoved } from "../crdt/tree.ts";
 import type { ChildView, NodeView } from "../store/index.ts";
+import { decodeMessage, encodeMessage } from "../wire/messages.ts";
+import { chartView, defaultSpan, HistoryCharts, spans, type Span } from "./chart.ts";
 import { coalesce, fill, h, morph } from "./dom.ts";
 import { forgetSession, loadSession, saveSession, signIn, SignInError } from "./login.ts";
 import { databaseName, openReplica, type Replica, type Session } from "./replica.ts";
 
 const TypeDescription = "description";
 const TypeRole = "role";
+/** Points that have no history (credentials and roles) or no numbers (text). */
+const uncharted = new Set([TypeNodeType, TypeDescription, TypeRole, "authKey", "password", "email"]);
 /** A node page lists at most this many children, the tree as many per node. */
 const maxListed = 500;
 
@@ -40,6 +44,15 @@ function when(t: bigint): string {
   return t === 0n ? "" : new Date(physicalOf(t)).toLocaleString();
 }
 
+/** Whether a point's history can be charted: a live number that is not a credential. */
+function charted(p: Point): boolean {
+  return !p.tombstone && p.text === "" && !uncharted.has(p.type) && Number.isFinite(p.value);
+}
+
+function pointName(p: Point): string {
+  return p.key === "0" ? p.type : `${p.type}.${p.key}`;
+}
+
 function livePoint(node: string, type: string, key: string, value: number, text: string): Point {
   return { node, parent: "", type, key, value, text, tombstone: false, time: 0n, origin: "" };
 }
@@ -52,6 +65,10 @@ export class App {
   private editing: string | undefined; // "type\0key" of the point being edited
   private notice = "";
   private focusEdit = false;
+  private charts: HistoryCharts | undefined;
+  private readonly charting = new Map<string, string>(); // node → "type\0key" of the point its page charts
+  private span: Span = defaultSpan;
+  private wasOnline = false;
   private readonly main: HTMLElement;
   private readonly bar: HTMLElement;
   private readonly who: HTMLElement;
@@ -91,12 +108,21 @@ export class App {
   }
 
   private async open(s: Session): Promise<void> {
-    this.replica = await openReplica(s, this.wsURL);
-    this.replica.onChange(() => this.redraw());
-    this.replica.onStatus(() => {
+    const r = await openReplica(s, this.wsURL);
+    this.replica = r;
+    this.charts = new HistoryCharts(
+      async (req) => decodeMessage(await r.request("api.history", encodeMessage("history-request", req)), "history-page"),
+      () => this.redraw(),
+      () => r.clock.physical(),
+    );
+    this.wasOnline = false;
+    r.onChange(() => this.redraw());
+    r.onStatus(() => {
       this.redrawBar();
-      const st = this.replica?.status();
-      if (st?.state === "offline" && st.auth) this.redraw();
+      const st = r.status();
+      // Signed out by the server, or online again (a chart fetches) or offline (it says so).
+      if ((st.state === "offline" && st.auth) || (st.state !== "offline") !== this.wasOnline) this.redraw();
+      this.wasOnline = st.state !== "offline";
     });
     if (s.exp > Date.now()) this.replica.start();
     this.renderWho();
@@ -377,6 +403,7 @@ export class App {
       h("p", { class: "muted id" }, id, !inScope ? " · outside your tree (deleted or moved away)" : ""),
       this.notice ? h("p", { class: "error", role: "alert", "data-testid": "notice" }, this.notice) : "",
       this.pointsTable(r, id, v, inScope),
+      this.historySection(r, id, v),
       h("h2", null, `Children (${counts.get(id)?.live ?? 0})`),
       h(
         "ul",
@@ -467,6 +494,48 @@ export class App {
       inScope
         ? h("form", { class: "inline add-point", onsubmit: (e: Event) => (e.preventDefault(), void this.act(add)) }, type, key, val, h("button", { type: "submit", "data-testid": "add-point" }, "Set"))
         : "",
+    );
+  }
+
+  /**
+   * The history of one of the node's numeric points: a chip per point to
+   * choose it (the one written last when the page opens), a span, and
+   * the chart, fetched from the server. Always present (empty without a
+   * numeric point), so that morph finds the elements after it in place.
+   */
+  private historySection(r: Replica, id: string, v: NodeView): HTMLElement {
+    const pts = v.points.filter(charted).sort((a, b) => (a.type === b.type ? (a.key < b.key ? -1 : 1) : a.type < b.type ? -1 : 1));
+    const reg = (p: Point) => `${p.type}\0${p.key}`;
+    let p = pts.find((q) => reg(q) === this.charting.get(id));
+    if (!p && pts.length > 0) {
+      p = pts.reduce((a, b) => (b.time > a.time ? b : a));
+      this.charting.set(id, reg(p));
+    }
+    if (!p || !this.charts) return h("section", { class: "history", "data-testid": "history", hidden: true });
+    const sel = p;
+    const online = r.status().state !== "offline";
+    const c = this.charts.get(id, sel.type, sel.key, this.span, sel.time, online);
+    return h(
+      "section",
+      { class: "history", "data-testid": "history" },
+      h("h2", null, "History"),
+      h(
+        "div",
+        { class: "chart-controls" },
+        h(
+          "div",
+          { class: "chips", role: "group", "aria-label": "point" },
+          pts.map((q) =>
+            h("button", { class: "chip", "data-testid": "chart-point", "data-type": q.type, "data-key": q.key, "aria-pressed": String(q === sel), onclick: () => (this.charting.set(id, reg(q)), this.redraw()) }, pointName(q)),
+          ),
+        ),
+        h(
+          "div",
+          { class: "chips", role: "group", "aria-label": "span" },
+          spans.map((s) => h("button", { class: "chip", "data-testid": `span-${s.id}`, "aria-pressed": String(s === this.span), onclick: () => ((this.span = s), this.redraw()) }, s.label)),
+        ),
+      ),
+      chartView(c, pointName(sel), this.span, online, () => (this.charts?.retry(id, sel.type, sel.key, this.span), this.redraw())),
     );
   }
 

@@ -31,6 +31,18 @@ export function h<K extends keyof HTMLElementTagNameMap>(tag: K, attrs: Attrs | 
   return el;
 }
 
+/**
+ * Creates SVG element tag (in the SVG namespace, which h() cannot) with
+ * attributes (null and undefined skipped) and children. Presentation
+ * attributes only: the page's CSP refuses style attributes.
+ */
+export function svg(tag: string, attrs: Record<string, string | number | null | undefined> | null, ...children: Child[]): SVGElement {
+  const el = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [k, v] of Object.entries(attrs ?? {})) if (v !== null && v !== undefined) el.setAttribute(k, String(v));
+  append(el, children);
+  return el;
+}
+
 function append(el: Node, children: Child[]): void {
   for (const c of children) {
     if (c === null || c === undefined || c === false) continue;

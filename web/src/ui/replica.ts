@@ -13,7 +13,7 @@
 
 import { Clock } from "../crdt/hlc.ts";
 import type { Point } from "../crdt/point.ts";
-import { Link, type LinkStatus } from "../link/index.ts";
+import { Link, OfflineError, type LinkStatus } from "../link/index.ts";
 import { openStore, type Store } from "../store/index.ts";
 
 /** Who is signed in, as kept in localStorage between visits. */
@@ -35,7 +35,9 @@ type Note =
   | { t: "committed" }
   | { t: "status"; status: LinkStatus; correction: number }
   | { t: "hello" }
-  | { t: "refused"; refusal: Refusal };
+  | { t: "refused"; refusal: Refusal }
+  | { t: "ask"; id: string; name: string; data: Uint8Array; timeoutMs: number }
+  | { t: "answer"; id: string; data?: Uint8Array; error?: string; offline?: boolean };
 
 /** The database of a user's replica: one per user, so a sign-in as another never mixes them. */
 export function databaseName(user: string): string {
@@ -61,6 +63,7 @@ export class Replica {
   private reloading: Promise<void> | undefined;
   private reloadAgain = false;
   private closed = false;
+  private readonly asks = new Map<string, { res: (b: Uint8Array) => void; rej: (e: Error) => void }>();
 
   constructor(
     readonly session: Session,
@@ -137,6 +140,29 @@ export class Replica {
     await this.store.writeLocal(points, this.clock, { oneTime });
   }
 
+  /**
+   * Sends a local API request (name "api.history" and the like) to the
+   * server with the user's token, and resolves with the reply frame: on
+   * this tab's link, or on the linked tab's, which answers over the
+   * BroadcastChannel. Throws an OfflineError when no link is connected,
+   * and what Link.request throws.
+   */
+  async request(name: string, data: Uint8Array, timeoutMs = 15_000): Promise<Uint8Array> {
+    if (this.closed) throw new OfflineError("signed out");
+    if (this.link) return this.link.request(name, data, timeoutMs);
+    if (!this.bc) throw new OfflineError("offline");
+    const id = `${Date.now().toString(36)}.${Math.random().toString(36).slice(2)}`;
+    return new Promise((res, rej) => {
+      const t = setTimeout(() => {
+        this.asks.delete(id);
+        rej(new OfflineError("offline: no tab of this browser is linked to the server"));
+      }, timeoutMs + 2_000);
+      const done = () => (clearTimeout(t), this.asks.delete(id));
+      this.asks.set(id, { res: (b) => (done(), res(b)), rej: (e) => (done(), rej(e)) });
+      this.post({ t: "ask", id, name, data, timeoutMs });
+    });
+  }
+
   /** Points written here that the server has not acknowledged yet. */
   async unsynced(): Promise<number> {
     const marks = await this.store.links();
@@ -151,6 +177,7 @@ export class Replica {
     this.closed = true;
     this.stop.abort();
     this.released?.();
+    for (const a of [...this.asks.values()]) a.rej(new OfflineError("signed out"));
     const link = this.link;
     if (link) await link.close();
     this.bc?.close();
@@ -184,6 +211,24 @@ export class Replica {
       case "refused":
         if (!this.link) this.setRefusal(n.refusal);
         return;
+      case "ask": {
+        // Another tab of this user asks the server through our link: only
+        // local API requests, which the server authorizes as the user's.
+        const link = this.link;
+        if (!link || !/^api\.[a-z]+$/.test(n.name)) return;
+        link.request(n.name, n.data, n.timeoutMs).then(
+          (data) => this.post({ t: "answer", id: n.id, data }),
+          (e: unknown) => this.post({ t: "answer", id: n.id, error: e instanceof Error ? e.message : String(e), offline: e instanceof OfflineError }),
+        );
+        return;
+      }
+      case "answer": {
+        const a = this.asks.get(n.id);
+        if (!a) return;
+        if (n.data) a.res(n.data);
+        else a.rej(n.offline ? new OfflineError(n.error ?? "offline") : new Error(n.error ?? "no answer"));
+        return;
+      }
     }
   }
 

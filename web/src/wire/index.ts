@@ -4,6 +4,7 @@
 
 export * from "./batch.ts";
 export * from "./frame.ts";
+export * from "./history.ts";
 export * from "./messages.ts";
 export * from "./msgpack.ts";
 export * from "./repair.ts";

@@ -166,6 +166,35 @@ export interface VerifyReply {
 }
 
 /**
+ * One page of a register's history (the local API's api.history): the
+ * samples whose HLC's physical time (ms) is in [from, to) (to 0: no
+ * end), raw (step 0) or summarized per step of step ms, after the cursor
+ * after; max bounds the samples or steps (0: the server's limit).
+ */
+export interface HistoryRequest {
+  node: string;
+  type: string;
+  key: string;
+  from: bigint;
+  to: bigint;
+  step: bigint;
+  after: Uint8Array | null;
+  max: bigint;
+}
+/**
+ * A page of history: samples a history block (Go's package history),
+ * steps the step records (decodeHistorySteps in history.ts); when more,
+ * ask again with after = next.
+ */
+export interface HistoryPage {
+  known: boolean;
+  samples: Uint8Array | null;
+  steps: Uint8Array | null;
+  next: Uint8Array | null;
+  more: boolean;
+}
+
+/**
  * How one field is written: uint (Go uint64), int (Go int, int64), bool,
  * str, bin (Go []byte, nil as msgpack nil), uuid (bin of 16), f64, strs
  * (Go []string), ints (Go []int), links (a list of LinkStatus).
@@ -223,6 +252,8 @@ export interface Messages {
   "nodes-reply": NodesReply;
   "verify-request": VerifyRequest;
   "verify-reply": VerifyReply;
+  "history-request": HistoryRequest;
+  "history-page": HistoryPage;
 }
 
 /** The name of a map message type. */
@@ -282,6 +313,17 @@ export const schemas: { [K in MessageName]: Field[] } = {
     f("seconds", "seconds", "f64"),
     f("error", "error", "str"),
   ],
+  "history-request": [
+    f("node", "node", "uuid"),
+    f("type", "type", "str"),
+    f("key", "key", "str"),
+    f("from", "from", "int"),
+    f("to", "to", "int"),
+    f("step", "step", "int", true),
+    f("after", "after", "bin"),
+    f("max", "max", "int", true),
+  ],
+  "history-page": [f("known", "known", "bool"), f("smp", "samples", "bin"), f("steps", "steps", "bin"), f("next", "next", "bin"), f("more", "more", "bool")],
 };
 
 type Rec = Record<string, unknown>;
