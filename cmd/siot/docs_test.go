@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -122,8 +121,8 @@ func tourScript(t *testing.T) string { return readmeScript(t, "## A five-minute 
 
 // runScript runs a README script with bash -e, the test's binary for
 // bin/siot and a free port for each of ports on 127.0.0.1, and returns
-// its output. The script's servers run in its process group: a timeout
-// kills them all.
+// its output. The script's servers run in its process group: when the
+// script ends, or a timeout kills it, so do they.
 func runScript(t *testing.T, bash, bin, script string, ports ...string) (stdout, stderr string, err error) {
 	t.Helper()
 	return runScriptIn(t, bash, bin, "", t.TempDir(), script, ports...)
@@ -147,10 +146,49 @@ func runScriptIn(t *testing.T, bash, bin, path, tmp, script string, ports ...str
 	cmd.Env = []string{"PATH=" + path + os.Getenv("PATH"), "HOME=" + cmd.Dir, "TMPDIR=" + tmp}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
+	// Files, not pipes: the script's end is not held up by a server it
+	// left running (it failed midway), which would hold a pipe open.
+	outs := t.TempDir()
+	outF, errF := createFile(t, filepath.Join(outs, "stdout")), createFile(t, filepath.Join(outs, "stderr"))
+	cmd.Stdout, cmd.Stderr = outF, errF
 	err = cmd.Run()
-	return out.String(), errb.String(), err
+	if cmd.Process != nil {
+		killGroup(t, cmd.Process.Pid)
+	}
+	outF.Close()
+	errF.Close()
+	return readFile(t, outF.Name()), readFile(t, errF.Name()), err
+}
+
+// killGroup kills what is left of process group pgid, the processes a
+// script started, and waits up to 10 s for them to be gone (a process
+// whose parent is gone may stay a zombie for longer: it runs no more).
+func killGroup(t *testing.T, pgid int) {
+	t.Helper()
+	if err := syscall.Kill(-pgid, syscall.SIGKILL); err != nil {
+		return // none left (ESRCH)
+	}
+	if !poll(10*time.Second, 20*time.Millisecond, func() bool { return syscall.Kill(-pgid, 0) != nil }) {
+		t.Logf("process group %d: still there 10 s after SIGKILL (zombies?)", pgid)
+	}
+}
+
+func createFile(t *testing.T, name string) *os.File {
+	t.Helper()
+	f, err := os.Create(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func readFile(t *testing.T, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 // readmeScript returns the first sh block under heading in README.md.
