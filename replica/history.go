@@ -465,14 +465,18 @@ func (h *histSyncer) due(now time.Time) bool {
 		h.s.r.st.LateHistoryGen() != h.lastGen
 }
 
-func (h *histSyncer) exchange(req *transport.HistRequest, st *HistoryStats) (*transport.HistReply, error) {
+func (h *histSyncer) exchange(ctx context.Context, req *transport.HistRequest, st *HistoryStats) (*transport.HistReply, error) {
 	b, err := transport.Encode(req)
 	if err != nil {
 		return nil, err
 	}
 	s := h.s
 	s.bytesSent.Add(uint64(len(b)))
-	m, err := s.conn.Request(h.subject, b, s.transferTimeout(len(b)+histReplyBudget))
+	// The session's end (a Bye, a failed push) cancels ctx: a request in
+	// flight must not hold the link up until its timeout.
+	rctx, cancel := context.WithTimeout(ctx, s.transferTimeout(len(b)+histReplyBudget))
+	defer cancel()
+	m, err := s.conn.RequestWithContext(rctx, h.subject, b)
 	if err != nil {
 		return nil, fmt.Errorf("history: %w", err)
 	}
@@ -605,7 +609,7 @@ func (h *histSyncer) compare(ctx context.Context, from, to int64, level int, st 
 			return err
 		}
 		mine := groupSums(ws, per)
-		reply, err := h.exchange(&transport.HistRequest{Kind: transport.HistWindows, From: max(lo, from), To: hi, Per: per, Sums: mine}, st)
+		reply, err := h.exchange(ctx, &transport.HistRequest{Kind: transport.HistWindows, From: max(lo, from), To: hi, Per: per, Sums: mine}, st)
 		if err != nil || reply == nil {
 			return err
 		}
@@ -718,7 +722,7 @@ func (h *histSyncer) syncNodes(ctx context.Context, w int64, all []transport.His
 	if len(mine) > r.cfg.histMaxNodes {
 		return split()
 	}
-	reply, err := h.exchange(&transport.HistRequest{Kind: transport.HistNodes, Window: w, From: int64(lo), To: int64(hi), Sums: mine}, st)
+	reply, err := h.exchange(ctx, &transport.HistRequest{Kind: transport.HistNodes, Window: w, From: int64(lo), To: int64(hi), Sums: mine}, st)
 	if err != nil || reply == nil {
 		return err
 	}
@@ -740,7 +744,7 @@ func (h *histSyncer) syncNodes(ctx context.Context, w int64, all []transport.His
 		if len(push) == 0 {
 			return nil
 		}
-		reply, err := h.exchange(&transport.HistRequest{Kind: transport.HistPush, Regs: push}, st)
+		reply, err := h.exchange(ctx, &transport.HistRequest{Kind: transport.HistPush, Regs: push}, st)
 		if err != nil || reply == nil {
 			return err
 		}
@@ -786,7 +790,7 @@ func (h *histSyncer) syncNodes(ctx context.Context, w int64, all []transport.His
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		reply, err := h.exchange(&transport.HistRequest{Kind: transport.HistFetch, Fetch: fetch}, st)
+		reply, err := h.exchange(ctx, &transport.HistRequest{Kind: transport.HistFetch, Fetch: fetch}, st)
 		if err != nil || reply == nil {
 			return err
 		}
