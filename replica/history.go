@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -548,26 +549,24 @@ func (h *histSyncer) round(ctx context.Context) (st HistoryStats, err error) {
 	r := h.s.r
 	gen := r.st.LateHistoryGen()
 	closed := h.closedWindow()
+	now := history.WindowOf(crdt.NewTimestamp(r.clock.Physical().UnixMilli(), 0))
 	to := closed
-	if first {
-		to = history.WindowOf(crdt.NewTimestamp(r.clock.Physical().UnixMilli(), 0))
+	// A session's first round compares every window, through the current
+	// one: late writes are only remembered since the store opened
+	// (store.LateHistoryLow). A round after late writes, or samples no
+	// push carries, compares through the current window too.
+	low := r.st.LateHistoryLow(h.lastGen)
+	if first || low != math.MaxInt64 {
+		to = now
 	}
-	// A session's first round compares every window: late writes are
-	// only remembered since the store opened (store.LateHistoryLow).
 	from := int64(0)
-	full := first || t0.Sub(h.lastAll) >= r.cfg.HistoryFullInterval
+	full := first || low < 0 || t0.Sub(h.lastAll) >= r.cfg.HistoryFullInterval
 	if !full {
 		m, err := r.st.Mark(h.mark)
 		if err != nil {
 			return st, err
 		}
-		from = min(int64(m), to)
-		switch low := r.st.LateHistoryLow(h.lastGen); {
-		case low < 0:
-			full, from = true, 0
-		default:
-			from = min(from, low)
-		}
+		from = min(int64(m), to, low)
 	}
 	trimmed, err := r.st.Mark(markTrimmed)
 	if err != nil {

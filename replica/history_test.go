@@ -422,3 +422,30 @@ func TestHistoryEdgeFetchesOnlyWhatItKeeps(t *testing.T) {
 		t.Fatalf("the link carried %d bytes in 3 s of idle full rounds: the edge visits the weeks it does not keep", sent)
 	}
 }
+
+// TestHistoryUnpushedValuesSyncSoon: with the link up, one import writes
+// fifty readings of a register over the last 20 hours and ten in the
+// last minute (the current window): a push carries only the register's
+// last value, and a history round the rest, within seconds, not when the
+// hour closes.
+func TestHistoryUnpushedValuesSyncSoon(t *testing.T) {
+	tune := func(c *Config) { c.RepairInterval, c.RepairMaxInterval = time.Second, 2*time.Second }
+	cloud := startNode(t, "cloud", nodeOpts{tune: tune})
+	edge := startNode(t, "edge", nodeOpts{upstreams: []string{cloud.url()}, tune: tune})
+	s := uuid.New()
+	edge.write(edgePt(edge.root, s), valPt(s, "temp", 1))
+	edge.waitInSync(cloud.url())
+	now := time.Now().UnixMilli()
+	var pts []crdt.Point
+	for i := range 50 {
+		pts = append(pts, crdt.Point{Node: s, Type: "level", Key: "0", Value: float64(i), Time: crdt.NewTimestamp(now-20*3_600_000+int64(i)*24*60_000, 0)})
+	}
+	for i := range 10 {
+		pts = append(pts, crdt.Point{Node: s, Type: "level", Key: "0", Value: float64(100 + i), Time: crdt.NewTimestamp(now-60_000+int64(i)*5_000, 0)})
+	}
+	if _, err := edge.rep.importPoints(transport.Identity{Kind: transport.KindAdmin}, pts, false); err != nil {
+		t.Fatal(err)
+	}
+	waitExplained(t, 15*time.Second, func() bool { return len(cloud.registerHistory(s, "level")) == 60 },
+		func() string { return fmt.Sprintf("the cloud holds %d of 60", len(cloud.registerHistory(s, "level"))) })
+}

@@ -345,7 +345,11 @@ func (b *batch) recordHistory(pts []crdt.Point, outcomes []Outcome, lateBefore i
 		if hw == nil {
 			hw = newHistWriter(b.txn, lateBefore)
 		}
-		hw.add(p.Register(), history.FromPoint(p))
+		// The register's winner of the batch goes out with the change
+		// feed; any other value it took in the batch only by a round.
+		r := b.pointRegs[i]
+		pushed := r.seq != 0 && r.cur.Time == p.Time && r.cur.Origin == p.Origin
+		hw.add(p.Register(), history.FromPoint(p), !pushed)
 	}
 	if hw == nil {
 		return 0, math.MaxInt64, nil

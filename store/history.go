@@ -473,6 +473,9 @@ type histGroupKey struct {
 type histGroup struct {
 	samples []history.Sample
 	sorted  bool
+	// unpushed: one of the samples is not a point the change feed will
+	// carry (it lost its register, or came by MergeHistory).
+	unpushed bool
 }
 
 func newHistWriter(txn *badger.Txn, lateBefore int64) *histWriter {
@@ -481,8 +484,10 @@ func newHistWriter(txn *badger.Txn, lateBefore int64) *histWriter {
 
 // lateLog remembers the late writes of history: new samples in a window
 // before the one before the store's greatest time, which a link's rounds
-// since its mark would not compare. It is kept in memory, since Open:
-// links run a full round at the start of each session.
+// since its mark would not compare, and new samples no push will carry
+// (a value its register lost, a round's merge), which rounds must carry
+// soon rather than when their hour closes. It is kept in memory, since
+// Open: links run a full round at the start of each session.
 type lateLog struct {
 	mu      sync.Mutex
 	gen     uint64 // late writes so far
@@ -537,7 +542,9 @@ func (s *Store) LateHistoryLow(gen uint64) int64 {
 }
 
 // add queues sample s of register r.
-func (hw *histWriter) add(r crdt.Register, s history.Sample) {
+// add queues sample s of register r; unpushed says no push will carry it
+// as a point.
+func (hw *histWriter) add(r crdt.Register, s history.Sample, unpushed bool) {
 	k := histGroupKey{reg: r, w: history.WindowOf(s.Time)}
 	g := hw.groups[k]
 	if g == nil {
@@ -545,6 +552,7 @@ func (hw *histWriter) add(r crdt.Register, s history.Sample) {
 		hw.groups[k] = g
 		hw.order = append(hw.order, k)
 	}
+	g.unpushed = g.unpushed || unpushed
 	if n := len(g.samples); n > 0 && compareSample(&g.samples[n-1], &s) >= 0 {
 		g.sorted = false
 	}
@@ -602,7 +610,7 @@ func (hw *histWriter) flush() error {
 		counts[k.reg.Node][k.w] += dn
 		if dn > 0 {
 			hw.added += uint64(dn)
-			if k.w < hw.lateBefore {
+			if k.w < hw.lateBefore || g.unpushed {
 				hw.lowest = min(hw.lowest, k.w)
 			}
 		}

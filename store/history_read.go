@@ -63,7 +63,7 @@ func (s *Store) MergeHistory(regs []RegisterHistory) (added uint64, err error) {
 	hw := newHistWriter(txn, s.lateBefore())
 	for i := range regs {
 		for j := range regs[i].Samples {
-			hw.add(regs[i].Reg, regs[i].Samples[j])
+			hw.add(regs[i].Reg, regs[i].Samples[j], true)
 		}
 	}
 	if err := hw.flush(); err != nil {
