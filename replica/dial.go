@@ -575,7 +575,7 @@ func (d *dialLink) ping(ctx context.Context, s *session, subj string) error {
 func (d *dialLink) status() transport.LinkStatus {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	ls := transport.LinkStatus{URL: d.shown, Role: d.role, Connected: d.connected, LastError: d.lastErr,
+	ls := transport.LinkStatus{URL: d.shown, Role: d.role, Connected: d.connected && (d.sess == nil || !d.sess.ended.Load()), LastError: d.lastErr,
 		BytesSent: d.sentBefore, BytesRecv: d.recvBefore, Rejected: d.rejBefore}
 	if s := d.sess; s != nil {
 		ls.LastSeen = formatSeen(time.Unix(0, s.lastSeen.Load()))

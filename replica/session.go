@@ -39,6 +39,7 @@ type session struct {
 	replyPfx string                    // when set, answers go only to reply subjects under it (the dialer's inbox)
 
 	fail     func(error)  // ends the session with an error (first one wins)
+	ended    atomic.Bool  // fail was called: the status shows the link down at once, while its goroutines finish
 	lastSeen atomic.Int64 // unix ns of the last message from the other side
 
 	bytesSent, bytesRecv, rejected atomic.Uint64
@@ -88,7 +89,11 @@ var (
 
 func newSession(r *Replica, remote uuid.UUID, role string, sc *scope, conn *nats.Conn, pushSubj string, have uint64, fail func(error)) *session {
 	s := &session{r: r, remote: remote, role: role, scope: sc, conn: conn, pushSubj: pushSubj,
-		ackPfx: ackPrefix(conn), have: have, fail: fail, mark: recvMark(remote)}
+		ackPfx: ackPrefix(conn), have: have, mark: recvMark(remote)}
+	s.fail = func(err error) {
+		s.ended.Store(true)
+		fail(err)
+	}
 	s.touch()
 	return s
 }
