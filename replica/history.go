@@ -752,7 +752,6 @@ func (h *histSyncer) syncNodes(ctx context.Context, w int64, all []transport.His
 				fetch = append(fetch, transport.HistSum{Node: s.Node, Window: w})
 			}
 		}
-		st.Sent += uint64(countSamples(push))
 		push, size = nil, 0
 		return nil
 	}
@@ -764,6 +763,7 @@ func (h *histSyncer) syncNodes(ctx context.Context, w int64, all []transport.His
 		if err != nil {
 			return err
 		}
+		st.Sent += m.Count // the node's every sample of the window
 		for _, g := range regs {
 			push = append(push, g)
 			size += len(g.Block) + 64
@@ -819,15 +819,4 @@ func (h *histSyncer) syncNodes(ctx context.Context, w int64, all []transport.His
 		fetch = append(rest, fetch[min(n, len(fetch)):]...)
 	}
 	return nil
-}
-
-func countSamples(regs []transport.HistReg) int {
-	n := 0
-	for _, r := range regs {
-		ss, err := history.Decode(r.Block)
-		if err == nil {
-			n += len(ss)
-		}
-	}
-	return n
 }

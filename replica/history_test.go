@@ -304,18 +304,7 @@ func TestHostileHistoryRounds(t *testing.T) {
 	cloud := startNode(t, "cloud", nodeOpts{})
 	y := uuid.New()
 	cloud.write(edgePt(cloud.root, y), valPt(y, "temp", 1))
-	nc := cloud.dial(nil)
-	inst, root := uuid.New(), uuid.New()
-	b, _ := transport.Encode(transport.Hello{Proto: 1, Instance: inst, Root: root, Role: transport.RoleEdge, Time: time.Now().UnixMilli()})
-	m, err := nc.Request(adminSubject(transport.NameHello), b, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var w transport.Welcome
-	if err := transport.Decode(m.Data, 0, &w); err != nil {
-		t.Fatal(err)
-	}
-	subj, _ := transport.Subjects(adminID, w.Session)
+	nc, subj, inst, root := helloAsEdge(t, cloud)
 	ask := func(req transport.HistRequest) (*transport.HistReply, error) {
 		t.Helper()
 		b, err := transport.Encode(req)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 
 	"github.com/siot-io/siot/crdt"
 	"github.com/siot-io/siot/transport"
@@ -150,10 +151,11 @@ func TestHostileMessagesGetErrorsAndChangeNothing(t *testing.T) {
 // crafted pushes: points on an upstream node outside its subtree, an edge
 // pulling such a node under itself, and a tombstone of the edge above its
 // own root are refused and counted; its own new node is kept.
-func TestHostileEdgeCannotWriteOutsideItsSubtree(t *testing.T) {
-	cloud := startNode(t, "cloud", nodeOpts{})
-	y := uuid.New()
-	cloud.write(edgePt(cloud.root, y), valPt(y, "secret", 1))
+// helloAsEdge opens a link session on cloud by hand, as its
+// administrator in the edge role for a new instance and root, and returns
+// the connection, the session's subjects, the instance and the root.
+func helloAsEdge(t *testing.T, cloud *node) (*nats.Conn, transport.SessionSubjects, uuid.UUID, uuid.UUID) {
+	t.Helper()
 	nc := cloud.dial(nil)
 	inst, root := uuid.New(), uuid.New()
 	b, _ := transport.Encode(transport.Hello{Proto: 1, Instance: inst, Root: root, Role: transport.RoleEdge, Time: time.Now().UnixMilli()})
@@ -165,7 +167,18 @@ func TestHostileEdgeCannotWriteOutsideItsSubtree(t *testing.T) {
 	if err := transport.Decode(m.Data, 0, &w); err != nil {
 		t.Fatal(err)
 	}
-	subj, _ := transport.Subjects(adminID, w.Session)
+	subj, err := transport.Subjects(adminID, w.Session)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, subj, inst, root
+}
+
+func TestHostileEdgeCannotWriteOutsideItsSubtree(t *testing.T) {
+	cloud := startNode(t, "cloud", nodeOpts{})
+	y := uuid.New()
+	cloud.write(edgePt(cloud.root, y), valPt(y, "secret", 1))
+	nc, subj, inst, root := helloAsEdge(t, cloud)
 	now := crdt.NewTimestamp(time.Now().UnixMilli(), 0)
 	stamp := func(p crdt.Point, i int) crdt.Point {
 		p.Time, p.Origin = now+crdt.Timestamp(i), inst
@@ -181,8 +194,8 @@ func TestHostileEdgeCannotWriteOutsideItsSubtree(t *testing.T) {
 		stamp(edgePt(root, z), 4),         // its own new node: kept
 		stamp(valPt(z, "temp", 5), 5),     // kept
 	}
-	b, _ = transport.Encode(transport.Push{From: 0, Through: 5, Points: crdt.AppendBatch(nil, pts)})
-	m, err = nc.Request(subj.Up, b, 5*time.Second)
+	b, _ := transport.Encode(transport.Push{From: 0, Through: 5, Points: crdt.AppendBatch(nil, pts)})
+	m, err := nc.Request(subj.Up, b, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
