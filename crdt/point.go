@@ -78,11 +78,20 @@ const (
 	TypeRole = "role"
 	// RoleAdmin is the TypeRole text of an administrator.
 	RoleAdmin = "admin"
+	// TypeSMTPPassword is the password an instance's notifications are
+	// mailed with (on its root node; package rules).
+	TypeSMTPPassword = "smtpPassword"
+	// TypeWebhookSecret is the key that signs a user's notification
+	// webhooks (on the user node; package rules).
+	TypeWebhookSecret = "notifyWebhookSecret"
 )
 
-// IsSecret reports whether points of type typ are credentials: never
-// shown to a client that is not an administrator of the whole tree.
-func IsSecret(typ string) bool { return typ == TypeAuthKey || typ == TypePassword }
+// IsSecret reports whether points of type typ are secrets (credentials,
+// and the keys of notification channels): never shown to a client that is
+// not an administrator of the whole tree.
+func IsSecret(typ string) bool {
+	return typ == TypeAuthKey || typ == TypePassword || typ == TypeSMTPPassword || typ == TypeWebhookSecret
+}
 
 // IsCredential reports whether points of type typ decide who may sign in
 // as a node: writing one grants access, so it takes an administrator of
@@ -213,6 +222,13 @@ func (p *Point) ValidateUnstamped() error {
 	}
 	return nil
 }
+
+// CheckType reports whether s is a valid point type (see MaxTypeLen).
+func CheckType(s string) error { return checkType(s) }
+
+// CheckKey reports whether s is a valid, normalized point key (see
+// MaxKeyLen).
+func CheckKey(s string) error { return checkKey(s) }
 
 func checkType(s string) error {
 	if s == "" {
