@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/siot-io/siot/store"
@@ -54,6 +55,9 @@ type linkBook struct {
 	mu   sync.Mutex
 	recs map[string]*linkRecord // by recordName
 	live map[string]*session    // the session of each connected link
+	// changed receives (coalesced) when a link comes up or goes down:
+	// the rule engine keeps device state and its peers from it.
+	changed chan struct{}
 }
 
 // recordName is the store's name of link (kind, name)'s record. A name
@@ -72,7 +76,8 @@ func recordName(kind, name string) string {
 // loadLinkBook reads the stored records. Every link is offline after a
 // restart: its record keeps the time it was last seen.
 func loadLinkBook(st linkStore, log *slog.Logger) (*linkBook, error) {
-	b := &linkBook{st: st, log: log, recs: make(map[string]*linkRecord), live: make(map[string]*session)}
+	b := &linkBook{st: st, log: log, recs: make(map[string]*linkRecord), live: make(map[string]*session),
+		changed: make(chan struct{}, 1)}
 	err := st.LinkRecords(func(name string, data []byte) error {
 		var rec linkRecord
 		if err := msgpack.Unmarshal(data, &rec); err != nil {
@@ -103,6 +108,49 @@ func (b *linkBook) up(kind, name, role, url string, s *session) {
 	saved := map[string]linkRecord{key: *rec}
 	b.mu.Unlock()
 	b.save(saved)
+	b.kick()
+}
+
+func (b *linkBook) kick() {
+	select {
+	case b.changed <- struct{}{}:
+	default:
+	}
+}
+
+// liveLinks reports the links up now: the root of each edge linked here,
+// and each peer's instance with whether its session is through its
+// initial sync (neither side has more to send).
+func (b *linkBook) liveLinks() (edges map[uuid.UUID]bool, peers map[uuid.UUID]*session) {
+	edges, peers = make(map[uuid.UUID]bool), make(map[uuid.UUID]*session)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for key, s := range b.live {
+		rec := b.recs[key]
+		switch rec.Kind {
+		case KindEdge:
+			if id, err := uuid.Parse(rec.Name); err == nil {
+				edges[id] = true
+			}
+		case KindPeer:
+			peers[s.remote] = s
+		}
+	}
+	return edges, peers
+}
+
+// knownPeers counts the peer links this instance has ever had (records
+// survive restarts).
+func (b *linkBook) knownPeers() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for _, rec := range b.recs {
+		if rec.Kind == KindPeer {
+			n++
+		}
+	}
+	return n
 }
 
 // down records that session s of link (kind, name) ended: the link is
@@ -136,6 +184,9 @@ func (b *linkBook) downAll(ends []linkEnd) {
 	}
 	b.mu.Unlock()
 	b.save(saved)
+	if len(saved) > 0 {
+		b.kick()
+	}
 }
 
 // save stores records. A store that refuses (closed, disk full) loses

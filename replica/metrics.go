@@ -55,6 +55,9 @@ type metrics struct {
 	loginFailures                  atomic.Uint64
 	historyWritten, historyRound   atomic.Uint64
 	historyAcked, historyUnacked   atomic.Uint64 // samples dropped by retention or budget
+	ruleActive, ruleCleared        atomic.Uint64 // rule instances that became active, inactive
+	notifySent, notifyFailed       [2]atomic.Uint64 // by channel: webhook, email
+	notifyRetried                  [2]atomic.Uint64
 
 	mu         sync.Mutex
 	lastRemote map[string]string // a dialed link's last remote instance, by URL
@@ -131,6 +134,31 @@ func (m *metrics) remote(marks map[string]uint64, skewed, n int, res store.Resul
 
 // historyMerged counts samples a history round added (history.go).
 func (m *metrics) historyMerged(n uint64) { m.historyRound.Add(n) }
+
+// ruleTransition counts a rule instance's change of state.
+func (m *metrics) ruleTransition(active bool) {
+	if active {
+		m.ruleActive.Add(1)
+	} else {
+		m.ruleCleared.Add(1)
+	}
+}
+
+// notification counts a delivery attempt's outcome on a channel.
+func (m *metrics) notification(channel, status string) {
+	i := 0
+	if channel == channelEmail {
+		i = 1
+	}
+	switch status {
+	case deliverySent:
+		m.notifySent[i].Add(1)
+	case deliveryFailed:
+		m.notifyFailed[i].Add(1)
+	default:
+		m.notifyRetried[i].Add(1)
+	}
+}
 
 // historyDropped counts samples the history upkeep dropped: acked ones
 // (retention, or the budget with acknowledged history), and unacked ones

@@ -82,6 +82,10 @@ type Config struct {
 	// HistoryFullInterval is how often a link's history round compares
 	// every window, not only those since its mark (6 h; history.go).
 	HistoryFullInterval time.Duration
+	// PeerGrace is how long an instance that has had peers waits after
+	// it starts for their links, before it acts alone on rules and
+	// device state (DefaultPeerGrace; rules.go).
+	PeerGrace time.Duration
 
 	// Per identity, except the system and the local administrator.
 	RequestRate             float64       // API requests a second, with bursts of twice as many (200)
@@ -138,6 +142,7 @@ func (c *Config) setDefaults() {
 	def(&c.RepairMaxInterval, time.Hour)
 	def(&c.HistoryUpkeepInterval, 10*time.Minute)
 	def(&c.HistoryFullInterval, 6*time.Hour)
+	def(&c.PeerGrace, DefaultPeerGrace)
 	if c.histMaxNodes <= 0 {
 		c.histMaxNodes = histMaxNodes
 	}
@@ -216,6 +221,7 @@ type Replica struct {
 
 	hub      hub
 	router   *router // routes the feed to subtree links
+	rules    *ruleEngine
 	metrics  metrics
 	logLimit limiter // repeated warnings: once a minute per key
 	// histLostLogged: the loss of unacknowledged history to the budget
@@ -277,10 +283,17 @@ func Open(cfg Config) (*Replica, error) {
 		return nil, err
 	}
 	cfg.Server.SetAuth(r.auth)
-	r.wg.Add(4)
+	r.rules = newRuleEngine(r)
+	r.wg.Add(5)
 	go func() {
 		defer r.wg.Done()
 		r.acceptor.expire(ctx)
+	}()
+	go func() {
+		defer r.wg.Done()
+		if err := r.rules.run(ctx); err != nil {
+			r.log.Error("rule engine stopped", "err", err)
+		}
 	}()
 	go func() {
 		defer r.wg.Done()

@@ -416,3 +416,22 @@ func (r *route) queued() int {
 	defer r.mu.Unlock()
 	return len(r.seqs)
 }
+
+// up calls fn for n and every node above it in the live tree, each once,
+// until fn returns false. fn runs with the router's lock held: it must not
+// call the router.
+func (rt *router) up(n uuid.UUID, fn func(uuid.UUID) bool) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	rt.walkUp(n, fn)
+}
+
+// parentsOf appends n's active parents to out.
+func (rt *router) parentsOf(n uuid.UUID, out []uuid.UUID) []uuid.UUID {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if p, ok := rt.parent[n]; ok {
+		return append(out, p)
+	}
+	return append(out, rt.parents[n]...)
+}

@@ -49,6 +49,10 @@ type session struct {
 	repairing  atomic.Bool
 	pointsSent atomic.Uint64 // by the sender's pushes
 	pointsRecv atomic.Uint64 // by the remote's pushes
+	// acked: the remote holds our feed through this change (its last
+	// ack; 0 before the first), for a rule's notification that waits
+	// until its peers hold its claim (notify.go).
+	acked atomic.Uint64
 
 	mu          sync.Mutex  // guards the receiver and the status snapshot
 	have        uint64      // how far we hold the remote's feed
@@ -72,6 +76,14 @@ type session struct {
 	// the position a catch-up from the subtree covers.
 	route         *route
 	scanTo, floor uint64
+}
+
+// synced reports whether the session is through its initial sync:
+// neither side has more to send.
+func (s *session) synced() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sendIdle && s.remoteIdle
 }
 
 // ingress decides which of a remote's pushed points are applied: those
@@ -345,6 +357,7 @@ func (s *session) runSender(ctx context.Context, have uint64) error {
 		}
 	}
 	st := newPushState(have, cfg.Window, emptyEvery, cfg.MaxPushBytes)
+	s.acked.Store(have)
 	acks := make(chan ackMsg, cfg.Window+1)
 	sub, err := s.conn.Subscribe(s.ackPfx+".*", func(m *nats.Msg) {
 		s.bytesRecv.Add(uint64(len(m.Data)))
@@ -443,6 +456,7 @@ func (s *session) runSender(ctx context.Context, have uint64) error {
 				return err
 			}
 			s.rate.Store(uint64(st.rate))
+			s.acked.Store(st.acked)
 		case now := <-tick.C:
 			if st.overdue(now, cfg.AckTimeout) {
 				return fmt.Errorf("no ack for %v", cfg.AckTimeout)

@@ -1,0 +1,476 @@
+package replica
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/siot-io/siot/crdt"
+	"github.com/siot-io/siot/notify"
+	"github.com/siot-io/siot/rules"
+)
+
+// Notifications (docs/design.md, "Exactly once across redundant clouds").
+//
+// A rule's notify action becomes, in the batch that records the rule's
+// change, one delivery record per recipient and channel: a delivery point
+// on the rule node, keyed by subject, user and channel, whose text is the
+// record below (JSON). Its status starts "pending", names the instance
+// that sends it ("by") and holds the whole message, with an ID made from
+// the rule, the key and the change's time: the same on every replica, and
+// across retries.
+//
+// The sender waits until every linked peer acknowledges the batch, so a
+// peer that takes over holds the claim; then sends, and writes "sent", or
+// the attempt and the next one's time, or "failed" (a permanent error, or
+// notify.GiveUpAfter of trying). A record pending by an instance that is
+// not linked any more is taken over by the rule's owner: it writes itself
+// as "by", then sends with the same ID. The one case that sends twice is
+// a sender that dies after the receiver got the message and before its
+// peers got "sent": the second carries the same ID (Idempotency-Key),
+// which a receiver dedups on.
+
+// Delivery statuses.
+const (
+	deliveryPending = "pending"
+	deliverySent    = "sent"
+	deliveryFailed  = "failed"
+)
+
+// Channels of a delivery.
+const (
+	channelWebhook = "webhook"
+	channelEmail   = "email"
+)
+
+// deliveryRecord is the text of a delivery point.
+type deliveryRecord struct {
+	ID       string    `json:"id"`
+	Status   string    `json:"status"`
+	Event    string    `json:"event"` // firing or resolved
+	User     uuid.UUID `json:"user"`
+	Channel  string    `json:"channel"`
+	By       uuid.UUID `json:"by"`
+	Attempts int       `json:"attempts"`
+	Created  int64     `json:"created"`        // Unix ms of the rule's change
+	Next     int64     `json:"next,omitempty"` // Unix ms of the next attempt
+	Sent     int64     `json:"sent,omitempty"` // Unix ms it was delivered
+	Error    string    `json:"error,omitempty"`
+	Message  msgRecord `json:"message"`
+}
+
+// msgRecord is the message as kept in a delivery record.
+type msgRecord struct {
+	RuleName string      `json:"ruleName,omitempty"`
+	Node     uuid.UUID   `json:"node"`
+	NodeName string      `json:"nodeName,omitempty"`
+	Text     string      `json:"text"`
+	Values   []valRecord `json:"values,omitempty"`
+}
+
+type valRecord struct {
+	Node  uuid.UUID `json:"node"`
+	Type  string    `json:"type"`
+	Key   string    `json:"key"`
+	Value float64   `json:"value"`
+	Text  string    `json:"text,omitempty"`
+}
+
+// delivKey names a delivery point: its rule and key.
+type delivKey struct {
+	rule uuid.UUID
+	key  string
+}
+
+// delivery is a pending delivery point as the notifier holds it.
+type delivery struct {
+	rec deliveryRecord
+	seq uint64 // the local change that brought it (0: read at start)
+}
+
+type sendJob struct {
+	key delivKey
+	rec deliveryRecord
+}
+
+type sendResult struct {
+	key delivKey
+	id  string
+	err error
+}
+
+// senders is how many notifications are sent at once.
+const senders = 4
+
+// notifier sends the pending deliveries this instance owns. Its maps are
+// owned by the engine's goroutine; the senders only send.
+type notifier struct {
+	e        *ruleEngine
+	pending  map[delivKey]*delivery
+	inflight map[delivKey]bool
+	jobs     chan sendJob
+	results  chan sendResult
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+}
+
+func newNotifier(e *ruleEngine) *notifier {
+	n := &notifier{e: e, pending: map[delivKey]*delivery{}, inflight: map[delivKey]bool{},
+		jobs: make(chan sendJob, senders), results: make(chan sendResult, senders)}
+	n.ctx, n.cancel = context.WithCancel(e.r.ctx)
+	for range senders {
+		n.wg.Go(n.sendLoop)
+	}
+	return n
+}
+
+// stop ends the senders (an attempt under way is cancelled) and waits.
+func (n *notifier) stop() {
+	n.cancel()
+	n.wg.Wait()
+}
+
+func (n *notifier) sendLoop() {
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case j := <-n.jobs:
+			err := n.send(j.key.rule, j.rec)
+			select {
+			case n.results <- sendResult{key: j.key, id: j.rec.ID, err: err}:
+			case <-n.ctx.Done():
+				return
+			}
+		}
+	}
+}
+
+// saw takes a delivery point into account.
+func (n *notifier) saw(rule uuid.UUID, p *crdt.Point, seq uint64) {
+	k := delivKey{rule, p.Key}
+	var rec deliveryRecord
+	if p.Tombstone || json.Unmarshal([]byte(p.Text), &rec) != nil || rec.Status != deliveryPending {
+		delete(n.pending, k)
+		return
+	}
+	n.pending[k] = &delivery{rec: rec, seq: seq}
+}
+
+// membersChanged: pending records of a sender gone may be taken over.
+func (n *notifier) membersChanged() {}
+
+// records builds the delivery points of notify action a for subject s of
+// rule rr, changed at t.
+func (n *notifier) records(rr *ruleRun, s uuid.UUID, active bool, a rules.Action, t crdt.Timestamp) []crdt.Point {
+	e := n.e
+	event, status := "firing", "FIRING"
+	if !active {
+		event, status = "resolved", "RESOLVED"
+	}
+	nodeName := e.description(s)
+	shown := nodeName
+	if shown == "" {
+		shown = s.String()
+	}
+	msg := msgRecord{RuleName: rr.rule.Description, Node: s, NodeName: nodeName}
+	var first *crdt.Point
+	for i := range rr.rule.Conditions {
+		c := &rr.rule.Conditions[i]
+		if c.Kind == rules.KindSchedule {
+			continue
+		}
+		target := c.Node
+		if target == uuid.Nil {
+			target = s
+		}
+		p, ok, err := e.r.st.Get(crdt.Register{Node: target, Type: c.Type, Key: c.Key})
+		if err != nil || !ok || p.Tombstone {
+			continue
+		}
+		if first == nil {
+			first = &p
+		}
+		msg.Values = append(msg.Values, valRecord{Node: target, Type: p.Type, Key: p.Key, Value: p.Value, Text: truncateText(p.Text, 256)})
+	}
+	ruleName := rr.rule.Description
+	if ruleName == "" {
+		ruleName = rr.rule.ID.String()
+	}
+	msg.Text = rules.Render(a.Message, ruleName, shown, status, first)
+	var pts []crdt.Point
+	for _, rc := range e.recipients(rr.rule.ID) {
+		key := deliveryKey(s, rc.user, rc.channel, a.Name)
+		id := deliveryID(rr.rule.ID, key, t)
+		rec := deliveryRecord{ID: id, Status: deliveryPending, Event: event, User: rc.user, Channel: rc.channel,
+			By: e.self, Created: t.Physical(), Next: t.Physical(), Message: msg}
+		b, err := json.Marshal(rec)
+		if err != nil || len(b) > crdt.MaxTextLen {
+			continue
+		}
+		pts = append(pts, crdt.Point{Node: rr.rule.ID, Type: rules.TypeDelivery, Key: key, Text: string(b), Time: t})
+	}
+	return pts
+}
+
+// deliveryKey is the key of a delivery point: subject, user, channel and
+// action; a key longer than a point's is shortened with a hash.
+func deliveryKey(s, user uuid.UUID, channel, action string) string {
+	k := s.String() + "." + user.String() + "." + channel + "." + action
+	if len(k) <= crdt.MaxKeyLen && crdt.CheckKey(k) == nil {
+		return k
+	}
+	h := sha256.Sum256([]byte(action))
+	return s.String() + "." + user.String() + "." + channel + "." + hex.EncodeToString(h[:8])
+}
+
+// deliveryID is a notification's ID: the same on every replica for one
+// change of one instance, and across retries.
+func deliveryID(rule uuid.UUID, key string, t crdt.Timestamp) string {
+	h := sha256.New()
+	h.Write(rule[:])
+	h.Write([]byte(key))
+	h.Write([]byte(t.String()))
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// recipient is one user's opted-in channel.
+type recipient struct {
+	user    uuid.UUID
+	channel string
+}
+
+// recipients returns the users of rule node id and of every node above
+// it that opted in: users (nodeType user) that are children of those
+// nodes and have a notifyWebhook or notifyEmail point.
+func (e *ruleEngine) recipients(id uuid.UUID) []recipient {
+	above := map[uuid.UUID]bool{}
+	e.r.router.up(id, func(a uuid.UUID) bool {
+		above[a] = true
+		return true
+	})
+	var out []recipient
+	for _, u := range e.userList() {
+		isUser := false
+		for _, p := range e.r.router.parentsOf(u, nil) {
+			if above[p] {
+				isUser = true
+				break
+			}
+		}
+		if !isUser {
+			continue
+		}
+		if t := e.text(u, rules.TypeNotifyWebhook); t != "" {
+			out = append(out, recipient{u, channelWebhook})
+		}
+		if t := e.text(u, rules.TypeNotifyEmail); t != "" {
+			out = append(out, recipient{u, channelEmail})
+		}
+	}
+	return out
+}
+
+// userList returns the user nodes, sorted.
+func (e *ruleEngine) userList() []uuid.UUID {
+	out := make([]uuid.UUID, 0, len(e.users))
+	for u := range e.users {
+		out = append(out, u)
+	}
+	sortIDs(out)
+	return out
+}
+
+// text returns node n's point typ (key "0"), "" without one.
+func (e *ruleEngine) text(n uuid.UUID, typ string) string {
+	p, ok, err := e.r.st.Get(crdt.Register{Node: n, Type: typ, Key: crdt.DefaultKey})
+	if err != nil || !ok || p.Tombstone {
+		return ""
+	}
+	return p.Text
+}
+
+// description returns node n's description.
+func (e *ruleEngine) description(n uuid.UUID) string { return e.text(n, TypeDescription) }
+
+// dispatch hands the pending deliveries this instance sends, and whose
+// time has come, to the senders; it takes over those of a sender gone.
+func (n *notifier) dispatch() {
+	e := n.e
+	if !e.ready {
+		return
+	}
+	now := e.now().UnixMilli()
+	var takeover []crdt.Point
+	for k, d := range n.pending {
+		if n.inflight[k] {
+			continue
+		}
+		if d.rec.By != e.self {
+			if e.isMember(d.rec.By) || !e.owns(k.rule) {
+				continue
+			}
+			rec := d.rec
+			rec.By = e.self
+			if b, err := json.Marshal(rec); err == nil {
+				takeover = append(takeover, crdt.Point{Node: k.rule, Type: rules.TypeDelivery, Key: k.key, Text: string(b)})
+			}
+			continue
+		}
+		if d.rec.Next > now || !n.peersHold(d.seq) {
+			continue
+		}
+		select {
+		case n.jobs <- sendJob{key: k, rec: d.rec}:
+			n.inflight[k] = true
+		default:
+			return
+		}
+	}
+	if len(takeover) > 0 {
+		if _, err := e.r.Write(takeover); err != nil {
+			e.r.log.Warn("notify: take over deliveries", "err", err)
+		}
+	}
+}
+
+// peersHold reports whether every linked peer acknowledged the local
+// change seq.
+func (n *notifier) peersHold(seq uint64) bool {
+	if seq == 0 {
+		return true
+	}
+	_, peers := n.e.r.links.liveLinks()
+	for _, s := range peers {
+		if s.acked.Load() < seq {
+			return false
+		}
+	}
+	return true
+}
+
+// nextWait is how long until a pending delivery of this instance is due
+// (0: none).
+func (n *notifier) nextWait() time.Duration {
+	now := n.e.now().UnixMilli()
+	var best int64 = -1
+	for k, d := range n.pending {
+		if n.inflight[k] || d.rec.By != n.e.self {
+			continue
+		}
+		w := d.rec.Next - now
+		if !n.peersHold(d.seq) {
+			w = 2 // waiting for the peers' acks
+		}
+		if best < 0 || w < best {
+			best = w
+		}
+	}
+	if best < 0 {
+		return 0
+	}
+	return time.Duration(max(best, 1)) * time.Millisecond
+}
+
+// done records an attempt's outcome, if the record is still the one sent.
+func (n *notifier) done(res sendResult) {
+	e := n.e
+	delete(n.inflight, res.key)
+	d := n.pending[res.key]
+	if d == nil || d.rec.ID != res.id || d.rec.By != e.self {
+		return // superseded while it was sent
+	}
+	rec := d.rec
+	now := e.now()
+	rec.Attempts++
+	switch {
+	case res.err == nil:
+		rec.Status, rec.Sent, rec.Error, rec.Next = deliverySent, now.UnixMilli(), "", 0
+	case isPermanent(res.err) || now.Sub(time.UnixMilli(rec.Created)) >= notify.GiveUpAfter:
+		rec.Status, rec.Error, rec.Next = deliveryFailed, truncateText(res.err.Error(), 1024), 0
+	default:
+		rec.Error = truncateText(res.err.Error(), 1024)
+		rec.Next = now.Add(notify.Backoff(rec.ID, rec.Attempts)).UnixMilli()
+	}
+	e.r.metrics.notification(rec.Channel, rec.Status)
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return
+	}
+	p := crdt.Point{Node: res.key.rule, Type: rules.TypeDelivery, Key: res.key.key, Text: string(b)}
+	if _, err := e.r.Write([]crdt.Point{p}); err != nil {
+		e.r.log.Warn("notify: record a delivery", "rule", res.key.rule, "err", err)
+		return
+	}
+	if rec.Status != deliveryPending {
+		delete(n.pending, res.key)
+	} else {
+		d.rec = rec
+	}
+	if res.err != nil {
+		e.r.log.Warn("notification not delivered", "rule", res.key.rule, "channel", rec.Channel, "attempt", rec.Attempts, "status", rec.Status, "err", res.err)
+	}
+}
+
+// send makes one attempt at a delivery. It runs on a sender goroutine:
+// it reads the store, not the engine's maps.
+func (n *notifier) send(rule uuid.UUID, rec deliveryRecord) error {
+	e := n.e
+	m := &notify.Message{ID: rec.ID, Status: rec.Event, Rule: rule, RuleName: rec.Message.RuleName,
+		Node: rec.Message.Node, NodeName: rec.Message.NodeName, Text: rec.Message.Text,
+		Time: time.UnixMilli(rec.Created).UTC(), Instance: e.self}
+	for _, v := range rec.Message.Values {
+		m.Values = append(m.Values, notify.Value{Node: v.Node, Type: v.Type, Key: v.Key, Value: v.Value, Text: v.Text})
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, time.Minute)
+	defer cancel()
+	switch rec.Channel {
+	case channelWebhook:
+		url := e.text(rec.User, rules.TypeNotifyWebhook)
+		if url == "" {
+			return permanent(fmt.Errorf("user %s has no %s any more", rec.User, rules.TypeNotifyWebhook))
+		}
+		w := &notify.Webhook{URL: url, Secret: e.text(rec.User, crdt.TypeWebhookSecret), UserAgent: "siot/" + e.r.cfg.Version}
+		return w.Send(ctx, m)
+	case channelEmail:
+		to := e.text(rec.User, rules.TypeNotifyEmail)
+		if to == "" {
+			return permanent(fmt.Errorf("user %s has no %s any more", rec.User, rules.TypeNotifyEmail))
+		}
+		addr := e.text(e.root, rules.TypeSMTPServer)
+		if addr == "" {
+			return fmt.Errorf("email: no %s on this instance's root node", rules.TypeSMTPServer)
+		}
+		s := &notify.SMTP{Addr: addr, From: e.text(e.root, rules.TypeSMTPFrom), To: to,
+			Username: e.text(e.root, rules.TypeSMTPUser), Password: e.text(e.root, crdt.TypeSMTPPassword),
+			TLS: e.text(e.root, rules.TypeSMTPTLS)}
+		return s.Send(ctx, m)
+	}
+	return permanent(fmt.Errorf("unknown channel %q", rec.Channel))
+}
+
+// permanentError marks an error no retry fixes.
+type permanentError struct{ error }
+
+func (p permanentError) Unwrap() error { return p.error }
+
+func permanent(err error) error { return permanentError{err} }
+
+func isPermanent(err error) bool {
+	var pe permanentError
+	return errors.As(err, &pe) || notify.Permanent(err)
+}
+
+func sortIDs(ids []uuid.UUID) {
+	slices.SortFunc(ids, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
+}
