@@ -45,6 +45,7 @@ Commands:
   get         print a node's points
   watch       print changes as they arrive, with their origin
   history     print the values a point took, or per step their min/max/mean (--step)
+  rule        add and list rules: conditions on points, and what to do then (rule add|ls)
   import      write point records (JSON Lines) into a running server
   export      print a running server's points as JSON Lines
   verify      check a store: a stopped server's data directory, or --online a running server's
@@ -84,12 +85,12 @@ type command interface {
 // commandNames lists every command as it is typed, sub-commands included.
 var commandNames = []string{
 	"serve", "status", "node add", "node rm", "node mv", "node ls", "set", "get", "watch", "history",
-	"import", "export", "device add", "device rm", "user add", "user rm", "peer add", "peer rm",
+	"rule add", "rule ls", "import", "export", "device add", "device rm", "user add", "user rm", "peer add", "peer rm",
 	"login", "version", "verify",
 }
 
 // groups are the commands that take a sub-command, with their usage.
-var groups = map[string]string{"node": nodeUsage, "device": deviceUsage, "user": userUsage, "peer": peerUsage}
+var groups = map[string]string{"node": nodeUsage, "rule": ruleUsage, "device": deviceUsage, "user": userUsage, "peer": peerUsage}
 
 const deviceUsage = `Usage: siot device add|rm ...
 
@@ -145,6 +146,10 @@ func (m *Main) command(name string) command {
 		return &watchCmd{clientCmd: cc}
 	case "history":
 		return &historyCmd{clientCmd: cc}
+	case "rule add":
+		return &ruleAddCmd{clientCmd: cc}
+	case "rule ls":
+		return &ruleLsCmd{clientCmd: cc}
 	case "device add":
 		return &deviceAddCmd{clientCmd: cc}
 	case "device rm":

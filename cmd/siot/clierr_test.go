@@ -64,6 +64,8 @@ func clientCommandArgs(dir string) []struct {
 		{"get", []string{"get", n1}, ""},
 		{"watch", []string{"watch"}, ""},
 		{"history", []string{"history", n1, "temp"}, ""},
+		{"rule add", []string{"rule", "add", "--parent", n2, "--desc", "hot", "--if", "temp > 30"}, ""},
+		{"rule ls", []string{"rule", "ls"}, ""},
 		{"import", []string{"import"}, `{"node":"` + n1 + `","type":"temp","value":1}` + "\n"},
 		{"export", []string{"export"}, ""},
 		{"device add", []string{"device", "add", "--out", filepath.Join(dir, "dev.creds")}, ""},

@@ -18,8 +18,9 @@ import (
 // flagMention finds "--flag" in text.
 var flagMention = regexp.MustCompile(`(?:^|[\s\[(|"'=` + "`" + `])--([a-z][a-z0-9-]*)`)
 
-// siotMention finds where a line names a command: "siot CMD" or "siot node SUB".
-var siotMention = regexp.MustCompile(`\bsiot (node [a-z]+|[a-z]+)\b`)
+// siotMention finds where a line names a command: "siot CMD", "siot node
+// SUB" or "siot rule SUB".
+var siotMention = regexp.MustCompile(`\bsiot ((?:node|rule) [a-z]+|[a-z]+)\b`)
 
 // flagSets returns every command's flag set, built without running it.
 func flagSets() map[string]*flag.FlagSet {
@@ -70,8 +71,8 @@ func docFlagErrors(where, text, self string, sets map[string]*flag.FlagSet) []st
 }
 
 // TestDocumentedFlagsExist: every --flag that a command's help, the node
-// overview, the top-level usage, README.md or docs/*.md gives a command
-// exists in that command's flag set.
+// and rule overviews, the top-level usage, README.md or docs/*.md gives a
+// command exists in that command's flag set.
 func TestDocumentedFlagsExist(t *testing.T) {
 	sets := flagSets()
 	m := &Main{Getenv: func(string) string { return "" }}
@@ -81,6 +82,8 @@ func TestDocumentedFlagsExist(t *testing.T) {
 	}
 	node := regexp.MustCompile(`(?m)^(\s+)node `).ReplaceAllString(nodeUsage, "${1}siot node ")
 	errs = append(errs, docFlagErrors("node --help", node, "", sets)...)
+	rule := regexp.MustCompile(`(?m)^(\s+)rule `).ReplaceAllString(ruleUsage, "${1}siot rule ")
+	errs = append(errs, docFlagErrors("rule --help", rule, "", sets)...)
 	// The top-level usage names flags shared by commands: each exists in
 	// some command.
 	for _, f := range flagMention.FindAllStringSubmatch(mainUsage, -1) {

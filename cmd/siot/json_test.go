@@ -67,6 +67,8 @@ func TestEveryCommandPrintsJSON(t *testing.T) {
 	runJSON("set", "", b, "temp=21.5", "mode=auto")
 	runJSON("get", "", b)
 	runJSON("history", "", b, "temp")
+	str(runJSON("rule add", "", "--parent", a, "--desc", "hot", "--if", "temp > 30"), "id")
+	runJSON("rule ls", "")
 	runJSON("node rm", "", b)
 	runJSON("import", `{"node":"`+a+`","type":"temp","value":1}`+"\n")
 	dev := str(runJSON("device add", "", "--out", filepath.Join(dir, "dev.creds")), "node")

@@ -70,41 +70,23 @@ func (c *nodeAddCmd) run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if parent == id {
-		return &UsageError{Msg: "--id and --parent are the same node"}
-	}
-	pts := []crdt.Point{{Node: id, Parent: parent, Type: crdt.TypeEdge}}
+	var own []crdt.Point
 	if c.typ != "" {
-		pts = append(pts, crdt.Point{Node: id, Type: crdt.TypeNodeType, Text: c.typ})
+		own = append(own, crdt.Point{Type: crdt.TypeNodeType, Text: c.typ})
 	}
 	if c.desc != "" {
-		pts = append(pts, crdt.Point{Node: id, Type: typeDescription, Text: c.desc})
+		own = append(own, crdt.Point{Type: typeDescription, Text: c.desc})
 	}
-	if parent != uuid.Nil { // else checked once the root is known
-		if err := validate(pts); err != nil {
-			return err
-		}
+	n, err := makeNewNode(id, parent, own)
+	if err != nil {
+		return err
 	}
 	cl, err := c.cf.dial()
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
-	if parent == uuid.Nil {
-		if parent, err = cl.Root(ctx); err != nil {
-			return err
-		}
-		if parent == id {
-			return &UsageError{Msg: "--id is the server's root"}
-		}
-		pts[0].Parent = parent
-		if err := validate(pts); err != nil {
-			return err
-		}
-	} else if err := cl.Known(ctx, parent); err != nil {
-		return fmt.Errorf("--parent: %w", err)
-	}
-	if _, err := cl.Set(ctx, pts...); err != nil {
+	if parent, err = n.write(ctx, cl); err != nil {
 		return err
 	}
 	if c.asJSON {
@@ -112,6 +94,63 @@ func (c *nodeAddCmd) run(ctx context.Context, args []string) error {
 	}
 	fmt.Fprintln(c.m.Stdout, id)
 	return nil
+}
+
+// newNode is a node a command creates (node add, rule add): the edge
+// under its parent and the node's own points, written by write as one
+// operation, so that no replica sees the node without its points.
+type newNode struct {
+	id, parent uuid.UUID    // parent uuid.Nil: the client's root, found by write
+	pts        []crdt.Point // the edge first, then the node's own points
+}
+
+// makeNewNode returns node id under parent (uuid.Nil: the client's root)
+// with the points own, whose Node it sets to id (own is not kept). A
+// parent that is the node, or, when parent is given, an invalid point,
+// is a usage error: nothing has been sent.
+func makeNewNode(id, parent uuid.UUID, own []crdt.Point) (*newNode, error) {
+	if parent == id {
+		return nil, &UsageError{Msg: "--id and --parent are the same node"}
+	}
+	n := &newNode{id: id, parent: parent, pts: make([]crdt.Point, 0, 1+len(own))}
+	n.pts = append(n.pts, crdt.Point{Node: id, Parent: parent, Type: crdt.TypeEdge})
+	for _, p := range own {
+		p.Node = id
+		n.pts = append(n.pts, p)
+	}
+	if parent != uuid.Nil { // else checked once the root is known
+		if err := validate(n.pts); err != nil {
+			return nil, err
+		}
+	}
+	return n, nil
+}
+
+// write creates the node through cl and returns its parent. Without a
+// parent it takes the client's root (the node being that root is a usage
+// error); a given parent must exist (an error naming --parent). Then the
+// edge and the points go as one operation (client.Set): the server
+// writes all of them or none. Errors are cl's, with the server's words.
+func (n *newNode) write(ctx context.Context, cl *client.Client) (uuid.UUID, error) {
+	if n.parent == uuid.Nil {
+		root, err := cl.Root(ctx)
+		if err != nil {
+			return uuid.Nil, err
+		}
+		if root == n.id {
+			return uuid.Nil, &UsageError{Msg: "--id is the server's root"}
+		}
+		n.parent, n.pts[0].Parent = root, root
+		if err := validate(n.pts); err != nil {
+			return uuid.Nil, err
+		}
+	} else if err := cl.Known(ctx, n.parent); err != nil {
+		return uuid.Nil, fmt.Errorf("--parent: %w", err)
+	}
+	if _, err := cl.Set(ctx, n.pts...); err != nil {
+		return uuid.Nil, err
+	}
+	return n.parent, nil
 }
 
 // printJSON writes v as one line of JSON, without escaping <, > and &
