@@ -54,8 +54,8 @@ type metrics struct {
 	refusedRequests                [len(metricReasons)]atomic.Uint64
 	loginFailures                  atomic.Uint64
 	historyWritten, historyRound   atomic.Uint64
-	historyAcked, historyUnacked   atomic.Uint64 // samples dropped by retention or budget
-	ruleActive, ruleCleared        atomic.Uint64 // rule instances that became active, inactive
+	historyAcked, historyUnacked   atomic.Uint64    // samples dropped by retention or budget
+	ruleActive, ruleCleared        atomic.Uint64    // rule instances that became active, inactive
 	notifySent, notifyFailed       [2]atomic.Uint64 // by channel: webhook, email
 	notifyRetried                  [2]atomic.Uint64
 
