@@ -109,6 +109,10 @@ type ruleEngine struct {
 
 	pos      uint64
 	seenPos  atomic.Uint64 // pos, for tests
+	// known and readyFlag publish the rules held and whether the engine
+	// acts, for tests.
+	known     atomic.Pointer[map[uuid.UUID]bool]
+	readyFlag atomic.Bool
 	rules    map[uuid.UUID]*ruleRun
 	byParent map[uuid.UUID][]uuid.UUID // parent → rules under it
 	dirty    map[uuid.UUID]bool        // rules to read again
@@ -147,6 +151,13 @@ func newRuleEngine(r *Replica) *ruleEngine {
 	}
 }
 
+func (e *ruleEngine) knownView() map[uuid.UUID]bool {
+	if m := e.known.Load(); m != nil {
+		return *m
+	}
+	return nil
+}
+
 // wake makes the engine look at its timers now (tests that move the
 // clock).
 func (e *ruleEngine) wake() {
@@ -178,6 +189,14 @@ func (e *ruleEngine) run(ctx context.Context) error {
 		}
 		e.flush()
 		e.seenPos.Store(e.pos)
+		e.readyFlag.Store(e.ready)
+		if len(e.rules) != len(e.knownView()) {
+			m := make(map[uuid.UUID]bool, len(e.rules))
+			for id := range e.rules {
+				m[id] = true
+			}
+			e.known.Store(&m)
+		}
 		e.fireTimers()
 		e.deliv.dispatch()
 		wait := time.Hour
@@ -938,3 +957,10 @@ func earliest(a, b time.Time) time.Time {
 
 // seen returns how far the engine has read the feed, for tests.
 func (e *ruleEngine) seen() uint64 { return e.seenPos.Load() }
+
+// ruleKnown reports whether the engine holds rule id, for tests.
+func (e *ruleEngine) ruleKnown(id uuid.UUID) bool { return e.known.Load() != nil && (*e.known.Load())[id] }
+
+// isReady reports whether the engine acts (its peers are linked and in
+// sync, or its grace is over), for tests.
+func (e *ruleEngine) isReady() bool { return e.readyFlag.Load() }

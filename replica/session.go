@@ -52,7 +52,8 @@ type session struct {
 	// acked: the remote holds our feed through this change (its last
 	// ack; 0 before the first), for a rule's notification that waits
 	// until its peers hold its claim (notify.go).
-	acked atomic.Uint64
+	acked    atomic.Uint64
+	caughtUp atomic.Bool // synced once (synced)
 
 	mu          sync.Mutex  // guards the receiver and the status snapshot
 	have        uint64      // how far we hold the remote's feed
@@ -79,11 +80,19 @@ type session struct {
 }
 
 // synced reports whether the session is through its initial sync:
-// neither side has more to send.
+// neither side had more to send at some point. It stays true after, while
+// pushes come and go.
 func (s *session) synced() bool {
+	if s.caughtUp.Load() {
+		return true
+	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.sendIdle && s.remoteIdle
+	ok := s.sendIdle && s.remoteIdle
+	s.mu.Unlock()
+	if ok {
+		s.caughtUp.Store(true)
+	}
+	return ok
 }
 
 // ingress decides which of a remote's pushed points are applied: those
