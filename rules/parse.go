@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -106,7 +107,10 @@ func ParseCondition(s string) (Condition, error) {
 		if len(toks) < 2 {
 			return c, fmt.Errorf("condition %q: on what?", s)
 		}
-		if id, err := uuid.Parse(toks[1]); err == nil {
+		// crdt.ParseID, not uuid.Parse: the nil UUID (which would make
+		// the condition judged on every node) and the URN, brace and
+		// bare-hex forms are no node IDs.
+		if id, err := crdt.ParseID(toks[1]); err == nil {
 			c.Node = id
 		} else if err := crdt.CheckType(toks[1]); err == nil && !strings.Contains(toks[1], "-") {
 			c.NodeType = toks[1]
@@ -178,17 +182,21 @@ func ParseAction(s string) (Action, error) {
 	switch toks[0] {
 	case "notify":
 		a.Notify = true
-		a.Message = strings.Join(toks[1:], " ")
-		if len(toks) == 2 {
-			a.Message = toks[1] // a quoted message keeps its spacing
+		// tokens marks a quoted part with a leading quote, which is not
+		// part of the message (it used to be kept: notify "a  b" said
+		// `"a  b`); a quoted part keeps its spacing.
+		words := make([]string, 0, len(toks)-1)
+		for _, w := range toks[1:] {
+			words = append(words, strings.TrimPrefix(w, `"`))
 		}
+		a.Message = strings.Join(words, " ")
 		return a, nil
 	case "set":
 		toks = toks[1:]
 		if len(toks) == 3 {
-			id, err := uuid.Parse(toks[0])
+			id, err := crdt.ParseID(toks[0]) // not the nil UUID: the instance's node
 			if err != nil {
-				return a, fmt.Errorf("action %q: node %q: %w", s, toks[0], err)
+				return a, fmt.Errorf("action %q: %w", s, err)
 			}
 			a.Node = id
 			toks = toks[1:]
@@ -245,11 +253,14 @@ func tokens(s string) ([]string, error) {
 		return nil, fmt.Errorf("%d bytes: at most %d", len(s), MaxExpressionLen)
 	}
 	var out []string
+	// Runes, not bytes, are judged as spaces: a byte of a multi-byte
+	// character may be 0x85 or 0xA0, which unicode.IsSpace takes for
+	// NEL and NBSP (notify voilà used to become "voil\xc3").
 	for i := 0; i < len(s); {
-		r := rune(s[i])
+		r, size := utf8.DecodeRuneInString(s[i:])
 		switch {
 		case unicode.IsSpace(r):
-			i++
+			i += size
 		case r == '"':
 			var b strings.Builder
 			b.WriteByte('"')
@@ -267,8 +278,12 @@ func tokens(s string) ([]string, error) {
 			i = j + 1
 		default:
 			j := i
-			for j < len(s) && !unicode.IsSpace(rune(s[j])) {
-				j++
+			for j < len(s) {
+				r, size := utf8.DecodeRuneInString(s[j:])
+				if unicode.IsSpace(r) {
+					break
+				}
+				j += size
 			}
 			out = append(out, s[i:j])
 			i = j

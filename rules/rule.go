@@ -122,6 +122,12 @@ func (r *Rule) Valid() bool {
 	if len(r.Conditions) == 0 {
 		return false
 	}
+	// More than MaxConditions: those past it are dropped, and judging the
+	// rest would fire on a part of what the author meant (this used to
+	// be valid).
+	if _, many := r.Errors[TypeCondition]; many {
+		return false
+	}
 	for _, c := range r.Conditions {
 		if _, bad := r.Errors[c.Name]; bad {
 			return false

@@ -2,6 +2,7 @@ package rules
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -109,30 +110,69 @@ func (s *Schedule) In(t time.Time) bool {
 	}
 }
 
-// Next returns the first minute boundary after t at which In changes, or
-// the zero time when it never does (every day, all day).
+// Next returns the first instant after t at which In changes, or the
+// zero time when it never does (every day, all day).
 func (s *Schedule) Next(t time.Time) time.Time {
 	if s.Zone == nil {
 		return time.Time{}
 	}
 	now := s.In(t)
-	lt := t.In(s.Zone)
-	// Changes happen only at Start or End on some day: look at those of
-	// the next eight days, in order.
+	// In reads the wall clock, so it changes only where the wall clock
+	// reads Start, End or midnight (an all-day range changes at
+	// midnight), or where the zone's offset jumps. Those instants of the
+	// next fifteen days are the candidates (a weekly range the clock
+	// skips comes again within two weeks); In is constant between two of
+	// them, so the first candidate where it differs from now is the
+	// answer. (This used to look at Start and End of nine days only, each
+	// the one instant time.Date picks: an all-day range not at 00:00, a
+	// Start in the hour a daylight saving change skips, the first of two
+	// instants a change back repeats, and a weekly range after a skipped
+	// one were missed.)
+	const days = 15
+	limit := t.Add(days * 24 * time.Hour)
+	var jumps []time.Time
+	offsets := []int{}
+	for at := t; ; {
+		lt := at.In(s.Zone)
+		if _, off := lt.Zone(); !slices.Contains(offsets, off) {
+			offsets = append(offsets, off)
+		}
+		_, end := lt.ZoneBounds()
+		if end.IsZero() || !end.After(at) || end.After(limit) {
+			break
+		}
+		jumps = append(jumps, end)
+		at = end
+	}
 	var best time.Time
-	for d := -1; d <= 8; d++ {
-		day := time.Date(lt.Year(), lt.Month(), lt.Day()+d, 0, 0, 0, 0, s.Zone)
-		for _, m := range []int{s.Start, s.End} {
-			at := time.Date(day.Year(), day.Month(), day.Day(), m/60, m%60, 0, 0, s.Zone)
-			if !at.After(t) || (!best.IsZero() && !at.Before(best)) {
-				continue
-			}
-			if s.In(at) != now {
-				best = at
+	try := func(at time.Time) {
+		if at.After(t) && (best.IsZero() || at.Before(best)) && s.In(at) != now {
+			best = at
+		}
+	}
+	for _, at := range jumps {
+		try(at)
+	}
+	lt := t.In(s.Zone)
+	for d := -1; d <= days; d++ {
+		day := time.Date(lt.Year(), lt.Month(), lt.Day()+d, 0, 0, 0, 0, time.UTC)
+		for _, m := range []int{0, s.Start, s.End} {
+			wall := day.Add(time.Duration(m) * time.Minute)
+			// Each instant whose wall clock reads wall: one per offset
+			// the zone has then (none in a skipped hour, two in a
+			// repeated one).
+			for _, off := range offsets {
+				at := wall.Add(-time.Duration(off) * time.Second)
+				if _, o := at.In(s.Zone).Zone(); o == off {
+					try(at)
+				}
 			}
 		}
 	}
-	return best
+	if best.IsZero() {
+		return best
+	}
+	return best.In(s.Zone)
 }
 
 // String writes the schedule back as ParseSchedule reads it.
