@@ -555,13 +555,14 @@ func (e *ruleEngine) scopeErrors(rr *ruleRun) map[string]string {
 	errs := map[string]string{}
 	for _, c := range rr.rule.Conditions {
 		if c.Node != uuid.Nil && !e.inScope(rr, c.Node) {
-			errs[c.Name] = fmt.Sprintf("node %s is outside the rule's scope", c.Node)
+			errs[rules.TypeCondition+"."+c.Name] = fmt.Sprintf("node %s is outside the rule's scope", c.Node)
 		}
 	}
-	for _, as := range [][]rules.Action{rr.rule.Actions, rr.rule.Clear} {
+	for i, as := range [][]rules.Action{rr.rule.Actions, rr.rule.Clear} {
+		typ := []string{rules.TypeAction, rules.TypeActionClear}[i]
 		for _, a := range as {
 			if a.Node != uuid.Nil && !e.inScope(rr, a.Node) {
-				errs[a.Name] = fmt.Sprintf("node %s is outside the rule's scope", a.Node)
+				errs[typ+"."+a.Name] = fmt.Sprintf("node %s is outside the rule's scope", a.Node)
 			}
 		}
 	}

@@ -20,7 +20,7 @@
 //
 //	state.SUBJECT        1 active, 0 inactive, per subject node (point time: the change)
 //	fired.SUBJECT        Unix ms of the subject's last activation
-//	ruleError.NAME       text: why condition or action NAME is ignored
+//	ruleError.TYPE.NAME  text: why condition.NAME (action.NAME, ...) is ignored
 //	delivery.KEY         text (JSON): one notification's delivery (replica/notify.go)
 package rules
 
@@ -111,7 +111,9 @@ type Rule struct {
 	MinActive   time.Duration
 	Pacing      time.Duration
 	Disabled    bool
-	// Errors says, by condition or action name, why one is ignored; a
+	// Errors says, by TYPE.NAME (condition.1, action.2), why a condition
+	// or an action is ignored (and by match, condition or action for the
+	// whole rule); a
 	// rule with a bad condition is judged on none (it would fire on a
 	// part of what its author meant).
 	Errors map[string]string
@@ -129,7 +131,7 @@ func (r *Rule) Valid() bool {
 		return false
 	}
 	for _, c := range r.Conditions {
-		if _, bad := r.Errors[c.Name]; bad {
+		if _, bad := r.Errors[TypeCondition+"."+c.Name]; bad {
 			return false
 		}
 	}
@@ -174,14 +176,14 @@ func FromPoints(id uuid.UUID, pts []crdt.Point) Rule {
 			c, err := ParseCondition(p.Text)
 			c.Name = p.Key
 			if err != nil {
-				r.Errors[p.Key] = err.Error()
+				r.Errors[p.Type+"."+p.Key] = err.Error()
 			}
 			r.Conditions = append(r.Conditions, c)
 		case TypeAction, TypeActionClear:
 			a, err := ParseAction(p.Text)
 			a.Name = p.Key
 			if err != nil {
-				r.Errors[p.Key] = err.Error()
+				r.Errors[p.Type+"."+p.Key] = err.Error()
 				continue
 			}
 			if p.Type == TypeAction {

@@ -202,7 +202,7 @@ func TestFromPointsErrors(t *testing.T) {
 	if len(r.Clear) != 0 {
 		t.Errorf("clear actions %+v, want none", r.Clear)
 	}
-	for name, part := range map[string]string{"bad": "want POINT > VALUE", "evil": "may not write password", "odd": "want set ... or notify"} {
+	for name, part := range map[string]string{"condition.bad": "want POINT > VALUE", "action.evil": "may not write password", "actionClear.odd": "want set ... or notify"} {
 		if !strings.Contains(r.Errors[name], part) {
 			t.Errorf("error of %s: %q, want %q in it", name, r.Errors[name], part)
 		}
@@ -333,7 +333,8 @@ func TestValid(t *testing.T) {
 		{Rule{Conditions: []Condition{ok}}, true},
 		{Rule{Conditions: []Condition{ok}, Errors: map[string]string{"b": "bad action"}}, true},
 		{Rule{Conditions: []Condition{ok}, Errors: map[string]string{TypeMatch: "bad match"}}, true},
-		{Rule{Conditions: []Condition{ok, {Name: "b"}}, Errors: map[string]string{"b": "bad"}}, false},
+		{Rule{Conditions: []Condition{ok, {Name: "b"}}, Errors: map[string]string{"condition.b": "bad"}}, false},
+		{Rule{Conditions: []Condition{ok, {Name: "b"}}, Errors: map[string]string{"action.b": "bad"}}, true},
 		{Rule{Conditions: []Condition{ok}, Errors: map[string]string{TypeCondition: "17 conditions: at most 16"}}, false},
 	} {
 		if got := tc.r.Valid(); got != tc.want {
