@@ -107,22 +107,22 @@ type ruleEngine struct {
 	root  uuid.UUID
 	self  uuid.UUID
 
-	pos      uint64
-	seenPos  atomic.Uint64 // pos, for tests
+	pos     uint64
+	seenPos atomic.Uint64 // pos, for tests
 	// known and readyFlag publish the rules held and whether the engine
 	// acts, for tests.
 	known     atomic.Pointer[map[uuid.UUID]bool]
 	readyFlag atomic.Bool
-	rules    map[uuid.UUID]*ruleRun
-	byParent map[uuid.UUID][]uuid.UUID // parent → rules under it
-	dirty    map[uuid.UUID]bool        // rules to read again
-	rescan   map[uuid.UUID]bool        // rules whose every subject to judge again
-	types    map[string]int            // point types some rule reads, with how many
-	marks    map[crdt.Register]*changeMark
-	markTyps map[string]int // types some changed/unchanged condition reads
-	devices  map[uuid.UUID]*deviceState
-	edgeKeys map[uuid.UUID]bool // nodes with a device's credential
-	users    map[uuid.UUID]bool // user nodes: who may be notified
+	rules     map[uuid.UUID]*ruleRun
+	byParent  map[uuid.UUID][]uuid.UUID // parent → rules under it
+	dirty     map[uuid.UUID]bool        // rules to read again
+	rescan    map[uuid.UUID]bool        // rules whose every subject to judge again
+	types     map[string]int            // point types some rule reads, with how many
+	marks     map[crdt.Register]*changeMark
+	markTyps  map[string]int // types some changed/unchanged condition reads
+	devices   map[uuid.UUID]*deviceState
+	edgeKeys  map[uuid.UUID]bool // nodes with a device's credential
+	users     map[uuid.UUID]bool // user nodes: who may be notified
 
 	timers timerHeap
 	due    map[timerKey]time.Time
@@ -579,6 +579,7 @@ func (rr *ruleRun) runs() bool {
 // a point some per-node condition reads, the rule's own, and those it
 // holds state for.
 func (e *ruleEngine) judgeAll(rr *ruleRun) {
+	rr.scopeErr = e.scopeErrors(rr) // the tree may have moved
 	e.writeErrors(rr)
 	if !rr.runs() {
 		return
@@ -960,7 +961,9 @@ func earliest(a, b time.Time) time.Time {
 func (e *ruleEngine) seen() uint64 { return e.seenPos.Load() }
 
 // ruleKnown reports whether the engine holds rule id, for tests.
-func (e *ruleEngine) ruleKnown(id uuid.UUID) bool { return e.known.Load() != nil && (*e.known.Load())[id] }
+func (e *ruleEngine) ruleKnown(id uuid.UUID) bool {
+	return e.known.Load() != nil && (*e.known.Load())[id]
+}
 
 // isReady reports whether the engine acts (its peers are linked and in
 // sync, or its grace is over), for tests.

@@ -1,6 +1,7 @@
 package replica
 
 import (
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -202,5 +203,75 @@ func TestRuleDeviceOfflineAfter15Minutes(t *testing.T) {
 	cloud.waitValue(dev, "alarm", 0)
 	if a, c := cloud.rep.metrics.ruleActive.Load(), cloud.rep.metrics.ruleCleared.Load(); a != 1 || c != 1 {
 		t.Fatalf("transitions: %d active, %d cleared; want 1 and 1", a, c)
+	}
+}
+
+// TestRuleScope: a rule reads and writes only its scope (its parent and
+// below). A sensor in another site does not fire it; a condition or an
+// action naming a node outside makes the rule report an error and judge
+// nothing.
+func TestRuleScope(t *testing.T) {
+	n := startNode(t, "cloud", nodeOpts{})
+	siteA, siteB := addNode(n, n.root, "site"), addNode(n, n.root, "site")
+	inA, inB := addNode(n, siteA, "sensor"), addNode(n, siteB, "sensor")
+	rule := addRule(n, siteA, []string{"temp > 30"}, []string{"set alarm 1"}, nil, crdt.Point{Type: rules.TypePacing, Value: 0})
+	n.write(valPt(inB, "temp", 50))
+	n.write(valPt(inA, "temp", 50))
+	waitFor(t, "the rule fires for its own sensor", 5*time.Second, func() bool { return ruleState(n, rule, inA) == 1 })
+	if got := ruleState(n, rule, inB); got != -1 {
+		t.Fatalf("the rule judged a sensor of another site: state %v", got)
+	}
+	if got := pointValue(n, inB, "alarm"); got != -1 {
+		t.Fatalf("alarm written outside the scope: %v", got)
+	}
+
+	// A condition on a node outside, and an action writing outside.
+	peek := addRule(n, siteA, []string{"on " + inB.String() + " temp > 30"}, []string{"set alarm 2"}, nil)
+	poke := addRule(n, siteA, []string{"temp > 30"}, []string{"set " + inB.String() + " alarm 3"}, nil)
+	waitFor(t, "the rules report their errors", 5*time.Second, func() bool {
+		return n.get(peek, uuid.Nil, rules.TypeError, "condition.1").Text != "" && n.get(poke, uuid.Nil, rules.TypeError, "action.1").Text != ""
+	})
+	if txt := n.get(peek, uuid.Nil, rules.TypeError, "condition.1").Text; !strings.Contains(txt, "outside the rule's scope") {
+		t.Fatalf("error %q", txt)
+	}
+	n.write(valPt(inA, "temp", 60), valPt(inB, "temp", 60))
+	time.Sleep(200 * time.Millisecond)
+	if got := pointValue(n, inB, "alarm"); got != -1 {
+		t.Fatalf("alarm written outside the scope: %v", got)
+	}
+	if ruleState(n, peek, peek) != -1 || ruleState(n, poke, inA) != -1 {
+		t.Fatal("a rule with a scope error was judged")
+	}
+	// Moved into the scope, the node is fair game: the error clears.
+	n.write(edgePt(siteA, inB))
+	waitFor(t, "the error clears once the node is in scope", 5*time.Second, func() bool {
+		return n.get(peek, uuid.Nil, rules.TypeError, "condition.1").Tombstone
+	})
+}
+
+// TestRuleRunsOnEdgeOffline: a rule under an edge runs on the edge, while
+// its upstream is down; the cloud, which holds the rule too, does not
+// run it.
+func TestRuleRunsOnEdgeOffline(t *testing.T) {
+	cloud := startNode(t, "cloud", nodeOpts{})
+	dev := uuid.New()
+	creds := cloud.deviceCreds(dev)
+	cloud.write(edgePt(cloud.root, dev), textPt(dev, crdt.TypeNodeType, "", "device"))
+	edge := startNode(t, "edge", nodeOpts{root: dev, upstreams: []string{cloud.url()}, upstreamCreds: creds})
+	sensor := addNode(edge, dev, "sensor")
+	rule := addRule(edge, dev, []string{"temp > 30"}, []string{"set fan 1"}, []string{"set fan 0"}, crdt.Point{Type: rules.TypePacing, Value: 0})
+	waitFor(t, "the rule on the cloud", 10*time.Second, func() bool { return cloud.rep.rules.ruleKnown(rule) })
+
+	cloud.kill()
+	edge.write(valPt(sensor, "temp", 45))
+	waitFor(t, "the edge's rule fires with its upstream down", 5*time.Second, func() bool { return ruleState(edge, rule, sensor) == 1 })
+	edge.waitValue(sensor, "fan", 1)
+	cloud.start()
+	waitFor(t, "the firing reaches the cloud", 15*time.Second, func() bool { return ruleState(cloud, rule, sensor) == 1 })
+	if a := cloud.rep.metrics.ruleActive.Load(); a != 0 {
+		t.Fatalf("the cloud ran the edge's rule: %d transitions", a)
+	}
+	if a := edge.rep.metrics.ruleActive.Load(); a != 1 {
+		t.Fatalf("the edge's rule moved %d times", a)
 	}
 }
