@@ -111,18 +111,19 @@ type ruleEngine struct {
 	seenPos atomic.Uint64 // pos, for tests
 	// known and readyFlag publish the rules held and whether the engine
 	// acts, for tests.
-	known     atomic.Pointer[map[uuid.UUID]bool]
-	readyFlag atomic.Bool
-	rules     map[uuid.UUID]*ruleRun
-	byParent  map[uuid.UUID][]uuid.UUID // parent → rules under it
-	dirty     map[uuid.UUID]bool        // rules to read again
-	rescan    map[uuid.UUID]bool        // rules whose every subject to judge again
-	types     map[string]int            // point types some rule reads, with how many
-	marks     map[crdt.Register]*changeMark
-	markTyps  map[string]int // types some changed/unchanged condition reads
-	devices   map[uuid.UUID]*deviceState
-	edgeKeys  map[uuid.UUID]bool // nodes with a device's credential
-	users     map[uuid.UUID]bool // user nodes: who may be notified
+	known       atomic.Pointer[map[uuid.UUID]bool]
+	readyFlag   atomic.Bool
+	membersView atomic.Pointer[[]uuid.UUID]
+	rules       map[uuid.UUID]*ruleRun
+	byParent    map[uuid.UUID][]uuid.UUID // parent → rules under it
+	dirty       map[uuid.UUID]bool        // rules to read again
+	rescan      map[uuid.UUID]bool        // rules whose every subject to judge again
+	types       map[string]int            // point types some rule reads, with how many
+	marks       map[crdt.Register]*changeMark
+	markTyps    map[string]int // types some changed/unchanged condition reads
+	devices     map[uuid.UUID]*deviceState
+	edgeKeys    map[uuid.UUID]bool // nodes with a device's credential
+	users       map[uuid.UUID]bool // user nodes: who may be notified
 
 	timers timerHeap
 	due    map[timerKey]time.Time
@@ -885,6 +886,7 @@ func (e *ruleEngine) readLinks() {
 	ready := synced && (len(peers) >= e.knownPeer || now.Sub(e.start) >= e.r.cfg.PeerGrace)
 	changed := !slices.Equal(members, e.members) || ready != e.ready
 	e.members, e.ready = members, ready
+	e.membersView.Store(&members)
 	edgesChanged := len(edges) != len(e.liveEdges)
 	for id := range edges {
 		if !e.liveEdges[id] {
@@ -968,3 +970,9 @@ func (e *ruleEngine) ruleKnown(id uuid.UUID) bool {
 // isReady reports whether the engine acts (its peers are linked and in
 // sync, or its grace is over), for tests.
 func (e *ruleEngine) isReady() bool { return e.readyFlag.Load() }
+
+// isMemberForTest reports whether id is among the engine's members.
+func (e *ruleEngine) isMemberForTest(id uuid.UUID) bool {
+	m := e.membersView.Load()
+	return m != nil && slices.Contains(*m, id)
+}

@@ -163,3 +163,41 @@ func TestRuleNotifiesOnceAcrossPeers(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// TestDeviceStatePeersAgree: a device linked to one of two peered clouds
+// is online on both, and stays so for hours (the other never marks it
+// offline); when the cloud holding it dies, the other marks it offline
+// 15 minutes after it last knew the holder up.
+func TestDeviceStatePeersAgree(t *testing.T) {
+	ft := newFakeTime()
+	tune := func(c *Config) { c.PeerGrace, c.RevalidateInterval = 300*time.Millisecond, 200*time.Millisecond }
+	a := startNode(t, "cloud-a", nodeOpts{physical: ft.now, tune: tune})
+	b := startNode(t, "cloud-b", nodeOpts{root: a.root, peers: []string{a.url()}, physical: ft.now, tune: tune})
+	dev := uuid.New()
+	creds := a.deviceCreds(dev)
+	a.write(edgePt(a.root, dev), textPt(dev, crdt.TypeNodeType, "", "device"))
+	edge := startNode(t, "edge", nodeOpts{root: dev, upstreams: []string{a.url()}, upstreamCreds: creds, physical: ft.now})
+	waitFor(t, "online on both clouds", 10*time.Second, func() bool {
+		return pointValue(a, dev, rules.TypeOnline) == 1 && pointValue(b, dev, rules.TypeOnline) == 1 &&
+			b.get(dev, uuid.Nil, rules.TypeLinkedVia, "0").Text == a.st.Instance().String()
+	})
+	before := b.get(dev, uuid.Nil, rules.TypeOnline, "0")
+	for range 12 {
+		ft.advanceAll(10*time.Minute, a, b, edge)
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if got := b.get(dev, uuid.Nil, rules.TypeOnline, "0"); got.Time != before.Time || got.Value != 1 {
+		t.Fatalf("after two hours linked to cloud a, cloud b holds online %v (written at %v, was %v)", got.Value, got.Time, before.Time)
+	}
+
+	a.kill()
+	waitFor(t, "cloud b sees its peer gone", 15*time.Second, func() bool { return !b.rep.rules.isMemberForTest(a.st.Instance()) })
+	ft.advanceAll(14*time.Minute, b)
+	time.Sleep(200 * time.Millisecond)
+	if got := pointValue(b, dev, rules.TypeOnline); got != 1 {
+		t.Fatalf("online %v 14 minutes after its holder died", got)
+	}
+	ft.advanceAll(2*time.Minute, b)
+	waitFor(t, "cloud b marks the device offline", 5*time.Second, func() bool { return pointValue(b, dev, rules.TypeOnline) == 0 })
+}
