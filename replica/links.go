@@ -139,6 +139,28 @@ func (b *linkBook) liveLinks() (edges map[uuid.UUID]bool, peers map[uuid.UUID]*s
 	return edges, peers
 }
 
+// isPeer reports whether instance id is a peer this instance has linked
+// with (now or before).
+func (b *linkBook) isPeer(id uuid.UUID) bool {
+	if id == uuid.Nil {
+		return false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for key, rec := range b.recs {
+		if rec.Kind != KindPeer {
+			continue
+		}
+		if rec.Remote == id.String() {
+			return true
+		}
+		if s := b.live[key]; s != nil && s.remote == id {
+			return true
+		}
+	}
+	return false
+}
+
 // knownPeers counts the peer links this instance has ever had (records
 // survive restarts).
 func (b *linkBook) knownPeers() int {

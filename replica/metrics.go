@@ -233,6 +233,13 @@ type Metrics struct {
 	// upstream acknowledged them: lost unless another replica holds
 	// them).
 	HistoryDropped []Count
+	// RuleTransitions counts the changes of rule instances this instance
+	// made, by state: "active", "inactive".
+	RuleTransitions []Count
+	// Notifications counts delivery attempts this instance made, by
+	// channel ("webhook", "email") and result ("sent", "retry",
+	// "failed").
+	Notifications []ChannelCount
 
 	LinksRefused    uint64  // hellos refused
 	RequestsRefused []Count // API requests refused before they did anything, by reason (forbidden, limited, invalid...)
@@ -248,6 +255,12 @@ type Metrics struct {
 
 	LastSeq   uint64 // the store's last change number
 	DiskBytes int64  // the data directory's files on disk (store.DiskUsage: at most 2 s old)
+}
+
+// ChannelCount is a notification count of one channel and result.
+type ChannelCount struct {
+	Channel, Result string
+	Value           uint64
 }
 
 // Count is one labeled value of a Metrics family.
@@ -289,9 +302,16 @@ func (r *Replica) Metrics() Metrics {
 		RepairAnswerTime: time.Duration(r.acceptor.repairTime.Load()),
 		HistorySamples:   []Count{{"write", m.historyWritten.Load()}, {"round", m.historyRound.Load()}},
 		HistoryDropped:   []Count{{"kept", m.historyAcked.Load()}, {"unacknowledged", m.historyUnacked.Load()}},
+		RuleTransitions:  []Count{{"active", m.ruleActive.Load()}, {"inactive", m.ruleCleared.Load()}},
 		LinksRefused:     r.acceptor.refused.Load(),
 		LastSeq:          r.st.LastSeq(),
 		DiskBytes:        r.st.DiskUsage(),
+	}
+	for i, ch := range []string{channelWebhook, channelEmail} {
+		out.Notifications = append(out.Notifications,
+			ChannelCount{ch, "sent", m.notifySent[i].Load()},
+			ChannelCount{ch, "retry", m.notifyRetried[i].Load()},
+			ChannelCount{ch, "failed", m.notifyFailed[i].Load()})
 	}
 	for i, p := range metricPaths {
 		out.Applied = append(out.Applied, Count{p, m.applied[i].Load()})

@@ -156,7 +156,10 @@ func (n *notifier) sendLoop() {
 	}
 }
 
-// saw takes a delivery point into account.
+// saw takes a delivery point of a rule this instance runs into account.
+// Only a record written by this instance or a peer (its origin) is sent:
+// a user who may write the rule node, or an edge below it, could write a
+// pending record that names any recipient and says anything.
 func (n *notifier) saw(rule uuid.UUID, p *crdt.Point, seq uint64) {
 	k := delivKey{rule, p.Key}
 	var rec deliveryRecord
@@ -164,7 +167,24 @@ func (n *notifier) saw(rule uuid.UUID, p *crdt.Point, seq uint64) {
 		delete(n.pending, k)
 		return
 	}
+	if p.Origin != n.e.self && !n.e.r.links.isPeer(p.Origin) {
+		delete(n.pending, k)
+		if ok, _ := n.e.r.logLimit.allow("delivery origin", time.Minute); ok {
+			n.e.r.log.Warn("notify: a pending delivery not written by this instance or a peer is ignored", "rule", rule, "key", p.Key, "origin", p.Origin)
+		}
+		return
+	}
 	n.pending[k] = &delivery{rec: rec, seq: seq}
+}
+
+// forget drops the pending deliveries of a rule read again or gone (a
+// rule still held and run here is read back with its records).
+func (n *notifier) forget(rule uuid.UUID) {
+	for k := range n.pending {
+		if k.rule == rule && !n.inflight[k] {
+			delete(n.pending, k)
+		}
+	}
 }
 
 // membersChanged: pending records of a sender gone may be taken over.

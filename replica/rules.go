@@ -306,7 +306,7 @@ func (e *ruleEngine) change(p *crdt.Point, seq uint64) {
 			e.stateSaw(rr, p)
 		}
 	case p.Type == rules.TypeDelivery:
-		if rr := e.rules[n]; rr != nil {
+		if rr := e.rules[n]; rr != nil && rr.home {
 			e.deliv.saw(n, p, seq)
 		}
 	case isDeviceType(p.Type):
@@ -484,7 +484,7 @@ func (e *ruleEngine) reload(id uuid.UUID) {
 		}
 	}
 	for i := range pts {
-		if pts[i].Type == rules.TypeDelivery {
+		if pts[i].Type == rules.TypeDelivery && rr.home {
 			e.deliv.saw(id, &pts[i], 0)
 		}
 	}
@@ -496,6 +496,7 @@ func (e *ruleEngine) reload(id uuid.UUID) {
 // forget removes a rule from the indexes (it is read again or gone).
 func (e *ruleEngine) forget(id uuid.UUID, rr *ruleRun) {
 	delete(e.rules, id)
+	e.deliv.forget(id)
 	for _, p := range rr.parents {
 		e.byParent[p] = slices.DeleteFunc(e.byParent[p], func(x uuid.UUID) bool { return x == id })
 		if len(e.byParent[p]) == 0 {

@@ -110,6 +110,11 @@ func writeMetrics(w *promWriter, m replica.Metrics, p processInfo) {
 	w.sample("siot_repair_points_total", float64(m.RepairSent), "direction", "out")
 	w.counts("siot_history_samples_total", "Samples added to the registers' histories, by path: write (with the points of writes, pushes and repairs), round (merged by history rounds).", "path", m.HistorySamples)
 	w.counts("siot_history_dropped_total", "Samples the history upkeep dropped, by kind: kept (past the retention, or acknowledged history over the budget), unacknowledged (over the budget before an upstream acknowledged them).", "kind", m.HistoryDropped)
+	w.counts("siot_rule_transitions_total", "Changes of rule instances this instance made, by state: active (fired), inactive (cleared).", "state", m.RuleTransitions)
+	w.family("siot_notifications_total", "counter", "Notification delivery attempts this instance made, by channel (webhook, email) and result: sent, retry (failed, to be tried again), failed (given up).")
+	for _, c := range m.Notifications {
+		w.sample("siot_notifications_total", float64(c.Value), "channel", c.Channel, "result", c.Result)
+	}
 	w.one("siot_repair_answer_seconds_total", "counter", "Time spent answering the repair requests of remotes.", m.RepairAnswerTime.Seconds())
 	w.one("siot_links_refused_total", "counter", "Link handshakes refused (wrong root, detached edge, bad protocol, an identity that may not link so).", float64(m.LinksRefused))
 	w.counts("siot_requests_refused_total", "API requests refused before they did anything, by reason: forbidden (outside the identity's scope), limited (over a per-identity limit), invalid.", "reason", m.RequestsRefused)

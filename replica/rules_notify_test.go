@@ -1,0 +1,208 @@
+package replica
+
+import (
+	"bufio"
+	"encoding/json"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/siot-io/siot/crdt"
+	"github.com/siot-io/siot/rules"
+)
+
+// smtpSink is an in-test SMTP server on loopback that accepts every mail
+// and keeps it.
+type smtpSink struct {
+	ln    net.Listener
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	mails []string // DATA of each mail
+	rcpts []string
+}
+
+func newSMTPSink(t *testing.T) *smtpSink {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &smtpSink{ln: ln}
+	s.wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.wg.Go(func() { s.serve(c) })
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		s.wg.Wait()
+	})
+	return s
+}
+
+func (s *smtpSink) serve(c net.Conn) {
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(c)
+	say := func(line string) { _, _ = c.Write([]byte(line + "\r\n")) }
+	say("220 sink ESMTP")
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		cmd := strings.ToUpper(strings.TrimSpace(line))
+		switch {
+		case strings.HasPrefix(cmd, "EHLO"), strings.HasPrefix(cmd, "HELO"):
+			say("250 sink")
+		case strings.HasPrefix(cmd, "MAIL"):
+			say("250 ok")
+		case strings.HasPrefix(cmd, "RCPT"):
+			s.mu.Lock()
+			s.rcpts = append(s.rcpts, strings.TrimSpace(line))
+			s.mu.Unlock()
+			say("250 ok")
+		case cmd == "DATA":
+			say("354 go on")
+			var b strings.Builder
+			for {
+				l, err := r.ReadString('\n')
+				if err != nil {
+					return
+				}
+				if l == ".\r\n" {
+					break
+				}
+				b.WriteString(l)
+			}
+			s.mu.Lock()
+			s.mails = append(s.mails, b.String())
+			s.mu.Unlock()
+			say("250 queued")
+		case cmd == "QUIT":
+			say("221 bye")
+			return
+		default:
+			say("250 ok")
+		}
+	}
+}
+
+func (s *smtpSink) got() (mails, rcpts []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.mails...), append([]string(nil), s.rcpts...)
+}
+
+// deliveryOf returns the delivery record of rule id under key (zero when none).
+func deliveryOf(n *node, id uuid.UUID, key string) deliveryRecord {
+	var rec deliveryRecord
+	p := n.get(id, uuid.Nil, rules.TypeDelivery, key)
+	if p.Text != "" {
+		_ = json.Unmarshal([]byte(p.Text), &rec)
+	}
+	return rec
+}
+
+// TestRuleNotifiesByEmail: a user who opted in by email gets the
+// notification through the SMTP server configured on the root; one who
+// did not gets nothing; the delivery is recorded as sent.
+func TestRuleNotifiesByEmail(t *testing.T) {
+	sink := newSMTPSink(t)
+	n := startNode(t, "cloud", nodeOpts{})
+	n.write(textPt(n.root, rules.TypeSMTPServer, "", sink.ln.Addr().String()),
+		textPt(n.root, rules.TypeSMTPFrom, "", "siot@example.com"),
+		textPt(n.root, rules.TypeSMTPTLS, "", "none"))
+	site := addNode(n, n.root, "site")
+	ops := addNode(n, n.root, rules.NodeTypeUser)
+	n.write(textPt(ops, rules.TypeNotifyEmail, "", "ops@example.com"))
+	addNode(n, site, rules.NodeTypeUser) // a user who did not opt in
+	other := addNode(n, addNode(n, n.root, "site"), rules.NodeTypeUser)
+	n.write(textPt(other, rules.TypeNotifyEmail, "", "other@example.com")) // not above the rule
+	sensor := addNode(n, site, "sensor")
+	n.write(textPt(sensor, "description", "", "boiler"))
+	rule := addRule(n, site, []string{"temp > 90"}, []string{`notify "{node} at {value} degrees"`}, nil)
+	n.write(valPt(sensor, "temp", 95))
+	waitFor(t, "a mail", 10*time.Second, func() bool { m, _ := sink.got(); return len(m) == 1 })
+	mails, rcpts := sink.got()
+	if len(rcpts) != 1 || !strings.Contains(rcpts[0], "ops@example.com") {
+		t.Fatalf("recipients %q", rcpts)
+	}
+	if !strings.Contains(mails[0], "boiler at 95 degrees") || !strings.Contains(mails[0], "FIRING") {
+		t.Fatalf("mail:\n%s", mails[0])
+	}
+	key := deliveryKey(sensor, ops, channelEmail, "1")
+	waitFor(t, "the delivery recorded as sent", 5*time.Second, func() bool { return deliveryOf(n, rule, key).Status == deliverySent })
+	if rec := deliveryOf(n, rule, key); rec.Attempts != 1 || rec.By != n.st.Instance() {
+		t.Fatalf("record %+v", rec)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if m, _ := sink.got(); len(m) != 1 {
+		t.Fatalf("%d mails", len(m))
+	}
+}
+
+// TestRuleNotifyRetriesThenSends: a webhook that fails is retried with
+// backoff, each attempt recorded, until it answers.
+func TestRuleNotifyRetriesThenSends(t *testing.T) {
+	ft := newFakeTime()
+	hook := newHookReceiver(t)
+	n := startNode(t, "cloud", nodeOpts{physical: ft.now})
+	user := addNode(n, n.root, rules.NodeTypeUser)
+	n.write(textPt(user, rules.TypeNotifyWebhook, "", "http://127.0.0.1:1/down")) // nothing listens
+	sensor := addNode(n, n.root, "sensor")
+	rule := addRule(n, n.root, []string{"temp > 30"}, []string{"notify"}, nil)
+	n.write(valPt(sensor, "temp", 31))
+	key := deliveryKey(sensor, user, channelWebhook, "1")
+	waitFor(t, "a failed attempt recorded", 10*time.Second, func() bool { return deliveryOf(n, rule, key).Attempts == 1 })
+	rec := deliveryOf(n, rule, key)
+	if rec.Status != deliveryPending || rec.Error == "" || rec.Next <= ft.now().UnixMilli() {
+		t.Fatalf("after one failure: %+v", rec)
+	}
+	// The receiver comes up; the next attempt, due after the backoff, reaches it.
+	n.write(textPt(user, rules.TypeNotifyWebhook, "", hook.srv.URL))
+	time.Sleep(100 * time.Millisecond)
+	if ids, _ := hook.distinct(); ids != 0 {
+		t.Fatal("retried before the backoff")
+	}
+	ft.advanceAll(time.Minute, n)
+	waitFor(t, "delivered on retry", 10*time.Second, func() bool { return deliveryOf(n, rule, key).Status == deliverySent })
+	if got := hook.posts(); len(got) != 1 || got[0].ID != rec.ID {
+		t.Fatalf("posts %+v, want one with ID %s", got, rec.ID)
+	}
+}
+
+// TestRuleForgedDeliveryIgnored: a pending delivery record that this
+// instance did not write (a user or an edge may write the rule node's
+// points) is never sent, even when it names this instance as sender.
+func TestRuleForgedDeliveryIgnored(t *testing.T) {
+	hook := newHookReceiver(t)
+	n := startNode(t, "cloud", nodeOpts{})
+	user := addNode(n, n.root, rules.NodeTypeUser)
+	n.write(textPt(user, rules.TypeNotifyWebhook, "", hook.srv.URL))
+	rule := addRule(n, n.root, []string{"temp > 30"}, []string{"notify"}, nil)
+	forged := deliveryRecord{ID: "forged", Status: deliveryPending, Event: "firing", User: user, Channel: channelWebhook,
+		By: n.st.Instance(), Created: time.Now().UnixMilli(), Message: msgRecord{Node: user, Text: "click here"}}
+	b, _ := json.Marshal(forged)
+	n.write(crdt.Point{Node: rule, Type: rules.TypeDelivery, Key: "x", Text: string(b), Origin: uuid.New()})
+	// A real firing afterwards is sent: the engine is alive.
+	sensor := addNode(n, n.root, "sensor")
+	n.write(valPt(sensor, "temp", 31))
+	waitFor(t, "the real notification", 10*time.Second, func() bool { ids, _ := hook.distinct(); return ids == 1 })
+	time.Sleep(200 * time.Millisecond)
+	for _, p := range hook.posts() {
+		if p.ID == "forged" {
+			t.Fatal("a forged delivery was sent")
+		}
+	}
+	if ids, _ := hook.distinct(); ids != 1 {
+		t.Fatalf("%d notifications", ids)
+	}
+}
