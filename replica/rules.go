@@ -624,7 +624,10 @@ func (e *ruleEngine) judge(rr *ruleRun, s uuid.UUID) {
 	in := rr.insts[s]
 	if in == nil {
 		if !holds {
-			return // nothing to track
+			if !next.IsZero() {
+				e.setTimer(timerKey{rr.rule.ID, s}, next) // a schedule, a change that ages
+			}
+			return // nothing else to track
 		}
 		in = &ruleInst{}
 		rr.insts[s] = in

@@ -275,3 +275,54 @@ func TestRuleRunsOnEdgeOffline(t *testing.T) {
 		t.Fatalf("the edge's rule moved %d times", a)
 	}
 }
+
+// TestRuleConditionsOverTime: conditions whose truth changes with time
+// alone fire when their time comes, with the engine's timers: a minimum
+// active time, a value unchanged for 10 minutes, a schedule; and a rule
+// with a broken condition says why and judges nothing.
+func TestRuleConditionsOverTime(t *testing.T) {
+	ft := newFakeTime()
+	day := ft.now().UTC().Truncate(24 * time.Hour)
+	ft.advance(day.Add(24*time.Hour + 7*time.Hour + 59*time.Minute).Sub(ft.now())) // tomorrow 07:59 UTC
+	n := startNode(t, "cloud", nodeOpts{physical: ft.now})
+	site := addNode(n, n.root, "site")
+	sensor := addNode(n, site, "sensor")
+	slow := addRule(n, site, []string{"temp > 30"}, []string{"set hot 1"}, nil, crdt.Point{Type: rules.TypeMinActive, Value: 60})
+	stale := addRule(n, site, []string{"on sensor level unchanged 10m"}, []string{"set stuck 1"}, []string{"set stuck 0"}, crdt.Point{Type: rules.TypePacing, Value: 0})
+	morning := addRule(n, site, []string{"schedule daily 08:00-09:00 UTC"}, []string{"set heating 1"}, []string{"set heating 0"})
+	broken := addRule(n, site, []string{"temp >> 30"}, []string{"set broken 1"}, nil)
+
+	n.write(valPt(sensor, "temp", 31), valPt(sensor, "level", 5))
+	waitFor(t, "the engine reads the writes", 5*time.Second, func() bool { return n.rep.rules.seen() >= n.st.LastSeq() })
+	ft.advanceAll(30*time.Second, n)
+	time.Sleep(100 * time.Millisecond)
+	if ruleState(n, slow, sensor) != -1 {
+		t.Fatal("fired before its minimum active time")
+	}
+	ft.advanceAll(31*time.Second, n) // 08:00:01
+	waitFor(t, "fires after its minimum active time", 5*time.Second, func() bool { return ruleState(n, slow, sensor) == 1 })
+	waitFor(t, "the schedule starts", 5*time.Second, func() bool { return ruleState(n, morning, morning) == 1 })
+	n.waitValue(morning, "heating", 1)
+	if ruleState(n, stale, sensor) != -1 {
+		t.Fatal("stale after a minute")
+	}
+	ft.advanceAll(10*time.Minute, n)
+	waitFor(t, "the level unchanged for 10 minutes", 5*time.Second, func() bool { return ruleState(n, stale, sensor) == 1 })
+	n.write(valPt(sensor, "level", 5)) // the same value again: still unchanged
+	time.Sleep(100 * time.Millisecond)
+	if ruleState(n, stale, sensor) != 1 {
+		t.Fatal("the same value cleared unchanged")
+	}
+	n.write(valPt(sensor, "level", 6))
+	waitFor(t, "a new value clears it", 5*time.Second, func() bool { return ruleState(n, stale, sensor) == 0 })
+	ft.advanceAll(time.Hour, n) // 09:11
+	waitFor(t, "the schedule ends", 5*time.Second, func() bool { return ruleState(n, morning, morning) == 0 })
+	n.waitValue(morning, "heating", 0)
+
+	waitFor(t, "the broken rule says why", 5*time.Second, func() bool {
+		return strings.Contains(n.get(broken, uuid.Nil, rules.TypeError, "condition.1").Text, ">>")
+	})
+	if pointValue(n, sensor, "broken") != -1 {
+		t.Fatal("a rule with a broken condition acted")
+	}
+}
