@@ -49,6 +49,7 @@ const (
 // ruleRun is what the engine keeps of one rule node.
 type ruleRun struct {
 	rule    rules.Rule
+	types   []string // rule.Types()
 	parents []uuid.UUID
 	home    bool // it runs here
 	// scopeErr, by condition or action name: a node it names is outside
@@ -406,9 +407,10 @@ func (e *ruleEngine) judgeChange(p *crdt.Point) {
 	})
 	for _, id := range found {
 		rr := e.rules[id]
-		if rr == nil || !rr.home || !slices.Contains(rr.rule.Types(), p.Type) {
+		if rr == nil || !rr.home || !slices.Contains(rr.types, p.Type) {
 			continue
 		}
+		perNode, named := false, false
 		for i := range rr.rule.Conditions {
 			c := &rr.rule.Conditions[i]
 			if c.Type != p.Type {
@@ -416,10 +418,19 @@ func (e *ruleEngine) judgeChange(p *crdt.Point) {
 			}
 			switch {
 			case c.Node == p.Node:
-				e.judge(rr, rr.rule.ID)
+				named = true
 			case c.PerNode():
-				e.judge(rr, p.Node)
+				perNode = true
 			}
+		}
+		switch {
+		case named && rr.rule.PerNode():
+			e.rescan[id] = true // a named node's point bears on every instance
+		case named:
+			e.judge(rr, rr.rule.ID)
+		}
+		if perNode {
+			e.judge(rr, p.Node)
 		}
 	}
 }
@@ -464,6 +475,7 @@ func (e *ruleEngine) reload(id uuid.UUID) {
 		return
 	}
 	rr := &ruleRun{rule: rules.FromPoints(id, pts), errs: map[string]string{}, insts: map[uuid.UUID]*ruleInst{}}
+	rr.types = rr.rule.Types()
 	rr.parents = e.r.router.parentsOf(id, nil)
 	rr.home = e.isHome(rr.parents)
 	for i := range pts {
