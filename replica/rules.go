@@ -116,10 +116,11 @@ type ruleEngine struct {
 	readyFlag   atomic.Bool
 	membersView atomic.Pointer[[]uuid.UUID]
 	rules       map[uuid.UUID]*ruleRun
-	byParent    map[uuid.UUID][]uuid.UUID // parent → rules under it
-	dirty       map[uuid.UUID]bool        // rules to read again
-	rescan      map[uuid.UUID]bool        // rules whose every subject to judge again
-	types       map[string]int            // point types some rule reads, with how many
+	byParent    map[uuid.UUID][]uuid.UUID        // parent → rules under it
+	dirty       map[uuid.UUID]bool               // rules to read again
+	rescan      map[uuid.UUID]bool               // rules whose every subject to judge again
+	moved       map[uuid.UUID]map[uuid.UUID]bool // rule → subtrees that moved in or out of its scope
+	types       map[string]int                   // point types some rule reads, with how many
 	marks       map[crdt.Register]*changeMark
 	markTyps    map[string]int // types some changed/unchanged condition reads
 	devices     map[uuid.UUID]*deviceState
@@ -146,7 +147,7 @@ func newRuleEngine(r *Replica) *ruleEngine {
 		r: r, kick: r.hub.register(), wakeC: make(chan struct{}, 1),
 		root: r.st.Root(), self: r.st.Instance(),
 		rules: map[uuid.UUID]*ruleRun{}, byParent: map[uuid.UUID][]uuid.UUID{},
-		dirty: map[uuid.UUID]bool{}, rescan: map[uuid.UUID]bool{}, types: map[string]int{},
+		dirty: map[uuid.UUID]bool{}, rescan: map[uuid.UUID]bool{}, moved: map[uuid.UUID]map[uuid.UUID]bool{}, types: map[string]int{},
 		marks: map[crdt.Register]*changeMark{}, markTyps: map[string]int{},
 		devices: map[uuid.UUID]*deviceState{}, edgeKeys: map[uuid.UUID]bool{}, users: map[uuid.UUID]bool{},
 		due: map[timerKey]time.Time{}, peerSeen: map[uuid.UUID]time.Time{}, liveEdges: map[uuid.UUID]bool{},
@@ -324,9 +325,10 @@ func (e *ruleEngine) change(p *crdt.Point, seq uint64) {
 	}
 }
 
-// edgeChanged: a node's parents changed. A rule that moved is read again;
-// the rules above the edge's parent judge again every node of their
-// scope (the moved subtree entered or left it).
+// edgeChanged: a node's parents changed. A rule that moved is read again.
+// The rules above the edge's parent (where the child came or went) and
+// above the child (where it is now) judge the moved subtree again, at
+// flush; a rule that names nodes checks its scope whole.
 func (e *ruleEngine) edgeChanged(parent, child uuid.UUID) {
 	if _, ok := e.rules[child]; ok {
 		e.dirty[child] = true
@@ -334,21 +336,63 @@ func (e *ruleEngine) edgeChanged(parent, child uuid.UUID) {
 	if len(e.rules) == 0 {
 		return
 	}
-	e.r.router.up(parent, func(a uuid.UUID) bool {
+	collect := func(a uuid.UUID) bool {
 		for _, id := range e.byParent[a] {
-			e.rescan[id] = true
+			rr := e.rules[id]
+			switch {
+			case rr == nil || !rr.home:
+			case rr.namesNodes() || !rr.rule.PerNode():
+				e.rescan[id] = true
+			default:
+				if e.moved[id] == nil {
+					e.moved[id] = map[uuid.UUID]bool{}
+				}
+				e.moved[id][child] = true
+			}
 		}
 		return true
-	})
-	// The parent may have lost the child: the rules above the child's
-	// old place are found from the child up (where it is now) and the
-	// parent up (where it was), which covers both.
-	e.r.router.up(child, func(a uuid.UUID) bool {
-		for _, id := range e.byParent[a] {
-			e.rescan[id] = true
+	}
+	e.r.router.up(parent, collect)
+	e.r.router.up(child, collect)
+}
+
+// namesNodes reports whether a condition or an action of the rule names
+// a node (whose place in the scope a move may change).
+func (rr *ruleRun) namesNodes() bool {
+	for _, c := range rr.rule.Conditions {
+		if c.Node != uuid.Nil {
+			return true
 		}
-		return true
-	})
+	}
+	for _, as := range [][]rules.Action{rr.rule.Actions, rr.rule.Clear} {
+		for _, a := range as {
+			if a.Node != uuid.Nil {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// judgeMoved judges again, for rule rr, every node of the subtrees that
+// moved (they entered or left its scope).
+func (e *ruleEngine) judgeMoved(rr *ruleRun, roots map[uuid.UUID]bool) {
+	if !rr.runs() {
+		return
+	}
+	seen := map[uuid.UUID]bool{}
+	for root := range roots {
+		err := e.r.st.Descendants(root, func(n uuid.UUID) error {
+			if !seen[n] {
+				seen[n] = true
+				e.judge(rr, n)
+			}
+			return nil
+		})
+		if err != nil {
+			e.r.log.Warn("rules: read a moved subtree", "rule", rr.rule.ID, "err", err)
+		}
+	}
 }
 
 // markSaw records a value change of a register a changed or unchanged
@@ -443,8 +487,15 @@ func (e *ruleEngine) flush() {
 	}
 	for id := range e.rescan {
 		delete(e.rescan, id)
+		delete(e.moved, id)
 		if rr := e.rules[id]; rr != nil && rr.home {
 			e.judgeAll(rr)
+		}
+	}
+	for id, roots := range e.moved {
+		delete(e.moved, id)
+		if rr := e.rules[id]; rr != nil && rr.home {
+			e.judgeMoved(rr, roots)
 		}
 	}
 	e.deviceFlush()
@@ -673,7 +724,8 @@ func (e *ruleEngine) judge(rr *ruleRun, s uuid.UUID) {
 func (e *ruleEngine) conditions(rr *ruleRun, s uuid.UUID, now time.Time) (holds bool, since, next time.Time, ok bool) {
 	perNode := rr.rule.PerNode()
 	if perNode && (s == rr.rule.ID || !e.inScope(rr, s)) {
-		return false, since, next, false
+		// A node that left the scope: its instance, if any, clears.
+		return false, now, next, rr.insts[s] != nil && s != rr.rule.ID
 	}
 	anyHeld, allHeld, anyPer := false, true, false
 	for i := range rr.rule.Conditions {

@@ -247,6 +247,11 @@ func TestRuleScope(t *testing.T) {
 	waitFor(t, "the error clears once the node is in scope", 5*time.Second, func() bool {
 		return n.get(peek, uuid.Nil, rules.TypeError, "condition.1").Tombstone
 	})
+	// A node that leaves the scope leaves its instance inactive.
+	gone := edgePt(siteA, inA)
+	gone.Tombstone = true
+	n.write(gone, edgePt(siteB, inA))
+	waitFor(t, "the instance of a node moved away clears", 5*time.Second, func() bool { return ruleState(n, rule, inA) == 0 })
 }
 
 // TestRuleRunsOnEdgeOffline: a rule under an edge runs on the edge, while
