@@ -142,10 +142,18 @@ func (e *ruleEngine) deviceCheck(id uuid.UUID) {
 	}
 	if d.holder == e.self {
 		// This instance held the link and does not any more: the end of
-		// a session, or of the process before this one.
+		// a session, or of the process before this one. A device back
+		// within linkGrace changes nothing (a write now and another at
+		// its return would cost its link both, and their histories); a
+		// restart of this instance counts from when it started.
 		seen, ok := e.downAt[id]
 		if !ok {
 			seen = e.linkLastSeen(id)
+		}
+		from := later(seen, e.start)
+		if wait := from.Add(min(linkGrace, offlineAfter(d))); now.Before(wait) {
+			e.setTimer(timerKey{uuid.Nil, id}, wait)
+			return
 		}
 		e.writeDevice(id, []crdt.Point{
 			{Node: id, Type: rules.TypeLastSeen, Value: float64(seen.UnixMilli())},
@@ -169,11 +177,7 @@ func (e *ruleEngine) deviceCheck(id uuid.UUID) {
 			base = later(base, e.start)
 		}
 	}
-	after := d.offlineAfter
-	if after <= 0 {
-		after = rules.DefaultOfflineAfter
-	}
-	deadline := base.Add(after)
+	deadline := base.Add(offlineAfter(d))
 	if now.Before(deadline) {
 		e.setTimer(timerKey{uuid.Nil, id}, deadline)
 		return
@@ -182,6 +186,18 @@ func (e *ruleEngine) deviceCheck(id uuid.UUID) {
 		return // the owner writes it; a change of peers looks again
 	}
 	e.writeDevice(id, []crdt.Point{{Node: id, Type: rules.TypeOnline, Value: 0}})
+}
+
+// linkGrace is how long after its link ends a device may come back with
+// nothing written.
+const linkGrace = 2 * time.Minute
+
+// offlineAfter is how long device d may go unseen.
+func offlineAfter(d *deviceState) time.Duration {
+	if d.offlineAfter > 0 {
+		return d.offlineAfter
+	}
+	return rules.DefaultOfflineAfter
 }
 
 // linkLastSeen is when the link book last saw device id's link (this

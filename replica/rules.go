@@ -115,6 +115,7 @@ type ruleEngine struct {
 	known       atomic.Pointer[map[uuid.UUID]bool]
 	readyFlag   atomic.Bool
 	membersView atomic.Pointer[[]uuid.UUID]
+	edgesView   atomic.Pointer[map[uuid.UUID]bool]
 	rules       map[uuid.UUID]*ruleRun
 	byParent    map[uuid.UUID][]uuid.UUID        // parent → rules under it
 	dirty       map[uuid.UUID]bool               // rules to read again
@@ -971,6 +972,7 @@ func (e *ruleEngine) readLinks() {
 			}
 		}
 		e.liveEdges = edges
+		e.edgesView.Store(&edges)
 		for id := range edges {
 			e.deviceCheck(id)
 		}
@@ -1044,4 +1046,10 @@ func (e *ruleEngine) isReady() bool { return e.readyFlag.Load() }
 func (e *ruleEngine) isMemberForTest(id uuid.UUID) bool {
 	m := e.membersView.Load()
 	return m != nil && slices.Contains(*m, id)
+}
+
+// linkedForTest reports whether the engine holds a link to device id.
+func (e *ruleEngine) linkedForTest(id uuid.UUID) bool {
+	m := e.edgesView.Load()
+	return m != nil && (*m)[id]
 }

@@ -175,11 +175,18 @@ func TestRuleDeviceOfflineAfter15Minutes(t *testing.T) {
 	}
 
 	edge.kill()
-	waitFor(t, "the link's end recorded", 15*time.Second, func() bool {
+	waitFor(t, "the cloud sees the link end", 15*time.Second, func() bool { return !cloud.rep.rules.linkedForTest(dev) })
+	downAt := ft.now()
+	ft.advanceAll(90*time.Second, cloud)
+	time.Sleep(100 * time.Millisecond)
+	if cloud.get(dev, uuid.Nil, rules.TypeLinkedVia, "0").Tombstone {
+		t.Fatal("the link's end written before its grace: a quick return would cost two writes")
+	}
+	ft.advanceAll(time.Minute, cloud)
+	waitFor(t, "the link's end recorded after its grace", 5*time.Second, func() bool {
 		return cloud.get(dev, uuid.Nil, rules.TypeLinkedVia, "0").Tombstone
 	})
-	downAt := ft.now()
-	ft.advanceAll(14*time.Minute, cloud)
+	ft.advanceAll(12*time.Minute, cloud) // 14.5 min after the end
 	time.Sleep(200 * time.Millisecond)
 	if got := pointValue(cloud, dev, rules.TypeOnline); got != 1 {
 		t.Fatalf("online = %v 14 minutes after the link dropped; want 1", got)
