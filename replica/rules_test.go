@@ -338,3 +338,17 @@ func TestRuleConditionsOverTime(t *testing.T) {
 		t.Fatal("a rule with a broken condition acted")
 	}
 }
+
+// changesBesidesDeviceState counts the registers n changed after change
+// after, leaving out the device state it keeps on its own (an edge
+// session that came up or ended writes some).
+func changesBesidesDeviceState(n *node, after uint64) int {
+	count := 0
+	_ = n.st.Feed(after, func(c *store.Change) error {
+		if !isDeviceType(c.Point.Type) {
+			count++
+		}
+		return nil
+	})
+	return count
+}
