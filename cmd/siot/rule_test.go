@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -232,7 +233,16 @@ func TestRuleLs(t *testing.T) {
 	}
 	north := add("node", "add", "--type", "site", "--desc", "north")
 	south := add("node", "add", "--type", "site", "--desc", "south")
-	pump := add("node", "add", "--parent", north, "--type", "device")
+	// A provisioned device: the rules under it are its own to run (this
+	// server keeps them as they are), so the state points written below
+	// stand for the device's engine.
+	var dev struct {
+		Node string `json:"node"`
+	}
+	if err := json.Unmarshal([]byte(add("device", "add", "--parent", north, "--out", filepath.Join(t.TempDir(), "pump.creds"), "--json")), &dev); err != nil {
+		t.Fatal(err)
+	}
+	pump := dev.Node
 	if out, errOut, err := cli(t, "", append([]string{"rule", "ls"}, s...)...); err != nil || out != "" || !strings.Contains(errOut, "no rules at or below "+srv.id) {
 		t.Fatalf("rule ls without rules: %v %q %q", err, out, errOut)
 	}
@@ -242,7 +252,7 @@ func TestRuleLs(t *testing.T) {
 		"--if", "a > 1", "--if", "b > 1", "--if", "c > 1", "--if", "d > 1", "--if", "e > 1", "--if", "f > 1", "--if", "g > 1",
 		"--then", "set alarm 1", "--clear", "set alarm 0", "--any", "--min-active", "1m", "--pacing", "90s")
 	disabled := add("rule", "add", "--parent", south, "--desc", "Gamma", "--if", "offline", "--disabled")
-	broken := add("rule", "add", "--parent", south, "--desc", "Delta", "--if", "offline", "--then", "notify")
+	broken := add("rule", "add", "--parent", south, "--desc", "Delta", "--if", "offline", "--then", "set "+north+" alarm 1")
 	// Beta: active on two nodes, inactive on a third; fired on each.
 	now := time.Now()
 	since := now.Add(-48 * time.Hour).Truncate(time.Second).UTC()
@@ -251,11 +261,11 @@ func TestRuleLs(t *testing.T) {
 	stateAt(t, cl, active, subjects[0], true, since.UnixMilli(), last-60_000)
 	stateAt(t, cl, active, subjects[1], true, since.UnixMilli()+1000, last)
 	stateAt(t, cl, active, subjects[2], false, since.UnixMilli()+2000, last-120_000)
-	// Delta: an error on its action; Alpha: a tombstoned one, cleared.
-	if _, err := cl.Set(context.Background(),
-		client.Point{Node: uuid.MustParse(broken), Type: rules.TypeError, Key: "1", Text: "no users to notify"}); err != nil {
-		t.Fatal(err)
-	}
+	// Delta: its action writes outside its scope, which the rule engine
+	// reports; Alpha: a tombstoned error, cleared.
+	waitUntil(t, "the engine reports Delta's error", func() bool {
+		return strings.Contains(mustCLI(t, "", append([]string{"rule", "ls", broken}, s...)...), "outside the rule's scope")
+	})
 	if _, err := cl.Set(context.Background(),
 		client.Point{Node: uuid.MustParse(never), Type: rules.TypeError, Key: "1", Text: "gone", Tombstone: true}); err != nil {
 		t.Fatal(err)
@@ -274,8 +284,8 @@ func TestRuleLs(t *testing.T) {
 		"  clear 1  set alarm 0\n" +
 		broken + "  Delta  error  last fired never\n" +
 		"  if    1  offline\n" +
-		"  then  1  notify\n" +
-		"  error 1  no users to notify\n" +
+		"  then  1  set " + north + " alarm 1\n" +
+		"  error action.1  node " + north + " is outside the rule's scope\n" +
 		disabled + "  Gamma  disabled  last fired never\n" +
 		"  if    1  offline\n"
 	if out != want {
@@ -305,7 +315,7 @@ func TestRuleLs(t *testing.T) {
 		n.Pacing != rules.DefaultPacing.Seconds() || len(n.Errors) != 0 || n.Subjects == nil || len(n.Subjects) != 0 || len(n.ClearActions) != 0 {
 		t.Errorf("the rule never fired, JSON: %+v", n)
 	}
-	if b := ls[2]; b.State != "error" || b.Errors["1"] != "no users to notify" {
+	if b := ls[2]; b.State != "error" || b.Errors["action.1"] != "node "+north+" is outside the rule's scope" {
 		t.Errorf("the broken rule's JSON: %+v", b)
 	}
 	if d := ls[3]; d.State != "disabled" || !d.Disabled || d.Parent != south {
