@@ -178,10 +178,14 @@ func ParseAction(s string) (Action, error) {
 	switch toks[0] {
 	case "notify":
 		a.Notify = true
-		a.Message = strings.Join(toks[1:], " ")
-		if len(toks) == 2 {
-			a.Message = toks[1] // a quoted message keeps its spacing
+		// A quoted token comes with tokens' leading quote mark, which is
+		// not part of the message (notify "{node} is offline" says
+		// {node} is offline); only a quoted token starts with one.
+		words := make([]string, len(toks)-1)
+		for i, w := range toks[1:] {
+			words[i] = strings.TrimPrefix(w, `"`)
 		}
+		a.Message = strings.Join(words, " ") // a quoted message keeps its spacing
 		return a, nil
 	case "set":
 		toks = toks[1:]
