@@ -299,23 +299,32 @@ func (s *Server) count(id Identity) int {
 }
 
 // prune forgets the registered connections that have closed. A client is
-// listed by the server from its creation, before it authenticates, and
-// client IDs only grow: a registered ID above the highest listed one is a
-// connection newer than the listing, not a closed one.
+// listed by the server from its creation, before it authenticates: a
+// connection registered before the listing was taken and not in it has
+// closed; one registered since may be newer than the listing.
+//
+// (It used to tell a newer connection by its ID, above the highest
+// listed one; but the newest connection, closed while no newer one was
+// open, was above it too, and was never forgotten: a device that crashed
+// after every other had connected kept its link, and never went offline.)
 //
 // It returns the connections that hold more than MaxSubsPerConn
 // subscriptions, with their number (the system's included: Revalidate
 // skips it).
 func (s *Server) prune() (heavy map[uint64]int) {
+	s.mu.Lock()
+	before := make([]uint64, 0, len(s.conns))
+	for cid := range s.conns {
+		before = append(before, cid)
+	}
+	s.mu.Unlock()
 	cz, err := s.ns.Connz(&server.ConnzOptions{Limit: 1 << 30})
 	if err != nil {
 		return nil
 	}
 	open := make(map[uint64]bool, len(cz.Conns))
-	var top uint64
 	for _, ci := range cz.Conns {
 		open[ci.Cid] = true
-		top = max(top, ci.Cid)
 		if int(ci.NumSubs) > s.maxSubs {
 			if heavy == nil {
 				heavy = map[uint64]int{}
@@ -325,8 +334,8 @@ func (s *Server) prune() (heavy map[uint64]int) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for cid := range s.conns {
-		if cid <= top && !open[cid] {
+	for _, cid := range before {
+		if !open[cid] {
 			delete(s.conns, cid)
 		}
 	}

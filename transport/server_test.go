@@ -965,6 +965,33 @@ func TestServerRevalidate(t *testing.T) {
 	}
 }
 
+// TestServerConnectionsForgetTheNewestClosed: a closed connection leaves
+// Connections by the next Revalidate, the newest one too, when no
+// connection newer than it is open (a device that crashed, the last one
+// to have connected: its link must end, for it to go offline).
+func TestServerConnectionsForgetTheNewestClosed(t *testing.T) {
+	srvCheckLeaks(t)
+	r := authRand(t)
+	older := authKeyCreds(t, r, KindKey, authUUID(t, r))
+	newest := authKeyCreds(t, r, KindKey, authUUID(t, r))
+	s := srvStart(t, ServerConfig{Auth: srvAuthFor(t, older, newest)})
+	srvDial(t, s.ClientURL(), DialConfig{Name: "older", Creds: older})
+	nc := srvDial(t, s.ClientURL(), DialConfig{Name: "newest", Creds: newest})
+	oid, _ := older.Identity()
+	nid, _ := newest.Identity()
+	if got := s.Connections(); got[oid] != 1 || got[nid] != 1 {
+		t.Fatalf("Connections() = %v, want one of each", got)
+	}
+	nc.Close()
+	srvEventually(t, "the newest connection, closed, gone from Connections after a Revalidate", func() bool {
+		s.Revalidate(func(Grant) error { return nil })
+		return s.Connections()[nid] == 0
+	})
+	if got := s.Connections(); got[oid] != 1 {
+		t.Errorf("Connections() = %v: the older connection, open, is gone", got)
+	}
+}
+
 // TestServerWithoutAuth: a server without an Authenticator takes only its
 // in-process system connections until SetAuth gives it one.
 func TestServerWithoutAuth(t *testing.T) {
