@@ -483,6 +483,7 @@ func FuzzParseAction(f *testing.F) {
 		}
 	})
 }
+
 // TestParseActionNotifyQuotes: a notify action's message is its text
 // without the quotes around it, with its spacing when quoted whole.
 func TestParseActionNotifyQuotes(t *testing.T) {
