@@ -16,7 +16,8 @@ import (
 //
 //   - when the device's link comes up: online 1, lastSeen (now) and
 //     linkedVia (this instance's ID);
-//   - when it ends: lastSeen (when the device last spoke), and linkedVia
+//   - when it ends, unless the device is back within linkGrace (or its
+//     offlineAfter): lastSeen (when the device last spoke), and linkedVia
 //     tombstoned;
 //   - once the device has gone unseen for its offlineAfter (15 min without
 //     one): online 0.
