@@ -63,7 +63,7 @@ const (
 	// offlineAfter, 0 once it has not been.
 	TypeOnline = "online"
 	// TypeLastSeen: Unix ms the device was last seen, written when its
-	// link comes up and when it ends.
+	// link comes up, and when it ends unless the device is back soon.
 	TypeLastSeen = "lastSeen"
 	// TypeLinkedVia: the instance ID (text) of the upstream holding the
 	// device's link; tombstoned when the link ends.
