@@ -198,6 +198,7 @@ func (e *ruleEngine) run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-e.kick:
+		case <-e.r.router.moved:
 		case <-e.r.links.changed:
 		case <-e.wakeC:
 		case res := <-e.deliv.results:
