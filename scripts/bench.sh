@@ -47,12 +47,18 @@ others=$(go list ./... | grep -v -e '^github.com/siot-io/siot/store$' -e '^githu
 	# 1,000 against `siot serve` in a process of its own (SIOT_FLEET_PROC;
 	# SIOT_CLOUD_GOMEMLIMIT sets its GOMEMLIMIT).
 	# scripts/fleet-plot.py < bench.out draws docs/fleet-scaling.svg.
-	go test -run '^$' -bench Fleet -benchtime 1x -count 1 -timeout 60m ./replica/
+	go test -run '^$' -bench '^BenchmarkFleet' -benchtime 1x -count 1 -timeout 60m ./replica/
 	go test -run '^$' -bench 'Resume|Repair|FirstLink' -benchtime 1x -count "$COUNT" -timeout 60m ./replica/
 	# A day offline (issue 16): an edge cut off records 864,000 readings,
 	# then the link is restored; one op is the whole scenario (about 10 s):
 	# the upload's time, its bytes on the wire and on the cloud's disk.
 	go test -run '^$' -bench HistoryUpload -benchtime 1x -count "$COUNT" -timeout 30m ./replica/
+	# Rules (issue 17): a change to a rule's action read back, 2,000
+	# crossings; then 10,000 rules under 10,000 changes a second for 10 s
+	# (SIOT_RULES_RATE, SIOT_RULES_SECONDS, SIOT_RULES_EXCURSION), against
+	# the same load without rules in the same op (about 40 s an op).
+	go test -run '^$' -bench RuleLatency -benchtime 2000x -count "$COUNT" ./replica/
+	go test -run '^$' -bench RuleFleet -benchtime 1x -count "$COUNT" -timeout 30m ./replica/
 	# The browser replica in Chromium (web/bench/ui.bench.ts, about 8 min at
 	# the default sizes): edge-to-page propagation (SIOT_UI_SAMPLES writes a
 	# round), the first load of a 10,100-node scope into an empty IndexedDB
