@@ -332,6 +332,7 @@ func (n *notifier) dispatch() {
 	}
 	now := e.now().UnixMilli()
 	var takeover []crdt.Point
+	var taken []*delivery
 	for k, d := range n.pending {
 		if n.inflight[k] {
 			continue
@@ -344,6 +345,7 @@ func (n *notifier) dispatch() {
 			rec.By = e.self
 			if b, err := json.Marshal(rec); err == nil {
 				takeover = append(takeover, crdt.Point{Node: k.rule, Type: rules.TypeDelivery, Key: k.key, Text: string(b)})
+				taken = append(taken, d)
 			}
 			continue
 		}
@@ -358,8 +360,15 @@ func (n *notifier) dispatch() {
 		}
 	}
 	if len(takeover) > 0 {
-		if _, err := e.r.Write(takeover); err != nil {
+		res, err := e.r.Write(takeover)
+		if err != nil {
 			e.r.log.Warn("notify: take over deliveries", "err", err)
+			return
+		}
+		// Taken over now, not once the feed brings the records back: the
+		// next dispatch, which may come first, must not write them again.
+		for _, d := range taken {
+			d.rec.By, d.seq = e.self, res.FirstSeq+uint64(len(res.Changes))
 		}
 	}
 }

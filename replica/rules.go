@@ -141,6 +141,10 @@ type ruleEngine struct {
 	downAt    map[uuid.UUID]time.Time // when this instance's link to a device last ended
 
 	deliv *notifier
+	// batch and queue: the instances' changes judged since the last
+	// commit, and their points.
+	batch []crdt.Point
+	queue []queuedChange
 
 	// fresh is the change being judged (judgeChange): the current winner
 	// of its register, as the feed read it.
@@ -206,6 +210,7 @@ func (e *ruleEngine) run(ctx context.Context) error {
 			e.known.Store(&m)
 		}
 		e.fireTimers()
+		e.commit()
 		e.deliv.dispatch()
 		wait := time.Hour
 		if behind {
@@ -723,15 +728,54 @@ func (e *ruleEngine) judge(rr *ruleRun, s uuid.UUID) {
 	if !changed || !e.owns(rr.rule.ID) {
 		return
 	}
-	if err := e.transition(rr, s, out); err != nil {
-		e.r.log.Warn("rules: act", "rule", rr.rule.ID, "node", s, "err", err)
-		e.setTimer(timerKey{rr.rule.ID, s}, now.Add(time.Second))
-		return
-	}
+	// The change is queued, and the instance moved, at once: what the
+	// engine judges next sees it. commit writes the queue in one batch
+	// (one fsync for every change of a step) or moves them back.
+	e.queue = append(e.queue, queuedChange{key: timerKey{rr.rule.ID, s}, in: in, old: *in, active: out.Active})
+	e.batch = append(e.batch, e.transition(rr, s, out)...)
 	in.in, in.recorded = out, true
 	if out.Active {
 		in.firedMs = now.UnixMilli()
 	}
+	if len(e.batch) >= ruleBatchPoints {
+		e.commit()
+	}
+}
+
+// queuedChange is an instance's change written by the next commit.
+type queuedChange struct {
+	key    timerKey
+	in     *ruleInst
+	old    ruleInst // as it was before: restored if the write fails
+	active bool
+}
+
+// ruleBatchPoints bounds the points of the changes one commit writes.
+const ruleBatchPoints = 4096
+
+// commit writes the queued changes of rule instances, with their actions'
+// points and delivery records, as one batch. If the store refuses it, the
+// instances go back to what they were and are judged again in a second.
+func (e *ruleEngine) commit() {
+	if len(e.batch) == 0 {
+		return
+	}
+	_, err := e.r.write(e.batch, false)
+	if err != nil {
+		e.r.log.Warn("rules: write the rules' changes", "changes", len(e.queue), "err", err)
+		retry := e.now().Add(time.Second)
+		for i := len(e.queue) - 1; i >= 0; i-- {
+			q := e.queue[i]
+			*q.in = q.old
+			e.setTimer(q.key, retry)
+		}
+	} else {
+		for _, q := range e.queue {
+			e.r.metrics.ruleTransition(q.active)
+		}
+	}
+	clear(e.batch)
+	e.batch, e.queue = e.batch[:0], e.queue[:0]
 }
 
 // conditions judges rr's conditions for subject s: whether they hold,
@@ -884,10 +928,10 @@ func truncateText(s string, n int) string {
 	return s[:n]
 }
 
-// transition writes an instance's change and what its actions do, in one
-// batch: the state and fired points, each set action's point, and a
-// delivery record per notification.
-func (e *ruleEngine) transition(rr *ruleRun, s uuid.UUID, out rules.Instance) error {
+// transition returns the points of an instance's change and of what its
+// actions do: the state and fired points, each set action's point, and a
+// delivery record per notification, all at one new HLC.
+func (e *ruleEngine) transition(rr *ruleRun, s uuid.UUID, out rules.Instance) []crdt.Point {
 	t := e.r.clock.Now()
 	key := s.String()
 	v := 0.0
@@ -918,12 +962,7 @@ func (e *ruleEngine) transition(rr *ruleRun, s uuid.UUID, out rules.Instance) er
 		}
 		pts = append(pts, p)
 	}
-	_, err := e.r.write(pts, false)
-	if err != nil {
-		return err
-	}
-	e.r.metrics.ruleTransition(out.Active)
-	return nil
+	return pts
 }
 
 // setTimer asks to judge key again at at (the earliest asked wins).

@@ -2,10 +2,12 @@ package replica
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"sync"
 	"testing"
@@ -94,7 +96,10 @@ func TestRuleNotifiesOnceAcrossPeers(t *testing.T) {
 	})
 
 	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
+	if v, err := strconv.ParseUint(os.Getenv("SIOT_SEED"), 10, 64); err == nil {
+		seed = v
+	}
+	t.Logf("seed %d (set SIOT_SEED to repeat)", seed)
 	rng := rand.New(rand.NewPCG(seed, 17))
 	const firings = 100
 	kills := 0
@@ -119,12 +124,20 @@ func TestRuleNotifiesOnceAcrossPeers(t *testing.T) {
 			victim.kill()
 			t.Logf("kill of %s took %v", victim.name, time.Since(k0))
 		}
-		waitExplained(t, 20*time.Second, func() bool {
+		waitExplained(t, 90*time.Second, func() bool {
 			ids, _ := hook.distinct()
 			return ids >= i+1
 		}, func() string {
 			ids, posts := hook.distinct()
-			return "firing " + itoa(i) + ": " + itoa(ids) + " notifications, " + itoa(posts) + " posts"
+			key := deliveryKey(sensor, user, channelWebhook, "1")
+			var more string
+			for _, c := range clouds {
+				if c.rep != nil {
+					more += fmt.Sprintf("\n%s: state %v temp %v, delivery %+v ready %v members %v", c.name, ruleState(c, rule, sensor),
+						pointValue(c, sensor, "temp"), deliveryOf(c, rule, key), c.rep.rules.isReady(), c.rep.rules.membersView.Load())
+				}
+			}
+			return "firing " + itoa(i) + ": " + itoa(ids) + " notifications, " + itoa(posts) + " posts" + more
 		})
 		if victim != nil || time.Since(it0) > 500*time.Millisecond {
 			t.Logf("firing %d notified in %v (kill: %v)", i, time.Since(it0), victim != nil)
