@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 
@@ -85,4 +86,24 @@ func validate(pts []crdt.Point) error {
 		}
 	}
 	return nil
+}
+
+// dialAt dials the server and checks the node a listing starts from:
+// root, or the top of what the credentials reach when root is uuid.Nil.
+// The caller closes the client.
+func dialAt(ctx context.Context, cf *clientFlags, root uuid.UUID) (*client.Client, uuid.UUID, error) {
+	cl, err := cf.dial()
+	if err != nil {
+		return nil, uuid.Nil, err
+	}
+	if root == uuid.Nil {
+		root, err = cl.Root(ctx)
+	} else {
+		err = cl.Known(ctx, root)
+	}
+	if err != nil {
+		cl.Close()
+		return nil, uuid.Nil, err
+	}
+	return cl, root, nil
 }

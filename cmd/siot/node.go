@@ -354,19 +354,11 @@ func (c *nodeLsCmd) run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	cl, err := c.cf.dial()
+	cl, root, err := dialAt(ctx, &c.cf, root)
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
-	if root == uuid.Nil {
-		root, err = cl.Root(ctx)
-	} else {
-		err = cl.Known(ctx, root)
-	}
-	if err != nil {
-		return err
-	}
 	w := &lsWriter{c: c, out: c.m.Stdout, seen: map[uuid.UUID]bool{root: true}}
 	self, err := cl.Node.Ls(ctx, root)
 	if err != nil {

@@ -281,19 +281,11 @@ func (c *ruleLsCmd) run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	cl, err := c.cf.dial()
+	cl, root, err := dialAt(ctx, &c.cf, root)
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
-	if root == uuid.Nil {
-		root, err = cl.Root(ctx)
-	} else {
-		err = cl.Known(ctx, root)
-	}
-	if err != nil {
-		return err
-	}
 	found, err := findRules(ctx, cl, root)
 	if err != nil {
 		return fmt.Errorf("reading the tree (no rule printed): %w", err)
