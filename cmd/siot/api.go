@@ -4,6 +4,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"math"
+	"strconv"
 
 	"github.com/google/uuid"
 
@@ -106,4 +108,15 @@ func dialAt(ctx context.Context, cf *clientFlags, root uuid.UUID) (*client.Clien
 		return nil, uuid.Nil, err
 	}
 	return cl, root, nil
+}
+
+// formatValue writes a point's value for people: a whole number below
+// 2^53 in full (a Unix time in milliseconds reads 1796569297942, not
+// 1.796569297942e+12), anything else in the shortest form that reads back
+// exactly.
+func formatValue(v float64) string {
+	if v == math.Trunc(v) && math.Abs(v) < 1<<53 {
+		return strconv.FormatFloat(v, 'f', -1, 64)
+	}
+	return strconv.FormatFloat(v, 'g', -1, 64)
 }

@@ -196,15 +196,15 @@ func shownSample(p *crdt.Point, tombstone bool) string {
 	case record.IsText(p):
 		return quoteText(p.Text)
 	case p.Text != "":
-		return strconv.FormatFloat(p.Value, 'g', -1, 64) + " " + quoteText(p.Text)
+		return formatValue(p.Value) + " " + quoteText(p.Text)
 	}
-	return strconv.FormatFloat(p.Value, 'g', -1, 64)
+	return formatValue(p.Value)
 }
 
 func (c *historyCmd) printSteps(ctx context.Context, cl *client.Client, out *bufio.Writer, node uuid.UUID, typ, key string, o client.HistoryOptions) (int, time.Time, error) {
 	enc := json.NewEncoder(out)
 	enc.SetEscapeHTML(false)
-	num := func(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
+	num := formatValue
 	n := 0
 	var last time.Time
 	for m, err := range cl.HistorySummaries(ctx, node, typ, key, o) {

@@ -154,7 +154,7 @@ func assignment(p *crdt.Point, text bool) string {
 	if text {
 		return fmt.Sprintf("%s = %s (text)", name, strconv.Quote(oneLine(p.Text, 60)))
 	}
-	return fmt.Sprintf("%s = %s (value)", name, strconv.FormatFloat(p.Value, 'g', -1, 64))
+	return fmt.Sprintf("%s = %s (value)", name, formatValue(p.Value))
 }
 
 const getUsage = `Usage: siot get NODE [--json]
@@ -222,7 +222,7 @@ func (c *getCmd) run(ctx context.Context, args []string) error {
 		if p.Tombstone {
 			state = "deleted"
 		}
-		value := strconv.FormatFloat(p.Value, 'g', -1, 64)
+		value := formatValue(p.Value)
 		if record.IsText(p) {
 			value = "" // a text point: its value 0 is no reading
 		}

@@ -149,7 +149,7 @@ func describe(p *crdt.Point) string {
 	if p.Text != "" {
 		s.WriteString(strconv.Quote(oneLine(p.Text, 60)))
 	} else {
-		s.WriteString(strconv.FormatFloat(p.Value, 'g', -1, 64))
+		s.WriteString(formatValue(p.Value))
 	}
 	if p.Tombstone {
 		s.WriteString(" deleted")
