@@ -112,8 +112,13 @@ type ruleEngine struct {
 	seenPos atomic.Uint64 // pos, for tests
 	// known and readyFlag publish the rules held and whether the engine
 	// acts, for tests.
-	known       atomic.Pointer[map[uuid.UUID]bool]
-	readyFlag   atomic.Bool
+	known     atomic.Pointer[map[uuid.UUID]bool]
+	readyFlag atomic.Bool
+	// passes counts the loop's passes and inflight the notifications
+	// being sent after the last one, for tests that wait for the engine
+	// to settle.
+	passes      atomic.Uint64
+	inflight    atomic.Int64
 	membersView atomic.Pointer[[]uuid.UUID]
 	edgesView   atomic.Pointer[map[uuid.UUID]bool]
 	rules       map[uuid.UUID]*ruleRun
@@ -212,6 +217,8 @@ func (e *ruleEngine) run(ctx context.Context) error {
 		e.fireTimers()
 		e.commit()
 		e.deliv.dispatch()
+		e.inflight.Store(int64(len(e.deliv.inflight)))
+		e.passes.Add(1)
 		wait := time.Hour
 		if behind {
 			wait = 5 * time.Millisecond

@@ -143,7 +143,7 @@ func TestRuleNotifiesByEmail(t *testing.T) {
 	if rec := deliveryOf(n, rule, key); rec.Attempts != 1 || rec.By != n.st.Instance() {
 		t.Fatalf("record %+v", rec)
 	}
-	time.Sleep(200 * time.Millisecond)
+	settleRules(t, n)
 	if m, _ := sink.got(); len(m) != 1 {
 		t.Fatalf("%d mails", len(m))
 	}
@@ -168,7 +168,7 @@ func TestRuleNotifyRetriesThenSends(t *testing.T) {
 	}
 	// The receiver comes up; the next attempt, due after the backoff, reaches it.
 	n.write(textPt(user, rules.TypeNotifyWebhook, "", hook.srv.URL))
-	time.Sleep(100 * time.Millisecond)
+	settleRules(t, n)
 	if ids, _ := hook.distinct(); ids != 0 {
 		t.Fatal("retried before the backoff")
 	}
@@ -196,7 +196,7 @@ func TestRuleForgedDeliveryIgnored(t *testing.T) {
 	sensor := addNode(n, n.root, "sensor")
 	n.write(valPt(sensor, "temp", 31))
 	waitFor(t, "the real notification", 10*time.Second, func() bool { ids, _ := hook.distinct(); return ids == 1 })
-	time.Sleep(200 * time.Millisecond)
+	settleRules(t, n)
 	for _, p := range hook.posts() {
 		if p.ID == "forged" {
 			t.Fatal("a forged delivery was sent")

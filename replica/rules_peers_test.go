@@ -155,8 +155,8 @@ func TestRuleNotifiesOnceAcrossPeers(t *testing.T) {
 			t.Logf("restart of %s: linked in %v, ready %v later", victim.name, t1.Sub(t0), time.Since(t1))
 		}
 	}
-	// Late duplicates would arrive within a retry.
-	time.Sleep(500 * time.Millisecond)
+	// A late duplicate would be a send under way or due: none is.
+	settleRules(t, a, b)
 	ids, posts := hook.distinct()
 	byID := map[string]int{}
 	for _, p := range hook.posts() {
@@ -197,9 +197,8 @@ func TestDeviceStatePeersAgree(t *testing.T) {
 	before := b.get(dev, uuid.Nil, rules.TypeOnline, "0")
 	for range 12 {
 		ft.advanceAll(10*time.Minute, a, b, edge)
-		time.Sleep(20 * time.Millisecond)
+		settleRules(t, a, b, edge)
 	}
-	time.Sleep(200 * time.Millisecond)
 	if got := b.get(dev, uuid.Nil, rules.TypeOnline, "0"); got.Time != before.Time || got.Value != 1 {
 		t.Fatalf("after two hours linked to cloud a, cloud b holds online %v (written at %v, was %v)", got.Value, got.Time, before.Time)
 	}
@@ -207,7 +206,7 @@ func TestDeviceStatePeersAgree(t *testing.T) {
 	a.kill()
 	waitFor(t, "cloud b sees its peer gone", 15*time.Second, func() bool { return !b.rep.rules.isMemberForTest(a.st.Instance()) })
 	ft.advanceAll(14*time.Minute, b)
-	time.Sleep(200 * time.Millisecond)
+	settleRules(t, b)
 	if got := pointValue(b, dev, rules.TypeOnline); got != 1 {
 		t.Fatalf("online %v 14 minutes after its holder died", got)
 	}

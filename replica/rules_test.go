@@ -161,7 +161,7 @@ func TestRuleDeviceOfflineAfter15Minutes(t *testing.T) {
 	// Linked for an hour: nothing is written, it stays online.
 	seq := cloud.st.LastSeq()
 	ft.advanceAll(time.Hour, cloud, edge)
-	time.Sleep(100 * time.Millisecond)
+	settleRules(t, cloud, edge)
 	if got := pointValue(cloud, dev, rules.TypeOnline); got != 1 {
 		t.Fatalf("linked device's online = %v after an hour", got)
 	}
@@ -177,7 +177,7 @@ func TestRuleDeviceOfflineAfter15Minutes(t *testing.T) {
 	waitFor(t, "the cloud sees the link end", 15*time.Second, func() bool { return !cloud.rep.rules.linkedForTest(dev) })
 	downAt := ft.now()
 	ft.advanceAll(90*time.Second, cloud)
-	time.Sleep(100 * time.Millisecond)
+	settleRules(t, cloud)
 	if cloud.get(dev, uuid.Nil, rules.TypeLinkedVia, "0").Tombstone {
 		t.Fatal("the link's end written before its grace: a quick return would cost two writes")
 	}
@@ -186,7 +186,7 @@ func TestRuleDeviceOfflineAfter15Minutes(t *testing.T) {
 		return cloud.get(dev, uuid.Nil, rules.TypeLinkedVia, "0").Tombstone
 	})
 	ft.advanceAll(12*time.Minute, cloud) // 14.5 min after the end
-	time.Sleep(200 * time.Millisecond)
+	settleRules(t, cloud)
 	if got := pointValue(cloud, dev, rules.TypeOnline); got != 1 {
 		t.Fatalf("online = %v 14 minutes after the link dropped; want 1", got)
 	}
@@ -239,7 +239,7 @@ func TestRuleScope(t *testing.T) {
 		t.Fatalf("error %q", txt)
 	}
 	n.write(valPt(inA, "temp", 60), valPt(inB, "temp", 60))
-	time.Sleep(200 * time.Millisecond)
+	settleRules(t, n)
 	if got := pointValue(n, inB, "alarm"); got != -1 {
 		t.Fatalf("alarm written outside the scope: %v", got)
 	}
@@ -302,7 +302,7 @@ func TestRuleConditionsOverTime(t *testing.T) {
 	n.write(valPt(sensor, "temp", 31), valPt(sensor, "level", 5))
 	waitFor(t, "the engine reads the writes", 5*time.Second, func() bool { return n.rep.rules.seen() >= n.st.LastSeq() })
 	ft.advanceAll(30*time.Second, n)
-	time.Sleep(100 * time.Millisecond)
+	settleRules(t, n)
 	if ruleState(n, slow, sensor) != -1 {
 		t.Fatal("fired before its minimum active time")
 	}
@@ -316,7 +316,7 @@ func TestRuleConditionsOverTime(t *testing.T) {
 	ft.advanceAll(10*time.Minute, n)
 	waitFor(t, "the level unchanged for 10 minutes", 5*time.Second, func() bool { return ruleState(n, stale, sensor) == 1 })
 	n.write(valPt(sensor, "level", 5)) // the same value again: still unchanged
-	time.Sleep(100 * time.Millisecond)
+	settleRules(t, n)
 	if ruleState(n, stale, sensor) != 1 {
 		t.Fatal("the same value cleared unchanged")
 	}
@@ -361,8 +361,26 @@ func wantTransitions(t *testing.T, n *node, active, cleared uint64) {
 		a, c := counts()
 		return fmt.Sprintf("transitions: %d active, %d cleared; want %d and %d", a, c, active, cleared)
 	})
-	time.Sleep(50 * time.Millisecond)
+	settleRules(t, n)
 	if a, c := counts(); a != active || c != cleared {
 		t.Fatalf("transitions: %d active, %d cleared; want %d and %d", a, c, active, cleared)
+	}
+}
+
+// settleRules waits until each node's rule engine has read every change
+// written so far, made a whole pass that began after this call (so it
+// judged its timers at the clock's time now), and has no notification
+// being sent: what it decides on what it holds now is done.
+func settleRules(t *testing.T, nodes ...*node) {
+	t.Helper()
+	for _, n := range nodes {
+		e := n.rep.rules
+		p := e.passes.Load()
+		for step := uint64(1); step <= 2; step++ {
+			e.wake()
+			waitFor(t, n.name+"'s rule engine settles", 10*time.Second, func() bool {
+				return e.passes.Load() >= p+step && e.seen() >= n.st.LastSeq() && e.inflight.Load() == 0
+			})
+		}
 	}
 }
