@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -93,8 +94,9 @@ type delivKey struct {
 
 // delivery is a pending delivery point as the notifier holds it.
 type delivery struct {
-	rec deliveryRecord
-	seq uint64 // the local change that brought it (0: read at start)
+	rec  deliveryRecord
+	seq  uint64    // the local change that brought it (0: read at start)
+	seen time.Time // when it was (engine clock)
 }
 
 type sendJob struct {
@@ -174,7 +176,7 @@ func (n *notifier) saw(rule uuid.UUID, p *crdt.Point, seq uint64) {
 		}
 		return
 	}
-	n.pending[k] = &delivery{rec: rec, seq: seq}
+	n.pending[k] = &delivery{rec: rec, seq: seq, seen: n.e.now()}
 }
 
 // forget drops the pending deliveries of a rule read again or gone (a
@@ -186,9 +188,6 @@ func (n *notifier) forget(rule uuid.UUID) {
 		}
 	}
 }
-
-// membersChanged: pending records of a sender gone may be taken over.
-func (n *notifier) membersChanged() {}
 
 // records builds the delivery points of notify action a for subject s of
 // rule rr, changed at t.
@@ -327,10 +326,11 @@ func (e *ruleEngine) description(n uuid.UUID) string { return e.text(n, TypeDesc
 // time has come, to the senders; it takes over those of a sender gone.
 func (n *notifier) dispatch() {
 	e := n.e
-	if !e.ready {
+	if !e.ready || len(n.pending) == 0 {
 		return
 	}
 	now := e.now().UnixMilli()
+	held := n.heldThrough()
 	var takeover []crdt.Point
 	var taken []*delivery
 	for k, d := range n.pending {
@@ -338,7 +338,7 @@ func (n *notifier) dispatch() {
 			continue
 		}
 		if d.rec.By != e.self {
-			if e.isMember(d.rec.By) || !e.owns(k.rule) {
+			if e.isMember(d.rec.By) || !e.owns(k.rule) || !n.current(k, d.rec.ID) {
 				continue
 			}
 			rec := d.rec
@@ -349,7 +349,7 @@ func (n *notifier) dispatch() {
 			}
 			continue
 		}
-		if d.rec.Next > now || !n.peersHold(d.seq) {
+		if d.rec.Next > now || d.seq > held && !n.waitedAcks(d) {
 			continue
 		}
 		select {
@@ -368,37 +368,66 @@ func (n *notifier) dispatch() {
 		// Taken over now, not once the feed brings the records back: the
 		// next dispatch, which may come first, must not write them again.
 		for _, d := range taken {
-			d.rec.By, d.seq = e.self, res.FirstSeq+uint64(len(res.Changes))
+			d.rec.By = e.self
+		}
+		for i := range res.Changes {
+			if c := &res.Changes[i]; c.Type == rules.TypeDelivery {
+				if d := n.pending[delivKey{c.Node, c.Key}]; d != nil {
+					d.seq = res.FirstSeq + uint64(i) // the change peers must hold
+				}
+			}
 		}
 	}
 }
 
-// peersHold reports whether every linked peer acknowledged the local
-// change seq.
-func (n *notifier) peersHold(seq uint64) bool {
-	if seq == 0 {
-		return true
+// current reports whether the store's delivery point k still holds record
+// id. The engine may not have read a newer one from the feed yet (the
+// next change of the instance, committed while this one was sent): it
+// must not be overwritten with this one's outcome.
+func (n *notifier) current(k delivKey, id string) bool {
+	p, ok, err := n.e.r.st.Get(crdt.Register{Node: k.rule, Type: rules.TypeDelivery, Key: k.key})
+	if err != nil || !ok || p.Tombstone {
+		return false
 	}
+	var rec deliveryRecord
+	return json.Unmarshal([]byte(p.Text), &rec) == nil && rec.ID == id
+}
+
+// waitedAcks reports whether delivery d has waited for its peers' acks as
+// long as a push may go unacknowledged (Config.AckTimeout): a peer that
+// has not acknowledged by then loses its session anyway, and the
+// notification goes out rather than wait on it.
+func (n *notifier) waitedAcks(d *delivery) bool {
+	return n.e.now().Sub(d.seen) >= n.e.r.cfg.AckTimeout
+}
+
+// heldThrough returns the local change every linked peer has
+// acknowledged (all of them, with no peer linked): a record of a change
+// at or below it is held by every peer.
+func (n *notifier) heldThrough() uint64 {
+	held := uint64(math.MaxUint64)
 	_, peers := n.e.r.links.liveLinks()
 	for _, s := range peers {
-		if s.acked.Load() < seq {
-			return false
-		}
+		held = min(held, s.acked.Load())
 	}
-	return true
+	return held
 }
 
 // nextWait is how long until a pending delivery of this instance is due
 // (0: none).
 func (n *notifier) nextWait() time.Duration {
+	if len(n.pending) == 0 {
+		return 0
+	}
 	now := n.e.now().UnixMilli()
+	held := n.heldThrough()
 	var best int64 = -1
 	for k, d := range n.pending {
 		if n.inflight[k] || d.rec.By != n.e.self {
 			continue
 		}
 		w := d.rec.Next - now
-		if !n.peersHold(d.seq) {
+		if d.seq > held && !n.waitedAcks(d) {
 			w = 2 // waiting for the peers' acks
 		}
 		if best < 0 || w < best {
@@ -416,7 +445,7 @@ func (n *notifier) done(res sendResult) {
 	e := n.e
 	delete(n.inflight, res.key)
 	d := n.pending[res.key]
-	if d == nil || d.rec.ID != res.id || d.rec.By != e.self {
+	if d == nil || d.rec.ID != res.id || d.rec.By != e.self || !n.current(res.key, res.id) {
 		return // superseded while it was sent
 	}
 	rec := d.rec

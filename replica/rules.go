@@ -55,15 +55,8 @@ type ruleRun struct {
 	// scopeErr, by condition or action name: a node it names is outside
 	// its scope.
 	scopeErr map[string]string
-	errs     map[string]string // the ruleError points as held
-	insts    map[uuid.UUID]*ruleInst
-}
-
-// ruleInst is one subject's instance of a rule.
-type ruleInst struct {
-	in       rules.Instance
-	recorded bool // in.Active and in.Changed come from a state point
-	firedMs  int64
+	errs     map[string]string             // the ruleError points as held
+	insts    map[uuid.UUID]*rules.Instance // by subject
 }
 
 // changeMark is what the engine remembers of a register some changed or
@@ -144,6 +137,7 @@ type ruleEngine struct {
 	knownPeer int
 	liveEdges map[uuid.UUID]bool
 	downAt    map[uuid.UUID]time.Time // when this instance's link to a device last ended
+	peerUpAt  map[*session]time.Time  // when each linked peer's session was first seen
 
 	deliv *notifier
 	// batch and queue: the instances' changes judged since the last
@@ -230,7 +224,7 @@ func (e *ruleEngine) run(ctx context.Context) error {
 			wait = min(wait, d)
 		}
 		if !e.ready {
-			wait = min(wait, time.Second)
+			wait = min(wait, time.Second, e.r.cfg.PeerGrace) // a grace may end
 		}
 		poll.Reset(wait)
 		select {
@@ -321,7 +315,7 @@ func (e *ruleEngine) change(p *crdt.Point, seq uint64) {
 		if _, known := e.rules[n]; known {
 			e.dirty[n] = true
 		}
-	case p.Type == rules.TypeState || p.Type == rules.TypeFired || p.Type == rules.TypeError:
+	case p.Type == rules.TypeState || p.Type == rules.TypeError:
 		if rr := e.rules[n]; rr != nil {
 			e.stateSaw(rr, p)
 		}
@@ -554,12 +548,12 @@ func (e *ruleEngine) reload(id uuid.UUID) {
 	if !isRule {
 		return
 	}
-	rr := &ruleRun{rule: rules.FromPoints(id, pts), errs: map[string]string{}, insts: map[uuid.UUID]*ruleInst{}}
+	rr := &ruleRun{rule: rules.FromPoints(id, pts), errs: map[string]string{}, insts: map[uuid.UUID]*rules.Instance{}}
 	rr.types = rr.rule.Types()
 	rr.parents = e.r.router.parentsOf(id, nil)
 	rr.home = e.isHome(rr.parents)
 	for i := range pts {
-		if p := &pts[i]; p.Type == rules.TypeState || p.Type == rules.TypeFired || p.Type == rules.TypeError {
+		if p := &pts[i]; p.Type == rules.TypeState || p.Type == rules.TypeError {
 			e.stateSaw(rr, p)
 		}
 	}
@@ -721,11 +715,11 @@ func (e *ruleEngine) judge(rr *ruleRun, s uuid.UUID) {
 			}
 			return // nothing else to track
 		}
-		in = &ruleInst{}
+		in = &rules.Instance{}
 		rr.insts[s] = in
 	}
-	out, changed, wake := rules.Step(&rr.rule, in.in, holds, since, now)
-	in.in.Holding = out.Holding
+	out, changed, wake := rules.Step(&rr.rule, *in, holds, since, now)
+	in.Holding = out.Holding
 	if !wake.IsZero() {
 		next = earliest(next, wake)
 	}
@@ -740,10 +734,7 @@ func (e *ruleEngine) judge(rr *ruleRun, s uuid.UUID) {
 	// (one fsync for every change of a step) or moves them back.
 	e.queue = append(e.queue, queuedChange{key: timerKey{rr.rule.ID, s}, in: in, old: *in, active: out.Active})
 	e.batch = append(e.batch, e.transition(rr, s, out)...)
-	in.in, in.recorded = out, true
-	if out.Active {
-		in.firedMs = now.UnixMilli()
-	}
+	*in = out
 	if len(e.batch) >= ruleBatchPoints {
 		e.commit()
 	}
@@ -752,8 +743,8 @@ func (e *ruleEngine) judge(rr *ruleRun, s uuid.UUID) {
 // queuedChange is an instance's change written by the next commit.
 type queuedChange struct {
 	key    timerKey
-	in     *ruleInst
-	old    ruleInst // as it was before: restored if the write fails
+	in     *rules.Instance
+	old    rules.Instance // as it was before: restored if the write fails
 	active bool
 }
 
@@ -853,7 +844,8 @@ func (e *ruleEngine) nodeIs(n uuid.UUID, typ string) bool {
 	return err == nil && ok && !p.Tombstone && p.Text == typ
 }
 
-// stateSaw updates a rule's instance from a state, fired or error point.
+// stateSaw updates a rule's instance from a state point, or its errors
+// from an error point.
 func (e *ruleEngine) stateSaw(rr *ruleRun, p *crdt.Point) {
 	switch p.Type {
 	case rules.TypeError:
@@ -870,17 +862,11 @@ func (e *ruleEngine) stateSaw(rr *ruleRun, p *crdt.Point) {
 	}
 	in := rr.insts[s]
 	if in == nil {
-		in = &ruleInst{}
+		in = &rules.Instance{}
 		rr.insts[s] = in
 	}
-	switch p.Type {
-	case rules.TypeState:
-		in.in.Active = !p.Tombstone && p.Value != 0
-		in.in.Changed = p.Time.Time()
-		in.recorded = true
-	case rules.TypeFired:
-		in.firedMs = int64(p.Value)
-	}
+	in.Active = !p.Tombstone && p.Value != 0
+	in.Changed = p.Time.Time()
 	if rr.home {
 		// A peer's decision, or ours read back: judge again, so a
 		// condition that changed since is not left behind.
@@ -1007,13 +993,22 @@ func (e *ruleEngine) readLinks() {
 	now := e.now()
 	members := []uuid.UUID{e.self}
 	synced := true
+	upAt := make(map[*session]time.Time, len(peers))
 	for id, s := range peers {
 		e.peerSeen[id] = now
 		members = append(members, id)
-		if !s.synced() {
+		// A peer link counts once caught up, or once it has been up
+		// PeerGrace: a link busy both ways may not look idle for long.
+		at, ok := e.peerUpAt[s]
+		if !ok {
+			at = now
+		}
+		upAt[s] = at
+		if !s.synced() && now.Sub(at) < e.r.cfg.PeerGrace {
 			synced = false
 		}
 	}
+	e.peerUpAt = upAt
 	sortIDs(members)
 	ready := synced && (len(peers) >= e.knownPeer || now.Sub(e.start) >= e.r.cfg.PeerGrace)
 	changed := !slices.Equal(members, e.members) || ready != e.ready
@@ -1051,7 +1046,6 @@ func (e *ruleEngine) readLinks() {
 		for id := range e.devices {
 			e.setTimer(timerKey{uuid.Nil, id}, now)
 		}
-		e.deliv.membersChanged()
 	}
 }
 

@@ -124,7 +124,7 @@ func TestRuleNotifiesOnceAcrossPeers(t *testing.T) {
 			victim.kill()
 			t.Logf("kill of %s took %v", victim.name, time.Since(k0))
 		}
-		waitExplained(t, 90*time.Second, func() bool {
+		waitExplained(t, 20*time.Second, func() bool {
 			ids, _ := hook.distinct()
 			return ids >= i+1
 		}, func() string {
@@ -133,7 +133,8 @@ func TestRuleNotifiesOnceAcrossPeers(t *testing.T) {
 			var more string
 			for _, c := range clouds {
 				if c.rep != nil {
-					more += fmt.Sprintf("\n%s: state %v temp %v, delivery %+v ready %v members %v", c.name, ruleState(c, rule, sensor),
+					st := c.get(rule, uuid.Nil, rules.TypeState, sensor.String())
+					more += fmt.Sprintf("\n%s (%v): state %v at %v by %v, temp %v, delivery %+v ready %v members %v", c.name, c.st.Instance(), ruleState(c, rule, sensor), st.Time.Physical(), st.Origin,
 						pointValue(c, sensor, "temp"), deliveryOf(c, rule, key), c.rep.rules.isReady(), c.rep.rules.membersView.Load())
 				}
 			}
