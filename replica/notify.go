@@ -23,22 +23,31 @@ import (
 // Notifications (docs/design.md, "Exactly once across redundant clouds").
 //
 // A rule's notify action becomes, in the batch that records the rule's
-// change, one delivery record per recipient and channel: a delivery point
-// on the rule node, keyed by subject, user and channel, whose text is the
-// record below (JSON). Its status starts "pending", names the instance
-// that sends it ("by") and holds the whole message, with an ID made from
-// the rule, the key and the change's time: the same on every replica, and
-// across retries.
+// change, one claim per recipient and channel: a delivery point on the
+// rule node, keyed by subject, user, channel and action, whose text is a
+// claimRecord (JSON). It holds the whole message, names the instance that
+// sends it ("by"), and has an ID made from the rule, the key and the
+// change's time: the same on every replica, and across retries. Only a
+// rule's change writes a claim, so the register always holds the newest
+// firing of its key.
+//
+// Where a claim's delivery stands is a second register beside it, the
+// deliveryStatus point of the same key (an outcomeRecord): the claim's
+// ID, status, sender, attempts, next try, last error. It applies only
+// while its ID is the claim's: a claim with no outcome of its own is
+// pending, by its claimer. So an outcome or a takeover, whenever it lands
+// and whoever wrote it, never replaces a newer firing's claim: at worst
+// it is an outcome of an older claim, which every replica ignores.
 //
 // The sender waits until every linked peer acknowledges the batch, so a
 // peer that takes over holds the claim; then sends, and writes "sent", or
 // the attempt and the next one's time, or "failed" (a permanent error, or
-// notify.GiveUpAfter of trying). A record pending by an instance that is
-// not linked any more is taken over by the rule's owner: it writes itself
-// as "by", then sends with the same ID. The one case that sends twice is
-// a sender that dies after the receiver got the message and before its
-// peers got "sent": the second carries the same ID (Idempotency-Key),
-// which a receiver dedups on.
+// notify.GiveUpAfter of trying). A delivery pending by an instance that
+// is not linked any more is taken over by the rule's owner: it writes an
+// outcome naming itself, then sends with the same ID. The one case that
+// sends twice is a sender that dies after the receiver got the message
+// and before its peers got "sent": the second carries the same ID
+// (Idempotency-Key), which a receiver dedups on.
 
 // Delivery statuses.
 const (
@@ -53,23 +62,40 @@ const (
 	channelEmail   = "email"
 )
 
-// deliveryRecord is the text of a delivery point.
-type deliveryRecord struct {
+// claimRecord is the text of a delivery point: one notification, as the
+// rule's change made it.
+type claimRecord struct {
+	ID      string    `json:"id"`
+	Event   string    `json:"event"` // firing or resolved
+	User    uuid.UUID `json:"user"`
+	Channel string    `json:"channel"`
+	By      uuid.UUID `json:"by"`      // the instance that sends it, unless an outcome says otherwise
+	Created int64     `json:"created"` // Unix ms of the rule's change
+	Message msgRecord `json:"message"`
+}
+
+// outcomeRecord is the text of a deliveryStatus point: where the delivery
+// of claim ID stands.
+type outcomeRecord struct {
 	ID       string    `json:"id"`
 	Status   string    `json:"status"`
-	Event    string    `json:"event"` // firing or resolved
-	User     uuid.UUID `json:"user"`
-	Channel  string    `json:"channel"`
 	By       uuid.UUID `json:"by"`
 	Attempts int       `json:"attempts"`
-	Created  int64     `json:"created"`        // Unix ms of the rule's change
 	Next     int64     `json:"next,omitempty"` // Unix ms of the next attempt
 	Sent     int64     `json:"sent,omitempty"` // Unix ms it was delivered
 	Error    string    `json:"error,omitempty"`
-	Message  msgRecord `json:"message"`
 }
 
-// msgRecord is the message as kept in a delivery record.
+// deliveryState returns where claim c's delivery stands: outcome o when
+// it is c's (ok: there is one), else pending by its claimer, due at once.
+func deliveryState(c claimRecord, o outcomeRecord, ok bool) outcomeRecord {
+	if ok && o.ID == c.ID {
+		return o
+	}
+	return outcomeRecord{ID: c.ID, Status: deliveryPending, By: c.By, Next: c.Created}
+}
+
+// msgRecord is the message as kept in a claim.
 type msgRecord struct {
 	RuleName string      `json:"ruleName,omitempty"`
 	Node     uuid.UUID   `json:"node"`
@@ -86,22 +112,23 @@ type valRecord struct {
 	Text  string    `json:"text,omitempty"`
 }
 
-// delivKey names a delivery point: its rule and key.
+// delivKey names a delivery: its rule and the key of its two points.
 type delivKey struct {
 	rule uuid.UUID
 	key  string
 }
 
-// delivery is a pending delivery point as the notifier holds it.
+// delivery is a pending delivery as the notifier holds it.
 type delivery struct {
-	rec  deliveryRecord
-	seq  uint64    // the local change that brought it (0: read at start)
-	seen time.Time // when it was (engine clock)
+	claim claimRecord
+	out   outcomeRecord // where it stands (deliveryState)
+	seq   uint64        // the last local change of its points (0: read at start)
+	seen  time.Time     // when its claim or sender last changed (engine clock)
 }
 
 type sendJob struct {
-	key delivKey
-	rec deliveryRecord
+	key   delivKey
+	claim claimRecord
 }
 
 type sendResult struct {
@@ -148,9 +175,9 @@ func (n *notifier) sendLoop() {
 		case <-n.ctx.Done():
 			return
 		case j := <-n.jobs:
-			err := n.send(j.key.rule, j.rec)
+			err := n.send(j.key.rule, j.claim)
 			select {
-			case n.results <- sendResult{key: j.key, id: j.rec.ID, err: err}:
+			case n.results <- sendResult{key: j.key, id: j.claim.ID, err: err}:
 			case <-n.ctx.Done():
 				return
 			}
@@ -158,25 +185,73 @@ func (n *notifier) sendLoop() {
 	}
 }
 
-// saw takes a delivery point of a rule this instance runs into account.
-// Only a record written by this instance or a peer (its origin) is sent:
-// a user who may write the rule node, or an edge below it, could write a
-// pending record that names any recipient and says anything.
+// saw takes a change of a delivery or deliveryStatus point of a rule
+// this instance runs into account (seq: the local change; 0 at start).
+// It reads both registers back from the store, which may be newer than
+// the change. Only points written by this instance or a peer (their
+// origin) count: a user who may write the rule node, or an edge below
+// it, could write a claim that names any recipient and says anything, or
+// an outcome that silences or repeats one.
 func (n *notifier) saw(rule uuid.UUID, p *crdt.Point, seq uint64) {
 	k := delivKey{rule, p.Key}
-	var rec deliveryRecord
-	if p.Tombstone || json.Unmarshal([]byte(p.Text), &rec) != nil || rec.Status != deliveryPending {
-		delete(n.pending, k)
-		return
-	}
-	if p.Origin != n.e.self && !n.e.r.links.isPeer(p.Origin) {
-		delete(n.pending, k)
+	if !n.trusted(p) {
 		if ok, _ := n.e.r.logLimit.allow("delivery origin", time.Minute); ok {
-			n.e.r.log.Warn("notify: a pending delivery not written by this instance or a peer is ignored", "rule", rule, "key", p.Key, "origin", p.Origin)
+			n.e.r.log.Warn("notify: a delivery point not written by this instance or a peer is ignored", "rule", rule, "type", p.Type, "key", p.Key, "origin", p.Origin)
 		}
+		if p.Type == rules.TypeDeliveryStatus {
+			return // the claim, and what was known of it, stand
+		}
+	}
+	c, ok := n.claim(k)
+	if !ok {
+		delete(n.pending, k)
 		return
 	}
-	n.pending[k] = &delivery{rec: rec, seq: seq, seen: n.e.now()}
+	o, ook := n.outcome(k)
+	d := n.pending[k]
+	st := deliveryState(c, o, ook)
+	if (!ook || o.ID != c.ID) && d != nil && d.claim.ID == c.ID {
+		st = d.out // an older claim's outcome landed last: what was known of this one stands
+	}
+	if st.Status != deliveryPending {
+		delete(n.pending, k)
+		return
+	}
+	if d == nil || d.claim.ID != c.ID || d.out.By != st.By {
+		d = &delivery{seen: n.e.now()}
+		n.pending[k] = d
+	}
+	d.claim, d.out = c, st
+	if seq > d.seq {
+		d.seq = seq
+	}
+}
+
+// trusted reports whether point p was written by this instance or a peer.
+func (n *notifier) trusted(p *crdt.Point) bool {
+	return p.Origin == n.e.self || n.e.r.links.isPeer(p.Origin)
+}
+
+// claim reads delivery k's claim from the store (ok false: none, a
+// tombstone, unreadable, or not written by this instance or a peer).
+func (n *notifier) claim(k delivKey) (claimRecord, bool) {
+	var c claimRecord
+	p, ok, err := n.e.r.st.Get(crdt.Register{Node: k.rule, Type: rules.TypeDelivery, Key: k.key})
+	if err != nil || !ok || p.Tombstone || !n.trusted(&p) || json.Unmarshal([]byte(p.Text), &c) != nil || c.ID == "" {
+		return claimRecord{}, false
+	}
+	return c, true
+}
+
+// outcome reads delivery k's outcome from the store (ok false: as for
+// claim).
+func (n *notifier) outcome(k delivKey) (outcomeRecord, bool) {
+	var o outcomeRecord
+	p, ok, err := n.e.r.st.Get(crdt.Register{Node: k.rule, Type: rules.TypeDeliveryStatus, Key: k.key})
+	if err != nil || !ok || p.Tombstone || !n.trusted(&p) || json.Unmarshal([]byte(p.Text), &o) != nil {
+		return outcomeRecord{}, false
+	}
+	return o, true
 }
 
 // forget drops the pending deliveries of a rule read again or gone (a
@@ -189,8 +264,8 @@ func (n *notifier) forget(rule uuid.UUID) {
 	}
 }
 
-// records builds the delivery points of notify action a for subject s of
-// rule rr, changed at t.
+// records builds the claims (delivery points) of notify action a for
+// subject s of rule rr, changed at t.
 func (n *notifier) records(rr *ruleRun, s uuid.UUID, active bool, a rules.Action, t crdt.Timestamp) []crdt.Point {
 	e := n.e
 	event, status := "firing", "FIRING"
@@ -231,9 +306,9 @@ func (n *notifier) records(rr *ruleRun, s uuid.UUID, active bool, a rules.Action
 	for _, rc := range e.recipients(rr.rule.ID) {
 		key := deliveryKey(s, rc.user, rc.channel, a.Name)
 		id := deliveryID(rr.rule.ID, key, t)
-		rec := deliveryRecord{ID: id, Status: deliveryPending, Event: event, User: rc.user, Channel: rc.channel,
-			By: e.self, Created: t.Physical(), Next: t.Physical(), Message: msg}
-		b, err := json.Marshal(rec)
+		c := claimRecord{ID: id, Event: event, User: rc.user, Channel: rc.channel,
+			By: e.self, Created: t.Physical(), Message: msg}
+		b, err := json.Marshal(c)
 		if err != nil || len(b) > crdt.MaxTextLen {
 			continue
 		}
@@ -242,8 +317,9 @@ func (n *notifier) records(rr *ruleRun, s uuid.UUID, active bool, a rules.Action
 	return pts
 }
 
-// deliveryKey is the key of a delivery point: subject, user, channel and
-// action; a key longer than a point's is shortened with a hash.
+// deliveryKey is the key of a delivery's two points: subject, user,
+// channel and action; a key longer than a point's is shortened with a
+// hash.
 func deliveryKey(s, user uuid.UUID, channel, action string) string {
 	k := s.String() + "." + user.String() + "." + channel + "." + action
 	if len(k) <= crdt.MaxKeyLen && crdt.CheckKey(k) == nil {
@@ -337,23 +413,23 @@ func (n *notifier) dispatch() {
 		if n.inflight[k] {
 			continue
 		}
-		if d.rec.By != e.self {
-			if e.isMember(d.rec.By) || !e.owns(k.rule) || !n.current(k, d.rec.ID) {
+		if d.out.By != e.self {
+			if e.isMember(d.out.By) || !e.owns(k.rule) || !n.current(k, d.claim.ID) {
 				continue
 			}
-			rec := d.rec
-			rec.By = e.self
-			if b, err := json.Marshal(rec); err == nil {
-				takeover = append(takeover, crdt.Point{Node: k.rule, Type: rules.TypeDelivery, Key: k.key, Text: string(b)})
+			o := d.out
+			o.By, o.Next = e.self, now
+			if b, err := json.Marshal(o); err == nil {
+				takeover = append(takeover, crdt.Point{Node: k.rule, Type: rules.TypeDeliveryStatus, Key: k.key, Text: string(b)})
 				taken = append(taken, d)
 			}
 			continue
 		}
-		if d.rec.Next > now || d.seq > held && !n.waitedAcks(d) {
+		if d.out.Next > now || d.seq > held && !n.waitedAcks(d) {
 			continue
 		}
 		select {
-		case n.jobs <- sendJob{key: k, rec: d.rec}:
+		case n.jobs <- sendJob{key: k, claim: d.claim}:
 			n.inflight[k] = true
 		default:
 			return
@@ -365,13 +441,13 @@ func (n *notifier) dispatch() {
 			e.r.log.Warn("notify: take over deliveries", "err", err)
 			return
 		}
-		// Taken over now, not once the feed brings the records back: the
+		// Taken over now, not once the feed brings the outcomes back: the
 		// next dispatch, which may come first, must not write them again.
 		for _, d := range taken {
-			d.rec.By = e.self
+			d.out.By, d.out.Next, d.seen = e.self, now, e.now()
 		}
 		for i := range res.Changes {
-			if c := &res.Changes[i]; c.Type == rules.TypeDelivery {
+			if c := &res.Changes[i]; c.Type == rules.TypeDeliveryStatus {
 				if d := n.pending[delivKey{c.Node, c.Key}]; d != nil {
 					d.seq = res.FirstSeq + uint64(i) // the change peers must hold
 				}
@@ -380,17 +456,13 @@ func (n *notifier) dispatch() {
 	}
 }
 
-// current reports whether the store's delivery point k still holds record
-// id. The engine may not have read a newer one from the feed yet (the
-// next change of the instance, committed while this one was sent): it
-// must not be overwritten with this one's outcome.
+// current reports whether the store's claim k is still claim id. The
+// engine may not have read a newer one from the feed yet (the next change
+// of the instance, committed while this one was sent): an outcome of this
+// one is not written then, and nothing is taken over.
 func (n *notifier) current(k delivKey, id string) bool {
-	p, ok, err := n.e.r.st.Get(crdt.Register{Node: k.rule, Type: rules.TypeDelivery, Key: k.key})
-	if err != nil || !ok || p.Tombstone {
-		return false
-	}
-	var rec deliveryRecord
-	return json.Unmarshal([]byte(p.Text), &rec) == nil && rec.ID == id
+	c, ok := n.claim(k)
+	return ok && c.ID == id
 }
 
 // waitedAcks reports whether delivery d has waited for its peers' acks as
@@ -402,7 +474,7 @@ func (n *notifier) waitedAcks(d *delivery) bool {
 }
 
 // heldThrough returns the local change every linked peer has
-// acknowledged (all of them, with no peer linked): a record of a change
+// acknowledged (all of them, with no peer linked): a point of a change
 // at or below it is held by every peer.
 func (n *notifier) heldThrough() uint64 {
 	held := uint64(math.MaxUint64)
@@ -421,68 +493,74 @@ func (n *notifier) nextWait() time.Duration {
 	}
 	now := n.e.now().UnixMilli()
 	held := n.heldThrough()
-	var best int64 = -1
+	var waits []int64
 	for k, d := range n.pending {
-		if n.inflight[k] || d.rec.By != n.e.self {
+		if n.inflight[k] || d.out.By != n.e.self {
 			continue
 		}
-		w := d.rec.Next - now
+		w := d.out.Next - now
 		if d.seq > held && !n.waitedAcks(d) {
 			w = 2 // waiting for the peers' acks
 		}
-		if best < 0 || w < best {
-			best = w
-		}
+		waits = append(waits, w)
 	}
-	if best < 0 {
-		return 0
-	}
-	return time.Duration(max(best, 1)) * time.Millisecond
+	return soonest(waits)
 }
 
-// done records an attempt's outcome, if the record is still the one sent.
+// soonest returns the shortest of waits (ms), 0 for none. A wait already
+// over counts as a millisecond: dispatch may have passed its delivery
+// over an instant ago, for acks that came in since.
+func soonest(waits []int64) time.Duration {
+	if len(waits) == 0 {
+		return 0
+	}
+	return time.Duration(max(slices.Min(waits), 1)) * time.Millisecond
+}
+
+// done records an attempt's outcome, if the claim is still the one sent
+// and this instance still its sender.
 func (n *notifier) done(res sendResult) {
 	e := n.e
 	delete(n.inflight, res.key)
 	d := n.pending[res.key]
-	if d == nil || d.rec.ID != res.id || d.rec.By != e.self || !n.current(res.key, res.id) {
-		return // superseded while it was sent
+	if d == nil || d.claim.ID != res.id || d.out.By != e.self || !n.current(res.key, res.id) {
+		return // superseded, or taken over, while it was sent
 	}
-	rec := d.rec
+	o := d.out
 	now := e.now()
-	rec.Attempts++
+	o.Attempts++
 	switch {
 	case res.err == nil:
-		rec.Status, rec.Sent, rec.Error, rec.Next = deliverySent, now.UnixMilli(), "", 0
-	case isPermanent(res.err) || now.Sub(time.UnixMilli(rec.Created)) >= notify.GiveUpAfter:
-		rec.Status, rec.Error, rec.Next = deliveryFailed, truncateText(res.err.Error(), 1024), 0
+		o.Status, o.Sent, o.Error, o.Next = deliverySent, now.UnixMilli(), "", 0
+	case isPermanent(res.err) || now.Sub(time.UnixMilli(d.claim.Created)) >= notify.GiveUpAfter:
+		o.Status, o.Error, o.Next = deliveryFailed, truncateText(res.err.Error(), 1024), 0
 	default:
-		rec.Error = truncateText(res.err.Error(), 1024)
-		rec.Next = now.Add(notify.Backoff(rec.ID, rec.Attempts)).UnixMilli()
+		o.Error = truncateText(res.err.Error(), 1024)
+		o.Next = now.Add(notify.Backoff(o.ID, o.Attempts)).UnixMilli()
 	}
-	e.r.metrics.notification(rec.Channel, rec.Status)
-	b, err := json.Marshal(rec)
+	e.r.metrics.notification(d.claim.Channel, o.Status)
+	b, err := json.Marshal(o)
 	if err != nil {
 		return
 	}
-	p := crdt.Point{Node: res.key.rule, Type: rules.TypeDelivery, Key: res.key.key, Text: string(b)}
+	p := crdt.Point{Node: res.key.rule, Type: rules.TypeDeliveryStatus, Key: res.key.key, Text: string(b)}
 	if _, err := e.r.Write([]crdt.Point{p}); err != nil {
 		e.r.log.Warn("notify: record a delivery", "rule", res.key.rule, "err", err)
 		return
 	}
-	if rec.Status != deliveryPending {
+	if o.Status != deliveryPending {
 		delete(n.pending, res.key)
 	} else {
-		d.rec = rec
+		d.out = o
 	}
 	if res.err != nil {
-		e.r.log.Warn("notification not delivered", "rule", res.key.rule, "channel", rec.Channel, "attempt", rec.Attempts, "status", rec.Status, "err", res.err)
+		e.r.log.Warn("notification not delivered", "rule", res.key.rule, "channel", d.claim.Channel, "attempt", o.Attempts, "status", o.Status, "err", res.err)
 	}
 }
 
 // send makes one attempt at a delivery. It runs on a sender goroutine:
 // it reads the store, not the engine's maps.
-func (n *notifier) send(rule uuid.UUID, rec deliveryRecord) error {
+func (n *notifier) send(rule uuid.UUID, rec claimRecord) error {
 	e := n.e
 	m := &notify.Message{ID: rec.ID, Status: rec.Event, Rule: rule, RuleName: rec.Message.RuleName,
 		Node: rec.Message.Node, NodeName: rec.Message.NodeName, Text: rec.Message.Text,

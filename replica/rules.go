@@ -319,7 +319,7 @@ func (e *ruleEngine) change(p *crdt.Point, seq uint64) {
 		if rr := e.rules[n]; rr != nil {
 			e.stateSaw(rr, p)
 		}
-	case p.Type == rules.TypeDelivery:
+	case p.Type == rules.TypeDelivery || p.Type == rules.TypeDeliveryStatus:
 		if rr := e.rules[n]; rr != nil && rr.home {
 			e.deliv.saw(n, p, seq)
 		}
@@ -752,7 +752,7 @@ type queuedChange struct {
 const ruleBatchPoints = 4096
 
 // commit writes the queued changes of rule instances, with their actions'
-// points and delivery records, as one batch. If the store refuses it, the
+// points and delivery claims, as one batch. If the store refuses it, the
 // instances go back to what they were and are judged again in a second.
 func (e *ruleEngine) commit() {
 	if len(e.batch) == 0 {
@@ -923,7 +923,7 @@ func truncateText(s string, n int) string {
 
 // transition returns the points of an instance's change and of what its
 // actions do: the state and fired points, each set action's point, and a
-// delivery record per notification, all at one new HLC.
+// delivery claim per notification, all at one new HLC.
 func (e *ruleEngine) transition(rr *ruleRun, s uuid.UUID, out rules.Instance) []crdt.Point {
 	t := e.r.clock.Now()
 	key := s.String()

@@ -101,14 +101,18 @@ func (s *smtpSink) got() (mails, rcpts []string) {
 	return append([]string(nil), s.mails...), append([]string(nil), s.rcpts...)
 }
 
-// deliveryOf returns the delivery record of rule id under key (zero when none).
-func deliveryOf(n *node, id uuid.UUID, key string) deliveryRecord {
-	var rec deliveryRecord
+// deliveryOf returns where the delivery of rule id under key stands, as
+// n's store says (zero when there is no claim).
+func deliveryOf(n *node, id uuid.UUID, key string) outcomeRecord {
+	var c claimRecord
 	p := n.get(id, uuid.Nil, rules.TypeDelivery, key)
-	if p.Text != "" {
-		_ = json.Unmarshal([]byte(p.Text), &rec)
+	if p.Text == "" || json.Unmarshal([]byte(p.Text), &c) != nil {
+		return outcomeRecord{}
 	}
-	return rec
+	var o outcomeRecord
+	q := n.get(id, uuid.Nil, rules.TypeDeliveryStatus, key)
+	ok := q.Text != "" && json.Unmarshal([]byte(q.Text), &o) == nil
+	return deliveryState(c, o, ok)
 }
 
 // TestRuleNotifiesByEmail: a user who opted in by email gets the
@@ -188,7 +192,7 @@ func TestRuleForgedDeliveryIgnored(t *testing.T) {
 	user := addNode(n, n.root, rules.NodeTypeUser)
 	n.write(textPt(user, rules.TypeNotifyWebhook, "", hook.srv.URL))
 	rule := addRule(n, n.root, []string{"temp > 30"}, []string{"notify"}, nil)
-	forged := deliveryRecord{ID: "forged", Status: deliveryPending, Event: "firing", User: user, Channel: channelWebhook,
+	forged := claimRecord{ID: "forged", Event: "firing", User: user, Channel: channelWebhook,
 		By: n.st.Instance(), Created: time.Now().UnixMilli(), Message: msgRecord{Node: user, Text: "click here"}}
 	b, _ := json.Marshal(forged)
 	n.write(crdt.Point{Node: rule, Type: rules.TypeDelivery, Key: "x", Text: string(b), Origin: uuid.New()})
@@ -204,5 +208,127 @@ func TestRuleForgedDeliveryIgnored(t *testing.T) {
 	}
 	if ids, _ := hook.distinct(); ids != 1 {
 		t.Fatalf("%d notifications", ids)
+	}
+}
+
+// TestRuleOlderOutcomeNeverHidesNotification: an outcome of an older
+// notification of the same key that lands after a newer one's claim (a
+// peer recording what it sent while this instance claimed the next
+// firing) leaves the newer notification due: it is sent, with its own ID.
+// When one register held both, the late "sent" replaced the claim and the
+// newer notification was never sent.
+func TestRuleOlderOutcomeNeverHidesNotification(t *testing.T) {
+	ft := newFakeTime()
+	hook := newHookReceiver(t)
+	n := startNode(t, "cloud", nodeOpts{physical: ft.now})
+	user := addNode(n, n.root, rules.NodeTypeUser)
+	n.write(textPt(user, rules.TypeNotifyWebhook, "", "http://127.0.0.1:1/down")) // nothing listens
+	sensor := addNode(n, n.root, "sensor")
+	rule := addRule(n, n.root, []string{"temp > 30"}, []string{"notify"}, nil)
+	n.write(valPt(sensor, "temp", 31))
+	key := deliveryKey(sensor, user, channelWebhook, "1")
+	waitFor(t, "a failed attempt recorded", 10*time.Second, func() bool { return deliveryOf(n, rule, key).Attempts == 1 })
+	want := deliveryOf(n, rule, key).ID
+
+	older := outcomeRecord{ID: "older", Status: deliverySent, By: n.st.Instance(), Attempts: 1, Sent: ft.now().UnixMilli()}
+	b, _ := json.Marshal(older)
+	n.write(crdt.Point{Node: rule, Type: rules.TypeDeliveryStatus, Key: key, Text: string(b)})
+	settleRules(t, n)
+	if rec := deliveryOf(n, rule, key); rec.ID != want || rec.Status != deliveryPending {
+		t.Fatalf("after an older outcome landed: %+v, want %s pending", rec, want)
+	}
+	if got := hook.posts(); len(got) != 0 {
+		t.Fatalf("posts before the receiver is up: %+v", got)
+	}
+
+	n.write(textPt(user, rules.TypeNotifyWebhook, "", hook.srv.URL))
+	ft.advanceAll(time.Minute, n)
+	waitFor(t, "delivered", 10*time.Second, func() bool { return deliveryOf(n, rule, key).Status == deliverySent })
+	settleRules(t, n)
+	if got := hook.posts(); len(got) != 1 || got[0].ID != want {
+		t.Fatalf("posts %+v, want one with ID %s", got, want)
+	}
+}
+
+// TestRuleForgedOutcomeIgnored: an outcome this instance did not write,
+// nor a peer, neither repeats a notification already sent nor silences
+// one: a forged "pending" does not resend, and a forged "sent" of a
+// pending one does not stop its delivery.
+func TestRuleForgedOutcomeIgnored(t *testing.T) {
+	ft := newFakeTime()
+	hook := newHookReceiver(t)
+	n := startNode(t, "cloud", nodeOpts{physical: ft.now})
+	user := addNode(n, n.root, rules.NodeTypeUser)
+	n.write(textPt(user, rules.TypeNotifyWebhook, "", hook.srv.URL))
+	sensor := addNode(n, n.root, "sensor")
+	rule := addRule(n, n.root, []string{"temp > 30"}, []string{"notify"}, nil)
+	key := deliveryKey(sensor, user, channelWebhook, "1")
+	forge := func(o outcomeRecord) {
+		b, _ := json.Marshal(o)
+		n.write(crdt.Point{Node: rule, Type: rules.TypeDeliveryStatus, Key: key, Text: string(b), Origin: uuid.New()})
+	}
+
+	n.write(valPt(sensor, "temp", 31))
+	waitFor(t, "the notification", 10*time.Second, func() bool { return deliveryOf(n, rule, key).Status == deliverySent })
+	sent := deliveryOf(n, rule, key).ID
+	forge(outcomeRecord{ID: sent, Status: deliveryPending, By: n.st.Instance()})
+	ft.advanceAll(time.Minute, n)
+	settleRules(t, n)
+	if got := hook.posts(); len(got) != 1 {
+		t.Fatalf("a forged pending outcome resent: %+v", got)
+	}
+
+	// The receiver goes away; the next change's notification is pending
+	// when a forged "sent" of it lands; it is still delivered once the
+	// receiver is back.
+	n.write(textPt(user, rules.TypeNotifyWebhook, "", "http://127.0.0.1:1/down"))
+	ft.advanceAll(2*time.Minute, n) // past the pacing
+	n.write(valPt(sensor, "temp", 20))
+	ft.advanceAll(time.Second, n)
+	settleRules(t, n) // the resolve has no action: nothing is claimed
+	ft.advanceAll(2*time.Minute, n)
+	n.write(valPt(sensor, "temp", 32))
+	waitFor(t, "a failed attempt of the second firing", 10*time.Second, func() bool {
+		rec := deliveryOf(n, rule, key)
+		return rec.ID != sent && rec.Attempts == 1
+	})
+	second := deliveryOf(n, rule, key).ID
+	forge(outcomeRecord{ID: second, Status: deliverySent, By: n.st.Instance(), Attempts: 1})
+	n.write(textPt(user, rules.TypeNotifyWebhook, "", hook.srv.URL))
+	ft.advanceAll(time.Hour, n)
+	waitFor(t, "the second firing delivered", 10*time.Second, func() bool {
+		for _, p := range hook.posts() {
+			if p.ID == second {
+				return true
+			}
+		}
+		return false
+	})
+	settleRules(t, n)
+	if got := hook.posts(); len(got) != 2 {
+		t.Fatalf("posts %+v, want the two firings", got)
+	}
+}
+
+// TestSoonest: a delivery already due wakes the engine at once. With
+// "none" told apart by a negative sentinel, a due one (a negative wait)
+// read as none, and a notification whose peers' acks came in between the
+// dispatch and the wait stayed unsent until something else woke the
+// engine (TestRuleNotifiesOnceAcrossPeers, about once in ten runs).
+func TestSoonest(t *testing.T) {
+	for _, tc := range []struct {
+		waits []int64
+		want  time.Duration
+	}{
+		{nil, 0},
+		{[]int64{-5}, time.Millisecond},
+		{[]int64{0}, time.Millisecond},
+		{[]int64{7, -3}, time.Millisecond},
+		{[]int64{7, 3}, 3 * time.Millisecond},
+		{[]int64{2, 60000}, 2 * time.Millisecond},
+	} {
+		if got := soonest(tc.waits); got != tc.want {
+			t.Errorf("soonest(%v) = %v, want %v", tc.waits, got, tc.want)
+		}
 	}
 }

@@ -21,7 +21,8 @@
 //	state.SUBJECT        1 active, 0 inactive, per subject node (point time: the change)
 //	fired.SUBJECT        Unix ms of the subject's last activation
 //	ruleError.TYPE.NAME  text: why condition.NAME (action.NAME, ...) is ignored
-//	delivery.KEY         text (JSON): one notification's delivery (replica/notify.go)
+//	delivery.KEY         text (JSON): the newest notification of KEY, as its change made it
+//	deliveryStatus.KEY   text (JSON): where that notification's delivery stands (replica/notify.go)
 package rules
 
 import (
@@ -54,6 +55,10 @@ const (
 	TypeFired       = "fired"
 	TypeError       = "ruleError"
 	TypeDelivery    = "delivery"
+	// TypeDeliveryStatus: where the delivery of the same key stands
+	// (sent, failed, retrying, its sender); beside the delivery point so
+	// that no outcome ever replaces a newer notification.
+	TypeDeliveryStatus = "deliveryStatus"
 )
 
 // Point types of a device node, kept by the upstream it links to

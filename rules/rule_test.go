@@ -349,7 +349,7 @@ func TestIsRuleType(t *testing.T) {
 			t.Errorf("IsRuleType(%q) = false", typ)
 		}
 	}
-	for _, typ := range []string{TypeState, TypeFired, TypeError, TypeDelivery, crdt.TypeNodeType, crdt.TypeEdge, "temp", ""} {
+	for _, typ := range []string{TypeState, TypeFired, TypeError, TypeDelivery, TypeDeliveryStatus, crdt.TypeNodeType, crdt.TypeEdge, "temp", ""} {
 		if IsRuleType(typ) {
 			t.Errorf("IsRuleType(%q) = true", typ)
 		}
