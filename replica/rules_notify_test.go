@@ -153,19 +153,36 @@ func TestRuleNotifiesByEmail(t *testing.T) {
 	}
 }
 
+// failingNotification is a node on a fake clock whose one user's webhook
+// has nothing listening, and a rule that has notified it once: its first
+// attempt failed, and the next is due after a backoff.
+type failingNotification struct {
+	ft         *fakeTime
+	hook       *hookReceiver // up, and not the user's webhook yet
+	n          *node
+	user, rule uuid.UUID
+	key        string // the delivery's
+}
+
+func startFailingNotification(t *testing.T) *failingNotification {
+	f := &failingNotification{ft: newFakeTime(), hook: newHookReceiver(t)}
+	n := startNode(t, "cloud", nodeOpts{physical: f.ft.now})
+	f.n = n
+	f.user = addNode(n, n.root, rules.NodeTypeUser)
+	n.write(textPt(f.user, rules.TypeNotifyWebhook, "", "http://127.0.0.1:1/down")) // nothing listens
+	sensor := addNode(n, n.root, "sensor")
+	f.rule = addRule(n, n.root, []string{"temp > 30"}, []string{"notify"}, nil)
+	n.write(valPt(sensor, "temp", 31))
+	f.key = deliveryKey(sensor, f.user, channelWebhook, "1")
+	waitFor(t, "a failed attempt recorded", 10*time.Second, func() bool { return deliveryOf(n, f.rule, f.key).Attempts == 1 })
+	return f
+}
+
 // TestRuleNotifyRetriesThenSends: a webhook that fails is retried with
 // backoff, each attempt recorded, until it answers.
 func TestRuleNotifyRetriesThenSends(t *testing.T) {
-	ft := newFakeTime()
-	hook := newHookReceiver(t)
-	n := startNode(t, "cloud", nodeOpts{physical: ft.now})
-	user := addNode(n, n.root, rules.NodeTypeUser)
-	n.write(textPt(user, rules.TypeNotifyWebhook, "", "http://127.0.0.1:1/down")) // nothing listens
-	sensor := addNode(n, n.root, "sensor")
-	rule := addRule(n, n.root, []string{"temp > 30"}, []string{"notify"}, nil)
-	n.write(valPt(sensor, "temp", 31))
-	key := deliveryKey(sensor, user, channelWebhook, "1")
-	waitFor(t, "a failed attempt recorded", 10*time.Second, func() bool { return deliveryOf(n, rule, key).Attempts == 1 })
+	f := startFailingNotification(t)
+	ft, hook, n, user, rule, key := f.ft, f.hook, f.n, f.user, f.rule, f.key
 	rec := deliveryOf(n, rule, key)
 	if rec.Status != deliveryPending || rec.Error == "" || rec.Next <= ft.now().UnixMilli() {
 		t.Fatalf("after one failure: %+v", rec)
@@ -218,16 +235,8 @@ func TestRuleForgedDeliveryIgnored(t *testing.T) {
 // When one register held both, the late "sent" replaced the claim and the
 // newer notification was never sent.
 func TestRuleOlderOutcomeNeverHidesNotification(t *testing.T) {
-	ft := newFakeTime()
-	hook := newHookReceiver(t)
-	n := startNode(t, "cloud", nodeOpts{physical: ft.now})
-	user := addNode(n, n.root, rules.NodeTypeUser)
-	n.write(textPt(user, rules.TypeNotifyWebhook, "", "http://127.0.0.1:1/down")) // nothing listens
-	sensor := addNode(n, n.root, "sensor")
-	rule := addRule(n, n.root, []string{"temp > 30"}, []string{"notify"}, nil)
-	n.write(valPt(sensor, "temp", 31))
-	key := deliveryKey(sensor, user, channelWebhook, "1")
-	waitFor(t, "a failed attempt recorded", 10*time.Second, func() bool { return deliveryOf(n, rule, key).Attempts == 1 })
+	f := startFailingNotification(t)
+	ft, hook, n, user, rule, key := f.ft, f.hook, f.n, f.user, f.rule, f.key
 	want := deliveryOf(n, rule, key).ID
 
 	older := outcomeRecord{ID: "older", Status: deliverySent, By: n.st.Instance(), Attempts: 1, Sent: ft.now().UnixMilli()}
