@@ -146,6 +146,11 @@ type notifier struct {
 	e        *ruleEngine
 	pending  map[delivKey]*delivery
 	inflight map[delivKey]bool
+	// finished holds the last final outcome (sent, failed) this instance
+	// wrote per key, and repair those to write again: an outcome of an
+	// older claim that landed after it replaced it in the register.
+	finished map[delivKey]outcomeRecord
+	repair   map[delivKey]outcomeRecord
 	jobs     chan sendJob
 	results  chan sendResult
 	ctx      context.Context
@@ -155,6 +160,7 @@ type notifier struct {
 
 func newNotifier(e *ruleEngine) *notifier {
 	n := &notifier{e: e, pending: map[delivKey]*delivery{}, inflight: map[delivKey]bool{},
+		finished: map[delivKey]outcomeRecord{}, repair: map[delivKey]outcomeRecord{},
 		jobs: make(chan sendJob, senders), results: make(chan sendResult, senders)}
 	n.ctx, n.cancel = context.WithCancel(e.r.ctx)
 	for range senders {
@@ -205,9 +211,22 @@ func (n *notifier) saw(rule uuid.UUID, p *crdt.Point, seq uint64) {
 	c, ok := n.claim(k)
 	if !ok {
 		delete(n.pending, k)
+		delete(n.finished, k)
 		return
 	}
 	o, ook := n.outcome(k)
+	if f, done := n.finished[k]; done {
+		switch {
+		case f.ID != c.ID:
+			delete(n.finished, k) // a newer claim
+		case !ook || o.ID != c.ID:
+			// Sent (or given up) here, and an older claim's outcome
+			// replaced that in the register: written again, not resent.
+			n.repair[k] = f
+			delete(n.pending, k)
+			return
+		}
+	}
 	d := n.pending[k]
 	st := deliveryState(c, o, ook)
 	if (!ook || o.ID != c.ID) && d != nil && d.claim.ID == c.ID {
@@ -399,9 +418,11 @@ func (e *ruleEngine) text(n uuid.UUID, typ string) string {
 func (e *ruleEngine) description(n uuid.UUID) string { return e.text(n, TypeDescription) }
 
 // dispatch hands the pending deliveries this instance sends, and whose
-// time has come, to the senders; it takes over those of a sender gone.
+// time has come, to the senders; it takes over those of a sender gone,
+// and writes the repairs saw found.
 func (n *notifier) dispatch() {
 	e := n.e
+	n.writeRepairs()
 	if !e.ready || len(n.pending) == 0 {
 		return
 	}
@@ -453,6 +474,30 @@ func (n *notifier) dispatch() {
 				}
 			}
 		}
+	}
+}
+
+// writeRepairs writes again the final outcomes of claims still current
+// that an older claim's outcome replaced.
+func (n *notifier) writeRepairs() {
+	if len(n.repair) == 0 {
+		return
+	}
+	var pts []crdt.Point
+	for k, o := range n.repair {
+		if !n.current(k, o.ID) {
+			continue
+		}
+		if b, err := json.Marshal(o); err == nil {
+			pts = append(pts, crdt.Point{Node: k.rule, Type: rules.TypeDeliveryStatus, Key: k.key, Text: string(b)})
+		}
+	}
+	clear(n.repair)
+	if len(pts) == 0 {
+		return
+	}
+	if _, err := n.e.r.Write(pts); err != nil {
+		n.e.r.log.Warn("notify: record deliveries again", "err", err)
 	}
 }
 
@@ -550,6 +595,7 @@ func (n *notifier) done(res sendResult) {
 	}
 	if o.Status != deliveryPending {
 		delete(n.pending, res.key)
+		n.finished[res.key] = o
 	} else {
 		d.out = o
 	}

@@ -341,3 +341,36 @@ func TestSoonest(t *testing.T) {
 		}
 	}
 }
+
+// TestRuleOlderOutcomeAfterSentIsRepaired: an older notification's
+// outcome that lands after a newer one was sent and recorded (a peer's
+// write, later by the clock) does not make the newer one pending again:
+// the instance that sent it writes its outcome again, and sends nothing.
+func TestRuleOlderOutcomeAfterSentIsRepaired(t *testing.T) {
+	hook := newHookReceiver(t)
+	n := startNode(t, "cloud", nodeOpts{})
+	user := addNode(n, n.root, rules.NodeTypeUser)
+	n.write(textPt(user, rules.TypeNotifyWebhook, "", hook.srv.URL))
+	sensor := addNode(n, n.root, "sensor")
+	rule := addRule(n, n.root, []string{"temp > 30"}, []string{"notify"}, nil)
+	key := deliveryKey(sensor, user, channelWebhook, "1")
+	n.write(valPt(sensor, "temp", 31))
+	waitFor(t, "the notification", 10*time.Second, func() bool { return deliveryOf(n, rule, key).Status == deliverySent })
+	sent := deliveryOf(n, rule, key)
+
+	older := outcomeRecord{ID: "older", Status: deliverySent, By: n.st.Instance(), Attempts: 1}
+	b, _ := json.Marshal(older)
+	n.write(crdt.Point{Node: rule, Type: rules.TypeDeliveryStatus, Key: key, Text: string(b)})
+	waitFor(t, "the outcome written again", 10*time.Second, func() bool {
+		var o outcomeRecord
+		p := n.get(rule, uuid.Nil, rules.TypeDeliveryStatus, key)
+		return json.Unmarshal([]byte(p.Text), &o) == nil && o.ID == sent.ID
+	})
+	settleRules(t, n)
+	if got := deliveryOf(n, rule, key); got != sent {
+		t.Fatalf("repaired outcome %+v, want %+v", got, sent)
+	}
+	if got := hook.posts(); len(got) != 1 || got[0].ID != sent.ID {
+		t.Fatalf("posts %+v, want the one notification", got)
+	}
+}
