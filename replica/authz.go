@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/siot-io/siot/crdt"
+	"github.com/siot-io/siot/rules"
 	"github.com/siot-io/siot/store"
 	"github.com/siot-io/siot/transport"
 )
@@ -248,6 +249,11 @@ func (a *access) writeRefusal(p *crdt.Point, created map[uuid.UUID]bool, inAdmin
 		// outlive the revocation of the identity that minted it. A
 		// revocation (a tombstone) only takes the admin role.
 		return "keys are the local administrator's to write (siot device add, siot peer add)", nil
+	}
+	if rules.IsDeliveryType(p.Type) {
+		// A claim names recipients and says anything; an outcome
+		// silences or repeats one. Only rule engines write them.
+		return "notification records are written by the instances that run the rule", nil
 	}
 	if created[p.Node] {
 		return "", nil

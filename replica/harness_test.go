@@ -36,6 +36,7 @@ type node struct {
 	bypass   bool             // nodeOpts.bypass
 	srvPing  time.Duration    // nodeOpts.serverPing
 	cluster  transport.ClusterConfig
+	free     func(dir string) (uint64, error) // nodeOpts.freeSpace
 }
 
 // adminByAddr maps a test node's listen address to its administrator
@@ -79,6 +80,9 @@ type nodeOpts struct {
 	bypass bool
 	// serverPing is the NATS server's keepalive (0: its default).
 	serverPing time.Duration
+	// freeSpace, when set, is the store's free-space probe (a disk that
+	// fills and empties on the test's word).
+	freeSpace func(dir string) (uint64, error)
 	// cluster, when set, makes the node's server a cluster member with
 	// these routes (nats://host:port of other members' route listeners;
 	// none for the first). Its route port is kept across restarts.
@@ -100,7 +104,7 @@ func testTuning(c *Config) {
 
 func startNode(t testing.TB, name string, o nodeOpts) *node {
 	t.Helper()
-	n := &node{t: t, name: name, dir: o.dir, root: o.root, addr: "127.0.0.1:0", physical: o.physical}
+	n := &node{t: t, name: name, dir: o.dir, root: o.root, addr: "127.0.0.1:0", physical: o.physical, free: o.freeSpace}
 	if n.physical == nil {
 		n.physical = time.Now
 	}
@@ -138,6 +142,9 @@ func (n *node) start() {
 	t.Helper()
 	scfg := store.DefaultConfig(n.dir)
 	scfg.MinFreeBytes, scfg.Root, scfg.Profile = 0, n.root, store.ProfileCloud
+	if n.free != nil {
+		scfg.FreeSpace = n.free
+	}
 	if len(n.cfg.Upstreams) > 0 && len(n.cfg.Peers) == 0 {
 		scfg.Profile = store.ProfileEdge // as siot serve chooses
 	}

@@ -137,6 +137,17 @@ type sendResult struct {
 	err error
 }
 
+// finishedOutcome is a final outcome this instance wrote, and when.
+type finishedOutcome struct {
+	o  outcomeRecord
+	at time.Time
+}
+
+// finishedKeep is how long a final outcome is remembered, so that an
+// older claim's outcome landing after it (within a push's latency: a
+// peer's write that crossed this one's claim) is repaired, not resent.
+const finishedKeep = 10 * time.Minute
+
 // senders is how many notifications are sent at once.
 const senders = 4
 
@@ -146,21 +157,25 @@ type notifier struct {
 	e        *ruleEngine
 	pending  map[delivKey]*delivery
 	inflight map[delivKey]bool
-	// finished holds the last final outcome (sent, failed) this instance
-	// wrote per key, and repair those to write again: an outcome of an
-	// older claim that landed after it replaced it in the register.
-	finished map[delivKey]outcomeRecord
-	repair   map[delivKey]outcomeRecord
-	jobs     chan sendJob
-	results  chan sendResult
-	ctx      context.Context
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
+	// finished holds the final outcomes (sent, failed) this instance
+	// wrote in the last finishedKeep, and repair those to write again:
+	// an outcome of an older claim replaced one in the register, or the
+	// store refused it.
+	finished  map[delivKey]finishedOutcome
+	repair    map[delivKey]outcomeRecord
+	repairAt  time.Time // the next try at writing repair (engine clock)
+	prunedAt  time.Time
+	forgotten map[delivKey]uint64 // seq of pending deliveries a rule's reload dropped, until read back
+	jobs      chan sendJob
+	results   chan sendResult
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
 }
 
 func newNotifier(e *ruleEngine) *notifier {
 	n := &notifier{e: e, pending: map[delivKey]*delivery{}, inflight: map[delivKey]bool{},
-		finished: map[delivKey]outcomeRecord{}, repair: map[delivKey]outcomeRecord{},
+		finished: map[delivKey]finishedOutcome{}, repair: map[delivKey]outcomeRecord{}, forgotten: map[delivKey]uint64{},
 		jobs: make(chan sendJob, senders), results: make(chan sendResult, senders)}
 	n.ctx, n.cancel = context.WithCancel(e.r.ctx)
 	for range senders {
@@ -217,12 +232,12 @@ func (n *notifier) saw(rule uuid.UUID, p *crdt.Point, seq uint64) {
 	o, ook := n.outcome(k)
 	if f, done := n.finished[k]; done {
 		switch {
-		case f.ID != c.ID:
+		case f.o.ID != c.ID:
 			delete(n.finished, k) // a newer claim
 		case !ook || o.ID != c.ID:
 			// Sent (or given up) here, and an older claim's outcome
 			// replaced that in the register: written again, not resent.
-			n.repair[k] = f
+			n.repair[k] = f.o
 			delete(n.pending, k)
 			return
 		}
@@ -237,7 +252,7 @@ func (n *notifier) saw(rule uuid.UUID, p *crdt.Point, seq uint64) {
 		return
 	}
 	if d == nil || d.claim.ID != c.ID || d.out.By != st.By {
-		d = &delivery{seen: n.e.now()}
+		d = &delivery{seen: n.e.now(), seq: n.forgotten[k]}
 		n.pending[k] = d
 	}
 	d.claim, d.out = c, st
@@ -276,9 +291,12 @@ func (n *notifier) outcome(k delivKey) (outcomeRecord, bool) {
 // forget drops the pending deliveries of a rule read again or gone (a
 // rule still held and run here is read back with its records).
 func (n *notifier) forget(rule uuid.UUID) {
-	for k := range n.pending {
+	for k, d := range n.pending {
 		if k.rule == rule && !n.inflight[k] {
 			delete(n.pending, k)
+			// Read back with the rule, the claim still waits for the
+			// change the peers must hold.
+			n.forgotten[k] = d.seq
 		}
 	}
 }
@@ -322,8 +340,14 @@ func (n *notifier) records(rr *ruleRun, s uuid.UUID, active bool, a rules.Action
 	}
 	msg.Text = rules.Render(a.Message, ruleName, shown, status, first)
 	var pts []crdt.Point
+	action := a.Name
+	if !active {
+		// Its own key: a clearing never replaces its firing's
+		// notification that is not sent yet.
+		action = "clear." + a.Name
+	}
 	for _, rc := range e.recipients(rr.rule.ID) {
-		key := deliveryKey(s, rc.user, rc.channel, a.Name)
+		key := deliveryKey(s, rc.user, rc.channel, action)
 		id := deliveryID(rr.rule.ID, key, t)
 		c := claimRecord{ID: id, Event: event, User: rc.user, Channel: rc.channel,
 			By: e.self, Created: t.Physical(), Message: msg}
@@ -422,7 +446,9 @@ func (e *ruleEngine) description(n uuid.UUID) string { return e.text(n, TypeDesc
 // and writes the repairs saw found.
 func (n *notifier) dispatch() {
 	e := n.e
+	clear(n.forgotten) // a reload reads its rule back before this
 	n.writeRepairs()
+	n.prune()
 	if !e.ready || len(n.pending) == 0 {
 		return
 	}
@@ -430,6 +456,7 @@ func (n *notifier) dispatch() {
 	held := n.heldThrough()
 	var takeover []crdt.Point
 	var taken []*delivery
+pending:
 	for k, d := range n.pending {
 		if n.inflight[k] {
 			continue
@@ -453,7 +480,7 @@ func (n *notifier) dispatch() {
 		case n.jobs <- sendJob{key: k, claim: d.claim}:
 			n.inflight[k] = true
 		default:
-			return
+			break pending // the senders are busy; takeovers still go
 		}
 	}
 	if len(takeover) > 0 {
@@ -478,26 +505,50 @@ func (n *notifier) dispatch() {
 }
 
 // writeRepairs writes again the final outcomes of claims still current
-// that an older claim's outcome replaced.
+// that an older claim's outcome replaced, or that the store refused (then
+// tried again in a second).
 func (n *notifier) writeRepairs() {
-	if len(n.repair) == 0 {
+	now := n.e.now()
+	if len(n.repair) == 0 || now.Before(n.repairAt) {
 		return
 	}
 	var pts []crdt.Point
+	var keys []delivKey
 	for k, o := range n.repair {
 		if !n.current(k, o.ID) {
+			delete(n.repair, k)
 			continue
 		}
 		if b, err := json.Marshal(o); err == nil {
 			pts = append(pts, crdt.Point{Node: k.rule, Type: rules.TypeDeliveryStatus, Key: k.key, Text: string(b)})
+			keys = append(keys, k)
 		}
 	}
-	clear(n.repair)
 	if len(pts) == 0 {
 		return
 	}
 	if _, err := n.e.r.Write(pts); err != nil {
 		n.e.r.log.Warn("notify: record deliveries again", "err", err)
+		n.repairAt = now.Add(time.Second)
+		return
+	}
+	for _, k := range keys {
+		delete(n.repair, k)
+	}
+}
+
+// prune forgets, about once a minute, the final outcomes written more
+// than finishedKeep ago.
+func (n *notifier) prune() {
+	now := n.e.now()
+	if now.Sub(n.prunedAt) < time.Minute {
+		return
+	}
+	n.prunedAt = now
+	for k, f := range n.finished {
+		if now.Sub(f.at) > finishedKeep {
+			delete(n.finished, k)
+		}
 	}
 }
 
@@ -533,12 +584,18 @@ func (n *notifier) heldThrough() uint64 {
 // nextWait is how long until a pending delivery of this instance is due
 // (0: none).
 func (n *notifier) nextWait() time.Duration {
-	if len(n.pending) == 0 {
-		return 0
+	var waits []int64
+	if len(n.repair) > 0 {
+		waits = append(waits, max(n.repairAt.Sub(n.e.now()).Milliseconds(), 1))
+	}
+	if !n.e.ready || len(n.pending) == 0 || len(n.jobs) == cap(n.jobs) {
+		// Nothing is sent now: the engine wakes when it is ready (it
+		// looks at least every second until then), and a sender's
+		// result wakes it.
+		return soonest(waits)
 	}
 	now := n.e.now().UnixMilli()
 	held := n.heldThrough()
-	var waits []int64
 	for k, d := range n.pending {
 		if n.inflight[k] || d.out.By != n.e.self {
 			continue
@@ -589,13 +646,20 @@ func (n *notifier) done(res sendResult) {
 		return
 	}
 	p := crdt.Point{Node: res.key.rule, Type: rules.TypeDeliveryStatus, Key: res.key.key, Text: string(b)}
-	if _, err := e.r.Write([]crdt.Point{p}); err != nil {
-		e.r.log.Warn("notify: record a delivery", "rule", res.key.rule, "err", err)
-		return
+	_, werr := e.r.Write([]crdt.Point{p})
+	if werr != nil {
+		e.r.log.Warn("notify: record a delivery", "rule", res.key.rule, "err", werr)
 	}
+	// What the attempt did stands in memory even when the store refused
+	// its record: a delivery sent is not sent again, a retry waits its
+	// time.
 	if o.Status != deliveryPending {
 		delete(n.pending, res.key)
-		n.finished[res.key] = o
+		n.finished[res.key] = finishedOutcome{o, now}
+		if werr != nil {
+			n.repair[res.key] = o
+			n.repairAt = now.Add(time.Second)
+		}
 	} else {
 		d.out = o
 	}

@@ -4,8 +4,11 @@ import (
 	"bufio"
 	"encoding/json"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,6 +16,7 @@ import (
 
 	"github.com/siot-io/siot/crdt"
 	"github.com/siot-io/siot/rules"
+	"github.com/siot-io/siot/transport"
 )
 
 // smtpSink is an in-test SMTP server on loopback that accepts every mail
@@ -372,5 +376,139 @@ func TestRuleOlderOutcomeAfterSentIsRepaired(t *testing.T) {
 	}
 	if got := hook.posts(); len(got) != 1 || got[0].ID != sent.ID {
 		t.Fatalf("posts %+v, want the one notification", got)
+	}
+}
+
+// TestUserCannotWriteDeliveryRecords: a user who administers the rule's
+// site may edit the rule, but not write its notification records: a
+// claim would make the cloud send the user's message to anyone, an
+// outcome would silence or repeat a notification.
+func TestUserCannotWriteDeliveryRecords(t *testing.T) {
+	n := startNode(t, "cloud", nodeOpts{})
+	site := addNode(n, n.root, "site")
+	addUser(t, n, site, "ops@example.com", "a long password", true)
+	rule := addRule(n, site, []string{"temp > 30"}, []string{"notify"}, nil)
+	creds, err := login(t, n, "ops@example.com", "a long password")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc := n.dial(creds)
+	id := keyID(creds)
+	write := func(p crdt.Point) error {
+		var res transport.ImportResult
+		return request(t, nc, id, transport.NameImport, transport.Import{Points: crdt.AppendBatch(nil, []crdt.Point{p})}, &res)
+	}
+	if err := write(textPt(rule, rules.TypeCondition, "2", "temp < -10")); err != nil {
+		t.Fatalf("editing the rule: %v", err)
+	}
+	before := n.st.LastSeq()
+	for _, typ := range []string{rules.TypeDelivery, rules.TypeDeliveryStatus} {
+		err := write(textPt(rule, typ, "x", `{"id":"forged","status":"pending"}`))
+		if !transport.IsRemote(err) || !strings.Contains(err.Error(), "notification records") {
+			t.Errorf("a user's %s point: %v, want refused", typ, err)
+		}
+	}
+	if got := changesBesidesDeviceState(n, before); got != 0 {
+		t.Fatalf("refused writes changed the store: %d changes", got)
+	}
+}
+
+// TestRuleSentNotRecordedIsNotResent: a notification the receiver
+// accepted, whose outcome the store then refuses (the disk full), is not
+// sent again: the outcome is kept in memory and written once the store
+// takes writes again.
+func TestRuleSentNotRecordedIsNotResent(t *testing.T) {
+	var full atomic.Bool
+	free := func(string) (uint64, error) {
+		if full.Load() {
+			return 0, nil
+		}
+		return 1 << 40, nil
+	}
+	var mu sync.Mutex
+	var ids []string
+	gate := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			ID string `json:"id"`
+		}
+		_ = json.NewDecoder(r.Body).Decode(&body)
+		mu.Lock()
+		ids = append(ids, body.ID)
+		first := len(ids) == 1
+		mu.Unlock()
+		if first {
+			<-gate // answered once the disk is full
+		}
+	}))
+	t.Cleanup(srv.Close)
+	posts := func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), ids...)
+	}
+
+	n := startNode(t, "cloud", nodeOpts{freeSpace: free})
+	user := addNode(n, n.root, rules.NodeTypeUser)
+	n.write(textPt(user, rules.TypeNotifyWebhook, "", srv.URL))
+	sensor := addNode(n, n.root, "sensor")
+	rule := addRule(n, n.root, []string{"temp > 30"}, []string{"notify"}, nil)
+	key := deliveryKey(sensor, user, channelWebhook, "1")
+	n.write(valPt(sensor, "temp", 31))
+	waitFor(t, "the POST", 10*time.Second, func() bool { return len(posts()) == 1 })
+	full.Store(true)
+	close(gate)
+	waitFor(t, "the attempt done", 10*time.Second, func() bool { return n.rep.rules.inflight.Load() == 0 })
+	settleRules(t, n)
+	if got := posts(); len(got) != 1 {
+		t.Fatalf("%d POSTs while the outcome could not be recorded, want 1", len(got))
+	}
+	if rec := deliveryOf(n, rule, key); rec.Status != deliveryPending {
+		t.Fatalf("recorded %+v with the disk full", rec)
+	}
+
+	full.Store(false)
+	waitFor(t, "the outcome recorded", 10*time.Second, func() bool { return deliveryOf(n, rule, key).Status == deliverySent })
+	settleRules(t, n)
+	if got := posts(); len(got) != 1 {
+		t.Fatalf("POSTs %v, want 1", got)
+	}
+}
+
+// TestRuleClearingKeepsUnsentFiring: a clearing while its firing's
+// notification still waits for a retry is a notification of its own: the
+// receiver, once back, gets the firing and the resolution, not the
+// resolution alone.
+func TestRuleClearingKeepsUnsentFiring(t *testing.T) {
+	ft := newFakeTime()
+	hook := newHookReceiver(t)
+	n := startNode(t, "cloud", nodeOpts{physical: ft.now})
+	user := addNode(n, n.root, rules.NodeTypeUser)
+	n.write(textPt(user, rules.TypeNotifyWebhook, "", "http://127.0.0.1:1/down")) // nothing listens
+	sensor := addNode(n, n.root, "sensor")
+	rule := addRule(n, n.root, []string{"temp > 30"}, []string{"notify"}, []string{"notify"})
+	n.write(valPt(sensor, "temp", 31))
+	firing := deliveryKey(sensor, user, channelWebhook, "1")
+	waitFor(t, "the firing's first attempt failed", 10*time.Second, func() bool { return deliveryOf(n, rule, firing).Attempts == 1 })
+	ft.advanceAll(2*time.Minute, n) // past the pacing
+	n.write(valPt(sensor, "temp", 20))
+	resolved := deliveryKey(sensor, user, channelWebhook, "clear.1")
+	waitFor(t, "the resolution's first attempt failed", 10*time.Second, func() bool { return deliveryOf(n, rule, resolved).Attempts == 1 })
+	if rec := deliveryOf(n, rule, firing); rec.Status != deliveryPending {
+		t.Fatalf("the firing's notification after the clearing: %+v", rec)
+	}
+
+	n.write(textPt(user, rules.TypeNotifyWebhook, "", hook.srv.URL))
+	ft.advanceAll(time.Hour, n)
+	waitFor(t, "both delivered", 10*time.Second, func() bool {
+		return deliveryOf(n, rule, firing).Status == deliverySent && deliveryOf(n, rule, resolved).Status == deliverySent
+	})
+	settleRules(t, n)
+	got := map[string]int{}
+	for _, p := range hook.posts() {
+		got[p.Status]++
+	}
+	if got["firing"] != 1 || got["resolved"] != 1 || len(hook.posts()) != 2 {
+		t.Fatalf("posts %+v, want one firing and one resolved", hook.posts())
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -59,6 +60,7 @@ type session struct {
 	have        uint64      // how far we hold the remote's feed
 	remoteIdle  bool        // the last push we got said Idle
 	sendIdle    bool        // our sender is caught up
+	idleFed     uint64      // the store's last change when sendIdle was set (max for a routed sender)
 	pending     uint64      // our sender's estimate of what the remote lacks
 	repairEqual bool        // the last repair round found the scopes equal
 	lastRepair  RepairStats // the last repair round
@@ -191,7 +193,9 @@ func noResponders(m *nats.Msg) bool {
 func (s *session) status() (inSync bool, pending uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	idle := s.sendIdle && s.remoteIdle
+	// A change written since the sender last looked is not sent yet,
+	// though the sender has not woken to say so.
+	idle := s.sendIdle && s.remoteIdle && s.r.st.LastSeq() <= s.idleFed
 	if s.r.cfg.NoPush {
 		idle = true
 	}
@@ -424,6 +428,13 @@ func (s *session) runSender(ctx context.Context, have uint64) error {
 			}
 			last = lastPos(st.cursor, true)
 		}
+		// The store's last change before the sender's last look: one
+		// written after it is not sent yet (status). A routed sender is
+		// woken by its route, not by every change of the store.
+		fed := uint64(math.MaxUint64)
+		if !routed {
+			fed = s.r.st.LastSeq()
+		}
 		last = lastPos(st.cursor, false)
 		if len(s.backfill) == 0 && st.idle(last) && !st.lastIdle {
 			// Caught up after a push that said otherwise: say so.
@@ -435,6 +446,7 @@ func (s *session) runSender(ctx context.Context, have uint64) error {
 		}
 		s.mu.Lock()
 		s.sendIdle, s.pending = len(s.backfill) == 0 && st.idle(last) && st.lastIdle, st.pending(last)
+		s.idleFed = fed
 		caughtUp := s.sendIdle
 		s.mu.Unlock()
 		resumed.check(caughtUp, st.acked)

@@ -61,6 +61,13 @@ const (
 	TypeDeliveryStatus = "deliveryStatus"
 )
 
+// IsDeliveryType reports whether typ is a notification's record
+// (delivery, deliveryStatus): written by the instances that run the rule,
+// never by a user.
+func IsDeliveryType(typ string) bool {
+	return typ == TypeDelivery || typ == TypeDeliveryStatus
+}
+
 // Point types of a device node, kept by the upstream it links to
 // (replica/devicestate.go).
 const (
