@@ -135,20 +135,8 @@ func runScript(t *testing.T, bash, bin, script string, ports ...string) (stdout,
 // PATH (none when empty) and tmp as its TMPDIR, where its mktemp files go.
 func runScriptIn(t *testing.T, bash, bin, path, tmp, script string, ports ...string) (stdout, stderr string, err error) {
 	t.Helper()
-	script = strings.ReplaceAll(script, "bin/siot ", bin+" ")
-	for _, port := range ports {
-		script = strings.ReplaceAll(script, "127.0.0.1:"+port, "127.0.0.1:"+strconv.Itoa(freePort(t)))
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	cmd, cancel := scriptCmd(t, bash, bin, path, tmp, script, ports)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bash, "-e", "-c", script)
-	cmd.Dir = t.TempDir()
-	if path != "" {
-		path += string(os.PathListSeparator)
-	}
-	cmd.Env = []string{"PATH=" + path + os.Getenv("PATH"), "HOME=" + cmd.Dir, "TMPDIR=" + tmp}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	// Files, not pipes: the script's end is not held up by a server it
 	// left running (it failed midway), which would hold a pipe open.
 	outs := t.TempDir()
@@ -161,6 +149,28 @@ func runScriptIn(t *testing.T, bash, bin, path, tmp, script string, ports ...str
 	outF.Close()
 	errF.Close()
 	return readFile(t, outF.Name()), readFile(t, errF.Name()), err
+}
+
+// scriptCmd prepares a README script to run in bash -e: bin/siot is
+// bin, each of ports (127.0.0.1:PORT) a free port, the directory path
+// first on PATH (none when empty), tmp its TMPDIR, its own process group
+// killed whole when the 90 s it may run are over. cancel ends that time.
+func scriptCmd(t *testing.T, bash, bin, path, tmp, script string, ports []string) (cmd *exec.Cmd, cancel context.CancelFunc) {
+	t.Helper()
+	script = strings.ReplaceAll(script, "bin/siot ", bin+" ")
+	for _, port := range ports {
+		script = strings.ReplaceAll(script, "127.0.0.1:"+port, "127.0.0.1:"+strconv.Itoa(freePort(t)))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	cmd = exec.CommandContext(ctx, bash, "-e", "-c", script)
+	cmd.Dir = t.TempDir()
+	if path != "" {
+		path += string(os.PathListSeparator)
+	}
+	cmd.Env = []string{"PATH=" + path + os.Getenv("PATH"), "HOME=" + cmd.Dir, "TMPDIR=" + tmp}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	return cmd, cancel
 }
 
 // killGroup kills what is left of process group pgid, the processes a

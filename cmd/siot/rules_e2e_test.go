@@ -15,7 +15,6 @@ import (
 	"regexp"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -40,17 +39,8 @@ type timedLine struct {
 // is known to have happened before that time.
 func runScriptLines(t *testing.T, bash, bin, script string, ports ...string) (lines []timedLine, stderr string, err error) {
 	t.Helper()
-	script = strings.ReplaceAll(script, "bin/siot ", bin+" ")
-	for _, port := range ports {
-		script = strings.ReplaceAll(script, "127.0.0.1:"+port, "127.0.0.1:"+strconv.Itoa(freePort(t)))
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	cmd, cancel := scriptCmd(t, bash, bin, "", t.TempDir(), script, ports)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bash, "-e", "-c", script)
-	cmd.Dir = t.TempDir()
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + cmd.Dir, "TMPDIR=" + t.TempDir()}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	// The write end of a pipe as an *os.File: the script's processes
 	// write to it directly, and its end is not held up by a server it
 	// left running (the read end sees EOF once every one is gone).
